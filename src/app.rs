@@ -1,0 +1,126 @@
+//! Resolution of the global inputs, once: config path, state dir, env file, then the typed
+//! jobs config and settings every command works from.
+
+use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use crate::cli::Cli;
+use crate::config::{JobsConfig, BUNDLED};
+use crate::envfile::Env;
+use crate::exit::config_error;
+use crate::settings::Settings;
+
+pub struct App {
+    pub config: JobsConfig,
+    pub env: Env,
+    pub settings: Settings,
+    pub state_dir: PathBuf,
+    pub env_file: Option<PathBuf>,
+}
+
+impl App {
+    pub fn load(cli: &Cli, env: Env, env_file: Option<PathBuf>) -> anyhow::Result<App> {
+        let config = match config_path(cli.config.as_deref()) {
+            Some(path) => JobsConfig::load(&path)?,
+            None => {
+                log::debug!("no jobs.yaml found: using the bundled one");
+                JobsConfig::parse(BUNDLED, "bundled jobs.yaml")?
+            }
+        };
+        let settings = Settings::from_env(&env)?;
+        Ok(App {
+            config,
+            settings,
+            env,
+            state_dir: state_dir(cli.state_dir.as_deref()),
+            env_file,
+        })
+    }
+}
+
+/// `--env-file`, else `$OPS_ENV_FILE`, else `/etc/ops/ops.env` when readable. An explicitly
+/// named file that cannot be read is an error; the default is optional.
+pub fn env_file(flag: Option<&Path>) -> anyhow::Result<Option<PathBuf>> {
+    let explicit = flag.map(Path::to_path_buf).or_else(|| {
+        std::env::var_os("OPS_ENV_FILE")
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    });
+    if let Some(path) = explicit {
+        if !path.is_file() {
+            return Err(config_error(format!(
+                "env file {} does not exist (fix --env-file / OPS_ENV_FILE, or create it from deploy/ops.env.example)",
+                path.display()
+            )));
+        }
+        return Ok(Some(path));
+    }
+    let default = PathBuf::from("/etc/ops/ops.env");
+    Ok(readable(&default).then_some(default))
+}
+
+/// `--config`, else `$OPS_CONFIG`, else `/etc/ops/jobs.yaml`, else `./jobs.yaml`; `None` means
+/// the bundled default.
+fn config_path(flag: Option<&Path>) -> Option<PathBuf> {
+    if let Some(path) = flag {
+        return Some(path.to_path_buf());
+    }
+    if let Some(path) = std::env::var_os("OPS_CONFIG").filter(|v| !v.is_empty()) {
+        return Some(PathBuf::from(path));
+    }
+    ["/etc/ops/jobs.yaml", "jobs.yaml"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.is_file())
+}
+
+/// `--state-dir`, else `$OPS_STATE_DIR`, else `/var/lib/ops` when writable, else
+/// `$XDG_STATE_HOME/ops` (`~/.local/state/ops`).
+fn state_dir(flag: Option<&Path>) -> PathBuf {
+    if let Some(dir) = flag {
+        return dir.to_path_buf();
+    }
+    if let Some(dir) = std::env::var_os("OPS_STATE_DIR").filter(|v| !v.is_empty()) {
+        return PathBuf::from(dir);
+    }
+    let system = PathBuf::from("/var/lib/ops");
+    if system.is_dir() && writable(&system) {
+        return system;
+    }
+    if let Some(xdg) = std::env::var_os("XDG_STATE_HOME").filter(|v| !v.is_empty()) {
+        return PathBuf::from(xdg).join("ops");
+    }
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."));
+    home.join(".local/state/ops")
+}
+
+fn access(path: &Path, mode: libc::c_int) -> bool {
+    let Ok(c) = CString::new(path.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: access(2) reads a NUL-terminated path we own.
+    unsafe { libc::access(c.as_ptr(), mode) == 0 }
+}
+
+pub fn readable(path: &Path) -> bool {
+    path.is_file() && access(path, libc::R_OK)
+}
+
+pub fn writable(path: &Path) -> bool {
+    access(path, libc::W_OK)
+}
+
+/// Whether `dir` exists and is writable, or could be created under a writable ancestor.
+pub fn dir_is_usable(dir: &Path) -> bool {
+    let mut probe = Some(dir);
+    while let Some(p) = probe {
+        if p.exists() {
+            return p.is_dir() && writable(p);
+        }
+        probe = p.parent();
+    }
+    false
+}

@@ -1,0 +1,82 @@
+//! Command-line arguments (clap derive). Parsing only: resolution happens in `app`.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+const EXAMPLES: &str = "\
+Examples:
+  ops list                          profiles, schedules and next run times
+  ops run hourly --dry-run          show what the hourly profile would do, change nothing
+  ops run health                    run one profile now (what the timer does)
+  ops history --profile health -n 5 the last five runs of a profile
+  ops render-crontab > /etc/ops/crontab
+  ops render-systemd --out /etc/systemd/system
+  ops check                         validate jobs.yaml and the environment offline
+  ops completions bash > /etc/bash_completion.d/ops";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "ops",
+    version,
+    about = "Keeps a self-hosted Trigger.dev v4 deployment healthy: one profile per run",
+    after_help = EXAMPLES
+)]
+pub struct Cli {
+    /// jobs.yaml to read [default: $OPS_CONFIG, else /etc/ops/jobs.yaml, else ./jobs.yaml, else the bundled one]
+    #[arg(long, global = true, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+
+    /// Directory for ops.db and locks [default: $OPS_STATE_DIR, else /var/lib/ops when writable, else $XDG_STATE_HOME/ops]
+    #[arg(long, global = true, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+
+    /// KEY=VALUE file merged under the process environment [default: $OPS_ENV_FILE, else /etc/ops/ops.env when readable]
+    #[arg(long, global = true, value_name = "PATH")]
+    pub env_file: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub command: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Cmd {
+    /// Run one profile's tasks in order (exit 0 ok/skipped, 1 a task failed, 2 config error)
+    Run {
+        profile: String,
+        /// Read everything, change nothing anywhere, print the plan
+        #[arg(long)]
+        dry_run: bool,
+        /// Print the run summary as one JSON document
+        #[arg(long)]
+        json: bool,
+    },
+    /// Profiles with cron, next run time, enabled, task count and description
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// The crontab for supercronic, one line per enabled profile
+    RenderCrontab,
+    /// A systemd service and timer per enabled profile (stdout, or files in --out)
+    RenderSystemd {
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+    },
+    /// Past runs and task results
+    History {
+        #[arg(long, short)]
+        profile: Option<String>,
+        #[arg(long, short = 'n', default_value_t = 20)]
+        limit: u32,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Validate jobs.yaml, the environment and the state directory without touching the network
+    Check,
+    /// Shell completions
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+}

@@ -1,0 +1,179 @@
+//! The env file (`/etc/ops/ops.env`): `KEY=VALUE` lines, `#` comments, optional `export `,
+//! single or double quotes. Variables already set in the process environment win, so a manual
+//! run over SSH sees the same environment as the unit, and a one-off override still works.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use crate::exit::config_error;
+
+/// The merged environment `ops` reads its settings from.
+#[derive(Debug, Clone, Default)]
+pub struct Env {
+    vars: BTreeMap<String, String>,
+    /// Entries that came from the env file and not the process environment; exec children get
+    /// them too, so a task sees the same variables under systemd and over SSH.
+    from_file: BTreeMap<String, String>,
+}
+
+impl Env {
+    /// The process environment merged over the env file's entries (process wins).
+    pub fn load(env_file: Option<&Path>) -> anyhow::Result<Env> {
+        let mut from_file = BTreeMap::new();
+        if let Some(path) = env_file {
+            for (key, value) in parse_file(path)? {
+                if std::env::var_os(&key).is_none() {
+                    from_file.insert(key, value);
+                }
+            }
+        }
+        let mut vars = from_file.clone();
+        for (key, value) in std::env::vars_os() {
+            if let (Some(k), Some(v)) = (key.to_str(), value.to_str()) {
+                vars.insert(k.to_string(), v.to_string());
+            }
+        }
+        Ok(Env { vars, from_file })
+    }
+
+    pub fn from_pairs<I, K, V>(pairs: I) -> Env
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: Into<String>,
+        V: Into<String>,
+    {
+        Env {
+            vars: pairs
+                .into_iter()
+                .map(|(k, v)| (k.into(), v.into()))
+                .collect(),
+            from_file: BTreeMap::new(),
+        }
+    }
+
+    pub fn file_vars(&self) -> &BTreeMap<String, String> {
+        &self.from_file
+    }
+
+    /// The value of `key`, with empty or whitespace-only values treated as unset.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.vars
+            .get(key)
+            .map(|v| v.trim())
+            .filter(|v| !v.is_empty())
+    }
+}
+
+/// Parses an env file. A line that is not `KEY=VALUE` is a config error naming file and line.
+pub fn parse_file(path: &Path) -> anyhow::Result<Vec<(String, String)>> {
+    let bytes = std::fs::read(path).map_err(|e| {
+        config_error(format!(
+            "{}: cannot read env file: {e} (fix the path given by --env-file or OPS_ENV_FILE)",
+            path.display()
+        ))
+    })?;
+    let text = String::from_utf8(bytes).map_err(|_| {
+        config_error(format!(
+            "{}: env file is not valid UTF-8 (save it as UTF-8)",
+            path.display()
+        ))
+    })?;
+    parse(&text).map_err(|(line, msg)| config_error(format!("{}:{line}: {msg}", path.display())))
+}
+
+/// Parses env-file text; errors carry the 1-based line number.
+pub fn parse(text: &str) -> Result<Vec<(String, String)>, (usize, String)> {
+    let mut out = Vec::new();
+    for (idx, raw) in text.lines().enumerate() {
+        let lineno = idx + 1;
+        let line = raw.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let line = line.strip_prefix("export ").unwrap_or(line).trim_start();
+        let Some((key, value)) = line.split_once('=') else {
+            return Err((
+                lineno,
+                "expected KEY=VALUE (comment the line out with # if it is not a variable)".into(),
+            ));
+        };
+        let key = key.trim();
+        if key.is_empty()
+            || !key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            || key.starts_with(|c: char| c.is_ascii_digit())
+        {
+            return Err((
+                lineno,
+                format!("invalid variable name {key:?} (use letters, digits and _)"),
+            ));
+        }
+        out.push((
+            key.to_string(),
+            unquote(value.trim()).map_err(|m| (lineno, m))?,
+        ));
+    }
+    Ok(out)
+}
+
+fn unquote(value: &str) -> Result<String, String> {
+    for quote in ['"', '\''] {
+        if let Some(inner) = value.strip_prefix(quote) {
+            let Some(end) = inner.find(quote) else {
+                return Err(format!("unterminated {quote} quote (close the quote)"));
+            };
+            let (body, tail) = (&inner[..end], inner[end + 1..].trim());
+            if !tail.is_empty() && !tail.starts_with('#') {
+                return Err("unexpected text after the closing quote".into());
+            }
+            return Ok(if quote == '"' {
+                body.replace("\\n", "\n").replace("\\\"", "\"")
+            } else {
+                body.to_string()
+            });
+        }
+    }
+    // Unquoted: a ` #` starts an inline comment.
+    let value = match value.find(" #") {
+        Some(pos) => value[..pos].trim_end(),
+        None => value,
+    };
+    Ok(value.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_common_forms() {
+        let text =
+            "# comment\nA=1\nexport B=two\nC=\"quoted # not comment\"\nD='single'\nE=x # c\nF=\n";
+        let got = parse(text).unwrap();
+        let want = [
+            ("A", "1"),
+            ("B", "two"),
+            ("C", "quoted # not comment"),
+            ("D", "single"),
+            ("E", "x"),
+            ("F", ""),
+        ];
+        assert_eq!(got.len(), want.len());
+        for ((k, v), (wk, wv)) in got.iter().zip(want) {
+            assert_eq!((k.as_str(), v.as_str()), (wk, wv));
+        }
+    }
+
+    #[test]
+    fn errors_name_the_line() {
+        assert_eq!(parse("A=1\nnot a var\n").unwrap_err().0, 2);
+        assert_eq!(parse("A=\"open\n").unwrap_err().0, 1);
+        assert_eq!(parse("1A=x").unwrap_err().0, 1);
+    }
+
+    #[test]
+    fn empty_values_are_unset() {
+        let env = Env::from_pairs([("A", " "), ("B", "x")]);
+        assert_eq!(env.get("A"), None);
+        assert_eq!(env.get("B"), Some("x"));
+    }
+}

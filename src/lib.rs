@@ -1,0 +1,77 @@
+//! trigger-ops: keeps a self-hosted Trigger.dev v4 deployment healthy. `main` calls [`main`];
+//! everything else lives here so tests can reach it.
+
+pub mod app;
+pub mod cli;
+pub mod commands;
+pub mod config;
+pub mod duration;
+pub mod envfile;
+pub mod exit;
+pub mod lock;
+pub mod logging;
+pub mod redact;
+pub mod render;
+pub mod report;
+pub mod runner;
+pub mod schedule;
+pub mod settings;
+pub mod state;
+pub mod tasks;
+
+use clap::Parser;
+
+use crate::cli::{Cli, Cmd};
+use crate::exit::ExitCode;
+
+/// Parses arguments, runs the command, and returns the process exit code.
+pub fn main() -> i32 {
+    // Behave like a Unix filter: `ops list | head` ends quietly instead of panicking.
+    // SAFETY: restoring the default disposition of SIGPIPE before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+    redact::install_panic_hook();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { 2 } else { 0 };
+        }
+    };
+    match run(cli) {
+        Ok(code) => code.into(),
+        Err(e) => {
+            let code = exit::classify(&e);
+            eprintln!("ops: {}", redact::redact(&format!("{e:#}")));
+            code.into()
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    if let Cmd::Completions { shell } = cli.command {
+        return commands::completions(shell);
+    }
+    let env_file = app::env_file(cli.env_file.as_deref())?;
+    let env = envfile::Env::load(env_file.as_deref())?;
+    logging::init(&env);
+    let app = app::App::load(&cli, env, env_file)?;
+    match &cli.command {
+        Cmd::Run {
+            profile,
+            dry_run,
+            json,
+        } => runner::run(&app, profile, *dry_run, *json),
+        Cmd::List { json } => commands::list(&app, *json),
+        Cmd::RenderCrontab => commands::render_crontab(&app),
+        Cmd::RenderSystemd { out } => commands::render_systemd(&app, out.as_deref()),
+        Cmd::History {
+            profile,
+            limit,
+            json,
+        } => commands::history(&app, profile.as_deref(), *limit, *json),
+        Cmd::Check => commands::check(&app),
+        Cmd::Completions { .. } => unreachable!("handled above"),
+    }
+}

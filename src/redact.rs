@@ -1,0 +1,191 @@
+//! Secret hygiene: a `Secret` wrapper that never prints its value, and a process-wide list of
+//! secret values scrubbed from every log line, error, summary and panic message.
+
+use std::fmt;
+use std::sync::RwLock;
+
+static SECRETS: RwLock<Vec<String>> = RwLock::new(Vec::new());
+
+/// Values shorter than this are not registered: redacting "1" or "true" would mangle output
+/// without protecting anything.
+const MIN_SECRET_LEN: usize = 6;
+
+/// Known token shapes, scrubbed even when the value was never registered (e.g. a token found in
+/// logs, or echoed back inside a library's error message).
+const TOKEN_PREFIXES: &[&str] = &["tr_wgt_", "tr_pat_", "tr_dev_", "tr_prod_", "dop_v1_"];
+
+pub const MASK: &str = "***";
+
+/// Registers a secret value so that `redact` removes it from any text.
+pub fn register(value: &str) {
+    let value = value.trim();
+    if value.len() < MIN_SECRET_LEN {
+        return;
+    }
+    if let Ok(mut list) = SECRETS.write() {
+        if !list.iter().any(|s| s == value) {
+            list.push(value.to_string());
+            // Longest first so that a secret containing another is replaced whole.
+            list.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        }
+    }
+}
+
+/// Returns `text` with every registered secret, known token shape and URL password masked.
+pub fn redact(text: &str) -> String {
+    let mut out = text.to_string();
+    if let Ok(list) = SECRETS.read() {
+        for secret in list.iter() {
+            if out.contains(secret.as_str()) {
+                out = out.replace(secret.as_str(), MASK);
+            }
+        }
+    }
+    for prefix in TOKEN_PREFIXES {
+        out = mask_after_prefix(&out, prefix);
+    }
+    mask_url_passwords(&out)
+}
+
+fn mask_after_prefix(text: &str, prefix: &str) -> String {
+    if !text.contains(prefix) {
+        return text.to_string();
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(pos) = rest.find(prefix) {
+        out.push_str(&rest[..pos]);
+        let after = &rest[pos + prefix.len()..];
+        let len = after
+            .find(|c: char| !c.is_ascii_alphanumeric())
+            .unwrap_or(after.len());
+        if len == 0 {
+            out.push_str(prefix);
+        } else {
+            out.push_str(prefix);
+            out.push_str(MASK);
+        }
+        rest = &after[len..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// `scheme://user:password@host` → `scheme://user:***@host`.
+fn mask_url_passwords(text: &str) -> String {
+    if !text.contains("://") {
+        return text.to_string();
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(pos) = rest.find("://") {
+        out.push_str(&rest[..pos + 3]);
+        let after = &rest[pos + 3..];
+        let end = after
+            .find(|c: char| c.is_whitespace() || c == '/' || c == '"' || c == '\'')
+            .unwrap_or(after.len());
+        let authority = &after[..end];
+        match (authority.rfind('@'), authority.find(':')) {
+            (Some(at), Some(colon)) if colon < at => {
+                out.push_str(&authority[..colon + 1]);
+                out.push_str(MASK);
+                out.push_str(&authority[at..]);
+            }
+            _ => out.push_str(authority),
+        }
+        rest = &after[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// A secret value: Debug and Display print `***`; `expose` is the only way to read it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps and registers the value for redaction.
+    pub fn new(value: impl Into<String>) -> Self {
+        let value = value.into();
+        register(&value);
+        Secret(value)
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(MASK)
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(MASK)
+    }
+}
+
+/// A panic hook that redacts the message before printing it.
+pub fn install_panic_hook() {
+    std::panic::set_hook(Box::new(|info| {
+        let payload = if let Some(s) = info.payload().downcast_ref::<&str>() {
+            (*s).to_string()
+        } else if let Some(s) = info.payload().downcast_ref::<String>() {
+            s.clone()
+        } else {
+            "panic".to_string()
+        };
+        let location = info
+            .location()
+            .map(|l| format!(" at {}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        eprintln!(
+            "ops: internal error{location}: {} (please report this bug)",
+            redact(&payload)
+        );
+    }));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registered_secrets_are_masked() {
+        register("hunter2-very-secret");
+        assert_eq!(redact("pw=hunter2-very-secret!"), "pw=***!");
+    }
+
+    #[test]
+    fn short_values_are_not_registered() {
+        register("abc");
+        assert_eq!(redact("abc"), "abc");
+    }
+
+    #[test]
+    fn token_shapes_are_masked() {
+        let t = "token tr_wgt_abcDEF0123456789abcdef0123456789abcdef01 end";
+        assert_eq!(redact(t), "token tr_wgt_*** end");
+        assert_eq!(redact("Bearer dop_v1_abc123"), "Bearer dop_v1_***");
+        assert_eq!(redact("prefix only tr_wgt_"), "prefix only tr_wgt_");
+    }
+
+    #[test]
+    fn url_passwords_are_masked() {
+        assert_eq!(
+            redact("postgresql://user:p4ss@db:5432/x?sslmode=require"),
+            "postgresql://user:***@db:5432/x?sslmode=require"
+        );
+        assert_eq!(redact("http://host:80/path"), "http://host:80/path");
+    }
+
+    #[test]
+    fn secret_debug_and_display_hide_value() {
+        let s = Secret::new("abcdefgh-secret");
+        assert_eq!(format!("{s:?} {s}"), "*** ***");
+        assert_eq!(s.expose(), "abcdefgh-secret");
+    }
+}

@@ -1,0 +1,156 @@
+//! Schedules rendered from jobs.yaml: the supercronic crontab and systemd service/timer pairs.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use crate::config::{JobsConfig, Profile};
+use crate::exit::config_error;
+use crate::schedule::shell_quote;
+
+/// The words that start `ops` with the same config and state dir as this invocation.
+pub struct Invocation {
+    pub binary: PathBuf,
+    pub config: Option<PathBuf>,
+    pub state_dir: PathBuf,
+}
+
+impl Invocation {
+    pub fn current(config: &JobsConfig, state_dir: &Path) -> Invocation {
+        let binary = std::env::current_exe()
+            .and_then(|p| p.canonicalize())
+            .unwrap_or_else(|_| PathBuf::from("/usr/local/bin/ops"));
+        Invocation {
+            binary,
+            config: config.path.as_ref().map(|p| absolute(p)),
+            state_dir: absolute(state_dir),
+        }
+    }
+
+    pub fn command(&self, profile: &str) -> String {
+        let mut words = vec![shell_quote(&self.binary.to_string_lossy())];
+        if let Some(config) = &self.config {
+            words.push("--config".into());
+            words.push(shell_quote(&config.to_string_lossy()));
+        }
+        words.push("--state-dir".into());
+        words.push(shell_quote(&self.state_dir.to_string_lossy()));
+        words.push("run".into());
+        words.push(profile.to_string());
+        words.join(" ")
+    }
+}
+
+fn absolute(path: &Path) -> PathBuf {
+    path.canonicalize().unwrap_or_else(|_| {
+        if path.is_absolute() {
+            path.to_path_buf()
+        } else {
+            std::env::current_dir()
+                .map(|d| d.join(path))
+                .unwrap_or_else(|_| path.to_path_buf())
+        }
+    })
+}
+
+fn enabled(config: &JobsConfig) -> impl Iterator<Item = &Profile> {
+    config.profiles.iter().filter(|p| p.enabled)
+}
+
+pub fn crontab(config: &JobsConfig, inv: &Invocation) -> String {
+    let mut out = format!(
+        "# Rendered by ops {} from {}; do not edit by hand.\n\
+         # Re-render with `ops render-crontab` after changing a cron: and restart the scheduler.\n\
+         # Each run takes its own lock, so an overlapping tick is skipped, never queued.\n",
+        env!("CARGO_PKG_VERSION"),
+        config.shown_path()
+    );
+    for p in enabled(config) {
+        if !p.description.is_empty() {
+            let _ = writeln!(out, "# {}: {}", p.name, p.description.replace('\n', " "));
+        }
+        let _ = writeln!(out, "{} {}", p.cron.as_str(), inv.command(&p.name));
+    }
+    out
+}
+
+/// `(file name, contents)` pairs: `ops-<profile>.service` and `ops-<profile>.timer`.
+pub fn systemd_units(
+    config: &JobsConfig,
+    inv: &Invocation,
+) -> anyhow::Result<Vec<(String, String)>> {
+    let mut units = Vec::new();
+    for p in enabled(config) {
+        let calendar = p
+            .cron
+            .on_calendar()
+            .map_err(|e| config_error(format!("profile {:?}: {e}", p.name)))?;
+        let state_dir = inv.state_dir.to_string_lossy();
+        let writable = if state_dir == "/var/lib/ops" {
+            String::new()
+        } else {
+            format!("ReadWritePaths={state_dir}\n")
+        };
+        let description = if p.description.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", p.description.replace('\n', " "))
+        };
+        let service = format!(
+            "# Rendered by ops {version}; re-render with `ops render-systemd`.\n\
+             [Unit]\n\
+             Description=ops profile {name}{description}\n\
+             Wants=network-online.target\n\
+             After=network-online.target\n\
+             \n\
+             [Service]\n\
+             Type=oneshot\n\
+             User=ops\n\
+             Group=ops\n\
+             EnvironmentFile=-/etc/ops/ops.env\n\
+             ExecStart={command}\n\
+             TimeoutStartSec={timeout}\n\
+             StateDirectory=ops\n\
+             StateDirectoryMode=0700\n\
+             {writable}\
+             UMask=0077\n\
+             NoNewPrivileges=yes\n\
+             ProtectSystem=strict\n\
+             ProtectHome=yes\n\
+             PrivateTmp=yes\n\
+             PrivateDevices=yes\n\
+             ProtectKernelTunables=yes\n\
+             ProtectKernelModules=yes\n\
+             ProtectControlGroups=yes\n\
+             RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6\n\
+             RestrictNamespaces=yes\n\
+             RestrictRealtime=yes\n\
+             LockPersonality=yes\n\
+             SystemCallArchitectures=native\n",
+            version = env!("CARGO_PKG_VERSION"),
+            name = p.name,
+            command = inv.command(&p.name),
+            // ops stops itself a few seconds after the profile timeout; systemd is the backstop.
+            timeout = p.timeout.as_secs() + 30,
+        );
+        let timer = format!(
+            "# Rendered by ops {version}; re-render with `ops render-systemd`.\n\
+             [Unit]\n\
+             Description=Schedule of ops profile {name} (cron: {cron})\n\
+             \n\
+             [Timer]\n\
+             OnCalendar={calendar}\n\
+             Persistent=true\n\
+             AccuracySec=1s\n\
+             Unit=ops-{name}.service\n\
+             \n\
+             [Install]\n\
+             WantedBy=timers.target\n",
+            version = env!("CARGO_PKG_VERSION"),
+            name = p.name,
+            cron = p.cron.as_str(),
+        );
+        units.push((format!("ops-{}.service", p.name), service));
+        units.push((format!("ops-{}.timer", p.name), timer));
+    }
+    Ok(units)
+}

@@ -1,0 +1,288 @@
+//! `ops run <profile>`: lock, record, run the tasks in order within the profile's deadline,
+//! record the results, print the summary.
+
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::app::App;
+use crate::config::{Profile, Task};
+use crate::exit::ExitCode;
+use crate::lock;
+use crate::redact::redact;
+use crate::report;
+use crate::state::{self, State, TaskRecord};
+use crate::tasks::{self, Outcome, Status, TaskCtx};
+
+/// How far past its deadline a run may go before the watchdog ends the process.
+pub const WATCHDOG_GRACE: Duration = Duration::from_secs(3);
+
+#[derive(Debug, Serialize)]
+pub struct RunSummary {
+    pub profile: String,
+    pub status: String,
+    pub dry_run: bool,
+    pub started_at: String,
+    pub duration_ms: u64,
+    pub tasks: Vec<TaskSummary>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct TaskSummary {
+    pub name: String,
+    pub kind: String,
+    pub status: Status,
+    pub duration_ms: u64,
+    pub detail: Vec<String>,
+}
+
+pub fn run(app: &App, name: &str, dry_run: bool, json: bool) -> anyhow::Result<ExitCode> {
+    let profile = app.config.profile(name)?;
+    if !app.settings.is_active {
+        log::info!("monitoring disabled (IS_ACTIVE=false): not running {name}");
+        println!("monitoring disabled (IS_ACTIVE=false): {name} not run");
+        return Ok(ExitCode::Success);
+    }
+    if !profile.enabled {
+        log::warn!("profile {name} has enabled: false in jobs.yaml; running it because it was asked for by name");
+    }
+    if dry_run {
+        let state = match State::open_read_only(&app.state_dir) {
+            Ok(s) => s,
+            Err(e) => {
+                log::warn!("state database unreadable, dry run continues without it: {e:#}");
+                None
+            }
+        };
+        let summary = execute(app, profile, state.as_ref(), true);
+        return Ok(finish_output(&summary, json));
+    }
+
+    let started_ms = state::now_ms();
+    let mut state = State::open(&app.state_dir)?;
+    let host = hostname();
+    let Some(_profile_lock) = lock::try_lock(&app.state_dir, &format!("profile-{name}"))? else {
+        let why =
+            format!("another `ops run {name}` is still running (lock held); this tick is skipped");
+        log::warn!("{why}");
+        state.record_skipped(name, started_ms, &host, &why)?;
+        if json {
+            println!(
+                "{}",
+                serde_json::json!({"profile": name, "status": "skipped", "reason": why})
+            );
+        } else {
+            println!("{name}: skipped: {why}");
+        }
+        return Ok(ExitCode::Success);
+    };
+    let interrupted = state.mark_interrupted(name, started_ms)?;
+    if interrupted > 0 {
+        log::warn!(
+            "{interrupted} earlier run(s) of {name} ended without finishing (killed or crashed)"
+        );
+    }
+    let run_id = state.start_run(name, started_ms, &host)?;
+    let watchdog = Watchdog::start(app, run_id, profile);
+    let summary = execute(app, profile, Some(&state), false);
+    let records: Vec<TaskRecord> = summary
+        .tasks
+        .iter()
+        .map(|t| TaskRecord {
+            task: t.name.clone(),
+            kind: t.kind.clone(),
+            status: t.status.as_str().to_string(),
+            duration_ms: t.duration_ms,
+            detail: t.detail.join("\n"),
+        })
+        .collect();
+    let failed: Vec<&str> = summary
+        .tasks
+        .iter()
+        .filter(|t| t.status.is_failure())
+        .map(|t| t.name.as_str())
+        .collect();
+    let brief = if failed.is_empty() {
+        String::new()
+    } else {
+        format!("failed: {}", failed.join(", "))
+    };
+    state.finish_run(run_id, &summary.status, state::now_ms(), &brief, &records)?;
+    drop(watchdog);
+    Ok(finish_output(&summary, json))
+}
+
+fn finish_output(summary: &RunSummary, json: bool) -> ExitCode {
+    if json {
+        println!(
+            "{}",
+            redact(&serde_json::to_string_pretty(summary).unwrap_or_default())
+        );
+    } else {
+        print!("{}", redact(&report::run_table(summary)));
+    }
+    if summary.status == "failed" {
+        ExitCode::TaskFailed
+    } else {
+        ExitCode::Success
+    }
+}
+
+fn execute(app: &App, profile: &Profile, state: Option<&State>, dry_run: bool) -> RunSummary {
+    let started = Instant::now();
+    let started_at = chrono::Local::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, false);
+    let deadline = started + profile.timeout;
+    let mut results = Vec::with_capacity(profile.tasks.len());
+    for task in &profile.tasks {
+        let t0 = Instant::now();
+        let outcome = run_task(app, profile, task, state, dry_run, deadline);
+        let elapsed = t0.elapsed().as_millis() as u64;
+        let detail: Vec<String> = outcome.detail.iter().map(|l| redact(l)).collect();
+        let headline = detail.first().map(String::as_str).unwrap_or("");
+        match outcome.status {
+            Status::Failed => log::error!("{}/{}: failed: {headline}", profile.name, task.name),
+            status => log::info!(
+                "{}/{}: {}: {headline}",
+                profile.name,
+                task.name,
+                status.as_str()
+            ),
+        }
+        results.push(TaskSummary {
+            name: task.name.clone(),
+            kind: task.kind().to_string(),
+            status: outcome.status,
+            duration_ms: elapsed,
+            detail,
+        });
+    }
+    let status = if results.iter().any(|t| t.status.is_failure()) {
+        "failed"
+    } else {
+        "ok"
+    };
+    RunSummary {
+        profile: profile.name.clone(),
+        status: status.to_string(),
+        dry_run,
+        started_at,
+        duration_ms: started.elapsed().as_millis() as u64,
+        tasks: results,
+    }
+}
+
+fn run_task(
+    app: &App,
+    profile: &Profile,
+    task: &Task,
+    state: Option<&State>,
+    dry_run: bool,
+    profile_deadline: Instant,
+) -> Outcome {
+    if !task.enabled {
+        return Outcome::new(Status::Skipped, "disabled in jobs.yaml (enabled: false)");
+    }
+    let now = Instant::now();
+    if now >= profile_deadline {
+        return Outcome::new(
+            Status::Failed,
+            format!(
+                "not started: the profile's timeout ({}) was reached",
+                crate::duration::format(profile.timeout)
+            ),
+        );
+    }
+    let deadline = task
+        .timeout
+        .map(|t| (now + t).min(profile_deadline))
+        .unwrap_or(profile_deadline);
+    // Built-in kinds act on shared resources: two profiles never act on them at once.
+    let _resource_lock = if task.kind() != "exec" && !dry_run {
+        match lock::try_lock(&app.state_dir, &format!("task-{}", task.kind())) {
+            Ok(Some(l)) => Some(l),
+            Ok(None) => {
+                return Outcome::new(
+                    Status::Skipped,
+                    format!(
+                        "another profile is running the {} task right now",
+                        task.kind()
+                    ),
+                )
+            }
+            Err(e) => return Outcome::new(Status::Failed, format!("{e:#}")),
+        }
+    } else {
+        None
+    };
+    let ctx = TaskCtx {
+        settings: &app.settings,
+        env: &app.env,
+        state,
+        state_dir: &app.state_dir,
+        profile: &profile.name,
+        dry_run,
+        deadline,
+    };
+    match tasks::run(task, &ctx) {
+        Ok(outcome) => outcome,
+        Err(e) => Outcome::new(Status::Failed, format!("{e:#}")),
+    }
+}
+
+pub fn hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most buf.len() bytes into our buffer.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr() as *mut libc::c_char, buf.len()) };
+    if rc != 0 {
+        return "unknown".into();
+    }
+    let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..end]).into_owned()
+}
+
+/// Ends the process when a run overstays its profile timeout: a blocked built-in task cannot
+/// hold the profile lock forever. It kills an exec child's process group and records the run
+/// as failed on a connection of its own first.
+struct Watchdog {
+    cancel: Option<mpsc::Sender<()>>,
+}
+
+impl Watchdog {
+    fn start(app: &App, run_id: i64, profile: &Profile) -> Watchdog {
+        let (tx, rx) = mpsc::channel::<()>();
+        let dir = app.state_dir.clone();
+        let limit = profile.timeout + WATCHDOG_GRACE;
+        let name = profile.name.clone();
+        let timeout = profile.timeout;
+        thread::spawn(move || {
+            if let Err(mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(limit) {
+                tasks::exec::kill_child_group(libc::SIGKILL);
+                let msg = format!(
+                    "run exceeded the profile timeout ({}) and was stopped",
+                    crate::duration::format(timeout)
+                );
+                log::error!("{name}: {msg}");
+                if let Ok(conn) = rusqlite::Connection::open(dir.join(state::DB_FILE)) {
+                    let _ = conn.busy_timeout(Duration::from_secs(1));
+                    let _ = conn.execute(
+                        "UPDATE runs SET status = 'failed', finished_at = ?2, summary = ?3 WHERE id = ?1",
+                        rusqlite::params![run_id, state::now_ms(), msg],
+                    );
+                }
+                println!("{name}: failed: {msg}");
+                std::process::exit(1);
+            }
+        });
+        Watchdog { cancel: Some(tx) }
+    }
+}
+
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        if let Some(tx) = self.cancel.take() {
+            let _ = tx.send(());
+        }
+    }
+}

@@ -1,0 +1,420 @@
+//! The state database `<state>/ops.db`: runs and task results, key/value state per namespace,
+//! alerts. WAL, busy timeout, schema versioned with `PRAGMA user_version`. Every write is one
+//! transaction, so kill -9 at any moment leaves a usable database.
+
+use std::fs::OpenOptions;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
+use serde::Serialize;
+
+use crate::redact::redact;
+
+pub const DB_FILE: &str = "ops.db";
+const SCHEMA_VERSION: i64 = 1;
+/// Runs older than this are pruned (checked every 100th run).
+const RETENTION_MS: i64 = 30 * 86_400_000;
+
+const SCHEMA_V1: &str = "
+CREATE TABLE runs (
+  id INTEGER PRIMARY KEY,
+  profile TEXT NOT NULL,
+  started_at INTEGER NOT NULL,
+  finished_at INTEGER,
+  status TEXT NOT NULL,
+  dry_run INTEGER NOT NULL DEFAULT 0,
+  host TEXT NOT NULL DEFAULT '',
+  pid INTEGER,
+  summary TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX runs_profile ON runs(profile, id);
+CREATE INDEX runs_started ON runs(started_at);
+CREATE TABLE task_results (
+  id INTEGER PRIMARY KEY,
+  run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+  position INTEGER NOT NULL,
+  task TEXT NOT NULL,
+  kind TEXT NOT NULL,
+  status TEXT NOT NULL,
+  duration_ms INTEGER NOT NULL,
+  detail TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX task_results_run ON task_results(run_id);
+CREATE TABLE kv (
+  namespace TEXT NOT NULL,
+  key TEXT NOT NULL,
+  value TEXT NOT NULL,
+  updated_at INTEGER NOT NULL,
+  PRIMARY KEY (namespace, key)
+) WITHOUT ROWID;
+CREATE TABLE alerts (
+  id INTEGER PRIMARY KEY,
+  profile TEXT NOT NULL,
+  created_at INTEGER NOT NULL,
+  kind TEXT NOT NULL,
+  channel TEXT NOT NULL,
+  message TEXT NOT NULL,
+  delivered INTEGER NOT NULL,
+  error TEXT
+);
+";
+
+pub struct State {
+    conn: Connection,
+    path: PathBuf,
+    read_only: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TaskRecord {
+    pub task: String,
+    pub kind: String,
+    pub status: String,
+    pub duration_ms: u64,
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RunRecord {
+    pub id: i64,
+    pub profile: String,
+    pub started_at: i64,
+    pub finished_at: Option<i64>,
+    pub status: String,
+    pub dry_run: bool,
+    pub host: String,
+    pub summary: String,
+    pub tasks: Vec<TaskRecord>,
+}
+
+impl State {
+    /// Opens (creating when needed) the database for writing.
+    pub fn open(dir: &Path) -> anyhow::Result<State> {
+        create_private_dir(dir)?;
+        let path = dir.join(DB_FILE);
+        OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .append(true)
+            .mode(0o600)
+            .open(&path)
+            .with_context(|| format!("cannot create state database {}", path.display()))?;
+        let conn = Connection::open(&path)
+            .with_context(|| format!("cannot open state database {}", path.display()))?;
+        conn.busy_timeout(Duration::from_secs(10))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        let mut state = State {
+            conn,
+            path,
+            read_only: false,
+        };
+        state.migrate()?;
+        Ok(state)
+    }
+
+    /// Opens an existing database without the right to write; `None` when there is none yet.
+    pub fn open_read_only(dir: &Path) -> anyhow::Result<Option<State>> {
+        let path = dir.join(DB_FILE);
+        if !path.exists() {
+            return Ok(None);
+        }
+        let conn = Connection::open_with_flags(
+            &path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .with_context(|| format!("cannot open state database {}", path.display()))?;
+        conn.busy_timeout(Duration::from_secs(5))?;
+        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        if version > SCHEMA_VERSION {
+            anyhow::bail!(
+                "{} has schema version {version}, newer than this ops understands ({SCHEMA_VERSION}): upgrade ops",
+                path.display()
+            );
+        }
+        if version == 0 {
+            return Ok(None);
+        }
+        Ok(Some(State {
+            conn,
+            path,
+            read_only: true,
+        }))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn is_read_only(&self) -> bool {
+        self.read_only
+    }
+
+    fn migrate(&mut self) -> anyhow::Result<()> {
+        let version: i64 = self
+            .conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))?;
+        if version > SCHEMA_VERSION {
+            anyhow::bail!(
+                "{} has schema version {version}, newer than this ops understands ({SCHEMA_VERSION}): upgrade ops",
+                self.path.display()
+            );
+        }
+        if version < 1 {
+            let tx = self.conn.transaction()?;
+            tx.execute_batch(SCHEMA_V1)?;
+            tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+            tx.commit()?;
+        }
+        Ok(())
+    }
+
+    /// Runs left `running` by a process that died (its profile lock is now ours) become
+    /// `interrupted`.
+    pub fn mark_interrupted(&self, profile: &str, now_ms: i64) -> anyhow::Result<usize> {
+        Ok(self.conn.execute(
+            "UPDATE runs SET status = 'interrupted', finished_at = ?2, \
+             summary = 'the process ended before the run finished (killed or crashed)' \
+             WHERE profile = ?1 AND status = 'running'",
+            params![profile, now_ms],
+        )?)
+    }
+
+    pub fn start_run(&self, profile: &str, now_ms: i64, host: &str) -> anyhow::Result<i64> {
+        self.conn.execute(
+            "INSERT INTO runs (profile, started_at, status, host, pid) VALUES (?1, ?2, 'running', ?3, ?4)",
+            params![profile, now_ms, host, std::process::id()],
+        )?;
+        Ok(self.conn.last_insert_rowid())
+    }
+
+    pub fn finish_run(
+        &mut self,
+        run_id: i64,
+        status: &str,
+        now_ms: i64,
+        summary: &str,
+        tasks: &[TaskRecord],
+    ) -> anyhow::Result<()> {
+        let tx = self.conn.transaction()?;
+        tx.execute(
+            "UPDATE runs SET status = ?2, finished_at = ?3, summary = ?4 WHERE id = ?1",
+            params![run_id, status, now_ms, redact(summary)],
+        )?;
+        {
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO task_results (run_id, position, task, kind, status, duration_ms, detail) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?;
+            for (i, t) in tasks.iter().enumerate() {
+                insert.execute(params![
+                    run_id,
+                    i as i64,
+                    t.task,
+                    t.kind,
+                    t.status,
+                    t.duration_ms as i64,
+                    redact(&t.detail)
+                ])?;
+            }
+        }
+        if run_id % 100 == 0 {
+            tx.execute(
+                "DELETE FROM runs WHERE started_at < ?1",
+                params![now_ms - RETENTION_MS],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// A run that did not happen because the profile lock was held.
+    pub fn record_skipped(
+        &self,
+        profile: &str,
+        now_ms: i64,
+        host: &str,
+        why: &str,
+    ) -> anyhow::Result<()> {
+        self.conn.execute(
+            "INSERT INTO runs (profile, started_at, finished_at, status, host, pid, summary) \
+             VALUES (?1, ?2, ?2, 'skipped', ?3, ?4, ?5)",
+            params![profile, now_ms, host, std::process::id(), why],
+        )?;
+        Ok(())
+    }
+
+    pub fn kv_get<T: serde::de::DeserializeOwned>(
+        &self,
+        namespace: &str,
+        key: &str,
+    ) -> anyhow::Result<Option<(T, i64)>> {
+        let row: Option<(String, i64)> = self
+            .conn
+            .query_row(
+                "SELECT value, updated_at FROM kv WHERE namespace = ?1 AND key = ?2",
+                params![namespace, key],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        match row {
+            None => Ok(None),
+            Some((text, at)) => match serde_json::from_str(&text) {
+                Ok(v) => Ok(Some((v, at))),
+                Err(e) => {
+                    log::warn!("ignoring unreadable state {namespace}/{key}: {e}");
+                    Ok(None)
+                }
+            },
+        }
+    }
+
+    pub fn kv_set<T: Serialize>(
+        &self,
+        namespace: &str,
+        key: &str,
+        value: &T,
+        now_ms: i64,
+    ) -> anyhow::Result<()> {
+        let text = serde_json::to_string(value)?;
+        self.conn.execute(
+            "INSERT INTO kv (namespace, key, value, updated_at) VALUES (?1, ?2, ?3, ?4) \
+             ON CONFLICT (namespace, key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+            params![namespace, key, text, now_ms],
+        )?;
+        Ok(())
+    }
+
+    pub fn kv_delete(&self, namespace: &str, key: &str) -> anyhow::Result<()> {
+        self.conn.execute(
+            "DELETE FROM kv WHERE namespace = ?1 AND key = ?2",
+            params![namespace, key],
+        )?;
+        Ok(())
+    }
+
+    /// Keys and values of a namespace.
+    pub fn kv_list(&self, namespace: &str) -> anyhow::Result<Vec<(String, String, i64)>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT key, value, updated_at FROM kv WHERE namespace = ?1 ORDER BY key")?;
+        let rows = stmt.query_map(params![namespace], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Newest first.
+    pub fn history(&self, profile: Option<&str>, limit: u32) -> anyhow::Result<Vec<RunRecord>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT id, profile, started_at, finished_at, status, dry_run, host, summary FROM runs \
+             WHERE (?1 IS NULL OR profile = ?1) ORDER BY id DESC LIMIT ?2",
+        )?;
+        let mut runs: Vec<RunRecord> = stmt
+            .query_map(params![profile, limit], |r| {
+                Ok(RunRecord {
+                    id: r.get(0)?,
+                    profile: r.get(1)?,
+                    started_at: r.get(2)?,
+                    finished_at: r.get(3)?,
+                    status: r.get(4)?,
+                    dry_run: r.get::<_, i64>(5)? != 0,
+                    host: r.get(6)?,
+                    summary: r.get(7)?,
+                    tasks: Vec::new(),
+                })
+            })?
+            .collect::<Result<_, _>>()?;
+        let mut tasks = self.conn.prepare_cached(
+            "SELECT task, kind, status, duration_ms, detail FROM task_results WHERE run_id = ?1 ORDER BY position",
+        )?;
+        for run in &mut runs {
+            run.tasks = tasks
+                .query_map(params![run.id], |r| {
+                    Ok(TaskRecord {
+                        task: r.get(0)?,
+                        kind: r.get(1)?,
+                        status: r.get(2)?,
+                        duration_ms: r.get::<_, i64>(3)? as u64,
+                        detail: r.get(4)?,
+                    })
+                })?
+                .collect::<Result<_, _>>()?;
+        }
+        Ok(runs)
+    }
+}
+
+/// Creates `dir` (and parents) with mode 0700 for the last component.
+pub fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
+    if !dir.exists() {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create state directory {} (set --state-dir or OPS_STATE_DIR to a writable directory)", dir.display()))?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    }
+    Ok(())
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tempdir(tag: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("ops-state-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        d
+    }
+
+    #[test]
+    fn runs_round_trip_and_kv() {
+        let dir = tempdir("rt");
+        let mut s = State::open(&dir).unwrap();
+        let mode = std::fs::metadata(dir.join(DB_FILE))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let id = s.start_run("p", 1000, "h").unwrap();
+        let t = TaskRecord {
+            task: "x".into(),
+            kind: "exec".into(),
+            status: "ok".into(),
+            duration_ms: 5,
+            detail: "fine".into(),
+        };
+        s.finish_run(id, "ok", 2000, "", &[t]).unwrap();
+        let h = s.history(Some("p"), 10).unwrap();
+        assert_eq!(h.len(), 1);
+        assert_eq!(h[0].status, "ok");
+        assert_eq!(h[0].tasks[0].detail, "fine");
+        s.kv_set("ns", "k", &serde_json::json!({"a": 1}), 5)
+            .unwrap();
+        let (v, at): (serde_json::Value, i64) = s.kv_get("ns", "k").unwrap().unwrap();
+        assert_eq!((v["a"].as_i64(), at), (Some(1), 5));
+        drop(s);
+        let ro = State::open_read_only(&dir).unwrap().unwrap();
+        assert!(ro.kv_set("ns", "k", &1, 6).is_err());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn interrupted_runs_are_marked() {
+        let dir = tempdir("int");
+        let s = State::open(&dir).unwrap();
+        s.start_run("p", 1, "h").unwrap();
+        assert_eq!(s.mark_interrupted("p", 2).unwrap(), 1);
+        assert_eq!(s.history(None, 5).unwrap()[0].status, "interrupted");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -1,0 +1,211 @@
+//! exec: any command, without a shell unless `shell: true`. The child runs in its own process
+//! group so a timeout kills everything it started: SIGTERM, then SIGKILL after a grace period.
+
+use std::collections::VecDeque;
+use std::io::{BufRead, BufReader, Read};
+use std::os::unix::process::CommandExt;
+use std::process::{Command as Process, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::config::{Command, ExecOptions};
+use crate::duration;
+use crate::tasks::{Outcome, Status, TaskCtx};
+
+/// Lines of stdout and of stderr kept in the result.
+const KEPT_LINES: usize = 10;
+const MAX_LINE: usize = 400;
+pub const KILL_GRACE: Duration = Duration::from_secs(2);
+
+/// The process group of the running child, for the profile watchdog (0 when none).
+pub static CHILD_GROUP: AtomicI32 = AtomicI32::new(0);
+
+/// Kills the running child's process group, if any.
+pub fn kill_child_group(signal: i32) {
+    let pgid = CHILD_GROUP.load(Ordering::SeqCst);
+    if pgid > 0 {
+        // SAFETY: kill(2) with a negative pid signals a process group; no memory is touched.
+        unsafe {
+            libc::kill(-pgid, signal);
+        }
+    }
+}
+
+fn argv(opts: &ExecOptions) -> Vec<String> {
+    match (&opts.command, opts.shell) {
+        (Command::Line(line), _) => vec!["sh".into(), "-c".into(), line.clone()],
+        (Command::Argv(args), true) => vec!["sh".into(), "-c".into(), args.join(" ")],
+        (Command::Argv(args), false) => args.clone(),
+    }
+}
+
+pub fn run(opts: &ExecOptions, ctx: &TaskCtx) -> anyhow::Result<Outcome> {
+    let argv = argv(opts);
+    let shown = argv
+        .iter()
+        .map(|a| crate::schedule::shell_quote(a))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let timeout = ctx.remaining();
+    if ctx.dry_run {
+        let mut line = format!("would run: {shown}");
+        if let Some(cwd) = &opts.cwd {
+            line.push_str(&format!(" (in {})", cwd.display()));
+        }
+        line.push_str(&format!(" with a {} timeout", duration::format(timeout)));
+        return Ok(Outcome::new(Status::Planned, line));
+    }
+    let mut cmd = Process::new(&argv[0]);
+    cmd.args(&argv[1..])
+        .envs(ctx.env.file_vars())
+        .envs(&opts.env)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0);
+    if let Some(cwd) = &opts.cwd {
+        cmd.current_dir(cwd);
+    }
+    let started = Instant::now();
+    let mut child = cmd.spawn().map_err(|e| {
+        anyhow::anyhow!(
+            "cannot run {shown}: {e} (check the command path and the working directory)"
+        )
+    })?;
+    let pgid = child.id() as i32;
+    CHILD_GROUP.store(pgid, Ordering::SeqCst);
+    let stdout = spawn_tail(child.stdout.take());
+    let stderr = spawn_tail(child.stderr.take());
+
+    let deadline = started + timeout;
+    let mut timed_out = false;
+    let mut poll = Duration::from_millis(2);
+    let status: ExitStatus = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            timed_out = true;
+            signal_group(pgid, libc::SIGTERM);
+            let grace_end = Instant::now() + KILL_GRACE;
+            loop {
+                if child.try_wait()?.is_some() {
+                    break;
+                }
+                if Instant::now() >= grace_end {
+                    signal_group(pgid, libc::SIGKILL);
+                    break;
+                }
+                thread::sleep(Duration::from_millis(20));
+            }
+            // Kill stragglers that ignored SIGTERM, even if the leader exited.
+            signal_group(pgid, libc::SIGKILL);
+            break child.wait()?;
+        }
+        thread::sleep(poll.min(deadline - now));
+        poll = (poll * 2).min(Duration::from_millis(50));
+    };
+    // Children that outlive the leader keep the pipes open; give them a moment, then end them.
+    let out = stdout.finish(pgid);
+    let err = stderr.finish(pgid);
+    CHILD_GROUP.store(0, Ordering::SeqCst);
+
+    let elapsed = duration::format(Duration::from_millis(started.elapsed().as_millis() as u64));
+    let (status_kind, headline) = if timed_out {
+        (
+            Status::Failed,
+            format!(
+                "timed out after {}: process group killed (SIGTERM, then SIGKILL after {}s)",
+                duration::format(timeout),
+                KILL_GRACE.as_secs()
+            ),
+        )
+    } else if status.success() {
+        (Status::Ok, format!("exit 0 after {elapsed}"))
+    } else if let Some(code) = status.code() {
+        (
+            Status::Failed,
+            format!("exit {code} after {elapsed}: {shown}"),
+        )
+    } else {
+        use std::os::unix::process::ExitStatusExt;
+        (
+            Status::Failed,
+            format!(
+                "killed by signal {} after {elapsed}: {shown}",
+                status.signal().unwrap_or(0)
+            ),
+        )
+    };
+    let mut detail = vec![headline];
+    detail.extend(out.into_iter().map(|l| format!("stdout | {l}")));
+    detail.extend(err.into_iter().map(|l| format!("stderr | {l}")));
+    Ok(Outcome::lines(status_kind, detail))
+}
+
+fn signal_group(pgid: i32, signal: i32) {
+    // SAFETY: kill(2) on our own child's process group.
+    unsafe {
+        libc::kill(-pgid, signal);
+    }
+}
+
+struct Tail {
+    lines: Arc<Mutex<VecDeque<String>>>,
+    handle: Option<thread::JoinHandle<()>>,
+}
+
+impl Tail {
+    fn finish(mut self, pgid: i32) -> Vec<String> {
+        if let Some(handle) = self.handle.take() {
+            let until = Instant::now() + Duration::from_secs(1);
+            while !handle.is_finished() && Instant::now() < until {
+                thread::sleep(Duration::from_millis(5));
+            }
+            if !handle.is_finished() {
+                signal_group(pgid, libc::SIGKILL);
+            }
+            let _ = handle.join();
+        }
+        let lines = self.lines.lock().map(|l| l.clone()).unwrap_or_default();
+        lines.into_iter().collect()
+    }
+}
+
+fn spawn_tail<R: Read + Send + 'static>(pipe: Option<R>) -> Tail {
+    let lines = Arc::new(Mutex::new(VecDeque::with_capacity(KEPT_LINES)));
+    let handle = pipe.map(|pipe| {
+        let lines = Arc::clone(&lines);
+        thread::spawn(move || {
+            let mut reader = BufReader::new(pipe);
+            let mut buf = Vec::new();
+            loop {
+                buf.clear();
+                match reader.read_until(b'\n', &mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {
+                        let mut line = String::from_utf8_lossy(&buf).trim_end().to_string();
+                        if line.len() > MAX_LINE {
+                            let mut cut = MAX_LINE;
+                            while !line.is_char_boundary(cut) {
+                                cut -= 1;
+                            }
+                            line.truncate(cut);
+                            line.push('…');
+                        }
+                        if let Ok(mut l) = lines.lock() {
+                            if l.len() == KEPT_LINES {
+                                l.pop_front();
+                            }
+                            l.push_back(line);
+                        }
+                    }
+                }
+            }
+        })
+    });
+    Tail { lines, handle }
+}

@@ -1,0 +1,101 @@
+//! Built-in task kinds and the context they run in. A task returns an `Outcome`; an `Err` is a
+//! failure whose message (redacted) becomes the task's detail.
+
+pub mod exec;
+pub mod extract;
+pub mod replication;
+pub mod supervisor;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::config::{Task, TaskSpec};
+use crate::envfile::Env;
+use crate::settings::Settings;
+use crate::state::State;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Ok,
+    Failed,
+    Skipped,
+    /// Nothing to do yet and nothing wrong (e.g. the webapp has not run its migrations).
+    Waiting,
+    /// Dry run: the task would change something.
+    Planned,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Ok => "ok",
+            Status::Failed => "failed",
+            Status::Skipped => "skipped",
+            Status::Waiting => "waiting",
+            Status::Planned => "planned",
+        }
+    }
+
+    pub fn is_failure(self) -> bool {
+        self == Status::Failed
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub status: Status,
+    /// One fact per line; the first line is the headline.
+    pub detail: Vec<String>,
+}
+
+impl Outcome {
+    pub fn new(status: Status, detail: impl Into<String>) -> Outcome {
+        Outcome {
+            status,
+            detail: vec![detail.into()],
+        }
+    }
+
+    pub fn lines(status: Status, detail: Vec<String>) -> Outcome {
+        Outcome { status, detail }
+    }
+}
+
+/// Everything a task may read. In a dry run `state` is opened read-only (or absent), so a task
+/// cannot write even by mistake.
+pub struct TaskCtx<'a> {
+    pub settings: &'a Settings,
+    pub env: &'a Env,
+    pub state: Option<&'a State>,
+    pub state_dir: &'a Path,
+    pub profile: &'a str,
+    pub dry_run: bool,
+    pub deadline: Instant,
+}
+
+impl TaskCtx<'_> {
+    pub fn remaining(&self) -> Duration {
+        self.deadline.saturating_duration_since(Instant::now())
+    }
+
+    /// The state database for writing; errors in a dry run (which never writes).
+    pub fn writable_state(&self) -> anyhow::Result<&State> {
+        match self.state {
+            Some(s) if !s.is_read_only() && !self.dry_run => Ok(s),
+            _ => anyhow::bail!("internal: state write attempted in a dry run"),
+        }
+    }
+}
+
+/// Runs one task to completion (or its deadline).
+pub fn run(task: &Task, ctx: &TaskCtx) -> anyhow::Result<Outcome> {
+    match &task.spec {
+        TaskSpec::Exec(opts) => exec::run(opts, ctx),
+        TaskSpec::Extract(opts) => extract::run(opts, ctx),
+        TaskSpec::Replication(opts) => replication::run(opts, ctx),
+        TaskSpec::Supervisor(opts) => supervisor::run(opts, ctx),
+    }
+}
