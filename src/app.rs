@@ -48,7 +48,7 @@ pub fn env_file(flag: Option<&Path>) -> anyhow::Result<Option<PathBuf>> {
             .map(PathBuf::from)
     });
     if let Some(path) = explicit {
-        if !path.is_file() {
+        if !path.exists() {
             return Err(config_error(format!(
                 "env file {} does not exist (fix --env-file / OPS_ENV_FILE, or create it from deploy/ops.env.example)",
                 path.display()

@@ -463,14 +463,15 @@ impl JobsConfig {
             )));
         }
         let raw: RawFile = serde_yaml::from_str(text).map_err(|e| {
+            let msg = strip_location(&e.to_string());
             let at = e
                 .location()
-                .map(|l| format!(":{}:{}", l.line(), l.column()))
+                .map(|l| {
+                    let (line, col) = refine_location(text, l.line(), l.column(), &msg);
+                    format!(":{line}:{col}")
+                })
                 .unwrap_or_default();
-            config_error(format!(
-                "{shown}{at}: {}",
-                hint(&strip_location(&e.to_string()))
-            ))
+            config_error(format!("{shown}{at}: {}", hint(&msg)))
         })?;
         let at = |needle: &str, nth: usize| -> String {
             find_key(text, needle, nth)
@@ -574,6 +575,43 @@ impl JobsConfig {
             .map(|p| p.display().to_string())
             .unwrap_or_else(|| "the bundled jobs.yaml".into())
     }
+}
+
+/// serde_yaml places errors raised while converting a scalar (a bad cron, a bad duration) at
+/// the start of the enclosing mapping; point at the offending value instead when the message
+/// quotes it, or at the second occurrence of a duplicated field.
+fn refine_location(text: &str, line: usize, col: usize, msg: &str) -> (usize, usize) {
+    let lines: Vec<&str> = text.lines().collect();
+    let from = line.saturating_sub(1);
+    if let Some(field) = msg
+        .split_once("duplicate field `")
+        .and_then(|(_, rest)| rest.split_once('`'))
+        .map(|(f, _)| format!("{f}:"))
+    {
+        let hits = lines
+            .iter()
+            .enumerate()
+            .skip(from)
+            .filter_map(|(i, l)| l.trim_start().starts_with(&field).then_some((i, l)))
+            .nth(1);
+        if let Some((i, l)) = hits {
+            return (i + 1, l.len() - l.trim_start().len() + 1);
+        }
+        return (line, col);
+    }
+    let quoted = msg
+        .split_once('"')
+        .and_then(|(_, rest)| rest.split_once('"'))
+        .map(|(v, _)| v)
+        .filter(|v| !v.is_empty());
+    if let Some(value) = quoted {
+        for (i, l) in lines.iter().enumerate().skip(from) {
+            if let Some(pos) = l.find(value) {
+                return (i + 1, pos + 1);
+            }
+        }
+    }
+    (line, col)
 }
 
 /// Adds the fix to serde_yaml's messages that lack one.

@@ -198,6 +198,10 @@ fn run_task(
         .timeout
         .map(|t| (now + t).min(profile_deadline))
         .unwrap_or(profile_deadline);
+    let budget = match task.timeout {
+        Some(t) if now + t <= profile_deadline => t,
+        _ => profile_deadline - now,
+    };
     // Built-in kinds act on shared resources: two profiles never act on them at once.
     let _resource_lock = if task.kind() != "exec" && !dry_run {
         match lock::try_lock(&app.state_dir, &format!("task-{}", task.kind())) {
@@ -224,6 +228,7 @@ fn run_task(
         profile: &profile.name,
         dry_run,
         deadline,
+        budget,
     };
     match tasks::run(task, &ctx) {
         Ok(outcome) => outcome,

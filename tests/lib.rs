@@ -1,1 +1,7 @@
+//! One test binary (as just does) keeps link time down.
 
+mod support;
+
+mod config_errors;
+mod runner;
+mod schedules;

@@ -49,12 +49,13 @@ pub fn run(opts: &ExecOptions, ctx: &TaskCtx) -> anyhow::Result<Outcome> {
         .collect::<Vec<_>>()
         .join(" ");
     let timeout = ctx.remaining();
+    let shown_timeout = duration::format(Duration::from_millis(ctx.budget.as_millis() as u64));
     if ctx.dry_run {
         let mut line = format!("would run: {shown}");
         if let Some(cwd) = &opts.cwd {
             line.push_str(&format!(" (in {})", cwd.display()));
         }
-        line.push_str(&format!(" with a {} timeout", duration::format(timeout)));
+        line.push_str(&format!(" with a {shown_timeout} timeout"));
         return Ok(Outcome::new(Status::Planned, line));
     }
     let mut cmd = Process::new(&argv[0]);
@@ -67,6 +68,15 @@ pub fn run(opts: &ExecOptions, ctx: &TaskCtx) -> anyhow::Result<Outcome> {
         .process_group(0);
     if let Some(cwd) = &opts.cwd {
         cmd.current_dir(cwd);
+    }
+    // If ops itself is killed (kill -9, OOM), the child goes with it instead of running on
+    // unsupervised.
+    // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
     }
     let started = Instant::now();
     let mut child = cmd.spawn().map_err(|e| {
@@ -118,8 +128,7 @@ pub fn run(opts: &ExecOptions, ctx: &TaskCtx) -> anyhow::Result<Outcome> {
         (
             Status::Failed,
             format!(
-                "timed out after {}: process group killed (SIGTERM, then SIGKILL after {}s)",
-                duration::format(timeout),
+                "timed out after {shown_timeout}: process group killed (SIGTERM, then SIGKILL after {}s)",
                 KILL_GRACE.as_secs()
             ),
         )

@@ -74,6 +74,8 @@ pub struct TaskCtx<'a> {
     pub profile: &'a str,
     pub dry_run: bool,
     pub deadline: Instant,
+    /// The time this task was given (its timeout, or what was left of the profile's).
+    pub budget: Duration,
 }
 
 impl TaskCtx<'_> {
