@@ -3,6 +3,7 @@
 
 pub mod app;
 pub mod cli;
+pub mod clients;
 pub mod commands;
 pub mod config;
 pub mod duration;
@@ -15,6 +16,7 @@ pub mod render;
 pub mod report;
 pub mod runner;
 pub mod schedule;
+pub mod sealed;
 pub mod settings;
 pub mod state;
 pub mod tasks;

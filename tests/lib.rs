@@ -3,5 +3,6 @@
 mod support;
 
 mod config_errors;
+mod extract;
 mod runner;
 mod schedules;

@@ -3,7 +3,9 @@
 
 #![allow(dead_code)]
 
+pub mod fake;
 pub mod pg;
+pub mod railway;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

@@ -1,0 +1,354 @@
+//! One synchronous HTTP layer for every API: a timeout on every call, and retries with
+//! exponential backoff and jitter for 429, 5xx and transport errors, honouring `Retry-After` and
+//! `ratelimit-reset`, bounded by the caller's deadline. Errors name the service and are redacted.
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::anyhow;
+use ureq::http;
+
+use crate::redact::redact;
+
+/// Longest single call.
+pub const MAX_CALL_TIMEOUT: Duration = Duration::from_secs(30);
+const FIRST_BACKOFF: Duration = Duration::from_millis(500);
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+const MAX_ATTEMPTS: u32 = 5;
+/// Bodies larger than this are refused (no API we call sends more).
+const BODY_LIMIT: u64 = 16 << 20;
+
+pub struct Http {
+    agent: ureq::Agent,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retry {
+    /// Reads, and writes that are safe to repeat: retry 429, 5xx and transport errors.
+    Idempotent,
+    /// A write that may have taken effect even when the answer was lost (e.g. creating a
+    /// droplet): retry only a 429, which means the request was refused.
+    OnlyRateLimit,
+    /// Exactly one attempt.
+    Never,
+}
+
+pub struct Request<'a> {
+    pub service: &'a str,
+    pub method: &'static str,
+    pub url: String,
+    pub headers: Vec<(&'static str, String)>,
+    pub body: Option<String>,
+    pub retry: Retry,
+    /// Per-call timeout cap (also bounded by the deadline).
+    pub timeout: Duration,
+}
+
+impl<'a> Request<'a> {
+    pub fn new(service: &'a str, method: &'static str, url: impl Into<String>) -> Request<'a> {
+        Request {
+            service,
+            method,
+            url: url.into(),
+            headers: Vec::new(),
+            body: None,
+            retry: Retry::Idempotent,
+            timeout: MAX_CALL_TIMEOUT,
+        }
+    }
+
+    pub fn header(mut self, name: &'static str, value: impl Into<String>) -> Self {
+        self.headers.push((name, value.into()));
+        self
+    }
+
+    pub fn json(mut self, body: &serde_json::Value) -> Self {
+        self.body = Some(body.to_string());
+        self.headers
+            .push(("content-type", "application/json".into()));
+        self
+    }
+
+    pub fn retry(mut self, retry: Retry) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+}
+
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Response {
+    /// Case-insensitive header lookup.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn ok(&self) -> bool {
+        (200..300).contains(&self.status)
+    }
+
+    /// The first bytes of the body, redacted, for error messages.
+    pub fn snippet(&self) -> String {
+        snippet(&self.body)
+    }
+}
+
+pub fn snippet(body: &str) -> String {
+    let flat: String = body.split_whitespace().collect::<Vec<_>>().join(" ");
+    let mut cut = flat.len().min(120);
+    while !flat.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    let mut s = flat[..cut].to_string();
+    if cut < flat.len() {
+        s.push('…');
+    }
+    redact(&s)
+}
+
+impl Default for Http {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Http {
+    pub fn new() -> Http {
+        let config = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(MAX_CALL_TIMEOUT))
+            .timeout_connect(Some(Duration::from_secs(10)))
+            .user_agent(concat!("trigger-ops/", env!("CARGO_PKG_VERSION")))
+            .max_redirects(0)
+            .build();
+        Http {
+            agent: config.into(),
+        }
+    }
+
+    /// Sends `req`, retrying as its policy allows until `deadline`. A non-2xx answer that is
+    /// not retried is returned as a `Response` for the caller to interpret.
+    pub fn send(&self, req: &Request, deadline: Instant) -> anyhow::Result<Response> {
+        let mut attempt = 0u32;
+        let mut backoff = FIRST_BACKOFF;
+        loop {
+            attempt += 1;
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if remaining.is_zero() {
+                return Err(anyhow!(
+                    "{}: no time left before the task deadline",
+                    req.service
+                ));
+            }
+            let timeout = req.timeout.min(remaining);
+            let result = self.once(req, timeout);
+            let retryable = match (&result, req.retry) {
+                (_, Retry::Never) => false,
+                (Ok(r), _) if r.status == 429 => true,
+                (_, Retry::OnlyRateLimit) => false,
+                (Ok(r), Retry::Idempotent) => r.status >= 500 && r.status != 501,
+                (Err(_), Retry::Idempotent) => true,
+            };
+            if !retryable || attempt >= MAX_ATTEMPTS {
+                return match result {
+                    Ok(r) if r.status == 429 => Err(rate_limited(req.service, &r, None)),
+                    other => other,
+                };
+            }
+            let advised = result.as_ref().ok().and_then(advised_wait);
+            let wait = advised.unwrap_or_else(|| jitter(backoff));
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if wait >= remaining {
+                return match result {
+                    Ok(r) if r.status == 429 => Err(rate_limited(req.service, &r, Some(wait))),
+                    other => other,
+                };
+            }
+            match &result {
+                Ok(r) => log::warn!(
+                    "{}: HTTP {} from {} {}; retrying in {:.1}s",
+                    req.service,
+                    r.status,
+                    req.method,
+                    redact(&strip_query(&req.url)),
+                    wait.as_secs_f64()
+                ),
+                Err(e) => log::warn!(
+                    "{}: {e:#}; retrying in {:.1}s",
+                    req.service,
+                    wait.as_secs_f64()
+                ),
+            }
+            std::thread::sleep(wait);
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+    }
+
+    fn once(&self, req: &Request, timeout: Duration) -> anyhow::Result<Response> {
+        let mut builder = http::Request::builder().method(req.method).uri(&req.url);
+        for (k, v) in &req.headers {
+            builder = builder.header(*k, v);
+        }
+        let body = req.body.clone().unwrap_or_default();
+        let request = builder.body(body).map_err(|e| {
+            anyhow!(
+                "{}: invalid request to {}: {e}",
+                req.service,
+                redact(&req.url)
+            )
+        })?;
+        let request = self
+            .agent
+            .configure_request(request)
+            .timeout_global(Some(timeout))
+            .build();
+        let mut response = self.agent.run(request).map_err(|e| {
+            let what = match &e {
+                ureq::Error::Timeout(_) => format!("timed out after {:.1}s", timeout.as_secs_f64()),
+                ureq::Error::HostNotFound => "host not found".into(),
+                ureq::Error::ConnectionFailed => "connection refused".into(),
+                other => other.to_string(),
+            };
+            anyhow!(
+                "cannot reach {} at {}: {}",
+                req.service,
+                redact(&origin(&req.url)),
+                redact(&what)
+            )
+        })?;
+        let status = response.status().as_u16();
+        let headers = response
+            .headers()
+            .iter()
+            .filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string())))
+            .collect();
+        let body = response
+            .body_mut()
+            .with_config()
+            .limit(BODY_LIMIT)
+            .read_to_string()
+            .map_err(|e| {
+                anyhow!(
+                    "{}: reading the answer from {} failed: {}",
+                    req.service,
+                    redact(&origin(&req.url)),
+                    redact(&e.to_string())
+                )
+            })?;
+        Ok(Response {
+            status,
+            headers,
+            body,
+        })
+    }
+}
+
+/// `Retry-After` (seconds) or `ratelimit-reset` (epoch seconds) on a 429 or 503.
+fn advised_wait(r: &Response) -> Option<Duration> {
+    if r.status != 429 && r.status != 503 {
+        return None;
+    }
+    if let Some(secs) = r
+        .header("retry-after")
+        .and_then(|v| v.trim().parse::<f64>().ok())
+    {
+        return Some(Duration::from_secs_f64(secs.clamp(0.0, 3600.0)));
+    }
+    let reset = r
+        .header("ratelimit-reset")
+        .or_else(|| r.header("x-ratelimit-reset"))?;
+    let reset: u64 = reset.trim().parse().ok()?;
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).ok()?.as_secs();
+    // Small values are a delay in seconds, large ones an epoch time.
+    Some(Duration::from_secs(if reset > 1_000_000_000 {
+        reset.saturating_sub(now).max(1)
+    } else {
+        reset
+    }))
+}
+
+fn rate_limited(service: &str, r: &Response, wait: Option<Duration>) -> anyhow::Error {
+    let when = wait
+        .or_else(|| advised_wait(r))
+        .map(|w| {
+            format!(
+                "; it asks to wait {}s, past this task's deadline",
+                w.as_secs()
+            )
+        })
+        .unwrap_or_default();
+    anyhow!("{service}: rate limited (HTTP 429){when} (lower the cadence in jobs.yaml or raise the plan's limit)")
+}
+
+/// ±25 % jitter without a random-number crate: the clock's nanoseconds are noise enough.
+fn jitter(d: Duration) -> Duration {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|t| t.subsec_nanos())
+        .unwrap_or(0);
+    let factor = 0.75 + (nanos % 1000) as f64 / 2000.0;
+    d.mul_f64(factor)
+}
+
+/// `scheme://host[:port]` of a URL, for messages.
+pub fn origin(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => {
+            let host = rest.split(['/', '?']).next().unwrap_or(rest);
+            let host = host.rsplit_once('@').map(|(_, h)| h).unwrap_or(host);
+            format!("{scheme}://{host}")
+        }
+        None => url.to_string(),
+    }
+}
+
+fn strip_query(url: &str) -> String {
+    url.split('?').next().unwrap_or(url).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn origin_drops_path_and_credentials() {
+        assert_eq!(
+            origin("https://u:p@api.example.com:8443/v2/x?y=1"),
+            "https://api.example.com:8443"
+        );
+    }
+
+    #[test]
+    fn advised_wait_reads_headers() {
+        let r = Response {
+            status: 429,
+            headers: vec![("Retry-After".into(), "3".into())],
+            body: String::new(),
+        };
+        assert_eq!(advised_wait(&r), Some(Duration::from_secs(3)));
+        let r = Response {
+            status: 200,
+            headers: vec![("Retry-After".into(), "3".into())],
+            body: String::new(),
+        };
+        assert_eq!(advised_wait(&r), None);
+    }
+
+    #[test]
+    fn jitter_stays_within_a_quarter() {
+        let d = jitter(Duration::from_secs(4));
+        assert!(d >= Duration::from_secs(3) && d <= Duration::from_secs(5));
+    }
+}

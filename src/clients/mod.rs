@@ -1,0 +1,4 @@
+//! Typed clients for the outside APIs. They know nothing of tasks.
+
+pub mod http;
+pub mod railway;

@@ -1,0 +1,147 @@
+//! A tiny in-process HTTP server for fakes: each request is handed to a closure that returns
+//! (status, headers, body); every request is logged for assertions.
+
+use std::net::{IpAddr, Ipv4Addr, UdpSocket};
+use std::sync::{Arc, Mutex};
+use std::thread;
+
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub method: String,
+    pub path: String,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Seen {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+pub struct Reply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Reply {
+    pub fn json(status: u16, body: serde_json::Value) -> Reply {
+        Reply {
+            status,
+            headers: vec![("Content-Type".into(), "application/json".into())],
+            body: body.to_string(),
+        }
+    }
+
+    pub fn text(status: u16, body: &str) -> Reply {
+        Reply {
+            status,
+            headers: vec![("Content-Type".into(), "text/plain".into())],
+            body: body.into(),
+        }
+    }
+
+    pub fn with_header(mut self, k: &str, v: &str) -> Reply {
+        self.headers.push((k.into(), v.into()));
+        self
+    }
+}
+
+pub type Handler = Box<dyn FnMut(&Seen) -> Reply + Send>;
+
+pub struct FakeServer {
+    pub addr: String,
+    pub seen: Arc<Mutex<Vec<Seen>>>,
+    server: Arc<tiny_http::Server>,
+}
+
+impl FakeServer {
+    pub fn start(ip: IpAddr, mut handler: Handler) -> FakeServer {
+        let server = Arc::new(tiny_http::Server::http((ip, 0)).expect("bind fake server"));
+        let addr = match server.server_addr().to_ip() {
+            Some(a) => a.to_string(),
+            None => panic!("fake server has no IP address"),
+        };
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let (srv, log) = (Arc::clone(&server), Arc::clone(&seen));
+        thread::spawn(move || {
+            for mut req in srv.incoming_requests() {
+                let mut body = String::new();
+                let _ = req.as_reader().read_to_string(&mut body);
+                let s = Seen {
+                    method: req.method().to_string(),
+                    path: req.url().to_string(),
+                    headers: req
+                        .headers()
+                        .iter()
+                        .map(|h| (h.field.to_string(), h.value.to_string()))
+                        .collect(),
+                    body,
+                };
+                log.lock().unwrap().push(s.clone());
+                let reply = handler(&s);
+                let mut resp =
+                    tiny_http::Response::from_string(reply.body).with_status_code(reply.status);
+                for (k, v) in reply.headers {
+                    if let Ok(h) = tiny_http::Header::from_bytes(k.as_bytes(), v.as_bytes()) {
+                        resp.add_header(h);
+                    }
+                }
+                let _ = req.respond(resp);
+            }
+        });
+        FakeServer { addr, seen, server }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn requests(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    pub fn clear(&self) {
+        self.seen.lock().unwrap().clear();
+    }
+}
+
+impl Drop for FakeServer {
+    fn drop(&mut self) {
+        self.server.unblock();
+    }
+}
+
+pub fn loopback() -> IpAddr {
+    IpAddr::V4(Ipv4Addr::LOCALHOST)
+}
+
+/// A local address that is not loopback, for fakes that must look reachable from a droplet
+/// (the webapp origin): the interface of the default route, else 192.0.2.77 added to `lo`.
+pub fn non_loopback() -> IpAddr {
+    static ADDR: std::sync::OnceLock<IpAddr> = std::sync::OnceLock::new();
+    *ADDR.get_or_init(|| {
+        if let Ok(sock) = UdpSocket::bind("0.0.0.0:0") {
+            if sock.connect("192.0.2.1:9").is_ok() {
+                if let Ok(local) = sock.local_addr() {
+                    if !local.ip().is_loopback() && !local.ip().is_unspecified() {
+                        return local.ip();
+                    }
+                }
+            }
+        }
+        let ip: IpAddr = "192.0.2.77".parse().unwrap();
+        let _ = std::process::Command::new("ip")
+            .args(["addr", "add", "192.0.2.77/32", "dev", "lo"])
+            .status();
+        assert!(
+            UdpSocket::bind((ip, 0)).is_ok(),
+            "no non-loopback address for the fake webapp"
+        );
+        ip
+    })
+}

@@ -1,0 +1,288 @@
+//! A fake Railway GraphQL API speaking the reference's wire format, and a fake webapp
+//! (`/healthcheck`, `/admin/api/v1/workers`).
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use super::fake::{loopback, non_loopback, FakeServer, Reply, Seen};
+
+pub const RAILWAY_TOKEN: &str = "railway-test-token-5f1c2e";
+pub const PROJECT: &str = "proj-1234";
+pub const ENVIRONMENT: &str = "env-abcdef12";
+
+#[derive(Debug, Clone)]
+pub enum Fault {
+    RateLimit(u64),
+    Status(u16),
+    Html,
+    GraphqlError(&'static str),
+    Slow(Duration),
+}
+
+pub type RestartHook = Box<dyn FnMut(&str) + Send>;
+
+#[derive(Default)]
+pub struct World {
+    pub services: Vec<(String, String)>,
+    pub variables: HashMap<String, Value>,
+    pub domains: HashMap<String, Vec<String>>,
+    /// service id → (deployment id, createdAt, status), any order
+    pub deployments: HashMap<String, Vec<(String, String, String)>>,
+    pub deployment_logs: HashMap<String, Vec<(String, String)>>,
+    pub environment_logs: Vec<(String, String)>,
+    pub faults: VecDeque<Fault>,
+    /// Operation names in arrival order.
+    pub ops: Vec<String>,
+    pub restart_hook: Option<RestartHook>,
+    pub restarts: Vec<String>,
+}
+
+pub struct FakeRailway {
+    pub server: FakeServer,
+    pub world: Arc<Mutex<World>>,
+}
+
+fn op_name(query: &str) -> String {
+    let q = query.trim_start();
+    let rest = q
+        .strip_prefix("query")
+        .or_else(|| q.strip_prefix("mutation"))
+        .unwrap_or(q);
+    rest.trim_start()
+        .split(|c: char| !c.is_alphanumeric())
+        .next()
+        .unwrap_or("")
+        .to_string()
+}
+
+fn logs(list: &[(String, String)]) -> Value {
+    Value::Array(
+        list.iter()
+            .map(|(ts, m)| json!({"timestamp": ts, "message": m, "severity": "info"}))
+            .collect(),
+    )
+}
+
+impl FakeRailway {
+    pub fn start() -> FakeRailway {
+        let world = Arc::new(Mutex::new(World::default()));
+        let w = Arc::clone(&world);
+        let server = FakeServer::start(
+            loopback(),
+            Box::new(move |req: &Seen| {
+                let fault = w.lock().unwrap().faults.pop_front();
+                match fault {
+                    Some(Fault::RateLimit(secs)) => {
+                        return Reply::json(429, json!({"errors": [{"message": "rate limited"}]}))
+                            .with_header("Retry-After", &secs.to_string())
+                            .with_header("X-RateLimit-Limit", "1000")
+                            .with_header("X-RateLimit-Remaining", "0")
+                    }
+                    Some(Fault::Status(code)) => return Reply::text(code, "upstream error"),
+                    Some(Fault::Html) => {
+                        return Reply::text(503, "<html><body>Bad gateway</body></html>")
+                    }
+                    Some(Fault::GraphqlError(m)) => {
+                        return Reply::json(200, json!({"data": null, "errors": [{"message": m}]}))
+                    }
+                    Some(Fault::Slow(d)) => std::thread::sleep(d),
+                    None => {}
+                }
+                let authed = req.header("authorization")
+                    == Some(&format!("Bearer {RAILWAY_TOKEN}"))
+                    || req.header("project-access-token") == Some(RAILWAY_TOKEN);
+                if !authed {
+                    return Reply::json(
+                        200,
+                        json!({"data": null, "errors": [{"message": "Not Authorized"}]}),
+                    );
+                }
+                let body: Value = serde_json::from_str(&req.body).unwrap_or(Value::Null);
+                let query = body["query"].as_str().unwrap_or_default();
+                let vars = &body["variables"];
+                let op = op_name(query);
+                let mut world = w.lock().unwrap();
+                world.ops.push(op.clone());
+                let data = match op.as_str() {
+                    "Project" => {
+                        if vars["id"] != PROJECT {
+                            return Reply::json(
+                                200,
+                                json!({"data": null, "errors": [{"message": "Project not found"}]}),
+                            );
+                        }
+                        let edges: Vec<Value> = world
+                            .services
+                            .iter()
+                            .map(|(id, name)| json!({"node": {"id": id, "name": name}}))
+                            .collect();
+                        json!({"project": {"id": PROJECT, "name": "trigger", "services": {"edges": edges}}})
+                    }
+                    "Variables" => {
+                        let sid = vars["serviceId"].as_str().unwrap_or_default();
+                        json!({"variables": world.variables.get(sid).cloned().unwrap_or(json!({}))})
+                    }
+                    "Domains" => {
+                        let sid = vars["serviceId"].as_str().unwrap_or_default();
+                        let list: Vec<Value> = world
+                            .domains
+                            .get(sid)
+                            .cloned()
+                            .unwrap_or_default()
+                            .into_iter()
+                            .map(|d| json!({"domain": d}))
+                            .collect();
+                        json!({"domains": {"serviceDomains": list, "customDomains": []}})
+                    }
+                    "Deployments" => {
+                        let sid = vars["input"]["serviceId"].as_str().unwrap_or_default();
+                        let first = vars["first"].as_u64().unwrap_or(100) as usize;
+                        let mut list = world.deployments.get(sid).cloned().unwrap_or_default();
+                        list.sort_by(|a, b| b.1.cmp(&a.1));
+                        let edges: Vec<Value> = list.into_iter().take(first).map(|(id, at, st)| json!({"node": {"id": id, "createdAt": at, "status": st}})).collect();
+                        json!({"deployments": {"edges": edges}})
+                    }
+                    "Deployment" => {
+                        let id = vars["id"].as_str().unwrap_or_default();
+                        let found = world
+                            .deployments
+                            .values()
+                            .flatten()
+                            .find(|d| d.0 == id)
+                            .cloned();
+                        match found {
+                            Some((id, at, st)) => {
+                                json!({"deployment": {"id": id, "createdAt": at, "status": st}})
+                            }
+                            None => {
+                                return Reply::json(
+                                    200,
+                                    json!({"data": null, "errors": [{"message": "Deployment not found"}]}),
+                                )
+                            }
+                        }
+                    }
+                    "DeploymentLogs" => {
+                        let id = vars["deploymentId"].as_str().unwrap_or_default();
+                        let filter = vars["filter"].as_str().unwrap_or_default();
+                        let list: Vec<(String, String)> = world
+                            .deployment_logs
+                            .get(id)
+                            .cloned()
+                            .unwrap_or_default()
+                            .into_iter()
+                            .filter(|(_, m)| m.contains(filter))
+                            .collect();
+                        json!({"deploymentLogs": logs(&list)})
+                    }
+                    "EnvironmentLogs" => json!({"environmentLogs": logs(&world.environment_logs)}),
+                    "DeploymentRestart" => {
+                        let id = vars["id"].as_str().unwrap_or_default().to_string();
+                        world.restarts.push(id.clone());
+                        if let Some(hook) = world.restart_hook.as_mut() {
+                            hook(&id);
+                        }
+                        json!({"deploymentRestart": true})
+                    }
+                    other => {
+                        return Reply::json(
+                            400,
+                            json!({"errors": [{"message": format!("unknown operation {other}")}]}),
+                        )
+                    }
+                };
+                Reply::json(200, json!({ "data": data }))
+            }),
+        );
+        FakeRailway { server, world }
+    }
+
+    pub fn url(&self) -> String {
+        format!("{}/graphql/v2", self.server.url())
+    }
+
+    pub fn ops(&self) -> Vec<String> {
+        self.world.lock().unwrap().ops.clone()
+    }
+
+    pub fn clear(&self) {
+        self.world.lock().unwrap().ops.clear();
+        self.server.clear();
+    }
+
+    pub fn fault(&self, f: Fault) {
+        self.world.lock().unwrap().faults.push_back(f);
+    }
+
+    pub fn with<R>(&self, f: impl FnOnce(&mut World) -> R) -> R {
+        f(&mut self.world.lock().unwrap())
+    }
+}
+
+pub struct FakeWebapp {
+    pub server: FakeServer,
+    pub health: Arc<Mutex<(u16, String)>>,
+    pub groups: Arc<Mutex<Vec<String>>>,
+}
+
+pub const ADMIN_TOKEN: &str = "tr_pat_admintoken0123456789";
+pub const ADMIN_CREATED_TOKEN: &str = "tr_wgt_AdminCreated0123456789abcdefghijklmnopqr";
+
+impl FakeWebapp {
+    pub fn start() -> FakeWebapp {
+        let health = Arc::new(Mutex::new((200u16, "OK".to_string())));
+        let groups = Arc::new(Mutex::new(Vec::new()));
+        let (h, g) = (Arc::clone(&health), Arc::clone(&groups));
+        let server = FakeServer::start(
+            non_loopback(),
+            Box::new(
+                move |req: &Seen| match (req.method.as_str(), req.path.as_str()) {
+                    ("GET", "/healthcheck") => {
+                        let (code, body) = h.lock().unwrap().clone();
+                        Reply::text(code, &body)
+                    }
+                    ("POST", "/admin/api/v1/workers") => {
+                        if req.header("authorization") != Some(&format!("Bearer {ADMIN_TOKEN}")) {
+                            return Reply::json(401, json!({"error": "Unauthorized"}));
+                        }
+                        let body: Value = serde_json::from_str(&req.body).unwrap_or(Value::Null);
+                        let name = body["name"].as_str().unwrap_or_default().to_string();
+                        let mut groups = g.lock().unwrap();
+                        if groups.contains(&name) {
+                            return Reply::json(
+                                400,
+                                json!({"error": "worker group already exists"}),
+                            );
+                        }
+                        groups.push(name.clone());
+                        Reply::json(
+                            200,
+                            json!({"outcome": "created new worker group", "token": {"id": "tok1", "tokenHash": "x", "plaintext": ADMIN_CREATED_TOKEN}, "workerGroup": {"name": name}}),
+                        )
+                    }
+                    _ => Reply::text(404, "not found"),
+                },
+            ),
+        );
+        FakeWebapp {
+            server,
+            health,
+            groups,
+        }
+    }
+
+    pub fn origin(&self) -> String {
+        self.server.url()
+    }
+
+    pub fn count(&self, path: &str) -> usize {
+        self.server
+            .requests()
+            .iter()
+            .filter(|r| r.path == path)
+            .count()
+    }
+}
