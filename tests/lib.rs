@@ -4,5 +4,6 @@ mod support;
 
 mod config_errors;
 mod extract;
+mod replication;
 mod runner;
 mod schedules;
