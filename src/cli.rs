@@ -50,6 +50,9 @@ pub enum Cmd {
         /// Print the run summary as one JSON document
         #[arg(long)]
         json: bool,
+        /// Close the supervisor's replacement circuit breaker before running
+        #[arg(long)]
+        reset_breaker: bool,
     },
     /// Profiles with cron, next run time, enabled, task count and description
     List {
@@ -74,6 +77,12 @@ pub enum Cmd {
     },
     /// Validate jobs.yaml, the environment and the state directory without touching the network
     Check,
+    /// The cloud-init user-data the supervisor task would send (secrets redacted)
+    RenderCloudInit {
+        /// Print the secrets too (the output is then as sensitive as the tokens)
+        #[arg(long)]
+        show_secrets: bool,
+    },
     /// Shell completions
     Completions {
         #[arg(value_enum)]

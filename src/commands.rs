@@ -204,3 +204,28 @@ pub fn completions(shell: clap_complete::Shell) -> anyhow::Result<ExitCode> {
     clap_complete::generate(shell, &mut cmd, "ops", &mut std::io::stdout());
     Ok(ExitCode::Success)
 }
+
+pub fn render_cloud_init(app: &App, show_secrets: bool) -> anyhow::Result<ExitCode> {
+    let state = State::open_read_only(&app.state_dir)?;
+    let record = match &state {
+        Some(st) => crate::tasks::extract::load_record(st, &app.state_dir, &app.settings)?,
+        None => None,
+    }
+    .ok_or_else(|| {
+        anyhow::anyhow!(
+            "no config record yet in {}: run `ops run extract` first",
+            app.state_dir.display()
+        )
+    })?;
+    let name = format!(
+        "{}-<created>",
+        crate::tasks::supervisor::deployment_tag(&app.settings)
+    );
+    let text = crate::cloudinit::render(&record, &app.settings, &name)?;
+    if show_secrets {
+        print!("{text}");
+    } else {
+        print!("{}", crate::redact::redact(&text));
+    }
+    Ok(ExitCode::Success)
+}

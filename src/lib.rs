@@ -4,6 +4,7 @@
 pub mod app;
 pub mod cli;
 pub mod clients;
+pub mod cloudinit;
 pub mod commands;
 pub mod config;
 pub mod duration;
@@ -64,7 +65,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             profile,
             dry_run,
             json,
-        } => runner::run(&app, profile, *dry_run, *json),
+            reset_breaker,
+        } => runner::run(&app, profile, *dry_run, *json, *reset_breaker),
+        Cmd::RenderCloudInit { show_secrets } => commands::render_cloud_init(&app, *show_secrets),
         Cmd::List { json } => commands::list(&app, *json),
         Cmd::RenderCrontab => commands::render_crontab(&app),
         Cmd::RenderSystemd { out } => commands::render_systemd(&app, out.as_deref()),

@@ -38,7 +38,13 @@ pub struct TaskSummary {
     pub detail: Vec<String>,
 }
 
-pub fn run(app: &App, name: &str, dry_run: bool, json: bool) -> anyhow::Result<ExitCode> {
+pub fn run(
+    app: &App,
+    name: &str,
+    dry_run: bool,
+    json: bool,
+    reset_breaker: bool,
+) -> anyhow::Result<ExitCode> {
     let profile = app.config.profile(name)?;
     if !app.settings.is_active {
         log::info!("monitoring disabled (IS_ACTIVE=false): not running {name}");
@@ -56,7 +62,7 @@ pub fn run(app: &App, name: &str, dry_run: bool, json: bool) -> anyhow::Result<E
                 None
             }
         };
-        let summary = execute(app, profile, state.as_ref(), true);
+        let summary = execute(app, profile, state.as_ref(), true, reset_breaker);
         return Ok(finish_output(&summary, json));
     }
 
@@ -86,7 +92,7 @@ pub fn run(app: &App, name: &str, dry_run: bool, json: bool) -> anyhow::Result<E
     }
     let run_id = state.start_run(name, started_ms, &host)?;
     let watchdog = Watchdog::start(app, run_id, profile);
-    let summary = execute(app, profile, Some(&state), false);
+    let summary = execute(app, profile, Some(&state), false, reset_breaker);
     let records: Vec<TaskRecord> = summary
         .tasks
         .iter()
@@ -130,14 +136,20 @@ fn finish_output(summary: &RunSummary, json: bool) -> ExitCode {
     }
 }
 
-fn execute(app: &App, profile: &Profile, state: Option<&State>, dry_run: bool) -> RunSummary {
+fn execute(
+    app: &App,
+    profile: &Profile,
+    state: Option<&State>,
+    dry_run: bool,
+    reset_breaker: bool,
+) -> RunSummary {
     let started = Instant::now();
     let started_at = chrono::Local::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, false);
     let deadline = started + profile.timeout;
     let mut results = Vec::with_capacity(profile.tasks.len());
     for task in &profile.tasks {
         let t0 = Instant::now();
-        let outcome = run_task(app, profile, task, state, dry_run, deadline);
+        let outcome = run_task(app, profile, task, state, dry_run, reset_breaker, deadline);
         let elapsed = t0.elapsed().as_millis() as u64;
         let detail: Vec<String> = outcome.detail.iter().map(|l| redact(l)).collect();
         let headline = detail.first().map(String::as_str).unwrap_or("");
@@ -179,6 +191,7 @@ fn run_task(
     task: &Task,
     state: Option<&State>,
     dry_run: bool,
+    reset_breaker: bool,
     profile_deadline: Instant,
 ) -> Outcome {
     if !task.enabled {
@@ -229,6 +242,7 @@ fn run_task(
         dry_run,
         deadline,
         budget,
+        reset_breaker,
     };
     match tasks::run(task, &ctx) {
         Ok(outcome) => outcome,

@@ -12,6 +12,7 @@ pub const DEFAULT_RAILWAY_API_URL: &str = "https://backboard.railway.com/graphql
 pub const DEFAULT_DIGITALOCEAN_API_URL: &str = "https://api.digitalocean.com";
 pub const DEFAULT_TELEGRAM_API_URL: &str = "https://api.telegram.org";
 pub const DEFAULT_TRIGGER_VERSION: &str = "v4.5.12";
+pub const DEFAULT_DOCKER_PROXY_IMAGE: &str = "tecnativa/docker-socket-proxy:v0.3.0";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RailwayAuth {
@@ -52,6 +53,7 @@ pub struct Settings {
     pub supervisor_ssh_keys: Vec<String>,
     pub supervisor_ssh_sources: Vec<String>,
     pub supervisor_health_sources: Vec<String>,
+    pub docker_proxy_image: String,
 
     pub telegram_bot_token: Option<Secret>,
     pub telegram_chat_id: Option<String>,
@@ -141,6 +143,10 @@ impl Settings {
                 Some(_) => list(env, "SUPERVISOR_HEALTH_SOURCES"),
                 None => vec!["0.0.0.0/0".into(), "::/0".into()],
             },
+            docker_proxy_image: env
+                .get("SUPERVISOR_DOCKER_PROXY_IMAGE")
+                .unwrap_or(DEFAULT_DOCKER_PROXY_IMAGE)
+                .to_string(),
             telegram_bot_token: env.get("TELEGRAM_BOT_TOKEN").map(Secret::new),
             telegram_chat_id: string(env, "TELEGRAM_CHAT_ID"),
             telegram_topic_id: string(env, "TELEGRAM_TOPIC_ID"),

@@ -7,3 +7,4 @@ mod extract;
 mod replication;
 mod runner;
 mod schedules;
+mod supervisor;

@@ -1,5 +1,6 @@
 //! Typed clients for the outside APIs. They know nothing of tasks.
 
+pub mod digitalocean;
 pub mod http;
 pub mod postgres;
 pub mod railway;

@@ -76,6 +76,8 @@ pub struct TaskCtx<'a> {
     pub deadline: Instant,
     /// The time this task was given (its timeout, or what was left of the profile's).
     pub budget: Duration,
+    /// `ops run --reset-breaker`: close the supervisor's circuit breaker first.
+    pub reset_breaker: bool,
 }
 
 impl TaskCtx<'_> {

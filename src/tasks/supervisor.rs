@@ -1,8 +1,644 @@
-//! supervisor: keep the supervisor droplet(s) alive on DigitalOcean.
+//! supervisor: keep `SUPERVISOR_COUNT` healthy supervisor droplets on DigitalOcean, reconciled
+//! level-triggered from DigitalOcean's own tags every run, so a lost state database can never
+//! cause duplicates. At most one create and one delete per run; never a droplet without both of
+//! our tags; a circuit breaker on replacements.
 
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::clients::digitalocean::{DigitalOcean, Droplet, Firewall, NewDroplet};
+use crate::clients::http::{Http, Request, Retry};
+use crate::cloudinit;
 use crate::config::SupervisorOptions;
-use crate::tasks::{Outcome, TaskCtx};
+use crate::duration;
+use crate::sealed::fingerprint;
+use crate::settings::Settings;
+use crate::state::{now_ms, State};
+use crate::tasks::extract::{self, ConfigRecord};
+use crate::tasks::{Outcome, Status, TaskCtx};
 
-pub fn run(_opts: &SupervisorOptions, _ctx: &TaskCtx) -> anyhow::Result<Outcome> {
-    anyhow::bail!("the supervisor task is not implemented yet")
+pub const MANAGED_TAG: &str = "ops-managed";
+pub const NAMESPACE: &str = "supervisor";
+const BREAKER_KEY: &str = "breaker";
+const FIREWALL_KEY: &str = "firewall";
+/// How long a checked firewall is trusted before it is compared again.
+const FIREWALL_RECHECK_MS: i64 = 3_600_000;
+const HEALTH_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Per-droplet health streak, kept between runs.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Streak {
+    pub fails: u32,
+    pub last_ok: Option<i64>,
+    pub last_error: Option<String>,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Breaker {
+    replacements: Vec<i64>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct FirewallSeen {
+    id: String,
+    hash: String,
+    checked_at: i64,
+}
+
+/// `trigger-supervisor-<first 8 of the Railway environment id>`.
+pub fn deployment_tag(s: &Settings) -> String {
+    let source = s
+        .railway_environment_id
+        .as_deref()
+        .or(s.railway_project_id.as_deref())
+        .unwrap_or("default");
+    let short: String = source
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .take(8)
+        .collect::<String>()
+        .to_ascii_lowercase();
+    format!(
+        "trigger-supervisor-{}",
+        if short.is_empty() {
+            "default".into()
+        } else {
+            short
+        }
+    )
+}
+
+/// `ops-spec-<hash>` over region, size, image, version, proxy image and the config record.
+pub fn spec_tag(s: &Settings, record: &ConfigRecord) -> String {
+    let keys = s.supervisor_ssh_keys.join(",");
+    format!(
+        "ops-spec-{}",
+        fingerprint(&[
+            &s.supervisor_region,
+            &s.supervisor_size,
+            &s.supervisor_image,
+            &s.trigger_version,
+            &s.docker_proxy_image,
+            &keys,
+            &record.fingerprint
+        ])
+    )
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Health {
+    Healthy,
+    Booting,
+    Failing,
+}
+
+struct Observed {
+    droplet: Droplet,
+    health: Health,
+    streak: Streak,
+    current: bool,
+    age: i64,
+    note: String,
+}
+
+pub fn run(opts: &SupervisorOptions, ctx: &TaskCtx) -> anyhow::Result<Outcome> {
+    let s = ctx.settings;
+    let token = s.digitalocean_token.as_ref().ok_or_else(|| {
+        anyhow!("not configured: set DIGITALOCEAN_TOKEN (a read/write API token from cloud.digitalocean.com/account/api/tokens)")
+    })?;
+    let record = match ctx.state {
+        Some(st) => extract::load_record(st, ctx.state_dir, s)?,
+        None => None,
+    }
+    .ok_or_else(|| anyhow!("no config record yet: run the extract task first (put extract before supervisor in the profile, or `ops run extract`)"))?;
+    let tag = deployment_tag(s);
+    let spec = spec_tag(s, &record);
+    let http = Http::new();
+    let api = DigitalOcean::new(&http, &s.digitalocean_api_url, token, ctx.deadline);
+    let now = now_ms();
+    let now_utc = chrono::Utc::now();
+    let mut lines = Vec::new();
+    let mut failures = Vec::new();
+    let mut planned = false;
+
+    let mut breaker: Breaker = load(ctx.state, BREAKER_KEY).unwrap_or_default();
+    if ctx.reset_breaker {
+        if ctx.dry_run {
+            lines.push("would reset the circuit breaker".into());
+        } else {
+            breaker = Breaker::default();
+            ctx.writable_state()?.kv_delete(NAMESPACE, BREAKER_KEY)?;
+            lines.push("circuit breaker reset by --reset-breaker".into());
+        }
+    }
+    let window = opts.replacement_window.as_millis() as i64;
+    breaker.replacements.retain(|t| now - t < window);
+    let breaker_open = breaker.replacements.len() as u32 >= opts.max_replacements;
+
+    let all = api.droplets_by_tag(&tag)?;
+    let (ours, foreign): (Vec<Droplet>, Vec<Droplet>) = all
+        .into_iter()
+        .partition(|d| d.has_tag(&tag) && d.has_tag(MANAGED_TAG));
+    for d in &foreign {
+        lines.push(format!(
+            "ignored droplet {} (id {}): tagged {tag} but not {MANAGED_TAG}, so not ours to touch",
+            d.name, d.id
+        ));
+    }
+    let count = s.supervisor_count as usize;
+    if ours.len() > count + 1 {
+        let list: Vec<String> = ours
+            .iter()
+            .map(|d| {
+                format!(
+                    "{} (id {}, {})",
+                    d.name,
+                    d.id,
+                    d.public_ipv4().unwrap_or("no IP")
+                )
+            })
+            .collect();
+        bail!(
+            "refusing to act: {} droplets carry {tag} and {MANAGED_TAG}, more than SUPERVISOR_COUNT + 1 = {}: {}. Delete the extras by hand (or raise SUPERVISOR_COUNT); ops changes nothing until then",
+            ours.len(),
+            count + 1,
+            list.join(", ")
+        );
+    }
+
+    // Observe.
+    let grace = opts.boot_grace.as_secs() as i64;
+    let mut observed: Vec<Observed> = Vec::with_capacity(ours.len());
+    let mut health_checks = 0;
+    for d in ours {
+        let mut streak: Streak = load(ctx.state, &droplet_key(d.id)).unwrap_or_default();
+        let age = d.age_secs(now_utc);
+        let in_grace = age < grace;
+        let (health, note) = match d.public_ipv4() {
+            Some(ip) if d.status == "active" => {
+                health_checks += 1;
+                match check_health(&http, ctx, ip, opts.health_port) {
+                    Ok(()) => (Health::Healthy, "healthy".to_string()),
+                    Err(e) if in_grace => (
+                        Health::Booting,
+                        format!(
+                            "booting ({e}; {} left of the {} grace)",
+                            duration::format(Duration::from_secs((grace - age) as u64)),
+                            duration::format(opts.boot_grace)
+                        ),
+                    ),
+                    Err(e) => (Health::Failing, e),
+                }
+            }
+            _ if in_grace => (
+                Health::Booting,
+                format!(
+                    "booting (status {}, {} old)",
+                    d.status,
+                    duration::format(Duration::from_secs(age.max(1) as u64))
+                ),
+            ),
+            _ => (
+                Health::Failing,
+                format!(
+                    "still {} without a public IPv4 after {}",
+                    d.status,
+                    duration::format(Duration::from_secs(age.max(1) as u64))
+                ),
+            ),
+        };
+        match health {
+            Health::Healthy => {
+                streak.fails = 0;
+                streak.last_ok = Some(now);
+                streak.last_error = None;
+            }
+            Health::Failing => {
+                streak.fails += 1;
+                streak.last_error = Some(note.clone());
+            }
+            Health::Booting => {}
+        }
+        observed.push(Observed {
+            current: d.has_tag(&spec),
+            droplet: d,
+            health,
+            streak,
+            age,
+            note,
+        });
+    }
+    observed.sort_by_key(|o| std::cmp::Reverse(o.age));
+
+    // Decide: at most one delete and one create.
+    let dead = |o: &Observed| o.health == Health::Failing && o.streak.fails >= opts.unhealthy_after;
+    let mut delete: Option<(usize, String, bool)> = None;
+    if let Some(i) = observed.iter().position(dead) {
+        if breaker_open {
+            failures.push(format!(
+                "circuit breaker open: {} replacements within {}; droplet {} is unhealthy but will not be replaced. Investigate (ssh root@{} 'cloud-init status --long; docker compose -f /opt/trigger/docker-compose.yml logs --tail 100'), then run `ops run {} --reset-breaker`",
+                breaker.replacements.len(),
+                duration::format(opts.replacement_window),
+                observed[i].droplet.name,
+                observed[i].droplet.public_ipv4().unwrap_or("<ip>"),
+                ctx.profile
+            ));
+        } else {
+            let o = &observed[i];
+            delete = Some((
+                i,
+                format!(
+                    "unhealthy: {} consecutive failed health checks ({})",
+                    o.streak.fails, o.note
+                ),
+                true,
+            ));
+        }
+    }
+    let healthy_without = |skip: usize| {
+        observed
+            .iter()
+            .enumerate()
+            .filter(|(j, o)| *j != skip && o.health == Health::Healthy)
+            .count()
+    };
+    if delete.is_none() {
+        // Rolling replace: drop the oldest stale droplet once the rest can carry the load.
+        if let Some(i) = observed.iter().position(|o| !o.current) {
+            if healthy_without(i) >= count
+                && observed
+                    .iter()
+                    .any(|o| o.current && o.health == Health::Healthy)
+            {
+                delete = Some((
+                    i,
+                    "spec drift: replaced by a healthy droplet with the current spec".into(),
+                    false,
+                ));
+            }
+        }
+    }
+    if delete.is_none() {
+        let current: Vec<usize> = observed
+            .iter()
+            .enumerate()
+            .filter(|(_, o)| o.current)
+            .map(|(i, _)| i)
+            .collect();
+        if current.len() > count {
+            let i = current[0];
+            if healthy_without(i) >= count {
+                delete = Some((
+                    i,
+                    format!("more than SUPERVISOR_COUNT={count} droplets with the current spec"),
+                    false,
+                ));
+            }
+        }
+    }
+    let remaining: Vec<&Observed> = observed
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| delete.as_ref().map(|d| d.0) != Some(*i))
+        .map(|(_, o)| o)
+        .collect();
+    let live_current = remaining
+        .iter()
+        .filter(|o| o.current && (breaker_open || !dead(o)))
+        .count();
+    let create_reason = if live_current < count && remaining.len() < count + 1 {
+        Some(match &delete {
+            Some((i, _, true)) => format!("replacing unhealthy {}", observed[*i].droplet.name),
+            _ if remaining.iter().any(|o| !o.current) => {
+                "spec drift: rolling replace, the old droplet stays until this one is healthy"
+                    .to_string()
+            }
+            _ => format!("{live_current} of {count} supervisor droplet(s) running"),
+        })
+    } else {
+        None
+    };
+
+    for o in &observed {
+        lines.push(format!(
+            "droplet {} (id {}, {}, {} old, spec {}): {}{}",
+            o.droplet.name,
+            o.droplet.id,
+            o.droplet.public_ipv4().unwrap_or("no IP"),
+            duration::format(Duration::from_secs(o.age.max(1) as u64)),
+            if o.current { "current" } else { "stale" },
+            match o.health {
+                Health::Failing => format!("failing {}/{}: ", o.streak.fails, opts.unhealthy_after),
+                _ => String::new(),
+            },
+            o.note
+        ));
+    }
+    if observed.is_empty() {
+        lines.push(format!("no droplet tagged {tag} and {MANAGED_TAG}"));
+    }
+
+    // Act (or plan).
+    let mut created: Option<Droplet> = None;
+    if let Some((i, reason, replacement)) = &delete {
+        let d = &observed[*i].droplet;
+        if ctx.dry_run {
+            lines.push(format!(
+                "would delete droplet {} (id {}): {reason}",
+                d.name, d.id
+            ));
+            planned = true;
+        } else {
+            // Re-read before deleting: act only on a droplet that still carries both our tags.
+            let fresh = api.droplet(d.id)?;
+            match fresh {
+                Some(f) if f.has_tag(&tag) && f.has_tag(MANAGED_TAG) => {
+                    api.delete_droplet(d.id)?;
+                    log::warn!("deleted droplet {} (id {}): {reason}", d.name, d.id);
+                    lines.push(format!(
+                        "deleted droplet {} (id {}): {reason}",
+                        d.name, d.id
+                    ));
+                    if *replacement {
+                        breaker.replacements.push(now);
+                        save(ctx, BREAKER_KEY, &breaker, now)?;
+                    }
+                }
+                Some(_) => lines.push(format!(
+                    "not deleting droplet {}: it lost our tags since it was listed",
+                    d.name
+                )),
+                None => lines.push(format!("droplet {} is already gone", d.name)),
+            }
+        }
+    }
+    if let Some(reason) = &create_reason {
+        let name = format!("{tag}-{}", now_utc.format("%y%m%d%H%M%S"));
+        if ctx.dry_run {
+            lines.push(format!("would create droplet {name} ({}, {}, {}, tags {tag} {MANAGED_TAG} {spec}): {reason}", s.supervisor_size, s.supervisor_region, s.supervisor_image));
+            planned = true;
+        } else {
+            let user_data = cloudinit::render(&record, s, &name)?;
+            let new = NewDroplet {
+                name: name.clone(),
+                region: s.supervisor_region.clone(),
+                size: s.supervisor_size.clone(),
+                image: s.supervisor_image.clone(),
+                ssh_keys: s.supervisor_ssh_keys.clone(),
+                tags: vec![tag.clone(), MANAGED_TAG.into(), spec.clone()],
+                user_data,
+                monitoring: true,
+            };
+            let d = api.create_droplet(&new)?;
+            log::warn!("created droplet {} (id {}): {reason}", d.name, d.id);
+            lines.push(format!(
+                "created droplet {} (id {}, {}, {}): {reason}",
+                d.name, d.id, s.supervisor_size, s.supervisor_region
+            ));
+            created = Some(d);
+        }
+    }
+
+    // Streaks: saved for the droplets that exist, dropped for those that are gone.
+    if !ctx.dry_run {
+        let st = ctx.writable_state()?;
+        let keep: Vec<String> = observed.iter().map(|o| droplet_key(o.droplet.id)).collect();
+        for (key, _, _) in st.kv_list(NAMESPACE)? {
+            if key.starts_with("droplet:") && !keep.contains(&key) {
+                st.kv_delete(NAMESPACE, &key)?;
+            }
+        }
+        for o in &observed {
+            if delete.as_ref().map(|d| observed[d.0].droplet.id) == Some(o.droplet.id) {
+                st.kv_delete(NAMESPACE, &droplet_key(o.droplet.id))?;
+            } else {
+                st.kv_set(NAMESPACE, &droplet_key(o.droplet.id), &o.streak, now)?;
+            }
+        }
+    }
+
+    if opts.firewall && (!observed.is_empty() || created.is_some() || planned) {
+        if let Err(e) = ensure_firewall(&api, ctx, s, &tag, now, &mut lines, &mut planned) {
+            failures.push(format!("firewall: {e:#}"));
+        }
+    }
+
+    lines.push(format!(
+        "DigitalOcean requests: {}, health checks: {health_checks}",
+        api.requests.get()
+    ));
+    let failing_unreplaced: Vec<&Observed> = observed
+        .iter()
+        .enumerate()
+        .filter(|(i, o)| o.health == Health::Failing && delete.as_ref().map(|d| d.0) != Some(*i))
+        .map(|(_, o)| o)
+        .collect();
+    for o in failing_unreplaced {
+        if o.streak.fails < opts.unhealthy_after {
+            failures.push(format!(
+                "droplet {} unhealthy ({}/{} before it is replaced): {}",
+                o.droplet.name, o.streak.fails, opts.unhealthy_after, o.note
+            ));
+        }
+    }
+    if !failures.is_empty() {
+        failures.append(&mut lines);
+        return Ok(Outcome::lines(Status::Failed, failures));
+    }
+    Ok(Outcome::lines(
+        if planned { Status::Planned } else { Status::Ok },
+        lines,
+    ))
+}
+
+fn droplet_key(id: u64) -> String {
+    format!("droplet:{id}")
+}
+
+fn load<T: serde::de::DeserializeOwned>(state: Option<&State>, key: &str) -> Option<T> {
+    state
+        .and_then(|s| s.kv_get(NAMESPACE, key).ok().flatten())
+        .map(|(v, _)| v)
+}
+
+fn save<T: Serialize>(ctx: &TaskCtx, key: &str, value: &T, now: i64) -> anyhow::Result<()> {
+    ctx.writable_state()?.kv_set(NAMESPACE, key, value, now)
+}
+
+fn check_health(http: &Http, ctx: &TaskCtx, ip: &str, port: u16) -> Result<(), String> {
+    let host = if ip.contains(':') {
+        format!("[{ip}]")
+    } else {
+        ip.to_string()
+    };
+    let url = format!("http://{host}:{port}/health");
+    let req = Request::new("supervisor health", "GET", &url)
+        .retry(Retry::Never)
+        .timeout(HEALTH_TIMEOUT);
+    match http.send(&req, ctx.deadline) {
+        Ok(r) if r.status == 200 => Ok(()),
+        Ok(r) => Err(format!("GET {url} answered HTTP {}", r.status)),
+        Err(e) => Err(format!("GET {url}: {e:#}")),
+    }
+}
+
+fn firewall_spec(s: &Settings, tag: &str) -> Firewall {
+    let mut inbound = vec![
+        json!({"protocol": "tcp", "ports": cloudinit::HEALTH_PORT.to_string(), "sources": {"addresses": s.supervisor_health_sources}}),
+    ];
+    if !s.supervisor_ssh_sources.is_empty() {
+        inbound.push(json!({"protocol": "tcp", "ports": "22", "sources": {"addresses": s.supervisor_ssh_sources}}));
+    }
+    let everywhere = json!({"addresses": ["0.0.0.0/0", "::/0"]});
+    Firewall {
+        id: String::new(),
+        name: format!("{tag}-fw"),
+        inbound_rules: inbound,
+        outbound_rules: vec![
+            json!({"protocol": "tcp", "ports": "0", "destinations": everywhere}),
+            json!({"protocol": "udp", "ports": "0", "destinations": everywhere}),
+            json!({"protocol": "icmp", "destinations": everywhere}),
+        ],
+        tags: vec![tag.to_string()],
+    }
+}
+
+/// Normalised rules, for comparing what DigitalOcean returns (extra fields, "all" ports) with
+/// what we want.
+fn rules_key(fw: &Firewall) -> String {
+    let norm = |rules: &[serde_json::Value], side: &str| -> Vec<String> {
+        let mut v: Vec<String> = rules
+            .iter()
+            .map(|r| {
+                let ports = r["ports"].as_str().unwrap_or("0");
+                let ports = if ports == "all" { "0" } else { ports };
+                let mut addrs: Vec<String> = r[side]["addresses"]
+                    .as_array()
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|x| x.as_str().map(str::to_string))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                addrs.sort();
+                format!(
+                    "{}:{}:{}",
+                    r["protocol"].as_str().unwrap_or(""),
+                    if r["protocol"] == "icmp" { "" } else { ports },
+                    addrs.join(",")
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let mut tags = fw.tags.clone();
+    tags.sort();
+    format!(
+        "{:?}|{:?}|{:?}",
+        norm(&fw.inbound_rules, "sources"),
+        norm(&fw.outbound_rules, "destinations"),
+        tags
+    )
+}
+
+fn ensure_firewall(
+    api: &DigitalOcean,
+    ctx: &TaskCtx,
+    s: &Settings,
+    tag: &str,
+    now: i64,
+    lines: &mut Vec<String>,
+    planned: &mut bool,
+) -> anyhow::Result<()> {
+    let want = firewall_spec(s, tag);
+    let hash = fingerprint(&[&rules_key(&want)]);
+    if let Some(seen) = load::<FirewallSeen>(ctx.state, FIREWALL_KEY) {
+        if seen.hash == hash && now - seen.checked_at < FIREWALL_RECHECK_MS {
+            return Ok(());
+        }
+    }
+    let id = match api.firewall_by_name(&want.name)? {
+        Some(have) if rules_key(&have) == rules_key(&want) => {
+            lines.push(format!("firewall {}: up to date", want.name));
+            have.id
+        }
+        Some(have) => {
+            if ctx.dry_run {
+                lines.push(format!(
+                    "would update firewall {} to the wanted rules",
+                    want.name
+                ));
+                *planned = true;
+                return Ok(());
+            }
+            api.update_firewall(&have.id, &want)?;
+            lines.push(format!(
+                "updated firewall {} (8020 from {}, ssh from {})",
+                want.name,
+                s.supervisor_health_sources.join(" "),
+                ssh_sources(s)
+            ));
+            have.id
+        }
+        None => {
+            if ctx.dry_run {
+                lines.push(format!(
+                    "would create firewall {} (8020 from {}, ssh from {})",
+                    want.name,
+                    s.supervisor_health_sources.join(" "),
+                    ssh_sources(s)
+                ));
+                *planned = true;
+                return Ok(());
+            }
+            api.create_tag(tag)?;
+            api.create_firewall(&want)?;
+            lines.push(format!(
+                "created firewall {} (8020 from {}, ssh from {})",
+                want.name,
+                s.supervisor_health_sources.join(" "),
+                ssh_sources(s)
+            ));
+            String::new()
+        }
+    };
+    if !ctx.dry_run {
+        save(
+            ctx,
+            FIREWALL_KEY,
+            &FirewallSeen {
+                id,
+                hash,
+                checked_at: now,
+            },
+            now,
+        )?;
+    }
+    Ok(())
+}
+
+fn ssh_sources(s: &Settings) -> String {
+    if s.supervisor_ssh_sources.is_empty() {
+        "nowhere".into()
+    } else {
+        s.supervisor_ssh_sources.join(" ")
+    }
+}
+
+/// Droplet facts for `ops status`.
+pub fn streaks(state: &State) -> anyhow::Result<BTreeMap<String, Streak>> {
+    let mut out = BTreeMap::new();
+    for (key, value, _) in state.kv_list(NAMESPACE)? {
+        if let Some(id) = key.strip_prefix("droplet:") {
+            if let Ok(s) = serde_json::from_str(&value) {
+                out.insert(id.to_string(), s);
+            }
+        }
+    }
+    Ok(out)
 }

@@ -60,8 +60,12 @@ pub struct FakeServer {
 }
 
 impl FakeServer {
-    pub fn start(ip: IpAddr, mut handler: Handler) -> FakeServer {
-        let server = Arc::new(tiny_http::Server::http((ip, 0)).expect("bind fake server"));
+    pub fn start(ip: IpAddr, handler: Handler) -> FakeServer {
+        Self::start_on(ip, 0, handler)
+    }
+
+    pub fn start_on(ip: IpAddr, port: u16, mut handler: Handler) -> FakeServer {
+        let server = Arc::new(tiny_http::Server::http((ip, port)).expect("bind fake server"));
         let addr = match server.server_addr().to_ip() {
             Some(a) => a.to_string(),
             None => panic!("fake server has no IP address"),

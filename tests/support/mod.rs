@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod digitalocean;
 pub mod fake;
 pub mod pg;
 pub mod railway;

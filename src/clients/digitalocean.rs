@@ -1,0 +1,338 @@
+//! DigitalOcean API v2: droplets by tag (paginated), create, delete, get; firewalls and tags;
+//! the account (token check). Errors carry DigitalOcean's `id`, `message` and `request_id`.
+
+use std::time::Instant;
+
+use anyhow::{anyhow, bail};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use crate::clients::http::{Http, Request, Response, Retry};
+use crate::redact::Secret;
+
+const SERVICE: &str = "DigitalOcean API";
+pub const PER_PAGE: u32 = 200;
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Droplet {
+    pub id: u64,
+    pub name: String,
+    #[serde(default)]
+    pub status: String,
+    #[serde(default)]
+    pub created_at: String,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    #[serde(default)]
+    pub size_slug: String,
+    #[serde(default)]
+    pub networks: Networks,
+    #[serde(default)]
+    pub region: Option<Slug>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct Networks {
+    #[serde(default)]
+    pub v4: Vec<Address>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Address {
+    pub ip_address: String,
+    #[serde(rename = "type", default)]
+    pub kind: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Slug {
+    #[serde(default)]
+    pub slug: String,
+}
+
+impl Droplet {
+    pub fn public_ipv4(&self) -> Option<&str> {
+        self.networks
+            .v4
+            .iter()
+            .find(|a| a.kind == "public")
+            .map(|a| a.ip_address.as_str())
+    }
+
+    pub fn has_tag(&self, tag: &str) -> bool {
+        self.tags.iter().any(|t| t == tag)
+    }
+
+    /// Seconds since creation (0 when the timestamp is unreadable).
+    pub fn age_secs(&self, now: chrono::DateTime<chrono::Utc>) -> i64 {
+        chrono::DateTime::parse_from_rfc3339(&self.created_at)
+            .map(|t| (now - t.with_timezone(&chrono::Utc)).num_seconds().max(0))
+            .unwrap_or(0)
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct NewDroplet {
+    pub name: String,
+    pub region: String,
+    pub size: String,
+    pub image: String,
+    pub ssh_keys: Vec<String>,
+    pub tags: Vec<String>,
+    pub user_data: String,
+    pub monitoring: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Firewall {
+    #[serde(default, skip_serializing)]
+    pub id: String,
+    pub name: String,
+    pub inbound_rules: Vec<Value>,
+    pub outbound_rules: Vec<Value>,
+    #[serde(default)]
+    pub tags: Vec<String>,
+}
+
+#[derive(Deserialize)]
+struct ErrorBody {
+    #[serde(default)]
+    id: String,
+    #[serde(default)]
+    message: String,
+    #[serde(default)]
+    request_id: Option<String>,
+}
+
+pub struct DigitalOcean<'a> {
+    http: &'a Http,
+    base: &'a str,
+    token: &'a Secret,
+    pub deadline: Instant,
+    pub requests: std::cell::Cell<u32>,
+}
+
+impl<'a> DigitalOcean<'a> {
+    pub fn new(http: &'a Http, base: &'a str, token: &'a Secret, deadline: Instant) -> Self {
+        DigitalOcean {
+            http,
+            base,
+            token,
+            deadline,
+            requests: std::cell::Cell::new(0),
+        }
+    }
+
+    fn send(
+        &self,
+        method: &'static str,
+        path_and_query: &str,
+        body: Option<&Value>,
+        retry: Retry,
+    ) -> anyhow::Result<Response> {
+        let mut req = Request::new(SERVICE, method, format!("{}{path_and_query}", self.base))
+            .header("authorization", format!("Bearer {}", self.token.expose()))
+            .retry(retry);
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        self.requests.set(self.requests.get() + 1);
+        let resp = self.http.send(&req, self.deadline)?;
+        if resp.ok() {
+            return Ok(resp);
+        }
+        Err(self.error(method, path_and_query, &resp))
+    }
+
+    fn error(&self, method: &str, path: &str, resp: &Response) -> anyhow::Error {
+        let path = path.split('?').next().unwrap_or(path);
+        let parsed: Option<ErrorBody> = serde_json::from_str(&resp.body).ok();
+        let request_id = parsed
+            .as_ref()
+            .and_then(|b| b.request_id.clone())
+            .or_else(|| resp.header("x-request-id").map(str::to_string))
+            .map(|r| format!(", request id {r}"))
+            .unwrap_or_default();
+        match (resp.status, parsed) {
+            (401, b) => anyhow!(
+                "DIGITALOCEAN_TOKEN was rejected: {} (create a token with read/write scope at cloud.digitalocean.com/account/api/tokens)",
+                b.map(|b| b.message).unwrap_or_else(|| "unauthorized".into())
+            ),
+            (status, Some(b)) if !b.message.is_empty() => {
+                anyhow!("{SERVICE}: {method} {path} answered HTTP {status} {}: {}{request_id}", b.id, b.message)
+            }
+            (status, _) => anyhow!("{SERVICE}: {method} {path} answered HTTP {status}: {}{request_id}", resp.snippet()),
+        }
+    }
+
+    fn json<T: DeserializeOwned>(&self, resp: &Response) -> anyhow::Result<T> {
+        serde_json::from_str(&resp.body)
+            .map_err(|e| anyhow!("{SERVICE}: unexpected answer ({e}): {}", resp.snippet()))
+    }
+
+    /// Every droplet carrying `tag`, following `links.pages.next` (one request per page).
+    pub fn droplets_by_tag(&self, tag: &str) -> anyhow::Result<Vec<Droplet>> {
+        #[derive(Deserialize)]
+        struct Page {
+            droplets: Vec<Droplet>,
+            #[serde(default)]
+            links: Option<Value>,
+        }
+        let mut out = Vec::new();
+        let mut path = format!("/v2/droplets?tag_name={tag}&page=1&per_page={PER_PAGE}");
+        for _ in 0..1000 {
+            let page: Page = self.json(&self.send("GET", &path, None, Retry::Idempotent)?)?;
+            out.extend(page.droplets);
+            let next = page
+                .links
+                .as_ref()
+                .and_then(|l| l.pointer("/pages/next"))
+                .and_then(Value::as_str)
+                .filter(|n| !n.is_empty());
+            match next {
+                // Follow the path and query only: the token never goes to another host.
+                Some(url) => {
+                    path = path_of(url)
+                        .ok_or_else(|| anyhow!("{SERVICE}: unusable next-page link {url:?}"))?
+                }
+                None => return Ok(out),
+            }
+        }
+        bail!("{SERVICE}: more than 1000 pages of droplets for tag {tag}")
+    }
+
+    pub fn droplet(&self, id: u64) -> anyhow::Result<Option<Droplet>> {
+        #[derive(Deserialize)]
+        struct One {
+            droplet: Droplet,
+        }
+        match self.send(
+            "GET",
+            &format!("/v2/droplets/{id}"),
+            None,
+            Retry::Idempotent,
+        ) {
+            Ok(r) => Ok(Some(self.json::<One>(&r)?.droplet)),
+            Err(e) if e.to_string().contains("HTTP 404") => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Never retried after a timeout or 5xx: the droplet may exist anyway; the next run lists
+    /// by tag before creating again.
+    pub fn create_droplet(&self, new: &NewDroplet) -> anyhow::Result<Droplet> {
+        #[derive(Deserialize)]
+        struct One {
+            droplet: Droplet,
+        }
+        let body = serde_json::to_value(new)?;
+        let resp = self.send("POST", "/v2/droplets", Some(&body), Retry::OnlyRateLimit)?;
+        Ok(self.json::<One>(&resp)?.droplet)
+    }
+
+    pub fn delete_droplet(&self, id: u64) -> anyhow::Result<()> {
+        match self.send(
+            "DELETE",
+            &format!("/v2/droplets/{id}"),
+            None,
+            Retry::Idempotent,
+        ) {
+            Ok(_) => Ok(()),
+            Err(e) if e.to_string().contains("HTTP 404") => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub fn account(&self) -> anyhow::Result<Value> {
+        let resp = self.send("GET", "/v2/account", None, Retry::Idempotent)?;
+        self.json(&resp)
+    }
+
+    pub fn firewall_by_name(&self, name: &str) -> anyhow::Result<Option<Firewall>> {
+        #[derive(Deserialize)]
+        struct Page {
+            firewalls: Vec<Firewall>,
+            #[serde(default)]
+            links: Option<Value>,
+        }
+        let mut path = format!("/v2/firewalls?page=1&per_page={PER_PAGE}");
+        for _ in 0..100 {
+            let page: Page = self.json(&self.send("GET", &path, None, Retry::Idempotent)?)?;
+            if let Some(f) = page.firewalls.into_iter().find(|f| f.name == name) {
+                return Ok(Some(f));
+            }
+            match page
+                .links
+                .as_ref()
+                .and_then(|l| l.pointer("/pages/next"))
+                .and_then(Value::as_str)
+                .and_then(path_of)
+            {
+                Some(p) => path = p,
+                None => return Ok(None),
+            }
+        }
+        Ok(None)
+    }
+
+    pub fn create_firewall(&self, fw: &Firewall) -> anyhow::Result<()> {
+        self.send(
+            "POST",
+            "/v2/firewalls",
+            Some(&serde_json::to_value(fw)?),
+            Retry::OnlyRateLimit,
+        )
+        .map(|_| ())
+    }
+
+    pub fn update_firewall(&self, id: &str, fw: &Firewall) -> anyhow::Result<()> {
+        self.send(
+            "PUT",
+            &format!("/v2/firewalls/{id}"),
+            Some(&serde_json::to_value(fw)?),
+            Retry::Idempotent,
+        )
+        .map(|_| ())
+    }
+
+    pub fn create_tag(&self, name: &str) -> anyhow::Result<()> {
+        match self.send(
+            "POST",
+            "/v2/tags",
+            Some(&json!({ "name": name })),
+            Retry::Idempotent,
+        ) {
+            Ok(_) => Ok(()),
+            Err(e) if e.to_string().contains("HTTP 422") => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// `/v2/droplets?page=2…` from an absolute or relative link.
+fn path_of(url: &str) -> Option<String> {
+    let rest = match url.split_once("://") {
+        Some((_, r)) => &r[r.find('/')?..],
+        None => url,
+    };
+    rest.starts_with("/v2/").then(|| rest.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn next_links_keep_path_and_query_only() {
+        assert_eq!(
+            path_of("https://evil.example.com/v2/droplets?page=2&per_page=200").as_deref(),
+            Some("/v2/droplets?page=2&per_page=200")
+        );
+        assert_eq!(
+            path_of("/v2/droplets?page=3").as_deref(),
+            Some("/v2/droplets?page=3")
+        );
+        assert_eq!(path_of("https://x/other"), None);
+    }
+}

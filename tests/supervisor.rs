@@ -1,0 +1,425 @@
+//! The supervisor task against a fake DigitalOcean and fake supervisors on loopback.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::extract::{scenario, Scenario, LOG_TOKEN, SECRET};
+use crate::support::digitalocean::{free_port, DoFault, FakeDo, Supervisor, DO_TOKEN};
+use crate::support::railway::ENVIRONMENT;
+
+const TAG: &str = "trigger-supervisor-envabcde";
+
+struct Fleet {
+    s: Scenario,
+    api: FakeDo,
+    port: u16,
+}
+
+impl Fleet {
+    fn run(&self, args: &[&str]) -> crate::support::Run {
+        self.s.ops.run(args)
+    }
+
+    fn health(&self) -> crate::support::Run {
+        self.run(&["run", "health"])
+    }
+
+    fn creates(&self) -> Vec<Value> {
+        self.api.with(|w| w.creates.clone())
+    }
+
+    fn deletes(&self) -> Vec<u64> {
+        self.api.with(|w| w.deletes.iter().map(|d| d.0).collect())
+    }
+
+    fn ids(&self) -> Vec<u64> {
+        self.api.with(|w| w.droplets.iter().map(|d| d.id).collect())
+    }
+
+    fn ip_of(&self, id: u64) -> String {
+        self.api
+            .with(|w| w.droplets.iter().find(|d| d.id == id).unwrap().ip.clone())
+    }
+
+    fn serve(&self, id: u64, healthy: bool) -> Supervisor {
+        Supervisor::serve(&self.ip_of(id), self.port, healthy)
+    }
+
+    fn jobs(&self, options: &str) {
+        self.s.ops.jobs(&format!(
+            "version: 1\nprofiles:\n  extract:\n    cron: '*/15 * * * *'\n    tasks: [extract]\n  health:\n    cron: '* * * * *'\n    timeout: 1m\n    tasks:\n      - {{kind: supervisor, health_port: {}, {options}}}\n",
+            self.port
+        ));
+    }
+}
+
+/// Extract has run against the fake Railway; the health profile runs the supervisor task.
+fn fleet(options: &str) -> Fleet {
+    let mut s = scenario("extract");
+    let api = FakeDo::start();
+    s.ops
+        .env("DIGITALOCEAN_TOKEN", DO_TOKEN)
+        .env("DIGITALOCEAN_API_URL", &api.server.url())
+        .env("TRIGGER_VERSION", "v4.5.12");
+    let f = Fleet {
+        s,
+        api,
+        port: free_port(),
+    };
+    f.jobs(options);
+    f.run(&["run", "extract"]).expect_code(0);
+    f
+}
+
+#[test]
+fn nothing_exists_so_one_droplet_is_created_with_our_tags_and_valid_user_data() {
+    let f = fleet("boot_grace: 10m");
+    let run = f.health();
+    run.expect_code(0)
+        .expect_stdout("created droplet trigger-supervisor-envabcde-");
+    let creates = f.creates();
+    assert_eq!(creates.len(), 1);
+    let body = &creates[0];
+    let tags: Vec<&str> = body["tags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap())
+        .collect();
+    assert_eq!(tags[..2], [TAG, "ops-managed"]);
+    assert!(
+        tags[2].starts_with("ops-spec-") && tags[2].len() == "ops-spec-".len() + 16,
+        "{tags:?}"
+    );
+    assert_eq!(
+        (
+            body["region"].as_str(),
+            body["size"].as_str(),
+            body["image"].as_str()
+        ),
+        (Some("nyc1"), Some("s-2vcpu-2gb"), Some("ubuntu-24-04-x64"))
+    );
+    let user_data = body["user_data"].as_str().unwrap();
+    check_user_data(user_data, body["name"].as_str().unwrap());
+    // The firewall came along, attached by tag.
+    let fw = f.api.with(|w| w.firewalls.clone());
+    assert_eq!(fw.len(), 1);
+    assert_eq!(fw[0]["tags"][0], TAG);
+    assert!(fw[0]["inbound_rules"].to_string().contains("8020"));
+    assert!(
+        !fw[0]["inbound_rules"].to_string().contains("\"22\""),
+        "ssh open by default"
+    );
+    assert_eq!(fw[0]["outbound_rules"].as_array().unwrap().len(), 3);
+}
+
+/// The user-data is a valid cloud-config whose compose file has the expected services and whose
+/// .env carries the extracted config.
+pub fn check_user_data(user_data: &str, droplet_name: &str) {
+    assert!(user_data.starts_with("#cloud-config\n"));
+    let doc: serde_yaml::Value = serde_yaml::from_str(user_data).unwrap();
+    let files = doc["write_files"].as_sequence().unwrap();
+    let env = files
+        .iter()
+        .find(|f| f["path"] == "/opt/trigger/.env")
+        .unwrap();
+    assert_eq!(env["permissions"], "0600");
+    let env_text = env["content"].as_str().unwrap();
+    for line in [
+        format!("TRIGGER_WORKER_TOKEN={LOG_TOKEN}"),
+        format!("MANAGED_WORKER_SECRET={SECRET}"),
+        format!("TRIGGER_WORKER_INSTANCE_NAME={droplet_name}"),
+        "DOCKER_HOST=tcp://docker-proxy:2375".into(),
+        "DOCKER_REGISTRY_URL=registry-prod.up.railway.app".into(),
+    ] {
+        assert!(
+            env_text.lines().any(|l| l == line),
+            "{line} missing from .env:\n{env_text}"
+        );
+    }
+    assert!(env_text.contains("TRIGGER_API_URL=http://"));
+    assert!(env_text.contains("/otel\n"));
+    assert!(!env_text.contains("DEBUG"));
+    let compose = files
+        .iter()
+        .find(|f| f["path"] == "/opt/trigger/docker-compose.yml")
+        .unwrap();
+    let compose: serde_yaml::Value =
+        serde_yaml::from_str(compose["content"].as_str().unwrap()).unwrap();
+    let sup = &compose["services"]["supervisor"];
+    assert_eq!(sup["image"], "ghcr.io/triggerdotdev/supervisor:v4.5.12");
+    assert_eq!(sup["restart"], "unless-stopped");
+    assert_eq!(sup["ports"][0], "8020:8020");
+    assert!(sup["healthcheck"]["test"][1]
+        .as_str()
+        .unwrap()
+        .contains("8020/health"));
+    let proxy = &compose["services"]["docker-proxy"];
+    assert!(proxy["image"]
+        .as_str()
+        .unwrap()
+        .starts_with("tecnativa/docker-socket-proxy:v"));
+    assert_eq!(
+        proxy["volumes"][0],
+        "/var/run/docker.sock:/var/run/docker.sock:ro"
+    );
+    assert!(proxy["healthcheck"].is_mapping());
+    cloud_init_schema(user_data);
+}
+
+fn cloud_init_schema(user_data: &str) {
+    let available = std::process::Command::new("cloud-init")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !available {
+        assert!(
+            std::env::var("CI").is_err(),
+            "cloud-init is missing in CI: .ci/run installs it"
+        );
+        eprintln!("SKIP: cloud-init not installed, schema not checked");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("user-data.yaml");
+    std::fs::write(&path, user_data).unwrap();
+    let out = std::process::Command::new("cloud-init")
+        .args(["schema", "--config-file"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "cloud-init schema: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn a_booting_droplet_is_left_alone() {
+    let f = fleet("boot_grace: 10m");
+    f.api.with(|w| w.boot_after = Duration::from_secs(3600));
+    f.health().expect_code(0);
+    let before = f.api.mutations();
+    let run = f.health();
+    run.expect_code(0).expect_stdout("booting (status new");
+    assert_eq!(f.api.mutations(), before);
+    assert_eq!(f.creates().len(), 1);
+}
+
+#[test]
+fn a_healthy_cycle_changes_nothing_with_one_do_request_and_one_health_get() {
+    let f = fleet("boot_grace: 10m");
+    f.health().expect_code(0);
+    let sup = f.serve(f.ids()[0], true);
+    f.health().expect_code(0).expect_stdout("healthy");
+    f.api.server.clear();
+    let hits = sup.hits();
+    let run = f.health();
+    run.expect_code(0)
+        .expect_stdout("DigitalOcean requests: 1, health checks: 1");
+    assert_eq!(f.api.mutations(), 0);
+    assert_eq!(f.api.gets(), 1);
+    assert_eq!(sup.hits(), hits + 1);
+}
+
+#[test]
+fn unhealthy_for_two_runs_waits_and_the_third_replaces() {
+    let f = fleet("boot_grace: 1ms, unhealthy_after: 3");
+    f.health().expect_code(0);
+    let first = f.ids()[0];
+    let _sup = f.serve(first, false);
+    f.health().expect_code(1).expect_stdout("failing 1/3");
+    f.health().expect_code(1).expect_stdout("failing 2/3");
+    assert!(f.deletes().is_empty());
+    assert_eq!(f.creates().len(), 1);
+    let run = f.health();
+    run.expect_code(0)
+        .expect_stdout("deleted droplet")
+        .expect_stdout("unhealthy: 3 consecutive failed health checks")
+        .expect_stdout("replacing unhealthy");
+    assert_eq!(f.deletes(), [first]);
+    assert_eq!(f.creates().len(), 2);
+    assert_eq!(f.ids().len(), 1);
+}
+
+#[test]
+fn spec_drift_is_a_rolling_replace() {
+    let mut f = fleet("boot_grace: 10m");
+    f.health().expect_code(0);
+    let old = f.ids()[0];
+    let _old_sup = f.serve(old, true);
+    f.health().expect_code(0);
+    f.s.ops.env("TRIGGER_VERSION", "v4.6.0");
+    let run = f.health();
+    run.expect_code(0)
+        .expect_stdout("spec stale")
+        .expect_stdout("rolling replace");
+    assert_eq!(f.ids().len(), 2, "the new droplet comes first");
+    assert!(
+        f.deletes().is_empty(),
+        "the old droplet stays until the new one is healthy"
+    );
+    let new = *f.ids().iter().find(|id| **id != old).unwrap();
+    assert!(f.creates()[1]["user_data"]
+        .as_str()
+        .unwrap()
+        .contains("supervisor:v4.6.0"));
+    // New one not healthy yet (nothing listens): the old one stays.
+    f.health().expect_code(0);
+    assert!(f.deletes().is_empty());
+    let _new_sup = f.serve(new, true);
+    f.health()
+        .expect_code(0)
+        .expect_stdout("spec drift: replaced by a healthy droplet");
+    assert_eq!(f.deletes(), [old]);
+    assert_eq!(f.ids(), [new]);
+    assert_eq!(f.creates().len(), 2);
+}
+
+#[test]
+fn a_lost_state_database_creates_no_duplicate() {
+    let f = fleet("boot_grace: 10m");
+    f.api.with(|w| w.boot_after = Duration::from_secs(3600));
+    f.health().expect_code(0);
+    std::fs::remove_dir_all(f.s.ops.state_dir()).unwrap();
+    f.run(&["run", "extract"]).expect_code(0);
+    f.health().expect_code(0).expect_stdout("booting");
+    assert_eq!(f.creates().len(), 1);
+}
+
+#[test]
+fn a_foreign_droplet_is_never_touched() {
+    let f = fleet("boot_grace: 1ms, unhealthy_after: 1");
+    let foreign = f.api.insert("hand-made", &[TAG], Duration::from_secs(7200));
+    let run = f.health();
+    run.expect_code(0)
+        .expect_stdout("ignored droplet hand-made");
+    f.health();
+    f.health();
+    assert!(!f.deletes().contains(&foreign.id));
+    assert!(f.ids().contains(&foreign.id));
+}
+
+#[test]
+fn too_many_tagged_droplets_is_a_refusal_without_mutation() {
+    let f = fleet("boot_grace: 1ms");
+    for i in 0..3 {
+        f.api.insert(
+            &format!("ours-{i}"),
+            &[TAG, "ops-managed", "ops-spec-0000000000000000"],
+            Duration::from_secs(3600),
+        );
+    }
+    let run = f.health();
+    run.expect_code(1)
+        .expect_stdout("refusing to act: 3 droplets")
+        .expect_stdout("ours-0");
+    assert_eq!(f.api.mutations(), 0);
+}
+
+#[test]
+fn the_circuit_breaker_stops_replacements_until_reset() {
+    let f = fleet("boot_grace: 1ms, unhealthy_after: 1, max_replacements: 1");
+    f.health().expect_code(0);
+    let _a = f.serve(f.ids()[0], false);
+    f.health().expect_code(0).expect_stdout("deleted droplet");
+    assert_eq!(f.deletes().len(), 1);
+    let _b = f.serve(f.ids()[0], false);
+    let run = f.health();
+    run.expect_code(1)
+        .expect_stdout("circuit breaker open")
+        .expect_stdout("--reset-breaker");
+    assert_eq!(f.deletes().len(), 1);
+    assert_eq!(f.creates().len(), 2);
+    f.run(&["run", "health", "--reset-breaker"])
+        .expect_code(0)
+        .expect_stdout("circuit breaker reset");
+    assert_eq!(f.deletes().len(), 2);
+}
+
+#[test]
+fn dry_run_makes_no_mutation() {
+    let f = fleet("boot_grace: 1ms, unhealthy_after: 1");
+    let run = f.run(&["run", "health", "--dry-run"]);
+    run.expect_code(0)
+        .expect_stdout("would create droplet")
+        .expect_stdout("would create firewall");
+    assert_eq!(f.api.mutations(), 0);
+    f.health().expect_code(0);
+    let _sup = f.serve(f.ids()[0], false);
+    f.api.server.clear();
+    let run = f.run(&["run", "health", "--dry-run"]);
+    run.expect_stdout("would delete droplet")
+        .expect_stdout("would create droplet");
+    assert_eq!(f.api.mutations(), 0);
+}
+
+#[test]
+fn two_pages_of_droplets_are_read() {
+    let f = fleet("boot_grace: 10m");
+    f.health().expect_code(0);
+    let _sup = f.serve(f.ids()[0], true);
+    f.api
+        .insert("someone-elses", &[TAG], Duration::from_secs(60));
+    f.api.with(|w| w.page_max = 1);
+    f.health();
+    f.api.server.clear();
+    let run = f.health();
+    run.expect_code(0)
+        .expect_stdout("ignored droplet someone-elses");
+    let lists = f
+        .api
+        .server
+        .requests()
+        .iter()
+        .filter(|r| r.path.starts_with("/v2/droplets?"))
+        .count();
+    assert_eq!(lists, 2);
+    assert_eq!(f.api.mutations(), 0);
+}
+
+#[test]
+fn rate_limits_are_retried_and_api_errors_are_surfaced() {
+    let f = fleet("boot_grace: 10m");
+    f.api.with(|w| w.faults.push_back(DoFault::RateLimit));
+    f.health().expect_code(0).expect_stderr("HTTP 429");
+    assert_eq!(f.creates().len(), 1);
+
+    let g = fleet("boot_grace: 10m");
+    g.api.with(|w| {
+        w.create_fault = Some(DoFault::Unprocessable(
+            "creating this/these droplet(s) will exceed your droplet limit",
+        ))
+    });
+    g.health()
+        .expect_code(1)
+        .expect_stdout("POST /v2/droplets answered HTTP 422 unprocessable_entity: creating this/these droplet(s) will exceed your droplet limit, request id");
+    assert!(g.creates().is_empty());
+}
+
+#[test]
+fn a_rejected_token_is_named() {
+    let mut f = fleet("boot_grace: 10m");
+    f.s.ops.env("DIGITALOCEAN_TOKEN", "dop_v1_wrongwrongwrong");
+    let run = f.health();
+    run.expect_code(1)
+        .expect_stdout("DIGITALOCEAN_TOKEN was rejected: Unable to authenticate you.");
+    assert!(!run.all().contains("wrongwrongwrong"));
+}
+
+#[test]
+fn render_cloud_init_redacts_unless_asked() {
+    let f = fleet("boot_grace: 10m");
+    let run = f.run(&["render-cloud-init"]);
+    run.expect_code(0)
+        .expect_stdout("#cloud-config")
+        .expect_stdout("TRIGGER_WORKER_TOKEN=***");
+    assert!(!run.stdout.contains(LOG_TOKEN) && !run.stdout.contains(SECRET));
+    let shown = f.run(&["render-cloud-init", "--show-secrets"]);
+    shown.expect_code(0).expect_stdout(LOG_TOKEN);
+    check_user_data(&shown.stdout, &format!("{TAG}-<created>"));
+    let _ = ENVIRONMENT;
+}

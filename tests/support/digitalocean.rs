@@ -1,0 +1,378 @@
+//! A fake DigitalOcean API v2 (droplets by tag with pagination, create/get/delete, firewalls,
+//! tags, account) and fake supervisor `/health` servers on loopback addresses it assigns.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use super::fake::{loopback, FakeServer, Reply, Seen};
+
+pub const DO_TOKEN: &str =
+    "dop_v1_fa4e0000000000000000000000000000000000000000000000000000000000aa";
+
+#[derive(Debug, Clone)]
+pub enum DoFault {
+    RateLimit,
+    Status(u16),
+    Unprocessable(&'static str),
+}
+
+#[derive(Debug, Clone)]
+pub struct FakeDroplet {
+    pub id: u64,
+    pub name: String,
+    pub tags: Vec<String>,
+    pub created_at: String,
+    pub ip: String,
+    pub active_at: Instant,
+}
+
+impl FakeDroplet {
+    fn json(&self) -> Value {
+        let active = Instant::now() >= self.active_at;
+        let v4 = if active {
+            json!([{"ip_address": self.ip, "type": "public", "netmask": "255.255.255.0", "gateway": "127.0.0.1"}, {"ip_address": "10.10.0.5", "type": "private"}])
+        } else {
+            json!([])
+        };
+        json!({
+            "id": self.id, "name": self.name, "status": if active { "active" } else { "new" },
+            "created_at": self.created_at, "tags": self.tags, "size_slug": "s-2vcpu-2gb",
+            "region": {"slug": "nyc1", "name": "New York 1"}, "image": {"slug": null, "distribution": "Ubuntu"},
+            "networks": {"v4": v4, "v6": []}, "memory": 2048, "vcpus": 2
+        })
+    }
+}
+
+pub struct DoWorld {
+    pub droplets: Vec<FakeDroplet>,
+    pub next_id: u64,
+    pub next_ip: u8,
+    pub boot_after: Duration,
+    pub page_max: usize,
+    pub faults: VecDeque<DoFault>,
+    /// Answers the next droplet creation instead of creating.
+    pub create_fault: Option<DoFault>,
+    pub creates: Vec<Value>,
+    pub deletes: Vec<(u64, Vec<String>)>,
+    pub firewalls: Vec<Value>,
+    pub tags: Vec<String>,
+}
+
+pub struct FakeDo {
+    pub server: FakeServer,
+    pub world: Arc<Mutex<DoWorld>>,
+}
+
+fn query(path: &str, key: &str) -> Option<String> {
+    path.split_once('?')?
+        .1
+        .split('&')
+        .find_map(|kv| kv.strip_prefix(&format!("{key}=")).map(str::to_string))
+}
+
+fn error(status: u16, id: &str, message: &str) -> Reply {
+    Reply::json(
+        status,
+        json!({"id": id, "message": message, "request_id": "4f2d0e9c-7d4e-4c57-9d1a-5f3f2f1d0c11"}),
+    )
+}
+
+impl FakeDo {
+    pub fn start() -> FakeDo {
+        let world = Arc::new(Mutex::new(DoWorld {
+            droplets: Vec::new(),
+            next_id: 5000,
+            next_ip: 10,
+            boot_after: Duration::ZERO,
+            page_max: 200,
+            faults: VecDeque::new(),
+            create_fault: None,
+            creates: Vec::new(),
+            deletes: Vec::new(),
+            firewalls: Vec::new(),
+            tags: Vec::new(),
+        }));
+        let w = Arc::clone(&world);
+        let addr_cell: Arc<Mutex<String>> = Arc::new(Mutex::new(String::new()));
+        let addr_for_handler = Arc::clone(&addr_cell);
+        let server = FakeServer::start(
+            loopback(),
+            Box::new(move |req: &Seen| {
+                if req.header("authorization") != Some(&format!("Bearer {DO_TOKEN}")) {
+                    return error(401, "unauthorized", "Unable to authenticate you.");
+                }
+                let mut world = w.lock().unwrap();
+                let creating = req.method == "POST" && req.path == "/v2/droplets";
+                let fault = match world.create_fault.take() {
+                    Some(f) if creating => Some(f),
+                    other => {
+                        world.create_fault = other;
+                        world.faults.pop_front()
+                    }
+                };
+                if let Some(f) = fault {
+                    return match f {
+                        DoFault::RateLimit => {
+                            error(429, "too_many_requests", "API rate limit exceeded.")
+                                .with_header("ratelimit-limit", "5000")
+                                .with_header("ratelimit-remaining", "0")
+                                .with_header("retry-after", "1")
+                        }
+                        DoFault::Status(code) => error(
+                            code,
+                            "server_error",
+                            "Server was unable to give you a response.",
+                        ),
+                        DoFault::Unprocessable(m) => error(422, "unprocessable_entity", m),
+                    };
+                }
+                let path = req.path.clone();
+                let route = path.split('?').next().unwrap_or("").to_string();
+                let base = addr_for_handler.lock().unwrap().clone();
+                match (req.method.as_str(), route.as_str()) {
+                    ("GET", "/v2/account") => Reply::json(
+                        200,
+                        json!({"account": {"uuid": "u1", "email": "ops@example.com", "status": "active", "droplet_limit": 25}}),
+                    ),
+                    ("GET", "/v2/droplets") => {
+                        let tag = query(&path, "tag_name").unwrap_or_default();
+                        let page: usize = query(&path, "page")
+                            .and_then(|p| p.parse().ok())
+                            .unwrap_or(1);
+                        let per_page: usize = query(&path, "per_page")
+                            .and_then(|p| p.parse().ok())
+                            .unwrap_or(20)
+                            .clamp(1, 200)
+                            .min(world.page_max);
+                        let matching: Vec<Value> = world
+                            .droplets
+                            .iter()
+                            .filter(|d| tag.is_empty() || d.tags.contains(&tag))
+                            .map(FakeDroplet::json)
+                            .collect();
+                        let total = matching.len();
+                        let slice: Vec<Value> = matching
+                            .into_iter()
+                            .skip((page - 1) * per_page)
+                            .take(per_page)
+                            .collect();
+                        let mut links = json!({});
+                        if page * per_page < total {
+                            links = json!({"pages": {"next": format!("http://{base}/v2/droplets?page={}&per_page={per_page}&tag_name={tag}", page + 1), "last": format!("http://{base}/v2/droplets?page={}", total.div_ceil(per_page))}});
+                        }
+                        Reply::json(
+                            200,
+                            json!({"droplets": slice, "links": links, "meta": {"total": total}}),
+                        )
+                        .with_header("ratelimit-limit", "5000")
+                        .with_header("ratelimit-remaining", "4999")
+                    }
+                    ("POST", "/v2/droplets") => {
+                        let body: Value = serde_json::from_str(&req.body).unwrap_or(Value::Null);
+                        for field in ["name", "region", "size", "image"] {
+                            if body[field].as_str().unwrap_or("").is_empty() {
+                                return error(
+                                    422,
+                                    "unprocessable_entity",
+                                    &format!("{field} is required"),
+                                );
+                            }
+                        }
+                        if body["user_data"].as_str().map(str::len).unwrap_or(0) > 64 * 1024 {
+                            return error(422, "unprocessable_entity", "user_data is too long");
+                        }
+                        world.creates.push(body.clone());
+                        let id = world.next_id;
+                        world.next_id += 1;
+                        let ip = format!("127.0.0.{}", world.next_ip);
+                        world.next_ip += 1;
+                        let d = FakeDroplet {
+                            id,
+                            name: body["name"].as_str().unwrap().to_string(),
+                            tags: body["tags"]
+                                .as_array()
+                                .map(|a| {
+                                    a.iter()
+                                        .filter_map(|t| t.as_str().map(str::to_string))
+                                        .collect()
+                                })
+                                .unwrap_or_default(),
+                            created_at: chrono::Utc::now()
+                                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                            ip,
+                            active_at: Instant::now() + world.boot_after,
+                        };
+                        let mut new = d.json();
+                        new["status"] = json!("new");
+                        new["networks"] = json!({"v4": [], "v6": []});
+                        world.droplets.push(d);
+                        Reply::json(
+                            202,
+                            json!({"droplet": new, "links": {"actions": [{"id": 1, "rel": "create", "href": format!("http://{base}/v2/actions/1")}]}}),
+                        )
+                    }
+                    ("GET", r) if r.starts_with("/v2/droplets/") => {
+                        let id: u64 = r.trim_start_matches("/v2/droplets/").parse().unwrap_or(0);
+                        match world.droplets.iter().find(|d| d.id == id) {
+                            Some(d) => Reply::json(200, json!({"droplet": d.json()})),
+                            None => error(
+                                404,
+                                "not_found",
+                                "The resource you requested could not be found.",
+                            ),
+                        }
+                    }
+                    ("DELETE", r) if r.starts_with("/v2/droplets/") => {
+                        let id: u64 = r.trim_start_matches("/v2/droplets/").parse().unwrap_or(0);
+                        match world.droplets.iter().position(|d| d.id == id) {
+                            Some(i) => {
+                                let d = world.droplets.remove(i);
+                                world.deletes.push((d.id, d.tags));
+                                Reply::text(204, "")
+                            }
+                            None => error(
+                                404,
+                                "not_found",
+                                "The resource you requested could not be found.",
+                            ),
+                        }
+                    }
+                    ("POST", "/v2/tags") => {
+                        let body: Value = serde_json::from_str(&req.body).unwrap_or(Value::Null);
+                        world
+                            .tags
+                            .push(body["name"].as_str().unwrap_or_default().to_string());
+                        Reply::json(201, json!({"tag": {"name": body["name"]}}))
+                    }
+                    ("GET", "/v2/firewalls") => Reply::json(
+                        200,
+                        json!({"firewalls": world.firewalls, "links": {}, "meta": {"total": world.firewalls.len()}}),
+                    ),
+                    ("POST", "/v2/firewalls") => {
+                        let mut body: Value =
+                            serde_json::from_str(&req.body).unwrap_or(Value::Null);
+                        body["id"] = json!(format!("fw-{}", world.firewalls.len() + 1));
+                        body["status"] = json!("waiting");
+                        world.firewalls.push(body.clone());
+                        Reply::json(202, json!({"firewall": body}))
+                    }
+                    ("PUT", r) if r.starts_with("/v2/firewalls/") => {
+                        let id = r.trim_start_matches("/v2/firewalls/").to_string();
+                        let mut body: Value =
+                            serde_json::from_str(&req.body).unwrap_or(Value::Null);
+                        body["id"] = json!(id);
+                        match world.firewalls.iter_mut().find(|f| f["id"] == json!(id)) {
+                            Some(f) => {
+                                *f = body.clone();
+                                Reply::json(200, json!({"firewall": body}))
+                            }
+                            None => error(
+                                404,
+                                "not_found",
+                                "The resource you requested could not be found.",
+                            ),
+                        }
+                    }
+                    _ => error(
+                        404,
+                        "not_found",
+                        "The resource you requested could not be found.",
+                    ),
+                }
+            }),
+        );
+        *addr_cell.lock().unwrap() = server.addr.clone();
+        FakeDo { server, world }
+    }
+
+    pub fn with<R>(&self, f: impl FnOnce(&mut DoWorld) -> R) -> R {
+        f(&mut self.world.lock().unwrap())
+    }
+
+    pub fn mutations(&self) -> usize {
+        self.server
+            .requests()
+            .iter()
+            .filter(|r| r.method != "GET")
+            .count()
+    }
+
+    pub fn gets(&self) -> usize {
+        self.server
+            .requests()
+            .iter()
+            .filter(|r| r.method == "GET")
+            .count()
+    }
+
+    /// A droplet created earlier (outside this run), active with an IP.
+    pub fn insert(&self, name: &str, tags: &[&str], age: Duration) -> FakeDroplet {
+        self.with(|w| {
+            let d = FakeDroplet {
+                id: w.next_id,
+                name: name.into(),
+                tags: tags.iter().map(|t| t.to_string()).collect(),
+                created_at: (chrono::Utc::now() - chrono::Duration::from_std(age).unwrap())
+                    .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                ip: format!("127.0.0.{}", w.next_ip),
+                active_at: Instant::now(),
+            };
+            w.next_id += 1;
+            w.next_ip += 1;
+            w.droplets.push(d.clone());
+            d
+        })
+    }
+}
+
+/// Fake supervisors: `/health` on `ip:port`, healthy or not, switchable.
+pub struct Supervisor {
+    pub server: FakeServer,
+    pub healthy: Arc<AtomicBool>,
+}
+
+impl Supervisor {
+    pub fn serve(ip: &str, port: u16, healthy: bool) -> Supervisor {
+        let flag = Arc::new(AtomicBool::new(healthy));
+        let f = Arc::clone(&flag);
+        let ip: std::net::IpAddr = ip.parse().unwrap();
+        let server = FakeServer::start_on(
+            ip,
+            port,
+            Box::new(move |req: &Seen| {
+                if req.path != "/health" {
+                    return Reply::text(404, "Not found");
+                }
+                if f.load(Ordering::SeqCst) {
+                    Reply::text(200, "OK")
+                } else {
+                    Reply::text(500, "unhealthy")
+                }
+            }),
+        );
+        Supervisor {
+            server,
+            healthy: flag,
+        }
+    }
+
+    pub fn set(&self, healthy: bool) {
+        self.healthy.store(healthy, Ordering::SeqCst);
+    }
+
+    pub fn hits(&self) -> usize {
+        self.server.requests().len()
+    }
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
