@@ -77,6 +77,23 @@ pub enum Cmd {
     },
     /// Validate jobs.yaml, the environment and the state directory without touching the network
     Check,
+    /// Live checks: Railway and DigitalOcean tokens, Postgres privileges, registry, webapp
+    Doctor,
+    /// Per profile: last run, next run, streaks; droplets; worker token; replication; last alert
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Resume a disabled or auto-disabled profile
+    Enable { profile: String },
+    /// Stop a profile from running (its timer still fires and exits at once)
+    Disable { profile: String },
+    /// Read-only HTTP API: /healthz, /v1/runs, /v1/alerts, /v1/status, /metrics
+    Serve {
+        /// Address to listen on
+        #[arg(long, default_value = "127.0.0.1:8923")]
+        listen: String,
+    },
     /// The cloud-init user-data the supervisor task would send (secrets redacted)
     RenderCloudInit {
         /// Print the secrets too (the output is then as sensitive as the tokens)

@@ -42,8 +42,12 @@ pub struct Profile {
     pub timeout: Duration,
     pub enabled: bool,
     pub ping_url: Option<String>,
+    /// While a profile keeps failing, a reminder goes out this often.
+    pub renotify_after: Duration,
     pub tasks: Vec<Task>,
 }
+
+pub const DEFAULT_RENOTIFY_AFTER: Duration = Duration::from_secs(6 * 3600);
 
 #[derive(Debug, Clone)]
 pub struct Task {
@@ -267,6 +271,8 @@ struct RawProfile {
     enabled: bool,
     #[serde(default)]
     ping_url: Option<String>,
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    renotify_after: Option<Duration>,
     tasks: Vec<Task>,
 }
 
@@ -542,6 +548,7 @@ impl JobsConfig {
                 timeout: p.timeout.unwrap_or(DEFAULT_PROFILE_TIMEOUT),
                 enabled: p.enabled,
                 ping_url: p.ping_url,
+                renotify_after: p.renotify_after.unwrap_or(DEFAULT_RENOTIFY_AFTER),
                 tasks: p.tasks,
             });
         }

@@ -7,19 +7,24 @@ pub mod clients;
 pub mod cloudinit;
 pub mod commands;
 pub mod config;
+pub mod doctor;
 pub mod duration;
 pub mod envfile;
 pub mod exit;
 pub mod lock;
 pub mod logging;
+pub mod notify;
+pub mod profiles;
 pub mod redact;
 pub mod render;
 pub mod report;
 pub mod runner;
 pub mod schedule;
 pub mod sealed;
+pub mod serve;
 pub mod settings;
 pub mod state;
+pub mod status;
 pub mod tasks;
 
 use clap::Parser;
@@ -77,6 +82,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             json,
         } => commands::history(&app, profile.as_deref(), *limit, *json),
         Cmd::Check => commands::check(&app),
+        Cmd::Doctor => doctor::run(&app),
+        Cmd::Status { json } => status::run(&app, *json),
+        Cmd::Enable { profile } => commands::set_enabled(&app, profile, true),
+        Cmd::Disable { profile } => commands::set_enabled(&app, profile, false),
+        Cmd::Serve { listen } => serve::run(&app, listen),
         Cmd::Completions { .. } => unreachable!("handled above"),
     }
 }

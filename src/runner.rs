@@ -11,6 +11,8 @@ use crate::app::App;
 use crate::config::{Profile, Task};
 use crate::exit::ExitCode;
 use crate::lock;
+use crate::notify;
+use crate::profiles::ProfileState;
 use crate::redact::redact;
 use crate::report;
 use crate::state::{self, State, TaskRecord};
@@ -74,6 +76,9 @@ pub fn run(
             format!("another `ops run {name}` is still running (lock held); this tick is skipped");
         log::warn!("{why}");
         state.record_skipped(name, started_ms, &host, &why)?;
+        let mut ps = ProfileState::load(&state, name);
+        ps.skipped_streak += 1;
+        ps.save(&state, name, started_ms)?;
         if json {
             println!(
                 "{}",
@@ -84,6 +89,12 @@ pub fn run(
         }
         return Ok(ExitCode::Success);
     };
+    let mut ps = ProfileState::load(&state, name);
+    if let Some(reason) = ps.disabled_reason(name) {
+        log::info!("{name}: {reason}");
+        println!("{name}: {reason}");
+        return Ok(ExitCode::Success);
+    }
     let interrupted = state.mark_interrupted(name, started_ms)?;
     if interrupted > 0 {
         log::warn!(
@@ -92,6 +103,9 @@ pub fn run(
     }
     let run_id = state.start_run(name, started_ms, &host)?;
     let watchdog = Watchdog::start(app, run_id, profile);
+    if let Some(url) = &profile.ping_url {
+        notify::ping(url, "/start");
+    }
     let summary = execute(app, profile, Some(&state), false, reset_breaker);
     let records: Vec<TaskRecord> = summary
         .tasks
@@ -115,9 +129,43 @@ pub fn run(
     } else {
         format!("failed: {}", failed.join(", "))
     };
-    state.finish_run(run_id, &summary.status, state::now_ms(), &brief, &records)?;
+    let now = state::now_ms();
+    state.finish_run(run_id, &summary.status, now, &brief, &records)?;
     drop(watchdog);
-    Ok(finish_output(&summary, json))
+
+    let ok = summary.status != "failed";
+    ps.skipped_streak = 0;
+    ps.healthy_streak = if ok { ps.healthy_streak + 1 } else { 0 };
+    let auto_disable = app.settings.auto_disable
+        && ps.healthy_streak >= app.settings.healthy_cycles_before_disable;
+    if auto_disable {
+        ps.disabled = true;
+        ps.auto_disabled = true;
+        ps.changed_at = now;
+        log::warn!("{name}: {} healthy runs in a row with AUTO_DISABLE=true: the profile disables itself until `ops enable {name}`", ps.healthy_streak);
+    }
+    ps.save(&state, name, now)?;
+    if let Err(e) = notify::after_run(
+        &app.settings,
+        &state,
+        &summary,
+        profile.renotify_after,
+        &host,
+        now,
+    ) {
+        log::warn!("{name}: alerting failed: {e:#}");
+    }
+    if let Some(url) = &profile.ping_url {
+        notify::ping(url, if ok { "" } else { "/fail" });
+    }
+    let code = finish_output(&summary, json);
+    if auto_disable && !json {
+        println!(
+            "{name}: auto-disabled after {} healthy runs (ops enable {name} to resume)",
+            ps.healthy_streak
+        );
+    }
+    Ok(code)
 }
 
 fn finish_output(summary: &RunSummary, json: bool) -> ExitCode {

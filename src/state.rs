@@ -90,6 +90,18 @@ pub struct RunRecord {
     pub tasks: Vec<TaskRecord>,
 }
 
+#[derive(Debug, Clone, Serialize)]
+pub struct AlertRecord {
+    pub id: i64,
+    pub profile: String,
+    pub created_at: i64,
+    pub kind: String,
+    pub channel: String,
+    pub message: String,
+    pub delivered: bool,
+    pub error: Option<String>,
+}
+
 impl State {
     /// Opens (creating when needed) the database for writing.
     pub fn open(dir: &Path) -> anyhow::Result<State> {
@@ -305,6 +317,68 @@ impl State {
         let rows = stmt.query_map(params![namespace], |r| {
             Ok((r.get(0)?, r.get(1)?, r.get(2)?))
         })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub fn record_alert(
+        &self,
+        profile: &str,
+        now_ms: i64,
+        kind: &str,
+        channel: &str,
+        message: &str,
+        delivered: bool,
+        error: Option<&str>,
+    ) -> anyhow::Result<()> {
+        self.conn.execute(
+            "INSERT INTO alerts (profile, created_at, kind, channel, message, delivered, error) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![profile, now_ms, kind, channel, redact(message), delivered, error.map(redact)],
+        )?;
+        Ok(())
+    }
+
+    /// Newest first.
+    pub fn alerts(&self, profile: Option<&str>, limit: u32) -> anyhow::Result<Vec<AlertRecord>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT id, profile, created_at, kind, channel, message, delivered, error FROM alerts \
+             WHERE (?1 IS NULL OR profile = ?1) ORDER BY id DESC LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(params![profile, limit], |r| {
+            Ok(AlertRecord {
+                id: r.get(0)?,
+                profile: r.get(1)?,
+                created_at: r.get(2)?,
+                kind: r.get(3)?,
+                channel: r.get(4)?,
+                message: r.get(5)?,
+                delivered: r.get::<_, i64>(6)? != 0,
+                error: r.get(7)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The newest recorded result of a task kind: (run start, status, detail).
+    pub fn last_task_result(&self, kind: &str) -> anyhow::Result<Option<(i64, String, String)>> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT r.started_at, t.status, t.detail FROM task_results t JOIN runs r ON r.id = t.run_id \
+                 WHERE t.kind = ?1 ORDER BY t.id DESC LIMIT 1",
+                params![kind],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()?)
+    }
+
+    /// Counts for metrics: (profile, failed task results) over the retained history.
+    pub fn task_failures(&self) -> anyhow::Result<Vec<(String, String, i64)>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT r.profile, t.task, count(*) FROM task_results t JOIN runs r ON r.id = t.run_id \
+             WHERE t.status = 'failed' GROUP BY r.profile, t.task ORDER BY 1, 2",
+        )?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 

@@ -36,7 +36,7 @@ pub fn scenario(task: &str) -> Scenario {
             json!({"MANAGED_WORKER_SECRET": SECRET, "API_ORIGIN": webapp.origin(), "PORT": "3000",
                    "DEPLOY_REGISTRY_USERNAME": "registry-user", "DEPLOY_REGISTRY_PASSWORD": REGISTRY_PASSWORD}),
         );
-        w.domains.insert("svc-reg".into(), vec!["registry-prod.up.railway.app".into()]);
+        w.domains.insert("svc-reg".into(), vec!["registry-prod.invalid".into()]);
         w.deployments.insert(
             "svc-web".into(),
             vec![
@@ -73,7 +73,7 @@ fn token_found_in_an_older_deployment_is_cached_and_the_next_run_asks_nothing() 
     let run = s.ops.run(&["run", "extract"]);
     run.expect_code(0)
         .expect_stdout("found in the webapp's logs (deployment dep-1")
-        .expect_stdout("registry-prod.up.railway.app");
+        .expect_stdout("registry-prod.invalid");
     let ops = s.railway.ops();
     assert_eq!(
         ops.iter().filter(|o| *o == "DeploymentLogs").count(),

@@ -4,6 +4,7 @@ mod support;
 
 mod config_errors;
 mod extract;
+mod operator;
 mod replication;
 mod runner;
 mod schedules;

@@ -131,7 +131,7 @@ pub fn check_user_data(user_data: &str, droplet_name: &str) {
         format!("MANAGED_WORKER_SECRET={SECRET}"),
         format!("TRIGGER_WORKER_INSTANCE_NAME={droplet_name}"),
         "DOCKER_HOST=tcp://docker-proxy:2375".into(),
-        "DOCKER_REGISTRY_URL=registry-prod.up.railway.app".into(),
+        "DOCKER_REGISTRY_URL=registry-prod.invalid".into(),
     ] {
         assert!(
             env_text.lines().any(|l| l == line),
@@ -422,4 +422,31 @@ fn render_cloud_init_redacts_unless_asked() {
     shown.expect_code(0).expect_stdout(LOG_TOKEN);
     check_user_data(&shown.stdout, &format!("{TAG}-<created>"));
     let _ = ENVIRONMENT;
+}
+
+#[test]
+fn doctor_checks_every_dependency_live() {
+    if !crate::support::pg::available() {
+        return;
+    }
+    let mut f = fleet("boot_grace: 10m");
+    let cluster = crate::support::pg::Cluster::shared();
+    let db = cluster.create_db();
+    f.s.ops.env("DATABASE_URL", &cluster.url(&db));
+    let run = f.run(&["doctor"]);
+    // The fake registry host does not resolve here, so doctor reports exactly that one problem.
+    run.expect_code(1)
+        .expect_stdout("✓ Railway token valid (account ops@example.com)")
+        .expect_stdout(
+            "✓ Railway project proj-1234 visible: services trigger.dev, registry, Postgres",
+        )
+        .expect_stdout("✓ DigitalOcean token valid (account ops@example.com, droplet limit 25)")
+        .expect_stdout("with the privileges the replication fix needs")
+        .expect_stdout("✗ registry registry-prod.invalid")
+        .expect_stdout("/healthcheck: 200")
+        .expect_stdout("1 problem(s) found");
+    f.s.ops.env("DIGITALOCEAN_TOKEN", "dop_v1_bad");
+    f.run(&["doctor"])
+        .expect_code(1)
+        .expect_stdout("✗ DIGITALOCEAN_TOKEN was rejected");
 }

@@ -22,6 +22,8 @@ pub const DEPLOYMENT: &str =
     "query Deployment($id: String!) { deployment(id: $id) { id createdAt status } }";
 pub const DEPLOYMENT_LOGS: &str = "query DeploymentLogs($deploymentId: String!, $limit: Int, $filter: String) { deploymentLogs(deploymentId: $deploymentId, limit: $limit, filter: $filter) { timestamp message severity } }";
 pub const ENVIRONMENT_LOGS: &str = "query EnvironmentLogs($environmentId: String!, $filter: String, $beforeLimit: Int) { environmentLogs(environmentId: $environmentId, filter: $filter, beforeLimit: $beforeLimit) { timestamp message severity } }";
+pub const ME: &str = "query Me { me { id email } }";
+pub const PROJECT_TOKEN: &str = "query ProjectToken { projectToken { projectId environmentId } }";
 pub const DEPLOYMENT_RESTART: &str =
     "mutation DeploymentRestart($id: String!) { deploymentRestart(id: $id) }";
 
@@ -205,6 +207,26 @@ impl<'a> Railway<'a> {
             .data
             .ok_or_else(|| anyhow!("{SERVICE}: answer without data"))?;
         serde_json::from_value(data).with_context(|| format!("{SERVICE}: unexpected answer shape"))
+    }
+
+    /// Checks the token itself: who it belongs to (account) or which project (project token).
+    pub fn whoami(&self) -> anyhow::Result<String> {
+        match self.auth {
+            RailwayAuth::Account => {
+                let v: Value = self.run(ME, json!({}), false)?;
+                Ok(format!(
+                    "account {}",
+                    v["me"]["email"].as_str().unwrap_or("?")
+                ))
+            }
+            RailwayAuth::Project => {
+                let v: Value = self.run(PROJECT_TOKEN, json!({}), false)?;
+                Ok(format!(
+                    "project token for {}",
+                    v["projectToken"]["projectId"].as_str().unwrap_or("?")
+                ))
+            }
+        }
     }
 
     pub fn services(&self, project_id: &str) -> anyhow::Result<Vec<Service>> {

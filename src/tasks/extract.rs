@@ -93,6 +93,13 @@ pub fn token_info(state: &State, settings: &Settings) -> Option<TokenInfo> {
     })
 }
 
+/// (extracted at, API origin, fingerprint) of the stored record, without secrets.
+pub fn record_info(state: &State) -> anyhow::Result<Option<(i64, String, String)>> {
+    Ok(state
+        .kv_get::<StoredRecord>(NAMESPACE, RECORD_KEY)?
+        .map(|(r, _)| (r.extracted_at, r.api_origin, r.fingerprint)))
+}
+
 /// The stored record with secrets unsealed and the manual token applied; `None` when
 /// nothing has been extracted yet.
 pub fn load_record(

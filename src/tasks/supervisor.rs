@@ -3,7 +3,6 @@
 //! cause duplicates. At most one create and one delete per run; never a droplet without both of
 //! our tags; a circuit breaker on replacements.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail};
@@ -25,6 +24,20 @@ pub const MANAGED_TAG: &str = "ops-managed";
 pub const NAMESPACE: &str = "supervisor";
 const BREAKER_KEY: &str = "breaker";
 const FIREWALL_KEY: &str = "firewall";
+pub const LAST_SEEN_KEY: &str = "last_seen";
+
+/// What the last run saw, for `ops status`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SeenDroplet {
+    pub id: u64,
+    pub name: String,
+    pub ip: Option<String>,
+    pub health: String,
+    pub fails: u32,
+    pub spec_current: bool,
+    pub age_secs: i64,
+    pub deleted: bool,
+}
 /// How long a checked firewall is trusted before it is compared again.
 const FIREWALL_RECHECK_MS: i64 = 3_600_000;
 const HEALTH_TIMEOUT: Duration = Duration::from_secs(5);
@@ -412,6 +425,28 @@ pub fn run(opts: &SupervisorOptions, ctx: &TaskCtx) -> anyhow::Result<Outcome> {
                 st.kv_delete(NAMESPACE, &key)?;
             }
         }
+        let seen: Vec<SeenDroplet> = observed
+            .iter()
+            .map(|o| SeenDroplet {
+                id: o.droplet.id,
+                name: o.droplet.name.clone(),
+                ip: o.droplet.public_ipv4().map(str::to_string),
+                health: format!("{:?}", o.health).to_ascii_lowercase(),
+                fails: o.streak.fails,
+                spec_current: o.current,
+                age_secs: o.age,
+                deleted: delete
+                    .as_ref()
+                    .map(|d| {
+                        d.0 == observed
+                            .iter()
+                            .position(|x| x.droplet.id == o.droplet.id)
+                            .unwrap_or(usize::MAX)
+                    })
+                    .unwrap_or(false),
+            })
+            .collect();
+        st.kv_set(NAMESPACE, LAST_SEEN_KEY, &seen, now)?;
         for o in &observed {
             if delete.as_ref().map(|d| observed[d.0].droplet.id) == Some(o.droplet.id) {
                 st.kv_delete(NAMESPACE, &droplet_key(o.droplet.id))?;
@@ -628,17 +663,4 @@ fn ssh_sources(s: &Settings) -> String {
     } else {
         s.supervisor_ssh_sources.join(" ")
     }
-}
-
-/// Droplet facts for `ops status`.
-pub fn streaks(state: &State) -> anyhow::Result<BTreeMap<String, Streak>> {
-    let mut out = BTreeMap::new();
-    for (key, value, _) in state.kv_list(NAMESPACE)? {
-        if let Some(id) = key.strip_prefix("droplet:") {
-            if let Ok(s) = serde_json::from_str(&value) {
-                out.insert(id.to_string(), s);
-            }
-        }
-    }
-    Ok(out)
 }

@@ -121,6 +121,7 @@ impl FakeRailway {
                             .collect();
                         json!({"project": {"id": PROJECT, "name": "trigger", "services": {"edges": edges}}})
                     }
+                    "Me" => json!({"me": {"id": "user-1", "email": "ops@example.com"}}),
                     "Variables" => {
                         let sid = vars["serviceId"].as_str().unwrap_or_default();
                         json!({"variables": world.variables.get(sid).cloned().unwrap_or(json!({}))})

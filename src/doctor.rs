@@ -1,0 +1,189 @@
+//! `ops doctor`: live checks, one line each, ✓ or ✗ with the fix. Exit 1 when anything is ✗.
+
+use std::time::{Duration, Instant};
+
+use crate::app::{self, App};
+use crate::clients::digitalocean::DigitalOcean;
+use crate::clients::http::{Http, Request, Retry};
+use crate::clients::postgres::{describe, Target};
+use crate::clients::railway::Railway;
+use crate::exit::ExitCode;
+use crate::redact::redact;
+use crate::state::State;
+use crate::tasks::replication::parse_table;
+
+struct Report {
+    bad: usize,
+}
+
+impl Report {
+    fn line(&mut self, result: Result<String, String>) {
+        match result {
+            Ok(msg) => println!("✓ {}", redact(&msg)),
+            Err(msg) => {
+                self.bad += 1;
+                println!("✗ {}", redact(&msg));
+            }
+        }
+    }
+}
+
+pub fn run(app: &App) -> anyhow::Result<ExitCode> {
+    let s = &app.settings;
+    let http = Http::new();
+    let deadline = || Instant::now() + Duration::from_secs(20);
+    let mut r = Report { bad: 0 };
+    r.line(Ok(format!(
+        "{}: {} profiles",
+        app.config.shown_path(),
+        app.config.profiles.len()
+    )));
+    r.line(if app::dir_is_usable(&app.state_dir) {
+        Ok(format!(
+            "state directory {} is writable",
+            app.state_dir.display()
+        ))
+    } else {
+        Err(format!(
+            "state directory {} is not writable: create it for the ops user or set OPS_STATE_DIR",
+            app.state_dir.display()
+        ))
+    });
+
+    match &s.railway_token {
+        None => r.line(Err("Railway: RAILWAY_API_TOKEN (or RAILWAY_TOKEN) is not set: create a token at railway.com/account/tokens".into())),
+        Some((auth, token)) => {
+            let railway = Railway::new(&http, &s.railway_api_url, (*auth, token), deadline());
+            r.line(railway.whoami().map(|who| format!("Railway token valid ({who})")).map_err(|e| format!("Railway: {e:#}")));
+            match s.railway_ids() {
+                Ok((project, _)) => r.line(
+                    railway
+                        .services(project)
+                        .map(|list| format!("Railway project {project} visible: services {}", list.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ")))
+                        .map_err(|e| format!("Railway project {project}: {e:#} (check RAILWAY_PROJECT_ID and the token's scope)")),
+                ),
+                Err(e) => r.line(Err(format!("Railway: {e:#}"))),
+            }
+        }
+    }
+
+    match &s.digitalocean_token {
+        None => r.line(Err("DigitalOcean: DIGITALOCEAN_TOKEN is not set: create a read/write token at cloud.digitalocean.com/account/api/tokens".into())),
+        Some(token) => {
+            let api = DigitalOcean::new(&http, &s.digitalocean_api_url, token, deadline());
+            r.line(
+                api.account()
+                    .map(|v| format!("DigitalOcean token valid (account {}, droplet limit {})", v["account"]["email"].as_str().unwrap_or("?"), v["account"]["droplet_limit"]))
+                    .map_err(|e| format!("{e:#}")),
+            );
+        }
+    }
+
+    match &s.database_url {
+        None => r.line(Err("Postgres: DATABASE_URL is not set (the webapp's database, with ?sslmode=require on Railway's public proxy)".into())),
+        Some(url) => r.line(postgres_check(url, app)),
+    }
+
+    let state = State::open_read_only(&app.state_dir).ok().flatten();
+    let record = state.as_ref().and_then(|st| {
+        crate::tasks::extract::load_record(st, &app.state_dir, s)
+            .ok()
+            .flatten()
+    });
+    match record {
+        None => println!(
+            "· registry and webapp: no config record yet (run `ops run extract`), not checked"
+        ),
+        Some(rec) => {
+            if let Some(host) = &rec.registry_host {
+                let url = format!("https://{host}/v2/");
+                let req = Request::new("registry", "GET", &url)
+                    .retry(Retry::Never)
+                    .timeout(Duration::from_secs(5));
+                r.line(match http.send(&req, deadline()) {
+                    Ok(resp) if resp.status == 200 || resp.status == 401 => Ok(format!("registry {host} reachable (HTTP {})", resp.status)),
+                    Ok(resp) => Err(format!("registry {host}: GET {url} answered HTTP {} (is the registry service running?)", resp.status)),
+                    Err(e) => Err(format!("registry {host}: {e:#}")),
+                });
+            }
+            let url = format!("{}/healthcheck", rec.api_origin);
+            let req = Request::new("webapp", "GET", &url)
+                .retry(Retry::Never)
+                .timeout(Duration::from_secs(5));
+            r.line(match http.send(&req, deadline()) {
+                Ok(resp) if resp.status == 200 => Ok(format!("webapp {url}: 200")),
+                Ok(resp) => Err(format!(
+                    "webapp {url} answered HTTP {}: {}",
+                    resp.status,
+                    resp.snippet()
+                )),
+                Err(e) => Err(format!("webapp {url}: {e:#}")),
+            });
+        }
+    }
+    if r.bad > 0 {
+        println!("{} problem(s) found", r.bad);
+        return Ok(ExitCode::TaskFailed);
+    }
+    Ok(ExitCode::Success)
+}
+
+/// Reachable, and with the privileges the replication fix needs.
+fn postgres_check(url: &crate::redact::Secret, app: &App) -> Result<String, String> {
+    let target = Target::parse(url).map_err(|e| format!("{e:#}"))?;
+    let mut client = target
+        .connect(Duration::from_secs(10))
+        .map_err(|e| format!("{e:#}"))?;
+    let table = app
+        .config
+        .profiles
+        .iter()
+        .flat_map(|p| &p.tasks)
+        .find_map(|t| match &t.spec {
+            crate::config::TaskSpec::Replication(o) => Some(o.table.clone()),
+            _ => None,
+        })
+        .unwrap_or_else(|| "public.\"TaskRun\"".into());
+    let (schema, name) = parse_table(&table).map_err(|e| format!("{e:#}"))?;
+    let row = client
+        .query_one(
+            "SELECT current_user::text, r.rolsuper, r.rolreplication, has_database_privilege(current_database(), 'CREATE'),
+                    (SELECT pg_get_userbyid(c.relowner) = current_user FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                      WHERE n.nspname = $1 AND c.relname = $2)
+             FROM pg_roles r WHERE r.rolname = current_user",
+            &[&schema, &name],
+        )
+        .map_err(|e| format!("Postgres at {}: {}", target.shown, describe(&e)))?;
+    let (user, superuser, replication, create, owner): (String, bool, bool, bool, Option<bool>) =
+        (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4));
+    let mut missing = Vec::new();
+    if !superuser {
+        missing.push("superuser (for ALTER SYSTEM SET wal_level; or set it at the provider)");
+        if !replication {
+            missing.push("REPLICATION (for the webapp's replication client)");
+        }
+        if !create {
+            missing.push("CREATE on the database (for CREATE PUBLICATION)");
+        }
+        if owner == Some(false) {
+            missing.push("ownership of the table (for REPLICA IDENTITY FULL)");
+        }
+    }
+    if missing.is_empty() {
+        Ok(format!(
+            "Postgres at {} reachable as {user} with the privileges the replication fix needs{}",
+            target.shown,
+            if owner.is_none() {
+                " (table not created yet)"
+            } else {
+                ""
+            }
+        ))
+    } else {
+        Err(format!(
+            "Postgres at {} reachable as {user}, but it lacks: {}",
+            target.shown,
+            missing.join("; ")
+        ))
+    }
+}

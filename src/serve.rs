@@ -1,0 +1,220 @@
+//! `ops serve`: a read-only HTTP API on loopback, from the state database opened read-only per
+//! request: `/healthz`, `/v1/runs?profile=&limit=`, `/v1/alerts?limit=`, `/v1/status`,
+//! `/metrics` (Prometheus text). GET only; `limit` capped; secrets never served.
+
+use std::fmt::Write as _;
+use std::io::{BufRead, BufReader, Write};
+use std::net::{TcpListener, TcpStream};
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::app::App;
+use crate::exit::{config_error, ExitCode};
+use crate::redact::redact;
+use crate::state::State;
+
+pub const MAX_LIMIT: u32 = 1000;
+const DEFAULT_LIMIT: u32 = 50;
+
+pub fn run(app: &App, listen: &str) -> anyhow::Result<ExitCode> {
+    let listener = TcpListener::bind(listen).map_err(|e| {
+        config_error(format!(
+            "cannot listen on {listen}: {e} (choose another --listen address)"
+        ))
+    })?;
+    log::info!(
+        "serving the read-only API on http://{}",
+        listener.local_addr()?
+    );
+    for stream in listener.incoming() {
+        match stream {
+            Ok(s) => {
+                if let Err(e) = handle(app, s) {
+                    log::debug!("request failed: {e:#}");
+                }
+            }
+            Err(e) => log::warn!("accept failed: {e}"),
+        }
+    }
+    Ok(ExitCode::Success)
+}
+
+struct Reply {
+    status: &'static str,
+    content_type: &'static str,
+    body: String,
+}
+
+fn handle(app: &App, mut stream: TcpStream) -> anyhow::Result<()> {
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    stream.set_write_timeout(Some(Duration::from_secs(5)))?;
+    let mut reader = BufReader::new(stream.try_clone()?);
+    let mut request_line = String::new();
+    reader.read_line(&mut request_line)?;
+    // Drain the headers (bounded).
+    let mut header_bytes = 0;
+    loop {
+        let mut line = String::new();
+        let n = reader.read_line(&mut line)?;
+        header_bytes += n;
+        if n == 0 || line == "\r\n" || line == "\n" || header_bytes > 16 * 1024 {
+            break;
+        }
+    }
+    let mut parts = request_line.split_whitespace();
+    let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or("/"));
+    let reply = if method != "GET" {
+        Reply {
+            status: "405 Method Not Allowed",
+            content_type: "application/json",
+            body: json!({"error": "read-only API: GET only"}).to_string(),
+        }
+    } else {
+        route(app, target).unwrap_or_else(|e| Reply {
+            status: "500 Internal Server Error",
+            content_type: "application/json",
+            body: json!({"error": redact(&format!("{e:#}"))}).to_string(),
+        })
+    };
+    let body = redact(&reply.body);
+    let extra = if method != "GET" {
+        "Allow: GET\r\n"
+    } else {
+        ""
+    };
+    write!(
+        stream,
+        "HTTP/1.1 {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nCache-Control: no-store\r\n{extra}Connection: close\r\n\r\n{body}",
+        reply.status,
+        reply.content_type,
+        body.len()
+    )?;
+    stream.flush()?;
+    Ok(())
+}
+
+fn query<'a>(target: &'a str, key: &str) -> Option<&'a str> {
+    target
+        .split_once('?')?
+        .1
+        .split('&')
+        .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
+}
+
+fn limit(target: &str) -> u32 {
+    query(target, "limit")
+        .and_then(|l| l.parse().ok())
+        .unwrap_or(DEFAULT_LIMIT)
+        .clamp(1, MAX_LIMIT)
+}
+
+fn json_reply(v: serde_json::Value) -> Reply {
+    Reply {
+        status: "200 OK",
+        content_type: "application/json",
+        body: v.to_string(),
+    }
+}
+
+fn route(app: &App, target: &str) -> anyhow::Result<Reply> {
+    let path = target.split('?').next().unwrap_or("/");
+    let state = State::open_read_only(&app.state_dir)?;
+    Ok(match path {
+        "/healthz" => json_reply(json!({"ok": true, "state": state.is_some()})),
+        "/v1/runs" => {
+            let profile = query(target, "profile").filter(|p| !p.is_empty());
+            let runs = match &state {
+                Some(s) => s.history(profile, limit(target))?,
+                None => Vec::new(),
+            };
+            json_reply(json!({"runs": runs, "limit": limit(target)}))
+        }
+        "/v1/alerts" => {
+            let alerts = match &state {
+                Some(s) => s.alerts(None, limit(target))?,
+                None => Vec::new(),
+            };
+            json_reply(json!({"alerts": alerts, "limit": limit(target)}))
+        }
+        "/v1/status" => json_reply(crate::status::document(app, state.as_ref())?),
+        "/metrics" => Reply { status: "200 OK", content_type: "text/plain; version=0.0.4", body: metrics(app, state.as_ref())? },
+        _ => Reply { status: "404 Not Found", content_type: "application/json", body: json!({"error": "not found", "endpoints": ["/healthz", "/v1/runs", "/v1/alerts", "/v1/status", "/metrics"]}).to_string() },
+    })
+}
+
+fn label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+fn metrics(app: &App, state: Option<&State>) -> anyhow::Result<String> {
+    let mut out = String::new();
+    let Some(state) = state else {
+        return Ok("# no state database yet\n".into());
+    };
+    out.push_str("# HELP ops_last_run_timestamp_seconds Start of the last run of a profile, by its status.\n# TYPE ops_last_run_timestamp_seconds gauge\n");
+    let mut durations = String::new();
+    let mut streaks = String::new();
+    for p in &app.config.profiles {
+        if let Some(r) = state.history(Some(&p.name), 1)?.into_iter().next() {
+            let _ = writeln!(
+                out,
+                "ops_last_run_timestamp_seconds{{profile=\"{}\",status=\"{}\"}} {:.3}",
+                label(&p.name),
+                label(&r.status),
+                r.started_at as f64 / 1000.0
+            );
+            if let Some(f) = r.finished_at {
+                let _ = writeln!(
+                    durations,
+                    "ops_run_duration_seconds{{profile=\"{}\"}} {:.3}",
+                    label(&p.name),
+                    (f - r.started_at).max(0) as f64 / 1000.0
+                );
+            }
+        }
+        let ps = crate::profiles::ProfileState::load(state, &p.name);
+        let _ = writeln!(
+            streaks,
+            "ops_profile_healthy_streak{{profile=\"{}\"}} {}",
+            label(&p.name),
+            ps.healthy_streak
+        );
+        let _ = writeln!(
+            streaks,
+            "ops_profile_disabled{{profile=\"{}\"}} {}",
+            label(&p.name),
+            u8::from(ps.disabled)
+        );
+    }
+    out.push_str("# HELP ops_run_duration_seconds Duration of the last run of a profile.\n# TYPE ops_run_duration_seconds gauge\n");
+    out.push_str(&durations);
+    out.push_str("# HELP ops_profile_healthy_streak Consecutive ok runs of a profile.\n# TYPE ops_profile_healthy_streak gauge\n# HELP ops_profile_disabled 1 when a profile is disabled in state.\n# TYPE ops_profile_disabled gauge\n");
+    out.push_str(&streaks);
+    out.push_str("# HELP ops_task_failures_total Failed task results in the retained history.\n# TYPE ops_task_failures_total counter\n");
+    for (profile, task, n) in state.task_failures()? {
+        let _ = writeln!(
+            out,
+            "ops_task_failures_total{{profile=\"{}\",task=\"{}\"}} {n}",
+            label(&profile),
+            label(&task)
+        );
+    }
+    out.push_str("# HELP ops_supervisor_healthy 1 when the droplet passed its last health check.\n# TYPE ops_supervisor_healthy gauge\n");
+    if let Some((droplets, _)) = state.kv_get::<Vec<crate::tasks::supervisor::SeenDroplet>>(
+        crate::tasks::supervisor::NAMESPACE,
+        crate::tasks::supervisor::LAST_SEEN_KEY,
+    )? {
+        for d in droplets.iter().filter(|d| !d.deleted) {
+            let _ = writeln!(
+                out,
+                "ops_supervisor_healthy{{droplet=\"{}\"}} {}",
+                label(&d.name),
+                u8::from(d.health == "healthy")
+            );
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,250 @@
+//! `ops status`: what a person on call asks first, from local state only (no network).
+
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use crate::app::App;
+use crate::exit::ExitCode;
+use crate::profiles::ProfileState;
+use crate::report::{fmt_ms, local_time, table};
+use crate::state::State;
+use crate::tasks::{extract, supervisor};
+
+fn rfc3339(ms: i64) -> Value {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| json!(t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)))
+        .unwrap_or(Value::Null)
+}
+
+#[derive(Serialize)]
+struct ProfileStatus {
+    name: String,
+    cron: String,
+    scheduled: bool,
+    next_run: Option<String>,
+    last_run: Value,
+    healthy_streak: u32,
+    skipped_streak: u32,
+    disabled: bool,
+    auto_disabled: bool,
+}
+
+/// The status document, shared by `ops status --json` and `ops serve`'s `/v1/status`.
+pub fn document(app: &App, state: Option<&State>) -> anyhow::Result<Value> {
+    let now = chrono::Local::now().naive_local();
+    let mut profiles = Vec::new();
+    for p in &app.config.profiles {
+        let ps = state
+            .map(|s| ProfileState::load(s, &p.name))
+            .unwrap_or_default();
+        let last = match state {
+            Some(s) => s.history(Some(&p.name), 1)?.into_iter().next(),
+            None => None,
+        };
+        profiles.push(ProfileStatus {
+            name: p.name.clone(),
+            cron: p.cron.as_str().to_string(),
+            scheduled: p.enabled,
+            next_run: p.enabled.then(|| p.cron.next_after(now).map(|t| t.format("%Y-%m-%dT%H:%M").to_string())).flatten(),
+            last_run: last
+                .map(|r| {
+                    json!({
+                        "started_at": rfc3339(r.started_at),
+                        "status": r.status,
+                        "duration_ms": r.finished_at.map(|f| (f - r.started_at).max(0)),
+                        "failed_tasks": r.tasks.iter().filter(|t| t.status == "failed").map(|t| t.task.clone()).collect::<Vec<_>>(),
+                    })
+                })
+                .unwrap_or(Value::Null),
+            healthy_streak: ps.healthy_streak,
+            skipped_streak: ps.skipped_streak,
+            disabled: ps.disabled,
+            auto_disabled: ps.auto_disabled,
+        });
+    }
+    let (droplets, token, record, replication, last_alert) = match state {
+        None => (
+            Value::Null,
+            Value::Null,
+            Value::Null,
+            Value::Null,
+            Value::Null,
+        ),
+        Some(s) => {
+            let droplets = s
+                .kv_get::<Vec<supervisor::SeenDroplet>>(
+                    supervisor::NAMESPACE,
+                    supervisor::LAST_SEEN_KEY,
+                )?
+                .map(|(d, at)| json!({"checked_at": rfc3339(at), "droplets": d}))
+                .unwrap_or(Value::Null);
+            let token = extract::token_info(s, &app.settings)
+                .map(|t| json!({"source": t.source, "found_at": if t.found_at > 0 { rfc3339(t.found_at) } else { Value::Null }}))
+                .unwrap_or(Value::Null);
+            let record = extract::record_info(s)?
+                .map(|(at, origin, fp)| json!({"extracted_at": rfc3339(at), "api_origin": origin, "fingerprint": fp}))
+                .unwrap_or(Value::Null);
+            let replication = s
+                .last_task_result("replication")?
+                .map(|(at, status, detail)| json!({"at": rfc3339(at), "status": status, "summary": detail.lines().next().unwrap_or("")}))
+                .unwrap_or(Value::Null);
+            let alert = s
+                .alerts(None, 1)?
+                .into_iter()
+                .next()
+                .map(|a| json!({"at": rfc3339(a.created_at), "profile": a.profile, "kind": a.kind, "channel": a.channel, "delivered": a.delivered}))
+                .unwrap_or(Value::Null);
+            (droplets, token, record, replication, alert)
+        }
+    };
+    Ok(json!({
+        "host": crate::runner::hostname(),
+        "state_dir": app.state_dir.display().to_string(),
+        "is_active": app.settings.is_active,
+        "profiles": profiles,
+        "supervisor": droplets,
+        "worker_token": token,
+        "config_record": record,
+        "replication": replication,
+        "last_alert": last_alert,
+    }))
+}
+
+pub fn run(app: &App, json_out: bool) -> anyhow::Result<ExitCode> {
+    let state = State::open_read_only(&app.state_dir)?;
+    let doc = document(app, state.as_ref())?;
+    if json_out {
+        println!(
+            "{}",
+            crate::redact::redact(&serde_json::to_string_pretty(&doc)?)
+        );
+        return Ok(ExitCode::Success);
+    }
+    print!("{}", crate::redact::redact(&human(&doc)));
+    Ok(ExitCode::Success)
+}
+
+fn short_time(v: &Value) -> String {
+    v.as_str()
+        .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok())
+        .map(|t| local_time(t.timestamp_millis())[5..16].to_string())
+        .unwrap_or_else(|| "-".into())
+}
+
+fn human(doc: &Value) -> String {
+    let mut out = String::new();
+    if doc["is_active"] == false {
+        out.push_str("IS_ACTIVE=false: monitoring disabled, every run exits at once\n");
+    }
+    let mut rows = vec![[
+        "PROFILE", "LAST RUN", "RESULT", "TOOK", "NEXT RUN", "OK×", "SKIP×", "STATE",
+    ]
+    .map(String::from)
+    .to_vec()];
+    for p in doc["profiles"].as_array().into_iter().flatten() {
+        let last = &p["last_run"];
+        let state = if p["auto_disabled"] == true {
+            "auto-disabled"
+        } else if p["disabled"] == true {
+            "disabled"
+        } else if p["scheduled"] == false {
+            "unscheduled"
+        } else {
+            "active"
+        };
+        rows.push(vec![
+            p["name"].as_str().unwrap_or("").to_string(),
+            short_time(&last["started_at"]),
+            last["status"].as_str().unwrap_or("never").to_string(),
+            last["duration_ms"]
+                .as_i64()
+                .map(|d| fmt_ms(d as u64))
+                .unwrap_or_else(|| "-".into()),
+            p["next_run"]
+                .as_str()
+                .map(|t| t.get(5..).unwrap_or(t).replace('T', " "))
+                .unwrap_or_else(|| "-".into()),
+            p["healthy_streak"].to_string(),
+            p["skipped_streak"].to_string(),
+            state.to_string(),
+        ]);
+    }
+    out.push_str(&table(&rows));
+    out.push('\n');
+    match doc["supervisor"]["droplets"].as_array() {
+        Some(list) if !list.is_empty() => {
+            let mut rows = vec![["DROPLET", "IP", "HEALTH", "FAILS", "SPEC"]
+                .map(String::from)
+                .to_vec()];
+            for d in list {
+                rows.push(vec![
+                    d["name"].as_str().unwrap_or("").to_string(),
+                    d["ip"].as_str().unwrap_or("-").to_string(),
+                    if d["deleted"] == true {
+                        "deleted".into()
+                    } else {
+                        d["health"].as_str().unwrap_or("").to_string()
+                    },
+                    d["fails"].to_string(),
+                    if d["spec_current"] == true {
+                        "current"
+                    } else {
+                        "stale"
+                    }
+                    .into(),
+                ]);
+            }
+            out.push_str(&table(&rows));
+            out.push_str(&format!(
+                "(checked {})\n",
+                short_time(&doc["supervisor"]["checked_at"])
+            ));
+        }
+        _ => out.push_str("supervisor: no droplet seen yet\n"),
+    }
+    let token = &doc["worker_token"];
+    out.push_str(&match token["source"].as_str() {
+        Some(src) => format!(
+            "worker token: {src}{}\n",
+            token["found_at"]
+                .as_str()
+                .map(|_| format!(", since {}", short_time(&token["found_at"])))
+                .unwrap_or_default()
+        ),
+        None => "worker token: none yet (run the extract task)\n".into(),
+    });
+    let rep = &doc["replication"];
+    out.push_str(&match rep["status"].as_str() {
+        Some(st) => format!(
+            "replication: {st} at {}: {}\n",
+            short_time(&rep["at"]),
+            rep["summary"].as_str().unwrap_or("")
+        ),
+        None => "replication: not checked yet\n".into(),
+    });
+    let alert = &doc["last_alert"];
+    out.push_str(&match alert["kind"].as_str() {
+        Some(kind) => format!(
+            "last alert: {kind} for {} at {} via {} ({})\n",
+            alert["profile"].as_str().unwrap_or(""),
+            short_time(&alert["at"]),
+            alert["channel"].as_str().unwrap_or(""),
+            if alert["delivered"] == true {
+                "delivered"
+            } else {
+                "NOT delivered"
+            }
+        ),
+        None => "last alert: none\n".into(),
+    });
+    // Keep every line inside 100 columns.
+    out.lines()
+        .map(|l| {
+            if l.chars().count() > 100 {
+                format!("{}…\n", l.chars().take(99).collect::<String>())
+            } else {
+                format!("{l}\n")
+            }
+        })
+        .collect()
+}
