@@ -66,6 +66,14 @@ pub enum Cmd {
         #[arg(long, value_name = "DIR")]
         out: Option<PathBuf>,
     },
+    /// Kubernetes manifests: a CronJob per enabled profile (concurrencyPolicy Forbid), PVC, ConfigMap
+    RenderK8s {
+        /// Container image with the ops binary
+        #[arg(long, default_value = "registry.example.com/trigger-ops:0.1.0")]
+        image: String,
+        #[arg(long, default_value = "trigger-ops")]
+        namespace: String,
+    },
     /// Past runs and task results
     History {
         #[arg(long, short)]

@@ -75,6 +75,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::RenderCloudInit { show_secrets } => commands::render_cloud_init(&app, *show_secrets),
         Cmd::List { json } => commands::list(&app, *json),
         Cmd::RenderCrontab => commands::render_crontab(&app),
+        Cmd::RenderK8s { image, namespace } => {
+            print!("{}", render::kubernetes(&app.config, image, namespace)?);
+            Ok(ExitCode::Success)
+        }
         Cmd::RenderSystemd { out } => commands::render_systemd(&app, out.as_deref()),
         Cmd::History {
             profile,

@@ -154,3 +154,83 @@ pub fn systemd_units(
     }
     Ok(units)
 }
+
+/// Kubernetes manifests: namespace-scoped PVC for state, a ConfigMap with jobs.yaml, and one
+/// CronJob per enabled profile that never overlaps itself (`concurrencyPolicy: Forbid`).
+pub fn kubernetes(config: &JobsConfig, image: &str, namespace: &str) -> anyhow::Result<String> {
+    use serde_json::json;
+    let labels = |profile: Option<&str>| {
+        let mut l =
+            json!({"app.kubernetes.io/name": "ops", "app.kubernetes.io/part-of": "trigger-ops"});
+        if let Some(p) = profile {
+            l["trigger-ops/profile"] = json!(p);
+        }
+        l
+    };
+    let jobs_text = match &config.path {
+        Some(p) => std::fs::read_to_string(p)?,
+        None => crate::config::BUNDLED.to_string(),
+    };
+    let mut docs = vec![
+        json!({
+            "apiVersion": "v1", "kind": "PersistentVolumeClaim",
+            "metadata": {"name": "ops-state", "namespace": namespace, "labels": labels(None)},
+            "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}
+        }),
+        json!({
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "ops-jobs", "namespace": namespace, "labels": labels(None)},
+            "data": {"jobs.yaml": jobs_text}
+        }),
+    ];
+    for p in enabled(config) {
+        docs.push(json!({
+            "apiVersion": "batch/v1", "kind": "CronJob",
+            "metadata": {"name": format!("ops-{}", p.name), "namespace": namespace, "labels": labels(Some(&p.name))},
+            "spec": {
+                "schedule": p.cron.as_str(),
+                "concurrencyPolicy": "Forbid",
+                "startingDeadlineSeconds": 120,
+                "successfulJobsHistoryLimit": 3,
+                "failedJobsHistoryLimit": 3,
+                "jobTemplate": {"spec": {
+                    "backoffLimit": 0,
+                    "activeDeadlineSeconds": p.timeout.as_secs() + 60,
+                    "template": {
+                        "metadata": {"labels": labels(Some(&p.name))},
+                        "spec": {
+                            "restartPolicy": "Never",
+                            "securityContext": {"runAsNonRoot": true, "runAsUser": 10001, "runAsGroup": 10001, "fsGroup": 10001},
+                            "containers": [{
+                                "name": "ops",
+                                "image": image,
+                                "args": ["--config", "/etc/ops/jobs.yaml", "--state-dir", "/var/lib/ops", "--env-file", "/dev/null", "run", p.name],
+                                "envFrom": [{"secretRef": {"name": "ops-env"}}],
+                                "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}, "limits": {"memory": "64Mi"}},
+                                "securityContext": {"allowPrivilegeEscalation": false, "readOnlyRootFilesystem": true, "capabilities": {"drop": ["ALL"]}},
+                                "volumeMounts": [
+                                    {"name": "state", "mountPath": "/var/lib/ops"},
+                                    {"name": "jobs", "mountPath": "/etc/ops/jobs.yaml", "subPath": "jobs.yaml", "readOnly": true}
+                                ]
+                            }],
+                            "volumes": [
+                                {"name": "state", "persistentVolumeClaim": {"claimName": "ops-state"}},
+                                {"name": "jobs", "configMap": {"name": "ops-jobs"}}
+                            ]
+                        }
+                    }
+                }}
+            }
+        }));
+    }
+    let mut out = format!(
+        "# Rendered by ops {} (`ops render-k8s`) from {}.\n# Secrets: kubectl -n {namespace} create secret generic ops-env --from-env-file=/etc/ops/ops.env\n",
+        env!("CARGO_PKG_VERSION"),
+        config.shown_path()
+    );
+    for doc in docs {
+        out.push_str("---\n");
+        out.push_str(&serde_yaml::to_string(&doc)?);
+    }
+    Ok(out)
+}

@@ -3,6 +3,7 @@
 mod support;
 
 mod config_errors;
+mod deploy;
 mod extract;
 mod operator;
 mod replication;
