@@ -89,6 +89,18 @@ pub fn run(
         }
         return Ok(ExitCode::Success);
     };
+    // Cross-host lock: held for the whole run on a Postgres session of its own.
+    let _host_lock = match host_lock(app, name)? {
+        HostLock::Held(client) => Some(client),
+        HostLock::NotUsed => None,
+        HostLock::Busy => {
+            let why = format!("another host is running {name} (Postgres advisory lock held); this tick is skipped");
+            log::warn!("{why}");
+            state.record_skipped(name, started_ms, &host, &why)?;
+            println!("{name}: skipped: {why}");
+            return Ok(ExitCode::Success);
+        }
+    };
     let mut ps = ProfileState::load(&state, name);
     if let Some(reason) = ps.disabled_reason(name) {
         log::info!("{name}: {reason}");
@@ -352,4 +364,53 @@ impl Drop for Watchdog {
             let _ = tx.send(());
         }
     }
+}
+
+enum HostLock {
+    NotUsed,
+    Held(postgres::Client),
+    Busy,
+}
+
+/// `lock: postgres` (or `OPS_LOCK=postgres`): `pg_try_advisory_lock` per profile on
+/// `OPS_LOCK_DATABASE_URL` or `DATABASE_URL`. Released when the session ends, so a crash never
+/// leaves it behind. When Postgres cannot be reached the run fails: acting without the lock
+/// could mean two hosts acting at once.
+fn host_lock(app: &App, profile: &str) -> anyhow::Result<HostLock> {
+    let mode = match app.settings.ops_lock.as_deref() {
+        Some("postgres") => crate::config::LockMode::Postgres,
+        Some(_) => crate::config::LockMode::Local,
+        None => app.config.lock,
+    };
+    if mode != crate::config::LockMode::Postgres {
+        return Ok(HostLock::NotUsed);
+    }
+    let url = app
+        .settings
+        .ops_lock_database_url
+        .as_ref()
+        .or(app.settings.database_url.as_ref())
+        .ok_or_else(|| {
+            crate::exit::config_error("lock: postgres needs OPS_LOCK_DATABASE_URL or DATABASE_URL")
+        })?;
+    let target = crate::clients::postgres::Target::parse(url)?;
+    let mut client = target
+        .connect(Duration::from_secs(10))
+        .map_err(|e| anyhow::anyhow!("cross-host lock: {e:#}; not running {profile} without it"))?;
+    let digest = crate::sealed::fingerprint(&["trigger-ops-profile-lock", profile]);
+    let key = i64::from_str_radix(&digest[..15], 16).unwrap_or(0);
+    let got: bool = client
+        .query_one("SELECT pg_try_advisory_lock($1)", &[&key])
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "cross-host lock: {}",
+                crate::clients::postgres::describe(&e)
+            )
+        })?
+        .get(0);
+    Ok(if got {
+        HostLock::Held(client)
+    } else {
+        HostLock::Busy
+    })
 }

@@ -6,6 +6,7 @@ mod config_errors;
 mod deploy;
 mod extract;
 mod operator;
+mod reliability;
 mod replication;
 mod runner;
 mod schedules;
