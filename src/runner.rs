@@ -368,7 +368,7 @@ impl Drop for Watchdog {
 
 enum HostLock {
     NotUsed,
-    Held(postgres::Client),
+    Held(Box<postgres::Client>),
     Busy,
 }
 
