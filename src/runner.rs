@@ -409,7 +409,7 @@ fn host_lock(app: &App, profile: &str) -> anyhow::Result<HostLock> {
         })?
         .get(0);
     Ok(if got {
-        HostLock::Held(client)
+        HostLock::Held(Box::new(client))
     } else {
         HostLock::Busy
     })
