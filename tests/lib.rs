@@ -10,4 +10,5 @@ mod reliability;
 mod replication;
 mod runner;
 mod schedules;
+mod soak;
 mod supervisor;

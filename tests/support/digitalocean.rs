@@ -16,6 +16,9 @@ pub const DO_TOKEN: &str =
 #[derive(Debug, Clone)]
 pub enum DoFault {
     RateLimit,
+    Slow(Duration),
+    Truncated,
+    Html,
     Status(u16),
     Unprocessable(&'static str),
 }
@@ -122,6 +125,17 @@ impl FakeDo {
                                 .with_header("ratelimit-remaining", "0")
                                 .with_header("retry-after", "1")
                         }
+                        DoFault::Slow(d) => {
+                            drop(world);
+                            std::thread::sleep(d);
+                            return error(503, "service_unavailable", "slow and then gave up");
+                        }
+                        DoFault::Truncated => Reply::json(200, json!({}))
+                            .with_body("{\"droplets\": [{\"id\": 1, \"na"),
+                        DoFault::Html => Reply::text(
+                            502,
+                            "<html><head><title>502 Bad Gateway</title></head></html>",
+                        ),
                         DoFault::Status(code) => error(
                             code,
                             "server_error",

@@ -45,6 +45,11 @@ impl Reply {
         }
     }
 
+    pub fn with_body(mut self, body: &str) -> Reply {
+        self.body = body.into();
+        self
+    }
+
     pub fn with_header(mut self, k: &str, v: &str) -> Reply {
         self.headers.push((k.into(), v.into()));
         self

@@ -172,6 +172,36 @@ impl Cluster {
         ]);
     }
 
+    /// A restart that may race another one (the soak's Postgres faults): failure is tolerated.
+    pub fn restart_quietly(&self) -> bool {
+        static BUSY: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _one_at_a_time = BUSY.lock();
+        let data = self.dir.join("data");
+        let log = self.dir.join("server.log");
+        let tool = self.bin.join("pg_ctl");
+        let mut cmd = if self.as_postgres {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(&tool);
+            c
+        } else {
+            Command::new(&tool)
+        };
+        cmd.args([
+            "-D",
+            data.to_str().unwrap(),
+            "-l",
+            log.to_str().unwrap(),
+            "-w",
+            "-t",
+            "60",
+            "-m",
+            "fast",
+            "restart",
+        ])
+        .output()
+        .is_ok_and(|o| o.status.success())
+    }
+
     pub fn stop(&self) {
         let data = self.dir.join("data");
         let tool = self.bin.join("pg_ctl");

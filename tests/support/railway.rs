@@ -20,6 +20,7 @@ pub enum Fault {
     Html,
     GraphqlError(&'static str),
     Slow(Duration),
+    Truncated,
 }
 
 pub type RestartHook = Box<dyn FnMut(&str) + Send>;
@@ -89,6 +90,9 @@ impl FakeRailway {
                         return Reply::json(200, json!({"data": null, "errors": [{"message": m}]}))
                     }
                     Some(Fault::Slow(d)) => std::thread::sleep(d),
+                    Some(Fault::Truncated) => {
+                        return Reply::json(200, json!({})).with_body("{\"data\": {\"variab")
+                    }
                     None => {}
                 }
                 let authed = req.header("authorization")

@@ -1,0 +1,363 @@
+//! Fault-injection soak: the real binary, run again and again against the fake cloud (Railway,
+//! DigitalOcean, supervisors on loopback) and a real Postgres, with a seeded random schedule of
+//! faults. Invariants are checked after every run. `OPS_SOAK_RUNS` (default 200) and
+//! `OPS_SOAK_SEED` (default 7) set the length and the schedule; the full soak is
+//! `OPS_SOAK_RUNS=1000 cargo test --release soak -- --nocapture`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::extract::scenario;
+use crate::support::digitalocean::{free_port, DoFault, FakeDo, Supervisor, DO_TOKEN};
+use crate::support::pg::{self, Cluster};
+use crate::support::railway::Fault;
+use crate::support::{finish, Run};
+
+const TAG: &str = "trigger-supervisor-envabcde";
+const TIMEOUTS: [(&str, u64); 2] = [("health", 4), ("hourly", 8)];
+
+/// xorshift64*: a tiny seeded generator, so a failing schedule can be replayed.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn chance(&mut self, p: f64) -> bool {
+        (self.next() % 1_000_000) as f64 / 1_000_000.0 < p
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// Runs a health server for every active droplet; `down` lists IPs whose supervisor is dead.
+struct FleetManager {
+    stop: Arc<AtomicBool>,
+    down: Arc<Mutex<Vec<String>>>,
+}
+
+impl FleetManager {
+    fn start(api: Arc<Mutex<crate::support::digitalocean::DoWorld>>, port: u16) -> FleetManager {
+        let stop = Arc::new(AtomicBool::new(false));
+        let down = Arc::new(Mutex::new(Vec::<String>::new()));
+        let (s, d) = (Arc::clone(&stop), Arc::clone(&down));
+        std::thread::spawn(move || {
+            let mut servers: HashMap<String, Supervisor> = HashMap::new();
+            while !s.load(Ordering::SeqCst) {
+                let active: Vec<String> = api
+                    .lock()
+                    .unwrap()
+                    .droplets
+                    .iter()
+                    .filter(|x| Instant::now() >= x.active_at)
+                    .map(|x| x.ip.clone())
+                    .collect();
+                servers.retain(|ip, _| active.contains(ip));
+                let down = d.lock().unwrap().clone();
+                for ip in active {
+                    let healthy = !down.contains(&ip);
+                    servers
+                        .entry(ip.clone())
+                        .or_insert_with(|| Supervisor::serve(&ip, port, healthy))
+                        .set(healthy);
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        });
+        FleetManager { stop, down }
+    }
+}
+
+impl Drop for FleetManager {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+#[test]
+fn soak() {
+    if !pg::available() {
+        return;
+    }
+    let runs: usize = std::env::var("OPS_SOAK_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200);
+    let seed: u64 = std::env::var("OPS_SOAK_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(7);
+    let mut rng = Rng(seed.max(1));
+    let started = Instant::now();
+
+    let cluster = Arc::new(Cluster::start(&["wal_level = logical"]));
+    let db = cluster.create_db();
+    cluster.client(&db).batch_execute(r#"CREATE TABLE "TaskRun" (id text PRIMARY KEY, "friendlyId" text NOT NULL, status text NOT NULL, "createdAt" timestamp(3) NOT NULL DEFAULT now(), "updatedAt" timestamp(3) NOT NULL)"#).unwrap();
+    let mut s = scenario("extract");
+    let api = FakeDo::start();
+    let port = free_port();
+    s.ops
+        .env("DIGITALOCEAN_TOKEN", DO_TOKEN)
+        .env("DIGITALOCEAN_API_URL", &api.server.url())
+        .env("DATABASE_URL", &cluster.url(&db));
+    let supervisor = format!("{{kind: supervisor, health_port: {port}, boot_grace: 2s, unhealthy_after: 2, max_replacements: 1000}}");
+    s.ops.jobs(&format!(
+        "version: 1\nprofiles:\n  health:\n    cron: '* * * * *'\n    timeout: {}s\n    tasks:\n      - {supervisor}\n  hourly:\n    cron: '0 * * * *'\n    timeout: {}s\n    tasks:\n      - {{kind: extract, refresh: 1ms}}\n      - {{kind: replication, restart: false}}\n      - {supervisor}\n",
+        TIMEOUTS[0].1, TIMEOUTS[1].1
+    ));
+    s.ops.run(&["run", "hourly"]);
+    let foreign = api.insert(
+        "hand-made-do-not-touch",
+        &[TAG],
+        Duration::from_secs(86_400),
+    );
+    let fleet = FleetManager::start(Arc::clone(&api.world), port);
+    let closed = format!("http://127.0.0.1:{}", free_port());
+
+    let mut faults: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut violations: Vec<String> = Vec::new();
+    let mut killed = 0;
+    let mut longest = Duration::ZERO;
+    for i in 0..runs {
+        let mut do_refused = false;
+        let mut kill_after = None;
+        let fault =
+            |name: &'static str, f: &mut BTreeMap<&str, usize>| *f.entry(name).or_default() += 1;
+        if rng.chance(0.06) {
+            api.with(|w| w.faults.push_back(DoFault::RateLimit));
+            fault("do-429", &mut faults);
+        }
+        if rng.chance(0.06) {
+            let code = [500, 502, 503][rng.below(3) as usize];
+            api.with(|w| w.faults.push_back(DoFault::Status(code)));
+            fault("do-5xx", &mut faults);
+        }
+        if rng.chance(0.02) {
+            api.with(|w| w.faults.push_back(DoFault::Slow(Duration::from_secs(9))));
+            fault("do-slow-past-timeout", &mut faults);
+        }
+        if rng.chance(0.03) {
+            api.with(|w| w.faults.push_back(DoFault::Truncated));
+            fault("do-truncated-body", &mut faults);
+        }
+        if rng.chance(0.03) {
+            api.with(|w| w.faults.push_back(DoFault::Html));
+            fault("do-html-body", &mut faults);
+        }
+        if rng.chance(0.03) {
+            do_refused = true;
+            fault("do-connection-refused", &mut faults);
+        }
+        if rng.chance(0.05) {
+            api.with(|w| w.create_fault = Some(DoFault::Status(500)));
+            fault("do-create-500", &mut faults);
+        }
+        if rng.chance(0.05) {
+            let f = [
+                Fault::RateLimit(1),
+                Fault::Status(502),
+                Fault::Html,
+                Fault::Truncated,
+            ][rng.below(4) as usize]
+                .clone();
+            s.railway.fault(f);
+            fault("railway-fault", &mut faults);
+        }
+        if rng.chance(0.05) {
+            api.with(|w| w.boot_after = Duration::from_secs(3600));
+            fault("droplet-stuck-in-new", &mut faults);
+        } else {
+            api.with(|w| w.boot_after = Duration::from_millis(300));
+        }
+        if rng.chance(0.08) {
+            let ips: Vec<String> = api.with(|w| {
+                w.droplets
+                    .iter()
+                    .filter(|d| d.tags.contains(&"ops-managed".to_string()))
+                    .map(|d| d.ip.clone())
+                    .collect()
+            });
+            if !ips.is_empty() {
+                let ip = ips[rng.below(ips.len() as u64) as usize].clone();
+                let mut down = fleet.down.lock().unwrap();
+                if let Some(pos) = down.iter().position(|d| *d == ip) {
+                    down.remove(pos);
+                    fault("supervisor-comes-back", &mut faults);
+                } else {
+                    down.push(ip);
+                    fault("supervisor-dies", &mut faults);
+                }
+            }
+        }
+        if rng.chance(0.03) {
+            let c = Arc::clone(&cluster);
+            std::thread::spawn(move || c.restart_quietly());
+            fault("postgres-restart", &mut faults);
+        }
+        if rng.chance(0.06) {
+            kill_after = Some(Duration::from_millis(rng.below(400)));
+            fault("kill-9", &mut faults);
+        }
+
+        let (profile, timeout) = if rng.chance(0.25) {
+            TIMEOUTS[1]
+        } else {
+            TIMEOUTS[0]
+        };
+        let before = api.with(|w| (w.creates.len(), w.deletes.len()));
+        let runs_before: i64 = s
+            .ops
+            .sqlite()
+            .query_row("SELECT count(*) FROM runs", [], |r| r.get(0))
+            .unwrap();
+        let mut cmd = s.ops.command(&["run", profile]);
+        if do_refused {
+            cmd.env("DIGITALOCEAN_API_URL", &closed);
+        }
+        let t0 = Instant::now();
+        let child = cmd
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let run: Option<Run> = match kill_after {
+            Some(after) => {
+                std::thread::sleep(after);
+                unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+                let _ = child.wait_with_output();
+                killed += 1;
+                None
+            }
+            None => Some(finish(child.wait_with_output().unwrap(), t0.elapsed())),
+        };
+        let took = t0.elapsed();
+        longest = longest.max(took);
+
+        let mut check = |ok: bool, what: String| {
+            if !ok {
+                violations.push(format!("run {i} ({profile}): {what}"))
+            }
+        };
+        let (creates, deletes, ours, foreign_alive, bad_deletes) = api.with(|w| {
+            let ours = w
+                .droplets
+                .iter()
+                .filter(|d| {
+                    d.tags.contains(&TAG.to_string()) && d.tags.contains(&"ops-managed".to_string())
+                })
+                .count();
+            let bad = w
+                .deletes
+                .iter()
+                .filter(|(_, tags)| {
+                    !(tags.contains(&TAG.to_string()) && tags.contains(&"ops-managed".to_string()))
+                })
+                .count();
+            (
+                w.creates.len() - before.0,
+                w.deletes.len() - before.1,
+                ours,
+                w.droplets.iter().any(|d| d.id == foreign.id),
+                bad,
+            )
+        });
+        check(
+            ours <= 2,
+            format!("{ours} tagged droplets (SUPERVISOR_COUNT + 1 = 2)"),
+        );
+        check(creates <= 1, format!("{creates} creates in one run"));
+        check(deletes <= 1, format!("{deletes} deletes in one run"));
+        check(
+            bad_deletes == 0 && foreign_alive,
+            "a droplet without both tags was deleted".into(),
+        );
+        check(
+            took <= Duration::from_secs(timeout + 5),
+            format!("took {took:?}, profile timeout {timeout}s"),
+        );
+        let integrity: String = s
+            .ops
+            .sqlite()
+            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+            .unwrap();
+        check(integrity == "ok", format!("integrity_check: {integrity}"));
+        let runs_after: i64 = s
+            .ops
+            .sqlite()
+            .query_row("SELECT count(*) FROM runs", [], |r| r.get(0))
+            .unwrap();
+        if let Some(run) = &run {
+            check(
+                runs_after == runs_before + 1,
+                format!("run not recorded ({runs_before} → {runs_after})"),
+            );
+            check(
+                run.code == 0 || run.code == 1,
+                format!("exit {}: {}", run.code, run.stderr),
+            );
+            check(
+                !run.stderr.contains("panicked") && !run.stderr.contains("internal error"),
+                format!("panic: {}", run.stderr),
+            );
+        }
+    }
+
+    // Faults stop: everything heals; count the runs until the fleet is healthy again.
+    api.with(|w| {
+        w.faults.clear();
+        w.create_fault = None;
+        w.boot_after = Duration::from_millis(300);
+    });
+    fleet.down.lock().unwrap().clear();
+    std::thread::sleep(Duration::from_millis(1500));
+    let mut converged_after = None;
+    for n in 1..=12 {
+        let run = s.ops.run(&["run", "health"]);
+        let ours: Vec<u64> = api.with(|w| {
+            w.droplets
+                .iter()
+                .filter(|d| d.tags.contains(&"ops-managed".to_string()))
+                .map(|d| d.id)
+                .collect()
+        });
+        if run.code == 0
+            && ours.len() == 1
+            && run.stdout.contains("spec current): healthy")
+            && !run.stdout.contains("created")
+            && !run.stdout.contains("deleted")
+        {
+            converged_after = Some(n);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(700));
+    }
+    let total_faults: usize = faults.values().sum();
+    eprintln!("soak: seed {seed}, {runs} runs ({killed} killed with SIGKILL), {total_faults} faults injected, longest run {longest:.2?}, wall time {:.1?}", started.elapsed());
+    for (name, n) in &faults {
+        eprintln!("soak:   {name:<24} {n}");
+    }
+    eprintln!("soak: invariant violations: {}", violations.len());
+    eprintln!(
+        "soak: converged {} fault-free run(s) after faults stopped",
+        converged_after
+            .map(|n| n.to_string())
+            .unwrap_or_else(|| "NOT within 12".into())
+    );
+    assert!(
+        violations.is_empty(),
+        "invariant violations:\n{}",
+        violations.join("\n")
+    );
+    assert!(
+        converged_after.is_some(),
+        "the fleet did not converge to one healthy droplet within 12 runs"
+    );
+}
