@@ -10,14 +10,14 @@ use crate::support::railway::ENVIRONMENT;
 
 const TAG: &str = "trigger-supervisor-envabcde";
 
-struct Fleet {
-    s: Scenario,
-    api: FakeDo,
-    port: u16,
+pub struct Fleet {
+    pub s: Scenario,
+    pub api: FakeDo,
+    pub port: u16,
 }
 
 impl Fleet {
-    fn run(&self, args: &[&str]) -> crate::support::Run {
+    pub fn run(&self, args: &[&str]) -> crate::support::Run {
         self.s.ops.run(args)
     }
 
@@ -33,7 +33,7 @@ impl Fleet {
         self.api.with(|w| w.deletes.iter().map(|d| d.0).collect())
     }
 
-    fn ids(&self) -> Vec<u64> {
+    pub fn ids(&self) -> Vec<u64> {
         self.api.with(|w| w.droplets.iter().map(|d| d.id).collect())
     }
 
@@ -42,11 +42,11 @@ impl Fleet {
             .with(|w| w.droplets.iter().find(|d| d.id == id).unwrap().ip.clone())
     }
 
-    fn serve(&self, id: u64, healthy: bool) -> Supervisor {
+    pub fn serve(&self, id: u64, healthy: bool) -> Supervisor {
         Supervisor::serve(&self.ip_of(id), self.port, healthy)
     }
 
-    fn jobs(&self, options: &str) {
+    pub fn jobs(&self, options: &str) {
         self.s.ops.jobs(&format!(
             "version: 1\nprofiles:\n  extract:\n    cron: '*/15 * * * *'\n    tasks: [extract]\n  health:\n    cron: '* * * * *'\n    timeout: 1m\n    tasks:\n      - {{kind: supervisor, health_port: {}, {options}}}\n",
             self.port
@@ -55,7 +55,7 @@ impl Fleet {
 }
 
 /// Extract has run against the fake Railway; the health profile runs the supervisor task.
-fn fleet(options: &str) -> Fleet {
+pub fn fleet(options: &str) -> Fleet {
     let mut s = scenario("extract");
     let api = FakeDo::start();
     s.ops
