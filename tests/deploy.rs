@@ -7,25 +7,9 @@ use std::process::Command;
 
 use trigger_ops::schedule::Cron;
 
-use crate::support::OPS;
+use crate::support::{tool, OPS};
 
 const REPO: &str = env!("CARGO_MANIFEST_DIR");
-
-fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
-}
-
-fn tool(name: &str) -> bool {
-    let ok = Command::new(name)
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !ok {
-        assert!(!in_ci(), "{name} is missing in CI: .ci/run installs it");
-        eprintln!("SKIP: {name} not installed");
-    }
-    ok
-}
 
 #[test]
 fn every_shell_script_passes_shellcheck() {

@@ -53,7 +53,7 @@ impl FakeDroplet {
 pub struct DoWorld {
     pub droplets: Vec<FakeDroplet>,
     pub next_id: u64,
-    pub next_ip: u8,
+    pub next_ip: u32,
     pub boot_after: Duration,
     pub page_max: usize,
     pub faults: VecDeque<DoFault>,
@@ -202,7 +202,7 @@ impl FakeDo {
                         world.creates.push(body.clone());
                         let id = world.next_id;
                         world.next_id += 1;
-                        let ip = format!("127.0.0.{}", world.next_ip);
+                        let ip = loopback_ip(world.next_ip);
                         world.next_ip += 1;
                         let d = FakeDroplet {
                             id,
@@ -332,7 +332,7 @@ impl FakeDo {
                 tags: tags.iter().map(|t| t.to_string()).collect(),
                 created_at: (chrono::Utc::now() - chrono::Duration::from_std(age).unwrap())
                     .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-                ip: format!("127.0.0.{}", w.next_ip),
+                ip: loopback_ip(w.next_ip),
                 active_at: Instant::now(),
             };
             w.next_id += 1;
@@ -389,4 +389,9 @@ pub fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
+}
+
+/// The n-th address in 127/8 (n ≥ 1).
+fn loopback_ip(n: u32) -> String {
+    format!("127.{}.{}.{}", (n >> 16) & 255, (n >> 8) & 255, n & 255)
 }

@@ -160,6 +160,23 @@ pub fn finish(out: Output, elapsed: Duration) -> Run {
     }
 }
 
+/// Whether an external tool (systemd-analyze, cloud-init, shellcheck) is installed. Outside CI
+/// a missing one is a visible skip; in CI it is a failure, never a silent pass.
+pub fn tool(name: &str) -> bool {
+    let ok = Command::new(name)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        assert!(
+            !std::env::var("CI").is_ok_and(|v| v == "true" || v == "1"),
+            "{name} is missing in CI: .ci/run installs it"
+        );
+        eprintln!("SKIP: {name} not installed");
+    }
+    ok
+}
+
 /// Waits for `path` to exist (a child's "I started" marker).
 pub fn wait_for(path: &Path, limit: Duration) {
     let until = Instant::now() + limit;

@@ -131,18 +131,24 @@ impl Cluster {
         })
     }
 
-    fn pg(&self, args: &[&str]) {
-        let tool = self.bin.join(args[0]);
+    /// A PostgreSQL tool, run as `postgres` when we are root.
+    fn tool_command(&self, tool: &str) -> Command {
+        let path = self.bin.join(tool);
         let mut cmd = if self.as_postgres {
             let mut c = Command::new("runuser");
-            c.args(["-u", "postgres", "--"]).arg(&tool);
+            c.args(["-u", "postgres", "--"]).arg(path);
             c
         } else {
-            Command::new(&tool)
+            Command::new(path)
         };
-        let out = cmd
+        cmd.current_dir(&self.dir);
+        cmd
+    }
+
+    fn pg(&self, args: &[&str]) {
+        let out = self
+            .tool_command(args[0])
             .args(&args[1..])
-            .current_dir(&self.dir)
             .output()
             .expect("run postgres tool");
         assert!(
@@ -154,11 +160,11 @@ impl Cluster {
         );
     }
 
-    pub fn ctl(&self, action: &str) {
+    fn ctl_command(&self, action: &str) -> Command {
         let data = self.dir.join("data");
         let log = self.dir.join("server.log");
-        self.pg(&[
-            "pg_ctl",
+        let mut cmd = self.tool_command("pg_ctl");
+        cmd.args([
             "-D",
             data.to_str().unwrap(),
             "-l",
@@ -170,49 +176,31 @@ impl Cluster {
             "fast",
             action,
         ]);
+        cmd
+    }
+
+    pub fn ctl(&self, action: &str) {
+        let out = self.ctl_command(action).output().expect("run pg_ctl");
+        assert!(
+            out.status.success(),
+            "pg_ctl {action} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     /// A restart that may race another one (the soak's Postgres faults): failure is tolerated.
     pub fn restart_quietly(&self) -> bool {
         static BUSY: std::sync::Mutex<()> = std::sync::Mutex::new(());
         let _one_at_a_time = BUSY.lock();
-        let data = self.dir.join("data");
-        let log = self.dir.join("server.log");
-        let tool = self.bin.join("pg_ctl");
-        let mut cmd = if self.as_postgres {
-            let mut c = Command::new("runuser");
-            c.args(["-u", "postgres", "--"]).arg(&tool);
-            c
-        } else {
-            Command::new(&tool)
-        };
-        cmd.args([
-            "-D",
-            data.to_str().unwrap(),
-            "-l",
-            log.to_str().unwrap(),
-            "-w",
-            "-t",
-            "60",
-            "-m",
-            "fast",
-            "restart",
-        ])
-        .output()
-        .is_ok_and(|o| o.status.success())
+        self.ctl_command("restart")
+            .output()
+            .is_ok_and(|o| o.status.success())
     }
 
     pub fn stop(&self) {
         let data = self.dir.join("data");
-        let tool = self.bin.join("pg_ctl");
-        let mut cmd = if self.as_postgres {
-            let mut c = Command::new("runuser");
-            c.args(["-u", "postgres", "--"]).arg(&tool);
-            c
-        } else {
-            Command::new(&tool)
-        };
-        let _ = cmd
+        let _ = self
+            .tool_command("pg_ctl")
             .args([
                 "-D",
                 data.to_str().unwrap(),

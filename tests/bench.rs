@@ -1,0 +1,206 @@
+//! Benchmarks of whole runs against loopback fakes and a real Postgres. Not tests: they are
+//! `#[ignore]`d and run by `scripts/bench.sh` (release build), which turns the `BENCH|` lines
+//! into docs/performance.md. `OPS_BENCH_RUNS` sets the iterations (default 30).
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::extract::scenario;
+use crate::support::digitalocean::{free_port, FakeDo, Supervisor, DO_TOKEN};
+use crate::support::pg::{self, Cluster};
+
+fn iterations() -> usize {
+    std::env::var("OPS_BENCH_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(30)
+}
+
+fn stats(mut v: Vec<f64>) -> (f64, f64, f64) {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    (v[v.len() / 2], v[0], v[v.len() - 1])
+}
+
+/// Peak RSS in KiB of one run of `cmd`, from `/usr/bin/time -v`.
+fn peak_rss(cmd: Command) -> Option<u64> {
+    let program = cmd.get_program().to_owned();
+    let args: Vec<_> = cmd.get_args().map(|a| a.to_owned()).collect();
+    let envs: Vec<_> = cmd
+        .get_envs()
+        .map(|(k, v)| (k.to_owned(), v.map(|v| v.to_owned())))
+        .collect();
+    let mut timed = Command::new("/usr/bin/time");
+    timed.arg("-v").arg(program).args(args);
+    timed.env_clear();
+    for (k, v) in envs {
+        if let Some(v) = v {
+            timed.env(k, v);
+        }
+    }
+    if let Some(dir) = cmd.get_current_dir() {
+        timed.current_dir(dir);
+    }
+    let out = timed.output().ok()?;
+    String::from_utf8_lossy(&out.stderr).lines().find_map(|l| {
+        l.trim()
+            .strip_prefix("Maximum resident set size (kbytes): ")?
+            .parse()
+            .ok()
+    })
+}
+
+#[test]
+#[ignore = "benchmark: run by scripts/bench.sh"]
+fn bench_healthy_cycle() {
+    assert!(pg::available(), "the benchmark needs PostgreSQL");
+    let n = iterations();
+    let cluster = Cluster::start(&[
+        "wal_level = logical",
+        "shared_preload_libraries = 'pg_stat_statements'",
+        "pg_stat_statements.track = 'all'",
+    ]);
+    let db = cluster.create_db();
+    cluster.client(&db).batch_execute(r#"CREATE TABLE "TaskRun" (id text PRIMARY KEY, "friendlyId" text NOT NULL, status text NOT NULL, "createdAt" timestamp(3) NOT NULL DEFAULT now(), "updatedAt" timestamp(3) NOT NULL)"#).unwrap();
+    cluster
+        .client("postgres")
+        .batch_execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+        .unwrap();
+    let mut s = scenario("extract");
+    let api = FakeDo::start();
+    let port = free_port();
+    s.ops
+        .env("DIGITALOCEAN_TOKEN", DO_TOKEN)
+        .env("DIGITALOCEAN_API_URL", &api.server.url())
+        .env("DATABASE_URL", &cluster.url(&db))
+        .env("LOG_LEVEL", "warn");
+    s.ops.jobs(&format!(
+        "version: 1\nprofiles:\n  hourly:\n    cron: '0 * * * *'\n    tasks:\n      - extract\n      - replication\n      - {{kind: supervisor, health_port: {port}}}\n"
+    ));
+    // Reach the steady state: record extracted, database fixed, one healthy droplet, firewall known.
+    s.ops.run(&["run", "hourly"]).expect_code(0);
+    let ip = api.with(|w| w.droplets[0].ip.clone());
+    let sup = Supervisor::serve(&ip, port, true);
+    s.ops.run(&["run", "hourly"]).expect_code(0);
+    s.ops
+        .run(&["run", "hourly"])
+        .expect_code(0)
+        .expect_stdout("DigitalOcean requests: 1, health checks: 1");
+
+    let mut admin = cluster.client("postgres");
+    let oid: u32 = admin
+        .query_one("SELECT oid FROM pg_database WHERE datname = $1", &[&db])
+        .unwrap()
+        .get(0);
+    let sessions = |c: &mut postgres::Client| -> i64 {
+        c.query_one(
+            "SELECT sessions FROM pg_stat_database WHERE datname = $1",
+            &[&db],
+        )
+        .unwrap()
+        .get(0)
+    };
+    admin
+        .batch_execute("SELECT pg_stat_statements_reset()")
+        .unwrap();
+    let sessions_before = sessions(&mut admin);
+    s.railway.clear();
+    s.webapp.server.clear();
+    api.server.clear();
+    let health_before = sup.hits();
+
+    let mut times = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t0 = Instant::now();
+        let out = s.ops.command(&["run", "hourly"]).output().unwrap();
+        times.push(t0.elapsed().as_secs_f64() * 1000.0);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+    std::thread::sleep(Duration::from_millis(600)); // pg_stat_database is updated asynchronously
+    let per = |x: usize| x as f64 / n as f64;
+    let railway = per(s.railway.server.requests().len());
+    let webapp = per(s.webapp.server.requests().len());
+    let digitalocean = per(api.server.requests().len());
+    let health = per(sup.hits() - health_before);
+    let pg_sessions = (sessions(&mut admin) - sessions_before) as f64 / n as f64;
+    let statements: Vec<(String, i64)> = admin
+        .query(
+            "SELECT query, calls FROM pg_stat_statements WHERE dbid = $1 ORDER BY calls DESC",
+            &[&oid],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| (r.get::<_, String>(0), r.get::<_, i64>(1)))
+        .collect();
+    let pg_statements = statements.iter().map(|(_, c)| *c).sum::<i64>() as f64 / n as f64;
+    let (median, min, max) = stats(times);
+    println!("BENCH|cycle|healthy `hourly` cycle (extract + replication + supervisor), {n} runs|{median:.1}|{min:.1}|{max:.1}");
+    println!("BENCH|requests|Railway API|{railway:.2}");
+    println!("BENCH|requests|DigitalOcean API|{digitalocean:.2}");
+    println!("BENCH|requests|supervisor health GET|{health:.2}");
+    println!("BENCH|requests|webapp /healthcheck GET|{webapp:.2}");
+    println!("BENCH|requests|Postgres sessions|{pg_sessions:.2}");
+    println!("BENCH|requests|Postgres statements (pg_stat_statements)|{pg_statements:.2}");
+    for (q, c) in &statements {
+        println!(
+            "BENCH|statement|{}|{}",
+            q.split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ")
+                .chars()
+                .take(90)
+                .collect::<String>(),
+            c
+        );
+    }
+    if let Some(kib) = peak_rss(s.ops.command(&["run", "hourly"])) {
+        println!("BENCH|rss|`ops run hourly` (healthy cycle)|{kib}");
+    }
+    if let Some(kib) = peak_rss(s.ops.command(&["list"])) {
+        println!("BENCH|rss|`ops list`|{kib}");
+    }
+
+    // Scaling: 1,000 droplets carrying the deployment tag (5 pages of 200).
+    for i in 0..999 {
+        api.insert(
+            &format!("other-{i}"),
+            &["trigger-supervisor-envabcde"],
+            Duration::from_secs(3600),
+        );
+    }
+    api.server.clear();
+    let mut times = Vec::new();
+    for _ in 0..n.min(10) {
+        let t0 = Instant::now();
+        s.ops.run(&["run", "hourly"]).expect_code(0);
+        times.push(t0.elapsed().as_secs_f64() * 1000.0);
+    }
+    let lists = api
+        .server
+        .requests()
+        .iter()
+        .filter(|r| r.path.starts_with("/v2/droplets?"))
+        .count() as f64
+        / times.len() as f64;
+    let (median, min, max) = stats(times);
+    println!("BENCH|cycle|`hourly` cycle with 1,000 tagged droplets (5 pages)|{median:.1}|{min:.1}|{max:.1}");
+    println!("BENCH|requests|DigitalOcean list requests with 1,000 droplets|{lists:.2}");
+
+    // Scaling: a jobs.yaml with 200 profiles.
+    let mut yaml = String::from("version: 1\nprofiles:\n");
+    for i in 0..200 {
+        yaml.push_str(&format!("  p{i}:\n    cron: '{} */2 * * 1-5'\n    description: profile {i}\n    tasks:\n      - {{kind: exec, command: ['true']}}\n      - supervisor\n", i % 60));
+    }
+    s.ops.jobs(&yaml);
+    let mut times = Vec::new();
+    for _ in 0..n {
+        let t0 = Instant::now();
+        s.ops.run(&["list"]).expect_code(0);
+        times.push(t0.elapsed().as_secs_f64() * 1000.0);
+    }
+    let (median, min, max) = stats(times);
+    println!("BENCH|cycle|`ops list` with 200 profiles|{median:.1}|{min:.1}|{max:.1}");
+}
