@@ -79,7 +79,7 @@ impl Settings {
         };
         let trigger_worker_token = match env.get("TRIGGER_WORKER_TOKEN") {
             Some(t) if !is_worker_token(t) => {
-                Secret::new(t);
+                crate::redact::register(t);
                 return Err(config_error(
                     "TRIGGER_WORKER_TOKEN does not look like a worker token: expected tr_wgt_ \
                      followed by letters and digits (unset it to let ops find the token)",

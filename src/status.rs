@@ -127,7 +127,11 @@ pub fn run(app: &App, json_out: bool) -> anyhow::Result<ExitCode> {
 fn short_time(v: &Value) -> String {
     v.as_str()
         .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok())
-        .map(|t| local_time(t.timestamp_millis())[5..16].to_string())
+        .and_then(|t| {
+            local_time(t.timestamp_millis())
+                .get(5..16)
+                .map(str::to_string)
+        })
         .unwrap_or_else(|| "-".into())
 }
 

@@ -276,7 +276,7 @@ pub fn run(opts: &ExtractOptions, ctx: &TaskCtx) -> anyhow::Result<Outcome> {
     let managed_secret = vars.get("MANAGED_WORKER_SECRET").filter(|v| !v.trim().is_empty()).cloned().ok_or_else(|| {
         anyhow!("MANAGED_WORKER_SECRET is not set on the Railway service {webapp_name:?}: the webapp then uses the published default, which is insecure (set a random value, e.g. openssl rand -hex 16, and redeploy)")
     })?;
-    Secret::new(managed_secret.as_str());
+    crate::redact::register(&managed_secret);
     let api_origin = match non_empty(&vars, "API_ORIGIN").or_else(|| non_empty(&vars, "APP_ORIGIN"))
     {
         Some(o) => o.trim_end_matches('/').to_string(),
@@ -296,7 +296,7 @@ pub fn run(opts: &ExtractOptions, ctx: &TaskCtx) -> anyhow::Result<Outcome> {
     let registry_username = non_empty(&vars, "DEPLOY_REGISTRY_USERNAME").map(str::to_string);
     let registry_password = non_empty(&vars, "DEPLOY_REGISTRY_PASSWORD").map(str::to_string);
     if let Some(p) = &registry_password {
-        Secret::new(p.as_str());
+        crate::redact::register(p);
     }
     let registry_host = match non_empty(&vars, "DEPLOY_REGISTRY_HOST") {
         Some(h) => Some(h.to_string()),
@@ -362,7 +362,7 @@ pub fn run(opts: &ExtractOptions, ctx: &TaskCtx) -> anyhow::Result<Outcome> {
         }
     };
     if !token.is_empty() {
-        Secret::new(token.as_str());
+        crate::redact::register(&token);
         if !is_worker_token(&token) {
             bail!("the worker token from {source} is not tr_wgt_ followed by letters and digits");
         }
@@ -693,7 +693,7 @@ fn create_worker_group(
             resp.snippet()
         )
     })?;
-    Secret::new(created.token.plaintext.as_str());
+    crate::redact::register(&created.token.plaintext);
     Ok(created.token.plaintext)
 }
 

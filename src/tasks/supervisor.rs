@@ -156,10 +156,18 @@ pub fn run(opts: &SupervisorOptions, ctx: &TaskCtx) -> anyhow::Result<Outcome> {
     let (ours, foreign): (Vec<Droplet>, Vec<Droplet>) = all
         .into_iter()
         .partition(|d| d.has_tag(&tag) && d.has_tag(MANAGED_TAG));
-    for d in &foreign {
+    // Named one by one when few; a project with many hand-made droplets gets one more line.
+    const NAMED: usize = 5;
+    for d in foreign.iter().take(NAMED) {
         lines.push(format!(
             "ignored droplet {} (id {}): tagged {tag} but not {MANAGED_TAG}, so not ours to touch",
             d.name, d.id
+        ));
+    }
+    if foreign.len() > NAMED {
+        lines.push(format!(
+            "ignored {} more droplets tagged {tag} without {MANAGED_TAG}",
+            foreign.len() - NAMED
         ));
     }
     let count = s.supervisor_count as usize;
@@ -425,9 +433,11 @@ pub fn run(opts: &SupervisorOptions, ctx: &TaskCtx) -> anyhow::Result<Outcome> {
                 st.kv_delete(NAMESPACE, &key)?;
             }
         }
+        let deleted_index = delete.as_ref().map(|d| d.0);
         let seen: Vec<SeenDroplet> = observed
             .iter()
-            .map(|o| SeenDroplet {
+            .enumerate()
+            .map(|(i, o)| SeenDroplet {
                 id: o.droplet.id,
                 name: o.droplet.name.clone(),
                 ip: o.droplet.public_ipv4().map(str::to_string),
@@ -435,20 +445,12 @@ pub fn run(opts: &SupervisorOptions, ctx: &TaskCtx) -> anyhow::Result<Outcome> {
                 fails: o.streak.fails,
                 spec_current: o.current,
                 age_secs: o.age,
-                deleted: delete
-                    .as_ref()
-                    .map(|d| {
-                        d.0 == observed
-                            .iter()
-                            .position(|x| x.droplet.id == o.droplet.id)
-                            .unwrap_or(usize::MAX)
-                    })
-                    .unwrap_or(false),
+                deleted: deleted_index == Some(i),
             })
             .collect();
         st.kv_set(NAMESPACE, LAST_SEEN_KEY, &seen, now)?;
-        for o in &observed {
-            if delete.as_ref().map(|d| observed[d.0].droplet.id) == Some(o.droplet.id) {
+        for (i, o) in observed.iter().enumerate() {
+            if deleted_index == Some(i) {
                 st.kv_delete(NAMESPACE, &droplet_key(o.droplet.id))?;
             } else {
                 st.kv_set(NAMESPACE, &droplet_key(o.droplet.id), &o.streak, now)?;
