@@ -157,7 +157,7 @@ pub fn check(app: &App) -> anyhow::Result<ExitCode> {
             "✗ state directory {} is not writable (create it for the ops user or set --state-dir / OPS_STATE_DIR)",
             app.state_dir.display()
         );
-        return Ok(ExitCode::Config);
+        return Ok(ExitCode::TaskFailed);
     }
     if s.check_interval.is_some() {
         println!("! CHECK_INTERVAL is set but superseded: the cadence comes from cron: in jobs.yaml (remove it)");
