@@ -357,3 +357,22 @@ fn no_secret_reaches_output_or_the_database() {
         "{all}"
     );
 }
+
+#[test]
+fn a_recreated_webapp_service_is_found_again() {
+    let s = scenario(REFRESH_ALWAYS);
+    s.ops.run(&["run", "extract"]).expect_code(0);
+    s.railway.with(|w| {
+        w.services[0].0 = "svc-web-new".into();
+        let vars = w.variables.remove("svc-web").unwrap();
+        w.variables.insert("svc-web-new".into(), vars);
+    });
+    s.railway.clear();
+    s.ops.run(&["run", "extract"]).expect_code(0);
+    let ops = s.railway.ops();
+    assert!(ops.contains(&"Project".to_string()), "{ops:?}");
+    // And the new id is cached: back to two requests.
+    s.railway.clear();
+    s.ops.run(&["run", "extract"]).expect_code(0);
+    assert_eq!(s.railway.ops(), ["Variables", "Domains"]);
+}

@@ -364,10 +364,17 @@ fn check_reports_an_unusable_state_dir_and_superseded_variables() {
     let mut ops = Ops::new();
     ops.env("CHECK_INTERVAL", "5");
     ops.jobs(&exec_profile("p", &["true"], ""));
-    ops.run(&["check"]).expect_code(0).expect_stdout("✓ state directory").expect_stdout("CHECK_INTERVAL is set but superseded");
+    ops.run(&["check"])
+        .expect_code(0)
+        .expect_stdout("✓ state directory")
+        .expect_stdout("CHECK_INTERVAL is set but superseded");
     std::fs::write(ops.path("a-file"), "").unwrap();
     let blocked = ops.path("a-file").join("state");
-    let out = ops.command(&["check"]).args(["--state-dir", blocked.to_str().unwrap()]).output().unwrap();
+    let out = ops
+        .command(&["check"])
+        .args(["--state-dir", blocked.to_str().unwrap()])
+        .output()
+        .unwrap();
     let run = finish(out, Duration::ZERO);
     run.expect_code(1).expect_stdout("✗ state directory");
 }

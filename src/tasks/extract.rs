@@ -241,34 +241,54 @@ pub fn run(opts: &ExtractOptions, ctx: &TaskCtx) -> anyhow::Result<Outcome> {
     let (project, environment) = s.railway_ids()?;
     let railway = Railway::new(&http, &s.railway_api_url, (auth.0, &auth.1), ctx.deadline);
 
-    // Service ids from the last record save the project query.
-    let (webapp_name, webapp_id, mut registry_id, mut services) = match &stored {
-        Some(rec)
-            if name_matches(
-                &rec.webapp_service,
-                s.webapp_service_name.as_deref(),
-                WEBAPP_NAMES,
-            ) =>
-        {
-            (
+    // Service ids from the last record save the project query; a cached id that no longer
+    // answers (service recreated) falls back to discovery once.
+    let discover = || -> anyhow::Result<(String, String, Vec<crate::clients::railway::Service>)> {
+        let list = railway.services(project)?;
+        let web = find_service(
+            &list,
+            s.webapp_service_name.as_deref(),
+            "WEBAPP_SERVICE_NAME",
+            WEBAPP_NAMES,
+        )?;
+        Ok((web.name.clone(), web.id.clone(), list))
+    };
+    let cached_ids = stored.as_ref().filter(|rec| {
+        name_matches(
+            &rec.webapp_service,
+            s.webapp_service_name.as_deref(),
+            WEBAPP_NAMES,
+        )
+    });
+    let mut cached_vars = None;
+    if let Some(rec) = cached_ids {
+        match railway.variables(project, environment, &rec.webapp_service_id) {
+            Ok(v) if v.contains_key("MANAGED_WORKER_SECRET") || v.contains_key("APP_ORIGIN") => {
+                cached_vars = Some(v)
+            }
+            Ok(_) => log::info!(
+                "the cached webapp service id no longer answers; finding the service again"
+            ),
+            Err(e) => {
+                log::info!("the cached webapp service id failed ({e:#}); finding the service again")
+            }
+        }
+    }
+    let (webapp_name, webapp_id, mut registry_id, mut services, vars) =
+        match (cached_ids, cached_vars) {
+            (Some(rec), Some(vars)) => (
                 rec.webapp_service.clone(),
                 rec.webapp_service_id.clone(),
                 rec.registry_service_id.clone(),
                 None,
-            )
-        }
-        _ => {
-            let list = railway.services(project)?;
-            let web = find_service(
-                &list,
-                s.webapp_service_name.as_deref(),
-                "WEBAPP_SERVICE_NAME",
-                WEBAPP_NAMES,
-            )?;
-            (web.name.clone(), web.id.clone(), None, Some(list))
-        }
-    };
-    let vars = railway.variables(project, environment, &webapp_id)?;
+                vars,
+            ),
+            _ => {
+                let (name, id, list) = discover()?;
+                let vars = railway.variables(project, environment, &id)?;
+                (name, id, None, Some(list), vars)
+            }
+        };
     let missing = |var: &str| {
         anyhow!("{var} is not set on the Railway service {webapp_name:?} (set it there; the supervisor needs it)")
     };
