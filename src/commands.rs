@@ -112,9 +112,7 @@ pub fn history(
     limit: u32,
     json_out: bool,
 ) -> anyhow::Result<ExitCode> {
-    if let Some(p) = profile {
-        app.config.profile(p)?;
-    }
+    // Any name: a profile removed from jobs.yaml keeps its history.
     let runs = match State::open_read_only(&app.state_dir)? {
         Some(state) => state.history(profile, limit.clamp(1, 10_000))?,
         None => Vec::new(),

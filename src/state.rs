@@ -15,7 +15,7 @@ use crate::redact::redact;
 
 pub const DB_FILE: &str = "ops.db";
 const SCHEMA_VERSION: i64 = 1;
-/// Runs older than this are pruned (checked every 100th run).
+/// Runs older than this are pruned, alerts after three times as long (checked every 100th run).
 const RETENTION_MS: i64 = 30 * 86_400_000;
 
 const SCHEMA_V1: &str = "
@@ -238,6 +238,10 @@ impl State {
             tx.execute(
                 "DELETE FROM runs WHERE started_at < ?1",
                 params![now_ms - RETENTION_MS],
+            )?;
+            tx.execute(
+                "DELETE FROM alerts WHERE created_at < ?1",
+                params![now_ms - 3 * RETENTION_MS],
             )?;
         }
         tx.commit()?;
@@ -479,6 +483,31 @@ mod tests {
         drop(s);
         let ro = State::open_read_only(&dir).unwrap().unwrap();
         assert!(ro.kv_set("ns", "k", &1, 6).is_err());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn old_runs_and_alerts_are_pruned() {
+        let dir = tempdir("prune");
+        let mut s = State::open(&dir).unwrap();
+        let now = 100 * RETENTION_MS;
+        s.start_run("p", 1, "h").unwrap();
+        s.record_alert("p", 1, "failing", "none", "old", false, None)
+            .unwrap();
+        s.record_alert("p", now, "failing", "none", "new", false, None)
+            .unwrap();
+        let mut last = 0;
+        for _ in 0..99 {
+            last = s.start_run("p", now, "h").unwrap();
+        }
+        assert_eq!(last % 100, 0);
+        s.finish_run(last, "ok", now, "", &[]).unwrap();
+        let runs = s.history(Some("p"), 1000).unwrap();
+        assert_eq!(runs.len(), 99);
+        assert!(runs.iter().all(|r| r.started_at == now));
+        let alerts = s.alerts(None, 10).unwrap();
+        assert_eq!(alerts.len(), 1);
+        assert_eq!(alerts[0].message, "new");
         let _ = std::fs::remove_dir_all(&dir);
     }
 
