@@ -15,5 +15,5 @@ cp deploy/ops.env.example fuzz/corpus/env_file/
 printf 'Token:\ntr_wgt_abc123\nTRIGGER_WORKER_TOKEN=tr_wgt_abc123\n' > fuzz/corpus/log_tokens/banner
 for target in jobs_yaml log_tokens cron env_file; do
   echo "fuzz: $target for ${secs}s"
-  cargo fuzz run --sanitizer none "$target" "fuzz/corpus/$target" -- -max_total_time="$secs" -rss_limit_mb=2048
+  cargo fuzz run --sanitizer none --debug-assertions "$target" "fuzz/corpus/$target" -- -max_total_time="$secs" -rss_limit_mb=2048
 done

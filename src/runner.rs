@@ -77,7 +77,7 @@ pub fn run(
         log::warn!("{why}");
         state.record_skipped(name, started_ms, &host, &why)?;
         let mut ps = ProfileState::load(&state, name);
-        ps.skipped_streak += 1;
+        ps.skipped_streak = ps.skipped_streak.saturating_add(1);
         ps.save(&state, name, started_ms)?;
         if json {
             println!(
@@ -147,7 +147,11 @@ pub fn run(
 
     let ok = summary.status != "failed";
     ps.skipped_streak = 0;
-    ps.healthy_streak = if ok { ps.healthy_streak + 1 } else { 0 };
+    ps.healthy_streak = if ok {
+        ps.healthy_streak.saturating_add(1)
+    } else {
+        0
+    };
     let auto_disable = app.settings.auto_disable
         && ps.healthy_streak >= app.settings.healthy_cycles_before_disable;
     if auto_disable {

@@ -192,10 +192,9 @@ fn parse_field(
         if lo < min || hi > max || lo > hi {
             return Err(bad("value out of range"));
         }
-        let mut v = lo;
-        while v <= hi {
+        // step_by cannot overflow, whatever the step (`5/4294967295` once did).
+        for v in (lo..=hi).step_by(step as usize) {
             bits |= 1 << v;
-            v += step;
         }
     }
     Ok(Field { bits, star })
@@ -338,6 +337,11 @@ mod tests {
 
     #[test]
     fn rejects_bad_expressions() {
+        let huge = Cron::parse("5/4294967295 * * * *").unwrap();
+        assert_eq!(
+            huge.next_after(t("2026-01-01 10:07")),
+            Some(t("2026-01-01 11:05"))
+        );
         for bad in [
             "* * * *",
             "60 * * * *",

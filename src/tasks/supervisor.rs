@@ -239,7 +239,7 @@ pub fn run(opts: &SupervisorOptions, ctx: &TaskCtx) -> anyhow::Result<Outcome> {
                 streak.last_error = None;
             }
             Health::Failing => {
-                streak.fails += 1;
+                streak.fails = streak.fails.saturating_add(1);
                 streak.last_error = Some(note.clone());
             }
             Health::Booting => {}
