@@ -153,6 +153,17 @@ if [[ "$scheduler" == timers ]]; then
       if [[ -n "$root" ]]; then sed -i "s#$root##g" "$unit"; fi
       install -m 0644 "$unit" "$units/$(basename "$unit")"
     done
+    # Units of profiles no longer in jobs.yaml (or no longer enabled) go away.
+    for unit in "$units"/ops-*.timer "$units"/ops-*.service; do
+      name="$(basename "$unit")"
+      if [[ -e "$unit" && "$name" != ops-serve.service && ! -e "$rendered/$name" ]]; then
+        if ((start)) && command -v systemctl >/dev/null && [[ "$name" == *.timer ]]; then
+          systemctl disable --now "$name" || true
+        fi
+        rm -f "$unit"
+        note "removed $name (its profile is gone from jobs.yaml)"
+      fi
+    done
     rm -rf "$rendered"
   fi
 else

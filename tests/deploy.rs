@@ -126,6 +126,16 @@ fn install_twice_gives_the_same_tree_and_keeps_an_edited_env_file() {
         std::fs::read_to_string(&env).unwrap(),
         "DIGITALOCEAN_TOKEN=edited-by-operator\n"
     );
+    // A profile removed from the edited jobs.yaml loses its units on re-install.
+    let jobs = root.join("etc/ops/jobs.yaml");
+    let edited = std::fs::read_to_string(&jobs).unwrap().replace("  extract:\n    cron: \"*/15 * * * *\"", "  extract:\n    enabled: false\n    cron: \"*/15 * * * *\"");
+    assert!(edited.contains("enabled: false"));
+    std::fs::write(&jobs, edited).unwrap();
+    let log = install(&root, &[]);
+    assert!(log.contains("removed ops-extract.timer"), "{log}");
+    assert!(!root.join("etc/systemd/system/ops-extract.service").exists());
+    assert!(root.join("etc/systemd/system/ops-health.timer").exists());
+    assert!(root.join("etc/systemd/system/ops-serve.service").exists());
     // Dry run changes nothing.
     let before = snapshot(&root);
     let plan = install(&root, &["--dry-run", "--scheduler", "supercronic"]);
