@@ -167,7 +167,7 @@ mod tests {
 
     #[test]
     fn token_shapes_are_masked() {
-        let t = "token tr_wgt_abcDEF0123456789abcdef0123456789abcdef01 end";
+        let t = "token tr_wgt_FakeDEF0123456789abcdef0123456789abcdef end";
         assert_eq!(redact(t), "token tr_wgt_*** end");
         assert_eq!(redact("Bearer dop_v1_abc123"), "Bearer dop_v1_***");
         assert_eq!(redact("prefix only tr_wgt_"), "prefix only tr_wgt_");

@@ -128,7 +128,10 @@ fn install_twice_gives_the_same_tree_and_keeps_an_edited_env_file() {
     );
     // A profile removed from the edited jobs.yaml loses its units on re-install.
     let jobs = root.join("etc/ops/jobs.yaml");
-    let edited = std::fs::read_to_string(&jobs).unwrap().replace("  extract:\n    cron: \"*/15 * * * *\"", "  extract:\n    enabled: false\n    cron: \"*/15 * * * *\"");
+    let edited = std::fs::read_to_string(&jobs).unwrap().replace(
+        "  extract:\n    cron: \"*/15 * * * *\"",
+        "  extract:\n    enabled: false\n    cron: \"*/15 * * * *\"",
+    );
     assert!(edited.contains("enabled: false"));
     std::fs::write(&jobs, edited).unwrap();
     let log = install(&root, &[]);
