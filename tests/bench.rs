@@ -5,8 +5,7 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::extract::scenario;
-use crate::support::digitalocean::{free_port, FakeDo, Supervisor, DO_TOKEN};
+use crate::support::digitalocean::Supervisor;
 use crate::support::pg::{self, Cluster};
 
 fn iterations() -> usize {
@@ -60,19 +59,13 @@ fn bench_healthy_cycle() {
         "pg_stat_statements.track = 'all'",
     ]);
     let db = cluster.create_db();
-    cluster.client(&db).batch_execute(r#"CREATE TABLE "TaskRun" (id text PRIMARY KEY, "friendlyId" text NOT NULL, status text NOT NULL, "createdAt" timestamp(3) NOT NULL DEFAULT now(), "updatedAt" timestamp(3) NOT NULL)"#).unwrap();
+    cluster.client(&db).batch_execute(pg::TASK_RUN_MIN).unwrap();
     cluster
         .client("postgres")
         .batch_execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
         .unwrap();
-    let mut s = scenario("extract");
-    let api = FakeDo::start();
-    let port = free_port();
-    s.ops
-        .env("DIGITALOCEAN_TOKEN", DO_TOKEN)
-        .env("DIGITALOCEAN_API_URL", &api.server.url())
-        .env("DATABASE_URL", &cluster.url(&db))
-        .env("LOG_LEVEL", "warn");
+    let (mut s, api, port) = crate::supervisor::cloud(&cluster.url(&db));
+    s.ops.env("LOG_LEVEL", "warn");
     s.ops.jobs(&format!(
         "version: 1\nprofiles:\n  hourly:\n    cron: '0 * * * *'\n    tasks:\n      - extract\n      - replication\n      - {{kind: supervisor, health_port: {port}}}\n"
     ));

@@ -9,8 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::extract::scenario;
-use crate::support::digitalocean::{free_port, DoFault, FakeDo, Supervisor, DO_TOKEN};
+use crate::support::digitalocean::{free_port, DoFault, Supervisor};
 use crate::support::pg::{self, Cluster};
 use crate::support::railway::Fault;
 use crate::support::{finish, Run};
@@ -100,14 +99,8 @@ fn soak() {
 
     let cluster = Arc::new(Cluster::start(&["wal_level = logical"]));
     let db = cluster.create_db();
-    cluster.client(&db).batch_execute(r#"CREATE TABLE "TaskRun" (id text PRIMARY KEY, "friendlyId" text NOT NULL, status text NOT NULL, "createdAt" timestamp(3) NOT NULL DEFAULT now(), "updatedAt" timestamp(3) NOT NULL)"#).unwrap();
-    let mut s = scenario("extract");
-    let api = FakeDo::start();
-    let port = free_port();
-    s.ops
-        .env("DIGITALOCEAN_TOKEN", DO_TOKEN)
-        .env("DIGITALOCEAN_API_URL", &api.server.url())
-        .env("DATABASE_URL", &cluster.url(&db));
+    cluster.client(&db).batch_execute(pg::TASK_RUN_MIN).unwrap();
+    let (s, api, port) = crate::supervisor::cloud(&cluster.url(&db));
     let supervisor = format!("{{kind: supervisor, health_port: {port}, boot_grace: 2s, unhealthy_after: 2, max_replacements: 1000}}");
     s.ops.jobs(&format!(
         "version: 1\nprofiles:\n  health:\n    cron: '* * * * *'\n    timeout: {}s\n    tasks:\n      - {supervisor}\n  hourly:\n    cron: '0 * * * *'\n    timeout: {}s\n    tasks:\n      - {{kind: extract, refresh: 1ms}}\n      - {{kind: replication, restart: false}}\n      - {supervisor}\n",

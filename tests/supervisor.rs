@@ -54,6 +54,18 @@ impl Fleet {
     }
 }
 
+/// The whole fake cloud around a real database: fake Railway and webapp (extract's scenario),
+/// a fake DigitalOcean, a free port for the supervisors' health servers, `DATABASE_URL` set.
+pub fn cloud(database_url: &str) -> (Scenario, FakeDo, u16) {
+    let mut s = scenario("extract");
+    let api = FakeDo::start();
+    s.ops
+        .env("DIGITALOCEAN_TOKEN", DO_TOKEN)
+        .env("DIGITALOCEAN_API_URL", &api.server.url())
+        .env("DATABASE_URL", database_url);
+    (s, api, free_port())
+}
+
 /// Extract has run against the fake Railway; the health profile runs the supervisor task.
 pub fn fleet(options: &str) -> Fleet {
     let mut s = scenario("extract");
