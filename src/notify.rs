@@ -43,7 +43,8 @@ impl Kind {
     }
 }
 
-/// Decides whether this run's result deserves a message, sends it, records it.
+/// Decides whether this run's result deserves a message, sends it, records it. When every
+/// configured channel fails, the streak is not advanced, so the next run tries again.
 pub fn after_run(
     settings: &Settings,
     state: &State,
@@ -73,7 +74,10 @@ pub fn after_run(
         streak.since = now;
     }
     let text = digest(summary, kind, host, streak.since, now);
-    deliver(settings, state, summary, kind, &text, host, now)?;
+    if !deliver(settings, state, summary, kind, &text, host, now)? {
+        // Every configured channel failed: nobody heard it, so the next run tries again.
+        return Ok(());
+    }
     streak.failing = failed;
     streak.last_sent = now;
     state.kv_set(NAMESPACE, key, &streak, now)
@@ -116,10 +120,11 @@ fn deliver(
     text: &str,
     host: &str,
     now: i64,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<bool> {
     let http = Http::new();
     let deadline = Instant::now() + SEND_TIMEOUT * 2;
     let mut channels = 0;
+    let mut delivered = false;
     if let Some(token) = &settings.telegram_bot_token {
         let target = match (&settings.telegram_test_chat_id, &settings.telegram_chat_id) {
             (Some(test), _) => Some((test.clone(), format!("[{}] {text}", summary.profile), None)),
@@ -150,6 +155,7 @@ fn deliver(
                     }
                     Err(e) => Err(format!("{e:#}")),
                 };
+                delivered |= result.is_ok();
                 record(state, summary, kind, "telegram", text, result, now)?;
             }
             None => log::warn!("TELEGRAM_BOT_TOKEN is set but neither TELEGRAM_CHAT_ID nor TELEGRAM_TEST_CHAT_ID: no Telegram alert"),
@@ -185,6 +191,7 @@ fn deliver(
             )),
             Err(e) => Err(format!("{e:#}")),
         };
+        delivered |= result.is_ok();
         record(state, summary, kind, "webhook", text, result, now)?;
     }
     if channels == 0 {
@@ -198,8 +205,10 @@ fn deliver(
             false,
             Some("no alert channel configured"),
         )?;
+        // Recorded once per streak; retrying would change nothing.
+        return Ok(true);
     }
-    Ok(())
+    Ok(delivered)
 }
 
 fn record(

@@ -394,3 +394,38 @@ fn secrets_stay_out_of_alerts_and_api() {
         assert!(!all.contains(secret), "{secret} leaked:\n{all}");
     }
 }
+
+#[test]
+fn an_undelivered_alert_is_tried_again_on_the_next_run() {
+    let status = Arc::new(Mutex::new(503u16));
+    let st = Arc::clone(&status);
+    let hook = FakeServer::start(
+        loopback(),
+        Box::new(move |_req: &Seen| Reply::json(*st.lock().unwrap(), serde_json::json!({}))),
+    );
+    let mut ops = Ops::new();
+    ops.env("OPS_WEBHOOK_URL", &hook.url());
+    flaky(&ops, "");
+    ops.run(&["run", "p"]).expect_code(1);
+    ops.run(&["run", "p"]).expect_code(1);
+    assert_eq!(hook.requests().len(), 2, "the failed delivery is retried");
+    *status.lock().unwrap() = 200;
+    ops.run(&["run", "p"]).expect_code(1);
+    ops.run(&["run", "p"]).expect_code(1);
+    assert_eq!(
+        hook.requests().len(),
+        3,
+        "once delivered, the streak is quiet"
+    );
+    let delivered: Vec<i64> = {
+        let conn = ops.sqlite();
+        let mut stmt = conn
+            .prepare("SELECT delivered FROM alerts ORDER BY id")
+            .unwrap();
+        stmt.query_map([], |r| r.get(0))
+            .unwrap()
+            .map(|r| r.unwrap())
+            .collect()
+    };
+    assert_eq!(delivered, [0, 0, 1]);
+}
