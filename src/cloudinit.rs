@@ -53,15 +53,21 @@ pub fn supervisor_env(record: &ConfigRecord, droplet_name: &str) -> Vec<(&'stati
 }
 
 fn compose(settings: &Settings) -> Value {
+    // The workload API is for task containers on the `supervisor` network; the host publishes it
+    // only when an outside health checker is allowed in (SUPERVISOR_HEALTH_SOURCES).
+    let ports: Vec<String> = if settings.supervisor_health_sources.is_empty() {
+        Vec::new()
+    } else {
+        vec![format!("{HEALTH_PORT}:{HEALTH_PORT}")]
+    };
     let healthcheck = "node -e \"http.get('http://localhost:8020/health', res => process.exit(res.statusCode === 200 ? 0 : 1)).on('error', () => process.exit(1))\"";
-    json!({
+    let mut doc = json!({
         "name": "trigger-supervisor",
         "services": {
             "supervisor": {
                 "image": format!("{SUPERVISOR_IMAGE}:{}", settings.trigger_version),
                 "restart": "unless-stopped",
                 "env_file": [".env"],
-                "ports": [format!("{HEALTH_PORT}:{HEALTH_PORT}")],
                 "depends_on": ["docker-proxy"],
                 "networks": ["supervisor", "docker-proxy"],
                 "logging": {"driver": "json-file", "options": {"max-size": "20m", "max-file": "5"}},
@@ -87,7 +93,11 @@ fn compose(settings: &Settings) -> Value {
             "supervisor": {"name": "supervisor"},
             "docker-proxy": {"name": "docker-proxy"}
         }
-    })
+    });
+    if !ports.is_empty() {
+        doc["services"]["supervisor"]["ports"] = json!(ports);
+    }
+    doc
 }
 
 /// The user-data for a droplet named `droplet_name`.

@@ -193,6 +193,12 @@ pub fn check(app: &App) -> anyhow::Result<ExitCode> {
         uses("supervisor") && s.digitalocean_token.is_none(),
         "DIGITALOCEAN_TOKEN is not set: the supervisor task needs it",
     );
+    if uses("supervisor") && s.digitalocean_token.is_some() {
+        if let Some(problem) = crate::tasks::supervisor::visibility_problem(s) {
+            println!("✗ {problem}");
+            return Ok(ExitCode::Config);
+        }
+    }
     Ok(ExitCode::Success)
 }
 

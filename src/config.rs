@@ -150,6 +150,12 @@ pub struct SupervisorOptions {
     pub firewall: bool,
     #[serde(default = "default_health_port")]
     pub health_port: u16,
+    /// A droplet whose `WorkerInstance.lastHeartbeatAt` is older than this is failing.
+    #[serde(default = "default_stale_after", deserialize_with = "de_duration")]
+    pub stale_after: Duration,
+    /// Alert (fail the task) when the oldest PENDING run of the group waits longer; off unless set.
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    pub queue_alert_after: Option<Duration>,
 }
 
 fn yes() -> bool {
@@ -184,6 +190,9 @@ fn default_max_replacements() -> u32 {
 }
 fn default_replacement_window() -> Duration {
     Duration::from_secs(6 * 3600)
+}
+fn default_stale_after() -> Duration {
+    Duration::from_secs(120)
 }
 fn default_health_port() -> u16 {
     8020

@@ -38,6 +38,9 @@ pub struct TaskSummary {
     pub status: Status,
     pub duration_ms: u64,
     pub detail: Vec<String>,
+    /// Failed because of the configuration (exit 2).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub config_error: bool,
 }
 
 pub fn run(
@@ -193,7 +196,9 @@ fn finish_output(summary: &RunSummary, json: bool) -> ExitCode {
     } else {
         print!("{}", redact(&report::run_table(summary)));
     }
-    if summary.status == "failed" {
+    if summary.status == "failed" && summary.tasks.iter().any(|t| t.config_error) {
+        ExitCode::Config
+    } else if summary.status == "failed" {
         ExitCode::TaskFailed
     } else {
         ExitCode::Success
@@ -232,6 +237,7 @@ fn execute(
             status: outcome.status,
             duration_ms: elapsed,
             detail,
+            config_error: outcome.config_error,
         });
     }
     let status = if results.iter().any(|t| t.status.is_failure()) {
@@ -310,7 +316,10 @@ fn run_task(
     };
     match tasks::run(task, &ctx) {
         Ok(outcome) => outcome,
-        Err(e) => Outcome::new(Status::Failed, format!("{e:#}")),
+        Err(e) => Outcome {
+            config_error: crate::exit::classify(&e) == crate::exit::ExitCode::Config,
+            ..Outcome::new(Status::Failed, format!("{e:#}"))
+        },
     }
 }
 

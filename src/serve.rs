@@ -215,6 +215,28 @@ fn metrics(app: &App, state: Option<&State>) -> anyhow::Result<String> {
                 u8::from(d.health == "healthy")
             );
         }
+        out.push_str("# HELP ops_supervisor_heartbeat_age_seconds Seconds since the webapp's last heartbeat from the droplet's supervisor.\n# TYPE ops_supervisor_heartbeat_age_seconds gauge\n");
+        for d in droplets.iter().filter(|d| !d.deleted) {
+            if let Some(age) = d.heartbeat_age_secs {
+                let _ = writeln!(
+                    out,
+                    "ops_supervisor_heartbeat_age_seconds{{droplet=\"{}\"}} {age:.3}",
+                    label(&d.name)
+                );
+            }
+        }
+    }
+    if let Some((q, _)) = state.kv_get::<crate::tasks::supervisor::QueueSeen>(
+        crate::tasks::supervisor::NAMESPACE,
+        crate::tasks::supervisor::QUEUE_KEY,
+    )? {
+        out.push_str("# HELP ops_queue_oldest_pending_seconds Age of the oldest PENDING run in the worker group's queue (0 when none waits).\n# TYPE ops_queue_oldest_pending_seconds gauge\n");
+        let _ = writeln!(
+            out,
+            "ops_queue_oldest_pending_seconds{{queue=\"{}\"}} {:.3}",
+            label(&q.master_queue),
+            q.oldest_pending_secs.unwrap_or(0.0).max(0.0)
+        );
     }
     Ok(out)
 }

@@ -139,10 +139,9 @@ impl Settings {
                 .to_string(),
             supervisor_ssh_keys: list(env, "SUPERVISOR_SSH_KEYS"),
             supervisor_ssh_sources: list(env, "SUPERVISOR_SSH_SOURCES"),
-            supervisor_health_sources: match env.get("SUPERVISOR_HEALTH_SOURCES") {
-                Some(_) => list(env, "SUPERVISOR_HEALTH_SOURCES"),
-                None => vec!["0.0.0.0/0".into(), "::/0".into()],
-            },
+            // Empty (the default): port 8020 stays closed and health comes from the webapp's
+            // database only.
+            supervisor_health_sources: list(env, "SUPERVISOR_HEALTH_SOURCES"),
             docker_proxy_image: env
                 .get("SUPERVISOR_DOCKER_PROXY_IMAGE")
                 .unwrap_or(DEFAULT_DOCKER_PROXY_IMAGE)
@@ -248,7 +247,7 @@ mod tests {
         assert_eq!(s.supervisor_size, "s-2vcpu-2gb");
         assert_eq!(s.supervisor_count, 1);
         assert_eq!(s.railway_api_url, DEFAULT_RAILWAY_API_URL);
-        assert_eq!(s.supervisor_health_sources, ["0.0.0.0/0", "::/0"]);
+        assert!(s.supervisor_health_sources.is_empty());
     }
 
     #[test]

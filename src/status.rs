@@ -62,8 +62,9 @@ pub fn document(app: &App, state: Option<&State>) -> anyhow::Result<Value> {
             auto_disabled: ps.auto_disabled,
         });
     }
-    let (droplets, token, record, replication, last_alert) = match state {
+    let (droplets, token, record, replication, last_alert, queue) = match state {
         None => (
+            Value::Null,
             Value::Null,
             Value::Null,
             Value::Null,
@@ -82,7 +83,7 @@ pub fn document(app: &App, state: Option<&State>) -> anyhow::Result<Value> {
                 .map(|t| json!({"source": t.source, "found_at": if t.found_at > 0 { rfc3339(t.found_at) } else { Value::Null }}))
                 .unwrap_or(Value::Null);
             let record = extract::record_info(s)?
-                .map(|(at, origin, fp)| json!({"extracted_at": rfc3339(at), "api_origin": origin, "fingerprint": fp}))
+                .map(|r| json!({"extracted_at": rfc3339(r.extracted_at), "api_origin": r.api_origin, "fingerprint": r.fingerprint, "worker_group": r.worker_group}))
                 .unwrap_or(Value::Null);
             let replication = s
                 .last_task_result("replication")?
@@ -94,7 +95,11 @@ pub fn document(app: &App, state: Option<&State>) -> anyhow::Result<Value> {
                 .next()
                 .map(|a| json!({"at": rfc3339(a.created_at), "profile": a.profile, "kind": a.kind, "channel": a.channel, "delivered": a.delivered}))
                 .unwrap_or(Value::Null);
-            (droplets, token, record, replication, alert)
+            let queue = s
+                .kv_get::<supervisor::QueueSeen>(supervisor::NAMESPACE, supervisor::QUEUE_KEY)?
+                .map(|(q, at)| json!({"checked_at": rfc3339(at), "worker_group": q.worker_group, "master_queue": q.master_queue, "oldest_pending_secs": q.oldest_pending_secs}))
+                .unwrap_or(Value::Null);
+            (droplets, token, record, replication, alert, queue)
         }
     };
     Ok(json!({
@@ -105,6 +110,7 @@ pub fn document(app: &App, state: Option<&State>) -> anyhow::Result<Value> {
         "supervisor": droplets,
         "worker_token": token,
         "config_record": record,
+        "queue": queue,
         "replication": replication,
         "last_alert": last_alert,
     }))
@@ -177,7 +183,7 @@ fn human(doc: &Value) -> String {
     out.push('\n');
     match doc["supervisor"]["droplets"].as_array() {
         Some(list) if !list.is_empty() => {
-            let mut rows = vec![["DROPLET", "IP", "HEALTH", "FAILS", "SPEC"]
+            let mut rows = vec![["DROPLET", "IP", "HEALTH", "HEARTBEAT", "FAILS", "SPEC"]
                 .map(String::from)
                 .to_vec()];
             for d in list {
@@ -189,6 +195,10 @@ fn human(doc: &Value) -> String {
                     } else {
                         d["health"].as_str().unwrap_or("").to_string()
                     },
+                    d["heartbeat_age_secs"]
+                        .as_f64()
+                        .map(|a| format!("{} ago", fmt_ms((a.max(0.0) * 1000.0) as u64)))
+                        .unwrap_or_else(|| "-".into()),
                     d["fails"].to_string(),
                     if d["spec_current"] == true {
                         "current"
@@ -217,6 +227,27 @@ fn human(doc: &Value) -> String {
         ),
         None => "worker token: none yet (run the extract task)\n".into(),
     });
+    let group = &doc["config_record"]["worker_group"];
+    if let Some(name) = group["name"].as_str() {
+        out.push_str(&format!(
+            "worker group: {name} (queue {})\n",
+            group["master_queue"].as_str().unwrap_or("-")
+        ));
+    }
+    let queue = &doc["queue"];
+    if queue.is_object() {
+        out.push_str(&match queue["oldest_pending_secs"].as_f64() {
+            Some(secs) => format!(
+                "queue: oldest PENDING run waited {} (at {})\n",
+                fmt_ms((secs.max(0.0) * 1000.0) as u64),
+                short_time(&queue["checked_at"])
+            ),
+            None => format!(
+                "queue: no PENDING run (at {})\n",
+                short_time(&queue["checked_at"])
+            ),
+        });
+    }
     let rep = &doc["replication"];
     out.push_str(&match rep["status"].as_str() {
         Some(st) => format!(

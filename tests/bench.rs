@@ -5,8 +5,10 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use crate::extract::LOG_TOKEN;
 use crate::support::digitalocean::Supervisor;
 use crate::support::pg::{self, Cluster};
+use crate::support::webapp::{self, Webapp};
 
 fn iterations() -> usize {
     std::env::var("OPS_BENCH_RUNS")
@@ -60,6 +62,11 @@ fn bench_healthy_cycle() {
     ]);
     let db = cluster.create_db();
     cluster.client(&db).batch_execute(pg::TASK_RUN_MIN).unwrap();
+    webapp::install(&mut cluster.client(&db), LOG_TOKEN);
+    let webapp = Webapp {
+        url: cluster.url(&db),
+        token: LOG_TOKEN.into(),
+    };
     cluster
         .client("postgres")
         .batch_execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
@@ -67,17 +74,17 @@ fn bench_healthy_cycle() {
     let (mut s, api, port) = crate::supervisor::cloud(&cluster.url(&db));
     s.ops.env("LOG_LEVEL", "warn");
     s.ops.jobs(&format!(
-        "version: 1\nprofiles:\n  hourly:\n    cron: '0 * * * *'\n    tasks:\n      - extract\n      - replication\n      - {{kind: supervisor, health_port: {port}}}\n"
+        "version: 1\nprofiles:\n  hourly:\n    cron: '0 * * * *'\n    tasks:\n      - extract\n      - replication\n      - {{kind: supervisor, health_port: {port}}}\n  health:\n    cron: '* * * * *'\n    tasks:\n      - {{kind: supervisor, health_port: {port}}}\n"
     ));
     // Reach the steady state: record extracted, database fixed, one healthy droplet, firewall known.
     s.ops.run(&["run", "hourly"]).expect_code(0);
-    let ip = api.with(|w| w.droplets[0].ip.clone());
-    let sup = Supervisor::serve(&ip, port, true);
+    let (ip, name) = api.with(|w| (w.droplets[0].ip.clone(), w.droplets[0].name.clone()));
+    let sup = Supervisor::serve(&ip, port, true).beating(&webapp, &name);
     s.ops.run(&["run", "hourly"]).expect_code(0);
     s.ops
         .run(&["run", "hourly"])
         .expect_code(0)
-        .expect_stdout("DigitalOcean requests: 1, health checks: 1");
+        .expect_stdout("DigitalOcean requests: 1, Postgres sessions: 1, health checks: 0");
 
     let mut admin = cluster.client("postgres");
     let oid: u32 = admin
@@ -149,6 +156,38 @@ fn bench_healthy_cycle() {
             c
         );
     }
+    // The every-minute `health` profile (supervisor only): what issue 12 promises.
+    let sessions_before = sessions(&mut admin);
+    api.server.clear();
+    s.webapp.server.clear();
+    s.railway.clear();
+    let health_before = sup.hits();
+    let mut times = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t0 = Instant::now();
+        s.ops.run(&["run", "health"]).expect_code(0);
+        times.push(t0.elapsed().as_secs_f64() * 1000.0);
+    }
+    std::thread::sleep(Duration::from_millis(600));
+    let (median, min, max) = stats(times);
+    println!("BENCH|cycle|healthy `health` cycle (supervisor only), {n} runs|{median:.1}|{min:.1}|{max:.1}");
+    println!(
+        "BENCH|requests|`health`: DigitalOcean API|{:.2}",
+        per(api.server.requests().len())
+    );
+    println!(
+        "BENCH|requests|`health`: Postgres sessions|{:.2}",
+        (sessions(&mut admin) - sessions_before) as f64 / n as f64
+    );
+    println!(
+        "BENCH|requests|`health`: supervisor health GET|{:.2}",
+        per(sup.hits() - health_before)
+    );
+    println!(
+        "BENCH|requests|`health`: Railway API + webapp HTTP|{:.2}",
+        per(s.railway.server.requests().len() + s.webapp.server.requests().len())
+    );
+
     if let Some(kib) = peak_rss(s.ops.command(&["run", "hourly"])) {
         println!("BENCH|rss|`ops run hourly` (healthy cycle)|{kib}");
     }

@@ -13,3 +13,4 @@ mod runner;
 mod schedules;
 mod soak;
 mod supervisor;
+mod supervisor_health;

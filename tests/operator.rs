@@ -245,7 +245,7 @@ fn status_json_has_every_field_and_the_table_fits_100_columns() {
     );
 }
 
-fn request(addr: &str, method: &str, path: &str) -> (u16, String) {
+pub fn request(addr: &str, method: &str, path: &str) -> (u16, String) {
     let mut s = std::net::TcpStream::connect(addr).unwrap();
     write!(s, "{method} {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
     let mut text = String::new();
@@ -258,7 +258,27 @@ fn request(addr: &str, method: &str, path: &str) -> (u16, String) {
     (status, body)
 }
 
-struct Served(std::process::Child);
+pub struct Served(pub std::process::Child);
+
+impl Served {
+    /// `ops serve` on a free loopback port, once it accepts connections; returns its address.
+    pub fn start(ops: &Ops) -> (Served, String) {
+        let addr = format!("127.0.0.1:{}", crate::support::digitalocean::free_port());
+        let child = Served(
+            ops.command(&["serve", "--listen", &addr])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        let until = std::time::Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(&addr).is_err() {
+            assert!(std::time::Instant::now() < until, "serve did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        (child, addr)
+    }
+}
 
 impl Drop for Served {
     fn drop(&mut self) {
@@ -280,20 +300,7 @@ fn serve_answers_json_and_prometheus_text_rejects_post_and_caps_limit() {
         }
         conn.execute_batch("COMMIT").unwrap();
     }
-    let port = crate::support::digitalocean::free_port();
-    let addr = format!("127.0.0.1:{port}");
-    let _child = Served(
-        ops.command(&["serve", "--listen", &addr])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let until = std::time::Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(&addr).is_err() {
-        assert!(std::time::Instant::now() < until, "serve did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let (_child, addr) = Served::start(&ops);
     let (code, body) = request(&addr, "GET", "/healthz");
     assert_eq!(code, 200);
     assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["ok"], true);

@@ -9,9 +9,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::extract::LOG_TOKEN;
 use crate::support::digitalocean::{free_port, DoFault, Supervisor};
 use crate::support::pg::{self, Cluster};
 use crate::support::railway::Fault;
+use crate::support::webapp::{self, Webapp};
 use crate::support::{finish, Run};
 
 const TAG: &str = "trigger-supervisor-envabcde";
@@ -44,28 +46,34 @@ struct FleetManager {
 }
 
 impl FleetManager {
-    fn start(api: Arc<Mutex<crate::support::digitalocean::DoWorld>>, port: u16) -> FleetManager {
+    fn start(
+        api: Arc<Mutex<crate::support::digitalocean::DoWorld>>,
+        port: u16,
+        webapp: Webapp,
+    ) -> FleetManager {
         let stop = Arc::new(AtomicBool::new(false));
         let down = Arc::new(Mutex::new(Vec::<String>::new()));
         let (s, d) = (Arc::clone(&stop), Arc::clone(&down));
         std::thread::spawn(move || {
             let mut servers: HashMap<String, Supervisor> = HashMap::new();
             while !s.load(Ordering::SeqCst) {
-                let active: Vec<String> = api
+                let active: Vec<(String, String)> = api
                     .lock()
                     .unwrap()
                     .droplets
                     .iter()
                     .filter(|x| Instant::now() >= x.active_at)
-                    .map(|x| x.ip.clone())
+                    .map(|x| (x.ip.clone(), x.name.clone()))
                     .collect();
-                servers.retain(|ip, _| active.contains(ip));
+                servers.retain(|ip, _| active.iter().any(|(a, _)| a == ip));
                 let down = d.lock().unwrap().clone();
-                for ip in active {
+                for (ip, name) in active {
                     let healthy = !down.contains(&ip);
                     servers
                         .entry(ip.clone())
-                        .or_insert_with(|| Supervisor::serve(&ip, port, healthy))
+                        .or_insert_with(|| {
+                            Supervisor::serve(&ip, port, healthy).beating(&webapp, &name)
+                        })
                         .set(healthy);
                 }
                 std::thread::sleep(Duration::from_millis(20));
@@ -100,8 +108,13 @@ fn soak() {
     let cluster = Arc::new(Cluster::start(&["wal_level = logical"]));
     let db = cluster.create_db();
     cluster.client(&db).batch_execute(pg::TASK_RUN_MIN).unwrap();
+    webapp::install(&mut cluster.client(&db), LOG_TOKEN);
+    let webapp = Webapp {
+        url: cluster.url(&db),
+        token: LOG_TOKEN.into(),
+    };
     let (s, api, port) = crate::supervisor::cloud(&cluster.url(&db));
-    let supervisor = format!("{{kind: supervisor, health_port: {port}, boot_grace: 2s, unhealthy_after: 2, max_replacements: 1000}}");
+    let supervisor = format!("{{kind: supervisor, health_port: {port}, boot_grace: 2s, stale_after: 1s, unhealthy_after: 2, max_replacements: 1000}}");
     s.ops.jobs(&format!(
         "version: 1\nprofiles:\n  health:\n    cron: '* * * * *'\n    timeout: {}s\n    tasks:\n      - {supervisor}\n  hourly:\n    cron: '0 * * * *'\n    timeout: {}s\n    tasks:\n      - {{kind: extract, refresh: 1ms}}\n      - {{kind: replication, restart: false}}\n      - {supervisor}\n",
         TIMEOUTS[0].1, TIMEOUTS[1].1
@@ -112,7 +125,7 @@ fn soak() {
         &[TAG],
         Duration::from_secs(86_400),
     );
-    let fleet = FleetManager::start(Arc::clone(&api.world), port);
+    let fleet = FleetManager::start(Arc::clone(&api.world), port, webapp);
     let closed = format!("http://127.0.0.1:{}", free_port());
 
     let mut faults: BTreeMap<&str, usize> = BTreeMap::new();

@@ -6,7 +6,9 @@ use serde_json::Value;
 
 use crate::extract::{scenario, Scenario, LOG_TOKEN, SECRET};
 use crate::support::digitalocean::{free_port, DoFault, FakeDo, Supervisor, DO_TOKEN};
+use crate::support::pg;
 use crate::support::railway::ENVIRONMENT;
+use crate::support::webapp::{self, Webapp};
 
 const TAG: &str = "trigger-supervisor-envabcde";
 
@@ -14,6 +16,8 @@ pub struct Fleet {
     pub s: Scenario,
     pub api: FakeDo,
     pub port: u16,
+    /// The webapp's database, with Trigger.dev's worker tables and a group for the log token.
+    pub webapp: Webapp,
 }
 
 impl Fleet {
@@ -37,13 +41,22 @@ impl Fleet {
         self.api.with(|w| w.droplets.iter().map(|d| d.id).collect())
     }
 
-    fn ip_of(&self, id: u64) -> String {
+    pub fn ip_of(&self, id: u64) -> String {
         self.api
             .with(|w| w.droplets.iter().find(|d| d.id == id).unwrap().ip.clone())
     }
 
+    /// A supervisor on droplet `id`: `/health` on its IP, and heartbeats to the webapp's
+    /// database while healthy.
     pub fn serve(&self, id: u64, healthy: bool) -> Supervisor {
-        Supervisor::serve(&self.ip_of(id), self.port, healthy)
+        let name = self
+            .api
+            .with(|w| w.droplets.iter().find(|d| d.id == id).unwrap().name.clone());
+        Supervisor::serve(&self.ip_of(id), self.port, healthy).beating(&self.webapp, &name)
+    }
+
+    pub fn db(&self) -> postgres::Client {
+        postgres::Client::connect(&self.webapp.url, postgres::NoTls).unwrap()
     }
 
     pub fn jobs(&self, options: &str) {
@@ -66,18 +79,37 @@ pub fn cloud(database_url: &str) -> (Scenario, FakeDo, u16) {
     (s, api, free_port())
 }
 
-/// Extract has run against the fake Railway; the health profile runs the supervisor task.
+/// A fresh database with Trigger.dev's worker tables and a worker group for the log token.
+pub fn webapp_db() -> Webapp {
+    assert!(
+        pg::available(),
+        "the supervisor tests need PostgreSQL (run scripts/pg-test-cluster.sh or .ci/run)"
+    );
+    let cluster = pg::Cluster::shared();
+    let db = cluster.create_db();
+    webapp::install(&mut cluster.client(&db), LOG_TOKEN);
+    Webapp {
+        url: cluster.url(&db),
+        token: LOG_TOKEN.into(),
+    }
+}
+
+/// Extract has run against the fake Railway; the health profile runs the supervisor task,
+/// which sees the supervisors through the webapp's database (`DATABASE_URL`).
 pub fn fleet(options: &str) -> Fleet {
     let mut s = scenario("extract");
     let api = FakeDo::start();
+    let webapp = webapp_db();
     s.ops
         .env("DIGITALOCEAN_TOKEN", DO_TOKEN)
         .env("DIGITALOCEAN_API_URL", &api.server.url())
+        .env("DATABASE_URL", &webapp.url)
         .env("TRIGGER_VERSION", "v4.5.12");
     let f = Fleet {
         s,
         api,
         port: free_port(),
+        webapp,
     };
     f.jobs(options);
     f.run(&["run", "extract"]).expect_code(0);
@@ -118,10 +150,10 @@ fn nothing_exists_so_one_droplet_is_created_with_our_tags_and_valid_user_data() 
     let fw = f.api.with(|w| w.firewalls.clone());
     assert_eq!(fw.len(), 1);
     assert_eq!(fw[0]["tags"][0], TAG);
-    assert!(fw[0]["inbound_rules"].to_string().contains("8020"));
-    assert!(
-        !fw[0]["inbound_rules"].to_string().contains("\"22\""),
-        "ssh open by default"
+    assert_eq!(
+        fw[0]["inbound_rules"],
+        serde_json::json!([]),
+        "nothing inbound by default: neither the workload port 8020 nor ssh"
     );
     assert_eq!(fw[0]["outbound_rules"].as_array().unwrap().len(), 3);
 }
@@ -162,7 +194,10 @@ pub fn check_user_data(user_data: &str, droplet_name: &str) {
     let sup = &compose["services"]["supervisor"];
     assert_eq!(sup["image"], "ghcr.io/triggerdotdev/supervisor:v4.5.12");
     assert_eq!(sup["restart"], "unless-stopped");
-    assert_eq!(sup["ports"][0], "8020:8020");
+    assert!(
+        sup["ports"].is_null(),
+        "the workload port is published only with SUPERVISOR_HEALTH_SOURCES"
+    );
     assert!(sup["healthcheck"]["test"][1]
         .as_str()
         .unwrap()
@@ -213,19 +248,26 @@ fn a_booting_droplet_is_left_alone() {
 }
 
 #[test]
-fn a_healthy_cycle_changes_nothing_with_one_do_request_and_one_health_get() {
+fn a_healthy_cycle_changes_nothing_with_one_do_request_one_session_and_no_health_get() {
     let f = fleet("boot_grace: 10m");
     f.health().expect_code(0);
     let sup = f.serve(f.ids()[0], true);
-    f.health().expect_code(0).expect_stdout("healthy");
+    f.health()
+        .expect_code(0)
+        .expect_stdout("healthy (last heartbeat");
     f.api.server.clear();
     let hits = sup.hits();
     let run = f.health();
     run.expect_code(0)
-        .expect_stdout("DigitalOcean requests: 1, health checks: 1");
+        .expect_stdout("DigitalOcean requests: 1, Postgres sessions: 1, health checks: 0")
+        .expect_stdout("worker group \"ops-test-group\" (queue ops-test-queue): no PENDING run");
     assert_eq!(f.api.mutations(), 0);
     assert_eq!(f.api.gets(), 1);
-    assert_eq!(sup.hits(), hits + 1);
+    assert_eq!(
+        sup.hits(),
+        hits,
+        "no /health GET without SUPERVISOR_HEALTH_SOURCES"
+    );
 }
 
 #[test]
@@ -234,7 +276,10 @@ fn unhealthy_for_two_runs_waits_and_the_third_replaces() {
     f.health().expect_code(0);
     let first = f.ids()[0];
     let _sup = f.serve(first, false);
-    f.health().expect_code(1).expect_stdout("failing 1/3");
+    f.health()
+        .expect_code(1)
+        .expect_stdout("failing 1/3")
+        .expect_stdout("the webapp has never heard from");
     f.health().expect_code(1).expect_stdout("failing 2/3");
     assert!(f.deletes().is_empty());
     assert_eq!(f.creates().len(), 1);

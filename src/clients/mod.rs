@@ -4,3 +4,4 @@ pub mod digitalocean;
 pub mod http;
 pub mod postgres;
 pub mod railway;
+pub mod webapp_db;

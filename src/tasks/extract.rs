@@ -12,7 +12,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::clients::http::{self, Http, Request, Retry};
+use crate::clients::postgres::Target;
 use crate::clients::railway::{find_service, Railway};
+use crate::clients::webapp_db::{self, TokenLookup, WorkerGroup};
 use crate::config::ExtractOptions;
 use crate::redact::Secret;
 use crate::sealed::{fingerprint, Sealer};
@@ -63,6 +65,10 @@ struct StoredRecord {
     token_hash: String,
     fingerprint: String,
     extracted_at: i64,
+    /// The worker group the webapp's database says the token belongs to (when DATABASE_URL is
+    /// set and the tables exist).
+    #[serde(default)]
+    worker_group: Option<WorkerGroup>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -93,11 +99,24 @@ pub fn token_info(state: &State, settings: &Settings) -> Option<TokenInfo> {
     })
 }
 
-/// (extracted at, API origin, fingerprint) of the stored record, without secrets.
-pub fn record_info(state: &State) -> anyhow::Result<Option<(i64, String, String)>> {
+/// The stored record's facts without secrets, for `ops status`.
+#[derive(Debug, Clone, Serialize)]
+pub struct RecordInfo {
+    pub extracted_at: i64,
+    pub api_origin: String,
+    pub fingerprint: String,
+    pub worker_group: Option<WorkerGroup>,
+}
+
+pub fn record_info(state: &State) -> anyhow::Result<Option<RecordInfo>> {
     Ok(state
         .kv_get::<StoredRecord>(NAMESPACE, RECORD_KEY)?
-        .map(|(r, _)| (r.extracted_at, r.api_origin, r.fingerprint)))
+        .map(|(r, _)| RecordInfo {
+            extracted_at: r.extracted_at,
+            api_origin: r.api_origin,
+            fingerprint: r.fingerprint,
+            worker_group: r.worker_group,
+        }))
 }
 
 /// The stored record with secrets unsealed and the manual token applied; `None` when
@@ -222,7 +241,15 @@ pub fn run(opts: &ExtractOptions, ctx: &TaskCtx) -> anyhow::Result<Outcome> {
                 crate::duration::format(opts.refresh)
             ));
             let secret = se.open(&rec.managed_secret)?;
-            let failures = checks(
+            let mut verdict = Verdict::default();
+            verify_token(ctx, token, source, *found_at, now, &mut verdict, &mut lines)?;
+            if verdict.group.is_some() && verdict.group != rec.worker_group && !ctx.dry_run {
+                let mut updated = rec.clone();
+                updated.worker_group = verdict.group.clone();
+                ctx.writable_state()?
+                    .kv_set(NAMESPACE, RECORD_KEY, &updated, now)?;
+            }
+            let mut failures = checks(
                 &http,
                 ctx,
                 opts,
@@ -231,7 +258,8 @@ pub fn run(opts: &ExtractOptions, ctx: &TaskCtx) -> anyhow::Result<Outcome> {
                 &rec.webapp_service,
                 &mut lines,
             );
-            return Ok(finish(lines, failures, false));
+            failures.extend(verdict.failure);
+            return Ok(finish(lines, failures, verdict.planned));
         }
     }
 
@@ -349,7 +377,17 @@ pub fn run(opts: &ExtractOptions, ctx: &TaskCtx) -> anyhow::Result<Outcome> {
     let (token, source, found_at) = match known_token {
         Some(t) => t,
         None => {
-            let found = search_logs(&railway, project, environment, &webapp_id)?;
+            let mut found = search_logs(&railway, project, environment, &webapp_id)?;
+            if let Some((t, where_)) = &found {
+                crate::redact::register(t);
+                if let Some(TokenLookup::Unknown) = lookup(ctx, t)? {
+                    lines.push(format!("the worker token in the webapp's logs ({where_}) is unknown to the webapp: its worker group was deleted"));
+                    if s.trigger_admin_token.is_none() {
+                        bail!("the only worker token in the webapp's logs ({where_}) is unknown to the webapp (its worker group was deleted): set TRIGGER_ADMIN_TOKEN to an admin personal access token (tr_pat_…) so ops creates worker group {:?}, or set TRIGGER_WORKER_TOKEN", s.worker_group_name);
+                    }
+                    found = None;
+                }
+            }
             match found {
                 Some((token, where_)) => {
                     lines.push(format!("worker token: found in the webapp's logs ({where_})"));
@@ -381,13 +419,25 @@ pub fn run(opts: &ExtractOptions, ctx: &TaskCtx) -> anyhow::Result<Outcome> {
             }
         }
     };
+    let mut verdict = Verdict::default();
     if !token.is_empty() {
         crate::redact::register(&token);
         if !is_worker_token(&token) {
             bail!("the worker token from {source} is not tr_wgt_ followed by letters and digits");
         }
-        // Cache a newly found token at once: the logs may not hold it next time.
-        if source != "manual" && cached.is_none() {
+        verify_token(
+            ctx,
+            &token,
+            &source,
+            found_at,
+            now,
+            &mut verdict,
+            &mut lines,
+        )?;
+        planned |= verdict.planned;
+        // Cache a newly found token at once: the logs may not hold it next time. A token the
+        // webapp does not know is never cached.
+        if source != "manual" && cached.is_none() && verdict.failure.is_none() {
             if ctx.dry_run {
                 lines.push("would cache the worker token in the state database".into());
                 planned = true;
@@ -491,12 +541,13 @@ pub fn run(opts: &ExtractOptions, ctx: &TaskCtx) -> anyhow::Result<Outcome> {
             token_hash: token_hash(&token),
             fingerprint: fp,
             extracted_at: now,
+            worker_group: verdict.group.clone(),
         };
         ctx.writable_state()?
             .kv_set(NAMESPACE, RECORD_KEY, &rec, now)?;
     }
     lines.push(format!("Railway requests: {}", railway.requests.get()));
-    let failures = checks(
+    let mut failures = checks(
         &http,
         ctx,
         opts,
@@ -505,7 +556,71 @@ pub fn run(opts: &ExtractOptions, ctx: &TaskCtx) -> anyhow::Result<Outcome> {
         &webapp_name,
         &mut lines,
     );
+    failures.extend(verdict.failure);
     Ok(finish(lines, failures, planned))
+}
+
+/// What the webapp's database said of the token this run.
+#[derive(Debug, Default)]
+struct Verdict {
+    group: Option<WorkerGroup>,
+    failure: Option<String>,
+    planned: bool,
+}
+
+/// Asks the webapp's database (when `DATABASE_URL` is set) whether it knows `token`.
+fn lookup(ctx: &TaskCtx, token: &str) -> anyhow::Result<Option<TokenLookup>> {
+    let Some(url) = &ctx.settings.database_url else {
+        return Ok(None);
+    };
+    let target = Target::parse(url)?;
+    let mut client = target.connect(ctx.connect_timeout())?;
+    webapp_db::lookup_token(&mut client, token).map(Some)
+}
+
+/// The side-effect-free token check: known → the worker group; unknown → a failure naming the
+/// token's source, and a cached token is dropped so the next run looks for a good one.
+fn verify_token(
+    ctx: &TaskCtx,
+    token: &str,
+    source: &str,
+    found_at: i64,
+    now: i64,
+    verdict: &mut Verdict,
+    lines: &mut Vec<String>,
+) -> anyhow::Result<()> {
+    match lookup(ctx, token)? {
+        None => lines.push("token check: skipped (DATABASE_URL is not set)".into()),
+        Some(TokenLookup::TablesMissing(why)) => lines.push(format!(
+            "token check: skipped, the webapp's database has no worker tables ({why}): an older Trigger.dev, or migrations not run yet"
+        )),
+        Some(TokenLookup::Known(g)) => {
+            lines.push(format!(
+                "token check: known to the webapp (worker group {:?}, queue {})",
+                g.name, g.master_queue
+            ));
+            verdict.group = Some(g);
+        }
+        Some(TokenLookup::Unknown) => {
+            let from = describe_source(source, found_at, now);
+            let fix = match source {
+                "manual" => "fix or unset TRIGGER_WORKER_TOKEN (a token of a worker group that exists)".to_string(),
+                _ if ctx.dry_run => "a real run drops it from the cache so the next run looks for a good one".into(),
+                _ => {
+                    ctx.writable_state()?.kv_delete(NAMESPACE, TOKEN_KEY)?;
+                    "dropped it from the cache: the next run looks for a good one (logs, then the admin API)".into()
+                }
+            };
+            if source != "manual" && ctx.dry_run {
+                lines.push("would drop the cached worker token".into());
+                verdict.planned = true;
+            }
+            verdict.failure = Some(format!(
+                "the webapp does not know this worker token (from {from}): no WorkerGroupToken has its hash, so its worker group was deleted or it belongs to another deployment; {fix}"
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn finish(mut lines: Vec<String>, failures: Vec<String>, planned: bool) -> Outcome {

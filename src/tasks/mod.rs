@@ -49,6 +49,8 @@ pub struct Outcome {
     pub status: Status,
     /// One fact per line; the first line is the headline.
     pub detail: Vec<String>,
+    /// The failure is the operator's configuration's fault: the run exits 2, not 1.
+    pub config_error: bool,
 }
 
 impl Outcome {
@@ -56,11 +58,16 @@ impl Outcome {
         Outcome {
             status,
             detail: vec![detail.into()],
+            config_error: false,
         }
     }
 
     pub fn lines(status: Status, detail: Vec<String>) -> Outcome {
-        Outcome { status, detail }
+        Outcome {
+            status,
+            detail,
+            config_error: false,
+        }
     }
 }
 
@@ -83,6 +90,11 @@ pub struct TaskCtx<'a> {
 impl TaskCtx<'_> {
     pub fn remaining(&self) -> Duration {
         self.deadline.saturating_duration_since(Instant::now())
+    }
+
+    /// How long a Postgres connect may take: 10 s, or what is left of the deadline.
+    pub fn connect_timeout(&self) -> Duration {
+        self.remaining().min(Duration::from_secs(10))
     }
 
     /// The state database for writing; errors in a dry run (which never writes).

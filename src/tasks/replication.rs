@@ -78,7 +78,7 @@ pub fn run(opts: &ReplicationOptions, ctx: &TaskCtx) -> anyhow::Result<Outcome> 
         table,
     };
     let mut lines = Vec::new();
-    let mut client = target.connect(connect_timeout(ctx))?;
+    let mut client = target.connect(ctx.connect_timeout())?;
     let mut facts = check(&mut client, &names, opts)?;
     let apply = opts.fix && !ctx.dry_run;
     let mut drift = false;
@@ -136,7 +136,7 @@ pub fn run(opts: &ReplicationOptions, ctx: &TaskCtx) -> anyhow::Result<Outcome> 
         if facts.wal_pending || !apply {
             match restart(opts, ctx, &target, &mut lines)? {
                 Restart::Done => {
-                    client = target.connect(connect_timeout(ctx))?;
+                    client = target.connect(ctx.connect_timeout())?;
                     facts = check(&mut client, &names, opts)?;
                     if facts.wal_level != "logical" {
                         bail!("Postgres restarted but wal_level is still {}: check that nothing overrides it (postgresql.conf, the provider's settings)", facts.wal_level);
@@ -295,10 +295,6 @@ fn finish(
         lines.insert(0, "replication healthy, nothing changed".into());
     }
     Outcome::lines(status, lines)
-}
-
-fn connect_timeout(ctx: &TaskCtx) -> Duration {
-    ctx.remaining().min(Duration::from_secs(10))
 }
 
 fn check(

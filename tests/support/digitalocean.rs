@@ -343,10 +343,12 @@ impl FakeDo {
     }
 }
 
-/// Fake supervisors: `/health` on `ip:port`, healthy or not, switchable.
+/// Fake supervisors: `/health` on `ip:port`, healthy or not, switchable; with `beating`, also
+/// heartbeats to the webapp's database while healthy.
 pub struct Supervisor {
     pub server: FakeServer,
     pub healthy: Arc<AtomicBool>,
+    beat: Option<crate::support::webapp::Beating>,
 }
 
 impl Supervisor {
@@ -371,7 +373,18 @@ impl Supervisor {
         Supervisor {
             server,
             healthy: flag,
+            beat: None,
         }
+    }
+
+    /// Also heartbeat as `name` (its TRIGGER_WORKER_INSTANCE_NAME) while healthy.
+    pub fn beating(mut self, webapp: &crate::support::webapp::Webapp, name: &str) -> Supervisor {
+        self.beat = Some(crate::support::webapp::Beating::start(
+            webapp.clone(),
+            name.to_string(),
+            Arc::clone(&self.healthy),
+        ));
+        self
     }
 
     pub fn set(&self, healthy: bool) {

@@ -7,6 +7,7 @@ pub mod digitalocean;
 pub mod fake;
 pub mod pg;
 pub mod railway;
+pub mod webapp;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

@@ -11,6 +11,8 @@ use serde_json::json;
 
 use crate::clients::digitalocean::{DigitalOcean, Droplet, Firewall, NewDroplet};
 use crate::clients::http::{Http, Request, Retry};
+use crate::clients::postgres::Target;
+use crate::clients::webapp_db::{self, Fleet, FleetView};
 use crate::cloudinit;
 use crate::config::SupervisorOptions;
 use crate::duration;
@@ -20,11 +22,16 @@ use crate::state::{now_ms, State};
 use crate::tasks::extract::{self, ConfigRecord};
 use crate::tasks::{Outcome, Status, TaskCtx};
 
+pub mod plan;
+
+use plan::{Health, Heartbeat};
+
 pub const MANAGED_TAG: &str = "ops-managed";
 pub const NAMESPACE: &str = "supervisor";
 const BREAKER_KEY: &str = "breaker";
 const FIREWALL_KEY: &str = "firewall";
 pub const LAST_SEEN_KEY: &str = "last_seen";
+pub const QUEUE_KEY: &str = "queue";
 
 /// What the last run saw, for `ops status`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -37,6 +44,18 @@ pub struct SeenDroplet {
     pub spec_current: bool,
     pub age_secs: i64,
     pub deleted: bool,
+    /// Seconds since the webapp's last heartbeat from it (`None`: never, or no webapp view).
+    #[serde(default)]
+    pub heartbeat_age_secs: Option<f64>,
+}
+
+/// The group's queue as the webapp's database showed it, for `ops status` and `/metrics`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct QueueSeen {
+    pub worker_group: String,
+    pub master_queue: String,
+    /// Age of the oldest PENDING run; `None` when no run waits.
+    pub oldest_pending_secs: Option<f64>,
 }
 /// How long a checked firewall is trusted before it is compared again.
 const FIREWALL_RECHECK_MS: i64 = 3_600_000;
@@ -97,16 +116,15 @@ pub fn spec_tag(s: &Settings, record: &ConfigRecord) -> String {
             &s.trigger_version,
             &s.docker_proxy_image,
             &keys,
-            &record.fingerprint
+            &record.fingerprint,
+            // Whether the compose publishes the workload port (see cloudinit).
+            if s.supervisor_health_sources.is_empty() {
+                "8020-closed"
+            } else {
+                "8020-published"
+            },
         ])
     )
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Health {
-    Healthy,
-    Booting,
-    Failing,
 }
 
 struct Observed {
@@ -116,6 +134,37 @@ struct Observed {
     current: bool,
     age: i64,
     note: String,
+    heartbeat_age: Option<f64>,
+}
+
+/// The webapp's view of our supervisors this run: one Postgres session, one statement.
+enum WebappView {
+    /// DATABASE_URL is not set.
+    NotConfigured,
+    Seen(FleetView),
+    /// Why there is no view (token unknown, tables missing, database unreachable).
+    Unavailable(String),
+}
+
+fn webapp_view(ctx: &TaskCtx, record: &ConfigRecord, names: &[String]) -> WebappView {
+    let Some(url) = &ctx.settings.database_url else {
+        return WebappView::NotConfigured;
+    };
+    let result = Target::parse(url).and_then(|t| {
+        let mut client = t.connect(ctx.connect_timeout())?;
+        webapp_db::fleet(&mut client, record.worker_token.expose(), names)
+    });
+    match result {
+        Ok(Fleet::Seen(v)) => WebappView::Seen(v),
+        Ok(Fleet::TokenUnknown) => WebappView::Unavailable(format!(
+            "the webapp does not know the worker token (from {}): no supervisor can authenticate; fix the token (ops run extract) before anything is replaced",
+            record.token_source
+        )),
+        Ok(Fleet::TablesMissing(why)) => WebappView::Unavailable(format!(
+            "the webapp's database has no worker tables ({why}): an older Trigger.dev, or migrations not run yet"
+        )),
+        Err(e) => WebappView::Unavailable(format!("{e:#}")),
+    }
 }
 
 pub fn run(opts: &SupervisorOptions, ctx: &TaskCtx) -> anyhow::Result<Outcome> {
@@ -128,6 +177,9 @@ pub fn run(opts: &SupervisorOptions, ctx: &TaskCtx) -> anyhow::Result<Outcome> {
         None => None,
     }
     .ok_or_else(|| anyhow!("no config record yet: run the extract task first (put extract before supervisor in the profile, or `ops run extract`)"))?;
+    if s.database_url.is_none() && s.supervisor_health_sources.is_empty() {
+        return Err(crate::exit::config_error(NO_WAY_TO_SEE));
+    }
     let tag = deployment_tag(s);
     let spec = spec_tag(s, &record);
     let http = Http::new();
@@ -191,66 +243,75 @@ pub fn run(opts: &SupervisorOptions, ctx: &TaskCtx) -> anyhow::Result<Outcome> {
         );
     }
 
-    // Observe.
-    let grace = opts.boot_grace.as_secs() as i64;
+    // Observe: the webapp's view (one statement for all droplets), then /health when allowed.
+    let names: Vec<String> = ours.iter().map(|d| d.name.clone()).collect();
+    let view = webapp_view(ctx, &record, &names);
+    let mut queue_failure = None;
+    match &view {
+        WebappView::NotConfigured => lines
+            .push("webapp view: DATABASE_URL is not set, health comes from /health only".into()),
+        WebappView::Unavailable(why) => {
+            if s.supervisor_health_sources.is_empty() {
+                failures.push(format!("cannot see the supervisors: {why}"));
+            } else {
+                lines.push(format!(
+                    "webapp view unavailable ({why}): health comes from /health only"
+                ));
+            }
+        }
+        WebappView::Seen(v) => {
+            lines.push(queue_line(v));
+            queue_failure = queue_alert(v, opts);
+        }
+    }
+    let rules = plan::Rules {
+        boot_grace: opts.boot_grace,
+        stale_after: opts.stale_after,
+    };
     let mut observed: Vec<Observed> = Vec::with_capacity(ours.len());
     let mut health_checks = 0;
     for d in ours {
-        let mut streak: Streak = load(ctx.state, &droplet_key(d.id)).unwrap_or_default();
-        let age = d.age_secs(now_utc);
-        let in_grace = age < grace;
-        let (health, note) = match d.public_ipv4() {
-            Some(ip) if d.status == "active" => {
-                health_checks += 1;
-                match check_health(&http, ctx, ip, opts.health_port) {
-                    Ok(()) => (Health::Healthy, "healthy".to_string()),
-                    Err(e) if in_grace => (
-                        Health::Booting,
-                        format!(
-                            "booting ({e}; {} left of the {} grace)",
-                            duration::format(Duration::from_secs((grace - age) as u64)),
-                            duration::format(opts.boot_grace)
-                        ),
-                    ),
-                    Err(e) => (Health::Failing, e),
-                }
-            }
-            _ if in_grace => (
-                Health::Booting,
-                format!(
-                    "booting (status {}, {} old)",
-                    d.status,
-                    duration::format(Duration::from_secs(age.max(1) as u64))
-                ),
-            ),
-            _ => (
-                Health::Failing,
-                format!(
-                    "still {} without a public IPv4 after {}",
-                    d.status,
-                    duration::format(Duration::from_secs(age.max(1) as u64))
-                ),
-            ),
+        let prev: Streak = load(ctx.state, &droplet_key(d.id)).unwrap_or_default();
+        let heartbeat = match &view {
+            WebappView::Seen(v) => match v.heartbeats.get(&d.name) {
+                Some(Some(age)) => Heartbeat::Age(*age),
+                _ => Heartbeat::Never,
+            },
+            _ => Heartbeat::NoView,
         };
-        match health {
-            Health::Healthy => {
-                streak.fails = 0;
-                streak.last_ok = Some(now);
-                streak.last_error = None;
+        let http = match d.public_ipv4() {
+            Some(ip) if d.status == "active" && !s.supervisor_health_sources.is_empty() => {
+                health_checks += 1;
+                Some(check_health(&http, ctx, ip, opts.health_port))
             }
-            Health::Failing => {
-                streak.fails = streak.fails.saturating_add(1);
-                streak.last_error = Some(note.clone());
-            }
-            Health::Booting => {}
-        }
+            _ => None,
+        };
+        let age = d.age_secs(now_utc);
+        let heartbeat_age = match heartbeat {
+            Heartbeat::Age(a) => Some(a),
+            _ => None,
+        };
+        let verdict = plan::assess(
+            &plan::Facts {
+                name: &d.name,
+                status: &d.status,
+                has_ip: d.public_ipv4().is_some(),
+                age_secs: age,
+                heartbeat,
+                http,
+                prev: &prev,
+                now_ms: now,
+            },
+            &rules,
+        );
         observed.push(Observed {
             current: d.has_tag(&spec),
             droplet: d,
-            health,
-            streak,
+            health: verdict.health,
+            streak: verdict.streak,
             age,
-            note,
+            note: verdict.note,
+            heartbeat_age,
         });
     }
     observed.sort_by_key(|o| std::cmp::Reverse(o.age));
@@ -398,7 +459,7 @@ pub fn run(opts: &SupervisorOptions, ctx: &TaskCtx) -> anyhow::Result<Outcome> {
         }
     }
     if let Some(reason) = &create_reason {
-        let name = format!("{tag}-{}", now_utc.format("%y%m%d%H%M%S"));
+        let name = new_name(&tag, now_utc, &observed);
         if ctx.dry_run {
             lines.push(format!("would create droplet {name} ({}, {}, {}, tags {tag} {MANAGED_TAG} {spec}): {reason}", s.supervisor_size, s.supervisor_region, s.supervisor_image));
             planned = true;
@@ -446,9 +507,23 @@ pub fn run(opts: &SupervisorOptions, ctx: &TaskCtx) -> anyhow::Result<Outcome> {
                 spec_current: o.current,
                 age_secs: o.age,
                 deleted: deleted_index == Some(i),
+                heartbeat_age_secs: o.heartbeat_age,
             })
             .collect();
         st.kv_set(NAMESPACE, LAST_SEEN_KEY, &seen, now)?;
+        match &view {
+            WebappView::Seen(v) => st.kv_set(
+                NAMESPACE,
+                QUEUE_KEY,
+                &QueueSeen {
+                    worker_group: v.group.name.clone(),
+                    master_queue: v.group.master_queue.clone(),
+                    oldest_pending_secs: v.oldest_pending_secs,
+                },
+                now,
+            )?,
+            _ => st.kv_delete(NAMESPACE, QUEUE_KEY)?,
+        }
         for (i, o) in observed.iter().enumerate() {
             if deleted_index == Some(i) {
                 st.kv_delete(NAMESPACE, &droplet_key(o.droplet.id))?;
@@ -465,9 +540,11 @@ pub fn run(opts: &SupervisorOptions, ctx: &TaskCtx) -> anyhow::Result<Outcome> {
     }
 
     lines.push(format!(
-        "DigitalOcean requests: {}, health checks: {health_checks}",
-        api.requests.get()
+        "DigitalOcean requests: {}, Postgres sessions: {}, health checks: {health_checks}",
+        api.requests.get(),
+        u8::from(!matches!(view, WebappView::NotConfigured))
     ));
+    failures.extend(queue_failure);
     let failing_unreplaced: Vec<&Observed> = observed
         .iter()
         .enumerate()
@@ -490,6 +567,57 @@ pub fn run(opts: &SupervisorOptions, ctx: &TaskCtx) -> anyhow::Result<Outcome> {
         if planned { Status::Planned } else { Status::Ok },
         lines,
     ))
+}
+
+const NO_WAY_TO_SEE: &str = "no way to see the supervisor: set DATABASE_URL (the webapp's Postgres: ops reads the supervisors' heartbeats there) or SUPERVISOR_HEALTH_SOURCES (the addresses of this ops host, so it may GET :8020/health)";
+
+/// Whether this configuration lets ops see the supervisors (for `ops check`).
+pub fn visibility_problem(s: &Settings) -> Option<&'static str> {
+    (s.database_url.is_none() && s.supervisor_health_sources.is_empty()).then_some(NO_WAY_TO_SEE)
+}
+
+fn queue_line(v: &FleetView) -> String {
+    format!(
+        "worker group {:?} (queue {}): {}",
+        v.group.name,
+        v.group.master_queue,
+        match v.oldest_pending_secs {
+            Some(secs) => format!(
+                "oldest PENDING run waits for {}",
+                duration::format(Duration::from_secs(secs.max(0.0) as u64))
+            ),
+            None => "no PENDING run".into(),
+        }
+    )
+}
+
+/// A failure when the oldest PENDING run waits longer than `queue_alert_after`.
+fn queue_alert(v: &FleetView, opts: &SupervisorOptions) -> Option<String> {
+    let limit = opts.queue_alert_after?;
+    let secs = v.oldest_pending_secs?;
+    (secs >= limit.as_secs_f64()).then(|| {
+        format!(
+            "runs are waiting: the oldest PENDING run in queue {} has waited {} (alert after {}); a concurrency limit can hold runs too, but check that the supervisors dequeue (docker compose logs supervisor)",
+            v.group.master_queue,
+            duration::format(Duration::from_secs(secs as u64)),
+            duration::format(limit)
+        )
+    })
+}
+
+/// `<tag>-<yymmddHHMMSS>`, made unique among the droplets seen this run: the name is the
+/// supervisor's TRIGGER_WORKER_INSTANCE_NAME, so two droplets must never share one (a replacement
+/// created in the same second as its predecessor would inherit its heartbeat row).
+fn new_name(tag: &str, now: chrono::DateTime<chrono::Utc>, observed: &[Observed]) -> String {
+    let base = format!("{tag}-{}", now.format("%y%m%d%H%M%S"));
+    let taken = |n: &str| observed.iter().any(|o| o.droplet.name == n);
+    let mut name = base.clone();
+    let mut i = 2;
+    while taken(&name) {
+        name = format!("{base}-{i}");
+        i += 1;
+    }
+    name
 }
 
 fn droplet_key(id: u64) -> String {
@@ -524,9 +652,12 @@ fn check_health(http: &Http, ctx: &TaskCtx, ip: &str, port: u16) -> Result<(), S
 }
 
 fn firewall_spec(s: &Settings, tag: &str) -> Firewall {
-    let mut inbound = vec![
-        json!({"protocol": "tcp", "ports": cloudinit::HEALTH_PORT.to_string(), "sources": {"addresses": s.supervisor_health_sources}}),
-    ];
+    // Nothing inbound unless asked: the workload port only for the health checker's addresses,
+    // ssh only from SUPERVISOR_SSH_SOURCES.
+    let mut inbound = Vec::new();
+    if !s.supervisor_health_sources.is_empty() {
+        inbound.push(json!({"protocol": "tcp", "ports": cloudinit::HEALTH_PORT.to_string(), "sources": {"addresses": s.supervisor_health_sources}}));
+    }
     if !s.supervisor_ssh_sources.is_empty() {
         inbound.push(json!({"protocol": "tcp", "ports": "22", "sources": {"addresses": s.supervisor_ssh_sources}}));
     }
@@ -617,8 +748,8 @@ fn ensure_firewall(
             lines.push(format!(
                 "updated firewall {} (8020 from {}, ssh from {})",
                 want.name,
-                s.supervisor_health_sources.join(" "),
-                ssh_sources(s)
+                sources(&s.supervisor_health_sources),
+                sources(&s.supervisor_ssh_sources)
             ));
             have.id
         }
@@ -627,8 +758,8 @@ fn ensure_firewall(
                 lines.push(format!(
                     "would create firewall {} (8020 from {}, ssh from {})",
                     want.name,
-                    s.supervisor_health_sources.join(" "),
-                    ssh_sources(s)
+                    sources(&s.supervisor_health_sources),
+                    sources(&s.supervisor_ssh_sources)
                 ));
                 *planned = true;
                 return Ok(());
@@ -638,8 +769,8 @@ fn ensure_firewall(
             lines.push(format!(
                 "created firewall {} (8020 from {}, ssh from {})",
                 want.name,
-                s.supervisor_health_sources.join(" "),
-                ssh_sources(s)
+                sources(&s.supervisor_health_sources),
+                sources(&s.supervisor_ssh_sources)
             ));
             String::new()
         }
@@ -659,10 +790,10 @@ fn ensure_firewall(
     Ok(())
 }
 
-fn ssh_sources(s: &Settings) -> String {
-    if s.supervisor_ssh_sources.is_empty() {
+fn sources(list: &[String]) -> String {
+    if list.is_empty() {
         "nowhere".into()
     } else {
-        s.supervisor_ssh_sources.join(" ")
+        list.join(" ")
     }
 }
