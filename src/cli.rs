@@ -53,6 +53,9 @@ pub enum Cmd {
         /// Close the supervisor's replacement circuit breaker before running
         #[arg(long)]
         reset_breaker: bool,
+        /// Re-read the config from Railway even when the stored record is fresh
+        #[arg(long)]
+        refresh: bool,
     },
     /// Profiles with cron, next run time, enabled, task count and description
     List {

@@ -52,7 +52,11 @@ pub fn supervisor_env(record: &ConfigRecord, droplet_name: &str) -> Vec<(&'stati
     env
 }
 
-fn compose(settings: &Settings) -> Value {
+fn compose(settings: &Settings, record: &ConfigRecord) -> Value {
+    let version = crate::release::supervisor_version(
+        settings.trigger_version.as_deref(),
+        record.webapp_version.as_deref(),
+    );
     // The workload API is for task containers on the `supervisor` network; the host publishes it
     // only when an outside health checker is allowed in (SUPERVISOR_HEALTH_SOURCES).
     let ports: Vec<String> = if settings.supervisor_health_sources.is_empty() {
@@ -65,7 +69,7 @@ fn compose(settings: &Settings) -> Value {
         "name": "trigger-supervisor",
         "services": {
             "supervisor": {
-                "image": format!("{SUPERVISOR_IMAGE}:{}", settings.trigger_version),
+                "image": format!("{SUPERVISOR_IMAGE}:{}", version.tag),
                 "restart": "unless-stopped",
                 "env_file": [".env"],
                 "depends_on": ["docker-proxy"],
@@ -114,7 +118,7 @@ pub fn render(
         }
         env_file.push_str(&format!("{k}={v}\n"));
     }
-    let compose_yaml = serde_yaml::to_string(&compose(settings))?;
+    let compose_yaml = serde_yaml::to_string(&compose(settings, record))?;
     let config = json!({
         "package_update": true,
         "packages": ["docker.io", "docker-compose-v2"],

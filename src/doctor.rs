@@ -9,6 +9,7 @@ use crate::clients::postgres::{describe, Target};
 use crate::clients::railway::Railway;
 use crate::exit::ExitCode;
 use crate::redact::redact;
+use crate::registry::{self, Exists, ImageRef};
 use crate::state::State;
 use crate::tasks::replication::parse_table;
 
@@ -90,11 +91,50 @@ pub fn run(app: &App) -> anyhow::Result<ExitCode> {
             .ok()
             .flatten()
     });
+
+    // The images a new droplet pulls must exist, or `docker compose up` fails on every droplet.
+    let version = crate::release::supervisor_version(
+        s.trigger_version.as_deref(),
+        record.as_ref().and_then(|r| r.webapp_version.as_deref()),
+    );
+    let supervisor_image = format!("{}:{}", crate::cloudinit::SUPERVISOR_IMAGE, version.tag);
+    for (image, var) in [
+        (supervisor_image.as_str(), "TRIGGER_VERSION"),
+        (
+            s.docker_proxy_image.as_str(),
+            "SUPERVISOR_DOCKER_PROXY_IMAGE",
+        ),
+    ] {
+        let Ok(parsed) = ImageRef::parse(image) else {
+            r.line(Err(format!(
+                "image {image} is not a valid reference: fix {var}"
+            )));
+            continue;
+        };
+        match registry::exists(&http, &parsed, Duration::from_secs(5)) {
+            Exists::Yes => r.line(Ok(format!("image {image} exists on {}", parsed.registry))),
+            Exists::NotFound => r.line(Err(format!(
+                "image {image}: tag not found on {} (or not public): new droplets would fail to start; pick a tag that exists and set {var}",
+                parsed.registry
+            ))),
+            Exists::Unknown(why) => println!(
+                "· image {image}: not checked, the registry cannot be reached ({})",
+                redact(&why)
+            ),
+        }
+    }
     match record {
         None => println!(
             "· registry and webapp: no config record yet (run `ops run extract`), not checked"
         ),
         Some(rec) => {
+            let version = crate::release::describe(
+                s.trigger_version.as_deref(),
+                rec.webapp_version.as_deref(),
+            );
+            // A deliberate pin or an unknown webapp version is worth seeing, not a failure.
+            let agreed = s.trigger_version.is_none() && rec.webapp_version.is_some();
+            println!("{} {}", if agreed { "✓" } else { "!" }, redact(&version));
             if let Some(host) = &rec.registry_host {
                 let url = format!("https://{host}/v2/");
                 let req = Request::new("registry", "GET", &url)

@@ -16,6 +16,8 @@ pub mod logging;
 pub mod notify;
 pub mod profiles;
 pub mod redact;
+pub mod registry;
+pub mod release;
 pub mod render;
 pub mod report;
 pub mod runner;
@@ -71,7 +73,17 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             dry_run,
             json,
             reset_breaker,
-        } => runner::run(&app, profile, *dry_run, *json, *reset_breaker),
+            refresh,
+        } => runner::run(
+            &app,
+            profile,
+            &runner::RunOptions {
+                dry_run: *dry_run,
+                json: *json,
+                reset_breaker: *reset_breaker,
+                refresh: *refresh,
+            },
+        ),
         Cmd::RenderCloudInit { show_secrets } => commands::render_cloud_init(&app, *show_secrets),
         Cmd::List { json } => commands::list(&app, *json),
         Cmd::RenderCrontab => commands::render_crontab(&app),

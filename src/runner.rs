@@ -43,13 +43,18 @@ pub struct TaskSummary {
     pub config_error: bool,
 }
 
-pub fn run(
-    app: &App,
-    name: &str,
-    dry_run: bool,
-    json: bool,
-    reset_breaker: bool,
-) -> anyhow::Result<ExitCode> {
+/// The flags of `ops run`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RunOptions {
+    pub dry_run: bool,
+    pub json: bool,
+    pub reset_breaker: bool,
+    /// Extract re-reads Railway even when its record is fresh.
+    pub refresh: bool,
+}
+
+pub fn run(app: &App, name: &str, opts: &RunOptions) -> anyhow::Result<ExitCode> {
+    let RunOptions { dry_run, json, .. } = *opts;
     let profile = app.config.profile(name)?;
     if !app.settings.is_active {
         log::info!("monitoring disabled (IS_ACTIVE=false): not running {name}");
@@ -67,7 +72,7 @@ pub fn run(
                 None
             }
         };
-        let summary = execute(app, profile, state.as_ref(), true, reset_breaker);
+        let summary = execute(app, profile, state.as_ref(), opts);
         return Ok(finish_output(&summary, json));
     }
 
@@ -121,7 +126,7 @@ pub fn run(
     if let Some(url) = &profile.ping_url {
         notify::ping(url, "/start");
     }
-    let summary = execute(app, profile, Some(&state), false, reset_breaker);
+    let summary = execute(app, profile, Some(&state), opts);
     let records: Vec<TaskRecord> = summary
         .tasks
         .iter()
@@ -205,20 +210,22 @@ fn finish_output(summary: &RunSummary, json: bool) -> ExitCode {
     }
 }
 
-fn execute(
-    app: &App,
-    profile: &Profile,
-    state: Option<&State>,
-    dry_run: bool,
-    reset_breaker: bool,
-) -> RunSummary {
+fn execute(app: &App, profile: &Profile, state: Option<&State>, opts: &RunOptions) -> RunSummary {
     let started = Instant::now();
     let started_at = chrono::Local::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, false);
     let deadline = started + profile.timeout;
     let mut results = Vec::with_capacity(profile.tasks.len());
+    let run = ProfileRun {
+        state,
+        dry_run: opts.dry_run,
+        reset_breaker: opts.reset_breaker,
+        refresh: opts.refresh,
+        deadline,
+        handoff: tasks::Handoff::default(),
+    };
     for task in &profile.tasks {
         let t0 = Instant::now();
-        let outcome = run_task(app, profile, task, state, dry_run, reset_breaker, deadline);
+        let outcome = run_task(app, profile, task, &run);
         let elapsed = t0.elapsed().as_millis() as u64;
         let detail: Vec<String> = outcome.detail.iter().map(|l| redact(l)).collect();
         let headline = detail.first().map(String::as_str).unwrap_or("");
@@ -248,22 +255,26 @@ fn execute(
     RunSummary {
         profile: profile.name.clone(),
         status: status.to_string(),
-        dry_run,
+        dry_run: opts.dry_run,
         started_at,
         duration_ms: started.elapsed().as_millis() as u64,
         tasks: results,
     }
 }
 
-fn run_task(
-    app: &App,
-    profile: &Profile,
-    task: &Task,
-    state: Option<&State>,
+/// What the tasks of one profile run share.
+struct ProfileRun<'a> {
+    state: Option<&'a State>,
     dry_run: bool,
     reset_breaker: bool,
-    profile_deadline: Instant,
-) -> Outcome {
+    refresh: bool,
+    deadline: Instant,
+    handoff: tasks::Handoff,
+}
+
+fn run_task(app: &App, profile: &Profile, task: &Task, run: &ProfileRun) -> Outcome {
+    let (state, dry_run, reset_breaker, profile_deadline) =
+        (run.state, run.dry_run, run.reset_breaker, run.deadline);
     if !task.enabled {
         return Outcome::new(Status::Skipped, "disabled in jobs.yaml (enabled: false)");
     }
@@ -313,6 +324,8 @@ fn run_task(
         deadline,
         budget,
         reset_breaker,
+        refresh: run.refresh,
+        handoff: &run.handoff,
     };
     match tasks::run(task, &ctx) {
         Ok(outcome) => outcome,

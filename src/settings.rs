@@ -12,7 +12,8 @@ pub const DEFAULT_RAILWAY_API_URL: &str = "https://backboard.railway.com/graphql
 pub const DEFAULT_DIGITALOCEAN_API_URL: &str = "https://api.digitalocean.com";
 pub const DEFAULT_TELEGRAM_API_URL: &str = "https://api.telegram.org";
 pub const DEFAULT_TRIGGER_VERSION: &str = "v4.5.12";
-pub const DEFAULT_DOCKER_PROXY_IMAGE: &str = "tecnativa/docker-socket-proxy:v0.3.0";
+/// Tecnativa's tags carry a leading `v` from v0.4 on (0.1.x-0.3.0 had none).
+pub const DEFAULT_DOCKER_PROXY_IMAGE: &str = "tecnativa/docker-socket-proxy:v0.5.0";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RailwayAuth {
@@ -39,7 +40,9 @@ pub struct Settings {
 
     pub database_url: Option<Secret>,
 
-    pub trigger_version: String,
+    /// `TRIGGER_VERSION`: pins the supervisor image tag; unset, the supervisor follows the
+    /// webapp's release (see `release`).
+    pub trigger_version: Option<String>,
     pub trigger_worker_token: Option<Secret>,
     pub trigger_admin_token: Option<Secret>,
     pub worker_group_name: String,
@@ -87,6 +90,28 @@ impl Settings {
             }
             t => t.map(Secret::new),
         };
+        let trigger_version = match env.get("TRIGGER_VERSION") {
+            Some(v)
+                if v.len() > 128
+                    || !v
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)) =>
+            {
+                return Err(config_error(format!(
+                    "TRIGGER_VERSION={v:?} is not an image tag (letters, digits, '.', '_', '-'): use a release such as {DEFAULT_TRIGGER_VERSION}, or unset it to follow the webapp's version"
+                )))
+            }
+            v => v.map(str::to_string),
+        };
+        let docker_proxy_image = env
+            .get("SUPERVISOR_DOCKER_PROXY_IMAGE")
+            .unwrap_or(DEFAULT_DOCKER_PROXY_IMAGE)
+            .to_string();
+        if let Err(e) = crate::registry::ImageRef::parse(&docker_proxy_image) {
+            return Err(config_error(format!(
+                "SUPERVISOR_DOCKER_PROXY_IMAGE: {e} (e.g. {DEFAULT_DOCKER_PROXY_IMAGE}, optionally with @sha256:<digest>)"
+            )));
+        }
         let ops_lock = match env.get("OPS_LOCK") {
             None => None,
             Some(v @ ("local" | "postgres")) => Some(v.to_string()),
@@ -115,10 +140,7 @@ impl Settings {
             registry_service_name: string(env, "REGISTRY_SERVICE_NAME"),
             db_service_name: string(env, "DB_SERVICE_NAME"),
             database_url: env.get("DATABASE_URL").map(Secret::new),
-            trigger_version: env
-                .get("TRIGGER_VERSION")
-                .unwrap_or(DEFAULT_TRIGGER_VERSION)
-                .to_string(),
+            trigger_version,
             trigger_worker_token,
             trigger_admin_token: env.get("TRIGGER_ADMIN_TOKEN").map(Secret::new),
             worker_group_name: env
@@ -142,10 +164,7 @@ impl Settings {
             // Empty (the default): port 8020 stays closed and health comes from the webapp's
             // database only.
             supervisor_health_sources: list(env, "SUPERVISOR_HEALTH_SOURCES"),
-            docker_proxy_image: env
-                .get("SUPERVISOR_DOCKER_PROXY_IMAGE")
-                .unwrap_or(DEFAULT_DOCKER_PROXY_IMAGE)
-                .to_string(),
+            docker_proxy_image,
             telegram_bot_token: env.get("TELEGRAM_BOT_TOKEN").map(Secret::new),
             telegram_chat_id: string(env, "TELEGRAM_CHAT_ID"),
             telegram_topic_id: string(env, "TELEGRAM_TOPIC_ID"),

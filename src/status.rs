@@ -83,7 +83,19 @@ pub fn document(app: &App, state: Option<&State>) -> anyhow::Result<Value> {
                 .map(|t| json!({"source": t.source, "found_at": if t.found_at > 0 { rfc3339(t.found_at) } else { Value::Null }}))
                 .unwrap_or(Value::Null);
             let record = extract::record_info(s)?
-                .map(|r| json!({"extracted_at": rfc3339(r.extracted_at), "api_origin": r.api_origin, "fingerprint": r.fingerprint, "worker_group": r.worker_group}))
+                .map(|r| {
+                    let chosen = crate::release::supervisor_version(app.settings.trigger_version.as_deref(), r.webapp_version.as_deref());
+                    json!({
+                        "extracted_at": rfc3339(r.extracted_at), "api_origin": r.api_origin, "fingerprint": r.fingerprint,
+                        "worker_group": r.worker_group,
+                        "webapp_version": r.webapp_version, "webapp_release": r.webapp_release,
+                        "supervisor_version": {
+                            "tag": chosen.tag,
+                            "source": format!("{:?}", chosen.source).to_ascii_lowercase(),
+                            "summary": crate::release::describe(app.settings.trigger_version.as_deref(), r.webapp_version.as_deref()),
+                        },
+                    })
+                })
                 .unwrap_or(Value::Null);
             let replication = s
                 .last_task_result("replication")?
@@ -227,6 +239,10 @@ fn human(doc: &Value) -> String {
         ),
         None => "worker token: none yet (run the extract task)\n".into(),
     });
+    if let Some(summary) = doc["config_record"]["supervisor_version"]["summary"].as_str() {
+        out.push_str(summary);
+        out.push('\n');
+    }
     let group = &doc["config_record"]["worker_group"];
     if let Some(name) = group["name"].as_str() {
         out.push_str(&format!(

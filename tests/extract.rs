@@ -37,6 +37,7 @@ pub fn scenario(task: &str) -> Scenario {
                    "DEPLOY_REGISTRY_USERNAME": "registry-user", "DEPLOY_REGISTRY_PASSWORD": REGISTRY_PASSWORD}),
         );
         w.domains.insert("svc-reg".into(), vec!["registry-prod.invalid".into()]);
+        w.image_source("svc-web", "ghcr.io/triggerdotdev/trigger.dev:v4.5.12");
         w.deployments.insert(
             "svc-web".into(),
             vec![
@@ -103,7 +104,7 @@ fn cached_token_means_no_log_query_and_at_most_two_requests() {
         .expect_stdout("cached (from logs");
     let ops = s.railway.ops();
     assert_eq!(log_queries(&ops), 0, "{ops:?}");
-    assert_eq!(ops, ["Variables", "Domains"]);
+    assert_eq!(ops, ["Webapp", "Domains"]);
 }
 
 #[test]
@@ -374,5 +375,5 @@ fn a_recreated_webapp_service_is_found_again() {
     // And the new id is cached: back to two requests.
     s.railway.clear();
     s.ops.run(&["run", "extract"]).expect_code(0);
-    assert_eq!(s.railway.ops(), ["Variables", "Domains"]);
+    assert_eq!(s.railway.ops(), ["Webapp", "Domains"]);
 }

@@ -319,9 +319,9 @@ fn spec_drift_is_a_rolling_replace() {
     f.health().expect_code(0);
     assert!(f.deletes().is_empty());
     let _new_sup = f.serve(new, true);
-    f.health()
-        .expect_code(0)
-        .expect_stdout("spec drift: replaced by a healthy droplet");
+    f.health().expect_code(0).expect_stdout(
+        "spec drift (TRIGGER_VERSION v4.5.12 → v4.6.0): replaced by a healthy droplet",
+    );
     assert_eq!(f.deletes(), [old]);
     assert_eq!(f.ids(), [new]);
     assert_eq!(f.creates().len(), 2);

@@ -15,7 +15,9 @@ use crate::settings::RailwayAuth;
 const SERVICE: &str = "Railway API";
 
 pub const PROJECT: &str = "query Project($id: String!) { project(id: $id) { id name services { edges { node { id name } } } } }";
-pub const VARIABLES: &str = "query Variables($projectId: String!, $environmentId: String!, $serviceId: String) { variables(projectId: $projectId, environmentId: $environmentId, serviceId: $serviceId) }";
+/// The webapp's variables and, in the same request, its source and latest deployment's meta
+/// (where its release is read from: `release::webapp_release`).
+pub const WEBAPP: &str = "query Webapp($projectId: String!, $environmentId: String!, $serviceId: String!) { variables(projectId: $projectId, environmentId: $environmentId, serviceId: $serviceId) serviceInstance(environmentId: $environmentId, serviceId: $serviceId) { source { image repo } latestDeployment { meta } } }";
 pub const DOMAINS: &str = "query Domains($environmentId: String!, $projectId: String!, $serviceId: String!) { domains(environmentId: $environmentId, projectId: $projectId, serviceId: $serviceId) { serviceDomains { domain } customDomains { domain } } }";
 pub const DEPLOYMENTS: &str = "query Deployments($input: DeploymentListInput!, $first: Int) { deployments(input: $input, first: $first) { edges { node { id createdAt status } } } }";
 pub const DEPLOYMENT: &str =
@@ -68,6 +70,44 @@ pub struct LogLine {
     pub timestamp: String,
     #[serde(default)]
     pub message: String,
+}
+
+/// `ServiceInstance { source { image repo } latestDeployment { meta } }`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceInstance {
+    #[serde(default)]
+    pub source: Option<ServiceSource>,
+    #[serde(default)]
+    pub latest_deployment: Option<DeploymentMeta>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct ServiceSource {
+    #[serde(default)]
+    pub image: Option<String>,
+    #[serde(default)]
+    pub repo: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct DeploymentMeta {
+    /// A JSON object (`DeploymentMeta` scalar): `branch`, `commitHash`, `image`, …
+    #[serde(default)]
+    pub meta: Option<Value>,
+}
+
+impl ServiceInstance {
+    pub fn release(&self) -> crate::release::WebappRelease {
+        let source = self.source.clone().unwrap_or_default();
+        crate::release::webapp_release(
+            source.image.as_deref(),
+            source.repo.as_deref(),
+            self.latest_deployment
+                .as_ref()
+                .and_then(|d| d.meta.as_ref()),
+        )
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -248,26 +288,31 @@ impl<'a> Railway<'a> {
             .collect())
     }
 
-    pub fn variables(
+    /// The webapp service's variables (nulls dropped) and its Railway source, in one request.
+    pub fn webapp(
         &self,
         project_id: &str,
         environment_id: &str,
         service_id: &str,
-    ) -> anyhow::Result<BTreeMap<String, String>> {
+    ) -> anyhow::Result<(BTreeMap<String, String>, ServiceInstance)> {
         #[derive(Deserialize)]
+        #[serde(rename_all = "camelCase")]
         struct Data {
             variables: BTreeMap<String, Option<String>>,
+            #[serde(default)]
+            service_instance: Option<ServiceInstance>,
         }
         let data: Data = self.run(
-            VARIABLES,
+            WEBAPP,
             json!({ "projectId": project_id, "environmentId": environment_id, "serviceId": service_id }),
             false,
         )?;
-        Ok(data
+        let vars = data
             .variables
             .into_iter()
             .filter_map(|(k, v)| Some((k, v?)))
-            .collect())
+            .collect();
+        Ok((vars, data.service_instance.unwrap_or_default()))
     }
 
     pub fn domains(

@@ -25,6 +25,10 @@ use crate::tasks::{Outcome, Status, TaskCtx};
 pub const NAMESPACE: &str = "config";
 const RECORD_KEY: &str = "record";
 const TOKEN_KEY: &str = "worker_token";
+/// Associated data of each sealed field: a sealed value opens only in its own field.
+const FIELD_SECRET: &str = "config.record.managed_secret";
+const FIELD_REGISTRY: &str = "config.record.registry_password";
+const FIELD_TOKEN: &str = "config.worker_token";
 const WEBAPP_NAMES: &[&str] = &["trigger.dev", "webapp", "trigger"];
 const REGISTRY_NAMES: &[&str] = &["registry", "docker-registry"];
 /// Log lines fetched per query, and deployments searched.
@@ -48,6 +52,8 @@ pub struct ConfigRecord {
     pub webapp_service: String,
     pub fingerprint: String,
     pub extracted_at: i64,
+    /// The webapp's release, which the supervisor follows unless TRIGGER_VERSION pins one.
+    pub webapp_version: Option<String>,
 }
 
 /// What is stored: secrets sealed, the manual token never stored at all.
@@ -69,6 +75,16 @@ struct StoredRecord {
     /// set and the tables exist).
     #[serde(default)]
     worker_group: Option<WorkerGroup>,
+    /// The webapp's release (`vX.Y.Z`) read from its Railway source; `None`: unknown.
+    #[serde(default)]
+    webapp_version: Option<String>,
+    /// Where that came from, or why it is unknown.
+    #[serde(default)]
+    webapp_release: Option<String>,
+    /// Its checks failed: the next run reads Railway again whatever its age, so a fix made
+    /// there shows at once.
+    #[serde(default)]
+    failed: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -106,6 +122,8 @@ pub struct RecordInfo {
     pub api_origin: String,
     pub fingerprint: String,
     pub worker_group: Option<WorkerGroup>,
+    pub webapp_version: Option<String>,
+    pub webapp_release: Option<String>,
 }
 
 pub fn record_info(state: &State) -> anyhow::Result<Option<RecordInfo>> {
@@ -116,6 +134,8 @@ pub fn record_info(state: &State) -> anyhow::Result<Option<RecordInfo>> {
             api_origin: r.api_origin,
             fingerprint: r.fingerprint,
             worker_group: r.worker_group,
+            webapp_version: r.webapp_version,
+            webapp_release: r.webapp_release,
         }))
 }
 
@@ -144,18 +164,19 @@ pub fn load_record(
         worker_token: token,
         token_source: source,
         token_found_at: found_at,
-        managed_secret: Secret::new(sealer.open(&rec.managed_secret)?),
+        managed_secret: Secret::new(sealer.open(FIELD_SECRET, &rec.managed_secret)?),
         api_origin: rec.api_origin,
         otel_endpoint: rec.otel_endpoint,
         registry_host: rec.registry_host,
         registry_username: rec.registry_username,
         registry_password: rec
             .registry_password
-            .map(|p| sealer.open(&p).map(Secret::new))
+            .map(|p| sealer.open(FIELD_REGISTRY, &p).map(Secret::new))
             .transpose()?,
         webapp_service: rec.webapp_service,
         fingerprint: rec.fingerprint,
         extracted_at: rec.extracted_at,
+        webapp_version: rec.webapp_version,
     }))
 }
 
@@ -163,7 +184,7 @@ fn cached_token(state: &State, sealer: &Sealer) -> anyhow::Result<Option<StoredT
     let Some((mut t, _)) = state.kv_get::<StoredToken>(NAMESPACE, TOKEN_KEY)? else {
         return Ok(None);
     };
-    match sealer.open(&t.token) {
+    match sealer.open(FIELD_TOKEN, &t.token) {
         Ok(plain) if is_worker_token(&plain) => {
             t.token = Secret::new(plain).expose().to_string();
             Ok(Some(t))
@@ -173,6 +194,39 @@ fn cached_token(state: &State, sealer: &Sealer) -> anyhow::Result<Option<StoredT
             Ok(None)
         }
     }
+}
+
+/// Re-seals, once, values stored in the legacy sealed format; true when something changed.
+fn reseal_legacy(state: &State, se: &Sealer, now: i64) -> anyhow::Result<bool> {
+    let mut changed = false;
+    if let Some((mut rec, _)) = state.kv_get::<StoredRecord>(NAMESPACE, RECORD_KEY)? {
+        let legacy = crate::sealed::is_legacy(&rec.managed_secret)
+            || rec
+                .registry_password
+                .as_deref()
+                .is_some_and(crate::sealed::is_legacy);
+        if legacy {
+            rec.managed_secret =
+                se.seal(FIELD_SECRET, &se.open(FIELD_SECRET, &rec.managed_secret)?)?;
+            if let Some(p) = &rec.registry_password {
+                rec.registry_password =
+                    Some(se.seal(FIELD_REGISTRY, &se.open(FIELD_REGISTRY, p)?)?);
+            }
+            state.kv_set(NAMESPACE, RECORD_KEY, &rec, now)?;
+            changed = true;
+        }
+    }
+    if let Some((mut t, _)) = state.kv_get::<StoredToken>(NAMESPACE, TOKEN_KEY)? {
+        if crate::sealed::is_legacy(&t.token) {
+            t.token = se.seal(FIELD_TOKEN, &se.open(FIELD_TOKEN, &t.token)?)?;
+            state.kv_set(NAMESPACE, TOKEN_KEY, &t, now)?;
+            changed = true;
+        }
+    }
+    if changed {
+        log::info!("re-sealed the cached secrets in the current format");
+    }
+    Ok(changed)
 }
 
 fn token_hash(token: &str) -> String {
@@ -205,6 +259,18 @@ pub fn run(opts: &ExtractOptions, ctx: &TaskCtx) -> anyhow::Result<Outcome> {
     let sealer = Sealer::load(ctx.state_dir, !ctx.dry_run)?;
     let now = now_ms();
     let mut lines = Vec::new();
+    if let (Some(se), false) = (&sealer, ctx.dry_run) {
+        if let Some(st) = ctx.state {
+            match reseal_legacy(st, se, now) {
+                Ok(true) => {
+                    lines.push("re-sealed the cached secrets with ChaCha20-Poly1305".into())
+                }
+                Ok(false) => {}
+                // Unreadable values are handled below as if absent (looked up again).
+                Err(e) => log::warn!("could not re-seal the cached secrets: {e:#}"),
+            }
+        }
+    }
     let mut planned = false;
 
     let stored: Option<StoredRecord> = ctx
@@ -230,6 +296,8 @@ pub fn run(opts: &ExtractOptions, ctx: &TaskCtx) -> anyhow::Result<Outcome> {
         if age >= 0
             && (age as u128) < opts.refresh.as_millis()
             && rec.token_hash == token_hash(token)
+            && !rec.failed
+            && !ctx.refresh
         {
             lines.push(format!(
                 "worker token: {}",
@@ -240,15 +308,9 @@ pub fn run(opts: &ExtractOptions, ctx: &TaskCtx) -> anyhow::Result<Outcome> {
                 crate::report::fmt_ms(age as u64),
                 crate::duration::format(opts.refresh)
             ));
-            let secret = se.open(&rec.managed_secret)?;
+            let secret = se.open(FIELD_SECRET, &rec.managed_secret)?;
             let mut verdict = Verdict::default();
             verify_token(ctx, token, source, *found_at, now, &mut verdict, &mut lines)?;
-            if verdict.group.is_some() && verdict.group != rec.worker_group && !ctx.dry_run {
-                let mut updated = rec.clone();
-                updated.worker_group = verdict.group.clone();
-                ctx.writable_state()?
-                    .kv_set(NAMESPACE, RECORD_KEY, &updated, now)?;
-            }
             let mut failures = checks(
                 &http,
                 ctx,
@@ -259,7 +321,25 @@ pub fn run(opts: &ExtractOptions, ctx: &TaskCtx) -> anyhow::Result<Outcome> {
                 &mut lines,
             );
             failures.extend(verdict.failure);
+            let group_changed = verdict.group.is_some() && verdict.group != rec.worker_group;
+            if (group_changed || !failures.is_empty()) && !ctx.dry_run {
+                let mut updated = rec.clone();
+                if group_changed {
+                    updated.worker_group = verdict.group.clone();
+                }
+                updated.failed = !failures.is_empty();
+                ctx.writable_state()?
+                    .kv_set(NAMESPACE, RECORD_KEY, &updated, now)?;
+            }
             return Ok(finish(lines, failures, verdict.planned));
+        }
+        if ctx.refresh {
+            lines.push("--refresh: reading Railway whatever the record's age".into());
+        } else if rec.failed {
+            lines.push(
+                "the last extraction's checks failed: reading Railway again (the refresh interval applies to good records only)"
+                    .into(),
+            );
         }
     }
 
@@ -290,8 +370,10 @@ pub fn run(opts: &ExtractOptions, ctx: &TaskCtx) -> anyhow::Result<Outcome> {
     });
     let mut cached_vars = None;
     if let Some(rec) = cached_ids {
-        match railway.variables(project, environment, &rec.webapp_service_id) {
-            Ok(v) if v.contains_key("MANAGED_WORKER_SECRET") || v.contains_key("APP_ORIGIN") => {
+        match railway.webapp(project, environment, &rec.webapp_service_id) {
+            Ok(v)
+                if v.0.contains_key("MANAGED_WORKER_SECRET") || v.0.contains_key("APP_ORIGIN") =>
+            {
                 cached_vars = Some(v)
             }
             Ok(_) => log::info!(
@@ -302,7 +384,7 @@ pub fn run(opts: &ExtractOptions, ctx: &TaskCtx) -> anyhow::Result<Outcome> {
             }
         }
     }
-    let (webapp_name, webapp_id, mut registry_id, mut services, vars) =
+    let (webapp_name, webapp_id, mut registry_id, mut services, (vars, instance)) =
         match (cached_ids, cached_vars) {
             (Some(rec), Some(vars)) => (
                 rec.webapp_service.clone(),
@@ -313,8 +395,8 @@ pub fn run(opts: &ExtractOptions, ctx: &TaskCtx) -> anyhow::Result<Outcome> {
             ),
             _ => {
                 let (name, id, list) = discover()?;
-                let vars = railway.variables(project, environment, &id)?;
-                (name, id, None, Some(list), vars)
+                let found = railway.webapp(project, environment, &id)?;
+                (name, id, None, Some(list), found)
             }
         };
     let missing = |var: &str| {
@@ -443,7 +525,7 @@ pub fn run(opts: &ExtractOptions, ctx: &TaskCtx) -> anyhow::Result<Outcome> {
                 planned = true;
             } else if let Some(se) = &sealer {
                 let stored = StoredToken {
-                    token: se.seal(&token)?,
+                    token: se.seal(FIELD_TOKEN, &token)?,
                     source: source.clone(),
                     found_at,
                 };
@@ -481,18 +563,61 @@ pub fn run(opts: &ExtractOptions, ctx: &TaskCtx) -> anyhow::Result<Outcome> {
         }
     ));
 
+    let release = instance.release();
+    lines.push(format!(
+        "webapp version: {} ({})",
+        release.version.as_deref().unwrap_or("unknown"),
+        release.origin
+    ));
+    lines.push(crate::release::describe(
+        s.trigger_version.as_deref(),
+        release.version.as_deref(),
+    ));
+
+    lines.push(format!("Railway requests: {}", railway.requests.get()));
+    let mut failures = checks(
+        &http,
+        ctx,
+        opts,
+        &managed_secret,
+        &api_origin,
+        &webapp_name,
+        &mut lines,
+    );
+    failures.extend(verdict.failure.clone());
+
+    // Later tasks of this profile (the supervisor) see this record even in a dry run.
+    if !token.is_empty() && verdict.failure.is_none() {
+        *ctx.handoff.record.borrow_mut() = Some(ConfigRecord {
+            worker_token: Secret::new(token.clone()),
+            token_source: source.clone(),
+            token_found_at: found_at,
+            managed_secret: Secret::new(managed_secret.clone()),
+            api_origin: api_origin.clone(),
+            otel_endpoint: otel_endpoint.clone(),
+            registry_host: registry_host.clone(),
+            registry_username: registry_username.clone(),
+            registry_password: registry_password.clone().map(Secret::new),
+            webapp_service: webapp_name.clone(),
+            fingerprint: fp.clone(),
+            extracted_at: now,
+            webapp_version: release.version.clone(),
+        });
+    }
+
     // Store the record, saying what changed (names, never values).
-    let changed = match &stored {
+    let mut changed = match &stored {
         None => vec!["new record".to_string()],
         Some(old) if old.fingerprint == fp => Vec::new(),
         Some(old) => {
             let old_secret = sealer
                 .as_ref()
-                .and_then(|se| se.open(&old.managed_secret).ok());
-            let old_pass = old
-                .registry_password
-                .as_ref()
-                .and_then(|p| sealer.as_ref().and_then(|se| se.open(p).ok()));
+                .and_then(|se| se.open(FIELD_SECRET, &old.managed_secret).ok());
+            let old_pass = old.registry_password.as_ref().and_then(|p| {
+                sealer
+                    .as_ref()
+                    .and_then(|se| se.open(FIELD_REGISTRY, p).ok())
+            });
             let mut c = Vec::new();
             if old.token_hash != token_hash(&token) {
                 c.push("worker token".to_string());
@@ -515,6 +640,16 @@ pub fn run(opts: &ExtractOptions, ctx: &TaskCtx) -> anyhow::Result<Outcome> {
             c
         }
     };
+    if let Some(old) = stored
+        .as_ref()
+        .filter(|o| o.webapp_version != release.version)
+    {
+        changed.push(format!(
+            "webapp version {} → {}",
+            old.webapp_version.as_deref().unwrap_or("unknown"),
+            release.version.as_deref().unwrap_or("unknown")
+        ));
+    }
     if !changed.is_empty() && stored.is_some() {
         log::info!("config record changed: {}", changed.join(", "));
         lines.push(format!(
@@ -529,12 +664,14 @@ pub fn run(opts: &ExtractOptions, ctx: &TaskCtx) -> anyhow::Result<Outcome> {
         }
     } else if let Some(se) = &sealer {
         let rec = StoredRecord {
-            managed_secret: se.seal(&managed_secret)?,
+            managed_secret: se.seal(FIELD_SECRET, &managed_secret)?,
             api_origin: api_origin.clone(),
             otel_endpoint,
             registry_host,
             registry_username,
-            registry_password: registry_password.map(|p| se.seal(&p)).transpose()?,
+            registry_password: registry_password
+                .map(|p| se.seal(FIELD_REGISTRY, &p))
+                .transpose()?,
             webapp_service: webapp_name.clone(),
             webapp_service_id: webapp_id,
             registry_service_id: registry_id,
@@ -542,21 +679,13 @@ pub fn run(opts: &ExtractOptions, ctx: &TaskCtx) -> anyhow::Result<Outcome> {
             fingerprint: fp,
             extracted_at: now,
             worker_group: verdict.group.clone(),
+            webapp_version: release.version.clone(),
+            webapp_release: Some(release.origin.clone()),
+            failed: !failures.is_empty(),
         };
         ctx.writable_state()?
             .kv_set(NAMESPACE, RECORD_KEY, &rec, now)?;
     }
-    lines.push(format!("Railway requests: {}", railway.requests.get()));
-    let mut failures = checks(
-        &http,
-        ctx,
-        opts,
-        &managed_secret,
-        &api_origin,
-        &webapp_name,
-        &mut lines,
-    );
-    failures.extend(verdict.failure);
     Ok(finish(lines, failures, planned))
 }
 

@@ -85,6 +85,18 @@ pub struct TaskCtx<'a> {
     pub budget: Duration,
     /// `ops run --reset-breaker`: close the supervisor's circuit breaker first.
     pub reset_breaker: bool,
+    /// `ops run --refresh`: extract re-reads Railway even when its record is fresh.
+    pub refresh: bool,
+    /// Results handed from one task of the profile to the next, in memory.
+    pub handoff: &'a Handoff,
+}
+
+/// What a task of this profile run learnt that a later one needs: the config record extract
+/// read (stored or, in a dry run, only planned), so `hourly --dry-run` plans the droplets with
+/// the record it would store.
+#[derive(Default)]
+pub struct Handoff {
+    pub record: std::cell::RefCell<Option<extract::ConfigRecord>>,
 }
 
 impl TaskCtx<'_> {

@@ -39,6 +39,27 @@ pub struct World {
     pub ops: Vec<String>,
     pub restart_hook: Option<RestartHook>,
     pub restarts: Vec<String>,
+    /// service id → `ServiceInstance { source { image repo } latestDeployment { meta } }`.
+    pub instances: HashMap<String, Value>,
+}
+
+impl World {
+    /// The service deploys a Docker image.
+    pub fn image_source(&mut self, service: &str, image: &str) {
+        self.instances.insert(
+            service.into(),
+            json!({"source": {"image": image, "repo": null}, "latestDeployment": {"meta": {"image": image}}}),
+        );
+    }
+
+    /// The service deploys a GitHub repo; its latest deployment came from `branch`.
+    pub fn repo_source(&mut self, service: &str, repo: &str, branch: &str) {
+        self.instances.insert(
+            service.into(),
+            json!({"source": {"image": null, "repo": repo},
+                   "latestDeployment": {"meta": {"branch": branch, "repo": repo, "commitHash": "0f1e2d3c"}}}),
+        );
+    }
 }
 
 pub struct FakeRailway {
@@ -126,9 +147,15 @@ impl FakeRailway {
                         json!({"project": {"id": PROJECT, "name": "trigger", "services": {"edges": edges}}})
                     }
                     "Me" => json!({"me": {"id": "user-1", "email": "ops@example.com"}}),
-                    "Variables" => {
+                    "Webapp" => {
                         let sid = vars["serviceId"].as_str().unwrap_or_default();
-                        json!({"variables": world.variables.get(sid).cloned().unwrap_or(json!({}))})
+                        let instance = world
+                            .instances
+                            .get(sid)
+                            .cloned()
+                            .unwrap_or(json!({"source": null, "latestDeployment": null}));
+                        json!({"variables": world.variables.get(sid).cloned().unwrap_or(json!({})),
+                               "serviceInstance": instance})
                     }
                     "Domains" => {
                         let sid = vars["serviceId"].as_str().unwrap_or_default();

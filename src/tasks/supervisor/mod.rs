@@ -16,6 +16,7 @@ use crate::clients::webapp_db::{self, Fleet, FleetView};
 use crate::cloudinit;
 use crate::config::SupervisorOptions;
 use crate::duration;
+use crate::release;
 use crate::sealed::fingerprint;
 use crate::settings::Settings;
 use crate::state::{now_ms, State};
@@ -113,7 +114,11 @@ pub fn spec_tag(s: &Settings, record: &ConfigRecord) -> String {
             &s.supervisor_region,
             &s.supervisor_size,
             &s.supervisor_image,
-            &s.trigger_version,
+            &crate::release::supervisor_version(
+                s.trigger_version.as_deref(),
+                record.webapp_version.as_deref(),
+            )
+            .tag,
             &s.docker_proxy_image,
             &keys,
             &record.fingerprint,
@@ -172,9 +177,13 @@ pub fn run(opts: &SupervisorOptions, ctx: &TaskCtx) -> anyhow::Result<Outcome> {
     let token = s.digitalocean_token.as_ref().ok_or_else(|| {
         anyhow!("not configured: set DIGITALOCEAN_TOKEN (a read/write API token from cloud.digitalocean.com/account/api/tokens)")
     })?;
-    let record = match ctx.state {
-        Some(st) => extract::load_record(st, ctx.state_dir, s)?,
-        None => None,
+    // The record extract read earlier in this profile run (stored, or planned in a dry run),
+    // else the stored one.
+    let handed = ctx.handoff.record.borrow().clone();
+    let record = match (handed, ctx.state) {
+        (Some(r), _) => Some(r),
+        (None, Some(st)) => extract::load_record(st, ctx.state_dir, s)?,
+        (None, None) => None,
     }
     .ok_or_else(|| anyhow!("no config record yet: run the extract task first (put extract before supervisor in the profile, or `ops run extract`)"))?;
     if s.database_url.is_none() && s.supervisor_health_sources.is_empty() {
@@ -182,6 +191,10 @@ pub fn run(opts: &SupervisorOptions, ctx: &TaskCtx) -> anyhow::Result<Outcome> {
     }
     let tag = deployment_tag(s);
     let spec = spec_tag(s, &record);
+    let version = release::supervisor_version(
+        s.trigger_version.as_deref(),
+        record.webapp_version.as_deref(),
+    );
     let http = Http::new();
     let api = DigitalOcean::new(&http, &s.digitalocean_api_url, token, ctx.deadline);
     let now = now_ms();
@@ -189,6 +202,10 @@ pub fn run(opts: &SupervisorOptions, ctx: &TaskCtx) -> anyhow::Result<Outcome> {
     let mut lines = Vec::new();
     let mut failures = Vec::new();
     let mut planned = false;
+    lines.push(release::describe(
+        s.trigger_version.as_deref(),
+        record.webapp_version.as_deref(),
+    ));
 
     let mut breaker: Breaker = load(ctx.state, BREAKER_KEY).unwrap_or_default();
     if ctx.reset_breaker {
@@ -316,6 +333,16 @@ pub fn run(opts: &SupervisorOptions, ctx: &TaskCtx) -> anyhow::Result<Outcome> {
     }
     observed.sort_by_key(|o| std::cmp::Reverse(o.age));
 
+    // Why a droplet without the current spec tag is stale: a version change names both versions.
+    let drift_why = |d: &Droplet| {
+        release::upgrade_reason(
+            &version.source,
+            release::version_of(&d.tags).as_deref(),
+            &version.tag,
+        )
+        .unwrap_or_else(|| "spec changed".into())
+    };
+
     // Decide: at most one delete and one create.
     let dead = |o: &Observed| o.health == Health::Failing && o.streak.fails >= opts.unhealthy_after;
     let mut delete: Option<(usize, String, bool)> = None;
@@ -358,7 +385,10 @@ pub fn run(opts: &SupervisorOptions, ctx: &TaskCtx) -> anyhow::Result<Outcome> {
             {
                 delete = Some((
                     i,
-                    "spec drift: replaced by a healthy droplet with the current spec".into(),
+                    format!(
+                        "spec drift ({}): replaced by a healthy droplet with the current spec",
+                        drift_why(&observed[i].droplet)
+                    ),
                     false,
                 ));
             }
@@ -392,13 +422,17 @@ pub fn run(opts: &SupervisorOptions, ctx: &TaskCtx) -> anyhow::Result<Outcome> {
         .iter()
         .filter(|o| o.current && (breaker_open || !dead(o)))
         .count();
+    // What replaces a stale droplet, and why (a version change names both versions).
+    let stale = remaining
+        .iter()
+        .find(|o| !o.current)
+        .map(|o| (o.droplet.name.clone(), drift_why(&o.droplet)));
     let create_reason = if live_current < count && remaining.len() < count + 1 {
-        Some(match &delete {
-            Some((i, _, true)) => format!("replacing unhealthy {}", observed[*i].droplet.name),
-            _ if remaining.iter().any(|o| !o.current) => {
-                "spec drift: rolling replace, the old droplet stays until this one is healthy"
-                    .to_string()
-            }
+        Some(match (&delete, &stale) {
+            (Some((i, _, true)), _) => format!("replacing unhealthy {}", observed[*i].droplet.name),
+            (_, Some((old, why))) => format!(
+                "spec drift ({why}): rolling replace of {old}, which stays until this one is healthy"
+            ),
             _ => format!("{live_current} of {count} supervisor droplet(s) running"),
         })
     } else {
@@ -461,7 +495,12 @@ pub fn run(opts: &SupervisorOptions, ctx: &TaskCtx) -> anyhow::Result<Outcome> {
     if let Some(reason) = &create_reason {
         let name = new_name(&tag, now_utc, &observed);
         if ctx.dry_run {
-            lines.push(format!("would create droplet {name} ({}, {}, {}, tags {tag} {MANAGED_TAG} {spec}): {reason}", s.supervisor_size, s.supervisor_region, s.supervisor_image));
+            if let (Some((old, why)), false) = (&stale, matches!(delete, Some((_, _, true)))) {
+                lines.push(format!(
+                    "would replace droplet {old} ({why}): {name} comes up first, {old} goes once it is healthy"
+                ));
+            }
+            lines.push(format!("would create droplet {name} ({}, {}, {}, supervisor {}, tags {tag} {MANAGED_TAG} {spec}): {reason}", s.supervisor_size, s.supervisor_region, s.supervisor_image, version.tag));
             planned = true;
         } else {
             let user_data = cloudinit::render(&record, s, &name)?;
@@ -471,7 +510,12 @@ pub fn run(opts: &SupervisorOptions, ctx: &TaskCtx) -> anyhow::Result<Outcome> {
                 size: s.supervisor_size.clone(),
                 image: s.supervisor_image.clone(),
                 ssh_keys: s.supervisor_ssh_keys.clone(),
-                tags: vec![tag.clone(), MANAGED_TAG.into(), spec.clone()],
+                tags: vec![
+                    tag.clone(),
+                    MANAGED_TAG.into(),
+                    spec.clone(),
+                    release::version_tag(&version.tag),
+                ],
                 user_data,
                 monitoring: true,
             };
