@@ -4,6 +4,9 @@ use serde_json::{json, Value};
 use trigger_ops::sealed::Sealer;
 
 use crate::extract::{scenario, LOG_TOKEN, SECRET};
+use crate::support::digitalocean::free_port;
+use crate::support::fake::{loopback, FakeServer, Reply, Seen};
+use crate::support::Ops;
 
 fn kv(db: &rusqlite::Connection, key: &str) -> Value {
     let text: String = db
@@ -99,4 +102,84 @@ fn a_failed_extraction_is_read_again_on_the_next_run_and_refresh_forces_it() {
         .expect_code(0)
         .expect_stdout("--refresh: reading Railway whatever the record's age");
     assert!(s.railway.ops().contains(&"Webapp".to_string()));
+}
+
+/// A registry speaking the Registry HTTP API v2 with an anonymous token challenge (as Docker Hub
+/// and ghcr.io do), holding `tecnativa/docker-socket-proxy` tags v0.4.1 and v0.5.0 only.
+fn fake_registry() -> FakeServer {
+    let port = free_port();
+    let realm = format!("http://127.0.0.1:{port}/token");
+    FakeServer::start_on(
+        loopback(),
+        port,
+        Box::new(move |req: &Seen| {
+            if req.path.starts_with("/token?") {
+                assert!(req
+                    .path
+                    .contains("scope=repository%3Atecnativa%2Fdocker-socket-proxy%3Apull"));
+                return Reply::json(200, json!({"token": "anonymous-pull-token"}));
+            }
+            let Some(tag) = req
+                .path
+                .strip_prefix("/v2/tecnativa/docker-socket-proxy/manifests/")
+            else {
+                return Reply::text(404, "");
+            };
+            if req.header("authorization") != Some("Bearer anonymous-pull-token") {
+                return Reply::text(401, "").with_header(
+                    "WWW-Authenticate",
+                    &format!("Bearer realm=\"{realm}\",service=\"fake-registry\",scope=\"repository:tecnativa/docker-socket-proxy:pull\""),
+                );
+            }
+            assert_eq!(req.method, "HEAD");
+            if ["v0.4.1", "v0.5.0"].contains(&tag) {
+                Reply::text(200, "")
+            } else {
+                Reply::text(404, "")
+            }
+        }),
+    )
+}
+
+#[test]
+fn doctor_says_when_the_proxy_image_tag_does_not_exist() {
+    let registry = fake_registry();
+    let mut ops = Ops::new();
+    ops.jobs("version: 1\nprofiles:\n  p:\n    cron: '* * * * *'\n    tasks: [{kind: exec, name: t, command: ['true']}]\n");
+    let image = |tag: &str| format!("{}/tecnativa/docker-socket-proxy:{tag}", registry.addr);
+    ops.env("SUPERVISOR_DOCKER_PROXY_IMAGE", &image("v0.3.0"));
+    ops.run(&["doctor"]).expect_code(1).expect_stdout(&format!(
+        "✗ image {}: tag not found on {}",
+        image("v0.3.0"),
+        registry.addr
+    ));
+    ops.env("SUPERVISOR_DOCKER_PROXY_IMAGE", &image("v0.5.0"));
+    ops.run(&["doctor"]).expect_stdout(&format!(
+        "✓ image {} exists on {}",
+        image("v0.5.0"),
+        registry.addr
+    ));
+    // A registry that cannot be reached is a note, not a verdict.
+    ops.env(
+        "SUPERVISOR_DOCKER_PROXY_IMAGE",
+        "127.0.0.1:9/tecnativa/docker-socket-proxy:v0.5.0",
+    );
+    ops.run(&["doctor"]).expect_stdout(
+        "· image 127.0.0.1:9/tecnativa/docker-socket-proxy:v0.5.0: not checked, the registry cannot be reached",
+    );
+    // The default is a tag that exists; a malformed reference is a configuration error.
+    assert_eq!(
+        trigger_ops::settings::DEFAULT_DOCKER_PROXY_IMAGE,
+        "tecnativa/docker-socket-proxy:v0.5.0"
+    );
+    ops.env("SUPERVISOR_DOCKER_PROXY_IMAGE", "Tecnativa/Proxy:v0.5.0");
+    ops.run(&["check"]).expect_code(2).expect_stderr(
+        "SUPERVISOR_DOCKER_PROXY_IMAGE: \"Tecnativa/Proxy:v0.5.0\" is not an image reference",
+    );
+    let pinned = format!(
+        "tecnativa/docker-socket-proxy:v0.5.0@sha256:{}",
+        "0a".repeat(32)
+    );
+    ops.env("SUPERVISOR_DOCKER_PROXY_IMAGE", &pinned);
+    ops.run(&["check"]).expect_code(0);
 }
