@@ -1,6 +1,8 @@
 //! The env file (`/etc/ops/ops.env`): `KEY=VALUE` lines, `#` comments, optional `export `,
-//! single or double quotes. Variables already set in the process environment win, so a manual
-//! run over SSH sees the same environment as the unit, and a one-off override still works.
+//! single or double quotes (in double quotes `\"`, `\\`, `\n` and `\$` are escapes). `ops` is
+//! its only reader (the systemd units carry no `EnvironmentFile=`), so a timer run and a manual
+//! run over SSH see the same values. Variables already set in the process environment win, so a
+//! one-off override still works. Values whose names look secret are registered for redaction.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -14,14 +16,34 @@ pub struct Env {
     /// Entries that came from the env file and not the process environment; exec children get
     /// them too, so a task sees the same variables under systemd and over SSH.
     from_file: BTreeMap<String, String>,
+    /// Said once logging is up (the env file configures logging, so it is read first).
+    warnings: Vec<String>,
 }
 
 impl Env {
     /// The process environment merged over the env file's entries (process wins).
     pub fn load(env_file: Option<&Path>) -> anyhow::Result<Env> {
         let mut from_file = BTreeMap::new();
+        let mut warnings = Vec::new();
         if let Some(path) = env_file {
+            use std::os::unix::fs::MetadataExt;
+            if let Ok(meta) = std::fs::metadata(path) {
+                if meta.mode() & 0o004 != 0 {
+                    warnings.push(format!(
+                        "{} is readable by every user on this host (mode {:o}) and holds secrets: run chmod 640 {} (owner root, group ops)",
+                        path.display(),
+                        meta.mode() & 0o777,
+                        path.display()
+                    ));
+                }
+            }
             for (key, value) in parse_file(path)? {
+                if looks_secret(&key) {
+                    crate::redact::register(&value);
+                }
+                if let Some(password) = url_password(&value) {
+                    crate::redact::register(password);
+                }
                 if std::env::var_os(&key).is_none() {
                     from_file.insert(key, value);
                 }
@@ -33,7 +55,16 @@ impl Env {
                 vars.insert(k.to_string(), v.to_string());
             }
         }
-        Ok(Env { vars, from_file })
+        Ok(Env {
+            vars,
+            from_file,
+            warnings,
+        })
+    }
+
+    /// Problems noticed while loading, for the log once it is set up.
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
     }
 
     pub fn from_pairs<I, K, V>(pairs: I) -> Env
@@ -48,6 +79,7 @@ impl Env {
                 .map(|(k, v)| (k.into(), v.into()))
                 .collect(),
             from_file: BTreeMap::new(),
+            warnings: Vec::new(),
         }
     }
 
@@ -62,6 +94,28 @@ impl Env {
             .map(|v| v.trim())
             .filter(|v| !v.is_empty())
     }
+}
+
+/// Whether a variable's name says its value is a secret (`*TOKEN*`, `*SECRET*`, `*PASSWORD*`,
+/// `*KEY*`). `SUPERVISOR_SSH_KEYS` holds public key ids, not secrets: masking those numbers
+/// would only mangle droplet ids in output.
+pub fn looks_secret(name: &str) -> bool {
+    let upper = name.to_ascii_uppercase();
+    upper != "SUPERVISOR_SSH_KEYS"
+        && ["TOKEN", "SECRET", "PASSWORD", "PASSWD", "KEY"]
+            .iter()
+            .any(|w| upper.contains(w))
+}
+
+/// The password of a `scheme://user:password@host…` value.
+fn url_password(value: &str) -> Option<&str> {
+    let rest = value.split_once("://")?.1;
+    let authority = rest.split(['/', '?', '#']).next()?;
+    let userinfo = authority.rsplit_once('@')?.0;
+    userinfo
+        .split_once(':')
+        .map(|(_, p)| p)
+        .filter(|p| !p.is_empty())
 }
 
 /// Parses an env file. A line that is not `KEY=VALUE` is a config error naming file and line.
@@ -116,21 +170,42 @@ pub fn parse(text: &str) -> Result<Vec<(String, String)>, (usize, String)> {
 }
 
 fn unquote(value: &str) -> Result<String, String> {
-    for quote in ['"', '\''] {
-        if let Some(inner) = value.strip_prefix(quote) {
-            let Some(end) = inner.find(quote) else {
-                return Err(format!("unterminated {quote} quote (close the quote)"));
-            };
-            let (body, tail) = (&inner[..end], inner[end + 1..].trim());
-            if !tail.is_empty() && !tail.starts_with('#') {
-                return Err("unexpected text after the closing quote".into());
+    if let Some(inner) = value.strip_prefix('"') {
+        // Double quotes: backslash escapes, closed by the first unescaped quote.
+        let mut out = String::new();
+        let mut chars = inner.char_indices();
+        while let Some((i, c)) = chars.next() {
+            match c {
+                '"' => {
+                    let tail = inner[i + 1..].trim();
+                    if !tail.is_empty() && !tail.starts_with('#') {
+                        return Err("unexpected text after the closing quote".into());
+                    }
+                    return Ok(out);
+                }
+                '\\' => match chars.next() {
+                    Some((_, 'n')) => out.push('\n'),
+                    Some((_, e @ ('"' | '\\' | '$' | '`'))) => out.push(e),
+                    Some((_, other)) => {
+                        out.push('\\');
+                        out.push(other);
+                    }
+                    None => break,
+                },
+                c => out.push(c),
             }
-            return Ok(if quote == '"' {
-                body.replace("\\n", "\n").replace("\\\"", "\"")
-            } else {
-                body.to_string()
-            });
         }
+        return Err("unterminated \" quote (close the quote)".into());
+    }
+    if let Some(inner) = value.strip_prefix('\'') {
+        let Some(end) = inner.find('\'') else {
+            return Err("unterminated ' quote (close the quote)".into());
+        };
+        let tail = inner[end + 1..].trim();
+        if !tail.is_empty() && !tail.starts_with('#') {
+            return Err("unexpected text after the closing quote".into());
+        }
+        return Ok(inner[..end].to_string());
     }
     // Unquoted: a ` #` starts an inline comment.
     let value = match value.find(" #") {
@@ -161,6 +236,33 @@ mod tests {
         for ((k, v), (wk, wv)) in got.iter().zip(want) {
             assert_eq!((k.as_str(), v.as_str()), (wk, wv));
         }
+    }
+
+    #[test]
+    fn escaped_quotes_and_backslashes_in_double_quotes() {
+        let got = parse("A=\"x\\\"y\"\nB=\"a\\\\b\" # c\nC=\"p\\$q\"\nD='x\\\"y'\n").unwrap();
+        let values: Vec<&str> = got.iter().map(|(_, v)| v.as_str()).collect();
+        assert_eq!(values, ["x\"y", "a\\b", "p$q", "x\\\"y"]);
+        assert!(
+            parse("A=\"x\\\"").is_err(),
+            "an escaped quote does not close"
+        );
+    }
+
+    #[test]
+    fn secret_looking_names_and_url_passwords() {
+        for name in ["RAILWAY_API_TOKEN", "MY_SECRET", "PGPASSWORD", "API_KEY"] {
+            assert!(looks_secret(name), "{name}");
+        }
+        for name in ["SUPERVISOR_SSH_KEYS", "RUST_LOG", "TRIGGER_VERSION"] {
+            assert!(!looks_secret(name), "{name}");
+        }
+        assert_eq!(
+            url_password("postgres://u:s3cr3t-pw@db:5432/x"),
+            Some("s3cr3t-pw")
+        );
+        assert_eq!(url_password("https://example.com/a:b@c"), None);
+        assert_eq!(url_password("plain"), None);
     }
 
     #[test]

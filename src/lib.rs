@@ -66,6 +66,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let env_file = app::env_file(cli.env_file.as_deref())?;
     let env = envfile::Env::load(env_file.as_deref())?;
     logging::init(&env);
+    for warning in env.warnings() {
+        log::warn!("{warning}");
+    }
     let app = app::App::load(&cli, env, env_file)?;
     match &cli.command {
         Cmd::Run {

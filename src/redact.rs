@@ -31,6 +31,21 @@ pub fn register(value: &str) {
     }
 }
 
+/// Redacts `text` whole, then cuts it to at most `max` bytes (on a character boundary) with a
+/// `…`. In this order a secret cut in two can never leave its first part behind.
+pub fn redact_and_cut(text: &str, max: usize) -> String {
+    let mut out = redact(text);
+    if out.len() > max {
+        let mut cut = max;
+        while !out.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        out.truncate(cut);
+        out.push('…');
+    }
+    out
+}
+
 /// Returns `text` with every registered secret, known token shape and URL password masked.
 pub fn redact(text: &str) -> String {
     let mut out = text.to_string();

@@ -106,7 +106,6 @@ pub fn systemd_units(
              Type=oneshot\n\
              User=ops\n\
              Group=ops\n\
-             EnvironmentFile=-/etc/ops/ops.env\n\
              ExecStart={command}\n\
              TimeoutStartSec={timeout}\n\
              StateDirectory=ops\n\

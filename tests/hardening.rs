@@ -6,7 +6,7 @@ use trigger_ops::sealed::Sealer;
 use crate::extract::{scenario, LOG_TOKEN, SECRET};
 use crate::support::digitalocean::free_port;
 use crate::support::fake::{loopback, FakeServer, Reply, Seen};
-use crate::support::Ops;
+use crate::support::{exec_profile, Ops};
 
 fn kv(db: &rusqlite::Connection, key: &str) -> Value {
     let text: String = db
@@ -182,4 +182,75 @@ fn doctor_says_when_the_proxy_image_tag_does_not_exist() {
     );
     ops.env("SUPERVISOR_DOCKER_PROXY_IMAGE", &pinned);
     ops.run(&["check"]).expect_code(0);
+}
+
+#[test]
+fn one_env_file_parser_for_every_run_with_escaped_quotes_and_a_warning_when_world_readable() {
+    let ops = Ops::new();
+    ops.jobs(&exec_profile(
+        "p",
+        &["sh", "-c", "printf '%s\\n' \"$GREETING\" \"$PLAIN\""],
+        "",
+    ));
+    ops.env_file("GREETING=\"say \\\"hi\\\" # not a comment\"\nPLAIN=a b # a comment\n");
+    let run = ops.run(&["run", "p"]);
+    run.expect_code(0)
+        .expect_stdout("stdout | say \"hi\" # not a comment")
+        .expect_stdout("stdout | a b");
+    assert!(
+        !run.stderr.contains("readable by every user"),
+        "{}",
+        run.stderr
+    );
+    // The units leave the file to ops: no second parser (systemd's) in between.
+    let units = ops.path("units");
+    ops.run(&["render-systemd", "--out", units.to_str().unwrap()])
+        .expect_code(0);
+    for entry in std::fs::read_dir(&units).unwrap() {
+        let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+        assert!(!text.contains("EnvironmentFile"), "{text}");
+    }
+    for unit in ["deploy/ops.service", "deploy/ops-serve.service"] {
+        let text = std::fs::read_to_string(unit).unwrap();
+        assert!(!text.contains("\nEnvironmentFile="), "{unit}");
+    }
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(ops.path("ops.env"), std::fs::Permissions::from_mode(0o644))
+            .unwrap();
+    }
+    ops.run(&["run", "p"]).expect_code(0).expect_stderr(
+        "is readable by every user on this host (mode 644) and holds secrets: run chmod 640",
+    );
+}
+
+#[test]
+fn secrets_are_redacted_before_output_is_cut_and_env_file_secrets_are_registered() {
+    let ops = Ops::new();
+    // A secret that straddles the 400-byte cut of an exec output line.
+    let secret = "Zq9xW2mK7pL4vN8rT3yB";
+    ops.env_file(&format!("MY_SERVICE_TOKEN={secret}\n"));
+    ops.jobs(&exec_profile(
+        "p",
+        &[
+            "sh",
+            "-c",
+            "printf '%0390d%s\\n' 0 \"$MY_SERVICE_TOKEN\"; exit 1",
+        ],
+        "ping_url: http://127.0.0.1:9/ping/3f1c0d2e-uuid-is-the-secret",
+    ));
+    let run = ops.run(&["run", "p", "--json"]);
+    run.expect_code(1);
+    let half = &secret[..10];
+    assert!(
+        !run.all().contains(half),
+        "half a secret leaked: {}",
+        run.all()
+    );
+    let history = ops.run(&["history", "--json"]);
+    assert!(!history.all().contains(half), "half a secret stored");
+    assert!(history.stdout.contains("***"), "{}", history.stdout);
+    // The heartbeat is logged by host, never by its secret path.
+    run.expect_stderr("heartbeat to http://127.0.0.1:9");
+    assert!(!run.stderr.contains("uuid-is-the-secret"), "{}", run.stderr);
 }

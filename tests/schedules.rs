@@ -288,7 +288,6 @@ fn systemd_units_are_hardened_oneshots() {
     let service = std::fs::read_to_string(out.join("ops-health.service")).unwrap();
     for needle in [
         "Type=oneshot",
-        "EnvironmentFile=-/etc/ops/ops.env",
         "ProtectSystem=strict",
         "StateDirectory=ops",
         "NoNewPrivileges=yes",

@@ -107,15 +107,7 @@ impl Response {
 
 pub fn snippet(body: &str) -> String {
     let flat: String = body.split_whitespace().collect::<Vec<_>>().join(" ");
-    let mut cut = flat.len().min(120);
-    while !flat.is_char_boundary(cut) {
-        cut -= 1;
-    }
-    let mut s = flat[..cut].to_string();
-    if cut < flat.len() {
-        s.push('…');
-    }
-    redact(&s)
+    crate::redact::redact_and_cut(&flat, 120)
 }
 
 impl Default for Http {

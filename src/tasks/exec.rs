@@ -196,15 +196,10 @@ fn spawn_tail<R: Read + Send + 'static>(pipe: Option<R>) -> Tail {
                 match reader.read_until(b'\n', &mut buf) {
                     Ok(0) | Err(_) => break,
                     Ok(_) => {
-                        let mut line = String::from_utf8_lossy(&buf).trim_end().to_string();
-                        if line.len() > MAX_LINE {
-                            let mut cut = MAX_LINE;
-                            while !line.is_char_boundary(cut) {
-                                cut -= 1;
-                            }
-                            line.truncate(cut);
-                            line.push('…');
-                        }
+                        let line = crate::redact::redact_and_cut(
+                            String::from_utf8_lossy(&buf).trim_end(),
+                            MAX_LINE,
+                        );
                         if let Ok(mut l) = lines.lock() {
                             if l.len() == KEPT_LINES {
                                 l.pop_front();

@@ -78,11 +78,12 @@ impl Run {
 impl Ops {
     pub fn new() -> Ops {
         let dir = tempfile::tempdir().expect("tempdir");
-        std::fs::write(dir.path().join("ops.env"), "").unwrap();
-        Ops {
+        let ops = Ops {
             dir,
             env: Vec::new(),
-        }
+        };
+        ops.env_file("");
+        ops
     }
 
     pub fn path(&self, name: &str) -> PathBuf {
@@ -102,8 +103,12 @@ impl Ops {
         self
     }
 
+    /// Writes the env file, private as install.sh makes it (a world-readable one is warned of).
     pub fn env_file(&self, text: &str) -> &Self {
-        std::fs::write(self.path("ops.env"), text).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        let path = self.path("ops.env");
+        std::fs::write(&path, text).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
         self
     }
 
