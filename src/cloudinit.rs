@@ -1,6 +1,11 @@
 //! The supervisor droplet's user-data: a `#cloud-config` that installs Docker from Ubuntu's
 //! packages, writes `/opt/trigger/.env` (0600, every secret lives there and only there) and
 //! `/opt/trigger/docker-compose.yml`, and starts the supervisor with a docker-socket-proxy.
+//!
+//! The user-data itself holds those secrets, and DigitalOcean serves it unauthenticated at
+//! `http://169.254.169.254/metadata/v1/user-data` for the droplet's life. Task containers must
+//! not reach it: a docker.service drop-in inserts a `DOCKER-USER` rule rejecting traffic to
+//! 169.254.169.254 at every Docker start, and the compose starts only once the rule is in place.
 
 use anyhow::bail;
 use serde_json::{json, Value};
@@ -12,6 +17,16 @@ use crate::tasks::extract::ConfigRecord;
 pub const MAX_USER_DATA: usize = 64 * 1024;
 pub const SUPERVISOR_IMAGE: &str = "ghcr.io/triggerdotdev/supervisor";
 pub const HEALTH_PORT: u16 = 8020;
+/// DigitalOcean's metadata service (IPv4 only: it has no IPv6 address).
+pub const METADATA_IP: &str = "169.254.169.254";
+pub const METADATA_DROP_IN: &str =
+    "/etc/systemd/system/docker.service.d/10-ops-block-metadata.conf";
+
+/// Inserts the rule unless present (idempotent across Docker restarts).
+fn block_metadata_command() -> String {
+    let rule = format!("DOCKER-USER -d {METADATA_IP} -j REJECT");
+    format!("iptables -C {rule} 2>/dev/null || iptables -I {rule}")
+}
 
 /// The supervisor's environment, in a stable order.
 pub fn supervisor_env(record: &ConfigRecord, droplet_name: &str) -> Vec<(&'static str, String)> {
@@ -123,12 +138,18 @@ pub fn render(
         "package_update": true,
         "packages": ["docker.io", "docker-compose-v2"],
         "write_files": [
+            {"path": METADATA_DROP_IN, "permissions": "0644", "owner": "root:root",
+             "content": format!("# Written by trigger-ops: containers must not read this droplet's user-data (it holds secrets).\n[Service]\nExecStartPost=/bin/sh -c '{}'\n", block_metadata_command())},
             {"path": "/opt/trigger/.env", "permissions": "0600", "owner": "root:root", "content": env_file},
             {"path": "/opt/trigger/docker-compose.yml", "permissions": "0644", "owner": "root:root", "content": compose_yaml}
         ],
         "runcmd": [
+            ["systemctl", "daemon-reload"],
             ["systemctl", "enable", "--now", "docker"],
-            ["docker", "compose", "--project-directory", "/opt/trigger", "-f", "/opt/trigger/docker-compose.yml", "up", "-d"]
+            // Docker may have started before the drop-in was read: insert the rule now too.
+            ["sh", "-c", block_metadata_command()],
+            // No container starts unless the rule is in place.
+            ["sh", "-c", format!("iptables -C DOCKER-USER -d {METADATA_IP} -j REJECT && docker compose --project-directory /opt/trigger -f /opt/trigger/docker-compose.yml up -d")]
         ]
     });
     let text = format!("#cloud-config\n{}", serde_yaml::to_string(&config)?);
@@ -139,4 +160,83 @@ pub fn render(
         );
     }
     Ok(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::envfile::Env;
+    use crate::redact::Secret;
+
+    fn record() -> ConfigRecord {
+        ConfigRecord {
+            worker_token: Secret::new("tr_wgt_FakeFakeFakeFakeFake"),
+            token_source: "manual".into(),
+            token_found_at: 0,
+            managed_secret: Secret::new("fake-managed-secret"),
+            api_origin: "https://trigger.example.com".into(),
+            otel_endpoint: "https://trigger.example.com/otel".into(),
+            registry_host: None,
+            registry_username: None,
+            registry_password: None,
+            webapp_service: "trigger.dev".into(),
+            fingerprint: "f".into(),
+            extracted_at: 0,
+            webapp_version: Some("v4.5.12".into()),
+        }
+    }
+
+    #[test]
+    fn the_metadata_service_is_blocked_before_any_container_starts() {
+        let settings = Settings::from_env(&Env::from_pairs([("X", "")])).unwrap();
+        let text = render(&record(), &settings, "sup-1").unwrap();
+        let doc: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
+        let drop_in = doc["write_files"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .find(|f| f["path"] == METADATA_DROP_IN)
+            .expect("the docker.service drop-in is written");
+        let content = drop_in["content"].as_str().unwrap();
+        assert!(content.contains("[Service]\nExecStartPost=/bin/sh -c 'iptables -C DOCKER-USER -d 169.254.169.254 -j REJECT 2>/dev/null || iptables -I DOCKER-USER -d 169.254.169.254 -j REJECT'"), "{content}");
+        let steps: Vec<String> = doc["runcmd"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .map(|step| {
+                step.as_sequence()
+                    .unwrap()
+                    .iter()
+                    .map(|a| a.as_str().unwrap())
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .collect();
+        let insert = steps
+            .iter()
+            .position(|s| s.contains("iptables -I DOCKER-USER -d 169.254.169.254 -j REJECT"))
+            .expect("the rule is inserted by runcmd");
+        let up = steps
+            .iter()
+            .position(|s| s.contains("docker compose"))
+            .expect("compose up");
+        assert!(insert < up, "{steps:?}");
+        assert!(
+            steps[up].starts_with(
+                "sh -c iptables -C DOCKER-USER -d 169.254.169.254 -j REJECT && docker compose"
+            ),
+            "compose starts only with the rule in place: {}",
+            steps[up]
+        );
+        // The drop-in is read by the Docker that runcmd starts.
+        let reload = steps
+            .iter()
+            .position(|s| s == "systemctl daemon-reload")
+            .unwrap();
+        let start = steps
+            .iter()
+            .position(|s| s.contains("enable --now docker"))
+            .unwrap();
+        assert!(reload < start);
+    }
 }
