@@ -3,9 +3,10 @@
 //! `/metrics` (Prometheus text). GET only; `limit` capped; secrets never served.
 
 use std::fmt::Write as _;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::time::Duration;
+use std::sync::{mpsc, Mutex};
+use std::time::{Duration, Instant};
 
 use serde_json::json;
 
@@ -17,6 +18,14 @@ use crate::state::State;
 pub const MAX_LIMIT: u32 = 1000;
 const DEFAULT_LIMIT: u32 = 50;
 
+/// Connections served at once; more wait in a short queue, and beyond it get a quick 503.
+const WORKERS: usize = 4;
+const QUEUE: usize = 32;
+/// Bounds on a request: its line, its headers, and the time to send them.
+const MAX_REQUEST_LINE: usize = 8 * 1024;
+const MAX_HEADERS: usize = 16 * 1024;
+const REQUEST_DEADLINE: Duration = Duration::from_secs(5);
+
 pub fn run(app: &App, listen: &str) -> anyhow::Result<ExitCode> {
     let listener = TcpListener::bind(listen).map_err(|e| {
         config_error(format!(
@@ -24,20 +33,42 @@ pub fn run(app: &App, listen: &str) -> anyhow::Result<ExitCode> {
         ))
     })?;
     log::info!(
-        "serving the read-only API on http://{}",
+        "serving the read-only API on http://{} ({WORKERS} workers)",
         listener.local_addr()?
     );
-    for stream in listener.incoming() {
-        match stream {
-            Ok(s) => {
-                if let Err(e) = handle(app, s) {
+    let (tx, rx) = mpsc::sync_channel::<TcpStream>(QUEUE);
+    let rx = Mutex::new(rx);
+    std::thread::scope(|scope| {
+        for _ in 0..WORKERS {
+            scope.spawn(|| loop {
+                let next = rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
+                let Ok(stream) = next else { break };
+                if let Err(e) = handle(app, stream) {
                     log::debug!("request failed: {e:#}");
                 }
-            }
-            Err(e) => log::warn!("accept failed: {e}"),
+            });
         }
-    }
+        for stream in listener.incoming() {
+            match stream {
+                Ok(s) => match tx.try_send(s) {
+                    Ok(()) => {}
+                    Err(mpsc::TrySendError::Full(s)) => busy(s),
+                    Err(mpsc::TrySendError::Disconnected(_)) => break,
+                },
+                Err(e) => log::warn!("accept failed: {e}"),
+            }
+        }
+        drop(tx);
+    });
     Ok(ExitCode::Success)
+}
+
+/// Every worker is busy and the queue is full: say so at once instead of waiting.
+fn busy(mut stream: TcpStream) {
+    let _ = stream.set_write_timeout(Some(Duration::from_millis(200)));
+    let _ = stream.write_all(
+        b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+    );
 }
 
 struct Reply {
@@ -46,25 +77,74 @@ struct Reply {
     body: String,
 }
 
-fn handle(app: &App, mut stream: TcpStream) -> anyhow::Result<()> {
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    stream.set_write_timeout(Some(Duration::from_secs(5)))?;
-    let mut reader = BufReader::new(stream.try_clone()?);
-    let mut request_line = String::new();
-    reader.read_line(&mut request_line)?;
-    // Drain the headers (bounded).
-    let mut header_bytes = 0;
+/// Why a request head could not be read.
+#[derive(Debug, PartialEq)]
+enum HeadError {
+    LineTooLong,
+    HeadersTooLarge,
+    /// Slow, closed or broken: nothing worth answering.
+    Gone,
+}
+
+/// Reads the request head (line and headers) within `REQUEST_DEADLINE` in all, never more than
+/// `MAX_REQUEST_LINE` + `MAX_HEADERS` bytes; returns the request line.
+fn read_head(stream: &mut TcpStream) -> Result<String, HeadError> {
+    let deadline = Instant::now() + REQUEST_DEADLINE;
+    let mut head: Vec<u8> = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 2048];
     loop {
-        let mut line = String::new();
-        let n = reader.read_line(&mut line)?;
-        header_bytes += n;
-        if n == 0 || line == "\r\n" || line == "\n" || header_bytes > 16 * 1024 {
+        if let Some(end) = head.windows(4).position(|w| w == b"\r\n\r\n") {
+            head.truncate(end);
             break;
         }
+        if head.ends_with(b"\n\n") {
+            break;
+        }
+        let line_end = head.iter().position(|b| *b == b'\n');
+        if line_end.map_or(head.len(), |i| i) > MAX_REQUEST_LINE {
+            return Err(HeadError::LineTooLong);
+        }
+        if head.len() > MAX_REQUEST_LINE + MAX_HEADERS {
+            return Err(HeadError::HeadersTooLarge);
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(HeadError::Gone);
+        }
+        stream
+            .set_read_timeout(Some(left))
+            .map_err(|_| HeadError::Gone)?;
+        match stream.read(&mut chunk) {
+            Ok(0) | Err(_) => return Err(HeadError::Gone),
+            Ok(n) => head.extend_from_slice(&chunk[..n]),
+        }
     }
+    let line = head.split(|b| *b == b'\n').next().unwrap_or_default();
+    if line.len() > MAX_REQUEST_LINE {
+        return Err(HeadError::LineTooLong);
+    }
+    Ok(String::from_utf8_lossy(line).trim_end().to_string())
+}
+
+fn handle(app: &App, mut stream: TcpStream) -> anyhow::Result<()> {
+    stream.set_write_timeout(Some(Duration::from_secs(5)))?;
+    let (request_line, refused) = match read_head(&mut stream) {
+        Ok(line) => (line, None),
+        Err(HeadError::LineTooLong) => (String::new(), Some("414 URI Too Long")),
+        Err(HeadError::HeadersTooLarge) => {
+            (String::new(), Some("431 Request Header Fields Too Large"))
+        }
+        Err(HeadError::Gone) => return Ok(()),
+    };
     let mut parts = request_line.split_whitespace();
     let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or("/"));
-    let reply = if method != "GET" {
+    let reply = if let Some(status) = refused {
+        Reply {
+            status,
+            content_type: "application/json",
+            body: json!({"error": "request too large"}).to_string(),
+        }
+    } else if method != "GET" {
         Reply {
             status: "405 Method Not Allowed",
             content_type: "application/json",
@@ -78,7 +158,7 @@ fn handle(app: &App, mut stream: TcpStream) -> anyhow::Result<()> {
         })
     };
     let body = redact(&reply.body);
-    let extra = if method != "GET" {
+    let extra = if method != "GET" && refused.is_none() {
         "Allow: GET\r\n"
     } else {
         ""

@@ -1,9 +1,12 @@
 //! Hardening stories (issue 13): each test here failed before its fix.
 
+use std::time::Duration;
+
 use serde_json::{json, Value};
 use trigger_ops::sealed::Sealer;
 
 use crate::extract::{scenario, LOG_TOKEN, SECRET};
+use crate::operator::Served;
 use crate::support::digitalocean::free_port;
 use crate::support::fake::{loopback, FakeServer, Reply, Seen};
 use crate::support::{exec_profile, Ops};
@@ -253,4 +256,65 @@ fn secrets_are_redacted_before_output_is_cut_and_env_file_secrets_are_registered
     // The heartbeat is logged by host, never by its secret path.
     run.expect_stderr("heartbeat to http://127.0.0.1:9");
     assert!(!run.stderr.contains("uuid-is-the-secret"), "{}", run.stderr);
+}
+
+/// `GET path` with a 3 s limit on the whole exchange; the status code.
+fn get_within(addr: &str, path: &str) -> Result<u16, String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").map_err(|e| e.to_string())?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).map_err(|e| e.to_string())?;
+    text.get(9..12)
+        .and_then(|c| c.parse().ok())
+        .ok_or(format!("no status line: {text:?}"))
+}
+
+#[test]
+fn serve_keeps_answering_while_a_slow_client_and_a_huge_request_line_are_connected() {
+    use std::io::{Read, Write};
+    let ops = Ops::new();
+    ops.jobs(&exec_profile("p", &["true"], ""));
+    ops.run(&["run", "p"]).expect_code(0);
+    let (_served, addr) = Served::start(&ops);
+
+    // A client that drips its request line one byte every 300 ms, forever.
+    let drip_addr = addr.clone();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let dripping = std::sync::Arc::clone(&stop);
+    let drip = std::thread::spawn(move || {
+        let mut s = std::net::TcpStream::connect(&drip_addr).unwrap();
+        for b in b"GET /v1/runs?limit=1".iter().cycle() {
+            if dripping.load(std::sync::atomic::Ordering::Relaxed) || s.write_all(&[*b]).is_err() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    });
+    // A 1 MiB request line without a newline: refused once past 8 KiB.
+    let huge_addr = addr.clone();
+    let huge = std::thread::spawn(move || {
+        let mut s = std::net::TcpStream::connect(&huge_addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut line = b"GET /".to_vec();
+        line.extend(std::iter::repeat_n(b'a', 1 << 20));
+        let _ = s.write_all(&line);
+        let mut answer = String::new();
+        let _ = s.read_to_string(&mut answer);
+        answer
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    for _ in 0..5 {
+        assert_eq!(get_within(&addr, "/healthz"), Ok(200));
+    }
+    let answer = huge.join().unwrap();
+    assert!(
+        answer.is_empty() || answer.starts_with("HTTP/1.1 414"),
+        "{}",
+        &answer[..answer.len().min(80)]
+    );
+    assert_eq!(get_within(&addr, "/healthz"), Ok(200));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    drip.join().unwrap();
 }
