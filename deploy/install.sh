@@ -192,4 +192,6 @@ if ((start)) && command -v systemctl >/dev/null; then
     run systemctl enable --now ops.service
   fi
 fi
-note "installed ($scheduler). Next: edit $etc/ops.env, then: ops doctor && ops run hourly --dry-run"
+# Run as root, ops becomes the owner of /var/lib/ops (the ops user) before touching it, so these
+# manual runs are exactly the timers' runs.
+note "installed ($scheduler). Next: edit $etc/ops.env, then: ops doctor && ops run hourly --dry-run (as root or sudo -u ops: the same run)"

@@ -35,6 +35,10 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "PATH")]
     pub env_file: Option<PathBuf>,
 
+    /// When run as root, keep root instead of becoming the state directory's owner [env: OPS_AS_ROOT=1]
+    #[arg(long, global = true)]
+    pub as_root: bool,
+
     #[command(subcommand)]
     pub command: Cmd,
 }

@@ -14,6 +14,7 @@ pub mod exit;
 pub mod lock;
 pub mod logging;
 pub mod notify;
+pub mod privilege;
 pub mod profiles;
 pub mod redact;
 pub mod registry;
@@ -70,6 +71,25 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         log::warn!("{warning}");
     }
     let app = app::App::load(&cli, env, env_file)?;
+    // Commands that open the state directory run as its owner (see `privilege`).
+    if matches!(
+        cli.command,
+        Cmd::Run { .. }
+            | Cmd::History { .. }
+            | Cmd::Status { .. }
+            | Cmd::Enable { .. }
+            | Cmd::Disable { .. }
+            | Cmd::Serve { .. }
+            | Cmd::Doctor
+            | Cmd::RenderCloudInit { .. }
+    ) {
+        let as_root = cli.as_root
+            || app
+                .env
+                .get("OPS_AS_ROOT")
+                .is_some_and(|v| v == "1" || v == "true");
+        privilege::switch(&app.state_dir, as_root)?;
+    }
     match &cli.command {
         Cmd::Run {
             profile,

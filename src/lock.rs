@@ -2,7 +2,7 @@
 //! built-in task acts on. flock dies with the process, so a crash never leaves a stale lock.
 
 use std::fs::{File, OpenOptions};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::Path;
 
 use anyhow::Context;
@@ -17,8 +17,17 @@ pub struct Lock {
 /// Takes `<dir>/locks/<name>.lock` without waiting; `Ok(None)` when another process holds it.
 pub fn try_lock(state_dir: &Path, name: &str) -> anyhow::Result<Option<Lock>> {
     let dir = state_dir.join("locks");
-    std::fs::create_dir_all(&dir)
-        .with_context(|| format!("cannot create lock directory {}", dir.display()))?;
+    if !dir.is_dir() {
+        crate::state::create_private_dir(state_dir)?;
+        match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+            Ok(()) => crate::privilege::hand_over(&dir)?,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => {
+                return Err(e)
+                    .with_context(|| format!("cannot create lock directory {}", dir.display()))
+            }
+        }
+    }
     let path = dir.join(format!("{name}.lock"));
     let file = OpenOptions::new()
         .create(true)
@@ -27,6 +36,7 @@ pub fn try_lock(state_dir: &Path, name: &str) -> anyhow::Result<Option<Lock>> {
         .mode(0o600)
         .open(&path)
         .with_context(|| format!("cannot open lock file {}", path.display()))?;
+    crate::privilege::hand_over(&path)?;
     match file.try_lock_exclusive() {
         Ok(()) => Ok(Some(Lock { _file: file })),
         Err(e) if e.raw_os_error() == fs2::lock_contended_error().raw_os_error() => Ok(None),

@@ -64,6 +64,7 @@ impl Sealer {
         let _ = std::fs::remove_file(&tmp);
         match linked {
             Ok(()) => {
+                crate::privilege::hand_over(&path)?;
                 if let Ok(dir) = std::fs::File::open(state_dir) {
                     let _ = dir.sync_all();
                 }

@@ -114,6 +114,7 @@ impl State {
             .mode(0o600)
             .open(&path)
             .with_context(|| format!("cannot create state database {}", path.display()))?;
+        crate::privilege::hand_over(&path)?;
         let conn = Connection::open(&path)
             .with_context(|| format!("cannot open state database {}", path.display()))?;
         conn.busy_timeout(Duration::from_secs(10))?;
@@ -433,6 +434,7 @@ pub fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("cannot create state directory {} (set --state-dir or OPS_STATE_DIR to a writable directory)", dir.display()))?;
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+        crate::privilege::hand_over(dir)?;
     }
     Ok(())
 }

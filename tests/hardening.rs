@@ -318,3 +318,135 @@ fn serve_keeps_answering_while_a_slow_client_and_a_huge_request_line_are_connect
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     drip.join().unwrap();
 }
+
+/// `ops args` as `user` (through runuser), with the same flags and environment as `ops.run`.
+fn run_as(ops: &Ops, user: &str, args: &[&str]) -> crate::support::Run {
+    let base = ops.command(args);
+    let mut cmd = std::process::Command::new("runuser");
+    cmd.args(["-u", user, "--"]).arg(base.get_program());
+    cmd.args(base.get_args()).env_clear();
+    for (k, v) in base.get_envs() {
+        if let Some(v) = v {
+            cmd.env(k, v);
+        }
+    }
+    cmd.current_dir("/").stdin(std::process::Stdio::null());
+    let start = std::time::Instant::now();
+    crate::support::finish(cmd.output().expect("runuser"), start.elapsed())
+}
+
+/// Every entry under `dir` (itself included): (path, uid, mode).
+fn tree(dir: &std::path::Path) -> Vec<(String, u32, u32)> {
+    use std::os::unix::fs::MetadataExt;
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(p) = todo.pop() {
+        let meta = std::fs::symlink_metadata(&p).unwrap();
+        out.push((p.display().to_string(), meta.uid(), meta.mode() & 0o777));
+        if meta.is_dir() {
+            for e in std::fs::read_dir(&p).unwrap() {
+                todo.push(e.unwrap().path());
+            }
+        }
+    }
+    out
+}
+
+const NOBODY: u32 = 65534;
+
+/// An ops whose state directory belongs to `nobody`, with an exec profile and an extract
+/// profile (which creates the key, the database and the task locks).
+fn owned_by_nobody() -> crate::extract::Scenario {
+    use std::os::unix::fs::PermissionsExt;
+    let s = scenario("extract");
+    s.ops.jobs(&format!(
+        "{}  extract:\n    cron: '*/15 * * * *'\n    tasks: [{{kind: extract, refresh: 1ms}}]\n",
+        exec_profile("p", &["true"], "")
+    ));
+    // The test's directory must be traversable by nobody (the runs read nothing else there
+    // after switching).
+    let top = s.ops.path("");
+    std::fs::set_permissions(&top, std::fs::Permissions::from_mode(0o755)).unwrap();
+    // As install.sh leaves it: root:ops 0640, readable by the service user's group.
+    std::os::unix::fs::chown(s.ops.path("ops.env"), Some(0), Some(NOBODY)).unwrap();
+    let state = s.ops.state_dir();
+    std::fs::create_dir(&state).unwrap();
+    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o700)).unwrap();
+    std::os::unix::fs::chown(&state, Some(NOBODY), Some(NOBODY)).unwrap();
+    s
+}
+
+fn assert_all_nobodys_and_private(s: &crate::extract::Scenario) {
+    let entries = tree(&s.ops.state_dir());
+    for needed in [
+        "ops.db",
+        "secret.key",
+        "profile-p.lock",
+        "profile-extract.lock",
+        "task-extract.lock",
+        "locks",
+    ] {
+        assert!(
+            entries.iter().any(|(p, _, _)| p.ends_with(needed)),
+            "{needed} was not created: {entries:?}"
+        );
+    }
+    for (path, uid, mode) in &entries {
+        assert_eq!(
+            *uid, NOBODY,
+            "{path} is not owned by the state directory's owner"
+        );
+        assert_eq!(mode & 0o077, 0, "{path} is open to others: {mode:o}");
+    }
+}
+
+fn root() -> bool {
+    // SAFETY: no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    assert!(
+        root || std::env::var("CI").is_err(),
+        "CI runs the tests as root: this test needs it"
+    );
+    root
+}
+
+#[test]
+fn a_manual_run_as_root_is_the_timers_run_as_the_state_directory_owner() {
+    if !root() {
+        eprintln!("not root: the root-rerun test cannot run here");
+        return;
+    }
+    // Root first, then the owner (as the timer would run next).
+    let s = owned_by_nobody();
+    for profile in ["p", "extract"] {
+        s.ops
+            .run(&["run", profile])
+            .expect_code(0)
+            .expect_stderr("running as uid 65534 (gid 65534), the owner of");
+    }
+    s.ops.run(&["status"]).expect_code(0);
+    assert_all_nobodys_and_private(&s);
+    for profile in ["p", "extract"] {
+        run_as(&s.ops, "nobody", &["run", profile]).expect_code(0);
+    }
+
+    // The reverse: the owner first, then root.
+    let s = owned_by_nobody();
+    for profile in ["p", "extract"] {
+        run_as(&s.ops, "nobody", &["run", profile]).expect_code(0);
+        s.ops.run(&["run", profile]).expect_code(0);
+    }
+    assert_all_nobodys_and_private(&s);
+
+    // --as-root keeps root; what it creates still goes to the owner.
+    let s = owned_by_nobody();
+    for profile in ["p", "extract"] {
+        let run = s.ops.run(&["run", profile, "--as-root"]);
+        run.expect_code(0)
+            .expect_stderr("running as root (--as-root)");
+    }
+    assert_all_nobodys_and_private(&s);
+    for profile in ["p", "extract"] {
+        run_as(&s.ops, "nobody", &["run", profile]).expect_code(0);
+    }
+}
