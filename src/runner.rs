@@ -41,6 +41,9 @@ pub struct TaskSummary {
     /// Failed because of the configuration (exit 2).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub config_error: bool,
+    /// The plan's actions and what apply did with each (built-in tasks).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub actions: Vec<tasks::ActionRecord>,
 }
 
 /// The flags of `ops run`.
@@ -245,6 +248,11 @@ fn execute(app: &App, profile: &Profile, state: Option<&State>, opts: &RunOption
             duration_ms: elapsed,
             detail,
             config_error: outcome.config_error,
+            actions: outcome
+                .actions
+                .iter()
+                .map(|a| tasks::ActionRecord::new(redact(&a.action), redact(&a.result)))
+                .collect(),
         });
     }
     let status = if results.iter().any(|t| t.status.is_failure()) {

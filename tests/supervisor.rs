@@ -498,3 +498,53 @@ fn doctor_checks_every_dependency_live() {
         .expect_code(1)
         .expect_stdout("✗ DIGITALOCEAN_TOKEN was rejected");
 }
+
+/// The same observation gives the same plan: a dry run lists exactly the actions the real run
+/// then takes (names carry the second they are made in, so that part is masked).
+#[test]
+fn dry_run_and_real_run_show_the_same_actions_from_one_plan() {
+    let f = fleet("boot_grace: 10m");
+    let actions = |run: &crate::support::Run| -> Vec<(String, String)> {
+        let doc = run.json();
+        doc["tasks"][0]["actions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| {
+                let text = a["action"].as_str().unwrap();
+                let masked: String = text
+                    .split(' ')
+                    .map(|w| match w.rsplit_once('-') {
+                        Some((head, stamp))
+                            if stamp.len() == 12 && stamp.bytes().all(|b| b.is_ascii_digit()) =>
+                        {
+                            format!("{head}-<stamp>")
+                        }
+                        _ => w.to_string(),
+                    })
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                (masked, a["result"].as_str().unwrap().to_string())
+            })
+            .collect()
+    };
+    let planned = actions(&f.run(&["run", "health", "--dry-run", "--json"]));
+    assert_eq!(f.api.mutations(), 0);
+    let done = actions(&f.run(&["run", "health", "--json"]));
+    assert_eq!(planned.len(), 1, "{planned:?}");
+    assert!(planned[0]
+        .0
+        .starts_with("create droplet trigger-supervisor-envabcde-<stamp> ("));
+    assert_eq!(planned[0].1, "planned (dry run)");
+    assert_eq!(
+        planned.iter().map(|a| &a.0).collect::<Vec<_>>(),
+        done.iter().map(|a| &a.0).collect::<Vec<_>>()
+    );
+    assert!(
+        done[0]
+            .1
+            .starts_with("created droplet trigger-supervisor-envabcde-"),
+        "{:?}",
+        done[0]
+    );
+}

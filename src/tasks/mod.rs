@@ -51,6 +51,25 @@ pub struct Outcome {
     pub detail: Vec<String>,
     /// The failure is the operator's configuration's fault: the run exits 2, not 1.
     pub config_error: bool,
+    /// The plan's actions and what became of each (`run --json`).
+    pub actions: Vec<ActionRecord>,
+}
+
+/// One planned action: its description (the same words in a dry run and a real one) and what
+/// apply did with it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ActionRecord {
+    pub action: String,
+    pub result: String,
+}
+
+impl ActionRecord {
+    pub fn new(action: impl Into<String>, result: impl Into<String>) -> ActionRecord {
+        ActionRecord {
+            action: action.into(),
+            result: result.into(),
+        }
+    }
 }
 
 impl Outcome {
@@ -59,6 +78,7 @@ impl Outcome {
             status,
             detail: vec![detail.into()],
             config_error: false,
+            actions: Vec::new(),
         }
     }
 
@@ -67,6 +87,7 @@ impl Outcome {
             status,
             detail,
             config_error: false,
+            actions: Vec::new(),
         }
     }
 }

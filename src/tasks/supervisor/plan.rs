@@ -18,8 +18,9 @@
 use std::time::Duration;
 
 use crate::duration;
+use crate::release;
 
-use super::Streak;
+use super::{Streak, MANAGED_TAG};
 
 /// What the webapp's database says of one droplet.
 #[derive(Debug, Clone, PartialEq)]
@@ -167,6 +168,504 @@ pub fn assess(f: &Facts, rules: &Rules) -> Verdict {
         note,
         streak,
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The fleet: from everything observed this run to the actions (at most one delete and one
+// create), the report lines and the findings that fail the task.
+
+/// One of our droplets as observed this run.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub id: u64,
+    pub name: String,
+    pub status: String,
+    pub ip: Option<String>,
+    pub tags: Vec<String>,
+    pub age_secs: i64,
+    /// The streak kept from earlier runs.
+    pub prev: Streak,
+    pub heartbeat: Heartbeat,
+    /// `GET /health`, when SUPERVISOR_HEALTH_SOURCES lets ops in; `None`: not checked.
+    pub http: Option<Result<(), String>>,
+}
+
+/// The webapp's view of our supervisors (one Postgres statement).
+#[derive(Debug, Clone, PartialEq)]
+pub enum View {
+    /// DATABASE_URL is not set.
+    NotConfigured,
+    /// Not asked: there are more droplets than ops may act on.
+    Skipped,
+    Seen {
+        group: String,
+        queue: String,
+        oldest_pending_secs: Option<f64>,
+    },
+    /// Why there is no view (token unknown, tables missing, database unreachable).
+    Unavailable(String),
+}
+
+/// Everything `plan` needs, observed before deciding; time comes in here.
+#[derive(Debug, Clone)]
+pub struct Observation {
+    pub now_ms: i64,
+    /// `yymmddHHMMSS` of now, for a new droplet's name.
+    pub stamp: String,
+    /// Droplets with both our tags.
+    pub droplets: Vec<Seen>,
+    /// Droplets with the deployment tag but not `ops-managed`: (name, id).
+    pub foreign: Vec<(String, u64)>,
+    pub view: View,
+    /// When the circuit breaker counted replacements (Unix ms).
+    pub replacements: Vec<i64>,
+}
+
+/// The desired state and the rules, resolved from jobs.yaml and the settings.
+#[derive(Debug, Clone)]
+pub struct Spec {
+    pub count: usize,
+    /// The deployment tag.
+    pub tag: String,
+    /// The spec tag of a droplet built the way this run would build it.
+    pub spec_tag: String,
+    pub version: release::Chosen,
+    /// `release::describe`: the version and where it comes from.
+    pub version_line: String,
+    pub rules: Rules,
+    pub unhealthy_after: u32,
+    pub max_replacements: u32,
+    pub replacement_window: Duration,
+    pub queue_alert_after: Option<Duration>,
+    /// SUPERVISOR_HEALTH_SOURCES is set (the HTTP check runs).
+    pub health_sources: bool,
+    pub reset_breaker: bool,
+    pub profile: String,
+    pub size: String,
+    pub region: String,
+    pub image: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// `--reset-breaker`: forget the counted replacements.
+    ResetBreaker,
+    /// Delete one of our droplets; `replacement` counts toward the circuit breaker.
+    Delete {
+        id: u64,
+        name: String,
+        reason: String,
+        replacement: bool,
+    },
+    /// Create a droplet; `replaces` is the stale droplet it takes over from: (name, why).
+    Create {
+        name: String,
+        reason: String,
+        replaces: Option<(String, String)>,
+    },
+}
+
+impl Action {
+    /// What the action does, the same words in a dry run ("would …") and in `run --json`.
+    pub fn describe(&self, spec: &Spec) -> String {
+        match self {
+            Action::ResetBreaker => "reset the circuit breaker".into(),
+            Action::Delete { id, name, reason, .. } => {
+                format!("delete droplet {name} (id {id}): {reason}")
+            }
+            Action::Create { name, reason, .. } => format!(
+                "create droplet {name} ({}, {}, {}, supervisor {}, tags {} {MANAGED_TAG} {}): {reason}",
+                spec.size, spec.region, spec.image, spec.version.tag, spec.tag, spec.spec_tag
+            ),
+        }
+    }
+}
+
+/// One droplet after assessment.
+#[derive(Debug, Clone)]
+pub struct Assessed {
+    pub id: u64,
+    pub name: String,
+    pub ip: Option<String>,
+    pub health: Health,
+    pub streak: Streak,
+    /// Carries the current spec tag.
+    pub current: bool,
+    pub age_secs: i64,
+    pub note: String,
+    pub heartbeat_age: Option<f64>,
+    /// The version recorded in its tags.
+    pub version: Option<String>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Plan {
+    /// ops refuses to act at all (too many droplets): the task fails with this.
+    pub refused: Option<String>,
+    pub actions: Vec<Action>,
+    /// What was seen, in report order.
+    pub lines: Vec<String>,
+    /// What fails the task.
+    pub failures: Vec<String>,
+    /// Oldest first.
+    pub assessed: Vec<Assessed>,
+    /// The circuit breaker's replacements within the window, after a reset.
+    pub replacements: Vec<i64>,
+}
+
+impl Plan {
+    pub fn deletes(&self) -> impl Iterator<Item = u64> + '_ {
+        self.actions.iter().filter_map(|a| match a {
+            Action::Delete { id, .. } => Some(*id),
+            _ => None,
+        })
+    }
+}
+
+/// The whole decision, pure.
+pub fn plan(obs: &Observation, spec: &Spec) -> Plan {
+    let mut p = Plan {
+        lines: vec![spec.version_line.clone()],
+        ..Plan::default()
+    };
+    let window = spec.replacement_window.as_millis() as i64;
+    if spec.reset_breaker {
+        p.actions.push(Action::ResetBreaker);
+    } else {
+        p.replacements = obs
+            .replacements
+            .iter()
+            .copied()
+            .filter(|t| obs.now_ms - t < window)
+            .collect();
+    }
+    p.lines.extend(foreign_lines(&obs.foreign, &spec.tag));
+    if obs.droplets.len() > spec.count + 1 {
+        let list: Vec<String> = obs
+            .droplets
+            .iter()
+            .map(|d| {
+                format!(
+                    "{} (id {}, {})",
+                    d.name,
+                    d.id,
+                    d.ip.as_deref().unwrap_or("no IP")
+                )
+            })
+            .collect();
+        p.refused = Some(format!(
+            "refusing to act: {} droplets carry {} and {MANAGED_TAG}, more than SUPERVISOR_COUNT + 1 = {}: {}. Delete the extras by hand (or raise SUPERVISOR_COUNT); ops changes nothing until then",
+            obs.droplets.len(),
+            spec.tag,
+            spec.count + 1,
+            list.join(", ")
+        ));
+        return p;
+    }
+    let queue_failure = view_findings(&obs.view, spec, &mut p);
+    p.assessed = assess_all(obs, spec);
+    let breaker_open = p.replacements.len() as u32 >= spec.max_replacements;
+    let delete = choose_delete(
+        &p.assessed,
+        spec,
+        breaker_open,
+        &p.replacements,
+        &mut p.failures,
+    );
+    let create = choose_create(&p.assessed, spec, breaker_open, delete.as_ref(), &obs.stamp);
+    p.lines
+        .extend(p.assessed.iter().map(|a| droplet_line(a, spec)));
+    if p.assessed.is_empty() {
+        p.lines
+            .push(format!("no droplet tagged {} and {MANAGED_TAG}", spec.tag));
+    }
+    p.failures.extend(queue_failure);
+    let deleted = delete.as_ref().map(|d| match d {
+        Action::Delete { id, .. } => *id,
+        _ => 0,
+    });
+    for a in &p.assessed {
+        if a.health == Health::Failing
+            && Some(a.id) != deleted
+            && a.streak.fails < spec.unhealthy_after
+        {
+            p.failures.push(format!(
+                "droplet {} unhealthy ({}/{} before it is replaced): {}",
+                a.name, a.streak.fails, spec.unhealthy_after, a.note
+            ));
+        }
+    }
+    p.actions.extend(delete);
+    p.actions.extend(create);
+    p
+}
+
+fn foreign_lines(foreign: &[(String, u64)], tag: &str) -> Vec<String> {
+    // Named one by one when few; a project with many hand-made droplets gets one more line.
+    const NAMED: usize = 5;
+    let mut lines: Vec<String> = foreign
+        .iter()
+        .take(NAMED)
+        .map(|(name, id)| {
+            format!("ignored droplet {name} (id {id}): tagged {tag} but not {MANAGED_TAG}, so not ours to touch")
+        })
+        .collect();
+    if foreign.len() > NAMED {
+        lines.push(format!(
+            "ignored {} more droplets tagged {tag} without {MANAGED_TAG}",
+            foreign.len() - NAMED
+        ));
+    }
+    lines
+}
+
+/// The view's line (and failure when ops is blind); returns the queue alert, which is reported
+/// after the droplets.
+fn view_findings(view: &View, spec: &Spec, p: &mut Plan) -> Option<String> {
+    match view {
+        View::NotConfigured => {
+            p.lines.push(
+                "webapp view: DATABASE_URL is not set, health comes from /health only".into(),
+            );
+            None
+        }
+        View::Skipped => None,
+        View::Unavailable(why) if !spec.health_sources => {
+            p.failures
+                .push(format!("cannot see the supervisors: {why}"));
+            None
+        }
+        View::Unavailable(why) => {
+            p.lines.push(format!(
+                "webapp view unavailable ({why}): health comes from /health only"
+            ));
+            None
+        }
+        View::Seen {
+            group,
+            queue,
+            oldest_pending_secs,
+        } => {
+            p.lines.push(format!(
+                "worker group {group:?} (queue {queue}): {}",
+                match oldest_pending_secs {
+                    Some(secs) => format!(
+                        "oldest PENDING run waits for {}",
+                        duration::format(Duration::from_secs(secs.max(0.0) as u64))
+                    ),
+                    None => "no PENDING run".into(),
+                }
+            ));
+            let (limit, secs) = (spec.queue_alert_after?, (*oldest_pending_secs)?);
+            (secs >= limit.as_secs_f64()).then(|| {
+                format!(
+                    "runs are waiting: the oldest PENDING run in queue {queue} has waited {} (alert after {}); a concurrency limit can hold runs too, but check that the supervisors dequeue (docker compose logs supervisor)",
+                    duration::format(Duration::from_secs(secs as u64)),
+                    duration::format(limit)
+                )
+            })
+        }
+    }
+}
+
+/// Every droplet's health, oldest first.
+fn assess_all(obs: &Observation, spec: &Spec) -> Vec<Assessed> {
+    let mut out: Vec<Assessed> = obs
+        .droplets
+        .iter()
+        .map(|d| {
+            let verdict = assess(
+                &Facts {
+                    name: &d.name,
+                    status: &d.status,
+                    has_ip: d.ip.is_some(),
+                    age_secs: d.age_secs,
+                    heartbeat: d.heartbeat.clone(),
+                    http: d.http.clone(),
+                    prev: &d.prev,
+                    now_ms: obs.now_ms,
+                },
+                &spec.rules,
+            );
+            Assessed {
+                id: d.id,
+                name: d.name.clone(),
+                ip: d.ip.clone(),
+                health: verdict.health,
+                streak: verdict.streak,
+                current: d.tags.contains(&spec.spec_tag),
+                age_secs: d.age_secs,
+                note: verdict.note,
+                heartbeat_age: match d.heartbeat {
+                    Heartbeat::Age(a) => Some(a),
+                    _ => None,
+                },
+                version: release::version_of(&d.tags),
+            }
+        })
+        .collect();
+    out.sort_by_key(|a| std::cmp::Reverse(a.age_secs));
+    out
+}
+
+fn dead(a: &Assessed, spec: &Spec) -> bool {
+    a.health == Health::Failing && a.streak.fails >= spec.unhealthy_after
+}
+
+/// Why a droplet without the current spec tag is stale: a version change names both versions.
+fn drift_why(a: &Assessed, spec: &Spec) -> String {
+    release::upgrade_reason(
+        &spec.version.source,
+        a.version.as_deref(),
+        &spec.version.tag,
+    )
+    .unwrap_or_else(|| "spec changed".into())
+}
+
+/// At most one delete: a dead droplet (unless the breaker is open), else the oldest stale one
+/// once the rest carry the load, else a surplus current one.
+fn choose_delete(
+    all: &[Assessed],
+    spec: &Spec,
+    breaker_open: bool,
+    replacements: &[i64],
+    failures: &mut Vec<String>,
+) -> Option<Action> {
+    let delete = |a: &Assessed, reason: String, replacement: bool| Action::Delete {
+        id: a.id,
+        name: a.name.clone(),
+        reason,
+        replacement,
+    };
+    if let Some(a) = all.iter().find(|a| dead(a, spec)) {
+        if !breaker_open {
+            let reason = format!(
+                "unhealthy: {} consecutive failed health checks ({})",
+                a.streak.fails, a.note
+            );
+            return Some(delete(a, reason, true));
+        }
+        failures.push(format!(
+            "circuit breaker open: {} replacements within {}; droplet {} is unhealthy but will not be replaced. Investigate (ssh root@{} 'cloud-init status --long; docker compose -f /opt/trigger/docker-compose.yml logs --tail 100'), then run `ops run {} --reset-breaker`",
+            replacements.len(),
+            duration::format(spec.replacement_window),
+            a.name,
+            a.ip.as_deref().unwrap_or("<ip>"),
+            spec.profile
+        ));
+    }
+    let healthy_without = |skip: u64| {
+        all.iter()
+            .filter(|a| a.id != skip && a.health == Health::Healthy)
+            .count()
+    };
+    // Rolling replace: drop the oldest stale droplet once the rest can carry the load.
+    if let Some(a) = all.iter().find(|a| !a.current) {
+        let healthy_current = all.iter().any(|o| o.current && o.health == Health::Healthy);
+        if healthy_without(a.id) >= spec.count && healthy_current {
+            let reason = format!(
+                "spec drift ({}): replaced by a healthy droplet with the current spec",
+                drift_why(a, spec)
+            );
+            return Some(delete(a, reason, false));
+        }
+    }
+    let current: Vec<&Assessed> = all.iter().filter(|a| a.current).collect();
+    if current.len() > spec.count && healthy_without(current[0].id) >= spec.count {
+        let reason = format!(
+            "more than SUPERVISOR_COUNT={} droplets with the current spec",
+            spec.count
+        );
+        return Some(delete(current[0], reason, false));
+    }
+    None
+}
+
+/// At most one create: when fewer live current droplets than wanted remain and one more fits.
+fn choose_create(
+    all: &[Assessed],
+    spec: &Spec,
+    breaker_open: bool,
+    delete: Option<&Action>,
+    stamp: &str,
+) -> Option<Action> {
+    let (deleted, replacing) = match delete {
+        Some(Action::Delete {
+            id, replacement, ..
+        }) => (Some(*id), *replacement),
+        _ => (None, false),
+    };
+    let remaining: Vec<&Assessed> = all.iter().filter(|a| Some(a.id) != deleted).collect();
+    let live_current = remaining
+        .iter()
+        .filter(|a| a.current && (breaker_open || !dead(a, spec)))
+        .count();
+    if live_current >= spec.count || remaining.len() > spec.count {
+        return None;
+    }
+    let stale = remaining
+        .iter()
+        .find(|a| !a.current)
+        .map(|a| (a.name.clone(), drift_why(a, spec)));
+    let name = new_name(&spec.tag, stamp, all);
+    let (reason, replaces) = match (replacing, stale) {
+        (true, _) => (
+            format!(
+                "replacing unhealthy {}",
+                all.iter()
+                    .find(|a| Some(a.id) == deleted)
+                    .map_or("", |a| a.name.as_str())
+            ),
+            None,
+        ),
+        (false, Some((old, why))) => (
+            format!("spec drift ({why}): rolling replace of {old}, which stays until this one is healthy"),
+            Some((old, why)),
+        ),
+        (false, None) => (
+            format!(
+                "{live_current} of {} supervisor droplet(s) running",
+                spec.count
+            ),
+            None,
+        ),
+    };
+    Some(Action::Create {
+        name,
+        reason,
+        replaces,
+    })
+}
+
+/// `<tag>-<stamp>`, made unique among the droplets seen: the name is the supervisor's
+/// TRIGGER_WORKER_INSTANCE_NAME, so two droplets must never share one (a replacement created in
+/// the same second as its predecessor would inherit its heartbeat row).
+fn new_name(tag: &str, stamp: &str, all: &[Assessed]) -> String {
+    let base = format!("{tag}-{stamp}");
+    let taken = |n: &str| all.iter().any(|a| a.name == n);
+    let mut name = base.clone();
+    let mut i = 2;
+    while taken(&name) {
+        name = format!("{base}-{i}");
+        i += 1;
+    }
+    name
+}
+
+fn droplet_line(a: &Assessed, spec: &Spec) -> String {
+    format!(
+        "droplet {} (id {}, {}, {} old, spec {}): {}{}",
+        a.name,
+        a.id,
+        a.ip.as_deref().unwrap_or("no IP"),
+        duration::format(Duration::from_secs(a.age_secs.max(1) as u64)),
+        if a.current { "current" } else { "stale" },
+        match a.health {
+            Health::Failing => format!("failing {}/{}: ", a.streak.fails, spec.unhealthy_after),
+            _ => String::new(),
+        },
+        a.note
+    )
 }
 
 #[cfg(test)]
@@ -392,5 +891,367 @@ mod tests {
             ..Case::default()
         };
         check(c, Health::Unknown, "health unknown", 2);
+    }
+}
+
+/// The fleet decision, one case per test: observations in, actions and findings out.
+#[cfg(test)]
+mod fleet_tests {
+    use super::*;
+
+    const NOW: i64 = 1_800_000_000_000;
+    const SPEC_TAG: &str = "ops-spec-current";
+
+    fn spec() -> Spec {
+        Spec {
+            count: 1,
+            tag: "trigger-supervisor-envabcde".into(),
+            spec_tag: SPEC_TAG.into(),
+            version: release::supervisor_version(None, Some("v4.5.12")),
+            version_line: "supervisor version v4.5.12 (the webapp's)".into(),
+            rules: Rules {
+                boot_grace: Duration::from_secs(600),
+                stale_after: Duration::from_secs(120),
+            },
+            unhealthy_after: 3,
+            max_replacements: 3,
+            replacement_window: Duration::from_secs(3600),
+            queue_alert_after: None,
+            health_sources: false,
+            reset_breaker: false,
+            profile: "health".into(),
+            size: "s-2vcpu-4gb".into(),
+            region: "fra1".into(),
+            image: "ubuntu-24-04-x64".into(),
+        }
+    }
+
+    /// A droplet an hour old with the current spec, heartbeating 10 s ago, seen healthy before.
+    fn healthy(id: u64) -> Seen {
+        Seen {
+            id,
+            name: format!("sup-{id}"),
+            status: "active".into(),
+            ip: Some(format!("192.0.2.{id}")),
+            tags: vec![
+                "trigger-supervisor-envabcde".into(),
+                MANAGED_TAG.into(),
+                SPEC_TAG.into(),
+                "ops-version:v4_5_12".into(),
+            ],
+            age_secs: 3600 + id as i64,
+            prev: Streak {
+                fails: 0,
+                last_ok: Some(NOW - 60_000),
+                last_error: None,
+            },
+            heartbeat: Heartbeat::Age(10.0),
+            http: None,
+        }
+    }
+
+    fn silent(id: u64, fails: u32) -> Seen {
+        let mut d = healthy(id);
+        d.heartbeat = Heartbeat::Age(900.0);
+        d.prev.fails = fails;
+        d
+    }
+
+    fn stale(mut d: Seen, version: &str) -> Seen {
+        d.tags = vec![
+            "trigger-supervisor-envabcde".into(),
+            MANAGED_TAG.into(),
+            "ops-spec-old".into(),
+            release::version_tag(version),
+        ];
+        d
+    }
+
+    fn obs(droplets: Vec<Seen>) -> Observation {
+        Observation {
+            now_ms: NOW,
+            stamp: "261125150000".into(),
+            droplets,
+            foreign: Vec::new(),
+            view: View::Seen {
+                group: "g".into(),
+                queue: "q".into(),
+                oldest_pending_secs: None,
+            },
+            replacements: Vec::new(),
+        }
+    }
+
+    fn kinds(p: &Plan) -> Vec<String> {
+        p.actions
+            .iter()
+            .map(|a| match a {
+                Action::ResetBreaker => "reset".to_string(),
+                Action::Delete { id, .. } => format!("delete {id}"),
+                Action::Create { .. } => "create".to_string(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn no_droplets_creates_one() {
+        let p = plan(&obs(vec![]), &spec());
+        assert_eq!(kinds(&p), ["create"]);
+        assert!(p.failures.is_empty());
+        assert!(p.lines.iter().any(|l| l.starts_with("no droplet tagged")));
+        let Action::Create { name, reason, .. } = &p.actions[0] else {
+            unreachable!()
+        };
+        assert_eq!(name, "trigger-supervisor-envabcde-261125150000");
+        assert_eq!(reason, "0 of 1 supervisor droplet(s) running");
+    }
+
+    #[test]
+    fn one_healthy_droplet_means_nothing_to_do() {
+        let p = plan(&obs(vec![healthy(1)]), &spec());
+        assert!(p.actions.is_empty(), "{:?}", p.actions);
+        assert!(p.failures.is_empty());
+        assert_eq!(p.assessed[0].health, Health::Healthy);
+    }
+
+    #[test]
+    fn a_booting_droplet_is_waited_for() {
+        let mut d = healthy(1);
+        d.age_secs = 60;
+        d.prev.last_ok = None;
+        d.heartbeat = Heartbeat::Never;
+        let p = plan(&obs(vec![d]), &spec());
+        assert!(p.actions.is_empty(), "{:?}", p.actions);
+        assert!(p.failures.is_empty());
+        assert_eq!(p.assessed[0].health, Health::Booting);
+    }
+
+    #[test]
+    fn failing_below_unhealthy_after_fails_the_task_without_replacing() {
+        let p = plan(&obs(vec![silent(1, 0)]), &spec());
+        assert!(p.actions.is_empty(), "{:?}", p.actions);
+        assert_eq!(p.failures.len(), 1);
+        assert!(p.failures[0].starts_with("droplet sup-1 unhealthy (1/3 before it is replaced)"));
+    }
+
+    #[test]
+    fn failing_at_unhealthy_after_is_replaced_delete_then_create() {
+        let p = plan(&obs(vec![silent(1, 2)]), &spec());
+        assert_eq!(kinds(&p), ["delete 1", "create"]);
+        let Action::Delete {
+            replacement,
+            reason,
+            ..
+        } = &p.actions[0]
+        else {
+            unreachable!()
+        };
+        assert!(*replacement);
+        assert!(reason.starts_with("unhealthy: 3 consecutive failed health checks"));
+        let Action::Create { reason, .. } = &p.actions[1] else {
+            unreachable!()
+        };
+        assert_eq!(reason, "replacing unhealthy sup-1");
+        assert!(
+            p.failures.is_empty(),
+            "a droplet being replaced is not a failure"
+        );
+    }
+
+    #[test]
+    fn grace_over_without_a_heartbeat_is_failing() {
+        let mut d = healthy(1);
+        d.age_secs = 900;
+        d.prev.last_ok = None;
+        d.heartbeat = Heartbeat::Never;
+        let p = plan(&obs(vec![d]), &spec());
+        assert_eq!(p.assessed[0].health, Health::Failing);
+        assert!(p.failures[0].contains("the webapp has never heard from sup-1"));
+    }
+
+    #[test]
+    fn drift_without_healthy_peer_creates_first_and_keeps_the_old() {
+        let p = plan(&obs(vec![stale(healthy(1), "v4.5.10")]), &spec());
+        assert_eq!(kinds(&p), ["create"]);
+        let Action::Create {
+            replaces, reason, ..
+        } = &p.actions[0]
+        else {
+            unreachable!()
+        };
+        assert_eq!(
+            replaces.as_ref(),
+            Some(&(
+                "sup-1".to_string(),
+                "webapp upgraded v4.5.10 → v4.5.12".to_string()
+            ))
+        );
+        assert!(reason.starts_with(
+            "spec drift (webapp upgraded v4.5.10 → v4.5.12): rolling replace of sup-1"
+        ));
+    }
+
+    #[test]
+    fn drift_with_healthy_peer_deletes_the_stale_one() {
+        let p = plan(
+            &obs(vec![stale(healthy(1), "v4.5.10"), healthy(2)]),
+            &spec(),
+        );
+        assert_eq!(kinds(&p), ["delete 1"]);
+        let Action::Delete {
+            replacement,
+            reason,
+            ..
+        } = &p.actions[0]
+        else {
+            unreachable!()
+        };
+        assert!(
+            !*replacement,
+            "a rolling replace does not count toward the breaker"
+        );
+        assert!(reason.contains("replaced by a healthy droplet with the current spec"));
+    }
+
+    #[test]
+    fn drift_with_a_booting_peer_waits() {
+        let mut new = healthy(2);
+        new.age_secs = 30;
+        new.prev.last_ok = None;
+        new.heartbeat = Heartbeat::Never;
+        let p = plan(&obs(vec![stale(healthy(1), "v4.5.10"), new]), &spec());
+        assert!(p.actions.is_empty(), "{:?}", p.actions);
+    }
+
+    #[test]
+    fn count_plus_one_current_drops_the_oldest_surplus() {
+        let p = plan(&obs(vec![healthy(1), healthy(2)]), &spec());
+        assert_eq!(
+            kinds(&p),
+            ["delete 2"],
+            "the oldest (largest age) goes first"
+        );
+    }
+
+    #[test]
+    fn above_count_plus_one_refuses_to_act() {
+        let p = plan(&obs(vec![healthy(1), healthy(2), healthy(3)]), &spec());
+        assert!(p.actions.is_empty());
+        assert!(p
+            .refused
+            .as_deref()
+            .unwrap()
+            .starts_with("refusing to act: 3 droplets"));
+    }
+
+    #[test]
+    fn breaker_open_blocks_replacement_and_says_how_to_reset() {
+        let mut o = obs(vec![silent(1, 5)]);
+        o.replacements = vec![NOW - 1000, NOW - 2000, NOW - 3000];
+        let p = plan(&o, &spec());
+        assert!(p.actions.is_empty(), "{:?}", p.actions);
+        assert!(p.failures[0].starts_with("circuit breaker open: 3 replacements within 1h"));
+        assert!(p.failures[0].contains("ops run health --reset-breaker"));
+    }
+
+    #[test]
+    fn breaker_forgets_replacements_outside_the_window_and_resets_on_request() {
+        let mut o = obs(vec![silent(1, 5)]);
+        o.replacements = vec![NOW - 7_200_000, NOW - 1000, NOW - 2000];
+        let p = plan(&o, &spec());
+        assert_eq!(p.replacements.len(), 2);
+        assert_eq!(kinds(&p), ["delete 1", "create"]);
+        o.replacements = vec![NOW - 1000, NOW - 2000, NOW - 3000];
+        let reset = Spec {
+            reset_breaker: true,
+            ..spec()
+        };
+        let p = plan(&o, &reset);
+        assert_eq!(kinds(&p), ["reset", "delete 1", "create"]);
+    }
+
+    #[test]
+    fn foreign_droplets_are_named_and_never_touched() {
+        let mut o = obs(vec![]);
+        o.foreign = (1..=7)
+            .map(|i| (format!("hand-made-{i}"), 100 + i))
+            .collect();
+        let p = plan(&o, &spec());
+        assert_eq!(kinds(&p), ["create"]);
+        assert_eq!(
+            p.lines
+                .iter()
+                .filter(|l| l.starts_with("ignored droplet"))
+                .count(),
+            5
+        );
+        assert!(p.lines.iter().any(|l| l
+            == "ignored 2 more droplets tagged trigger-supervisor-envabcde without ops-managed"));
+    }
+
+    #[test]
+    fn at_most_one_delete_and_one_create_per_run() {
+        let wide = Spec { count: 3, ..spec() };
+        let p = plan(
+            &obs(vec![silent(1, 4), silent(2, 4), silent(3, 4), silent(4, 4)]),
+            &wide,
+        );
+        let deletes = p
+            .actions
+            .iter()
+            .filter(|a| matches!(a, Action::Delete { .. }))
+            .count();
+        let creates = p
+            .actions
+            .iter()
+            .filter(|a| matches!(a, Action::Create { .. }))
+            .count();
+        assert!(deletes <= 1 && creates <= 1, "{:?}", p.actions);
+        assert_eq!(deletes, 1);
+    }
+
+    #[test]
+    fn a_new_name_never_repeats_an_existing_one() {
+        let mut d = silent(1, 2);
+        d.name = "trigger-supervisor-envabcde-261125150000".into();
+        let p = plan(&obs(vec![d]), &spec());
+        let Action::Create { name, .. } = &p.actions[1] else {
+            unreachable!()
+        };
+        assert_eq!(name, "trigger-supervisor-envabcde-261125150000-2");
+    }
+
+    #[test]
+    fn no_view_without_health_sources_is_a_failure_and_no_replacement() {
+        let mut d = healthy(1);
+        d.heartbeat = Heartbeat::NoView;
+        let mut o = obs(vec![d]);
+        o.view = View::Unavailable("connection refused".into());
+        let p = plan(&o, &spec());
+        assert!(p.actions.is_empty());
+        assert_eq!(
+            p.failures[0],
+            "cannot see the supervisors: connection refused"
+        );
+        assert_eq!(p.assessed[0].health, Health::Unknown);
+    }
+
+    #[test]
+    fn an_old_queue_fails_the_task_and_is_off_unless_set() {
+        let mut o = obs(vec![silent(1, 0)]);
+        o.view = View::Seen {
+            group: "g".into(),
+            queue: "q".into(),
+            oldest_pending_secs: Some(900.0),
+        };
+        let alerting = Spec {
+            queue_alert_after: Some(Duration::from_secs(600)),
+            ..spec()
+        };
+        let p = plan(&o, &alerting);
+        assert_eq!(p.failures.len(), 2);
+        assert!(p.failures[0]
+            .starts_with("runs are waiting: the oldest PENDING run in queue q has waited 15m"));
+        assert!(plan(&o, &spec()).failures.len() == 1, "off unless set");
     }
 }
