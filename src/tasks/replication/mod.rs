@@ -13,7 +13,11 @@ use crate::clients::http::Http;
 use crate::clients::postgres::{describe, Target};
 use crate::clients::railway::{find_service, DeploymentStatus, Railway};
 use crate::config::ReplicationOptions;
-use crate::tasks::{Outcome, Status, TaskCtx};
+use crate::tasks::{ActionRecord, Outcome, Status, TaskCtx};
+
+pub mod plan;
+
+use plan::{Action, Facts, Plan, Step};
 
 const DB_NAMES: &[&str] = &["Postgres", "postgres", "PostgreSQL", "Database", "DB"];
 
@@ -41,23 +45,6 @@ SELECT current_setting('wal_level'),
        (SELECT active FROM slot),
        (SELECT retained FROM slot)";
 
-#[derive(Debug)]
-struct Facts {
-    wal_level: String,
-    wal_pending: bool,
-    max_slots: i32,
-    max_senders: i32,
-    replident: Option<String>,
-    pub_exists: bool,
-    pub_insert: bool,
-    pub_update: bool,
-    pub_delete: bool,
-    pub_truncate: bool,
-    pub_has_table: bool,
-    slot_active: Option<bool>,
-    slot_retained: Option<i64>,
-}
-
 struct Names {
     schema: String,
     table: String,
@@ -77,194 +64,98 @@ pub fn run(opts: &ReplicationOptions, ctx: &TaskCtx) -> anyhow::Result<Outcome> 
         schema,
         table,
     };
-    let mut lines = Vec::new();
-    let mut client = target.connect(ctx.connect_timeout())?;
-    let mut facts = check(&mut client, &names, opts)?;
-    let apply = opts.fix && !ctx.dry_run;
-    let mut drift = false;
-    let mut planned = false;
-    let mut failures = Vec::new();
-    let run_sql = |client: &mut postgres::Client,
-                   sql: &str,
-                   lines: &mut Vec<String>,
-                   what: &str|
-     -> anyhow::Result<bool> {
-        if !apply {
-            lines.push(format!(
-                "{} {sql}",
-                if ctx.dry_run {
-                    "would run:"
-                } else {
-                    "drift, would run (fix: false):"
-                }
-            ));
-            return Ok(false);
-        }
-        client
-            .batch_execute(sql)
-            .map_err(|e| privilege_error(&e, sql, what))?;
-        lines.push(format!("fixed: {sql}"));
-        Ok(true)
+    let spec = plan::Spec {
+        qualified: names.qualified.clone(),
+        publication: names.publication.clone(),
+        slot: opts.slot.clone(),
+        slot_max_retained: opts.slot_max_retained,
     };
+    // Observe: one session, one catalog query.
+    let mut client = target.connect(ctx.connect_timeout())?;
+    let facts = check(&mut client, &names, opts)?;
+    let plan = plan::plan(&facts, &spec);
+    apply(&plan, opts, ctx, &target, client, &names)
+}
 
-    // wal_level, which needs a restart to take effect.
-    if facts.wal_level == "logical" {
-        lines.push("ok: wal_level = logical".into());
-    } else {
-        drift = true;
-        if !facts.wal_pending {
-            lines.push(format!("wal_level is {} (needs logical)", facts.wal_level));
-            planned |= ctx.dry_run;
-            if run_sql(
-                &mut client,
-                "ALTER SYSTEM SET wal_level = logical",
-                &mut lines,
-                "ALTER SYSTEM",
-            )? {
-                // ALTER SYSTEM cannot share a transaction; the reload makes pending_restart true.
-                client
-                    .batch_execute("SELECT pg_reload_conf()")
-                    .map_err(|e| anyhow!("pg_reload_conf() failed: {}", describe(&e)))?;
-                facts.wal_pending = true;
+/// Runs the plan's steps in order: notes reported, SQL executed (or, in a dry run or with
+/// `fix: false`, listed), the restart done through Railway.
+fn apply(
+    plan: &Plan,
+    opts: &ReplicationOptions,
+    ctx: &TaskCtx,
+    target: &Target,
+    mut client: postgres::Client,
+    names: &Names,
+) -> anyhow::Result<Outcome> {
+    let execute = opts.fix && !ctx.dry_run;
+    let mut lines = Vec::new();
+    let mut failures = plan.failures.clone();
+    let mut records = Vec::new();
+    let mut planned = false;
+    for step in &plan.steps {
+        let action = match step {
+            Step::Note(text) => {
+                lines.push(text.clone());
+                continue;
             }
-        } else {
-            lines.push(format!(
-                "wal_level is {} live, logical once Postgres restarts",
-                facts.wal_level
-            ));
-        }
-        if facts.wal_pending || !apply {
-            match restart(opts, ctx, &target, &mut lines)? {
+            Step::Act(a) => a,
+        };
+        let what = action.describe();
+        let result = if *action == Action::RestartPostgres {
+            match restart(opts, ctx, target, &mut lines)? {
                 Restart::Done => {
                     client = target.connect(ctx.connect_timeout())?;
-                    facts = check(&mut client, &names, opts)?;
-                    if facts.wal_level != "logical" {
-                        bail!("Postgres restarted but wal_level is still {}: check that nothing overrides it (postgresql.conf, the provider's settings)", facts.wal_level);
+                    let after = check(&mut client, names, opts)?;
+                    if after.wal_level != "logical" {
+                        bail!("Postgres restarted but wal_level is still {}: check that nothing overrides it (postgresql.conf, the provider's settings)", after.wal_level);
                     }
                     lines.push("ok: wal_level = logical after the restart".into());
+                    "done".to_string()
                 }
-                Restart::Planned => planned = true,
-                Restart::Impossible(why) => failures.push(why),
+                Restart::Planned => {
+                    planned = true;
+                    "planned (dry run)".to_string()
+                }
+                Restart::Impossible(why) => {
+                    failures.push(why.clone());
+                    format!("not done: {why}")
+                }
             }
-        }
-    }
-
-    for (name, value, min) in [
-        ("max_replication_slots", facts.max_slots, 1),
-        ("max_wal_senders", facts.max_senders, 1),
-    ] {
-        if value < min {
-            failures.push(format!("{name} = {value}: logical replication needs at least 1 (ALTER SYSTEM SET {name} = 10 and restart, or set it at the provider)"));
-        }
-    }
-
-    let Some(replident) = facts.replident.clone() else {
-        lines.insert(
-            0,
-            format!(
-                "waiting: table {} does not exist yet (the webapp has not run its migrations)",
-                names.qualified
-            ),
-        );
-        return Ok(finish(lines, failures, drift && !opts.fix, planned, true));
-    };
-
-    if replident == "f" {
-        lines.push(format!("ok: {} has REPLICA IDENTITY FULL", names.qualified));
-    } else {
-        drift = true;
-        lines.push(format!(
-            "replica identity of {} is {} (needs FULL)",
-            names.qualified,
-            identity_name(&replident)
-        ));
-        planned |= ctx.dry_run;
-        run_sql(
-            &mut client,
-            &format!("ALTER TABLE {} REPLICA IDENTITY FULL", names.qualified),
-            &mut lines,
-            "ALTER TABLE",
-        )?;
-    }
-
-    if !facts.pub_exists {
-        drift = true;
-        lines.push(format!("publication {} does not exist", names.publication));
-        planned |= ctx.dry_run;
-        run_sql(
-            &mut client,
-            &format!(
-                "CREATE PUBLICATION {} FOR TABLE {}",
-                names.publication, names.qualified
-            ),
-            &mut lines,
-            "CREATE PUBLICATION",
-        )?;
-    } else {
-        if facts.pub_has_table {
-            lines.push(format!(
-                "ok: publication {} includes {}",
-                names.publication, names.qualified
-            ));
         } else {
-            drift = true;
-            lines.push(format!(
-                "publication {} does not include {} (replication silently loses runs)",
-                names.publication, names.qualified
-            ));
-            planned |= ctx.dry_run;
-            run_sql(
-                &mut client,
-                &format!(
-                    "ALTER PUBLICATION {} ADD TABLE {}",
-                    names.publication, names.qualified
-                ),
-                &mut lines,
-                "ALTER PUBLICATION",
-            )?;
-        }
-        if facts.pub_insert && facts.pub_update && facts.pub_delete {
-            lines.push("ok: publication publishes insert, update, delete".into());
-        } else {
-            drift = true;
-            let mut actions = vec!["insert", "update", "delete"];
-            if facts.pub_truncate {
-                actions.push("truncate");
+            let sql = action.sql().unwrap_or_default();
+            if execute {
+                client
+                    .batch_execute(&sql)
+                    .map_err(|e| privilege_error(&e, &sql, action.kind()))?;
+                if *action == Action::SetWalLevel {
+                    // ALTER SYSTEM cannot share a transaction; the reload marks it pending.
+                    client
+                        .batch_execute("SELECT pg_reload_conf()")
+                        .map_err(|e| anyhow!("pg_reload_conf() failed: {}", describe(&e)))?;
+                }
+                lines.push(format!("fixed: {sql}"));
+                "done".to_string()
+            } else if ctx.dry_run {
+                planned = true;
+                lines.push(format!("would run: {sql}"));
+                "planned (dry run)".to_string()
+            } else {
+                lines.push(format!("drift, would run (fix: false): {sql}"));
+                "not done (fix: false)".to_string()
             }
-            lines.push(format!(
-                "publication {} misses some of insert/update/delete",
-                names.publication
-            ));
-            planned |= ctx.dry_run;
-            run_sql(
-                &mut client,
-                &format!(
-                    "ALTER PUBLICATION {} SET (publish = '{}')",
-                    names.publication,
-                    actions.join(", ")
-                ),
-                &mut lines,
-                "ALTER PUBLICATION",
-            )?;
-        }
+        };
+        records.push(ActionRecord::new(what, result));
     }
-
-    match (facts.slot_active, facts.slot_retained) {
-        (None, _) => lines.push(format!("ok: slot {} absent (the webapp creates it when replication starts)", opts.slot)),
-        (Some(true), r) => lines.push(format!("ok: slot {} active{}", opts.slot, r.map(|b| format!(", {} retained", bytes(b))).unwrap_or_default())),
-        (Some(false), Some(r)) if r as u64 > opts.slot_max_retained => failures.push(format!(
-            "slot {} is inactive and retains {} of WAL (limit {}): the disk fills until it is consumed or dropped. If the webapp no longer replicates (RUN_REPLICATION_ENABLED off), drop it by hand: SELECT pg_drop_replication_slot('{}'); ops never drops a slot",
-            opts.slot, bytes(r), bytes(opts.slot_max_retained as i64), opts.slot.replace('\'', "''")
-        )),
-        (Some(false), r) => lines.push(format!("slot {} inactive{} (under the {} limit)", opts.slot, r.map(|b| format!(", {} retained", bytes(b))).unwrap_or_default(), bytes(opts.slot_max_retained as i64))),
-    }
-    Ok(finish(
+    let drift = plan.actions().next().is_some();
+    let mut outcome = finish(
         lines,
         failures,
         drift && !opts.fix && !ctx.dry_run,
         planned,
-        false,
-    ))
+        plan.waiting,
+    );
+    outcome.actions = records;
+    Ok(outcome)
 }
 
 fn finish(
@@ -508,27 +399,6 @@ pub fn parse_table(text: &str) -> anyhow::Result<(String, String)> {
 
 pub fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
-}
-
-fn identity_name(code: &str) -> &'static str {
-    match code {
-        "d" => "DEFAULT",
-        "n" => "NOTHING",
-        "i" => "USING INDEX",
-        "f" => "FULL",
-        _ => "unknown",
-    }
-}
-
-fn bytes(n: i64) -> String {
-    let n = n.max(0) as f64;
-    if n >= (1u64 << 30) as f64 {
-        format!("{:.1} GiB", n / (1u64 << 30) as f64)
-    } else if n >= (1 << 20) as f64 {
-        format!("{:.1} MiB", n / (1 << 20) as f64)
-    } else {
-        format!("{:.0} KiB", n / 1024.0)
-    }
 }
 
 #[cfg(test)]
