@@ -262,7 +262,7 @@ fn a_cached_token_whose_group_was_deleted_is_dropped_and_the_next_run_finds_a_go
         .run(&["run", "extract"])
         .expect_code(1)
         .expect_stdout("the webapp does not know this worker token (from cached (from logs")
-        .expect_stdout("dropped it from the cache");
+        .expect_stdout("dropped the cached worker token");
     s.ops
         .run(&["status"])
         .expect_stdout("worker token: none yet");

@@ -1,0 +1,574 @@
+//! extract's decisions, pure: whether the stored record is fresh enough, where the worker token
+//! comes from, what the webapp's variables say, what fails the checks, what changed, and what
+//! the webapp's database said of the token. Reads happen before each decision (`mod.rs`
+//! observes lazily: the logs are searched only when no token is known); writes after.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use crate::clients::webapp_db::{TokenLookup, WorkerGroup};
+
+/// Trigger.dev's published default values of MANAGED_WORKER_SECRET.
+pub const INSECURE_SECRETS: &[&str] = &["managed-secret", "447c29678f9eaf289e9c4b70d3dd8a7f"];
+
+/// A write extract makes (or, in a dry run, would make).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Seal and cache a newly found token (never a manual one, never one the webapp rejects).
+    CacheToken { source: String },
+    /// The cached token is unknown to the webapp: forget it so the next run finds a good one.
+    DropCachedToken,
+    /// No usable token anywhere: create a worker group through the webapp's admin API.
+    CreateWorkerGroup { name: String, origin: String },
+    /// Store the record; the list says what changed (names, never values).
+    StoreRecord { changed: Vec<String> },
+}
+
+impl Action {
+    pub fn describe(&self) -> String {
+        match self {
+            Action::CacheToken { .. } => "cache the worker token in the state database".into(),
+            Action::DropCachedToken => "drop the cached worker token".into(),
+            Action::CreateWorkerGroup { name, origin } => format!(
+                "create worker group {name:?} through {origin}/admin/api/v1/workers (no token in the logs)"
+            ),
+            Action::StoreRecord { .. } => "store the config record".into(),
+        }
+    }
+}
+
+/// Whether the stored record is used as is (no Railway request) or read again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Freshness {
+    Fresh {
+        age_ms: i64,
+    },
+    /// Read Railway; the note says why when it is not simply age.
+    Stale {
+        note: Option<String>,
+    },
+}
+
+/// `age_ms`: the stored record's age, `None` when there is no record, no known token or no key.
+pub fn freshness(
+    age_ms: Option<i64>,
+    same_token: bool,
+    failed: bool,
+    refresh: Duration,
+    forced: bool,
+) -> Freshness {
+    let Some(age) = age_ms else {
+        return Freshness::Stale { note: None };
+    };
+    if forced {
+        return Freshness::Stale {
+            note: Some("--refresh: reading Railway whatever the record's age".into()),
+        };
+    }
+    if failed {
+        return Freshness::Stale {
+            note: Some("the last extraction's checks failed: reading Railway again (the refresh interval applies to good records only)".into()),
+        };
+    }
+    if same_token && age >= 0 && (age as u128) < refresh.as_millis() {
+        Freshness::Fresh { age_ms: age }
+    } else {
+        Freshness::Stale { note: None }
+    }
+}
+
+/// What the webapp's database said of a token found in the logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogsToken {
+    /// Known, or no way to check (no DATABASE_URL, tables missing).
+    Usable,
+    Unknown,
+}
+
+/// The token when neither a manual nor a cached one exists: the logs', else a new worker group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenChoice {
+    Logs,
+    CreateGroup,
+    /// No way to a token: the task fails with this.
+    None(String),
+}
+
+/// `found`: where in the logs a token was found and what the webapp says of it.
+pub fn after_logs(
+    found: Option<(&str, LogsToken)>,
+    admin: bool,
+    group: &str,
+) -> (TokenChoice, Option<String>) {
+    match (found, admin) {
+        (Some((_, LogsToken::Usable)), _) => (TokenChoice::Logs, None),
+        (Some((where_, LogsToken::Unknown)), true) => (
+            TokenChoice::CreateGroup,
+            Some(format!("the worker token in the webapp's logs ({where_}) is unknown to the webapp: its worker group was deleted")),
+        ),
+        (Some((where_, LogsToken::Unknown)), false) => (
+            TokenChoice::None(format!("the only worker token in the webapp's logs ({where_}) is unknown to the webapp (its worker group was deleted): set TRIGGER_ADMIN_TOKEN to an admin personal access token (tr_pat_…) so ops creates worker group {group:?}, or set TRIGGER_WORKER_TOKEN")),
+            None,
+        ),
+        (None, true) => (TokenChoice::CreateGroup, None),
+        (None, false) => (
+            TokenChoice::None(format!(
+                "no worker token: TRIGGER_WORKER_TOKEN is unset, none is cached, and the webapp's logs on Railway hold none \
+                 (Trigger.dev prints it once, at the first boot that creates the worker group, and Railway keeps logs 7-90 days). \
+                 Provide one: set TRIGGER_WORKER_TOKEN=tr_wgt_… (from the first boot's logs or your notes), or set TRIGGER_ADMIN_TOKEN \
+                 to an admin personal access token (tr_pat_…) so ops creates worker group {group:?}"
+            )),
+            None,
+        ),
+    }
+}
+
+/// The token check's outcome: a line, the group, a failure, and whether to drop the cache.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Verdict {
+    pub line: Option<String>,
+    pub group: Option<WorkerGroup>,
+    pub failure: Option<String>,
+    pub drop_cached: bool,
+}
+
+/// `lookup`: `None` when DATABASE_URL is not set. `from` names the token's source.
+pub fn verdict(lookup: Option<&TokenLookup>, manual: bool, from: &str) -> Verdict {
+    match lookup {
+        None => Verdict {
+            line: Some("token check: skipped (DATABASE_URL is not set)".into()),
+            ..Verdict::default()
+        },
+        Some(TokenLookup::TablesMissing(why)) => Verdict {
+            line: Some(format!("token check: skipped, the webapp's database has no worker tables ({why}): an older Trigger.dev, or migrations not run yet")),
+            ..Verdict::default()
+        },
+        Some(TokenLookup::Known(g)) => Verdict {
+            line: Some(format!(
+                "token check: known to the webapp (worker group {:?}, queue {})",
+                g.name, g.master_queue
+            )),
+            group: Some(g.clone()),
+            ..Verdict::default()
+        },
+        Some(TokenLookup::Unknown) => {
+            let fix = if manual {
+                "fix or unset TRIGGER_WORKER_TOKEN (a token of a worker group that exists)"
+            } else {
+                "it is dropped from the cache so the next run looks for a good one (logs, then the admin API)"
+            };
+            Verdict {
+                failure: Some(format!("the webapp does not know this worker token (from {from}): no WorkerGroupToken has its hash, so its worker group was deleted or it belongs to another deployment; {fix}")),
+                drop_cached: !manual,
+                ..Verdict::default()
+            }
+        }
+    }
+}
+
+fn non_empty<'v>(vars: &'v BTreeMap<String, String>, key: &str) -> Option<&'v str> {
+    vars.get(key).map(|v| v.trim()).filter(|v| !v.is_empty())
+}
+
+/// The API origin from the webapp's variables: `API_ORIGIN`, else `APP_ORIGIN`, else its
+/// Railway public domain; `None`: ask Railway for the service's domains.
+pub fn api_origin(vars: &BTreeMap<String, String>) -> Option<String> {
+    match non_empty(vars, "API_ORIGIN").or_else(|| non_empty(vars, "APP_ORIGIN")) {
+        Some(o) => Some(o.trim_end_matches('/').to_string()),
+        None => non_empty(vars, "RAILWAY_PUBLIC_DOMAIN").map(|d| format!("https://{d}")),
+    }
+}
+
+/// The webapp's OTLP endpoint when public, else `<origin>/otel`.
+pub fn otel_endpoint(vars: &BTreeMap<String, String>, origin: &str) -> String {
+    match non_empty(vars, "OTEL_EXPORTER_OTLP_ENDPOINT") {
+        Some(e) if is_public_url(e) => e.to_string(),
+        _ => format!("{origin}/otel"),
+    }
+}
+
+/// The registry values the webapp sets: (host, user, password); a `None` host means "ask
+/// Railway for the registry service's domain".
+pub fn registry(
+    vars: &BTreeMap<String, String>,
+) -> (Option<String>, Option<String>, Option<String>) {
+    let get = |k: &str| non_empty(vars, k).map(str::to_string);
+    (
+        get("DEPLOY_REGISTRY_HOST"),
+        get("DEPLOY_REGISTRY_USERNAME"),
+        get("DEPLOY_REGISTRY_PASSWORD"),
+    )
+}
+
+/// The checks on the values themselves; each failure is one line. (The webapp's
+/// `/healthcheck` is asked separately, when the origin is public.)
+pub fn value_checks(secret: &str, origin: &str, webapp: &str) -> Vec<String> {
+    let mut failures = Vec::new();
+    if INSECURE_SECRETS.contains(&secret.trim()) {
+        failures.push(format!(
+            "insecure default secret: MANAGED_WORKER_SECRET on {webapp:?} is one of Trigger.dev's published defaults; set a random value (openssl rand -hex 16) on the webapp and redeploy it"
+        ));
+    }
+    if !is_public_url(origin) {
+        failures.push(format!(
+            "API origin {origin} is not reachable from a droplet (localhost or Railway's private network): set API_ORIGIN on {webapp:?} to its public https:// URL"
+        ));
+    }
+    failures
+}
+
+/// The record's values, secrets in the clear, to compare two extractions.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Values {
+    pub token_hash: String,
+    /// `None` when the old one could not be opened.
+    pub secret: Option<String>,
+    pub origin: String,
+    pub otel: String,
+    pub registry_host: Option<String>,
+    pub registry_user: Option<String>,
+    pub registry_password: Option<String>,
+    pub version: Option<String>,
+}
+
+/// What changed, by name (never values); `old` is `None` for a first extraction.
+pub fn changes(old: Option<&Values>, new: &Values, fingerprint_same: bool) -> Vec<String> {
+    let Some(old) = old else {
+        return vec!["new record".into()];
+    };
+    let mut c = Vec::new();
+    if !fingerprint_same {
+        let fields: [(&str, bool); 6] = [
+            ("worker token", old.token_hash != new.token_hash),
+            ("MANAGED_WORKER_SECRET", old.secret != new.secret),
+            ("API origin", old.origin != new.origin),
+            ("OTEL endpoint", old.otel != new.otel),
+            ("registry host", old.registry_host != new.registry_host),
+            (
+                "registry credentials",
+                old.registry_user != new.registry_user
+                    || old.registry_password != new.registry_password,
+            ),
+        ];
+        c.extend(fields.iter().filter(|f| f.1).map(|f| f.0.to_string()));
+    }
+    if old.version != new.version {
+        c.push(format!(
+            "webapp version {} → {}",
+            old.version.as_deref().unwrap_or("unknown"),
+            new.version.as_deref().unwrap_or("unknown")
+        ));
+    }
+    c
+}
+
+pub fn url_host(url: &str) -> Option<&str> {
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))?;
+    let authority = rest.split(['/', '?', '#']).next()?;
+    let host = authority
+        .rsplit_once('@')
+        .map(|(_, h)| h)
+        .unwrap_or(authority);
+    let host = if host.starts_with('[') {
+        host.split(']').next().map(|h| h.trim_start_matches('['))?
+    } else {
+        host.split(':').next()?
+    };
+    (!host.is_empty()).then_some(host)
+}
+
+/// Public: not localhost, loopback, unspecified, or Railway's private network.
+pub fn is_public_url(url: &str) -> bool {
+    let Some(host) = url_host(url) else {
+        return false;
+    };
+    let h = host.to_ascii_lowercase();
+    !(h == "localhost"
+        || h.ends_with(".localhost")
+        || h.starts_with("127.")
+        || h == "0.0.0.0"
+        || h == "::1"
+        || h == "::"
+        || h.ends_with(".railway.internal")
+        || h.ends_with(".internal"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const REFRESH: Duration = Duration::from_secs(900);
+
+    fn vars(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn a_young_good_record_with_the_same_token_is_fresh() {
+        assert_eq!(
+            freshness(Some(60_000), true, false, REFRESH, false),
+            Freshness::Fresh { age_ms: 60_000 }
+        );
+    }
+
+    #[test]
+    fn age_a_new_token_or_nothing_stored_means_read_again_silently() {
+        for (age, same) in [
+            (Some(900_000), true),
+            (Some(1), false),
+            (None, true),
+            (Some(-5), true),
+        ] {
+            assert_eq!(
+                freshness(age, same, false, REFRESH, false),
+                Freshness::Stale { note: None },
+                "{age:?} {same}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_failed_record_or_refresh_is_read_again_and_says_why() {
+        let Freshness::Stale { note: Some(n) } = freshness(Some(1), true, true, REFRESH, false)
+        else {
+            panic!("a failed record is not fresh")
+        };
+        assert!(n.starts_with("the last extraction's checks failed"));
+        let Freshness::Stale { note: Some(n) } = freshness(Some(1), true, false, REFRESH, true)
+        else {
+            panic!("--refresh forces a read")
+        };
+        assert!(n.starts_with("--refresh"));
+    }
+
+    #[test]
+    fn token_order_after_the_logs() {
+        let group = "ops-supervisor";
+        type Case<'a> = (Option<(&'a str, LogsToken)>, bool, TokenChoice);
+        let cases: &[Case] = &[
+            (
+                Some(("deployment d1", LogsToken::Usable)),
+                false,
+                TokenChoice::Logs,
+            ),
+            (
+                Some(("deployment d1", LogsToken::Usable)),
+                true,
+                TokenChoice::Logs,
+            ),
+            (
+                Some(("deployment d1", LogsToken::Unknown)),
+                true,
+                TokenChoice::CreateGroup,
+            ),
+            (None, true, TokenChoice::CreateGroup),
+        ];
+        for (found, admin, want) in cases {
+            assert_eq!(
+                &after_logs(*found, *admin, group).0,
+                want,
+                "{found:?} {admin}"
+            );
+        }
+        let (choice, _) = after_logs(Some(("d1", LogsToken::Unknown)), false, group);
+        assert!(
+            matches!(choice, TokenChoice::None(m) if m.starts_with("the only worker token in the webapp's logs (d1) is unknown"))
+        );
+        let (choice, _) = after_logs(None, false, group);
+        assert!(
+            matches!(choice, TokenChoice::None(m) if m.starts_with("no worker token: TRIGGER_WORKER_TOKEN is unset"))
+        );
+        let (_, note) = after_logs(Some(("d1", LogsToken::Unknown)), true, group);
+        assert!(note.unwrap().contains("its worker group was deleted"));
+    }
+
+    #[test]
+    fn token_verdicts() {
+        let g = WorkerGroup {
+            name: "g".into(),
+            master_queue: "q".into(),
+        };
+        let known = verdict(Some(&TokenLookup::Known(g.clone())), false, "logs");
+        assert_eq!(
+            (known.group, known.failure, known.drop_cached),
+            (Some(g), None, false)
+        );
+        let skipped = verdict(None, true, "manual");
+        assert_eq!(
+            skipped.line.as_deref(),
+            Some("token check: skipped (DATABASE_URL is not set)")
+        );
+        let old = verdict(
+            Some(&TokenLookup::TablesMissing("42P01".into())),
+            false,
+            "x",
+        );
+        assert!(old.failure.is_none() && old.line.unwrap().contains("no worker tables (42P01)"));
+    }
+
+    #[test]
+    fn an_unknown_token_fails_naming_its_source_and_only_a_cached_one_is_dropped() {
+        let manual = verdict(
+            Some(&TokenLookup::Unknown),
+            true,
+            "TRIGGER_WORKER_TOKEN (manual)",
+        );
+        assert!(!manual.drop_cached);
+        assert!(manual
+            .failure
+            .unwrap()
+            .contains("(from TRIGGER_WORKER_TOKEN (manual))"));
+        let cached = verdict(
+            Some(&TokenLookup::Unknown),
+            false,
+            "cached (from logs, 1m ago)",
+        );
+        assert!(cached.drop_cached);
+        assert!(cached.failure.unwrap().contains("dropped from the cache"));
+    }
+
+    #[test]
+    fn api_origin_falls_back_in_order() {
+        type Case<'a> = (&'a [(&'a str, &'a str)], Option<&'a str>);
+        let cases: &[Case] = &[
+            (
+                &[
+                    ("API_ORIGIN", "https://api.example.com/"),
+                    ("APP_ORIGIN", "https://app"),
+                ],
+                Some("https://api.example.com"),
+            ),
+            (
+                &[
+                    ("API_ORIGIN", " "),
+                    ("APP_ORIGIN", "https://app.example.com"),
+                ],
+                Some("https://app.example.com"),
+            ),
+            (
+                &[("RAILWAY_PUBLIC_DOMAIN", "web.up.railway.app")],
+                Some("https://web.up.railway.app"),
+            ),
+            (&[("PORT", "3000")], None),
+        ];
+        for (pairs, want) in cases {
+            assert_eq!(api_origin(&vars(pairs)).as_deref(), *want, "{pairs:?}");
+        }
+    }
+
+    #[test]
+    fn otel_endpoint_only_when_public() {
+        let origin = "https://api.example.com";
+        assert_eq!(
+            otel_endpoint(&vars(&[]), origin),
+            "https://api.example.com/otel"
+        );
+        let private = vars(&[(
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            "http://otel.railway.internal:4318",
+        )]);
+        assert_eq!(
+            otel_endpoint(&private, origin),
+            "https://api.example.com/otel"
+        );
+        let public = vars(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "https://otel.example.com")]);
+        assert_eq!(otel_endpoint(&public, origin), "https://otel.example.com");
+    }
+
+    #[test]
+    fn value_checks_catch_the_default_secret_and_a_private_origin() {
+        assert!(value_checks("a-random-secret", "https://api.example.com", "w").is_empty());
+        let f = value_checks("managed-secret", "http://localhost:3030", "w");
+        assert_eq!(f.len(), 2);
+        assert!(f[0].starts_with("insecure default secret"));
+        assert!(f[1].contains("not reachable from a droplet"));
+        for private in [
+            "http://trigger.railway.internal:3000",
+            "http://127.0.0.1",
+            "http://[::1]:3000",
+            "ftp://x",
+        ] {
+            assert_eq!(
+                value_checks("s3cret-value", private, "w").len(),
+                1,
+                "{private}"
+            );
+        }
+    }
+
+    #[test]
+    fn changes_name_fields_never_values() {
+        let old = Values {
+            token_hash: "a".into(),
+            secret: Some("sekrit-one".into()),
+            origin: "https://a".into(),
+            otel: "https://a/otel".into(),
+            version: Some("v4.5.10".into()),
+            ..Values::default()
+        };
+        assert_eq!(changes(None, &old, false), ["new record"]);
+        assert!(changes(Some(&old), &old, true).is_empty());
+        let new = Values {
+            secret: Some("sekrit-two".into()),
+            registry_password: Some("sekrit-pass".into()),
+            version: Some("v4.5.12".into()),
+            ..old.clone()
+        };
+        assert_eq!(
+            changes(Some(&old), &new, false),
+            [
+                "MANAGED_WORKER_SECRET",
+                "registry credentials",
+                "webapp version v4.5.10 → v4.5.12"
+            ]
+        );
+        let text = changes(Some(&old), &new, false).join(" ");
+        assert!(!text.contains("sekrit"), "values never appear: {text}");
+    }
+
+    #[test]
+    fn registry_values_come_from_the_webapp() {
+        let (host, user, pass) = registry(&vars(&[
+            ("DEPLOY_REGISTRY_HOST", "reg.example.com"),
+            ("DEPLOY_REGISTRY_USERNAME", "u"),
+        ]));
+        assert_eq!(
+            (host.as_deref(), user.as_deref(), pass),
+            (Some("reg.example.com"), Some("u"), None)
+        );
+        assert_eq!(
+            registry(&vars(&[])).0,
+            None,
+            "no host: ask Railway for the registry's domain"
+        );
+    }
+
+    #[test]
+    fn actions_describe_themselves_the_same_in_every_mode() {
+        let create = Action::CreateWorkerGroup {
+            name: "g".into(),
+            origin: "https://a".into(),
+        };
+        assert_eq!(create.describe(), "create worker group \"g\" through https://a/admin/api/v1/workers (no token in the logs)");
+        assert_eq!(
+            Action::DropCachedToken.describe(),
+            "drop the cached worker token"
+        );
+        assert_eq!(
+            Action::CacheToken {
+                source: "logs".into()
+            }
+            .describe(),
+            "cache the worker token in the state database"
+        );
+        assert_eq!(
+            Action::StoreRecord { changed: vec![] }.describe(),
+            "store the config record"
+        );
+    }
+}
