@@ -92,10 +92,32 @@ pub fn run(app: &App) -> anyhow::Result<ExitCode> {
             .flatten()
     });
 
-    // The images a new droplet pulls must exist, or `docker compose up` fails on every droplet.
+    images(&mut r, app, &http, record.as_ref());
+    if let Some(rec) = &record {
+        record_checks(&mut r, app, &http, rec);
+    } else {
+        println!(
+            "· registry and webapp: no config record yet (run `ops run extract`), not checked"
+        );
+    }
+    if r.bad > 0 {
+        println!("{} problem(s) found", r.bad);
+        return Ok(ExitCode::TaskFailed);
+    }
+    Ok(ExitCode::Success)
+}
+
+/// The images a new droplet pulls must exist, or `docker compose up` fails on every droplet.
+fn images(
+    r: &mut Report,
+    app: &App,
+    http: &Http,
+    record: Option<&crate::tasks::extract::ConfigRecord>,
+) {
+    let s = &app.settings;
     let version = crate::release::supervisor_version(
         s.trigger_version.as_deref(),
-        record.as_ref().and_then(|r| r.webapp_version.as_deref()),
+        record.and_then(|r| r.webapp_version.as_deref()),
     );
     let supervisor_image = format!("{}:{}", crate::cloudinit::SUPERVISOR_IMAGE, version.tag);
     for (image, var) in [
@@ -111,7 +133,7 @@ pub fn run(app: &App) -> anyhow::Result<ExitCode> {
             )));
             continue;
         };
-        match registry::exists(&http, &parsed, Duration::from_secs(5)) {
+        match registry::exists(http, &parsed, Duration::from_secs(5)) {
             Exists::Yes => r.line(Ok(format!("image {image} exists on {}", parsed.registry))),
             Exists::NotFound => r.line(Err(format!(
                 "image {image}: tag not found on {} (or not public): new droplets would fail to start; pick a tag that exists and set {var}",
@@ -123,49 +145,51 @@ pub fn run(app: &App) -> anyhow::Result<ExitCode> {
             ),
         }
     }
-    match record {
-        None => println!(
-            "· registry and webapp: no config record yet (run `ops run extract`), not checked"
-        ),
-        Some(rec) => {
-            let version = crate::release::describe(
-                s.trigger_version.as_deref(),
-                rec.webapp_version.as_deref(),
-            );
-            // A deliberate pin or an unknown webapp version is worth seeing, not a failure.
-            let agreed = s.trigger_version.is_none() && rec.webapp_version.is_some();
-            println!("{} {}", if agreed { "✓" } else { "!" }, redact(&version));
-            if let Some(host) = &rec.registry_host {
-                let url = format!("https://{host}/v2/");
-                let req = Request::new("registry", "GET", &url)
-                    .retry(Retry::Never)
-                    .timeout(Duration::from_secs(5));
-                r.line(match http.send(&req, deadline()) {
-                    Ok(resp) if resp.status == 200 || resp.status == 401 => Ok(format!("registry {host} reachable (HTTP {})", resp.status)),
-                    Ok(resp) => Err(format!("registry {host}: GET {url} answered HTTP {} (is the registry service running?)", resp.status)),
-                    Err(e) => Err(format!("registry {host}: {e:#}")),
-                });
+}
+
+/// With a config record: the supervisor version, the registry and the webapp answer.
+fn record_checks(
+    r: &mut Report,
+    app: &App,
+    http: &Http,
+    rec: &crate::tasks::extract::ConfigRecord,
+) {
+    let s = &app.settings;
+    let deadline = || Instant::now() + Duration::from_secs(20);
+    let version =
+        crate::release::describe(s.trigger_version.as_deref(), rec.webapp_version.as_deref());
+    // A deliberate pin or an unknown webapp version is worth seeing, not a failure.
+    let agreed = s.trigger_version.is_none() && rec.webapp_version.is_some();
+    println!("{} {}", if agreed { "✓" } else { "!" }, redact(&version));
+    if let Some(host) = &rec.registry_host {
+        let url = format!("https://{host}/v2/");
+        let req = Request::new("registry", "GET", &url)
+            .retry(Retry::Never)
+            .timeout(Duration::from_secs(5));
+        r.line(match http.send(&req, deadline()) {
+            Ok(resp) if resp.status == 200 || resp.status == 401 => {
+                Ok(format!("registry {host} reachable (HTTP {})", resp.status))
             }
-            let url = format!("{}/healthcheck", rec.api_origin);
-            let req = Request::new("webapp", "GET", &url)
-                .retry(Retry::Never)
-                .timeout(Duration::from_secs(5));
-            r.line(match http.send(&req, deadline()) {
-                Ok(resp) if resp.status == 200 => Ok(format!("webapp {url}: 200")),
-                Ok(resp) => Err(format!(
-                    "webapp {url} answered HTTP {}: {}",
-                    resp.status,
-                    resp.snippet()
-                )),
-                Err(e) => Err(format!("webapp {url}: {e:#}")),
-            });
-        }
+            Ok(resp) => Err(format!(
+                "registry {host}: GET {url} answered HTTP {} (is the registry service running?)",
+                resp.status
+            )),
+            Err(e) => Err(format!("registry {host}: {e:#}")),
+        });
     }
-    if r.bad > 0 {
-        println!("{} problem(s) found", r.bad);
-        return Ok(ExitCode::TaskFailed);
-    }
-    Ok(ExitCode::Success)
+    let url = format!("{}/healthcheck", rec.api_origin);
+    let req = Request::new("webapp", "GET", &url)
+        .retry(Retry::Never)
+        .timeout(Duration::from_secs(5));
+    r.line(match http.send(&req, deadline()) {
+        Ok(resp) if resp.status == 200 => Ok(format!("webapp {url}: 200")),
+        Ok(resp) => Err(format!(
+            "webapp {url} answered HTTP {}: {}",
+            resp.status,
+            resp.snippet()
+        )),
+        Err(e) => Err(format!("webapp {url}: {e:#}")),
+    });
 }
 
 /// Reachable, and with the privileges the replication fix needs.

@@ -56,6 +56,38 @@ pub struct RunOptions {
     pub refresh: bool,
 }
 
+/// The run's results into the history, in one transaction.
+fn record_run(
+    state: &mut State,
+    run_id: i64,
+    summary: &RunSummary,
+    now: i64,
+) -> anyhow::Result<()> {
+    let records: Vec<TaskRecord> = summary
+        .tasks
+        .iter()
+        .map(|t| TaskRecord {
+            task: t.name.clone(),
+            kind: t.kind.clone(),
+            status: t.status.as_str().to_string(),
+            duration_ms: t.duration_ms,
+            detail: t.detail.join("\n"),
+        })
+        .collect();
+    let failed: Vec<&str> = summary
+        .tasks
+        .iter()
+        .filter(|t| t.status.is_failure())
+        .map(|t| t.name.as_str())
+        .collect();
+    let brief = if failed.is_empty() {
+        String::new()
+    } else {
+        format!("failed: {}", failed.join(", "))
+    };
+    state.finish_run(run_id, &summary.status, now, &brief, &records)
+}
+
 pub fn run(app: &App, name: &str, opts: &RunOptions) -> anyhow::Result<ExitCode> {
     let RunOptions { dry_run, json, .. } = *opts;
     let profile = app.config.profile(name)?;
@@ -130,30 +162,8 @@ pub fn run(app: &App, name: &str, opts: &RunOptions) -> anyhow::Result<ExitCode>
         notify::ping(url, "/start");
     }
     let summary = execute(app, profile, Some(&state), opts);
-    let records: Vec<TaskRecord> = summary
-        .tasks
-        .iter()
-        .map(|t| TaskRecord {
-            task: t.name.clone(),
-            kind: t.kind.clone(),
-            status: t.status.as_str().to_string(),
-            duration_ms: t.duration_ms,
-            detail: t.detail.join("\n"),
-        })
-        .collect();
-    let failed: Vec<&str> = summary
-        .tasks
-        .iter()
-        .filter(|t| t.status.is_failure())
-        .map(|t| t.name.as_str())
-        .collect();
-    let brief = if failed.is_empty() {
-        String::new()
-    } else {
-        format!("failed: {}", failed.join(", "))
-    };
     let now = state::now_ms();
-    state.finish_run(run_id, &summary.status, now, &brief, &records)?;
+    record_run(&mut state, run_id, &summary, now)?;
     drop(watchdog);
 
     let ok = summary.status != "failed";

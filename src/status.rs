@@ -158,6 +158,23 @@ fn human(doc: &Value) -> String {
     if doc["is_active"] == false {
         out.push_str("IS_ACTIVE=false: monitoring disabled, every run exits at once\n");
     }
+    out.push_str(&profiles_table(doc));
+    out.push_str(&droplets_table(doc));
+    out.push_str(&facts_lines(doc));
+    // Keep every line inside 100 columns.
+    out.lines()
+        .map(|l| {
+            if l.chars().count() > 100 {
+                format!("{}…\n", l.chars().take(99).collect::<String>())
+            } else {
+                format!("{l}\n")
+            }
+        })
+        .collect()
+}
+
+fn profiles_table(doc: &Value) -> String {
+    let mut out = String::new();
     let mut rows = vec![[
         "PROFILE", "LAST RUN", "RESULT", "TOOK", "NEXT RUN", "OK×", "SKIP×", "STATE",
     ]
@@ -193,6 +210,11 @@ fn human(doc: &Value) -> String {
     }
     out.push_str(&table(&rows));
     out.push('\n');
+    out
+}
+
+fn droplets_table(doc: &Value) -> String {
+    let mut out = String::new();
     match doc["supervisor"]["droplets"].as_array() {
         Some(list) if !list.is_empty() => {
             let mut rows = vec![["DROPLET", "IP", "HEALTH", "HEARTBEAT", "FAILS", "SPEC"]
@@ -228,6 +250,12 @@ fn human(doc: &Value) -> String {
         }
         _ => out.push_str("supervisor: no droplet seen yet\n"),
     }
+    out
+}
+
+/// Token, version, worker group, queue, replication, last alert: one line each.
+fn facts_lines(doc: &Value) -> String {
+    let mut out = String::new();
     let token = &doc["worker_token"];
     out.push_str(&match token["source"].as_str() {
         Some(src) => format!(
@@ -288,14 +316,5 @@ fn human(doc: &Value) -> String {
         ),
         None => "last alert: none\n".into(),
     });
-    // Keep every line inside 100 columns.
-    out.lines()
-        .map(|l| {
-            if l.chars().count() > 100 {
-                format!("{}…\n", l.chars().take(99).collect::<String>())
-            } else {
-                format!("{l}\n")
-            }
-        })
-        .collect()
+    out
 }
