@@ -10,8 +10,8 @@
 use anyhow::bail;
 use serde_json::{json, Value};
 
+use crate::record::ConfigRecord;
 use crate::settings::Settings;
-use crate::tasks::extract::ConfigRecord;
 
 /// DigitalOcean's limit on `user_data`.
 pub const MAX_USER_DATA: usize = 64 * 1024;

@@ -108,12 +108,7 @@ pub fn run(app: &App) -> anyhow::Result<ExitCode> {
 }
 
 /// The images a new droplet pulls must exist, or `docker compose up` fails on every droplet.
-fn images(
-    r: &mut Report,
-    app: &App,
-    http: &Http,
-    record: Option<&crate::tasks::extract::ConfigRecord>,
-) {
+fn images(r: &mut Report, app: &App, http: &Http, record: Option<&crate::record::ConfigRecord>) {
     let s = &app.settings;
     let version = crate::release::supervisor_version(
         s.trigger_version.as_deref(),
@@ -148,12 +143,7 @@ fn images(
 }
 
 /// With a config record: the supervisor version, the registry and the webapp answer.
-fn record_checks(
-    r: &mut Report,
-    app: &App,
-    http: &Http,
-    rec: &crate::tasks::extract::ConfigRecord,
-) {
+fn record_checks(r: &mut Report, app: &App, http: &Http, rec: &crate::record::ConfigRecord) {
     let s = &app.settings;
     let deadline = || Instant::now() + Duration::from_secs(20);
     let version =

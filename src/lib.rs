@@ -16,6 +16,7 @@ pub mod logging;
 pub mod notify;
 pub mod privilege;
 pub mod profiles;
+pub mod record;
 pub mod redact;
 pub mod registry;
 pub mod release;
@@ -28,6 +29,8 @@ pub mod serve;
 pub mod settings;
 pub mod state;
 pub mod status;
+pub mod summary;
+pub mod task;
 pub mod tasks;
 
 use clap::Parser;

@@ -9,10 +9,10 @@ use serde_json::json;
 
 use crate::clients::http::{Http, Request, Retry};
 use crate::redact::redact;
-use crate::runner::RunSummary;
 use crate::settings::Settings;
 use crate::state::State;
-use crate::tasks::Status;
+use crate::summary::RunSummary;
+use crate::task::Status;
 
 const NAMESPACE: &str = "alerting";
 const SEND_TIMEOUT: Duration = Duration::from_secs(5);

@@ -1,7 +1,7 @@
 //! Human-readable tables for the terminal.
 
-use crate::runner::RunSummary;
 use crate::state::RunRecord;
+use crate::summary::RunSummary;
 
 pub fn fmt_ms(ms: u64) -> String {
     if ms < 1000 {

@@ -5,8 +5,6 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
-
 use crate::app::App;
 use crate::config::{Profile, Task};
 use crate::exit::ExitCode;
@@ -16,35 +14,13 @@ use crate::profiles::ProfileState;
 use crate::redact::redact;
 use crate::report;
 use crate::state::{self, State, TaskRecord};
-use crate::tasks::{self, Outcome, Status, TaskCtx};
+use crate::task::{self, Outcome, Status, TaskCtx};
+use crate::tasks;
 
 /// How far past its deadline a run may go before the watchdog ends the process.
 pub const WATCHDOG_GRACE: Duration = Duration::from_secs(3);
 
-#[derive(Debug, Serialize)]
-pub struct RunSummary {
-    pub profile: String,
-    pub status: String,
-    pub dry_run: bool,
-    pub started_at: String,
-    pub duration_ms: u64,
-    pub tasks: Vec<TaskSummary>,
-}
-
-#[derive(Debug, Serialize)]
-pub struct TaskSummary {
-    pub name: String,
-    pub kind: String,
-    pub status: Status,
-    pub duration_ms: u64,
-    pub detail: Vec<String>,
-    /// Failed because of the configuration (exit 2).
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    pub config_error: bool,
-    /// The plan's actions and what apply did with each (built-in tasks).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub actions: Vec<tasks::ActionRecord>,
-}
+pub use crate::summary::{RunSummary, TaskSummary};
 
 /// The flags of `ops run`.
 #[derive(Debug, Clone, Copy, Default)]
@@ -234,7 +210,7 @@ fn execute(app: &App, profile: &Profile, state: Option<&State>, opts: &RunOption
         reset_breaker: opts.reset_breaker,
         refresh: opts.refresh,
         deadline,
-        handoff: tasks::Handoff::default(),
+        handoff: task::Handoff::default(),
     };
     for task in &profile.tasks {
         let t0 = Instant::now();
@@ -261,7 +237,7 @@ fn execute(app: &App, profile: &Profile, state: Option<&State>, opts: &RunOption
             actions: outcome
                 .actions
                 .iter()
-                .map(|a| tasks::ActionRecord::new(redact(&a.action), redact(&a.result)))
+                .map(|a| task::ActionRecord::new(redact(&a.action), redact(&a.result)))
                 .collect(),
         });
     }
@@ -287,7 +263,7 @@ struct ProfileRun<'a> {
     reset_breaker: bool,
     refresh: bool,
     deadline: Instant,
-    handoff: tasks::Handoff,
+    handoff: task::Handoff,
 }
 
 fn run_task(app: &App, profile: &Profile, task: &Task, run: &ProfileRun) -> Outcome {

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use crate::config::{Command, ExecOptions};
 use crate::duration;
-use crate::tasks::{Outcome, Status, TaskCtx};
+use crate::task::{Outcome, Status, TaskCtx};
 
 /// Lines of stdout and of stderr kept in the result.
 const KEPT_LINES: usize = 10;

@@ -16,11 +16,12 @@ use crate::clients::postgres::Target;
 use crate::clients::railway::{find_service, Railway};
 use crate::clients::webapp_db::{self, TokenLookup, WorkerGroup};
 use crate::config::ExtractOptions;
+use crate::record::ConfigRecord;
 use crate::redact::Secret;
 use crate::sealed::{ct_eq, fingerprint, Sealer};
 use crate::settings::{is_worker_token, Settings};
 use crate::state::{now_ms, State};
-use crate::tasks::{ActionRecord, Outcome, Status, TaskCtx};
+use crate::task::{ActionRecord, Outcome, Status, TaskCtx};
 
 pub mod plan;
 
@@ -39,25 +40,6 @@ const REGISTRY_NAMES: &[&str] = &["registry", "docker-registry"];
 /// Log lines fetched per query, and deployments searched.
 const LOG_PAGE: u32 = 500;
 const MAX_DEPLOYMENTS: u32 = 10;
-
-/// The config the supervisor is deployed with.
-#[derive(Debug, Clone)]
-pub struct ConfigRecord {
-    pub worker_token: Secret,
-    pub token_source: String,
-    pub token_found_at: i64,
-    pub managed_secret: Secret,
-    pub api_origin: String,
-    pub otel_endpoint: String,
-    pub registry_host: Option<String>,
-    pub registry_username: Option<String>,
-    pub registry_password: Option<Secret>,
-    pub webapp_service: String,
-    pub fingerprint: String,
-    pub extracted_at: i64,
-    /// The webapp's release, which the supervisor follows unless TRIGGER_VERSION pins one.
-    pub webapp_version: Option<String>,
-}
 
 /// What is stored: secrets sealed, the manual token never stored at all.
 #[derive(Debug, Clone, Serialize, Deserialize)]

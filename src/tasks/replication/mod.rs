@@ -13,7 +13,7 @@ use crate::clients::http::Http;
 use crate::clients::postgres::{describe, Target};
 use crate::clients::railway::{find_service, DeploymentStatus, Railway};
 use crate::config::ReplicationOptions;
-use crate::tasks::{ActionRecord, Outcome, Status, TaskCtx};
+use crate::task::{ActionRecord, Outcome, Status, TaskCtx};
 
 pub mod plan;
 

@@ -16,18 +16,19 @@ use crate::clients::postgres::Target;
 use crate::clients::webapp_db::{self, Fleet};
 use crate::cloudinit;
 use crate::config::SupervisorOptions;
+use crate::record::ConfigRecord;
 use crate::release;
 use crate::sealed::fingerprint;
 use crate::settings::Settings;
 use crate::state::{now_ms, State};
-use crate::tasks::extract::{self, ConfigRecord};
-use crate::tasks::{ActionRecord, Outcome, Status, TaskCtx};
+use crate::task::{ActionRecord, Outcome, Status, TaskCtx};
+use crate::tasks::extract;
 
 pub mod plan;
 
 use plan::{Action, Heartbeat, View};
 
-pub const MANAGED_TAG: &str = "ops-managed";
+pub use plan::{Streak, MANAGED_TAG};
 pub const NAMESPACE: &str = "supervisor";
 const BREAKER_KEY: &str = "breaker";
 const FIREWALL_KEY: &str = "firewall";
@@ -61,14 +62,6 @@ pub struct QueueSeen {
 /// How long a checked firewall is trusted before it is compared again.
 const FIREWALL_RECHECK_MS: i64 = 3_600_000;
 const HEALTH_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// Per-droplet health streak, kept between runs.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct Streak {
-    pub fails: u32,
-    pub last_ok: Option<i64>,
-    pub last_error: Option<String>,
-}
 
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct Breaker {

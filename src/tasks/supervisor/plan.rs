@@ -20,7 +20,18 @@ use std::time::Duration;
 use crate::duration;
 use crate::release;
 
-use super::{Streak, MANAGED_TAG};
+use serde::{Deserialize, Serialize};
+
+/// Our droplets carry this tag (and the deployment tag); nothing else is ever touched.
+pub const MANAGED_TAG: &str = "ops-managed";
+
+/// Per-droplet health streak, kept between runs.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Streak {
+    pub fails: u32,
+    pub last_ok: Option<i64>,
+    pub last_error: Option<String>,
+}
 
 /// What the webapp's database says of one droplet.
 #[derive(Debug, Clone, PartialEq)]
