@@ -184,6 +184,34 @@ impl Tail {
     }
 }
 
+/// Bytes of one output line kept for redaction before the cut to `MAX_LINE`: a line longer
+/// than this (a child writing megabytes without a newline) is read to its end but not kept.
+/// A secret straddling this bound lies far past the 400-byte cut, so none of it is shown.
+const MAX_KEPT: usize = 64 * 1024;
+
+/// Reads one line (through `\n` or the end) into `buf`, keeping at most `MAX_KEPT` bytes;
+/// returns the bytes consumed (0 at the end).
+fn read_line_bounded<R: BufRead>(reader: &mut R, buf: &mut Vec<u8>) -> std::io::Result<usize> {
+    let mut consumed = 0;
+    loop {
+        let chunk = reader.fill_buf()?;
+        if chunk.is_empty() {
+            return Ok(consumed);
+        }
+        let (take, done) = match chunk.iter().position(|b| *b == b'\n') {
+            Some(i) => (i + 1, true),
+            None => (chunk.len(), false),
+        };
+        let room = MAX_KEPT.saturating_sub(buf.len());
+        buf.extend_from_slice(&chunk[..take.min(room)]);
+        reader.consume(take);
+        consumed += take;
+        if done {
+            return Ok(consumed);
+        }
+    }
+}
+
 fn spawn_tail<R: Read + Send + 'static>(pipe: Option<R>) -> Tail {
     let lines = Arc::new(Mutex::new(VecDeque::with_capacity(KEPT_LINES)));
     let handle = pipe.map(|pipe| {
@@ -193,7 +221,7 @@ fn spawn_tail<R: Read + Send + 'static>(pipe: Option<R>) -> Tail {
             let mut buf = Vec::new();
             loop {
                 buf.clear();
-                match reader.read_until(b'\n', &mut buf) {
+                match read_line_bounded(&mut reader, &mut buf) {
                     Ok(0) | Err(_) => break,
                     Ok(_) => {
                         let line = crate::redact::redact_and_cut(
@@ -212,4 +240,27 @@ fn spawn_tail<R: Read + Send + 'static>(pipe: Option<R>) -> Tail {
         })
     });
     Tail { lines, handle }
+}
+
+#[cfg(test)]
+mod bounded_tests {
+    use super::*;
+
+    #[test]
+    fn a_huge_line_is_consumed_whole_but_kept_bounded() {
+        let mut text = vec![b'x'; 3 * MAX_KEPT];
+        text.extend_from_slice(b"\nnext\n");
+        let mut reader = std::io::BufReader::with_capacity(1024, &text[..]);
+        let mut buf = Vec::new();
+        assert_eq!(
+            read_line_bounded(&mut reader, &mut buf).unwrap(),
+            3 * MAX_KEPT + 1
+        );
+        assert_eq!(buf.len(), MAX_KEPT);
+        buf.clear();
+        assert_eq!(read_line_bounded(&mut reader, &mut buf).unwrap(), 5);
+        assert_eq!(buf, b"next\n");
+        buf.clear();
+        assert_eq!(read_line_bounded(&mut reader, &mut buf).unwrap(), 0);
+    }
 }
