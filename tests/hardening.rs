@@ -359,8 +359,10 @@ const NOBODY: u32 = 65534;
 fn owned_by_nobody() -> crate::extract::Scenario {
     use std::os::unix::fs::PermissionsExt;
     let s = scenario("extract");
+    // Every task kind: replication and supervisor fail here (no DATABASE_URL, no
+    // DIGITALOCEAN_TOKEN), after taking their locks and recording the run, as a timer run would.
     s.ops.jobs(&format!(
-        "{}  extract:\n    cron: '*/15 * * * *'\n    tasks: [{{kind: extract, refresh: 1ms}}]\n",
+        "{}  extract:\n    cron: '*/15 * * * *'\n    tasks: [{{kind: extract, refresh: 1ms}}]\n  rep:\n    cron: '0 * * * *'\n    tasks: [replication]\n  sup:\n    cron: '* * * * *'\n    tasks: [supervisor]\n",
         exec_profile("p", &["true"], "")
     ));
     // The test's directory must be traversable by nobody (the runs read nothing else there
@@ -383,6 +385,10 @@ fn assert_all_nobodys_and_private(s: &crate::extract::Scenario) {
         "secret.key",
         "profile-p.lock",
         "profile-extract.lock",
+        "profile-rep.lock",
+        "profile-sup.lock",
+        "task-replication.lock",
+        "task-supervisor.lock",
         "task-extract.lock",
         "locks",
     ] {
@@ -410,6 +416,32 @@ fn root() -> bool {
     root
 }
 
+/// The profiles of `owned_by_nobody` and the exit code each run ends with, whoever runs it.
+const PROFILES: [(&str, i32); 4] = [("p", 0), ("extract", 0), ("rep", 1), ("sup", 1)];
+
+/// Runs every profile, as `user` (through runuser) or as root (`None`), and checks that none was
+/// refused a file: each ends as it would for the timer.
+fn run_every_profile(s: &crate::extract::Scenario, user: Option<&str>, extra: &[&str]) {
+    for (profile, code) in PROFILES {
+        let mut args = vec!["run", profile];
+        args.extend_from_slice(extra);
+        let run = match user {
+            Some(u) => run_as(&s.ops, u, &args),
+            None => s.ops.run(&args),
+        };
+        run.expect_code(code);
+        assert!(!run.all().contains("Permission denied"), "{}", run.all());
+        if user.is_none() {
+            let said = if extra.contains(&"--as-root") {
+                "running as root (--as-root)"
+            } else {
+                "running as uid 65534 (gid 65534), the owner of"
+            };
+            run.expect_stderr(said);
+        }
+    }
+}
+
 #[test]
 fn a_manual_run_as_root_is_the_timers_run_as_the_state_directory_owner() {
     if !root() {
@@ -418,35 +450,20 @@ fn a_manual_run_as_root_is_the_timers_run_as_the_state_directory_owner() {
     }
     // Root first, then the owner (as the timer would run next).
     let s = owned_by_nobody();
-    for profile in ["p", "extract"] {
-        s.ops
-            .run(&["run", profile])
-            .expect_code(0)
-            .expect_stderr("running as uid 65534 (gid 65534), the owner of");
-    }
+    run_every_profile(&s, None, &[]);
     s.ops.run(&["status"]).expect_code(0);
     assert_all_nobodys_and_private(&s);
-    for profile in ["p", "extract"] {
-        run_as(&s.ops, "nobody", &["run", profile]).expect_code(0);
-    }
+    run_every_profile(&s, Some("nobody"), &[]);
 
     // The reverse: the owner first, then root.
     let s = owned_by_nobody();
-    for profile in ["p", "extract"] {
-        run_as(&s.ops, "nobody", &["run", profile]).expect_code(0);
-        s.ops.run(&["run", profile]).expect_code(0);
-    }
+    run_every_profile(&s, Some("nobody"), &[]);
+    run_every_profile(&s, None, &[]);
     assert_all_nobodys_and_private(&s);
 
     // --as-root keeps root; what it creates still goes to the owner.
     let s = owned_by_nobody();
-    for profile in ["p", "extract"] {
-        let run = s.ops.run(&["run", profile, "--as-root"]);
-        run.expect_code(0)
-            .expect_stderr("running as root (--as-root)");
-    }
+    run_every_profile(&s, None, &["--as-root"]);
     assert_all_nobodys_and_private(&s);
-    for profile in ["p", "extract"] {
-        run_as(&s.ops, "nobody", &["run", profile]).expect_code(0);
-    }
+    run_every_profile(&s, Some("nobody"), &[]);
 }

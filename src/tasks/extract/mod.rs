@@ -341,34 +341,16 @@ pub fn run(opts: &ExtractOptions, ctx: &TaskCtx) -> anyhow::Result<Outcome> {
         opts.refresh,
         ctx.refresh,
     );
-    match (freshness, usable, &sealer) {
-        (Freshness::Fresh { age_ms }, Some((rec, token)), Some(se)) => {
-            fresh(opts, ctx, &http, rec, token, se, age_ms, report)
-        }
-        (Freshness::Stale { note }, _, _) => {
-            report.lines.extend(note);
-            extract(
-                opts,
-                ctx,
-                &http,
-                stored,
-                cached.is_some(),
-                known,
-                sealer,
-                report,
-            )
-        }
-        _ => extract(
-            opts,
-            ctx,
-            &http,
-            stored,
-            cached.is_some(),
-            known,
-            sealer,
-            report,
-        ),
+    if let (Freshness::Fresh { age_ms }, Some((rec, token)), Some(se)) =
+        (&freshness, usable, &sealer)
+    {
+        return fresh(opts, ctx, &http, rec, token, se, *age_ms, report);
     }
+    if let Freshness::Stale { note } = freshness {
+        report.lines.extend(note);
+    }
+    let was_cached = cached.is_some();
+    extract(opts, ctx, &http, stored, was_cached, known, sealer, report)
 }
 
 /// The stored record is fresh: no Railway request, only the token check and the webapp's

@@ -231,6 +231,15 @@ pub struct Values {
     pub version: Option<String>,
 }
 
+/// Secrets are compared in constant time.
+fn same_secret(a: &Option<String>, b: &Option<String>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => crate::sealed::ct_eq(a.as_bytes(), b.as_bytes()),
+        (None, None) => true,
+        _ => false,
+    }
+}
+
 /// What changed, by name (never values); `old` is `None` for a first extraction.
 pub fn changes(old: Option<&Values>, new: &Values, fingerprint_same: bool) -> Vec<String> {
     let Some(old) = old else {
@@ -240,14 +249,17 @@ pub fn changes(old: Option<&Values>, new: &Values, fingerprint_same: bool) -> Ve
     if !fingerprint_same {
         let fields: [(&str, bool); 6] = [
             ("worker token", old.token_hash != new.token_hash),
-            ("MANAGED_WORKER_SECRET", old.secret != new.secret),
+            (
+                "MANAGED_WORKER_SECRET",
+                !same_secret(&old.secret, &new.secret),
+            ),
             ("API origin", old.origin != new.origin),
             ("OTEL endpoint", old.otel != new.otel),
             ("registry host", old.registry_host != new.registry_host),
             (
                 "registry credentials",
                 old.registry_user != new.registry_user
-                    || old.registry_password != new.registry_password,
+                    || !same_secret(&old.registry_password, &new.registry_password),
             ),
         ];
         c.extend(fields.iter().filter(|f| f.1).map(|f| f.0.to_string()));
