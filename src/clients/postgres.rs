@@ -41,6 +41,7 @@ impl Target {
         let (base, query) = raw.split_once('?').unwrap_or((raw, ""));
         let mut ssl = SslMode::Prefer;
         let mut root_cert = None;
+        let mut schema = None;
         let mut kept = Vec::new();
         for pair in query.split('&').filter(|p| !p.is_empty()) {
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
@@ -56,9 +57,14 @@ impl Target {
                     }
                 }
                 "sslrootcert" => root_cert = Some(percent_decode(v)),
-                // libpq options the driver does not know: harmless to drop.
-                "sslcert" | "sslkey" | "sslcrl" | "channel_binding" | "gssencmode" | "target_session_attrs_libpq" => {}
-                _ => kept.push(pair),
+                // Prisma's `schema`: where the webapp's tables live, so our search path.
+                "schema" => schema = Some(schema_name(&percent_decode(v))?),
+                k if IGNORED_PARAMS.contains(&k) => {}
+                k if DRIVER_PARAMS.contains(&k) => kept.push(pair),
+                other => bail!(
+                    "DATABASE_URL has an unknown parameter {:?}: remove it (ops understands libpq's parameters and Prisma's: schema, connection_limit, pool_timeout, pgbouncer, …)",
+                    redact(&percent_decode(other))
+                ),
             }
         }
         let driver_url = if kept.is_empty() {
@@ -73,10 +79,11 @@ impl Target {
             SslMode::Prefer => DriverSslMode::Prefer,
             _ => DriverSslMode::Require,
         });
-        config.options(&format!(
-            "-c statement_timeout={}",
-            STATEMENT_TIMEOUT.as_millis()
-        ));
+        let mut options = format!("-c statement_timeout={}", STATEMENT_TIMEOUT.as_millis());
+        if let Some(schema) = &schema {
+            options.push_str(&format!(" -c search_path=\"{schema}\""));
+        }
+        config.options(&options);
         config.application_name("trigger-ops");
         let host = config
             .get_hosts()
@@ -161,6 +168,62 @@ impl Target {
         }
         Ok(roots)
     }
+}
+
+/// Parameters the driver understands (passed on as they are).
+const DRIVER_PARAMS: &[&str] = &[
+    "user",
+    "password",
+    "dbname",
+    "host",
+    "hostaddr",
+    "port",
+    "application_name",
+    "connect_timeout",
+    "tcp_user_timeout",
+    "keepalives",
+    "keepalives_idle",
+    "keepalives_interval",
+    "keepalives_retries",
+    "target_session_attrs",
+    "load_balance_hosts",
+];
+
+/// Parameters that mean nothing to one short read-only session: libpq's client-certificate and
+/// encryption options the driver lacks, and Prisma's pool and engine settings (Trigger.dev's own
+/// `DATABASE_URL` carries them; operators paste it as it is).
+const IGNORED_PARAMS: &[&str] = &[
+    "sslcert",
+    "sslkey",
+    "sslcrl",
+    "sslnegotiation",
+    "channel_binding",
+    "gssencmode",
+    "options",
+    "connection_limit",
+    "pool_timeout",
+    "pgbouncer",
+    "statement_cache_size",
+    "socket_timeout",
+    "sslidentity",
+    "sslpassword",
+    "sslaccept",
+    "max_connection_lifetime",
+    "max_idle_connection_lifetime",
+];
+
+/// A schema name ops can put in `search_path` without quoting trouble.
+fn schema_name(v: &str) -> anyhow::Result<String> {
+    let ok = !v.is_empty()
+        && v.len() <= 63
+        && v.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '$');
+    if !ok {
+        bail!(
+            "DATABASE_URL has schema={v:?}: use the schema's plain name (letters, digits, _ and -)"
+        );
+    }
+    Ok(v.to_string())
 }
 
 /// The driver's error, with the server's message and SQLSTATE when there is one.
@@ -304,5 +367,47 @@ mod tests {
             Target::parse(&Secret::new("postgres://h/x")).unwrap().ssl,
             SslMode::Prefer
         );
+    }
+
+    #[test]
+    fn prisma_urls_as_trigger_dev_writes_them_are_accepted() {
+        let t = Target::parse(&Secret::new(
+            "postgresql://u:pw@db:5432/trigger?schema=public&connection_limit=5&pool_timeout=10&pgbouncer=true&statement_cache_size=0&socket_timeout=30&sslaccept=strict&connect_timeout=7",
+        ))
+        .unwrap();
+        assert_eq!(t.shown, "db:5432");
+        assert_eq!(
+            t.config.get_options(),
+            Some("-c statement_timeout=30000 -c search_path=\"public\"")
+        );
+        assert_eq!(
+            t.config.get_connect_timeout(),
+            Some(&Duration::from_secs(7))
+        );
+        let t = Target::parse(&Secret::new(
+            "postgresql://u:pw@db/trigger?schema=trigger_v4",
+        ))
+        .unwrap();
+        assert!(t
+            .config
+            .get_options()
+            .unwrap()
+            .ends_with("search_path=\"trigger_v4\""));
+        // Without `schema` the server's default search path stands.
+        let t = Target::parse(&Secret::new("postgresql://u:pw@db/trigger")).unwrap();
+        assert_eq!(t.config.get_options(), Some("-c statement_timeout=30000"));
+    }
+
+    #[test]
+    fn an_unknown_parameter_or_a_strange_schema_is_named() {
+        let e = |url: &str| Target::parse(&Secret::new(url)).err().unwrap().to_string();
+        let unknown = e("postgresql://u:pw-secret-123@db/x?schema=public&conection_limit=5");
+        assert!(
+            unknown.contains("unknown parameter \"conection_limit\""),
+            "{unknown}"
+        );
+        assert!(!unknown.contains("pw-secret-123"));
+        let schema = e("postgresql://u:pw@db/x?schema=a%22b");
+        assert!(schema.contains("schema=\"a\\\"b\""), "{schema}");
     }
 }

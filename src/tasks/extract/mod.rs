@@ -485,7 +485,7 @@ fn resolve(ctx: &TaskCtx, railway: &Railway, web: &mut Webapp) -> anyhow::Result
     let (project, environment) = s.railway_ids()?;
     let name = web.name.clone();
     let secret = web.vars.get("MANAGED_WORKER_SECRET").filter(|v| !v.trim().is_empty()).cloned().ok_or_else(|| {
-        anyhow!("MANAGED_WORKER_SECRET is not set on the Railway service {name:?}: the webapp then uses the published default, which is insecure (set a random value, e.g. openssl rand -hex 16, and redeploy)")
+        anyhow!("MANAGED_WORKER_SECRET is not set on the Railway service {name:?}: since v4.5.6 the webapp has no default and refuses to boot without it (set a random value, e.g. openssl rand -hex 16, on the webapp and redeploy it)")
     })?;
     crate::redact::register(&secret);
     let origin = match plan::api_origin(&web.vars) {

@@ -8,8 +8,16 @@ use std::time::Duration;
 
 use crate::clients::webapp_db::{TokenLookup, WorkerGroup};
 
-/// Trigger.dev's published default values of MANAGED_WORKER_SECRET.
-pub const INSECURE_SECRETS: &[&str] = &["managed-secret", "447c29678f9eaf289e9c4b70d3dd8a7f"];
+/// The values Trigger.dev has published for MANAGED_WORKER_SECRET (its examples and old
+/// defaults): since v4.5.6 the webapp has no default and refuses all five unless
+/// `ALLOW_INSECURE_DEFAULT_SECRETS=1` (apps/webapp/app/env.server.ts, `INSECURE_SECRET_VALUES`).
+pub const INSECURE_SECRETS: &[&str] = &[
+    "managed-secret",
+    "2818143646516f6fffd707b36f334bbb",
+    "44da78b7bbb0dfe709cf38931d25dcdd",
+    "f686147ab967943ebbe9ed3b496e465a",
+    "447c29678f9eaf289e9c4b70d3dd8a7f",
+];
 
 /// A write extract makes (or, in a dry run, would make).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -206,7 +214,7 @@ pub fn value_checks(secret: &str, origin: &str, webapp: &str) -> Vec<String> {
     let mut failures = Vec::new();
     if INSECURE_SECRETS.contains(&secret.trim()) {
         failures.push(format!(
-            "insecure default secret: MANAGED_WORKER_SECRET on {webapp:?} is one of Trigger.dev's published defaults; set a random value (openssl rand -hex 16) on the webapp and redeploy it"
+            "insecure default secret: MANAGED_WORKER_SECRET on {webapp:?} is one of the five values Trigger.dev has published (since v4.5.6 the webapp refuses them unless ALLOW_INSECURE_DEFAULT_SECRETS=1); set a random value (openssl rand -hex 16) on the webapp and redeploy it"
         ));
     }
     if !is_public_url(origin) {
@@ -495,6 +503,10 @@ mod tests {
     #[test]
     fn value_checks_catch_the_default_secret_and_a_private_origin() {
         assert!(value_checks("a-random-secret", "https://api.example.com", "w").is_empty());
+        for published in INSECURE_SECRETS {
+            let f = value_checks(published, "https://trigger.example.com", "w");
+            assert_eq!(f.len(), 1, "{published}");
+        }
         let f = value_checks("managed-secret", "http://localhost:3030", "w");
         assert_eq!(f.len(), 2);
         assert!(f[0].starts_with("insecure default secret"));
