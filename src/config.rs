@@ -111,6 +111,10 @@ pub struct ExtractOptions {
     /// Check the webapp's `/healthcheck`.
     #[serde(default = "yes")]
     pub check_webapp: bool,
+    /// Make a worker group ops creates through the admin API the global default, so that its
+    /// supervisors receive the runs.
+    #[serde(default = "yes")]
+    pub make_default: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -156,6 +160,18 @@ pub struct SupervisorOptions {
     /// Alert (fail the task) when the oldest PENDING run of the group waits longer; off unless set.
     #[serde(default, deserialize_with = "de_opt_duration")]
     pub queue_alert_after: Option<Duration>,
+    /// Fail when runs wait longer than this in a managed queue nobody serves; `off` disables.
+    #[serde(
+        default = "default_orphan_alert_after",
+        deserialize_with = "de_duration_or_off"
+    )]
+    pub orphan_alert_after: Option<Duration>,
+    /// How far back in `createdAt` the read of waiting runs may look (the BRIN index bounds it).
+    #[serde(default = "default_queue_window", deserialize_with = "de_duration")]
+    pub queue_window: Duration,
+    /// The waiting-runs statement's own timeout (the heartbeats never wait for it).
+    #[serde(default = "default_queue_timeout", deserialize_with = "de_duration")]
+    pub queue_timeout: Duration,
 }
 
 fn yes() -> bool {
@@ -193,6 +209,15 @@ fn default_replacement_window() -> Duration {
 }
 fn default_stale_after() -> Duration {
     Duration::from_secs(120)
+}
+fn default_orphan_alert_after() -> Option<Duration> {
+    Some(Duration::from_secs(300))
+}
+fn default_queue_window() -> Duration {
+    Duration::from_secs(24 * 3600)
+}
+fn default_queue_timeout() -> Duration {
+    Duration::from_secs(2)
 }
 fn default_health_port() -> u16 {
     8020
@@ -287,6 +312,14 @@ struct RawProfile {
 
 fn de_opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
     de_duration(d).map(Some)
+}
+
+fn de_duration_or_off<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    let s = String::deserialize(d)?;
+    if s.trim().eq_ignore_ascii_case("off") {
+        return Ok(None);
+    }
+    duration::parse(&s).map(Some).map_err(de::Error::custom)
 }
 
 struct CronValue(Cron);

@@ -306,17 +306,71 @@ fn metrics(app: &App, state: Option<&State>) -> anyhow::Result<String> {
             }
         }
     }
-    if let Some((q, _)) = state.kv_get::<crate::tasks::supervisor::QueueSeen>(
+    if let Some((q, _)) = state.kv_get::<crate::tasks::supervisor::FlowSeen>(
         crate::tasks::supervisor::NAMESPACE,
         crate::tasks::supervisor::QUEUE_KEY,
     )? {
-        out.push_str("# HELP ops_queue_oldest_pending_seconds Age of the oldest PENDING run in the worker group's queue (0 when none waits).\n# TYPE ops_queue_oldest_pending_seconds gauge\n");
+        queue_metrics(&mut out, &q);
+    }
+    Ok(out)
+}
+
+/// Every managed queue with waiting runs (ours always), and whether runs reach our group.
+fn queue_metrics(out: &mut String, q: &crate::tasks::supervisor::FlowSeen) {
+    // Earlier versions kept only our queue's age: show it the same way.
+    let rows: Vec<(String, u64, f64, bool)> = if q.queues.is_empty() {
+        vec![(
+            q.master_queue.clone(),
+            0,
+            q.oldest_pending_secs.unwrap_or(0.0),
+            true,
+        )]
+    } else {
+        q.queues
+            .iter()
+            .map(|r| {
+                (
+                    r.queue.clone(),
+                    r.pending,
+                    r.oldest_pending_secs.unwrap_or(0.0),
+                    r.served,
+                )
+            })
+            .collect()
+    };
+    out.push_str("# HELP ops_queue_oldest_pending_seconds Wait since queueing of the oldest PENDING run in a managed worker group's queue (0 when none waits).\n# TYPE ops_queue_oldest_pending_seconds gauge\n");
+    for (queue, _, oldest, _) in &rows {
         let _ = writeln!(
             out,
             "ops_queue_oldest_pending_seconds{{queue=\"{}\"}} {:.3}",
-            label(&q.master_queue),
-            q.oldest_pending_secs.unwrap_or(0.0).max(0.0)
+            label(queue),
+            oldest.max(0.0)
         );
     }
-    Ok(out)
+    out.push_str("# HELP ops_queue_pending_runs PENDING runs seen in a managed worker group's queue.\n# TYPE ops_queue_pending_runs gauge\n");
+    for (queue, pending, _, _) in &rows {
+        let _ = writeln!(
+            out,
+            "ops_queue_pending_runs{{queue=\"{}\"}} {pending}",
+            label(queue)
+        );
+    }
+    out.push_str("# HELP ops_queue_served 1 when some supervisor of the queue's group heartbeated within stale_after.\n# TYPE ops_queue_served gauge\n");
+    for (queue, _, _, served) in &rows {
+        let _ = writeln!(
+            out,
+            "ops_queue_served{{queue=\"{}\"}} {}",
+            label(queue),
+            u8::from(*served)
+        );
+    }
+    if let Some(r) = &q.routing {
+        out.push_str("# HELP ops_worker_group_receives_runs 1 when deployed runs are routed to the group our supervisors serve.\n# TYPE ops_worker_group_receives_runs gauge\n");
+        let _ = writeln!(
+            out,
+            "ops_worker_group_receives_runs{{worker_group=\"{}\"}} {}",
+            label(&q.worker_group),
+            u8::from(r.ours_receives)
+        );
+    }
 }

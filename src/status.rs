@@ -108,8 +108,12 @@ pub fn document(app: &App, state: Option<&State>) -> anyhow::Result<Value> {
                 .map(|a| json!({"at": rfc3339(a.created_at), "profile": a.profile, "kind": a.kind, "channel": a.channel, "delivered": a.delivered}))
                 .unwrap_or(Value::Null);
             let queue = s
-                .kv_get::<supervisor::QueueSeen>(supervisor::NAMESPACE, supervisor::QUEUE_KEY)?
-                .map(|(q, at)| json!({"checked_at": rfc3339(at), "worker_group": q.worker_group, "master_queue": q.master_queue, "oldest_pending_secs": q.oldest_pending_secs}))
+                .kv_get::<supervisor::FlowSeen>(supervisor::NAMESPACE, supervisor::QUEUE_KEY)?
+                .map(|(q, at)| {
+                    let mut v = serde_json::to_value(&q).unwrap_or(Value::Null);
+                    v["checked_at"] = rfc3339(at);
+                    v
+                })
                 .unwrap_or(Value::Null);
             (droplets, token, record, replication, alert, queue)
         }
@@ -122,6 +126,7 @@ pub fn document(app: &App, state: Option<&State>) -> anyhow::Result<Value> {
         "supervisor": droplets,
         "worker_token": token,
         "config_record": record,
+        "routing": queue.get("routing").cloned().unwrap_or(Value::Null),
         "queue": queue,
         "replication": replication,
         "last_alert": last_alert,
@@ -253,6 +258,93 @@ fn droplets_table(doc: &Value) -> String {
     out
 }
 
+/// Where deployed runs go, whether that is our group, and the projects that go elsewhere.
+fn routing_lines(routing: &Value, error: &Value) -> String {
+    if let Some(e) = error.as_str() {
+        return format!("runs go to: unknown ({e})\n");
+    }
+    if !routing.is_object() {
+        return String::new();
+    }
+    let mut out = match routing["default_group"].as_str() {
+        Some(g) => format!(
+            "runs go to: worker group {g} (queue {}, the global default): {}\n",
+            routing["default_queue"].as_str().unwrap_or("-"),
+            if routing["default_is_ours"] == true {
+                "ours"
+            } else {
+                "not ours"
+            }
+        ),
+        None => "runs go to: no global default worker group\n".into(),
+    };
+    let list = |key: &str| -> Vec<String> {
+        routing[key]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|p| match p {
+                        Value::Array(pair) => format!(
+                            "{} → {}",
+                            pair[0].as_str().unwrap_or(""),
+                            pair[1].as_str().unwrap_or("")
+                        ),
+                        other => other.as_str().unwrap_or("").to_string(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let to_ours = list("projects_to_ours");
+    if !to_ours.is_empty() {
+        out.push_str(&format!(
+            "projects routed to ours: {}\n",
+            to_ours.join(", ")
+        ));
+    }
+    let elsewhere = list("projects_elsewhere");
+    if !elsewhere.is_empty() {
+        out.push_str(&format!(
+            "projects routed elsewhere: {}\n",
+            elsewhere.join(", ")
+        ));
+    }
+    if routing["ours_receives"] == false {
+        out.push_str(
+            "runs reach our supervisors: NO (see `ops run <health profile>` for the fix)\n",
+        );
+    }
+    out
+}
+
+/// Queues with waiting runs that no supervisor serves.
+fn orphan_lines(queue: &Value) -> String {
+    let mut out = String::new();
+    if let Some(e) = queue["queues_error"].as_str() {
+        out.push_str(&format!("waiting runs: unknown at the last check ({e})\n"));
+    }
+    for q in queue["queues"].as_array().into_iter().flatten() {
+        if q["served"] == true || q["pending"].as_u64().unwrap_or(0) == 0 {
+            continue;
+        }
+        out.push_str(&format!(
+            "orphaned queue {} (worker group {}): {} PENDING, oldest waited {}, {}\n",
+            q["queue"].as_str().unwrap_or("?"),
+            q["worker_group"].as_str().unwrap_or("?"),
+            q["pending"],
+            fmt_ms((q["oldest_pending_secs"].as_f64().unwrap_or(0.0).max(0.0) * 1000.0) as u64),
+            match q["last_heartbeat_secs"].as_f64() {
+                Some(a) => format!(
+                    "last heartbeat {} ago",
+                    fmt_ms((a.max(0.0) * 1000.0) as u64)
+                ),
+                None => "never a heartbeat".into(),
+            }
+        ));
+    }
+    out
+}
+
 /// Token, version, worker group, queue, replication, last alert: one line each.
 fn facts_lines(doc: &Value) -> String {
     let mut out = String::new();
@@ -279,6 +371,7 @@ fn facts_lines(doc: &Value) -> String {
         ));
     }
     let queue = &doc["queue"];
+    out.push_str(&routing_lines(&doc["routing"], &queue["routing_error"]));
     if queue.is_object() {
         out.push_str(&match queue["oldest_pending_secs"].as_f64() {
             Some(secs) => format!(
@@ -292,6 +385,7 @@ fn facts_lines(doc: &Value) -> String {
             ),
         });
     }
+    out.push_str(&orphan_lines(queue));
     let rep = &doc["replication"];
     out.push_str(&match rep["status"].as_str() {
         Some(st) => format!(

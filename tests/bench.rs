@@ -61,7 +61,6 @@ fn bench_healthy_cycle() {
         "pg_stat_statements.track = 'all'",
     ]);
     let db = cluster.create_db();
-    cluster.client(&db).batch_execute(pg::TASK_RUN_MIN).unwrap();
     webapp::install(&mut cluster.client(&db), LOG_TOKEN);
     let webapp = Webapp {
         url: cluster.url(&db),

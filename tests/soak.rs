@@ -107,7 +107,6 @@ fn soak() {
 
     let cluster = Arc::new(Cluster::start(&["wal_level = logical"]));
     let db = cluster.create_db();
-    cluster.client(&db).batch_execute(pg::TASK_RUN_MIN).unwrap();
     webapp::install(&mut cluster.client(&db), LOG_TOKEN);
     let webapp = Webapp {
         url: cluster.url(&db),

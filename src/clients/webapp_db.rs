@@ -7,6 +7,7 @@
 //! the ops host's clock never enters.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use anyhow::anyhow;
 use postgres::Client;
@@ -18,6 +19,9 @@ use crate::clients::postgres::describe;
 /// The worker group a token belongs to.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WorkerGroup {
+    /// `WorkerInstanceGroup.id` (absent in records stored before ops read it).
+    #[serde(default)]
+    pub id: String,
     pub name: String,
     pub master_queue: String,
 }
@@ -31,15 +35,13 @@ pub enum TokenLookup {
     TablesMissing(String),
 }
 
-/// What the webapp knows of our supervisors and of the group's queue.
+/// What the webapp knows of our supervisors.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FleetView {
     pub group: WorkerGroup,
     /// Instance name → seconds since its last heartbeat (`None`: registered, never heartbeated).
     /// Names the webapp has never heard of are absent.
     pub heartbeats: BTreeMap<String, Option<f64>>,
-    /// Age in seconds of the oldest `PENDING` run in the group's queue; `None` when none waits.
-    pub oldest_pending_secs: Option<f64>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -47,6 +49,74 @@ pub enum Fleet {
     Seen(FleetView),
     TokenUnknown,
     TablesMissing(String),
+}
+
+/// One worker group and the youngest heartbeat of any of its instances.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GroupRow {
+    pub id: String,
+    pub name: String,
+    pub master_queue: String,
+    /// `MANAGED` (served by supervisors) rather than `UNMANAGED`.
+    pub managed: bool,
+    /// Seconds since the youngest `lastHeartbeatAt` in the group; `None`: never.
+    pub heartbeat_age_secs: Option<f64>,
+}
+
+/// A project whose `defaultWorkerGroupId` overrides the global default.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProjectRoute {
+    pub name: String,
+    pub slug: String,
+    pub group_id: String,
+}
+
+/// Where deployed runs go: the global default (`"FeatureFlag"` `defaultWorkerInstanceGroupId`),
+/// the projects that override it, and every worker group.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Routing {
+    pub default_group_id: Option<String>,
+    pub projects: Vec<ProjectRoute>,
+    pub groups: Vec<GroupRow>,
+}
+
+/// Runs waiting in one queue.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QueueDepth {
+    pub queue: String,
+    /// `PENDING` runs seen (those in the scan window or remembered from earlier scans).
+    pub pending: u64,
+    /// Seconds the oldest of them has waited since it was queued.
+    pub oldest_wait_secs: f64,
+}
+
+/// What one queue read found, and where the next one starts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueueRead {
+    pub depths: Vec<QueueDepth>,
+    /// Runs still waiting (PENDING, DELAYED, PENDING_VERSION), to re-read by primary key next
+    /// time: PENDING first, longest wait first, at most `track` of them.
+    pub waiting_ids: Vec<String>,
+    /// How many waiting runs were seen in all (more than `waiting_ids` when the bound cut).
+    pub waiting_seen: u64,
+    /// The database's clock at the read (Unix seconds): the next incremental scan starts here.
+    pub db_now: f64,
+}
+
+/// Where the next queue read looks.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueueScan<'a> {
+    /// The managed groups' queues (and their `:scheduled` twins).
+    pub queues: &'a [String],
+    /// Runs created since this Unix time (database clock) are read through the BRIN index on
+    /// `createdAt`; never earlier than `window` before now.
+    pub since: f64,
+    pub window: Duration,
+    /// Runs seen waiting before, re-read by primary key wherever their `createdAt` lies.
+    pub remembered: &'a [String],
+    pub track: usize,
+    /// The statement's own timeout (it never holds up the heartbeat decision).
+    pub timeout: Duration,
 }
 
 /// Lowercase hex SHA-256, as the webapp stores `WorkerGroupToken.tokenHash`.
@@ -57,22 +127,61 @@ pub fn token_hash(token: &str) -> String {
         .collect()
 }
 
-const TOKEN_SQL: &str = r#"SELECT g."name", g."masterQueue"
+const TOKEN_SQL: &str = r#"SELECT g."id", g."name", g."masterQueue"
 FROM "WorkerGroupToken" t JOIN "WorkerInstanceGroup" g ON g."tokenId" = t."id"
 WHERE t."tokenHash" = $1"#;
 
-/// One statement: every heartbeat age of the named instances in the token's group, and the age
-/// of the oldest run waiting in the group's queue.
-const FLEET_SQL: &str = r#"SELECT g."name", g."masterQueue",
+/// One statement: the token's group and the heartbeat ages of the named instances in it.
+/// `"TaskRun"` is not touched here: a slow queue read never takes the heartbeats away.
+const FLEET_SQL: &str = r#"SELECT g."id", g."name", g."masterQueue",
   (SELECT json_agg(json_build_array(wi."name",
             EXTRACT(EPOCH FROM (timezone('UTC', now()) - wi."lastHeartbeatAt"))))::text
      FROM "WorkerInstance" wi
-    WHERE wi."workerGroupId" = g."id" AND wi."name" = ANY($2)),
-  (SELECT EXTRACT(EPOCH FROM (timezone('UTC', now()) - min(r."createdAt")))::float8
-     FROM "TaskRun" r
-    WHERE r."masterQueue" = g."masterQueue" AND r."status" = 'PENDING')
+    WHERE wi."workerGroupId" = g."id" AND wi."name" = ANY($2))
 FROM "WorkerGroupToken" t JOIN "WorkerInstanceGroup" g ON g."tokenId" = t."id"
 WHERE t."tokenHash" = $1"#;
+
+/// Every group with its youngest heartbeat, the global default, the projects that override it.
+/// Small tables, each read through its primary or unique key; bounded by the number of groups
+/// and of projects with an override.
+const ROUTING_SQL: &str = r#"SELECT
+  (SELECT json_agg(json_build_array(g."id", g."name", g."masterQueue", g."type"::text = 'MANAGED',
+            (SELECT EXTRACT(EPOCH FROM (timezone('UTC', now()) - max(wi."lastHeartbeatAt")))
+               FROM "WorkerInstance" wi WHERE wi."workerGroupId" = g."id")))
+     FROM "WorkerInstanceGroup" g)::text,
+  (SELECT f."value" #>> '{}' FROM "FeatureFlag" f WHERE f."key" = 'defaultWorkerInstanceGroupId'),
+  (SELECT json_agg(json_build_array(p."name", p."slug", p."defaultWorkerGroupId") ORDER BY p."slug")
+     FROM "Project" p
+    WHERE p."defaultWorkerGroupId" IS NOT NULL AND p."deletedAt" IS NULL)::text"#;
+
+/// The waiting runs of the managed queues, without a sequential scan of `"TaskRun"` (no index
+/// covers `status` or `masterQueue`): runs created since the last read, through the BRIN index
+/// on `createdAt`, and the runs remembered waiting, through the primary key. Wait counts from
+/// `queuedAt` (set when a delay ends), else `createdAt`.
+const QUEUE_SQL: &str = r#"WITH seen AS (
+  SELECT r."id", r."masterQueue" AS queue, r."status"::text AS status,
+         EXTRACT(EPOCH FROM (timezone('UTC', now()) - COALESCE(r."queuedAt", r."createdAt")))::float8 AS wait
+    FROM "TaskRun" r
+   WHERE r."createdAt" >= GREATEST(timezone('UTC', to_timestamp($2)),
+                                   timezone('UTC', now()) - make_interval(secs => $3))
+     AND r."status"::text IN ('PENDING', 'DELAYED', 'PENDING_VERSION')
+     AND r."masterQueue" = ANY($1)
+  UNION
+  SELECT r."id", r."masterQueue", r."status"::text,
+         EXTRACT(EPOCH FROM (timezone('UTC', now()) - COALESCE(r."queuedAt", r."createdAt")))::float8
+    FROM "TaskRun" r
+   WHERE r."id" = ANY($4)
+     AND r."status"::text IN ('PENDING', 'DELAYED', 'PENDING_VERSION')
+     AND r."masterQueue" = ANY($1)
+)
+SELECT
+  (SELECT json_agg(json_build_array(queue, n, oldest) ORDER BY queue)
+     FROM (SELECT queue, count(*) AS n, max(wait) AS oldest
+             FROM seen WHERE status = 'PENDING' GROUP BY queue) q)::text,
+  (SELECT json_agg(id) FROM (SELECT id FROM seen
+                              ORDER BY status = 'PENDING' DESC, wait DESC, id LIMIT $5) t)::text,
+  (SELECT count(*) FROM seen),
+  EXTRACT(EPOCH FROM now())::float8"#;
 
 /// SQLSTATEs that mean "this schema is not Trigger.dev v4's (yet)".
 fn missing_schema(e: &postgres::Error) -> Option<String> {
@@ -80,13 +189,18 @@ fn missing_schema(e: &postgres::Error) -> Option<String> {
     matches!(db.code().code(), "42P01" | "42703" | "42704").then(|| db.message().to_string())
 }
 
+fn group_of(r: &postgres::Row) -> WorkerGroup {
+    WorkerGroup {
+        id: r.get(0),
+        name: r.get(1),
+        master_queue: r.get(2),
+    }
+}
+
 pub fn lookup_token(client: &mut Client, token: &str) -> anyhow::Result<TokenLookup> {
     match client.query(TOKEN_SQL, &[&token_hash(token)]) {
         Ok(rows) => Ok(match rows.first() {
-            Some(r) => TokenLookup::Known(WorkerGroup {
-                name: r.get(0),
-                master_queue: r.get(1),
-            }),
+            Some(r) => TokenLookup::Known(group_of(r)),
             None => TokenLookup::Unknown,
         }),
         Err(e) => match missing_schema(&e) {
@@ -115,20 +229,97 @@ pub fn fleet(client: &mut Client, token: &str, names: &[String]) -> anyhow::Resu
     let Some(r) = rows.first() else {
         return Ok(Fleet::TokenUnknown);
     };
-    let agg: Option<String> = r.get(2);
-    let pairs: Vec<(String, Option<f64>)> = match agg {
-        Some(text) => serde_json::from_str(&text)
-            .map_err(|e| anyhow!("unexpected heartbeat list from the webapp's database: {e}"))?,
-        None => Vec::new(),
-    };
+    let pairs: Vec<(String, Option<f64>)> = json_list(r.get(3), "heartbeat list")?;
     Ok(Fleet::Seen(FleetView {
-        group: WorkerGroup {
-            name: r.get(0),
-            master_queue: r.get(1),
-        },
+        group: group_of(r),
         heartbeats: pairs.into_iter().collect(),
-        oldest_pending_secs: r.get(3),
     }))
+}
+
+/// Where deployed runs go (read-only; three small lookups in one statement).
+pub fn routing(client: &mut Client) -> anyhow::Result<Routing> {
+    let r = client.query_one(ROUTING_SQL, &[]).map_err(|e| {
+        anyhow!(
+            "reading where runs go (\"FeatureFlag\", \"Project\", \"WorkerInstanceGroup\"): {}",
+            describe(&e)
+        )
+    })?;
+    type Raw = (String, String, String, bool, Option<f64>);
+    let groups: Vec<Raw> = json_list(r.get(0), "worker group list")?;
+    let projects: Vec<(String, String, String)> = json_list(r.get(2), "project list")?;
+    Ok(Routing {
+        default_group_id: r.get(1),
+        projects: projects
+            .into_iter()
+            .map(|(name, slug, group_id)| ProjectRoute {
+                name,
+                slug,
+                group_id,
+            })
+            .collect(),
+        groups: groups
+            .into_iter()
+            .map(|(id, name, master_queue, managed, age)| GroupRow {
+                id,
+                name,
+                master_queue,
+                managed,
+                heartbeat_age_secs: age,
+            })
+            .collect(),
+    })
+}
+
+/// The waiting runs of `scan.queues`, in a read-only transaction with its own statement timeout
+/// and sequential scans priced out (only the BRIN index and the primary key may answer).
+pub fn queues(client: &mut Client, scan: &QueueScan) -> anyhow::Result<QueueRead> {
+    let read = |client: &mut Client| -> Result<postgres::Row, postgres::Error> {
+        let mut tx = client.build_transaction().read_only(true).start()?;
+        tx.batch_execute(&format!(
+            "SET LOCAL statement_timeout = {}; SET LOCAL enable_seqscan = off",
+            scan.timeout.as_millis().max(1)
+        ))?;
+        let row = tx.query_one(
+            QUEUE_SQL,
+            &[
+                &scan.queues,
+                &scan.since,
+                &scan.window.as_secs_f64(),
+                &scan.remembered,
+                &(scan.track as i64),
+            ],
+        )?;
+        tx.commit()?;
+        Ok(row)
+    };
+    let r = read(client)
+        .map_err(|e| anyhow!("reading the waiting runs (\"TaskRun\"): {}", describe(&e)))?;
+    let depths: Vec<(String, u64, f64)> = json_list(r.get(0), "queue depths")?;
+    Ok(QueueRead {
+        depths: depths
+            .into_iter()
+            .map(|(queue, pending, oldest)| QueueDepth {
+                queue,
+                pending,
+                oldest_wait_secs: oldest,
+            })
+            .collect(),
+        waiting_ids: json_list(r.get(1), "waiting runs")?,
+        waiting_seen: r.get::<_, i64>(2).max(0) as u64,
+        db_now: r.get(3),
+    })
+}
+
+/// A `json_agg` result (NULL when empty) as a list.
+fn json_list<T: serde::de::DeserializeOwned>(
+    text: Option<String>,
+    what: &str,
+) -> anyhow::Result<Vec<T>> {
+    match text {
+        Some(t) => serde_json::from_str(&t)
+            .map_err(|e| anyhow!("unexpected {what} from the webapp's database: {e}")),
+        None => Ok(Vec::new()),
+    }
 }
 
 #[cfg(test)]

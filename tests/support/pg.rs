@@ -7,9 +7,6 @@ use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::OnceLock;
 
-/// The columns of Trigger.dev's `TaskRun` that replication cares about, for whole-cycle tests.
-pub const TASK_RUN_MIN: &str = r#"CREATE TABLE "TaskRun" (id text PRIMARY KEY, "friendlyId" text NOT NULL, status text NOT NULL, "masterQueue" text NOT NULL DEFAULT 'main', "createdAt" timestamp(3) NOT NULL DEFAULT now(), "updatedAt" timestamp(3) NOT NULL)"#;
-
 pub struct Cluster {
     pub dir: PathBuf,
     pub port: u16,

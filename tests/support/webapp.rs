@@ -26,18 +26,91 @@ CREATE TABLE "WorkerInstance" ("id" TEXT PRIMARY KEY, "name" TEXT NOT NULL,
   UNIQUE ("workerGroupId", "resourceIdentifier"));
 "#;
 
-pub const TASK_RUN: &str = r#"CREATE TABLE IF NOT EXISTS "TaskRun" (id text PRIMARY KEY, "friendlyId" text NOT NULL, status text NOT NULL, "masterQueue" text NOT NULL DEFAULT 'main', "createdAt" timestamp(3) NOT NULL DEFAULT now(), "updatedAt" timestamp(3) NOT NULL)"#;
+/// `"TaskRun"` shaped as in production: the columns of Trigger.dev's Prisma model (status an
+/// enum, `masterQueue` the Prisma field `workerQueue`, `queuedAt`), no foreign keys, and every
+/// index the table has today (shared/reference/trigger-dev.md, checked against the migrations up
+/// to 20260525083555, which dropped the last index on `status`). None covers `status` or
+/// `masterQueue`: only the BRIN index on `createdAt` and the primary key can answer ops cheaply.
+/// Also `"FeatureFlag"` and `"Project"` (routing), with their real columns.
+pub const TASK_RUN: &str = r#"
+CREATE TYPE "TaskRunStatus" AS ENUM ('DELAYED', 'PENDING', 'PENDING_VERSION', 'WAITING_FOR_DEPLOY',
+  'DEQUEUED', 'EXECUTING', 'WAITING_TO_RESUME', 'RETRYING_AFTER_FAILURE', 'PAUSED', 'CANCELED',
+  'INTERRUPTED', 'COMPLETED_SUCCESSFULLY', 'COMPLETED_WITH_ERRORS', 'SYSTEM_FAILURE', 'CRASHED',
+  'EXPIRED', 'TIMED_OUT');
+CREATE TYPE "RunEngineVersion" AS ENUM ('V1', 'V2');
+CREATE TYPE "RuntimeEnvironmentType" AS ENUM ('PRODUCTION', 'STAGING', 'DEVELOPMENT', 'PREVIEW');
+CREATE TABLE "TaskRun" (
+  "id" TEXT NOT NULL, "number" INTEGER NOT NULL DEFAULT 0, "friendlyId" TEXT NOT NULL,
+  "engine" "RunEngineVersion" NOT NULL DEFAULT 'V1',
+  "status" "TaskRunStatus" NOT NULL DEFAULT 'PENDING', "statusReason" TEXT,
+  "idempotencyKey" TEXT, "idempotencyKeyExpiresAt" TIMESTAMP(3), "idempotencyKeyOptions" JSONB,
+  "debounce" JSONB, "taskIdentifier" TEXT NOT NULL, "isTest" BOOLEAN NOT NULL DEFAULT false,
+  "payload" TEXT NOT NULL, "payloadType" TEXT NOT NULL DEFAULT 'application/json',
+  "context" JSONB, "traceContext" JSONB, "traceId" TEXT NOT NULL, "spanId" TEXT NOT NULL,
+  "runtimeEnvironmentId" TEXT NOT NULL, "environmentType" "RuntimeEnvironmentType",
+  "projectId" TEXT NOT NULL, "organizationId" TEXT, "queue" TEXT NOT NULL, "lockedQueueId" TEXT,
+  "masterQueue" TEXT NOT NULL DEFAULT 'main', "region" TEXT, "secondaryMasterQueue" TEXT,
+  "attemptNumber" INTEGER,
+  "createdAt" TIMESTAMP(3) NOT NULL DEFAULT CURRENT_TIMESTAMP, "updatedAt" TIMESTAMP(3) NOT NULL,
+  "runTags" TEXT[], "taskVersion" TEXT, "sdkVersion" TEXT, "cliVersion" TEXT,
+  "startedAt" TIMESTAMP(3), "executedAt" TIMESTAMP(3), "completedAt" TIMESTAMP(3),
+  "machinePreset" TEXT, "usageDurationMs" INTEGER NOT NULL DEFAULT 0,
+  "costInCents" DOUBLE PRECISION NOT NULL DEFAULT 0, "baseCostInCents" DOUBLE PRECISION NOT NULL DEFAULT 0,
+  "lockedAt" TIMESTAMP(3), "lockedById" TEXT, "lockedToVersionId" TEXT,
+  "priorityMs" INTEGER NOT NULL DEFAULT 0, "concurrencyKey" TEXT,
+  "delayUntil" TIMESTAMP(3), "queuedAt" TIMESTAMP(3), "ttl" TEXT, "expiredAt" TIMESTAMP(3),
+  "maxAttempts" INTEGER, "lockedRetryConfig" JSONB, "oneTimeUseToken" TEXT,
+  "taskEventStore" TEXT NOT NULL DEFAULT 'taskEvent', "queueTimestamp" TIMESTAMP(3),
+  "scheduleInstanceId" TEXT, "scheduleId" TEXT, "bulkActionGroupIds" TEXT[] DEFAULT ARRAY[]::TEXT[],
+  "logsDeletedAt" TIMESTAMP(3), "replayedFromTaskRunFriendlyId" TEXT, "rootTaskRunId" TEXT,
+  "parentTaskRunId" TEXT, "parentTaskRunAttemptId" TEXT, "batchId" TEXT,
+  "resumeParentOnCompletion" BOOLEAN NOT NULL DEFAULT false, "depth" INTEGER NOT NULL DEFAULT 0,
+  "parentSpanId" TEXT, "runChainState" JSONB, "seedMetadata" TEXT,
+  "seedMetadataType" TEXT NOT NULL DEFAULT 'application/json', "metadata" TEXT,
+  "metadataType" TEXT NOT NULL DEFAULT 'application/json', "metadataVersion" INTEGER NOT NULL DEFAULT 1,
+  "annotations" JSONB, "isWarmStart" BOOLEAN, "output" TEXT,
+  "outputType" TEXT NOT NULL DEFAULT 'application/json', "error" JSONB, "planType" TEXT,
+  "maxDurationInSeconds" INTEGER, "realtimeStreamsVersion" TEXT NOT NULL DEFAULT 'v1',
+  "realtimeStreams" TEXT[] DEFAULT ARRAY[]::TEXT[], "streamBasinName" TEXT,
+  CONSTRAINT "TaskRun_pkey" PRIMARY KEY ("id"));
+CREATE UNIQUE INDEX "TaskRun_friendlyId_key" ON "TaskRun"("friendlyId");
+CREATE UNIQUE INDEX "TaskRun_runtimeEnvironmentId_taskIdentifier_idempotencyKey_key"
+  ON "TaskRun"("runtimeEnvironmentId", "taskIdentifier", "idempotencyKey");
+CREATE INDEX "TaskRun_spanId_idx" ON "TaskRun"("spanId");
+CREATE INDEX "TaskRun_parentTaskRunId_idx" ON "TaskRun"("parentTaskRunId");
+CREATE INDEX "TaskRun_parentSpanId_idx" ON "TaskRun"("parentSpanId");
+CREATE INDEX "TaskRun_runtimeEnvironmentId_batchId_idx" ON "TaskRun"("runtimeEnvironmentId", "batchId");
+CREATE UNIQUE INDEX "TaskRun_oneTimeUseToken_key" ON "TaskRun"("oneTimeUseToken");
+CREATE INDEX "TaskRun_runTags_idx" ON "TaskRun" USING GIN ("runTags" array_ops);
+CREATE INDEX "TaskRun_runtimeEnvironmentId_createdAt_idx" ON "TaskRun"("runtimeEnvironmentId", "createdAt" DESC)
+  INCLUDE ("id") WITH (fillfactor = 90);
+CREATE INDEX "TaskRun_createdAt_idx" ON "TaskRun" USING BRIN ("createdAt");
+CREATE TABLE "FeatureFlag" ("id" TEXT PRIMARY KEY, "key" TEXT NOT NULL UNIQUE, "value" JSONB,
+  "createdAt" TIMESTAMP(3) NOT NULL DEFAULT CURRENT_TIMESTAMP, "updatedAt" TIMESTAMP(3) NOT NULL);
+CREATE TYPE "ProjectVersion" AS ENUM ('V2', 'V3');
+CREATE TABLE "Project" ("id" TEXT PRIMARY KEY, "slug" TEXT NOT NULL UNIQUE, "name" TEXT NOT NULL,
+  "externalRef" TEXT NOT NULL UNIQUE, "organizationId" TEXT NOT NULL,
+  "createdAt" TIMESTAMP(3) NOT NULL DEFAULT CURRENT_TIMESTAMP, "updatedAt" TIMESTAMP(3) NOT NULL,
+  "deletedAt" TIMESTAMP(3), "initializedAt" TIMESTAMP(3), "defaultRuntime" TEXT,
+  "version" "ProjectVersion" NOT NULL DEFAULT 'V2', "engine" "RunEngineVersion" NOT NULL DEFAULT 'V1',
+  "builderProjectId" TEXT,
+  "defaultWorkerGroupId" TEXT REFERENCES "WorkerInstanceGroup"("id"),
+  "buildSettings" JSONB, "onboardingData" JSONB);
+"#;
 
 pub const GROUP: &str = "ops-test-group";
 pub const QUEUE: &str = "ops-test-queue";
 
-/// Creates the tables and a managed worker group whose token is `token`.
+/// Creates the tables and a managed worker group whose token is `token` (the global default, as
+/// the webapp makes the first group it creates).
 pub fn install(client: &mut postgres::Client, token: &str) {
     client.batch_execute(WORKER_DDL).unwrap();
     client.batch_execute(TASK_RUN).unwrap();
     add_group(client, token, GROUP, QUEUE);
 }
 
+/// A managed group for `token`; it becomes the global default when there is none yet (what
+/// Trigger.dev's `createWorkerGroup` does).
 pub fn add_group(client: &mut postgres::Client, token: &str, name: &str, queue: &str) {
     client
         .execute(
@@ -53,6 +126,98 @@ pub fn add_group(client: &mut postgres::Client, token: &str, name: &str, queue: 
             &[&name, &queue],
         )
         .unwrap();
+    client
+        .execute(
+            r#"INSERT INTO "FeatureFlag" (id, key, value, "updatedAt")
+               VALUES ('ff-default', 'defaultWorkerInstanceGroupId', to_jsonb($1 || '-group'), now())
+               ON CONFLICT (key) DO NOTHING"#,
+            &[&name],
+        )
+        .unwrap();
+}
+
+/// The group id `add_group` gives `name`.
+pub fn group_id(name: &str) -> String {
+    format!("{name}-group")
+}
+
+/// The global default group, as the admin feature-flags API sets it.
+pub fn set_default(client: &mut postgres::Client, group_id: &str) {
+    client
+        .execute(
+            r#"INSERT INTO "FeatureFlag" (id, key, value, "updatedAt")
+               VALUES ('ff-default', 'defaultWorkerInstanceGroupId', to_jsonb($1::text), now())
+               ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, "updatedAt" = now()"#,
+            &[&group_id],
+        )
+        .unwrap();
+}
+
+/// A project whose own default worker group is `group_id`.
+pub fn project_default(client: &mut postgres::Client, slug: &str, group_id: &str) {
+    client
+        .execute(
+            r#"INSERT INTO "Project" (id, slug, name, "externalRef", "organizationId", "updatedAt", "defaultWorkerGroupId")
+               VALUES ('p-' || $1, $1, $1, 'proj_' || $1, 'org1', now(), $2)"#,
+            &[&slug, &group_id],
+        )
+        .unwrap();
+}
+
+/// A run in `queue` with `status`, created `created_ago` and queued `queued_ago` ago (`None`:
+/// `queuedAt` unset).
+pub fn run_in(
+    client: &mut postgres::Client,
+    id: &str,
+    queue: &str,
+    status: &str,
+    created_ago: Duration,
+    queued_ago: Option<Duration>,
+) {
+    client
+        .execute(
+            r#"INSERT INTO "TaskRun" (id, "friendlyId", status, "masterQueue", "createdAt", "queuedAt",
+                 "updatedAt", payload, "runtimeEnvironmentId", "projectId", "taskIdentifier",
+                 "spanId", "traceId", queue)
+               VALUES ($1, 'run_' || $1, $3::text::"TaskRunStatus", $2,
+                 timezone('UTC', now()) - make_interval(secs => $4),
+                 timezone('UTC', now()) - make_interval(secs => $5), now(), '{}', 'env1', 'p1',
+                 'my-task', 's-' || $1, 't-' || $1, 'task/my-task')"#,
+            &[
+                &id,
+                &queue,
+                &status,
+                &created_ago.as_secs_f64(),
+                &queued_ago.map(|d| d.as_secs_f64()),
+            ],
+        )
+        .unwrap();
+}
+
+/// A run waiting in the test group's queue since `age` ago.
+pub fn pending_run(client: &mut postgres::Client, id: &str, age: Duration) {
+    run_in(client, id, QUEUE, "PENDING", age, Some(age));
+}
+
+/// `n` finished runs spread over the last `days` days, in `createdAt` order (as the webapp
+/// appends them), with payloads of a realistic size: a table a sequential scan shows on.
+pub fn history(client: &mut postgres::Client, n: u64, days: u64) {
+    client
+        .execute(
+            r#"INSERT INTO "TaskRun" (id, "friendlyId", status, "masterQueue", "createdAt", "queuedAt",
+                 "updatedAt", "completedAt", payload, "runtimeEnvironmentId", "projectId",
+                 "taskIdentifier", "spanId", "traceId", queue, "runTags", "engine")
+               SELECT 'h' || i, 'run_h' || i, 'COMPLETED_SUCCESSFULLY', $3,
+                 t, t, t, t, repeat('x', 200), 'env' || (i % 7), 'p1', 'task-' || (i % 20),
+                 md5(i::text), md5((i * 7)::text), 'task/task-' || (i % 20),
+                 ARRAY['tag' || (i % 50)], 'V2'
+                 FROM generate_series(1, $1::bigint) AS i,
+                 LATERAL (SELECT timezone('UTC', now()) - make_interval(secs => ($2::float8 * 86400)
+                          * (1 - i::float8 / $1::float8)) - interval '2 minutes' AS t) AS x"#,
+            &[&(n as i64), &(days as f64), &QUEUE],
+        )
+        .unwrap();
+    client.batch_execute(r#"ANALYZE "TaskRun""#).unwrap();
 }
 
 /// Deletes a worker group and its token, as an operator would in the webapp's admin.
@@ -63,20 +228,6 @@ pub fn delete_group(client: &mut postgres::Client, name: &str) {
                DELETE FROM "WorkerInstanceGroup" WHERE id = '{name}-group';
                DELETE FROM "WorkerGroupToken" WHERE id = '{name}-token';"#
         ))
-        .unwrap();
-}
-
-/// A run waiting in the group's queue since `age` ago.
-pub fn pending_run(client: &mut postgres::Client, id: &str, age: Duration) {
-    client
-        .execute(
-            &format!(
-                r#"INSERT INTO "TaskRun" (id, "friendlyId", status, "masterQueue", "createdAt", "updatedAt")
-                   VALUES ($1, $1, 'PENDING', $2, timezone('UTC', now()) - interval '{} seconds', now())"#,
-                age.as_secs()
-            ),
-            &[&id, &QUEUE],
-        )
         .unwrap();
 }
 

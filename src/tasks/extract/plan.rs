@@ -410,6 +410,7 @@ mod tests {
     #[test]
     fn token_verdicts() {
         let g = WorkerGroup {
+            id: "g1".into(),
             name: "g".into(),
             master_queue: "q".into(),
         };

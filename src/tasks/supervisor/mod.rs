@@ -13,7 +13,7 @@ use serde_json::json;
 use crate::clients::digitalocean::{DigitalOcean, Droplet, Firewall, NewDroplet};
 use crate::clients::http::{Http, Request, Retry};
 use crate::clients::postgres::Target;
-use crate::clients::webapp_db::{self, Fleet};
+use crate::clients::webapp_db::{self, Fleet, QueueRead, QueueScan, Routing, WorkerGroup};
 use crate::cloudinit;
 use crate::config::SupervisorOptions;
 use crate::record::ConfigRecord;
@@ -24,9 +24,12 @@ use crate::state::{now_ms, State};
 use crate::task::{ActionRecord, Outcome, Status, TaskCtx};
 use crate::tasks::extract;
 
+pub mod flow;
 pub mod plan;
 
 use plan::{Action, Heartbeat, View};
+
+pub use flow::FlowSeen;
 
 pub use plan::{Streak, MANAGED_TAG};
 pub const NAMESPACE: &str = "supervisor";
@@ -34,6 +37,7 @@ const BREAKER_KEY: &str = "breaker";
 const FIREWALL_KEY: &str = "firewall";
 pub const LAST_SEEN_KEY: &str = "last_seen";
 pub const QUEUE_KEY: &str = "queue";
+const SCAN_KEY: &str = "queue_scan";
 
 /// What the last run saw, for `ops status`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -51,14 +55,58 @@ pub struct SeenDroplet {
     pub heartbeat_age_secs: Option<f64>,
 }
 
-/// The group's queue as the webapp's database showed it, for `ops status` and `/metrics`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct QueueSeen {
-    pub worker_group: String,
-    pub master_queue: String,
-    /// Age of the oldest PENDING run; `None` when no run waits.
-    pub oldest_pending_secs: Option<f64>,
+/// Where the next read of the waiting runs starts (database clock, Unix seconds), and the runs
+/// seen waiting, re-read by primary key however old they get.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct ScanState {
+    /// The last read: the next one reads runs created since then (less an overlap).
+    mark: Option<f64>,
+    /// The last read of the whole window.
+    full_mark: Option<f64>,
+    waiting: Vec<String>,
 }
+
+/// A read of the whole `queue_window` this often catches what the incremental reads cannot
+/// (a run requeued to PENDING long after its `createdAt`, untracked).
+const FULL_SCAN_EVERY_SECS: f64 = 3600.0;
+/// Incremental reads start this long before the last one: late commits, and runs made visible a
+/// little after their `createdAt` are seen; the cost is a quarter hour of recent rows, which the
+/// BRIN index finds in a few block ranges.
+const SCAN_OVERLAP_SECS: f64 = 900.0;
+/// At most this many waiting runs are remembered (and re-read by primary key).
+const TRACK_WAITING: usize = 1000;
+
+impl ScanState {
+    /// Since when this read looks, and whether it is a full-window read.
+    fn since(&self) -> (f64, bool) {
+        match (self.mark, self.full_mark) {
+            (Some(m), Some(f)) if m - f < FULL_SCAN_EVERY_SECS => (m - SCAN_OVERLAP_SECS, false),
+            _ => (0.0, true),
+        }
+    }
+
+    fn after(&self, read: &QueueRead, full: bool) -> ScanState {
+        ScanState {
+            mark: Some(read.db_now),
+            full_mark: if full {
+                Some(read.db_now)
+            } else {
+                self.full_mark
+            },
+            waiting: read.waiting_ids.clone(),
+        }
+    }
+}
+
+/// Where runs go and what waits, read in the same session as the heartbeats.
+struct FlowRead {
+    ours: WorkerGroup,
+    routing: Result<Routing, String>,
+    queues: Result<QueueRead, String>,
+    scan: Option<ScanState>,
+    full: bool,
+}
+
 /// How long a checked firewall is trusted before it is compared again.
 const FIREWALL_RECHECK_MS: i64 = 3_600_000;
 const HEALTH_TIMEOUT: Duration = Duration::from_secs(5);
@@ -125,30 +173,36 @@ pub fn spec_tag(s: &Settings, record: &ConfigRecord) -> String {
     )
 }
 
-/// The webapp's view of our supervisors this run (one Postgres session, one statement), and
-/// the seconds since each droplet's last heartbeat (`None`: never).
+/// The webapp's view of our supervisors this run (one Postgres session: heartbeats, then where
+/// runs go, then the waiting runs in their own read-only transaction), and the seconds since
+/// each droplet's last heartbeat (`None`: never).
 fn webapp_view(
     ctx: &TaskCtx,
+    opts: &SupervisorOptions,
     record: &ConfigRecord,
     names: &[String],
-) -> (View, BTreeMap<String, Option<f64>>) {
+) -> (View, BTreeMap<String, Option<f64>>, Option<FlowRead>) {
     let Some(url) = &ctx.settings.database_url else {
-        return (View::NotConfigured, BTreeMap::new());
+        return (View::NotConfigured, BTreeMap::new(), None);
     };
+    let mut client = None;
     let result = Target::parse(url).and_then(|t| {
-        let mut client = t.connect(ctx.connect_timeout())?;
-        webapp_db::fleet(&mut client, record.worker_token.expose(), names)
+        let c = client.insert(t.connect(ctx.connect_timeout())?);
+        webapp_db::fleet(c, record.worker_token.expose(), names)
     });
-    let unavailable = |why: String| (View::Unavailable(why), BTreeMap::new());
+    let unavailable = |why: String| (View::Unavailable(why), BTreeMap::new(), None);
     match result {
-        Ok(Fleet::Seen(v)) => (
-            View::Seen {
-                group: v.group.name,
-                queue: v.group.master_queue,
-                oldest_pending_secs: v.oldest_pending_secs,
-            },
-            v.heartbeats,
-        ),
+        Ok(Fleet::Seen(v)) => {
+            let flow = client.map(|mut c| read_flow(ctx, opts, &mut c, v.group.clone()));
+            (
+                View::Seen {
+                    group: v.group.name,
+                    queue: v.group.master_queue,
+                },
+                v.heartbeats,
+                flow,
+            )
+        }
         Ok(Fleet::TokenUnknown) => unavailable(format!(
             "the webapp does not know the worker token (from {}): no supervisor can authenticate; fix the token (ops run extract) before anything is replaced",
             record.token_source
@@ -158,6 +212,83 @@ fn webapp_view(
         )),
         Err(e) => unavailable(format!("{e:#}")),
     }
+}
+
+/// Routing, then the waiting runs of every managed queue (incremental since the last read, the
+/// whole window hourly, the remembered runs by primary key). Failures are kept, not raised: the
+/// heartbeat decision stands without them.
+fn read_flow(
+    ctx: &TaskCtx,
+    opts: &SupervisorOptions,
+    client: &mut postgres::Client,
+    ours: WorkerGroup,
+) -> FlowRead {
+    let routing = webapp_db::routing(client).map_err(|e| format!("{e:#}"));
+    let queues = flow::queues_to_read(&ours, routing.as_ref().ok());
+    let prev: ScanState = load(ctx.state, SCAN_KEY).unwrap_or_default();
+    let (since, full) = prev.since();
+    let read = webapp_db::queues(
+        client,
+        &QueueScan {
+            queues: &queues,
+            since,
+            window: opts.queue_window,
+            remembered: &prev.waiting,
+            track: TRACK_WAITING,
+            timeout: opts.queue_timeout,
+        },
+    )
+    .map_err(|e| format!("{e:#}"));
+    FlowRead {
+        scan: read.as_ref().ok().map(|r| prev.after(r, full)),
+        ours,
+        routing,
+        queues: read,
+        full,
+    }
+}
+
+fn judge_flow(opts: &SupervisorOptions, f: &FlowRead) -> flow::Findings {
+    let mut found = flow::judge(
+        &flow::Facts {
+            ours: &f.ours,
+            routing: f.routing.as_ref().map_err(String::as_str),
+            queues: f
+                .queues
+                .as_ref()
+                .map(|q| q.depths.as_slice())
+                .map_err(String::as_str),
+        },
+        &flow::Rules {
+            stale_after: opts.stale_after,
+            orphan_alert_after: opts.orphan_alert_after,
+            queue_alert_after: opts.queue_alert_after,
+        },
+    );
+    if let Ok(q) = &f.queues {
+        let bound = if q.waiting_seen as usize > q.waiting_ids.len() {
+            format!(
+                " (remembering the {} longest-waiting of {})",
+                q.waiting_ids.len(),
+                q.waiting_seen
+            )
+        } else {
+            String::new()
+        };
+        found.detail = Some(format!(
+            "waiting runs read {} ({} still waiting{bound})",
+            if f.full {
+                format!(
+                    "over the last {}",
+                    crate::duration::format(opts.queue_window)
+                )
+            } else {
+                "since the last check".to_string()
+            },
+            q.waiting_ids.len()
+        ));
+    }
+    found
 }
 
 pub fn run(opts: &SupervisorOptions, ctx: &TaskCtx) -> anyhow::Result<Outcome> {
@@ -180,21 +311,21 @@ pub fn run(opts: &SupervisorOptions, ctx: &TaskCtx) -> anyhow::Result<Outcome> {
     let spec = desired(opts, ctx, &record);
     let http = Http::new();
     let api = DigitalOcean::new(&http, &s.digitalocean_api_url, token, ctx.deadline);
-    let (obs, health_checks) = observe(ctx, &api, &http, opts, &spec, &record)?;
-    let plan = plan::plan(&obs, &spec);
-    let queue = match &obs.view {
-        View::Seen {
-            group,
-            queue,
-            oldest_pending_secs,
-        } => Some(QueueSeen {
-            worker_group: group.clone(),
-            master_queue: queue.clone(),
-            oldest_pending_secs: *oldest_pending_secs,
-        }),
-        _ => None,
+    let (obs, health_checks, flow_read) = observe(ctx, &api, &http, opts, &spec, &record)?;
+    let mut plan = plan::plan(&obs, &spec);
+    let mut found = flow_read.as_ref().map(|f| judge_flow(opts, f));
+    if let Some(f) = found.as_mut() {
+        plan.lines.append(&mut f.lines);
+        plan.failures.append(&mut f.failures);
+    }
+    let seen = Observed {
+        flow: found.as_ref().map(|f| f.seen.clone()),
+        scan: flow_read.and_then(|f| f.scan),
     };
-    let mut outcome = apply(plan, &spec, ctx, &api, &record, opts, queue)?;
+    let mut outcome = apply(plan, &spec, ctx, &api, &record, opts, seen)?;
+    if let Some(detail) = found.and_then(|f| f.detail) {
+        outcome.detail.push(detail);
+    }
     let sessions = u8::from(!matches!(obs.view, View::NotConfigured | View::Skipped));
     outcome.detail.push(format!(
         "DigitalOcean requests: {}, Postgres sessions: {sessions}, health checks: {health_checks}",
@@ -223,7 +354,6 @@ fn desired(opts: &SupervisorOptions, ctx: &TaskCtx, record: &ConfigRecord) -> pl
         unhealthy_after: opts.unhealthy_after,
         max_replacements: opts.max_replacements,
         replacement_window: opts.replacement_window,
-        queue_alert_after: opts.queue_alert_after,
         health_sources: !s.supervisor_health_sources.is_empty(),
         reset_breaker: ctx.reset_breaker,
         profile: ctx.profile.to_string(),
@@ -242,7 +372,7 @@ fn observe(
     opts: &SupervisorOptions,
     spec: &plan::Spec,
     record: &ConfigRecord,
-) -> anyhow::Result<(plan::Observation, u32)> {
+) -> anyhow::Result<(plan::Observation, u32, Option<FlowRead>)> {
     let now_utc = chrono::Utc::now();
     let all = api.droplets_by_tag(&spec.tag)?;
     let (ours, foreign): (Vec<Droplet>, Vec<Droplet>) = all
@@ -250,10 +380,10 @@ fn observe(
         .partition(|d| d.has_tag(&spec.tag) && d.has_tag(MANAGED_TAG));
     let too_many = ours.len() > spec.count + 1;
     let names: Vec<String> = ours.iter().map(|d| d.name.clone()).collect();
-    let (view, heartbeats) = if too_many {
-        (View::Skipped, Default::default())
+    let (view, heartbeats, flow) = if too_many {
+        (View::Skipped, Default::default(), None)
     } else {
-        webapp_view(ctx, record, &names)
+        webapp_view(ctx, opts, record, &names)
     };
     let mut health_checks = 0;
     let mut droplets = Vec::with_capacity(ours.len());
@@ -291,7 +421,13 @@ fn observe(
         view,
         replacements: breaker.replacements,
     };
-    Ok((obs, health_checks))
+    Ok((obs, health_checks, flow))
+}
+
+/// What `apply` keeps for `ops status`, `/metrics` and the next read, besides the droplets.
+struct Observed {
+    flow: Option<FlowSeen>,
+    scan: Option<ScanState>,
 }
 
 /// All writes, in the plan's order (or, in a dry run, what they would be), then the state.
@@ -302,7 +438,7 @@ fn apply(
     api: &DigitalOcean,
     record: &ConfigRecord,
     opts: &SupervisorOptions,
-    queue: Option<QueueSeen>,
+    seen: Observed,
 ) -> anyhow::Result<Outcome> {
     if let Some(why) = &plan.refused {
         bail!("{why}");
@@ -395,7 +531,7 @@ fn apply(
         records.push(ActionRecord::new(what, &done));
     }
     if !ctx.dry_run {
-        save_observed(ctx, &plan.assessed, plan.deletes().collect(), queue, now)?;
+        save_observed(ctx, &plan.assessed, plan.deletes().collect(), seen, now)?;
     }
     let mut failures = plan.failures.clone();
     if opts.firewall && (!plan.assessed.is_empty() || created || planned) {
@@ -419,7 +555,7 @@ fn save_observed(
     ctx: &TaskCtx,
     assessed: &[plan::Assessed],
     deleted: Vec<u64>,
-    queue: Option<QueueSeen>,
+    observed: Observed,
     now: i64,
 ) -> anyhow::Result<()> {
     let st = ctx.writable_state()?;
@@ -448,9 +584,12 @@ fn save_observed(
         })
         .collect();
     st.kv_set(NAMESPACE, LAST_SEEN_KEY, &seen, now)?;
-    match queue {
+    match observed.flow {
         Some(q) => st.kv_set(NAMESPACE, QUEUE_KEY, &q, now)?,
         None => st.kv_delete(NAMESPACE, QUEUE_KEY)?,
+    }
+    if let Some(scan) = observed.scan {
+        st.kv_set(NAMESPACE, SCAN_KEY, &scan, now)?;
     }
     for a in assessed.iter().filter(|a| !deleted.contains(&a.id)) {
         st.kv_set(NAMESPACE, &droplet_key(a.id), &a.streak, now)?;

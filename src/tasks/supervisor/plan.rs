@@ -208,11 +208,8 @@ pub enum View {
     NotConfigured,
     /// Not asked: there are more droplets than ops may act on.
     Skipped,
-    Seen {
-        group: String,
-        queue: String,
-        oldest_pending_secs: Option<f64>,
-    },
+    /// The token's group: the heartbeats are from it (its queue is judged in `flow`).
+    Seen { group: String, queue: String },
     /// Why there is no view (token unknown, tables missing, database unreachable).
     Unavailable(String),
 }
@@ -247,7 +244,6 @@ pub struct Spec {
     pub unhealthy_after: u32,
     pub max_replacements: u32,
     pub replacement_window: Duration,
-    pub queue_alert_after: Option<Duration>,
     /// SUPERVISOR_HEALTH_SOURCES is set (the HTTP check runs).
     pub health_sources: bool,
     pub reset_breaker: bool,
@@ -373,7 +369,7 @@ pub fn plan(obs: &Observation, spec: &Spec) -> Plan {
         ));
         return p;
     }
-    let queue_failure = view_findings(&obs.view, spec, &mut p);
+    view_findings(&obs.view, spec, &mut p);
     p.assessed = assess_all(obs, spec);
     let breaker_open = p.replacements.len() as u32 >= spec.max_replacements;
     let delete = choose_delete(
@@ -390,7 +386,6 @@ pub fn plan(obs: &Observation, spec: &Spec) -> Plan {
         p.lines
             .push(format!("no droplet tagged {} and {MANAGED_TAG}", spec.tag));
     }
-    p.failures.extend(queue_failure);
     let deleted = delete.as_ref().map(|d| match d {
         Action::Delete { id, .. } => *id,
         _ => 0,
@@ -430,52 +425,19 @@ fn foreign_lines(foreign: &[(String, u64)], tag: &str) -> Vec<String> {
     lines
 }
 
-/// The view's line (and failure when ops is blind); returns the queue alert, which is reported
-/// after the droplets.
-fn view_findings(view: &View, spec: &Spec, p: &mut Plan) -> Option<String> {
+/// The view's line, and a failure when ops is blind.
+fn view_findings(view: &View, spec: &Spec, p: &mut Plan) {
     match view {
-        View::NotConfigured => {
-            p.lines.push(
-                "webapp view: DATABASE_URL is not set, health comes from /health only".into(),
-            );
-            None
-        }
-        View::Skipped => None,
-        View::Unavailable(why) if !spec.health_sources => {
-            p.failures
-                .push(format!("cannot see the supervisors: {why}"));
-            None
-        }
-        View::Unavailable(why) => {
-            p.lines.push(format!(
-                "webapp view unavailable ({why}): health comes from /health only"
-            ));
-            None
-        }
-        View::Seen {
-            group,
-            queue,
-            oldest_pending_secs,
-        } => {
-            p.lines.push(format!(
-                "worker group {group:?} (queue {queue}): {}",
-                match oldest_pending_secs {
-                    Some(secs) => format!(
-                        "oldest PENDING run waits for {}",
-                        duration::format(Duration::from_secs(secs.max(0.0) as u64))
-                    ),
-                    None => "no PENDING run".into(),
-                }
-            ));
-            let (limit, secs) = (spec.queue_alert_after?, (*oldest_pending_secs)?);
-            (secs >= limit.as_secs_f64()).then(|| {
-                format!(
-                    "runs are waiting: the oldest PENDING run in queue {queue} has waited {} (alert after {}); a concurrency limit can hold runs too, but check that the supervisors dequeue (docker compose logs supervisor)",
-                    duration::format(Duration::from_secs(secs as u64)),
-                    duration::format(limit)
-                )
-            })
-        }
+        View::NotConfigured => p
+            .lines
+            .push("webapp view: DATABASE_URL is not set, health comes from /health only".into()),
+        View::Unavailable(why) if !spec.health_sources => p
+            .failures
+            .push(format!("cannot see the supervisors: {why}")),
+        View::Unavailable(why) => p.lines.push(format!(
+            "webapp view unavailable ({why}): health comes from /health only"
+        )),
+        View::Skipped | View::Seen { .. } => {}
     }
 }
 
@@ -927,7 +889,6 @@ mod fleet_tests {
             unhealthy_after: 3,
             max_replacements: 3,
             replacement_window: Duration::from_secs(3600),
-            queue_alert_after: None,
             health_sources: false,
             reset_breaker: false,
             profile: "health".into(),
@@ -987,7 +948,6 @@ mod fleet_tests {
             view: View::Seen {
                 group: "g".into(),
                 queue: "q".into(),
-                oldest_pending_secs: None,
             },
             replacements: Vec::new(),
         }
@@ -1245,24 +1205,5 @@ mod fleet_tests {
             "cannot see the supervisors: connection refused"
         );
         assert_eq!(p.assessed[0].health, Health::Unknown);
-    }
-
-    #[test]
-    fn an_old_queue_fails_the_task_and_is_off_unless_set() {
-        let mut o = obs(vec![silent(1, 0)]);
-        o.view = View::Seen {
-            group: "g".into(),
-            queue: "q".into(),
-            oldest_pending_secs: Some(900.0),
-        };
-        let alerting = Spec {
-            queue_alert_after: Some(Duration::from_secs(600)),
-            ..spec()
-        };
-        let p = plan(&o, &alerting);
-        assert_eq!(p.failures.len(), 2);
-        assert!(p.failures[0]
-            .starts_with("runs are waiting: the oldest PENDING run in queue q has waited 15m"));
-        assert!(plan(&o, &spec()).failures.len() == 1, "off unless set");
     }
 }
