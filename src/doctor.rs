@@ -92,6 +92,9 @@ pub fn run(app: &App) -> anyhow::Result<ExitCode> {
             .flatten()
     });
 
+    if let (Some(url), Some(rec)) = (&s.database_url, &record) {
+        routing_check(&mut r, url, rec);
+    }
     images(&mut r, app, &http, record.as_ref());
     if let Some(rec) = &record {
         record_checks(&mut r, app, &http, rec);
@@ -180,6 +183,53 @@ fn record_checks(r: &mut Report, app: &App, http: &Http, rec: &crate::record::Co
         )),
         Err(e) => Err(format!("webapp {url}: {e:#}")),
     });
+}
+
+/// Where deployed runs go, and whether they reach the group our token belongs to.
+fn routing_check(r: &mut Report, url: &crate::redact::Secret, rec: &crate::record::ConfigRecord) {
+    use crate::clients::webapp_db::{self, TokenLookup};
+    let result = Target::parse(url)
+        .and_then(|t| t.connect(Duration::from_secs(10)))
+        .and_then(|mut c| {
+            let ours = webapp_db::lookup_token(&mut c, rec.worker_token.expose())?;
+            Ok((ours, webapp_db::routing(&mut c)))
+        });
+    match result {
+        Err(e) => println!(
+            "· where runs go: not checked ({})",
+            redact(&format!("{e:#}"))
+        ),
+        Ok((TokenLookup::Known(ours), Ok(routing))) => {
+            let found = crate::tasks::supervisor::flow::judge_routing(&ours, &routing);
+            let mut lines = found.lines.into_iter();
+            if let Some(first) = lines.next() {
+                r.line(if found.failures.is_empty() {
+                    Ok(first)
+                } else {
+                    Err(first)
+                });
+            }
+            for l in lines {
+                println!("· {}", redact(&l));
+            }
+            for f in found.failures {
+                println!("  {}", redact(&f));
+            }
+        }
+        Ok((TokenLookup::Known(_), Err(e))) => {
+            println!(
+                "· where runs go: not checked ({})",
+                redact(&format!("{e:#}"))
+            )
+        }
+        Ok((TokenLookup::Unknown, _)) => r.line(Err(format!(
+            "the webapp does not know the worker token (from {}): run `ops run extract`",
+            rec.token_source
+        ))),
+        Ok((TokenLookup::TablesMissing(why), _)) => {
+            println!("· where runs go: the webapp's database has no worker tables ({why})")
+        }
+    }
 }
 
 /// Reachable, and with the privileges the replication fix needs.

@@ -14,6 +14,7 @@ mod release;
 mod reliability;
 mod replication;
 mod runner;
+mod runs_flow;
 mod schedules;
 mod soak;
 mod supervisor;

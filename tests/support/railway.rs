@@ -1,5 +1,5 @@
 //! A fake Railway GraphQL API speaking the reference's wire format, and a fake webapp
-//! (`/healthcheck`, `/admin/api/v1/workers`).
+//! (`/healthcheck`, `/admin/api/v1/workers`, `/admin/api/v1/feature-flags`).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -258,26 +258,62 @@ pub struct FakeWebapp {
     pub server: FakeServer,
     pub health: Arc<Mutex<(u16, String)>>,
     pub groups: Arc<Mutex<Vec<String>>>,
+    /// The webapp's database: when set, the admin API writes there as the real webapp does
+    /// (a new group, its token hash, the default flag).
+    pub database: Arc<Mutex<Option<String>>>,
+    /// Answers to `POST /admin/api/v1/feature-flags`, first to last (200 once empty).
+    pub flag_faults: Arc<Mutex<VecDeque<u16>>>,
 }
 
 pub const ADMIN_TOKEN: &str = "tr_pat_admintoken0123456789";
 pub const ADMIN_CREATED_TOKEN: &str = "tr_wgt_AdminCreated0123456789abcdefghijklmnopqr";
 
+/// What the webapp's `createWorkerGroup` writes: the token's hash, a MANAGED group whose
+/// `masterQueue` is its name, and the global default flag only when there is none yet.
+fn create_group_in(url: &str, name: &str) {
+    let mut c = postgres::Client::connect(url, postgres::NoTls).expect("webapp database");
+    crate::support::webapp::add_group(&mut c, ADMIN_CREATED_TOKEN, name, name);
+}
+
+fn set_flags_in(url: &str, body: &Value) -> Result<usize, String> {
+    let Some(obj) = body.as_object() else {
+        return Err("not an object".into());
+    };
+    let mut c = postgres::Client::connect(url, postgres::NoTls).map_err(|e| e.to_string())?;
+    for (k, v) in obj {
+        c.execute(
+            r#"INSERT INTO "FeatureFlag" (id, key, value, "updatedAt") VALUES ('ff-' || $1, $1, $2::text::jsonb, now())
+               ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, "updatedAt" = now()"#,
+            &[k, &v.to_string()],
+        )
+        .map_err(|e| e.to_string())?;
+    }
+    Ok(obj.len())
+}
+
 impl FakeWebapp {
     pub fn start() -> FakeWebapp {
         let health = Arc::new(Mutex::new((200u16, "OK".to_string())));
         let groups = Arc::new(Mutex::new(Vec::new()));
-        let (h, g) = (Arc::clone(&health), Arc::clone(&groups));
+        let database: Arc<Mutex<Option<String>>> = Arc::new(Mutex::new(None));
+        let flag_faults = Arc::new(Mutex::new(VecDeque::new()));
+        let (h, g, db, ff) = (
+            Arc::clone(&health),
+            Arc::clone(&groups),
+            Arc::clone(&database),
+            Arc::clone(&flag_faults),
+        );
         let server = FakeServer::start(
             non_loopback(),
-            Box::new(
-                move |req: &Seen| match (req.method.as_str(), req.path.as_str()) {
+            Box::new(move |req: &Seen| {
+                let admin = req.header("authorization") == Some(&format!("Bearer {ADMIN_TOKEN}"));
+                match (req.method.as_str(), req.path.as_str()) {
                     ("GET", "/healthcheck") => {
                         let (code, body) = h.lock().unwrap().clone();
                         Reply::text(code, &body)
                     }
                     ("POST", "/admin/api/v1/workers") => {
-                        if req.header("authorization") != Some(&format!("Bearer {ADMIN_TOKEN}")) {
+                        if !admin {
                             return Reply::json(401, json!({"error": "Unauthorized"}));
                         }
                         let body: Value = serde_json::from_str(&req.body).unwrap_or(Value::Null);
@@ -290,20 +326,57 @@ impl FakeWebapp {
                             );
                         }
                         groups.push(name.clone());
+                        if let Some(url) = db.lock().unwrap().as_deref() {
+                            create_group_in(url, &name);
+                        }
                         Reply::json(
                             200,
-                            json!({"outcome": "created new worker group", "token": {"id": "tok1", "tokenHash": "x", "plaintext": ADMIN_CREATED_TOKEN}, "workerGroup": {"name": name}}),
+                            json!({"outcome": "created new worker group", "token": {"id": "tok1", "tokenHash": "x", "plaintext": ADMIN_CREATED_TOKEN},
+                                   "workerGroup": {"id": crate::support::webapp::group_id(&name), "name": name, "masterQueue": name, "type": "MANAGED"}}),
+                        )
+                    }
+                    ("POST", "/admin/api/v1/feature-flags") => {
+                        if !admin {
+                            return Reply::json(401, json!({"error": "Unauthorized"}));
+                        }
+                        if let Some(code) = ff.lock().unwrap().pop_front() {
+                            return Reply::json(code, json!({"error": "Internal error"}));
+                        }
+                        let body: Value = serde_json::from_str(&req.body).unwrap_or(Value::Null);
+                        if !body["defaultWorkerInstanceGroupId"].is_string() {
+                            return Reply::json(
+                                400,
+                                json!({"error": "Invalid feature flags data", "details": []}),
+                            );
+                        }
+                        let n = match db.lock().unwrap().as_deref() {
+                            Some(url) => match set_flags_in(url, &body) {
+                                Ok(n) => n,
+                                Err(e) => return Reply::json(400, json!({"error": e})),
+                            },
+                            None => 1,
+                        };
+                        Reply::json(
+                            200,
+                            json!({"success": true, "updatedFlags": ["defaultWorkerInstanceGroupId"], "message": format!("Updated {n} feature flag(s)")}),
                         )
                     }
                     _ => Reply::text(404, "not found"),
-                },
-            ),
+                }
+            }),
         );
         FakeWebapp {
             server,
             health,
             groups,
+            database,
+            flag_faults,
         }
+    }
+
+    /// The admin API writes to this database from now on.
+    pub fn share_database(&self, url: &str) {
+        *self.database.lock().unwrap() = Some(url.to_string());
     }
 
     pub fn origin(&self) -> String {

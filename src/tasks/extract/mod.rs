@@ -31,6 +31,8 @@ use plan::{Action, Freshness, LogsToken, TokenChoice, Verdict};
 pub const NAMESPACE: &str = "config";
 const RECORD_KEY: &str = "record";
 const TOKEN_KEY: &str = "worker_token";
+/// A group ops created whose making-default failed: retried at every run until it succeeds.
+const DEFAULT_PENDING_KEY: &str = "make_default_pending";
 /// Associated data of each sealed field: a sealed value opens only in its own field.
 const FIELD_SECRET: &str = "config.record.managed_secret";
 const FIELD_REGISTRY: &str = "config.record.registry_password";
@@ -288,6 +290,15 @@ struct Token {
     value: String,
     source: String,
     found_at: i64,
+    /// The worker group ops has just created for it through the admin API.
+    created: Option<Created>,
+}
+
+/// A worker group created through the admin API (`workerGroup` in the answer).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Created {
+    id: String,
+    name: String,
 }
 
 pub fn run(opts: &ExtractOptions, ctx: &TaskCtx) -> anyhow::Result<Outcome> {
@@ -319,11 +330,13 @@ pub fn run(opts: &ExtractOptions, ctx: &TaskCtx) -> anyhow::Result<Outcome> {
             value: t.expose().to_string(),
             source: "manual".into(),
             found_at: 0,
+            created: None,
         }),
         (None, Some(c)) => Some(Token {
             value: c.token.clone(),
             source: c.source.clone(),
             found_at: c.found_at,
+            created: None,
         }),
         (None, None) => None,
     };
@@ -344,11 +357,13 @@ pub fn run(opts: &ExtractOptions, ctx: &TaskCtx) -> anyhow::Result<Outcome> {
     if let (Freshness::Fresh { age_ms }, Some((rec, token)), Some(se)) =
         (&freshness, usable, &sealer)
     {
+        retry_make_default(opts, ctx, &http, &mut report)?;
         return fresh(opts, ctx, &http, rec, token, se, *age_ms, report);
     }
     if let Freshness::Stale { note } = freshness {
         report.lines.extend(note);
     }
+    retry_make_default(opts, ctx, &http, &mut report)?;
     let was_cached = cached.is_some();
     extract(opts, ctx, &http, stored, was_cached, known, sealer, report)
 }
@@ -542,6 +557,7 @@ fn find_token(
     railway: &Railway,
     web: &Webapp,
     origin: &str,
+    make_default: bool,
     report: &mut Report,
 ) -> anyhow::Result<Option<Token>> {
     let s = ctx.settings;
@@ -578,6 +594,7 @@ fn find_token(
                 value,
                 source: "logs".into(),
                 found_at: now,
+                created: None,
             }))
         }
         (TokenChoice::CreateGroup, _, Some(admin)) => {
@@ -586,9 +603,19 @@ fn find_token(
                 origin: origin.to_string(),
             };
             if !report.act(ctx, &action) {
+                if make_default {
+                    report.act(
+                        ctx,
+                        &Action::MakeDefault {
+                            name: s.worker_group_name.clone(),
+                            origin: origin.to_string(),
+                        },
+                    );
+                }
                 return Ok(None);
             }
-            let value = create_worker_group(http, ctx, origin, admin, &s.worker_group_name)?;
+            let (value, created) =
+                create_worker_group(http, ctx, origin, admin, &s.worker_group_name)?;
             report.lines.push(format!(
                 "worker token: created worker group {:?} through the admin API",
                 s.worker_group_name
@@ -597,6 +624,7 @@ fn find_token(
                 value,
                 source: "admin".into(),
                 found_at: now,
+                created,
             }))
         }
         (TokenChoice::None(why), _, _) => bail!("{why}"),
@@ -626,13 +654,40 @@ fn extract(
     let values = resolve(ctx, &railway, &mut web)?;
     let token = match known {
         Some(t) => Some(t),
-        None => find_token(ctx, http, &railway, &web, &values.origin, &mut report)?,
+        None => find_token(
+            ctx,
+            http,
+            &railway,
+            &web,
+            &values.origin,
+            opts.make_default,
+            &mut report,
+        )?,
     };
     let now = now_ms();
     let verdict = match &token {
         Some(t) => use_token(ctx, t, was_cached, sealer.as_ref(), &mut report)?,
         None => Verdict::default(),
     };
+    if let Some(created) = token.as_ref().and_then(|t| t.created.clone()) {
+        if opts.make_default && verdict.failure.is_none() {
+            // The token is cached by now: a failure here loses nothing and is retried.
+            let pending = Pending {
+                group: created,
+                origin: values.origin.clone(),
+            };
+            if let Err(e) = make_default(ctx, http, &pending, &mut report) {
+                report.failures.push(format!("{e:#}"));
+                ctx.writable_state()?
+                    .kv_set(NAMESPACE, DEFAULT_PENDING_KEY, &pending, now)?;
+            }
+        } else if !opts.make_default {
+            report.lines.push(format!(
+                "worker group {:?} was not made the global default (make_default: false): its supervisors receive only the runs of projects routed to it",
+                created.name
+            ));
+        }
+    }
     let token_value = token.as_ref().map(|t| t.value.clone()).unwrap_or_default();
     let release = web.instance.release();
     describe_values(&web.name, &values, &release, s, &mut report.lines);
@@ -1023,7 +1078,7 @@ fn create_worker_group(
     origin: &str,
     admin: &Secret,
     name: &str,
-) -> anyhow::Result<String> {
+) -> anyhow::Result<(String, Option<Created>)> {
     let url = format!("{origin}/admin/api/v1/workers");
     let req = Request::new("webapp admin API", "POST", &url)
         .header("authorization", format!("Bearer {}", admin.expose()))
@@ -1046,21 +1101,140 @@ fn create_worker_group(
         );
     }
     #[derive(Deserialize)]
-    struct Created {
+    struct Answer {
         token: Plain,
+        #[serde(rename = "workerGroup")]
+        worker_group: Option<Group>,
     }
     #[derive(Deserialize)]
     struct Plain {
         plaintext: String,
     }
-    let created: Created = serde_json::from_str(&resp.body).map_err(|_| {
+    #[derive(Deserialize)]
+    struct Group {
+        id: Option<String>,
+    }
+    let answer: Answer = serde_json::from_str(&resp.body).map_err(|_| {
         anyhow!(
             "creating worker group {name:?}: unexpected answer: {}",
             resp.snippet()
         )
     })?;
-    crate::redact::register(&created.token.plaintext);
-    Ok(created.token.plaintext)
+    crate::redact::register(&answer.token.plaintext);
+    let created = answer.worker_group.and_then(|g| g.id).map(|id| Created {
+        id,
+        name: name.to_string(),
+    });
+    Ok((answer.token.plaintext, created))
+}
+
+/// A group to make the global default, and the webapp origin to ask.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Pending {
+    group: Created,
+    origin: String,
+}
+
+/// Makes the group the global default (`POST /admin/api/v1/feature-flags`), says what happened
+/// to the previous default, and forgets a pending retry. Runs already waiting in the previous
+/// default's queue stay there: Trigger.dev does not move them.
+fn make_default(
+    ctx: &TaskCtx,
+    http: &Http,
+    p: &Pending,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    let action = Action::MakeDefault {
+        name: p.group.name.clone(),
+        origin: p.origin.clone(),
+    };
+    if !report.act(ctx, &action) {
+        return Ok(());
+    }
+    let Some(admin) = &ctx.settings.trigger_admin_token else {
+        bail!("worker group {:?} is not the global default yet, and TRIGGER_ADMIN_TOKEN is no longer set: set it again (ops retries), or make it the default by hand (POST {}/admin/api/v1/feature-flags {{\"defaultWorkerInstanceGroupId\": \"{}\"}})", p.group.name, p.origin, p.group.id);
+    };
+    // The previous default, read before it changes (only with DATABASE_URL).
+    let previous = previous_default(ctx);
+    let url = format!("{}/admin/api/v1/feature-flags", p.origin);
+    let req = Request::new("webapp admin API", "POST", &url)
+        .header("authorization", format!("Bearer {}", admin.expose()))
+        .json(&json!({ "defaultWorkerInstanceGroupId": p.group.id }))
+        .retry(Retry::OnlyRateLimit);
+    let resp = http.send(&req, ctx.deadline);
+    let failed = |why: String| {
+        anyhow!(
+            "created worker group {:?} but could not make it the global default ({why}): deployed runs still go to the old default, which ops' supervisors no longer serve. ops retries at the next run; or POST {url} {{\"defaultWorkerInstanceGroupId\": \"{}\"}} with an admin token",
+            p.group.name,
+            p.group.id
+        )
+    };
+    match resp {
+        Ok(r) if r.ok() => {}
+        Ok(r) => {
+            return Err(failed(format!(
+                "POST {url} answered HTTP {}: {}",
+                r.status,
+                r.snippet()
+            )))
+        }
+        Err(e) => return Err(failed(format!("{e:#}"))),
+    }
+    report.lines.push(format!(
+        "made worker group {:?} the global default: deployed runs of projects without their own default now go to its queue",
+        p.group.name
+    ));
+    report.lines.push(match previous {
+        Some(Some(prev)) if prev != p.group.name => format!(
+            "the previous default was {prev:?}: runs already waiting in its queue stay there (Trigger.dev does not move them); the supervisor task reports them while nobody serves that queue"
+        ),
+        Some(_) => "there was no other global default before".into(),
+        None => "the previous default is unknown (set DATABASE_URL to see it): runs already waiting in its queue stay there (Trigger.dev does not move them)".into(),
+    });
+    if let Some(st) = ctx.state {
+        if !st.is_read_only() {
+            st.kv_delete(NAMESPACE, DEFAULT_PENDING_KEY)?;
+        }
+    }
+    Ok(())
+}
+
+/// The global default group's name before ops changes it: `None` without a database view,
+/// `Some(None)` when there is no default.
+fn previous_default(ctx: &TaskCtx) -> Option<Option<String>> {
+    let url = ctx.settings.database_url.as_ref()?;
+    let mut client = Target::parse(url)
+        .ok()?
+        .connect(ctx.connect_timeout())
+        .ok()?;
+    let routing = webapp_db::routing(&mut client).ok()?;
+    Some(routing.default_group_id.map(|id| {
+        routing
+            .groups
+            .iter()
+            .find(|g| g.id == id)
+            .map_or(id, |g| g.name.clone())
+    }))
+}
+
+/// A group ops created earlier whose making-default failed: try again (or list it in a dry run).
+fn retry_make_default(
+    opts: &ExtractOptions,
+    ctx: &TaskCtx,
+    http: &Http,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    let Some(st) = ctx.state else { return Ok(()) };
+    let Some((pending, _)) = st.kv_get::<Pending>(NAMESPACE, DEFAULT_PENDING_KEY)? else {
+        return Ok(());
+    };
+    if !opts.make_default {
+        return Ok(());
+    }
+    if let Err(e) = make_default(ctx, http, &pending, report) {
+        report.failures.push(format!("{e:#}"));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -28,6 +28,8 @@ pub enum Action {
     DropCachedToken,
     /// No usable token anywhere: create a worker group through the webapp's admin API.
     CreateWorkerGroup { name: String, origin: String },
+    /// Make the group ops created the global default, so that its supervisors receive runs.
+    MakeDefault { name: String, origin: String },
     /// Store the record; the list says what changed (names, never values).
     StoreRecord { changed: Vec<String> },
 }
@@ -39,6 +41,9 @@ impl Action {
             Action::DropCachedToken => "drop the cached worker token".into(),
             Action::CreateWorkerGroup { name, origin } => format!(
                 "create worker group {name:?} through {origin}/admin/api/v1/workers (no token in the logs)"
+            ),
+            Action::MakeDefault { name, origin } => format!(
+                "make worker group {name:?} the global default through {origin}/admin/api/v1/feature-flags (so deployed runs reach its supervisors)"
             ),
             Action::StoreRecord { .. } => "store the config record".into(),
         }

@@ -159,6 +159,13 @@ pub fn judge(f: &Facts, rules: &Rules) -> Findings {
     out
 }
 
+/// Routing alone (for `ops doctor`): the lines, and the failure when runs never reach `ours`.
+pub fn judge_routing(ours: &WorkerGroup, r: &Routing) -> Findings {
+    let mut out = Findings::default();
+    routing(ours, r, &mut out);
+    out
+}
+
 fn group_by_id<'a>(r: &'a Routing, id: &str) -> Option<&'a GroupRow> {
     r.groups.iter().find(|g| g.id == id)
 }

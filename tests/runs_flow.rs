@@ -1,0 +1,436 @@
+//! Runs flow (issue 18): do triggered runs reach a live supervisor? Where deployed runs are
+//! routed, which managed queues nobody serves, how long runs have waited since they were queued,
+//! read without a sequential scan of a production-shaped `"TaskRun"`. A real PostgreSQL with
+//! Trigger.dev's tables and every index on `"TaskRun"`; the fake webapp's admin API writes to the
+//! same database as the real one does.
+
+use std::time::Duration;
+
+use crate::operator::{request, Served};
+use crate::supervisor::{cloud, fleet, webapp_db, Fleet};
+use crate::support::railway::{ADMIN_CREATED_TOKEN, ADMIN_TOKEN};
+use crate::support::webapp::{self, Webapp, GROUP, QUEUE};
+
+/// The group the admin API creates (ops' default `WORKER_GROUP_NAME`); its queue is its name.
+const NEW_GROUP: &str = "ops-supervisor";
+
+/// A deployment whose logs no longer hold a token: extract creates a worker group through the
+/// admin API. The bootstrap group (`ops-test-group`, the global default) still exists, and its
+/// old supervisor last heartbeated two hours ago.
+fn admin_fleet(extract: &str, options: &str) -> Fleet {
+    let db = webapp_db();
+    let (mut s, api, port) = cloud(&db.url);
+    s.railway.with(|w| {
+        w.deployment_logs.clear();
+        w.environment_logs.clear();
+    });
+    s.webapp.share_database(&db.url);
+    s.ops
+        .env("TRIGGER_ADMIN_TOKEN", ADMIN_TOKEN)
+        .env("TRIGGER_VERSION", "v4.5.12");
+    let f = Fleet {
+        s,
+        api,
+        port,
+        webapp: Webapp {
+            url: db.url.clone(),
+            token: ADMIN_CREATED_TOKEN.into(),
+        },
+    };
+    let mut c = f.db();
+    old_heartbeat(&mut c, GROUP, "old-droplet", 7200);
+    f.s.ops.jobs(&format!(
+        "version: 1\nprofiles:\n  extract:\n    cron: '*/15 * * * *'\n    tasks: [{extract}]\n  health:\n    cron: '* * * * *'\n    timeout: 1m\n    tasks:\n      - {{kind: supervisor, health_port: {}, {options}}}\n",
+        f.port
+    ));
+    f
+}
+
+/// A supervisor of `group` that last heartbeated `secs` ago.
+fn old_heartbeat(c: &mut postgres::Client, group: &str, name: &str, secs: u64) {
+    c.execute(
+        r#"INSERT INTO "WorkerInstance" (id, name, "resourceIdentifier", "workerGroupId", "updatedAt", "lastHeartbeatAt")
+           VALUES ($1, $1, $1, $2, now(), timezone('UTC', now()) - make_interval(secs => $3))"#,
+        &[&name, &webapp::group_id(group), &(secs as f64)],
+    )
+    .unwrap();
+}
+
+fn default_flag(c: &mut postgres::Client) -> String {
+    c.query_one(
+        r#"SELECT value #>> '{}' FROM "FeatureFlag" WHERE key = 'defaultWorkerInstanceGroupId'"#,
+        &[],
+    )
+    .unwrap()
+    .get(0)
+}
+
+fn metric(metrics: &str, prefix: &str) -> f64 {
+    metrics
+        .lines()
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{prefix} missing:\n{metrics}"))
+}
+
+#[test]
+fn a_group_made_through_the_admin_api_becomes_the_default_and_the_old_queue_is_reported() {
+    let f = admin_fleet("extract", "boot_grace: 10m");
+    // Runs that were waiting for the bootstrap group before ops took over.
+    let mut c = f.db();
+    for i in 0..3 {
+        webapp::run_in(
+            &mut c,
+            &format!("old{i}"),
+            QUEUE,
+            "PENDING",
+            Duration::from_secs(1200 - i * 60),
+            Some(Duration::from_secs(1200 - i * 60)),
+        );
+    }
+    f.run(&["run", "extract"])
+        .expect_code(0)
+        .expect_stdout("created worker group \"ops-supervisor\" through the admin API")
+        .expect_stdout("made worker group \"ops-supervisor\" the global default")
+        .expect_stdout("the previous default was \"ops-test-group\": runs already waiting in its queue stay there");
+    assert_eq!(default_flag(&mut c), webapp::group_id(NEW_GROUP));
+    assert_eq!(f.s.webapp.count("/admin/api/v1/feature-flags"), 1);
+    // The fleet serves the new group, which now receives the runs; the old queue is orphaned.
+    f.run(&["run", "health"]).expect_code(1);
+    let _sup = f.serve(f.ids()[0], true);
+    let run = f.run(&["run", "health"]);
+    run.expect_code(1)
+        .expect_stdout("runs go to worker group \"ops-supervisor\" (queue ops-supervisor, the global default): ours")
+        .expect_stdout("orphaned queue: 3 run(s) wait in queue ops-test-queue (worker group \"ops-test-group\"), the oldest for 20m, and no supervisor serves it: its last heartbeat was 2h ago")
+        .expect_stdout("healthy (last heartbeat");
+    f.run(&["status"])
+        .expect_stdout("runs go to: worker group ops-supervisor (queue ops-supervisor, the global default): ours")
+        .expect_stdout("orphaned queue ops-test-queue (worker group ops-test-group): 3 PENDING, oldest waited 20m");
+    let doc = f.run(&["status", "--json"]).json();
+    assert_eq!(doc["routing"]["ours_receives"], true);
+    let orphan = doc["queue"]["queues"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|q| q["queue"] == QUEUE)
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (orphan["pending"].as_u64(), orphan["served"].as_bool()),
+        (Some(3), Some(false))
+    );
+    let (_child, addr) = Served::start(&f.s.ops);
+    let (_, metrics) = request(&addr, "GET", "/metrics");
+    assert_eq!(
+        metric(&metrics, "ops_queue_pending_runs{queue=\"ops-test-queue\"}"),
+        3.0
+    );
+    assert!(
+        metric(
+            &metrics,
+            "ops_queue_oldest_pending_seconds{queue=\"ops-test-queue\"}"
+        ) >= 1200.0
+    );
+    assert_eq!(
+        metric(&metrics, "ops_queue_served{queue=\"ops-test-queue\"}"),
+        0.0
+    );
+    assert_eq!(
+        metric(
+            &metrics,
+            "ops_worker_group_receives_runs{worker_group=\"ops-supervisor\"}"
+        ),
+        1.0
+    );
+    // Someone starts a supervisor for the old group: the queue is served again.
+    webapp::heartbeat(&mut c, crate::extract::LOG_TOKEN, "old-droplet").unwrap();
+    let run = f.run(&["run", "health"]);
+    run.expect_code(0).expect_stdout("served (last heartbeat");
+    assert!(!run.stdout.contains("orphaned queue"), "{}", run.stdout);
+}
+
+#[test]
+fn with_make_default_false_the_cycle_fails_saying_runs_go_elsewhere() {
+    let f = admin_fleet("{kind: extract, make_default: false}", "boot_grace: 10m");
+    f.run(&["run", "extract"])
+        .expect_code(0)
+        .expect_stdout("created worker group \"ops-supervisor\"")
+        .expect_stdout("was not made the global default (make_default: false)");
+    assert_eq!(f.s.webapp.count("/admin/api/v1/feature-flags"), 0);
+    assert_eq!(default_flag(&mut f.db()), webapp::group_id(GROUP));
+    f.run(&["run", "health"]).expect_code(1)
+        .expect_stdout("runs go to worker group \"ops-test-group\" (queue ops-test-queue, the global default): not ours (ours is \"ops-supervisor\")")
+        .expect_stdout("runs never reach these supervisors: they serve worker group \"ops-supervisor\" (queue ops-supervisor), but deployed runs go to \"ops-test-group\" (the global default) and no project routes to \"ops-supervisor\"")
+        .expect_stdout("defaultWorkerInstanceGroupId\": \"ops-supervisor-group\"");
+    // A project routed to our group is enough.
+    webapp::project_default(&mut f.db(), "billing", &webapp::group_id(NEW_GROUP));
+    let run = f.run(&["run", "health"]);
+    run.expect_stdout("projects routed to ours by their own default: billing");
+    assert!(!run.stdout.contains("runs never reach"), "{}", run.stdout);
+}
+
+#[test]
+fn a_failed_make_default_keeps_the_token_and_is_retried_at_the_next_run() {
+    let f = admin_fleet("{kind: extract, refresh: 1h}", "boot_grace: 10m");
+    f.s.webapp.flag_faults.lock().unwrap().push_back(500);
+    f.run(&["run", "extract"])
+        .expect_code(1)
+        .expect_stdout(
+            "created worker group \"ops-supervisor\" but could not make it the global default",
+        )
+        .expect_stdout("ops retries at the next run");
+    assert_eq!(default_flag(&mut f.db()), webapp::group_id(GROUP));
+    // The token was cached: the next run (fresh record, no Railway request) only retries.
+    f.run(&["run", "extract", "--dry-run"])
+        .expect_code(0)
+        .expect_stdout("would make worker group \"ops-supervisor\" the global default");
+    assert_eq!(default_flag(&mut f.db()), webapp::group_id(GROUP));
+    f.run(&["run", "extract"])
+        .expect_code(0)
+        .expect_stdout("made worker group \"ops-supervisor\" the global default");
+    assert_eq!(default_flag(&mut f.db()), webapp::group_id(NEW_GROUP));
+    assert_eq!(
+        f.s.webapp.count("/admin/api/v1/workers"),
+        1,
+        "one group, never two"
+    );
+    let again = f.run(&["run", "extract"]);
+    again.expect_code(0);
+    assert_eq!(
+        f.s.webapp.count("/admin/api/v1/feature-flags"),
+        2,
+        "no retry once done"
+    );
+}
+
+#[test]
+fn a_token_from_the_logs_whose_group_is_not_the_default_is_reported_not_changed() {
+    let mut f = fleet("boot_grace: 10m");
+    let mut c = f.db();
+    webapp::add_group(&mut c, "tr_wgt_SomebodyElse0123", "bootstrap-2", "queue-2");
+    webapp::set_default(&mut c, &webapp::group_id("bootstrap-2"));
+    webapp::project_default(&mut c, "legacy", &webapp::group_id("bootstrap-2"));
+    f.s.ops.env("TRIGGER_ADMIN_TOKEN", ADMIN_TOKEN);
+    f.run(&["run", "extract", "--refresh"]).expect_code(0);
+    f.run(&["run", "health"]).expect_code(1);
+    let _sup = f.serve(f.ids()[0], true);
+    f.run(&["run", "health"])
+        .expect_code(1)
+        .expect_stdout("not ours (ours is \"ops-test-group\")")
+        .expect_stdout("projects routed elsewhere by their own default: legacy → bootstrap-2")
+        .expect_stdout("runs never reach these supervisors");
+    // Routing is the operator's: never changed for a token ops did not create.
+    assert_eq!(f.s.webapp.count("/admin/api/v1/feature-flags"), 0);
+    assert_eq!(default_flag(&mut c), webapp::group_id("bootstrap-2"));
+    f.run(&["status"])
+        .expect_stdout(
+            "runs go to: worker group bootstrap-2 (queue queue-2, the global default): not ours",
+        )
+        .expect_stdout("projects routed elsewhere: legacy → bootstrap-2")
+        .expect_stdout("runs reach our supervisors: NO");
+    let doc = f.run(&["status", "--json"]).json();
+    assert_eq!(doc["routing"]["ours_receives"], false);
+    assert_eq!(doc["routing"]["default_group"], "bootstrap-2");
+    f.run(&["doctor"])
+        .expect_stdout("✗ runs go to worker group \"bootstrap-2\"")
+        .expect_stdout("runs never reach these supervisors");
+}
+
+#[test]
+fn an_orphaned_queue_is_reported_with_its_count_and_oldest_wait_until_a_supervisor_serves_it() {
+    let f = fleet("boot_grace: 10m");
+    let mut c = f.db();
+    webapp::add_group(&mut c, "tr_wgt_OtherGroup0123", "other", "other-q");
+    old_heartbeat(&mut c, "other", "other-1", 7200);
+    for (i, age) in [1200u64, 900, 60].iter().enumerate() {
+        let age = Duration::from_secs(*age);
+        webapp::run_in(
+            &mut c,
+            &format!("o{i}"),
+            "other-q",
+            "PENDING",
+            age,
+            Some(age),
+        );
+    }
+    // Runs of other states and of an unmanaged group are not waiting for a supervisor.
+    webapp::run_in(
+        &mut c,
+        "done",
+        "other-q",
+        "COMPLETED_SUCCESSFULLY",
+        Duration::from_secs(1300),
+        None,
+    );
+    webapp::run_in(
+        &mut c,
+        "exec",
+        "other-q",
+        "EXECUTING",
+        Duration::from_secs(1300),
+        None,
+    );
+    f.run(&["run", "health"]).expect_code(1);
+    let _sup = f.serve(f.ids()[0], true);
+    f.run(&["run", "health"])
+        .expect_code(1)
+        .expect_stdout("orphaned queue: 3 run(s) wait in queue other-q (worker group \"other\"), the oldest for 20m, and no supervisor serves it: its last heartbeat was 2h ago")
+        .expect_stdout("worker group \"ops-test-group\" (queue ops-test-queue): no PENDING run");
+    // Past the threshold only: with a longer one it is a line, not a failure.
+    f.jobs("boot_grace: 10m, orphan_alert_after: 30m");
+    f.run(&["run", "health"])
+        .expect_code(0)
+        .expect_stdout("(alert after 30m)");
+    f.jobs("boot_grace: 10m");
+    webapp::heartbeat(&mut c, "tr_wgt_OtherGroup0123", "other-1").unwrap();
+    let run = f.run(&["run", "health"]);
+    run.expect_code(0).expect_stdout(
+        "queue other-q (worker group \"other\"): 3 PENDING, oldest waits 20m; served",
+    );
+    assert!(!run.stdout.contains("orphaned"), "{}", run.stdout);
+}
+
+#[test]
+fn a_delayed_run_queued_seconds_ago_is_not_old_and_is_followed_while_delayed() {
+    let f = fleet("boot_grace: 10m, queue_alert_after: 30m");
+    let mut c = f.db();
+    // Triggered three hours ago with a delay: DELAYED, not queued yet.
+    webapp::run_in(
+        &mut c,
+        "delayed",
+        QUEUE,
+        "DELAYED",
+        Duration::from_secs(3 * 3600),
+        None,
+    );
+    f.run(&["run", "health"]).expect_code(0);
+    let _sup = f.serve(f.ids()[0], true);
+    f.run(&["run", "health"])
+        .expect_code(0)
+        .expect_stdout("no PENDING run")
+        .expect_stdout("(1 still waiting)");
+    // The delay ends: the webapp queues it (queuedAt = now). Its createdAt is long before any
+    // incremental read: it is followed by primary key.
+    c.execute(
+        r#"UPDATE "TaskRun" SET status = 'PENDING', "queuedAt" = timezone('UTC', now()) - interval '5 seconds' WHERE id = 'delayed'"#,
+        &[],
+    )
+    .unwrap();
+    let run = f.run(&["run", "health"]);
+    run.expect_code(0)
+        .expect_stdout("1 PENDING, oldest PENDING run waits for 5s");
+    assert!(!run.stdout.contains("runs are waiting"), "{}", run.stdout);
+    // A requeued run keeps its createdAt but waits from queuedAt too.
+    c.execute(
+        r#"UPDATE "TaskRun" SET "queuedAt" = timezone('UTC', now()) - interval '40 minutes' WHERE id = 'delayed'"#,
+        &[],
+    )
+    .unwrap();
+    f.run(&["run", "health"])
+        .expect_code(1)
+        .expect_stdout("runs are waiting: the oldest PENDING run in queue ops-test-queue has waited 40m (alert after 30m)");
+}
+
+#[test]
+fn a_run_that_waits_longer_than_the_scan_window_stays_in_view() {
+    let f = fleet("boot_grace: 10m, queue_window: 2s, queue_alert_after: 3s");
+    f.run(&["run", "health"]).expect_code(0);
+    let _sup = f.serve(f.ids()[0], true);
+    webapp::pending_run(&mut f.db(), "stuck", Duration::from_secs(1));
+    f.run(&["run", "health"])
+        .expect_code(0)
+        .expect_stdout("1 PENDING");
+    std::thread::sleep(Duration::from_millis(3500));
+    // Its createdAt is now older than the 2 s window: only the remembered id finds it, and the
+    // alert does not "recover" while it still waits.
+    for _ in 0..2 {
+        f.run(&["run", "health"]).expect_code(1).expect_stdout(
+            "runs are waiting: the oldest PENDING run in queue ops-test-queue has waited",
+        );
+    }
+    f.db()
+        .execute(
+            r#"UPDATE "TaskRun" SET status = 'DEQUEUED' WHERE id = 'stuck'"#,
+            &[],
+        )
+        .unwrap();
+    f.run(&["run", "health"])
+        .expect_code(0)
+        .expect_stdout("no PENDING run")
+        .expect_stdout("(0 still waiting)");
+}
+
+#[test]
+fn the_queue_statement_timing_out_leaves_heartbeat_health_intact() {
+    let f = fleet("boot_grace: 10m, queue_timeout: 300ms, orphan_alert_after: 1s");
+    f.run(&["run", "health"]).expect_code(0);
+    let _sup = f.serve(f.ids()[0], true);
+    // Another session holds a lock on "TaskRun" (a migration, say): the queue read waits, and
+    // its own timeout ends it.
+    let mut locker = f.db();
+    let mut tx = locker.transaction().unwrap();
+    tx.batch_execute(r#"LOCK TABLE "TaskRun" IN ACCESS EXCLUSIVE MODE"#)
+        .unwrap();
+    let run = f.run(&["run", "health"]);
+    run.expect_code(0)
+        .expect_stdout("healthy (last heartbeat")
+        .expect_stdout("waiting runs: unknown this run (reading the waiting runs (\"TaskRun\"): canceling statement due to statement timeout");
+    assert!(run.elapsed < Duration::from_secs(10), "{:?}", run.elapsed);
+    f.run(&["status"])
+        .expect_stdout("waiting runs: unknown at the last check");
+    tx.rollback().unwrap();
+    f.run(&["run", "health"])
+        .expect_code(0)
+        .expect_stdout("no PENDING run");
+}
+
+#[test]
+fn a_prisma_style_database_url_works_and_its_schema_is_the_search_path() {
+    let mut f = fleet("boot_grace: 10m");
+    f.run(&["run", "health"]).expect_code(0);
+    let _sup = f.serve(f.ids()[0], true);
+    let url = f.webapp.url.clone();
+    let sep = if url.contains('?') { '&' } else { '?' };
+    f.s.ops.env(
+        "DATABASE_URL",
+        &format!("{url}{sep}schema=public&connection_limit=5&pool_timeout=10&pgbouncer=true"),
+    );
+    f.run(&["run", "health"])
+        .expect_code(0)
+        .expect_stdout("healthy (last heartbeat")
+        .expect_stdout("the global default): ours");
+    // The schema is where the tables are looked for.
+    f.s.ops
+        .env("DATABASE_URL", &format!("{url}{sep}schema=elsewhere"));
+    f.run(&["run", "health"])
+        .expect_code(1)
+        .expect_stdout("no worker tables");
+    f.s.ops.env(
+        "DATABASE_URL",
+        &format!("{url}{sep}schema=public&conection_limit=5"),
+    );
+    f.run(&["run", "health"])
+        .expect_code(1)
+        .expect_stdout("unknown parameter \"conection_limit\"");
+}
+
+#[test]
+fn a_dry_run_writes_nothing_and_lists_the_routing_action() {
+    let f = admin_fleet("extract", "boot_grace: 10m");
+    let before = default_flag(&mut f.db());
+    let run = f.run(&["run", "extract", "--dry-run"]);
+    run.expect_code(0)
+        .expect_stdout("would create worker group \"ops-supervisor\"")
+        .expect_stdout("would make worker group \"ops-supervisor\" the global default");
+    assert_eq!(f.s.webapp.count("/admin/api/v1/workers"), 0);
+    assert_eq!(f.s.webapp.count("/admin/api/v1/feature-flags"), 0);
+    assert_eq!(default_flag(&mut f.db()), before);
+    assert!(
+        !f.s.ops.db().exists(),
+        "a dry run created the state database"
+    );
+    let doc = f.run(&["run", "extract", "--dry-run", "--json"]).json();
+    let actions = doc["tasks"][0]["actions"].to_string();
+    assert!(actions.contains("the global default"), "{actions}");
+}
