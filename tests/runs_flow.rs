@@ -434,3 +434,65 @@ fn a_dry_run_writes_nothing_and_lists_the_routing_action() {
     let actions = doc["tasks"][0]["actions"].to_string();
     assert!(actions.contains("the global default"), "{actions}");
 }
+
+/// `seq_scan` and `idx_scan` of `"TaskRun"`, once the statistics of finished sessions show.
+fn scans(c: &mut postgres::Client) -> (i64, i64) {
+    let row = c
+        .query_one(
+            r#"SELECT seq_scan, COALESCE(idx_scan, 0) FROM pg_stat_user_tables WHERE relname = 'TaskRun'"#,
+            &[],
+        )
+        .unwrap();
+    (row.get(0), row.get(1))
+}
+
+fn scans_after(c: &mut postgres::Client, before: (i64, i64)) -> (i64, i64) {
+    // A session's counters reach the shared statistics when it ends; allow a moment.
+    let until = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let now = scans(c);
+        if now.1 > before.1 || std::time::Instant::now() > until {
+            return now;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn with_a_million_runs_a_healthy_cycle_adds_no_sequential_scan_of_taskrun() {
+    let f = fleet("boot_grace: 10m");
+    let mut c = f.db();
+    let t0 = std::time::Instant::now();
+    webapp::history(&mut c, 1_000_000, 30);
+    eprintln!("1,000,000 runs inserted in {:?}", t0.elapsed());
+    webapp::pending_run(&mut c, "waiting", Duration::from_secs(30));
+    // The table is big enough that a sequential scan is what the planner would pick for a
+    // question on status and queue alone (no index covers them).
+    let plan: String = c
+        .query(
+            r#"EXPLAIN SELECT id FROM "TaskRun" WHERE status = 'PENDING' AND "masterQueue" = 'ops-test-queue'"#,
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get::<_, String>(0))
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(plan.contains("Seq Scan on \"TaskRun\""), "{plan}");
+    // The first cycle reads the whole window (a day of runs), the next ones incrementally.
+    let before = scans(&mut c);
+    f.run(&["run", "health"]).expect_code(0);
+    let _sup = f.serve(f.ids()[0], true);
+    for _ in 0..2 {
+        f.run(&["run", "health"])
+            .expect_code(0)
+            .expect_stdout("healthy (last heartbeat")
+            .expect_stdout("1 PENDING, oldest PENDING run waits for");
+    }
+    let after = scans_after(&mut c, before);
+    assert_eq!(after.0 - before.0, 0, "sequential scans of \"TaskRun\"");
+    assert!(
+        after.1 - before.1 >= 3,
+        "index scans: {before:?} → {after:?}"
+    );
+}
