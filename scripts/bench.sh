@@ -2,7 +2,8 @@
 # Benchmarks of ops, written to docs/performance.md:
 #   cold start (hyperfine) of ops against /bin/true and a Python baseline, a healthy `hourly`
 #   cycle against loopback fakes and a real Postgres (wall time, requests by target, Postgres
-#   sessions and statements), peak RSS, binary size, and scaling (1,000 droplets, 200 profiles).
+#   sessions and statements), the `health` cycle at 0 and 1,000,000 runs in "TaskRun" with the
+#   buffers its queue read costs, peak RSS, binary size, and scaling (1,000 droplets, 200 profiles).
 #   scripts/bench.sh          full run (50 runs per command), rewrites docs/performance.md
 #   scripts/bench.sh --quick  a few runs, prints the report without touching docs/ (what CI runs)
 set -euo pipefail
@@ -77,6 +78,15 @@ print("|:--|--:|")
 for l in lines:
     if l[1] == "requests":
         print(f"| {l[2]} | {l[3]} |")
+for l in lines:
+    if l[1] == "ratio":
+        print(f"\n{l[2]}: **{l[3]}**\n")
+print("\nReading the waiting runs (`pg_stat_statements`, shared buffers hit + read per call; 8 KiB each):\n")
+print("| read | buffers per call | ms per call |")
+print("|:--|--:|--:|")
+for l in lines:
+    if l[1] == "buffers":
+        print(f"| {l[2]} | {l[3]} | {l[4]} |")
 print("\nStatements the cycle ran (all runs):\n")
 print("| statement | calls |")
 print("|:--|--:|")

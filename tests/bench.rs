@@ -187,6 +187,96 @@ fn bench_healthy_cycle() {
         per(s.railway.server.requests().len() + s.webapp.server.requests().len())
     );
 
+    let health_at_zero = median;
+
+    // The same `health` cycle with 1,000,000 runs in "TaskRun" (30 days of history, as the
+    // webapp appends them): the queue read goes through the BRIN index and the primary key.
+    webapp::history(&mut cluster.client(&db), 1_000_000, 30);
+    webapp::pending_run(
+        &mut cluster.client(&db),
+        "bench-waiting",
+        Duration::from_secs(30),
+    );
+    s.ops.run(&["run", "health"]).expect_code(0); // the first read after the insert
+    admin
+        .batch_execute("SELECT pg_stat_statements_reset()")
+        .unwrap();
+    let mut times = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t0 = Instant::now();
+        s.ops
+            .run(&["run", "health"])
+            .expect_code(0)
+            .expect_stdout("1 PENDING");
+        times.push(t0.elapsed().as_secs_f64() * 1000.0);
+    }
+    let (median, min, max) = stats(times);
+    println!("BENCH|cycle|healthy `health` cycle, 1,000,000 runs in \"TaskRun\", {n} runs|{median:.1}|{min:.1}|{max:.1}");
+    println!(
+        "BENCH|ratio|`health` median at 1,000,000 runs ÷ at 0|{:.2}",
+        median / health_at_zero
+    );
+    let queue_buffers = |admin: &mut postgres::Client| -> (f64, f64, f64) {
+        let r = admin
+            .query_one(
+                "SELECT COALESCE(sum(calls), 0)::float8, COALESCE(sum(shared_blks_hit + shared_blks_read), 0)::float8, COALESCE(sum(total_exec_time), 0)::float8
+                   FROM pg_stat_statements WHERE dbid = $1 AND query LIKE 'WITH seen AS%'",
+                &[&oid],
+            )
+            .unwrap();
+        let calls: f64 = r.get(0);
+        (
+            calls,
+            r.get::<_, f64>(1) / calls.max(1.0),
+            r.get::<_, f64>(2) / calls.max(1.0),
+        )
+    };
+    let (calls, blocks, ms) = queue_buffers(&mut admin);
+    println!("BENCH|buffers|waiting-runs read since the last check (every cycle), {calls:.0} calls|{blocks:.0}|{ms:.2}");
+    // The whole-window read (the first run, then hourly): a day of runs through the BRIN index.
+    admin
+        .batch_execute("SELECT pg_stat_statements_reset()")
+        .unwrap();
+    for _ in 0..5 {
+        s.ops
+            .sqlite()
+            .execute(
+                "DELETE FROM kv WHERE namespace = 'supervisor' AND key = 'queue_scan'",
+                [],
+            )
+            .unwrap();
+        s.ops.run(&["run", "health"]).expect_code(0);
+    }
+    let (calls, blocks, ms) = queue_buffers(&mut admin);
+    println!("BENCH|buffers|waiting-runs read over the whole 24h window (first run, then hourly), {calls:.0} calls|{blocks:.0}|{ms:.2}");
+    // What the same question costs without the time bound: every block of the table.
+    let mut probe = cluster.client(&db);
+    let plan: Vec<String> = probe
+        .query(
+            r#"EXPLAIN (ANALYZE, BUFFERS) SELECT count(*) FROM "TaskRun" WHERE status = 'PENDING' AND "masterQueue" = ANY('{ops-test-queue}')"#,
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get::<_, String>(0))
+        .collect();
+    let blocks: u64 = plan
+        .iter()
+        .filter_map(|l| l.trim().strip_prefix("Buffers: shared "))
+        .next()
+        .map(|b| {
+            b.split_whitespace()
+                .filter_map(|kv| kv.split_once('=').and_then(|(_, v)| v.parse::<u64>().ok()))
+                .sum()
+        })
+        .unwrap_or(0);
+    let time = plan
+        .iter()
+        .find_map(|l| l.trim().strip_prefix("Execution Time: "))
+        .and_then(|t| t.trim_end_matches(" ms").parse::<f64>().ok())
+        .unwrap_or(0.0);
+    println!("BENCH|buffers|the same question by status and queue alone (sequential scan; what ops no longer asks)|{blocks}|{time:.2}");
+
     if let Some(kib) = peak_rss(s.ops.command(&["run", "hourly"])) {
         println!("BENCH|rss|`ops run hourly` (healthy cycle)|{kib}");
     }
