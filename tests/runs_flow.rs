@@ -435,18 +435,22 @@ fn a_dry_run_writes_nothing_and_lists_the_routing_action() {
     assert!(actions.contains("the global default"), "{actions}");
 }
 
-/// `seq_scan` and `idx_scan` of `"TaskRun"`, once the statistics of finished sessions show.
-fn scans(c: &mut postgres::Client) -> (i64, i64) {
+/// `seq_scan`, `idx_scan` and heap blocks touched (hit + read) of `"TaskRun"`.
+fn scans(c: &mut postgres::Client) -> (i64, i64, i64) {
     let row = c
         .query_one(
-            r#"SELECT seq_scan, COALESCE(idx_scan, 0) FROM pg_stat_user_tables WHERE relname = 'TaskRun'"#,
+            r#"SELECT t.seq_scan, COALESCE(t.idx_scan, 0), COALESCE(io.heap_blks_hit + io.heap_blks_read, 0)
+                 FROM pg_stat_user_tables t JOIN pg_statio_user_tables io USING (relid)
+                WHERE t.relname = 'TaskRun'"#,
             &[],
         )
         .unwrap();
-    (row.get(0), row.get(1))
+    (row.get(0), row.get(1), row.get(2))
 }
 
-fn scans_after(c: &mut postgres::Client, before: (i64, i64)) -> (i64, i64) {
+/// The counters once the statistics of the finished ops sessions show (they are flushed when a
+/// session ends).
+fn scans_after(c: &mut postgres::Client, before: (i64, i64, i64)) -> (i64, i64, i64) {
     // A session's counters reach the shared statistics when it ends; allow a moment.
     let until = std::time::Instant::now() + Duration::from_secs(5);
     loop {
@@ -479,20 +483,43 @@ fn with_a_million_runs_a_healthy_cycle_adds_no_sequential_scan_of_taskrun() {
         .collect::<Vec<_>>()
         .join("\n");
     assert!(plan.contains("Seq Scan on \"TaskRun\""), "{plan}");
-    // The first cycle reads the whole window (a day of runs), the next ones incrementally.
+    let table_blocks: i64 = c
+        .query_one(
+            r#"SELECT relpages::bigint FROM pg_class WHERE relname = 'TaskRun'"#,
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    // The first cycle reads the whole window (a day of runs, a thirtieth of the table).
     let before = scans(&mut c);
-    f.run(&["run", "health"]).expect_code(0);
+    f.run(&["run", "health"])
+        .expect_code(0)
+        .expect_stdout("waiting runs read over the last 1d");
+    let first = scans_after(&mut c, before);
+    assert_eq!(first.0 - before.0, 0, "sequential scans of \"TaskRun\"");
+    let window_blocks = first.2 - before.2;
+    assert!(
+        window_blocks < table_blocks / 10,
+        "the whole-window read touched {window_blocks} of {table_blocks} blocks"
+    );
+    // The healthy cycles after it read only what is new, and the runs they follow.
     let _sup = f.serve(f.ids()[0], true);
     for _ in 0..2 {
         f.run(&["run", "health"])
             .expect_code(0)
             .expect_stdout("healthy (last heartbeat")
-            .expect_stdout("1 PENDING, oldest PENDING run waits for");
+            .expect_stdout("1 PENDING, oldest PENDING run waits for")
+            .expect_stdout("waiting runs read since the last check");
     }
-    let after = scans_after(&mut c, before);
-    assert_eq!(after.0 - before.0, 0, "sequential scans of \"TaskRun\"");
+    let after = scans_after(&mut c, first);
+    assert_eq!(after.0 - first.0, 0, "sequential scans of \"TaskRun\"");
+    assert!(after.1 - first.1 >= 2, "index scans: {first:?} → {after:?}");
+    let per_cycle = (after.2 - first.2) / 2;
     assert!(
-        after.1 - before.1 >= 3,
-        "index scans: {before:?} → {after:?}"
+        per_cycle < 1_000,
+        "a healthy cycle touched {per_cycle} of {table_blocks} blocks of \"TaskRun\""
+    );
+    eprintln!(
+        "TaskRun: {table_blocks} blocks; whole-window read {window_blocks}; healthy cycle {per_cycle}"
     );
 }
