@@ -192,6 +192,9 @@ fn routing_check(r: &mut Report, url: &crate::redact::Secret, rec: &crate::recor
         .and_then(|t| t.connect(Duration::from_secs(10)))
         .and_then(|mut c| {
             let ours = webapp_db::lookup_token(&mut c, rec.worker_token.expose())?;
+            if let Ok(Some(line)) = webapp_db::vacuum_age(&mut c) {
+                println!("· {line}");
+            }
             Ok((ours, webapp_db::routing(&mut c)))
         });
     match result {

@@ -310,6 +310,26 @@ pub fn queues(client: &mut Client, scan: &QueueScan) -> anyhow::Result<QueueRead
     })
 }
 
+/// When `"TaskRun"` was last vacuumed (its BRIN index is summarized then: rows added since are
+/// read in full by the waiting-runs read), as a line for `ops doctor`.
+pub fn vacuum_age(client: &mut Client) -> anyhow::Result<Option<String>> {
+    let row = client.query_opt(
+        r#"SELECT EXTRACT(EPOCH FROM (now() - GREATEST(last_vacuum, last_autovacuum)))::float8, n_tup_ins
+             FROM pg_stat_user_tables WHERE relid = to_regclass('"TaskRun"')"#,
+        &[],
+    )?;
+    Ok(row.map(|r| {
+        let age: Option<f64> = r.get(0);
+        match age {
+            Some(a) => format!(
+                "\"TaskRun\" last vacuumed {} ago (the waiting-runs read skips only what vacuum has summarized)",
+                crate::duration::format(Duration::from_secs(a.max(1.0) as u64))
+            ),
+            None => "\"TaskRun\" not vacuumed since the statistics were reset: the waiting-runs read costs more until autovacuum runs".into(),
+        }
+    }))
+}
+
 /// A `json_agg` result (NULL when empty) as a list.
 fn json_list<T: serde::de::DeserializeOwned>(
     text: Option<String>,
