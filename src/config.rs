@@ -208,7 +208,9 @@ fn default_replacement_window() -> Duration {
     Duration::from_secs(6 * 3600)
 }
 fn default_stale_after() -> Duration {
-    Duration::from_secs(120)
+    // Two missed heartbeats (every 30 s): early, because a silence now starts a replacement
+    // without deleting anything (make before break) and the webapp's own outages are told apart.
+    Duration::from_secs(60)
 }
 fn default_orphan_alert_after() -> Option<Duration> {
     Some(Duration::from_secs(300))

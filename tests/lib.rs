@@ -8,6 +8,7 @@ mod config_errors;
 mod deploy;
 mod extract;
 mod hardening;
+mod healing;
 mod operator;
 mod railway_schema;
 mod release;

@@ -39,10 +39,12 @@ impl Rng {
     }
 }
 
-/// Runs a health server for every active droplet; `down` lists IPs whose supervisor is dead.
+/// Runs a health server for every active droplet; `down` lists IPs whose supervisor is dead;
+/// while `webapp_down` no heartbeat is recorded.
 struct FleetManager {
     stop: Arc<AtomicBool>,
     down: Arc<Mutex<Vec<String>>>,
+    webapp_down: Arc<AtomicBool>,
 }
 
 impl FleetManager {
@@ -53,7 +55,12 @@ impl FleetManager {
     ) -> FleetManager {
         let stop = Arc::new(AtomicBool::new(false));
         let down = Arc::new(Mutex::new(Vec::<String>::new()));
-        let (s, d) = (Arc::clone(&stop), Arc::clone(&down));
+        let webapp_down = Arc::new(AtomicBool::new(false));
+        let (s, d, w) = (
+            Arc::clone(&stop),
+            Arc::clone(&down),
+            Arc::clone(&webapp_down),
+        );
         std::thread::spawn(move || {
             let mut servers: HashMap<String, Supervisor> = HashMap::new();
             while !s.load(Ordering::SeqCst) {
@@ -68,7 +75,7 @@ impl FleetManager {
                 servers.retain(|ip, _| active.iter().any(|(a, _)| a == ip));
                 let down = d.lock().unwrap().clone();
                 for (ip, name) in active {
-                    let healthy = !down.contains(&ip);
+                    let healthy = !down.contains(&ip) && !w.load(Ordering::SeqCst);
                     servers
                         .entry(ip.clone())
                         .or_insert_with(|| {
@@ -79,7 +86,11 @@ impl FleetManager {
                 std::thread::sleep(Duration::from_millis(20));
             }
         });
-        FleetManager { stop, down }
+        FleetManager {
+            stop,
+            down,
+            webapp_down,
+        }
     }
 }
 
@@ -130,6 +141,7 @@ fn soak() {
     let mut faults: BTreeMap<&str, usize> = BTreeMap::new();
     let mut violations: Vec<String> = Vec::new();
     let mut killed = 0;
+    let mut outage_left = 0u32;
     let mut longest = Duration::ZERO;
     for i in 0..runs {
         let mut do_refused = false;
@@ -202,6 +214,22 @@ fn soak() {
                 }
             }
         }
+        // The webapp goes down for six runs, half a second apart (past stale_after, so the
+        // silence is seen): no heartbeat recorded, /healthcheck 500.
+        if outage_left == 0 && rng.chance(0.03) {
+            outage_left = 6;
+            fleet.webapp_down.store(true, Ordering::SeqCst);
+            *s.webapp.health.lock().unwrap() = (500, "ERROR".into());
+            fault("webapp-down-6-runs", &mut faults);
+        } else if outage_left == 1 {
+            fleet.webapp_down.store(false, Ordering::SeqCst);
+            *s.webapp.health.lock().unwrap() = (200, "OK".into());
+        }
+        outage_left = outage_left.saturating_sub(1);
+        if fleet.webapp_down.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        let webapp_down = fleet.webapp_down.load(Ordering::SeqCst);
         if rng.chance(0.03) {
             let c = Arc::clone(&cluster);
             std::thread::spawn(move || c.restart_quietly());
@@ -251,7 +279,8 @@ fn soak() {
                 violations.push(format!("run {i} ({profile}): {what}"))
             }
         };
-        let (creates, deletes, ours, foreign_alive, bad_deletes) = api.with(|w| {
+        let dead = fleet.down.lock().unwrap().clone();
+        let (creates, deletes, ours, foreign_alive, bad_deletes, healthy_deleted) = api.with(|w| {
             let ours = w
                 .droplets
                 .iter()
@@ -266,14 +295,24 @@ fn soak() {
                     !(tags.contains(&TAG.to_string()) && tags.contains(&"ops-managed".to_string()))
                 })
                 .count();
+            // Deleted this run although its supervisor was alive (its IP not among the dead).
+            let healthy_deleted = w.deletes[before.1..]
+                .iter()
+                .filter(|(id, _)| w.deleted_ips.get(id).is_some_and(|ip| !dead.contains(ip)))
+                .count();
             (
                 w.creates.len() - before.0,
                 w.deletes.len() - before.1,
                 ours,
                 w.droplets.iter().any(|d| d.id == foreign.id),
                 bad,
+                healthy_deleted,
             )
         });
+        check(
+            !(webapp_down && healthy_deleted > 0),
+            format!("{healthy_deleted} healthy droplet(s) deleted while the webapp was down"),
+        );
         check(
             ours <= 2,
             format!("{ours} tagged droplets (SUPERVISOR_COUNT + 1 = 2)"),
@@ -322,6 +361,8 @@ fn soak() {
         w.boot_after = Duration::from_millis(300);
     });
     fleet.down.lock().unwrap().clear();
+    fleet.webapp_down.store(false, Ordering::SeqCst);
+    *s.webapp.health.lock().unwrap() = (200, "OK".into());
     std::thread::sleep(Duration::from_millis(1500));
     let mut converged_after = None;
     for n in 1..=12 {

@@ -271,7 +271,7 @@ fn a_healthy_cycle_changes_nothing_with_one_do_request_one_session_and_no_health
 }
 
 #[test]
-fn unhealthy_for_two_runs_waits_and_the_third_replaces() {
+fn an_unhealthy_droplet_is_replaced_at_once_and_deleted_at_the_third_failed_check() {
     let f = fleet("boot_grace: 1ms, unhealthy_after: 3");
     f.health().expect_code(0);
     let first = f.ids()[0];
@@ -279,18 +279,35 @@ fn unhealthy_for_two_runs_waits_and_the_third_replaces() {
     f.health()
         .expect_code(1)
         .expect_stdout("failing 1/3")
-        .expect_stdout("the webapp has never heard from");
+        .expect_stdout("the webapp has never heard from")
+        .expect_stdout("replacing unhealthy");
+    assert_eq!(
+        f.creates().len(),
+        2,
+        "make before break: its replacement starts at once"
+    );
     f.health().expect_code(1).expect_stdout("failing 2/3");
     assert!(f.deletes().is_empty());
-    assert_eq!(f.creates().len(), 1);
+    assert_eq!(f.creates().len(), 2, "one replacement, not one per check");
     let run = f.health();
-    run.expect_code(0)
-        .expect_stdout("deleted droplet")
-        .expect_stdout("unhealthy: 3 consecutive failed health checks")
-        .expect_stdout("replacing unhealthy");
+    run.expect_stdout("deleted droplet")
+        .expect_stdout("unhealthy: 3 consecutive failed health checks");
     assert_eq!(f.deletes(), [first]);
-    assert_eq!(f.creates().len(), 2);
-    assert_eq!(f.ids().len(), 1);
+    // Nothing here ever heartbeats: the replacement is failing too and gets its own; the
+    // circuit breaker (which counts each of these creates) bounds the chain.
+    assert_eq!(f.creates().len(), 3);
+    assert_eq!(f.ids().len(), 2);
+    let breaker: serde_json::Value =
+        f.s.ops
+            .sqlite()
+            .query_row(
+                "SELECT value FROM kv WHERE namespace = 'supervisor' AND key = 'breaker'",
+                [],
+                |r| r.get::<_, String>(0),
+            )
+            .map(|v| serde_json::from_str(&v).unwrap())
+            .unwrap();
+    assert_eq!(breaker["replacements"].as_array().unwrap().len(), 2);
 }
 
 #[test]

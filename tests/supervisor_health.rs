@@ -30,14 +30,20 @@ fn silent_after_being_healthy_is_replaced_after_unhealthy_after_checks_not_after
     f.run(&["run", "health"])
         .expect_code(1)
         .expect_stdout("failing 1/2")
-        .expect_stdout("silent to the webapp for");
+        .expect_stdout("silent to the webapp for")
+        .expect_stdout("replacing unhealthy");
     assert!(f.api.with(|w| w.deletes.is_empty()));
-    // Still well inside the 10-minute grace, yet replaced: the grace ended when it was healthy.
+    assert_eq!(
+        f.api.with(|w| w.creates.len()),
+        2,
+        "its replacement starts at once"
+    );
+    // Still well inside the 10-minute grace, yet deleted: the grace ended when it was healthy.
     f.run(&["run", "health"])
         .expect_code(0)
         .expect_stdout("deleted droplet")
-        .expect_stdout("unhealthy: 2 consecutive failed health checks")
-        .expect_stdout("replacing unhealthy");
+        .expect_stdout("unhealthy: 2 consecutive failed health checks");
+    assert_eq!(f.api.with(|w| w.creates.len()), 2, "no second replacement");
     assert_eq!(
         f.api
             .with(|w| w.deletes.iter().map(|d| d.0).collect::<Vec<_>>()),
@@ -68,7 +74,7 @@ fn with_health_sources_a_droplet_that_answers_health_but_is_silent_is_reported_a
     f.run(&["run", "health"])
         .expect_code(1)
         .expect_stdout("answers /health but the webapp has never heard from")
-        .expect_stdout("health checks: 1");
+        .expect_stdout("health checks: 1, webapp checks: 1");
     assert_eq!(http_only.hits(), 1);
     // The firewall opens 8020 to exactly those sources and 22 to the ssh sources; the compose
     // publishes the port.

@@ -61,6 +61,8 @@ pub struct DoWorld {
     pub create_fault: Option<DoFault>,
     pub creates: Vec<Value>,
     pub deletes: Vec<(u64, Vec<String>)>,
+    /// The IP each deleted droplet had.
+    pub deleted_ips: std::collections::HashMap<u64, String>,
     pub firewalls: Vec<Value>,
     pub tags: Vec<String>,
 }
@@ -96,6 +98,7 @@ impl FakeDo {
             create_fault: None,
             creates: Vec::new(),
             deletes: Vec::new(),
+            deleted_ips: Default::default(),
             firewalls: Vec::new(),
             tags: Vec::new(),
         }));
@@ -245,6 +248,7 @@ impl FakeDo {
                         match world.droplets.iter().position(|d| d.id == id) {
                             Some(i) => {
                                 let d = world.droplets.remove(i);
+                                world.deleted_ips.insert(d.id, d.ip.clone());
                                 world.deletes.push((d.id, d.tags));
                                 Reply::text(204, "")
                             }

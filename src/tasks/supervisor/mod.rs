@@ -26,6 +26,7 @@ use crate::tasks::extract;
 
 pub mod flow;
 pub mod plan;
+pub mod sim;
 
 use plan::{Action, Heartbeat, View};
 
@@ -313,6 +314,8 @@ pub fn run(opts: &SupervisorOptions, ctx: &TaskCtx) -> anyhow::Result<Outcome> {
     let api = DigitalOcean::new(&http, &s.digitalocean_api_url, token, ctx.deadline);
     let (obs, health_checks, flow_read) = observe(ctx, &api, &http, opts, &spec, &record)?;
     let mut plan = plan::plan(&obs, &spec);
+    let sessions = u8::from(!matches!(obs.view, View::NotConfigured | View::Skipped));
+    let webapp_checked = obs.webapp_check.is_some();
     let mut found = flow_read.as_ref().map(|f| judge_flow(opts, f));
     if let Some(f) = found.as_mut() {
         plan.lines.append(&mut f.lines);
@@ -326,10 +329,14 @@ pub fn run(opts: &SupervisorOptions, ctx: &TaskCtx) -> anyhow::Result<Outcome> {
     if let Some(detail) = found.and_then(|f| f.detail) {
         outcome.detail.push(detail);
     }
-    let sessions = u8::from(!matches!(obs.view, View::NotConfigured | View::Skipped));
     outcome.detail.push(format!(
-        "DigitalOcean requests: {}, Postgres sessions: {sessions}, health checks: {health_checks}",
+        "DigitalOcean requests: {}, Postgres sessions: {sessions}, health checks: {health_checks}{}",
         api.requests.get(),
+        if webapp_checked {
+            ", webapp checks: 1"
+        } else {
+            ""
+        }
     ));
     Ok(outcome)
 }
@@ -355,6 +362,8 @@ fn desired(opts: &SupervisorOptions, ctx: &TaskCtx, record: &ConfigRecord) -> pl
         max_replacements: opts.max_replacements,
         replacement_window: opts.replacement_window,
         health_sources: !s.supervisor_health_sources.is_empty(),
+        standby: true,
+        blame_webapp: true,
         reset_breaker: ctx.reset_breaker,
         profile: ctx.profile.to_string(),
         size: s.supervisor_size.clone(),
@@ -413,14 +422,33 @@ fn observe(
         });
     }
     let breaker: Breaker = load(ctx.state, BREAKER_KEY).unwrap_or_default();
-    let obs = plan::Observation {
+    let other_groups = flow
+        .as_ref()
+        .and_then(|f| {
+            let ours = f.ours.id.clone();
+            f.routing.as_ref().ok().map(|r| {
+                r.groups
+                    .iter()
+                    .filter(|g| g.id != ours)
+                    .filter_map(|g| g.heartbeat_age_secs.map(|a| (g.name.clone(), a)))
+                    .collect()
+            })
+        })
+        .unwrap_or_default();
+    let mut obs = plan::Observation {
         now_ms: now_ms(),
         stamp: now_utc.format("%y%m%d%H%M%S").to_string(),
         droplets,
         foreign: foreign.into_iter().map(|d| (d.name, d.id)).collect(),
         view,
         replacements: breaker.replacements,
+        webapp_check: None,
+        other_groups,
     };
+    // Only when something is silent: is it the webapp?
+    if plan::needs_webapp_check(&obs, spec) {
+        obs.webapp_check = Some(check_webapp(http, ctx, &record.api_origin));
+    }
     Ok((obs, health_checks, flow))
 }
 
@@ -503,28 +531,24 @@ fn apply(
                     None => format!("droplet {name} is already gone"),
                 }
             }
-            Action::Create { name, reason, .. } => {
-                let d = api.create_droplet(&NewDroplet {
-                    name: name.clone(),
-                    region: s.supervisor_region.clone(),
-                    size: s.supervisor_size.clone(),
-                    image: s.supervisor_image.clone(),
-                    ssh_keys: s.supervisor_ssh_keys.clone(),
-                    tags: vec![
-                        spec.tag.clone(),
-                        MANAGED_TAG.into(),
-                        spec.spec_tag.clone(),
-                        release::version_tag(&spec.version.tag),
-                    ],
-                    user_data: cloudinit::render(record, s, name)?,
-                    monitoring: true,
-                })?;
-                log::warn!("created droplet {} (id {}): {reason}", d.name, d.id);
+            Action::Create {
+                name,
+                reason,
+                standby_for,
+                ..
+            } => {
                 created = true;
-                format!(
-                    "created droplet {} (id {}, {}, {}): {reason}",
-                    d.name, d.id, s.supervisor_size, s.supervisor_region
-                )
+                let counted = standby_for.is_some();
+                create(
+                    ctx,
+                    api,
+                    spec,
+                    record,
+                    name,
+                    reason,
+                    counted,
+                    &mut replacements,
+                )?
             }
         };
         lines.push(done.clone());
@@ -547,6 +571,54 @@ fn apply(
     };
     outcome.actions = records;
     Ok(outcome)
+}
+
+/// Creates one droplet with our tags and the user-data; a replacement made before its droplet
+/// goes (make before break) is counted by the circuit breaker now.
+#[allow(clippy::too_many_arguments)]
+fn create(
+    ctx: &TaskCtx,
+    api: &DigitalOcean,
+    spec: &plan::Spec,
+    record: &ConfigRecord,
+    name: &str,
+    reason: &str,
+    counted: bool,
+    replacements: &mut Vec<i64>,
+) -> anyhow::Result<String> {
+    let s = ctx.settings;
+    let d = api.create_droplet(&NewDroplet {
+        name: name.to_string(),
+        region: s.supervisor_region.clone(),
+        size: s.supervisor_size.clone(),
+        image: s.supervisor_image.clone(),
+        ssh_keys: s.supervisor_ssh_keys.clone(),
+        tags: vec![
+            spec.tag.clone(),
+            MANAGED_TAG.into(),
+            spec.spec_tag.clone(),
+            release::version_tag(&spec.version.tag),
+        ],
+        user_data: cloudinit::render(record, s, name)?,
+        monitoring: true,
+    })?;
+    log::warn!("created droplet {} (id {}): {reason}", d.name, d.id);
+    if counted {
+        let now = now_ms();
+        replacements.push(now);
+        save(
+            ctx,
+            BREAKER_KEY,
+            &Breaker {
+                replacements: replacements.clone(),
+            },
+            now,
+        )?;
+    }
+    Ok(format!(
+        "created droplet {} (id {}, {}, {}): {reason}",
+        d.name, d.id, s.supervisor_size, s.supervisor_region
+    ))
 }
 
 /// Streaks for the droplets that exist (dropped for those gone or deleted), what was seen for
@@ -616,6 +688,24 @@ fn load<T: serde::de::DeserializeOwned>(state: Option<&State>, key: &str) -> Opt
 
 fn save<T: Serialize>(ctx: &TaskCtx, key: &str, value: &T, now: i64) -> anyhow::Result<()> {
     ctx.writable_state()?.kv_set(NAMESPACE, key, value, now)
+}
+
+/// `GET <origin>/healthcheck`: 200 `OK`, or why not (500 `ERROR` when the webapp's database
+/// check fails).
+fn check_webapp(http: &Http, ctx: &TaskCtx, origin: &str) -> Result<(), String> {
+    let url = format!("{origin}/healthcheck");
+    let req = Request::new("webapp", "GET", &url)
+        .retry(Retry::Never)
+        .timeout(HEALTH_TIMEOUT);
+    match http.send(&req, ctx.deadline) {
+        Ok(r) if r.status == 200 => Ok(()),
+        Ok(r) => Err(format!(
+            "GET {url} answered HTTP {}: {}",
+            r.status,
+            r.snippet()
+        )),
+        Err(e) => Err(format!("GET {url}: {e:#}")),
+    }
 }
 
 fn check_health(http: &Http, ctx: &TaskCtx, ip: &str, port: u16) -> Result<(), String> {

@@ -74,6 +74,9 @@ pub enum Health {
     Failing,
     /// Nothing can see it this run: never replaced on that account.
     Unknown,
+    /// Silent, but the webapp is the likely cause (it is down, or stopped recording every
+    /// heartbeat): not counted, never replaced on that account.
+    Held,
 }
 
 #[derive(Debug, Clone)]
@@ -172,7 +175,7 @@ pub fn assess(f: &Facts, rules: &Rules) -> Verdict {
             streak.fails = streak.fails.saturating_add(1);
             streak.last_error = Some(note.clone());
         }
-        Health::Booting | Health::Unknown => {}
+        Health::Booting | Health::Unknown | Health::Held => {}
     }
     Verdict {
         health,
@@ -227,6 +230,11 @@ pub struct Observation {
     pub view: View,
     /// When the circuit breaker counted replacements (Unix ms).
     pub replacements: Vec<i64>,
+    /// `GET <origin>/healthcheck`, asked only when a droplet is silent (`needs_webapp_check`).
+    pub webapp_check: Option<Result<(), String>>,
+    /// Other worker groups: (name, seconds since the youngest heartbeat of any of their
+    /// instances). Groups that went silent at the same moment as ours point at the webapp.
+    pub other_groups: Vec<(String, f64)>,
 }
 
 /// The desired state and the rules, resolved from jobs.yaml and the settings.
@@ -246,6 +254,12 @@ pub struct Spec {
     pub replacement_window: Duration,
     /// SUPERVISOR_HEALTH_SOURCES is set (the HTTP check runs).
     pub health_sources: bool,
+    /// Make before break: a failing droplet gets its replacement at the first failing check and
+    /// is deleted once the others carry the load. (Off only to simulate the older policy.)
+    pub standby: bool,
+    /// Tell "this supervisor stopped" from "the webapp stopped recording heartbeats" before
+    /// counting a silence. (Off only to simulate the older policy.)
+    pub blame_webapp: bool,
     pub reset_breaker: bool,
     pub profile: String,
     pub size: String,
@@ -264,11 +278,13 @@ pub enum Action {
         reason: String,
         replacement: bool,
     },
-    /// Create a droplet; `replaces` is the stale droplet it takes over from: (name, why).
+    /// Create a droplet; `replaces` is the stale droplet it takes over from: (name, why);
+    /// `standby_for` the failing droplet it will replace (counted by the circuit breaker).
     Create {
         name: String,
         reason: String,
         replaces: Option<(String, String)>,
+        standby_for: Option<String>,
     },
 }
 
@@ -371,24 +387,46 @@ pub fn plan(obs: &Observation, spec: &Spec) -> Plan {
     }
     view_findings(&obs.view, spec, &mut p);
     p.assessed = assess_all(obs, spec);
+    let blame = if spec.blame_webapp {
+        webapp_blame(obs, spec, &p.assessed)
+    } else {
+        None
+    };
+    if let Some(why) = &blame {
+        hold(&mut p.assessed, obs, why);
+    }
     let breaker_open = p.replacements.len() as u32 >= spec.max_replacements;
-    let delete = choose_delete(
-        &p.assessed,
-        spec,
-        breaker_open,
-        &p.replacements,
-        &mut p.failures,
-    );
-    let create = choose_create(&p.assessed, spec, breaker_open, delete.as_ref(), &obs.stamp);
+    let (delete, create) = if blame.is_some() {
+        (None, None)
+    } else {
+        let delete = choose_delete(
+            &p.assessed,
+            spec,
+            breaker_open,
+            &p.replacements,
+            &mut p.failures,
+        );
+        let create = choose_create(&p.assessed, spec, breaker_open, delete.as_ref(), &obs.stamp);
+        (delete, create)
+    };
     p.lines
         .extend(p.assessed.iter().map(|a| droplet_line(a, spec)));
     if p.assessed.is_empty() {
         p.lines
             .push(format!("no droplet tagged {} and {MANAGED_TAG}", spec.tag));
     }
+    if let Some(why) = blame {
+        p.failures.push(format!(
+            "the webapp is the likely cause, not the supervisors: {why}. Nothing is replaced and no failure is counted while it lasts; check the webapp on Railway (its deployments, logs and database)"
+        ));
+    }
     let deleted = delete.as_ref().map(|d| match d {
         Action::Delete { id, .. } => *id,
         _ => 0,
+    });
+    let standby = create.as_ref().and_then(|c| match c {
+        Action::Create { standby_for, .. } => standby_for.clone(),
+        _ => None,
     });
     for a in &p.assessed {
         if a.health == Health::Failing
@@ -396,14 +434,96 @@ pub fn plan(obs: &Observation, spec: &Spec) -> Plan {
             && a.streak.fails < spec.unhealthy_after
         {
             p.failures.push(format!(
-                "droplet {} unhealthy ({}/{} before it is replaced): {}",
-                a.name, a.streak.fails, spec.unhealthy_after, a.note
+                "droplet {} unhealthy ({}/{} before it is replaced{}): {}",
+                a.name,
+                a.streak.fails,
+                spec.unhealthy_after,
+                if standby.as_deref() == Some(a.name.as_str()) {
+                    "; its replacement starts now and it goes once that one is healthy"
+                } else {
+                    ""
+                },
+                a.note
             ));
         }
     }
     p.actions.extend(delete);
     p.actions.extend(create);
     p
+}
+
+/// Whether a droplet is silent to the webapp this run (its heartbeat is stale, or it was never
+/// heard after its grace): only then is the webapp's own health asked (no cost when healthy).
+pub fn needs_webapp_check(obs: &Observation, spec: &Spec) -> bool {
+    spec.blame_webapp
+        && obs.droplets.iter().any(|d| match d.heartbeat {
+            Heartbeat::Age(a) => a >= spec.rules.stale_after.as_secs_f64(),
+            Heartbeat::Never => d.age_secs >= spec.rules.boot_grace.as_secs() as i64,
+            Heartbeat::NoView => false,
+        })
+}
+
+/// "The webapp stopped recording heartbeats" rather than "this supervisor stopped": its
+/// `/healthcheck` fails, or every supervisor that was heartbeating went silent at once (two or
+/// more), or another worker group's supervisors went silent at the same moment as ours.
+/// `None` when nothing is silent or the silence is this supervisor's own.
+fn webapp_blame(obs: &Observation, spec: &Spec, assessed: &[Assessed]) -> Option<String> {
+    if !assessed.iter().any(|a| a.health == Health::Failing) {
+        return None;
+    }
+    let stale = spec.rules.stale_after.as_secs_f64();
+    if let Some(Err(e)) = &obs.webapp_check {
+        return Some(format!("the webapp is down or unreachable ({e})"));
+    }
+    let heard: Vec<f64> = obs
+        .droplets
+        .iter()
+        .filter_map(|d| match d.heartbeat {
+            Heartbeat::Age(a) => Some(a),
+            _ => None,
+        })
+        .collect();
+    let silent: Vec<f64> = heard.iter().copied().filter(|a| *a >= stale).collect();
+    let (Some(young), Some(old)) = (
+        silent.iter().copied().reduce(f64::min),
+        silent.iter().copied().reduce(f64::max),
+    ) else {
+        return None;
+    };
+    let at_once = old - young < stale;
+    if silent.len() >= 2 && silent.len() == heard.len() && at_once {
+        return Some(format!(
+            "all {} supervisors went silent at once (for {}): the webapp is not recording heartbeats",
+            silent.len(),
+            ago(young)
+        ));
+    }
+    if silent.len() < heard.len() {
+        // One of ours is heard: the webapp records heartbeats.
+        return None;
+    }
+    let witness = obs
+        .other_groups
+        .iter()
+        .find(|(_, a)| *a >= stale && (a - young).abs() < stale);
+    witness.map(|(name, a)| {
+        format!(
+            "worker group {name:?} went silent at the same moment (for {}) as ours (for {}): the webapp is not recording heartbeats",
+            ago(*a),
+            ago(young)
+        )
+    })
+}
+
+/// While the webapp is blamed: a failing droplet is held, its streak left as it was.
+fn hold(assessed: &mut [Assessed], obs: &Observation, why: &str) {
+    for a in assessed.iter_mut().filter(|a| a.health == Health::Failing) {
+        if let Some(d) = obs.droplets.iter().find(|d| d.id == a.id) {
+            a.streak = d.prev.clone();
+        }
+        a.health = Health::Held;
+        a.note = format!("held, not counted ({why}): {}", a.note);
+    }
 }
 
 fn foreign_lines(foreign: &[(String, u64)], tag: &str) -> Vec<String> {
@@ -495,8 +615,9 @@ fn drift_why(a: &Assessed, spec: &Spec) -> String {
     .unwrap_or_else(|| "spec changed".into())
 }
 
-/// At most one delete: a dead droplet (unless the breaker is open), else the oldest stale one
-/// once the rest carry the load, else a surplus current one.
+/// At most one delete: a dead droplet (unless the breaker is open); with make before break, a
+/// failing droplet once the others carry the load; else the oldest stale one once the rest carry
+/// the load; else the newest surplus current one.
 fn choose_delete(
     all: &[Assessed],
     spec: &Spec,
@@ -510,13 +631,25 @@ fn choose_delete(
         reason,
         replacement,
     };
+    let healthy_without = |skip: u64| {
+        all.iter()
+            .filter(|a| a.id != skip && a.health == Health::Healthy)
+            .count()
+    };
+    // Droplets other than `skip` that carry (or will carry) the load: current and not dead.
+    let live_without = |skip: u64| {
+        all.iter()
+            .filter(|a| a.id != skip && a.current && !dead(a, spec))
+            .count()
+    };
     if let Some(a) = all.iter().find(|a| dead(a, spec)) {
         if !breaker_open {
             let reason = format!(
                 "unhealthy: {} consecutive failed health checks ({})",
                 a.streak.fails, a.note
             );
-            return Some(delete(a, reason, true));
+            // Counted when a create follows; a standby created earlier was counted then.
+            return Some(delete(a, reason, live_without(a.id) < spec.count));
         }
         failures.push(format!(
             "circuit breaker open: {} replacements within {}; droplet {} is unhealthy but will not be replaced. Investigate (ssh root@{} 'cloud-init status --long; docker compose -f /opt/trigger/docker-compose.yml logs --tail 100'), then run `ops run {} --reset-breaker`",
@@ -527,11 +660,19 @@ fn choose_delete(
             spec.profile
         ));
     }
-    let healthy_without = |skip: u64| {
-        all.iter()
-            .filter(|a| a.id != skip && a.health == Health::Healthy)
-            .count()
-    };
+    // Make before break: a failing droplet goes as soon as the others are healthy enough.
+    if spec.standby {
+        if let Some(a) = all
+            .iter()
+            .find(|a| a.health == Health::Failing && healthy_without(a.id) >= spec.count)
+        {
+            let reason = format!(
+                "unhealthy ({}/{}: {}); its replacement is healthy",
+                a.streak.fails, spec.unhealthy_after, a.note
+            );
+            return Some(delete(a, reason, false));
+        }
+    }
     // Rolling replace: drop the oldest stale droplet once the rest can carry the load.
     if let Some(a) = all.iter().find(|a| !a.current) {
         let healthy_current = all.iter().any(|o| o.current && o.health == Health::Healthy);
@@ -543,13 +684,17 @@ fn choose_delete(
             return Some(delete(a, reason, false));
         }
     }
+    // A surplus (a standby whose droplet recovered, say): the newest goes, the least likely to
+    // be running tasks; never one the load needs.
     let current: Vec<&Assessed> = all.iter().filter(|a| a.current).collect();
-    if current.len() > spec.count && healthy_without(current[0].id) >= spec.count {
-        let reason = format!(
-            "more than SUPERVISOR_COUNT={} droplets with the current spec",
-            spec.count
-        );
-        return Some(delete(current[0], reason, false));
+    if let Some(newest) = current.last() {
+        if current.len() > spec.count && healthy_without(newest.id) >= spec.count {
+            let reason = format!(
+                "more than SUPERVISOR_COUNT={} droplets with the current spec",
+                spec.count
+            );
+            return Some(delete(newest, reason, false));
+        }
     }
     None
 }
@@ -569,18 +714,37 @@ fn choose_create(
         _ => (None, false),
     };
     let remaining: Vec<&Assessed> = all.iter().filter(|a| Some(a.id) != deleted).collect();
+    // With make before break a failing droplet is not counted on: its replacement starts now.
+    let relied_on = |a: &Assessed| {
+        breaker_open || !(dead(a, spec) || (spec.standby && a.health == Health::Failing))
+    };
     let live_current = remaining
         .iter()
-        .filter(|a| a.current && (breaker_open || !dead(a, spec)))
+        .filter(|a| a.current && relied_on(a))
         .count();
     if live_current >= spec.count || remaining.len() > spec.count {
         return None;
     }
+    let failing = remaining
+        .iter()
+        .find(|a| a.current && a.health == Health::Failing && !breaker_open)
+        .map(|a| (a.name.clone(), a.streak.fails));
     let stale = remaining
         .iter()
         .find(|a| !a.current)
         .map(|a| (a.name.clone(), drift_why(a, spec)));
     let name = new_name(&spec.tag, stamp, all);
+    if let (false, Some((old, fails))) = (replacing, &failing) {
+        return Some(Action::Create {
+            name,
+            reason: format!(
+                "replacing unhealthy {old} ({fails}/{}) before it goes: make before break, {old} is deleted once this one is healthy",
+                spec.unhealthy_after
+            ),
+            replaces: None,
+            standby_for: Some(old.clone()),
+        });
+    }
     let (reason, replaces) = match (replacing, stale) {
         (true, _) => (
             format!(
@@ -607,6 +771,7 @@ fn choose_create(
         name,
         reason,
         replaces,
+        standby_for: None,
     })
 }
 
@@ -635,6 +800,7 @@ fn droplet_line(a: &Assessed, spec: &Spec) -> String {
         if a.current { "current" } else { "stale" },
         match a.health {
             Health::Failing => format!("failing {}/{}: ", a.streak.fails, spec.unhealthy_after),
+            Health::Held => format!("failing {}/{}, ", a.streak.fails, spec.unhealthy_after),
             _ => String::new(),
         },
         a.note
@@ -890,6 +1056,8 @@ mod fleet_tests {
             max_replacements: 3,
             replacement_window: Duration::from_secs(3600),
             health_sources: false,
+            standby: true,
+            blame_webapp: true,
             reset_breaker: false,
             profile: "health".into(),
             size: "s-2vcpu-4gb".into(),
@@ -950,6 +1118,8 @@ mod fleet_tests {
                 queue: "q".into(),
             },
             replacements: Vec::new(),
+            webapp_check: None,
+            other_groups: Vec::new(),
         }
     }
 
@@ -998,11 +1168,124 @@ mod fleet_tests {
     }
 
     #[test]
-    fn failing_below_unhealthy_after_fails_the_task_without_replacing() {
+    fn failing_below_unhealthy_after_starts_its_replacement_without_deleting_it() {
         let p = plan(&obs(vec![silent(1, 0)]), &spec());
-        assert!(p.actions.is_empty(), "{:?}", p.actions);
+        assert_eq!(kinds(&p), ["create"]);
+        let Action::Create {
+            standby_for,
+            reason,
+            ..
+        } = &p.actions[0]
+        else {
+            unreachable!()
+        };
+        assert_eq!(standby_for.as_deref(), Some("sup-1"));
+        assert!(reason.starts_with("replacing unhealthy sup-1 (1/3) before it goes"));
         assert_eq!(p.failures.len(), 1);
-        assert!(p.failures[0].starts_with("droplet sup-1 unhealthy (1/3 before it is replaced)"));
+        assert!(p.failures[0].starts_with(
+            "droplet sup-1 unhealthy (1/3 before it is replaced; its replacement starts now"
+        ));
+        // The older policy (simulated only) waited for unhealthy_after.
+        let old = Spec {
+            standby: false,
+            ..spec()
+        };
+        assert!(plan(&obs(vec![silent(1, 0)]), &old).actions.is_empty());
+    }
+
+    #[test]
+    fn a_failing_droplet_goes_once_its_replacement_is_healthy_uncounted() {
+        let mut new = healthy(2);
+        new.age_secs = 300;
+        let p = plan(&obs(vec![silent(1, 1), new]), &spec());
+        assert_eq!(kinds(&p), ["delete 1"]);
+        let Action::Delete {
+            replacement,
+            reason,
+            ..
+        } = &p.actions[0]
+        else {
+            unreachable!()
+        };
+        assert!(!*replacement, "counted when the replacement was created");
+        assert!(reason.contains("its replacement is healthy"), "{reason}");
+    }
+
+    #[test]
+    fn while_the_replacement_boots_nothing_more_happens_and_a_recovery_drops_it() {
+        let mut booting = healthy(2);
+        booting.age_secs = 90;
+        booting.prev.last_ok = None;
+        booting.heartbeat = Heartbeat::Never;
+        let p = plan(&obs(vec![silent(1, 1), booting.clone()]), &spec());
+        assert!(p.actions.is_empty(), "{:?}", p.actions);
+        // The silent one reaches unhealthy_after: deleted, not counted again, nothing created.
+        let p = plan(&obs(vec![silent(1, 2), booting.clone()]), &spec());
+        assert_eq!(kinds(&p), ["delete 1"]);
+        assert!(matches!(
+            p.actions[0],
+            Action::Delete {
+                replacement: false,
+                ..
+            }
+        ));
+        // It recovers first (a blip): the newest, the replacement, goes; never the healthy one.
+        let p = plan(&obs(vec![healthy(1), booting]), &spec());
+        assert_eq!(kinds(&p), ["delete 2"]);
+    }
+
+    #[test]
+    fn the_webapp_down_holds_every_silent_droplet_uncounted() {
+        let two = Spec { count: 2, ..spec() };
+        let mut o = obs(vec![silent(1, 2), silent(2, 2)]);
+        o.webapp_check = Some(Err(
+            "GET https://app/healthcheck answered HTTP 500: ERROR".into()
+        ));
+        assert!(needs_webapp_check(&o, &two));
+        let p = plan(&o, &two);
+        assert!(p.actions.is_empty(), "{:?}", p.actions);
+        assert_eq!(p.failures.len(), 1, "{:?}", p.failures);
+        assert!(p.failures[0].starts_with(
+            "the webapp is the likely cause, not the supervisors: the webapp is down or unreachable (GET https://app/healthcheck answered HTTP 500"
+        ));
+        for a in &p.assessed {
+            assert_eq!((a.health, a.streak.fails), (Health::Held, 2));
+        }
+    }
+
+    #[test]
+    fn every_supervisor_silent_at_once_is_the_webapp_even_when_it_answers() {
+        let two = Spec { count: 2, ..spec() };
+        let mut o = obs(vec![silent(1, 0), silent(2, 0)]);
+        o.webapp_check = Some(Ok(()));
+        let p = plan(&o, &two);
+        assert!(p.actions.is_empty(), "{:?}", p.actions);
+        assert!(p.failures[0].contains("all 2 supervisors went silent at once"));
+        // One silent among heard ones is that supervisor's own failure.
+        let p = plan(&obs(vec![silent(1, 0), healthy(2)]), &two);
+        assert_eq!(kinds(&p), ["create"]);
+        // Silent at very different moments: not "at once".
+        let mut early = silent(2, 0);
+        early.heartbeat = Heartbeat::Age(5000.0);
+        let p = plan(&obs(vec![silent(1, 0), early]), &two);
+        assert!(
+            !p.failures.iter().any(|f| f.contains("likely cause")),
+            "{:?}",
+            p.failures
+        );
+    }
+
+    #[test]
+    fn another_group_silent_at_the_same_moment_points_at_the_webapp() {
+        let mut o = obs(vec![silent(1, 0)]);
+        o.other_groups = vec![("bootstrap".into(), 905.0)];
+        let p = plan(&o, &spec());
+        assert!(p.actions.is_empty(), "{:?}", p.actions);
+        assert!(p.failures[0].contains("worker group \"bootstrap\" went silent at the same moment"));
+        // A group dead long before ours is no witness.
+        o.other_groups = vec![("bootstrap".into(), 7200.0)];
+        assert_eq!(kinds(&plan(&o, &spec())), ["create"]);
+        assert!(!needs_webapp_check(&obs(vec![healthy(1)]), &spec()));
     }
 
     #[test]
@@ -1095,12 +1378,12 @@ mod fleet_tests {
     }
 
     #[test]
-    fn count_plus_one_current_drops_the_oldest_surplus() {
+    fn count_plus_one_current_drops_the_newest_surplus() {
         let p = plan(&obs(vec![healthy(1), healthy(2)]), &spec());
         assert_eq!(
             kinds(&p),
-            ["delete 2"],
-            "the oldest (largest age) goes first"
+            ["delete 1"],
+            "the newest (smallest age) goes: the least likely to run tasks"
         );
     }
 
@@ -1162,7 +1445,11 @@ mod fleet_tests {
 
     #[test]
     fn at_most_one_delete_and_one_create_per_run() {
-        let wide = Spec { count: 3, ..spec() };
+        let wide = Spec {
+            count: 3,
+            blame_webapp: false,
+            ..spec()
+        };
         let p = plan(
             &obs(vec![silent(1, 4), silent(2, 4), silent(3, 4), silent(4, 4)]),
             &wide,
