@@ -94,6 +94,9 @@ pub enum Cmd {
     Check,
     /// Live checks: Railway and DigitalOcean tokens, Postgres privileges, registry, webapp
     Doctor,
+    /// Send one labelled test message through every configured alert channel (exit 1 if one
+    /// fails, 2 if none is configured); the alert state is left untouched
+    TestAlert,
     /// Per profile: last run, next run, streaks; droplets; worker token; replication; last alert
     Status {
         #[arg(long)]

@@ -252,3 +252,18 @@ pub fn set_enabled(app: &App, profile: &str, enabled: bool) -> anyhow::Result<Ex
     }
     Ok(ExitCode::Success)
 }
+
+/// `ops test-alert`: every configured channel, one line each.
+pub fn test_alert(app: &App) -> anyhow::Result<ExitCode> {
+    let (configured, failed) = crate::notify::test_alert(&app.settings, &crate::runner::hostname());
+    if configured == 0 {
+        return Err(crate::exit::config_error(
+            "no alert channel configured: set TELEGRAM_BOT_TOKEN and TELEGRAM_CHAT_ID, or OPS_WEBHOOK_URL (docs/configuration.md, \"Alerts\")",
+        ));
+    }
+    Ok(if failed > 0 {
+        ExitCode::TaskFailed
+    } else {
+        ExitCode::Success
+    })
+}

@@ -103,11 +103,39 @@ pub fn run(app: &App) -> anyhow::Result<ExitCode> {
             "· registry and webapp: no config record yet (run `ops run extract`), not checked"
         );
     }
+    alert_channels(s);
     if r.bad > 0 {
         println!("{} problem(s) found", r.bad);
         return Ok(ExitCode::TaskFailed);
     }
     Ok(ExitCode::Success)
+}
+
+/// Which alert channels are configured (nothing is sent: `ops test-alert` does that).
+fn alert_channels(s: &crate::settings::Settings) {
+    let mut channels = Vec::new();
+    if s.telegram_bot_token.is_some() {
+        channels.push(match (&s.telegram_test_chat_id, &s.telegram_chat_id) {
+            (Some(test), _) => format!("telegram (test chat {test})"),
+            (None, Some(chat)) => format!("telegram (chat {chat})"),
+            (None, None) => "telegram (no TELEGRAM_CHAT_ID: nothing will be sent)".into(),
+        });
+    }
+    if let Some(url) = &s.webhook_url {
+        channels.push(format!(
+            "webhook ({}, {})",
+            s.webhook_format.name(),
+            crate::clients::http::origin(url.expose())
+        ));
+    }
+    if channels.is_empty() {
+        println!("! alerts: no channel configured (TELEGRAM_BOT_TOKEN + TELEGRAM_CHAT_ID, or OPS_WEBHOOK_URL): failures are only logged");
+    } else {
+        println!(
+            "· alerts: {}; check that they arrive with `ops test-alert`",
+            redact(&channels.join(", "))
+        );
+    }
 }
 
 /// The images a new droplet pulls must exist, or `docker compose up` fails on every droplet.

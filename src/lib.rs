@@ -7,6 +7,7 @@ pub mod clients;
 pub mod cloudinit;
 pub mod commands;
 pub mod config;
+pub mod digest;
 pub mod doctor;
 pub mod duration;
 pub mod envfile;
@@ -125,6 +126,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } => commands::history(&app, profile.as_deref(), *limit, *json),
         Cmd::Check => commands::check(&app),
         Cmd::Doctor => doctor::run(&app),
+        Cmd::TestAlert => commands::test_alert(&app),
         Cmd::Status { json } => status::run(&app, *json),
         Cmd::Enable { profile } => commands::set_enabled(&app, profile, true),
         Cmd::Disable { profile } => commands::set_enabled(&app, profile, false),

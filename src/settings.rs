@@ -64,6 +64,8 @@ pub struct Settings {
     pub telegram_test_chat_id: Option<String>,
     pub telegram_api_url: String,
     pub webhook_url: Option<Secret>,
+    /// The webhook's shape: `OPS_WEBHOOK_FORMAT`, else from the URL's host.
+    pub webhook_format: crate::digest::Channel,
 
     pub ops_lock: Option<String>,
     pub ops_lock_database_url: Option<Secret>,
@@ -171,6 +173,11 @@ impl Settings {
             telegram_test_chat_id: string(env, "TELEGRAM_TEST_CHAT_ID"),
             telegram_api_url: url(env, "TELEGRAM_API_URL", DEFAULT_TELEGRAM_API_URL)?,
             webhook_url: env.get("OPS_WEBHOOK_URL").map(Secret::new),
+            webhook_format: crate::digest::Channel::for_webhook(
+                env.get("OPS_WEBHOOK_FORMAT"),
+                env.get("OPS_WEBHOOK_URL").unwrap_or(""),
+            )
+            .map_err(config_error)?,
             ops_lock,
             ops_lock_database_url: env.get("OPS_LOCK_DATABASE_URL").map(Secret::new),
         })

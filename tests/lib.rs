@@ -2,6 +2,7 @@
 
 mod support;
 
+mod alerts;
 mod architecture;
 mod bench;
 mod config_errors;
