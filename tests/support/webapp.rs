@@ -1,5 +1,5 @@
 //! The webapp's side of supervisor health, for tests: Trigger.dev's worker tables (the DDL in
-//! shared/reference/trigger-dev.md, verbatim columns), a worker group for a token, and test
+//! Trigger.dev's schema.prisma, verbatim columns), a worker group for a token, and test
 //! supervisors that heartbeat the way the webapp records them (`lastHeartbeatAt` = now, UTC).
 //! The token hash is computed by Postgres's own `sha256()`, not by ops' code.
 
@@ -28,7 +28,7 @@ CREATE TABLE "WorkerInstance" ("id" TEXT PRIMARY KEY, "name" TEXT NOT NULL,
 
 /// `"TaskRun"` shaped as in production: the columns of Trigger.dev's Prisma model (status an
 /// enum, `masterQueue` the Prisma field `workerQueue`, `queuedAt`), no foreign keys, and every
-/// index the table has today (shared/reference/trigger-dev.md, checked against the migrations up
+/// index the table has today (Trigger.dev's schema.prisma, checked against the migrations up
 /// to 20260525083555, which dropped the last index on `status`). None covers `status` or
 /// `masterQueue`: only the BRIN index on `createdAt` and the primary key can answer ops cheaply.
 /// Also `"FeatureFlag"` and `"Project"` (routing), with their real columns.
