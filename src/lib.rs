@@ -87,11 +87,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             | Cmd::Doctor
             | Cmd::RenderCloudInit { .. }
     ) {
-        let as_root = cli.as_root
-            || app
-                .env
-                .get("OPS_AS_ROOT")
-                .is_some_and(|v| v == "1" || v == "true");
+        // Only the command line or the process environment may keep root: never the env file,
+        // which the state directory's owner may be able to write.
+        let as_root =
+            cli.as_root || std::env::var("OPS_AS_ROOT").is_ok_and(|v| v == "1" || v == "true");
+        if app.env.file_vars().contains_key("OPS_AS_ROOT") {
+            log::warn!("OPS_AS_ROOT in the env file is ignored: keep root with --as-root or OPS_AS_ROOT=1 in the process environment");
+        }
         privilege::switch(&app.state_dir, as_root)?;
     }
     match &cli.command {

@@ -1,8 +1,7 @@
 //! Non-blocking exclusive flocks under `<state>/locks/`: one per profile, one per resource a
 //! built-in task acts on. flock dies with the process, so a crash never leaves a stale lock.
 
-use std::fs::{File, OpenOptions};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::fs::File;
 use std::path::Path;
 
 use anyhow::Context;
@@ -16,27 +15,15 @@ pub struct Lock {
 
 /// Takes `<dir>/locks/<name>.lock` without waiting; `Ok(None)` when another process holds it.
 pub fn try_lock(state_dir: &Path, name: &str) -> anyhow::Result<Option<Lock>> {
-    let dir = state_dir.join("locks");
-    if !dir.is_dir() {
-        crate::state::create_private_dir(state_dir)?;
-        match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
-            Ok(()) => crate::privilege::hand_over(&dir)?,
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-            Err(e) => {
-                return Err(e)
-                    .with_context(|| format!("cannot create lock directory {}", dir.display()))
-            }
-        }
-    }
-    let path = dir.join(format!("{name}.lock"));
-    let file = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .mode(0o600)
-        .open(&path)
-        .with_context(|| format!("cannot open lock file {}", path.display()))?;
-    crate::privilege::hand_over(&path)?;
+    crate::state::create_private_dir(state_dir)?;
+    // Opened relative to the directories, never through a symlink, handed over by descriptor.
+    let dir = crate::privilege::open_dir(state_dir)?;
+    let locks = crate::privilege::subdir_at(&dir, state_dir, "locks")
+        .with_context(|| format!("lock directory in {}", state_dir.display()))?;
+    let shown = state_dir.join("locks");
+    let file = crate::privilege::open_at(&locks, &shown, &format!("{name}.lock"), true)?
+        .ok_or_else(|| anyhow::anyhow!("cannot create lock file {name}.lock"))?;
+    let path = shown.join(format!("{name}.lock"));
     match file.try_lock_exclusive() {
         Ok(()) => Ok(Some(Lock { _file: file })),
         Err(e) if e.raw_os_error() == fs2::lock_contended_error().raw_os_error() => Ok(None),

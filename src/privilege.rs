@@ -5,7 +5,10 @@
 //! it. `--as-root` (or `OPS_AS_ROOT=1`) keeps root; then every file ops creates in the state
 //! directory is handed to the directory's owner.
 
-use std::os::unix::fs::MetadataExt;
+use std::ffi::CString;
+use std::fs::{File, OpenOptions};
+use std::os::fd::{AsRawFd, FromRawFd};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::Path;
 use std::sync::OnceLock;
 
@@ -30,13 +33,30 @@ pub fn switch(state_dir: &Path, as_root: bool) -> anyhow::Result<Switched> {
     if unsafe { libc::geteuid() } != 0 {
         return Ok(Switched::No);
     }
-    let Ok(meta) = std::fs::metadata(state_dir) else {
+    // Root never follows a symlink to find the directory whose owner it becomes or serves.
+    let Ok(meta) = std::fs::symlink_metadata(state_dir) else {
         return Ok(Switched::No);
     };
+    if meta.file_type().is_symlink() {
+        return Err(crate::exit::config_error(format!(
+            "refusing to run as root: the state directory {} is a symlink; point --state-dir (or OPS_STATE_DIR) at the real directory",
+            state_dir.display()
+        )));
+    }
     let (uid, gid) = (meta.uid(), meta.gid());
     if uid == 0 {
         return Ok(Switched::No);
     }
+    if gid == 0 {
+        return Err(crate::exit::config_error(format!(
+            "refusing to run as root: the state directory {} belongs to group 0 (root's); give it the service user's group (chgrp ops {})",
+            state_dir.display(),
+            state_dir.display()
+        )));
+    }
+    // Files created from here on are private, as under the unit's UMask=0077.
+    // SAFETY: umask cannot fail.
+    unsafe { libc::umask(0o077) };
     if as_root {
         let _ = HAND_TO.set((uid, gid));
         log::info!(
@@ -45,11 +65,17 @@ pub fn switch(state_dir: &Path, as_root: bool) -> anyhow::Result<Switched> {
         );
         return Ok(Switched::KeptRoot { uid, gid });
     }
-    // SAFETY: plain system calls on integers; each result is checked.
+    let user = account(uid);
+    // SAFETY: plain system calls on integers and a NUL-terminated name; each result is checked.
     unsafe {
-        if libc::setgroups(1, &gid) != 0 {
+        let groups_ok = match &user {
+            // The owner's supplementary groups too, as the timer's run has them.
+            Some((name, _)) => libc::initgroups(name.as_ptr(), gid) == 0,
+            None => libc::setgroups(1, &gid) == 0,
+        };
+        if !groups_ok {
             bail!(
-                "cannot drop root's groups: {}",
+                "cannot set the groups of user {uid}: {}",
                 std::io::Error::last_os_error()
             );
         }
@@ -70,6 +96,13 @@ pub fn switch(state_dir: &Path, as_root: bool) -> anyhow::Result<Switched> {
             bail!("still able to regain root after switching to user {uid}: refusing to go on");
         }
     }
+    // The owner's identity for what ops and its exec tasks read from the environment.
+    if let Some((name, home)) = &user {
+        let name = name.to_string_lossy().into_owned();
+        std::env::set_var("HOME", home);
+        std::env::set_var("USER", &name);
+        std::env::set_var("LOGNAME", &name);
+    }
     log::info!(
         "running as uid {uid} (gid {gid}), the owner of {}, exactly as the timer does (--as-root keeps root)",
         state_dir.display()
@@ -77,10 +110,131 @@ pub fn switch(state_dir: &Path, as_root: bool) -> anyhow::Result<Switched> {
     Ok(Switched::To { uid, gid })
 }
 
-/// Gives a file or directory ops just created to the state directory's owner when ops kept root.
-pub fn hand_over(path: &Path) -> anyhow::Result<()> {
+/// The user's name and home directory from the password database.
+fn account(uid: u32) -> Option<(CString, std::path::PathBuf)> {
+    let mut buf = vec![0 as libc::c_char; 16 * 1024];
+    // SAFETY: getpwuid_r writes into our buffers only; pwd is read only when it succeeded.
+    unsafe {
+        let mut pwd: libc::passwd = std::mem::zeroed();
+        let mut out: *mut libc::passwd = std::ptr::null_mut();
+        let rc = libc::getpwuid_r(uid, &mut pwd, buf.as_mut_ptr(), buf.len(), &mut out);
+        if rc != 0 || out.is_null() || pwd.pw_name.is_null() {
+            return None;
+        }
+        let name = std::ffi::CStr::from_ptr(pwd.pw_name).to_owned();
+        let home = if pwd.pw_dir.is_null() {
+            std::path::PathBuf::from("/")
+        } else {
+            std::path::PathBuf::from(
+                std::ffi::CStr::from_ptr(pwd.pw_dir)
+                    .to_string_lossy()
+                    .into_owned(),
+            )
+        };
+        Some((name, home))
+    }
+}
+
+/// Gives a file or directory ops holds open to the state directory's owner when ops kept root:
+/// `fchown` on the descriptor, never `chown` on a path (a path can be swapped for a symlink).
+pub fn hand_over_fd(fd: &impl AsRawFd) -> std::io::Result<()> {
     if let Some((uid, gid)) = HAND_TO.get() {
-        std::os::unix::fs::chown(path, Some(*uid), Some(*gid))?;
+        // SAFETY: fchown on a descriptor we own; the result is checked.
+        if unsafe { libc::fchown(fd.as_raw_fd(), *uid, *gid) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
     }
     Ok(())
+}
+
+fn cstr(name: &str) -> anyhow::Result<CString> {
+    if name.is_empty() || name.contains('/') {
+        bail!("internal: {name:?} is not a plain file name");
+    }
+    CString::new(name).map_err(|_| anyhow::anyhow!("internal: {name:?} holds a NUL byte"))
+}
+
+/// Opens the directory `dir` itself without following a symlink at its last component.
+pub fn open_dir(dir: &Path) -> anyhow::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(dir)
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ELOOP) | Some(libc::ENOTDIR) => anyhow::anyhow!(
+                "refusing {}: it is a symlink or not a directory (point --state-dir at the real directory)",
+                dir.display()
+            ),
+            _ => anyhow::anyhow!("cannot open {}: {e}", dir.display()),
+        })
+}
+
+/// `name` inside the open directory `dir` (shown as `shown` in errors), opened relative to it
+/// without following a symlink, created 0600 when `create`; refused unless it is a regular file
+/// with exactly one link (a symlink or a hard link planted by whoever controls the directory);
+/// handed to the owner by descriptor when ops kept root. `None`: absent and not created.
+pub fn open_at(dir: &File, shown: &Path, name: &str, create: bool) -> anyhow::Result<Option<File>> {
+    let c = cstr(name)?;
+    let mut flags = libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NOCTTY;
+    flags |= if create {
+        libc::O_RDWR | libc::O_CREAT
+    } else {
+        libc::O_RDONLY
+    };
+    // SAFETY: openat with a valid directory descriptor and a NUL-terminated name; checked.
+    let fd = unsafe { libc::openat(dir.as_raw_fd(), c.as_ptr(), flags, 0o600 as libc::c_uint) };
+    if fd < 0 {
+        let e = std::io::Error::last_os_error();
+        return match e.raw_os_error() {
+            Some(libc::ENOENT) if !create => Ok(None),
+            Some(libc::ELOOP) => bail!(
+                "refusing {}: it is a symlink (ops never makes one there; remove it)",
+                shown.join(name).display()
+            ),
+            _ => Err(anyhow::anyhow!(
+                "cannot open {}: {e}",
+                shown.join(name).display()
+            )),
+        };
+    }
+    // SAFETY: fd is a fresh descriptor we own from here on.
+    let file = unsafe { File::from_raw_fd(fd) };
+    let meta = file.metadata()?;
+    if !meta.file_type().is_file() || meta.nlink() != 1 {
+        bail!(
+            "refusing {}: not a regular file with one link ({} link(s)); remove it and run again",
+            shown.join(name).display(),
+            meta.nlink()
+        );
+    }
+    hand_over_fd(&file)
+        .map_err(|e| anyhow::anyhow!("cannot hand {} over: {e}", shown.join(name).display()))?;
+    Ok(Some(file))
+}
+
+/// The subdirectory `name` of the open directory `dir`, created 0700 when missing, opened
+/// without following a symlink and handed over by descriptor.
+pub fn subdir_at(dir: &File, shown: &Path, name: &str) -> anyhow::Result<File> {
+    let c = cstr(name)?;
+    // SAFETY: mkdirat with a valid directory descriptor and a NUL-terminated name; checked.
+    if unsafe { libc::mkdirat(dir.as_raw_fd(), c.as_ptr(), 0o700) } != 0 {
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EEXIST) {
+            bail!("cannot create {}: {e}", shown.join(name).display());
+        }
+    }
+    let flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+    // SAFETY: as above.
+    let fd = unsafe { libc::openat(dir.as_raw_fd(), c.as_ptr(), flags) };
+    if fd < 0 {
+        bail!(
+            "refusing {}: not a directory, or a symlink ({})",
+            shown.join(name).display(),
+            std::io::Error::last_os_error()
+        );
+    }
+    // SAFETY: fd is a fresh descriptor we own from here on.
+    let sub = unsafe { File::from_raw_fd(fd) };
+    hand_over_fd(&sub)?;
+    Ok(sub)
 }

@@ -363,7 +363,12 @@ impl Watchdog {
                     crate::duration::format(timeout)
                 );
                 log::error!("{name}: {msg}");
-                if let Ok(conn) = rusqlite::Connection::open(dir.join(state::DB_FILE)) {
+                if let Ok(conn) = rusqlite::Connection::open_with_flags(
+                    dir.join(state::DB_FILE),
+                    rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE
+                        | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX
+                        | rusqlite::OpenFlags::SQLITE_OPEN_NOFOLLOW,
+                ) {
                     let _ = conn.busy_timeout(Duration::from_secs(1));
                     let _ = conn.execute(
                         "UPDATE runs SET status = 'failed', finished_at = ?2, summary = ?3 WHERE id = ?1",

@@ -52,11 +52,13 @@ impl Sealer {
             hex(&random::<4>()?)
         ));
         let written = (|| -> std::io::Result<()> {
+            // create_new (O_EXCL) never follows a symlink; handed over by descriptor.
             let mut file = OpenOptions::new()
                 .write(true)
                 .create_new(true)
                 .mode(0o600)
                 .open(&tmp)?;
+            crate::privilege::hand_over_fd(&file)?;
             file.write_all(&key)?;
             file.sync_all()
         })();
@@ -64,7 +66,6 @@ impl Sealer {
         let _ = std::fs::remove_file(&tmp);
         match linked {
             Ok(()) => {
-                crate::privilege::hand_over(&path)?;
                 if let Ok(dir) = std::fs::File::open(state_dir) {
                     let _ = dir.sync_all();
                 }

@@ -2,8 +2,7 @@
 //! alerts. WAL, busy timeout, schema versioned with `PRAGMA user_version`. Every write is one
 //! transaction, so kill -9 at any moment leaves a usable database.
 
-use std::fs::OpenOptions;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -107,16 +106,15 @@ impl State {
     pub fn open(dir: &Path) -> anyhow::Result<State> {
         create_private_dir(dir)?;
         let path = dir.join(DB_FILE);
-        OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .append(true)
-            .mode(0o600)
-            .open(&path)
-            .with_context(|| format!("cannot create state database {}", path.display()))?;
-        crate::privilege::hand_over(&path)?;
-        let conn = Connection::open(&path)
-            .with_context(|| format!("cannot open state database {}", path.display()))?;
+        check_files(dir, true)?;
+        let conn = Connection::open_with_flags(
+            &path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE
+                | OpenFlags::SQLITE_OPEN_CREATE
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX
+                | OpenFlags::SQLITE_OPEN_NOFOLLOW,
+        )
+        .with_context(|| format!("cannot open state database {}", path.display()))?;
         conn.busy_timeout(Duration::from_secs(10))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
@@ -136,9 +134,12 @@ impl State {
         if !path.exists() {
             return Ok(None);
         }
+        check_files(dir, false)?;
         let conn = Connection::open_with_flags(
             &path,
-            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            OpenFlags::SQLITE_OPEN_READ_ONLY
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX
+                | OpenFlags::SQLITE_OPEN_NOFOLLOW,
         )
         .with_context(|| format!("cannot open state database {}", path.display()))?;
         conn.busy_timeout(Duration::from_secs(5))?;
@@ -428,13 +429,26 @@ impl State {
     }
 }
 
+/// The database and its WAL files, checked before SQLite opens them: never a symlink or a hard
+/// link (whoever owns the directory could plant one pointing at a file of root's), handed to the
+/// owner by descriptor when ops kept root. The database is created 0600 when `create`.
+fn check_files(dir: &Path, create: bool) -> anyhow::Result<()> {
+    let d = crate::privilege::open_dir(dir)?;
+    crate::privilege::open_at(&d, dir, DB_FILE, create)?;
+    for suffix in ["-wal", "-shm"] {
+        crate::privilege::open_at(&d, dir, &format!("{DB_FILE}{suffix}"), false)?;
+    }
+    Ok(())
+}
+
 /// Creates `dir` (and parents) with mode 0700 for the last component.
 pub fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
     if !dir.exists() {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("cannot create state directory {} (set --state-dir or OPS_STATE_DIR to a writable directory)", dir.display()))?;
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
-        crate::privilege::hand_over(dir)?;
+        let d = crate::privilege::open_dir(dir)?;
+        d.set_permissions(std::fs::Permissions::from_mode(0o700))?;
+        crate::privilege::hand_over_fd(&d)?;
     }
     Ok(())
 }

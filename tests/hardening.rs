@@ -467,3 +467,150 @@ fn a_manual_run_as_root_is_the_timers_run_as_the_state_directory_owner() {
     assert_all_nobodys_and_private(&s);
     run_every_profile(&s, Some("nobody"), &[]);
 }
+
+/// A file of root's that whoever owns the state directory would like to own.
+fn victim(s: &crate::extract::Scenario, name: &str) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = s.ops.path("root-only");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(name);
+    std::fs::write(&path, "root:secret-hash:19000::::::\n").unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    path
+}
+
+fn untouched(path: &std::path::Path) {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path).unwrap();
+    assert_eq!(
+        (meta.uid(), meta.gid()),
+        (0, 0),
+        "{} changed hands",
+        path.display()
+    );
+    assert_eq!(
+        std::fs::read_to_string(path).unwrap(),
+        "root:secret-hash:19000::::::\n",
+        "{} was written",
+        path.display()
+    );
+}
+
+#[test]
+fn planted_symlinks_and_hard_links_under_as_root_leave_roots_files_untouched() {
+    if !root() {
+        eprintln!("not root: the root-rerun test cannot run here");
+        return;
+    }
+    use std::os::unix::fs::symlink;
+    // ops.db -> a file of root's.
+    let s = owned_by_nobody();
+    let shadow = victim(&s, "shadow");
+    symlink(&shadow, s.ops.state_dir().join("ops.db")).unwrap();
+    let run = s.ops.run(&["run", "p", "--as-root"]);
+    assert_ne!(run.code, 0, "{}", run.all());
+    assert!(
+        run.all().contains("ops.db: it is a symlink"),
+        "{}",
+        run.all()
+    );
+    untouched(&shadow);
+    // A lock file -> a file of root's: the run used to report ok through it.
+    let s = owned_by_nobody();
+    let sudoers = victim(&s, "sudoers");
+    let locks = s.ops.state_dir().join("locks");
+    std::fs::create_dir(&locks).unwrap();
+    std::os::unix::fs::chown(&locks, Some(NOBODY), Some(NOBODY)).unwrap();
+    symlink(&sudoers, locks.join("profile-p.lock")).unwrap();
+    let run = s.ops.run(&["run", "p", "--as-root"]);
+    assert_ne!(run.code, 0, "{}", run.all());
+    assert!(
+        run.all().contains("profile-p.lock: it is a symlink"),
+        "{}",
+        run.all()
+    );
+    untouched(&sudoers);
+    // The WAL file as a hard link to a file of root's.
+    let s = owned_by_nobody();
+    let passwd = victim(&s, "passwd");
+    s.ops.run(&["run", "p", "--as-root"]).expect_code(0);
+    let wal = s.ops.state_dir().join("ops.db-wal");
+    let _ = std::fs::remove_file(&wal);
+    std::fs::hard_link(&passwd, &wal).unwrap();
+    let run = s.ops.run(&["run", "p", "--as-root"]);
+    assert_ne!(run.code, 0, "{}", run.all());
+    assert!(
+        run.all()
+            .contains("ops.db-wal: not a regular file with one link"),
+        "{}",
+        run.all()
+    );
+    untouched(&passwd);
+    // A symlinked state directory is refused outright when running as root.
+    let s = owned_by_nobody();
+    let link = s.ops.path("state-link");
+    symlink(s.ops.state_dir(), &link).unwrap();
+    let mut cmd = s.ops.command(&["run", "p"]);
+    cmd.arg("--state-dir").arg(&link);
+    let out = cmd.output().unwrap();
+    assert_ne!(out.status.code(), Some(0));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("is a symlink"),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn ops_as_root_in_the_env_file_keeps_no_root_and_the_switch_takes_the_owners_identity() {
+    if !root() {
+        eprintln!("not root: the root-rerun test cannot run here");
+        return;
+    }
+    let s = owned_by_nobody();
+    s.ops.jobs(&exec_profile(
+        "who",
+        &["sh", "-c", "echo \"id=$(id -u) home=$HOME user=$USER logname=$LOGNAME umask=$(umask) groups=$(id -G)\""],
+        "",
+    ));
+    let env = s.ops.path("ops.env");
+    let mut text = std::fs::read_to_string(&env).unwrap();
+    text.push_str("OPS_AS_ROOT=1\n");
+    std::fs::write(&env, text).unwrap();
+    let run = s.ops.run(&["run", "who"]);
+    run.expect_code(0)
+        .expect_stderr("OPS_AS_ROOT in the env file is ignored")
+        .expect_stderr("running as uid 65534")
+        .expect_stdout("id=65534 home=/nonexistent user=nobody logname=nobody umask=0077");
+}
+
+#[test]
+fn an_exec_child_under_a_terminal_cannot_open_it() {
+    // `script` gives ops a controlling terminal, as an SSH session would.
+    if !crate::support::tool("script") {
+        assert!(std::env::var("CI").is_err(), "CI needs script (bsdutils)");
+        return;
+    }
+    let ops = crate::support::Ops::new();
+    ops.jobs(&exec_profile(
+        "tty",
+        &["sh", "-c", "if (echo typed > /dev/tty) 2>/dev/null; then echo TTY-REACHED; exit 1; fi; echo no-terminal"],
+        "",
+    ));
+    let base = ops.command(&["run", "tty"]);
+    let line = std::iter::once(base.get_program())
+        .chain(base.get_args())
+        .map(|a| format!("'{}'", a.to_string_lossy()))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let mut cmd = std::process::Command::new("script");
+    cmd.args(["-qec", &line, "/dev/null"]).env_clear();
+    for (k, v) in base.get_envs() {
+        if let Some(v) = v {
+            cmd.env(k, v);
+        }
+    }
+    let out = cmd.output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("no-terminal"), "{text}");
+    assert!(!text.contains("TTY-REACHED"), "{text}");
+}

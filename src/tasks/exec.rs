@@ -64,16 +64,20 @@ pub fn run(opts: &ExecOptions, ctx: &TaskCtx) -> anyhow::Result<Outcome> {
         .envs(&opts.env)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0);
+        .stderr(Stdio::piped());
     if let Some(cwd) = &opts.cwd {
         cmd.current_dir(cwd);
     }
-    // If ops itself is killed (kill -9, OOM), the child goes with it instead of running on
-    // unsupervised.
-    // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+    // A session of its own (so also a process group of its own, which the timeout kills whole):
+    // no controlling terminal, so a child of a root rerun cannot open root's /dev/tty, write to
+    // it or push input into it. If ops itself is killed (kill -9, OOM), the child goes with it
+    // instead of running on unsupervised.
+    // SAFETY: setsid and prctl are async-signal-safe and touch no memory of the parent.
     unsafe {
         cmd.pre_exec(|| {
+            if libc::setsid() < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
             libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
             Ok(())
         });
