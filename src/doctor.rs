@@ -306,8 +306,9 @@ fn postgres_check(url: &crate::redact::Secret, app: &App) -> Result<String, Stri
     }
     if missing.is_empty() {
         Ok(format!(
-            "Postgres at {} reachable as {user} with the privileges the replication fix needs{}",
+            "Postgres at {} reachable as {user} ({}) with the privileges the replication fix needs{}",
             target.shown,
+            target.protection(),
             if owner.is_none() {
                 " (table not created yet)"
             } else {
@@ -316,8 +317,9 @@ fn postgres_check(url: &crate::redact::Secret, app: &App) -> Result<String, Stri
         ))
     } else {
         Err(format!(
-            "Postgres at {} reachable as {user}, but it lacks: {}",
+            "Postgres at {} reachable as {user} ({}), but it lacks: {}",
             target.shown,
+            target.protection(),
             missing.join("; ")
         ))
     }

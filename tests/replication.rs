@@ -458,3 +458,98 @@ fn sslmodes_are_honoured_over_tls() {
         .expect_code(1)
         .expect_stdout("no encryption");
 }
+
+/// An active on-path attacker's server: its own certificate, and it asks for the password in
+/// clear (`password` in pg_hba). With TLS unverified and a password in the URL, ops requires
+/// channel binding, so the password is never sent: the login fails although the password is
+/// right, and succeeds only when channel binding is explicitly given up.
+#[test]
+fn the_password_never_goes_to_a_server_that_will_not_bind_the_login_to_tls() {
+    if !pg::available() {
+        return;
+    }
+    let certs = tempfile::tempdir().unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(certs.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    make_certs(certs.path());
+    let dir = certs.path().display().to_string();
+    let cluster = Cluster::start(&[
+        "ssl = on",
+        &format!("ssl_cert_file = '{dir}/server.pem'"),
+        &format!("ssl_key_file = '{dir}/server.key'"),
+    ]);
+    let name = cluster.create_db();
+    cluster
+        .client("postgres")
+        .batch_execute("CREATE ROLE opsuser LOGIN PASSWORD 'pw-cleartext-2718'")
+        .unwrap();
+    let hba = cluster.data_dir().join("pg_hba.conf");
+    let rules = std::fs::read_to_string(&hba).unwrap();
+    std::fs::write(
+        &hba,
+        format!("hostssl {name} opsuser 127.0.0.1/32 password\nhostnossl {name} opsuser all reject\n{rules}"),
+    )
+    .unwrap();
+    cluster
+        .client("postgres")
+        .batch_execute("SELECT pg_reload_conf()")
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let url = |query: &str| {
+        format!(
+            "postgresql://opsuser:pw-cleartext-2718@127.0.0.1:{}/{name}?{query}",
+            cluster.port
+        )
+    };
+    let run = |database_url: &str| {
+        let mut ops = Ops::new();
+        ops.env("DATABASE_URL", database_url);
+        ops.jobs("version: 1\nprofiles:\n  replication:\n    cron: '* * * * *'\n    tasks: [{kind: replication, fix: false}]\n");
+        ops.run(&["run", "replication"])
+    };
+    for query in ["sslmode=require", "sslmode=require&channel_binding=require"] {
+        let r = run(&url(query));
+        r.expect_code(1)
+            .expect_stdout("cannot connect to Postgres")
+            .expect_stdout("channel binding")
+            .expect_stdout("the password was not sent");
+        assert!(!r.all().contains("pw-cleartext-2718"));
+        assert!(
+            !r.all().contains("password authentication failed"),
+            "{}",
+            r.all()
+        );
+    }
+    // The same URL with channel binding given up logs in: the password was right all along.
+    let r = run(&url("sslmode=require&channel_binding=prefer"));
+    assert!(!r.stdout.contains("cannot connect"), "{}", r.all());
+    // A server that speaks SCRAM (as Railway's Postgres does) binds the login to TLS: the
+    // default connects.
+    std::fs::write(
+        &hba,
+        format!("hostssl {name} opsuser 127.0.0.1/32 scram-sha-256\nhostnossl {name} opsuser all reject\n{rules}"),
+    )
+    .unwrap();
+    cluster
+        .client("postgres")
+        .batch_execute("SELECT pg_reload_conf()")
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let r = run(&url("sslmode=require"));
+    assert!(!r.stdout.contains("cannot connect"), "{}", r.all());
+    // The key=value form means the same: sslmode=require against a server without TLS fails.
+    let shared = pg::Cluster::shared();
+    let db = shared.create_db();
+    let kv = format!(
+        "host=127.0.0.1 port={} dbname={db} user=postgres sslmode=require",
+        shared.port
+    );
+    run(&kv)
+        .expect_code(1)
+        .expect_stdout("cannot connect to Postgres");
+    let kv_plain = format!(
+        "host=127.0.0.1 port={} dbname={db} user=postgres sslmode=disable",
+        shared.port
+    );
+    assert!(!run(&kv_plain).stdout.contains("cannot connect"));
+}

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
-use postgres::config::{Host, SslMode as DriverSslMode};
+use postgres::config::{ChannelBinding, Host, SslMode as DriverSslMode};
 use postgres::{Client, Config, NoTls};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
@@ -37,17 +37,32 @@ pub struct Target {
 
 impl Target {
     pub fn parse(url: &Secret) -> anyhow::Result<Target> {
-        let raw = url.expose();
-        let (base, query) = raw.split_once('?').unwrap_or((raw, ""));
+        let raw = url.expose().trim();
+        let is_url = raw.starts_with("postgres://") || raw.starts_with("postgresql://");
+        // Both forms are read the same way: the URL's query, or libpq's key=value words.
+        let (base, pairs): (&str, Vec<(String, String)>) = if is_url {
+            let (base, query) = raw.split_once('?').unwrap_or((raw, ""));
+            let pairs = query
+                .split('&')
+                .filter(|p| !p.is_empty())
+                .map(|p| {
+                    let (k, v) = p.split_once('=').unwrap_or((p, ""));
+                    (k.to_string(), percent_decode(v))
+                })
+                .collect();
+            (base, pairs)
+        } else {
+            ("", key_values(raw)?)
+        };
         let mut ssl = SslMode::Prefer;
         let mut root_cert = None;
         let mut schema = None;
-        let mut kept = Vec::new();
-        for pair in query.split('&').filter(|p| !p.is_empty()) {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            match k {
+        let mut channel_binding = None;
+        let mut kept: Vec<(String, String)> = Vec::new();
+        for (k, v) in pairs {
+            match k.as_str() {
                 "sslmode" => {
-                    ssl = match v {
+                    ssl = match v.as_str() {
                         "disable" => SslMode::Disable,
                         "allow" | "prefer" => SslMode::Prefer,
                         "require" => SslMode::Require,
@@ -56,21 +71,40 @@ impl Target {
                         other => bail!("DATABASE_URL has sslmode={other:?}: use disable, prefer, require, verify-ca or verify-full"),
                     }
                 }
-                "sslrootcert" => root_cert = Some(percent_decode(v)),
+                "sslrootcert" => root_cert = Some(v),
                 // Prisma's `schema`: where the webapp's tables live, so our search path.
-                "schema" => schema = Some(schema_name(&percent_decode(v))?),
+                "schema" => schema = Some(schema_name(&v)?),
+                "channel_binding" => {
+                    channel_binding = Some(match v.as_str() {
+                        "disable" => ChannelBinding::Disable,
+                        "prefer" => ChannelBinding::Prefer,
+                        "require" => ChannelBinding::Require,
+                        other => bail!("DATABASE_URL has channel_binding={other:?}: use disable, prefer or require"),
+                    })
+                }
                 k if IGNORED_PARAMS.contains(&k) => {}
-                k if DRIVER_PARAMS.contains(&k) => kept.push(pair),
+                k if DRIVER_PARAMS.contains(&k) => kept.push((k.to_string(), v)),
                 other => bail!(
                     "DATABASE_URL has an unknown parameter {:?}: remove it (ops understands libpq's parameters and Prisma's: schema, connection_limit, pool_timeout, pgbouncer, …)",
-                    redact(&percent_decode(other))
+                    redact(other)
                 ),
             }
         }
-        let driver_url = if kept.is_empty() {
-            base.to_string()
+        let driver_url = if is_url {
+            let query: Vec<String> = kept
+                .iter()
+                .map(|(k, v)| format!("{k}={}", percent_encode(v)))
+                .collect();
+            if query.is_empty() {
+                base.to_string()
+            } else {
+                format!("{base}?{}", query.join("&"))
+            }
         } else {
-            format!("{base}?{}", kept.join("&"))
+            kept.iter()
+                .map(|(k, v)| format!("{k}='{}'", v.replace('\\', "\\\\").replace('\'', "\\'")))
+                .collect::<Vec<_>>()
+                .join(" ")
         };
         let mut config = Config::from_str(&driver_url)
             .map_err(|e| anyhow!("DATABASE_URL is not a valid Postgres URL: {} (expected postgresql://user:password@host:port/db)", redact(&e.to_string())))?;
@@ -79,6 +113,18 @@ impl Target {
             SslMode::Prefer => DriverSslMode::Prefer,
             _ => DriverSslMode::Require,
         });
+        // sslmode=require encrypts without checking who answers: with a password to protect,
+        // require channel binding too (SCRAM-SHA-256-PLUS binds the login to the TLS session,
+        // so a server of an attacker's cannot relay it, and no password is ever sent in clear
+        // or as md5). An explicit channel_binding wins; verify-ca/-full check the certificate.
+        let binding = channel_binding.unwrap_or(
+            if ssl == SslMode::Require && config.get_password().is_some() {
+                ChannelBinding::Require
+            } else {
+                ChannelBinding::Prefer
+            },
+        );
+        config.channel_binding(binding);
         let mut options = format!("-c statement_timeout={}", STATEMENT_TIMEOUT.as_millis());
         if let Some(schema) = &schema {
             options.push_str(&format!(" -c search_path=\"{schema}\""));
@@ -110,11 +156,13 @@ impl Target {
             _ => config.connect(tokio_postgres_rustls::MakeRustlsConnect::new(self.tls()?)),
         };
         result.map_err(|e| {
-            anyhow!(
-                "cannot connect to Postgres at {}: {}",
-                self.shown,
-                describe(&e)
-            )
+            let why = describe(&e);
+            let hint = if why.contains("channel binding") {
+                ": the server did not bind the login to the TLS session, so the password was not sent (sslmode=require implies channel_binding=require when there is a password: use SCRAM on the server, or sslmode=verify-full with sslrootcert, or set channel_binding=prefer if you accept the risk)"
+            } else {
+                ""
+            };
+            anyhow!("cannot connect to Postgres at {}: {why}{hint}", self.shown)
         })
     }
 
@@ -197,7 +245,6 @@ const IGNORED_PARAMS: &[&str] = &[
     "sslkey",
     "sslcrl",
     "sslnegotiation",
-    "channel_binding",
     "gssencmode",
     "options",
     "connection_limit",
@@ -239,6 +286,99 @@ pub fn describe(e: &postgres::Error) -> String {
         source = s.source();
     }
     redact(&text)
+}
+
+/// What the connection verifies, for `ops doctor`.
+impl Target {
+    pub fn protection(&self) -> String {
+        let binding = match self.config.get_channel_binding() {
+            ChannelBinding::Require => "channel binding required",
+            ChannelBinding::Disable => "channel binding off",
+            _ => "channel binding if offered",
+        };
+        match self.ssl {
+            SslMode::Disable => {
+                "no TLS (sslmode=disable): the password and data cross the network in clear".into()
+            }
+            SslMode::Prefer => format!("TLS if offered, certificate not verified, {binding}"),
+            SslMode::Require => format!("TLS, certificate not verified, {binding}"),
+            SslMode::VerifyCa => {
+                format!("TLS, certificate verified, host name not checked, {binding}")
+            }
+            SslMode::VerifyFull => format!("TLS, certificate and host name verified, {binding}"),
+        }
+    }
+}
+
+/// libpq's `key=value key2='quoted value'` connection string, as pairs.
+fn key_values(raw: &str) -> anyhow::Result<Vec<(String, String)>> {
+    let mut out = Vec::new();
+    let mut chars = raw.chars().peekable();
+    loop {
+        while chars.peek().is_some_and(|c| c.is_whitespace()) {
+            chars.next();
+        }
+        if chars.peek().is_none() {
+            return Ok(out);
+        }
+        let mut key = String::new();
+        while let Some(&c) = chars.peek() {
+            if c == '=' || c.is_whitespace() {
+                break;
+            }
+            key.push(c);
+            chars.next();
+        }
+        while chars.peek().is_some_and(|c| c.is_whitespace()) {
+            chars.next();
+        }
+        if chars.next() != Some('=') {
+            bail!(
+                "DATABASE_URL is neither a postgresql:// URL nor key=value pairs (near {:?})",
+                redact(&key)
+            );
+        }
+        while chars.peek().is_some_and(|c| c.is_whitespace()) {
+            chars.next();
+        }
+        let mut value = String::new();
+        if chars.peek() == Some(&'\'') {
+            chars.next();
+            loop {
+                match chars.next() {
+                    Some('\\') => value.extend(chars.next()),
+                    Some('\'') => break,
+                    Some(c) => value.push(c),
+                    None => bail!("DATABASE_URL has an unterminated quoted value for {key:?}"),
+                }
+            }
+        } else {
+            while let Some(&c) = chars.peek() {
+                if c.is_whitespace() {
+                    break;
+                }
+                if c == '\\' {
+                    chars.next();
+                    value.extend(chars.next());
+                    continue;
+                }
+                value.push(c);
+                chars.next();
+            }
+        }
+        out.push((key, value));
+    }
+}
+
+fn percent_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 fn percent_decode(s: &str) -> String {
@@ -409,5 +549,63 @@ mod tests {
         assert!(!unknown.contains("pw-secret-123"));
         let schema = e("postgresql://u:pw@db/x?schema=a%22b");
         assert!(schema.contains("schema=\"a\\\"b\""), "{schema}");
+    }
+
+    #[test]
+    fn key_value_strings_are_read_like_urls() {
+        let t = Target::parse(&Secret::new(
+            "host=db.example.com port=6543 dbname=app user=u password='p w\\'x' sslmode=require",
+        ))
+        .unwrap();
+        assert_eq!(t.ssl, SslMode::Require, "never quietly prefer");
+        assert_eq!(t.shown, "db.example.com:6543");
+        assert_eq!(t.config.get_password(), Some(&b"p w'x"[..]));
+        assert_eq!(t.config.get_channel_binding(), ChannelBinding::Require);
+        let e = Target::parse(&Secret::new("host=h sslmode=sometimes"))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("sslmode=\"sometimes\""), "{e}");
+        assert!(Target::parse(&Secret::new("host=h dbname='open")).is_err());
+    }
+
+    #[test]
+    fn channel_binding_is_required_when_tls_is_unverified_and_a_password_is_sent() {
+        let binding = |url: &str| {
+            Target::parse(&Secret::new(url))
+                .unwrap()
+                .config
+                .get_channel_binding()
+        };
+        assert_eq!(
+            binding("postgresql://u:pw@h/x?sslmode=require"),
+            ChannelBinding::Require
+        );
+        assert_eq!(
+            binding("postgresql://u@h/x?sslmode=require"),
+            ChannelBinding::Prefer,
+            "no password to protect"
+        );
+        assert_eq!(
+            binding("postgresql://u:pw@h/x?sslmode=require&channel_binding=prefer"),
+            ChannelBinding::Prefer
+        );
+        assert_eq!(
+            binding("postgresql://u:pw@h/x?sslmode=verify-full"),
+            ChannelBinding::Prefer
+        );
+        assert_eq!(
+            binding("postgresql://u:pw@h/x?sslmode=verify-full&channel_binding=require"),
+            ChannelBinding::Require
+        );
+        assert_eq!(
+            binding("postgresql://u:pw@h/x?sslmode=disable&channel_binding=disable"),
+            ChannelBinding::Disable
+        );
+        let t = Target::parse(&Secret::new("postgresql://u:pw@h/x?sslmode=require")).unwrap();
+        assert_eq!(
+            t.protection(),
+            "TLS, certificate not verified, channel binding required"
+        );
     }
 }
