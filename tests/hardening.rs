@@ -614,3 +614,57 @@ fn an_exec_child_under_a_terminal_cannot_open_it() {
     assert!(text.contains("no-terminal"), "{text}");
     assert!(!text.contains("TTY-REACHED"), "{text}");
 }
+
+/// Every 10-character piece of `secret` that shows up in `text`.
+fn pieces_of(secret: &str, text: &str) -> Vec<String> {
+    let chars: Vec<char> = secret.chars().collect();
+    chars
+        .windows(10)
+        .map(|w| w.iter().collect::<String>())
+        .filter(|p| text.contains(p.as_str()))
+        .collect()
+}
+
+#[test]
+fn trace_logging_shows_no_piece_of_any_secret() {
+    use crate::support::digitalocean::DO_TOKEN;
+    use crate::support::railway::{ADMIN_TOKEN, RAILWAY_TOKEN};
+    let telegram = crate::support::fake::FakeServer::start(
+        crate::support::fake::loopback(),
+        Box::new(|_r: &crate::support::fake::Seen| crate::support::fake::Reply::text(500, "down")),
+    );
+    const BOT: &str = "987654:bot-token-for-trace-test-xyz";
+    let mut f = crate::supervisor::fleet("boot_grace: 10m");
+    f.s.ops
+        .env("LOG_LEVEL", "trace")
+        .env("TRIGGER_ADMIN_TOKEN", ADMIN_TOKEN)
+        .env("TELEGRAM_BOT_TOKEN", BOT)
+        .env("TELEGRAM_CHAT_ID", "-100")
+        .env("TELEGRAM_API_URL", &telegram.url());
+    let mut all = String::new();
+    for args in [
+        &["run", "extract", "--refresh"][..],
+        &["run", "health"],
+        &["run", "health"],
+    ] {
+        let run = f.run(args);
+        all.push_str(&run.all());
+    }
+    assert!(all.contains("trace") || all.contains("debug"), "trace logging is on");
+    for secret in [
+        RAILWAY_TOKEN,
+        DO_TOKEN,
+        ADMIN_TOKEN,
+        BOT,
+        crate::extract::LOG_TOKEN,
+        crate::extract::SECRET,
+        crate::extract::REGISTRY_PASSWORD,
+    ] {
+        // "registry-p…" is also the start of the fake registry's public domain.
+        let found: Vec<String> = pieces_of(secret, &all)
+            .into_iter()
+            .filter(|p| !"registry-prod.invalid".contains(p.as_str()))
+            .collect();
+        assert!(found.is_empty(), "pieces of a secret in trace output: {found:?}");
+    }
+}
