@@ -58,7 +58,10 @@ fn level_for(filter: &str, target: &str) -> log::LevelFilter {
             Some((module, level)) => {
                 let matches = target == module || target.starts_with(&format!("{module}::"));
                 if matches && best.is_none_or(|(len, _)| module.len() > len) {
-                    best = Some((module.len(), level.parse().unwrap_or(log::LevelFilter::Trace)));
+                    best = Some((
+                        module.len(),
+                        level.parse().unwrap_or(log::LevelFilter::Trace),
+                    ));
                 }
             }
             None => match directive.parse::<log::LevelFilter>() {
@@ -89,7 +92,10 @@ mod tests {
         assert_eq!(level_for("info,ureq=trace", "ureq_proto"), Info);
         assert_eq!(level_for("info,ureq=trace", "ureq"), Trace);
         assert_eq!(level_for("debug,rustls", "rustls"), Trace);
-        assert_eq!(level_for("warn,tokio_postgres=info", "tokio_postgres"), Info);
+        assert_eq!(
+            level_for("warn,tokio_postgres=info", "tokio_postgres"),
+            Info
+        );
         assert_eq!(level_for("", "ureq"), Error);
     }
 }

@@ -242,3 +242,36 @@ fn test_alert_reaches_every_channel_reports_each_and_leaves_the_alert_state_alon
         .expect_stdout("alerts: telegram (chat -100123), webhook (json, http://")
         .expect_stdout("ops test-alert");
 }
+
+#[test]
+fn a_webhook_url_with_a_query_is_never_logged_with_its_secret() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let calls = std::sync::Arc::new(AtomicUsize::new(0));
+    let c = std::sync::Arc::clone(&calls);
+    // Rate limited once (so the send is retried and logged), then accepted.
+    let hook = FakeServer::start(
+        loopback(),
+        Box::new(move |_req: &Seen| {
+            if c.fetch_add(1, Ordering::SeqCst) == 0 {
+                Reply::json(429, json!({"retry_after": 0.1})).with_header("Retry-After", "1")
+            } else {
+                Reply::text(204, "")
+            }
+        }),
+    );
+    let mut ops = Ops::new();
+    ops.env(
+        "OPS_WEBHOOK_URL",
+        &format!(
+            "{}/api/webhooks/112233445566778899/TopSecretWebhookPart?wait=true",
+            hook.url()
+        ),
+    )
+    .env("OPS_WEBHOOK_FORMAT", "discord");
+    failing_profile(&ops, 1, "boom");
+    let run = ops.run(&["run", "p"]);
+    run.expect_code(1).expect_stderr("retrying");
+    assert!(!run.all().contains("TopSecretWebhookPart"), "{}", run.all());
+    assert!(!run.all().contains("112233445566778899"), "{}", run.all());
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+}

@@ -650,7 +650,10 @@ fn trace_logging_shows_no_piece_of_any_secret() {
         let run = f.run(args);
         all.push_str(&run.all());
     }
-    assert!(all.contains("trace") || all.contains("debug"), "trace logging is on");
+    assert!(
+        all.contains("trace") || all.contains("debug"),
+        "trace logging is on"
+    );
     for secret in [
         RAILWAY_TOKEN,
         DO_TOKEN,
@@ -665,6 +668,9 @@ fn trace_logging_shows_no_piece_of_any_secret() {
             .into_iter()
             .filter(|p| !"registry-prod.invalid".contains(p.as_str()))
             .collect();
-        assert!(found.is_empty(), "pieces of a secret in trace output: {found:?}");
+        assert!(
+            found.is_empty(),
+            "pieces of a secret in trace output: {found:?}"
+        );
     }
 }

@@ -174,7 +174,7 @@ impl Http {
                     req.service,
                     r.status,
                     req.method,
-                    redact(&strip_query(&req.url)),
+                    shown(&req.url),
                     wait.as_secs_f64()
                 ),
                 Err(e) => log::warn!(
@@ -198,7 +198,7 @@ impl Http {
             anyhow!(
                 "{}: invalid request to {}: {e}",
                 req.service,
-                redact(&req.url)
+                shown(&req.url)
             )
         })?;
         let request = self
@@ -306,13 +306,43 @@ pub fn origin(url: &str) -> String {
     }
 }
 
-fn strip_query(url: &str) -> String {
-    url.split('?').next().unwrap_or(url).to_string()
+/// A URL as logs show it: the origin and the path, with every path segment that could be a
+/// secret (longer than 12 characters: tokens, webhook secrets, check UUIDs, Telegram's
+/// `bot<token>`) masked, and no query. Whatever the query, nothing of a secret path shows.
+pub fn shown(url: &str) -> String {
+    let base = origin(url);
+    let path = url
+        .split_once("://")
+        .map(|(_, rest)| rest)
+        .and_then(|rest| rest.find('/').map(|i| &rest[i..]))
+        .unwrap_or("");
+    let path = path.split(['?', '#']).next().unwrap_or("");
+    let masked: Vec<&str> = path
+        .split('/')
+        .map(|seg| if seg.chars().count() > 12 { "***" } else { seg })
+        .collect();
+    redact(&format!("{base}{}", masked.join("/")))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shown_urls_mask_secret_segments_whatever_the_query() {
+        assert_eq!(
+            shown("https://discord.com/api/webhooks/123456789012345678/AbCdEfGhIjKlMnOp?wait=true"),
+            "https://discord.com/api/webhooks/***/***"
+        );
+        assert_eq!(
+            shown("https://api.telegram.org/bot123456:ABCdefGHI/sendMessage"),
+            "https://api.telegram.org/***/sendMessage"
+        );
+        assert_eq!(
+            shown("https://api.digitalocean.com/v2/droplets?tag_name=x"),
+            "https://api.digitalocean.com/v2/droplets"
+        );
+    }
 
     #[test]
     fn origin_drops_path_and_credentials() {
