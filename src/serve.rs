@@ -5,6 +5,7 @@
 use std::fmt::Write as _;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -25,6 +26,11 @@ const QUEUE: usize = 32;
 const MAX_REQUEST_LINE: usize = 8 * 1024;
 const MAX_HEADERS: usize = 16 * 1024;
 const REQUEST_DEADLINE: Duration = Duration::from_secs(5);
+/// The whole response must be taken by the client within this.
+const RESPONSE_DEADLINE: Duration = Duration::from_secs(5);
+/// Responses being sent at once by their own threads; beyond, the worker sends itself.
+const MAX_SENDING: usize = 32;
+static SENDING: AtomicUsize = AtomicUsize::new(0);
 
 pub fn run(app: &App, listen: &str) -> anyhow::Result<ExitCode> {
     let listener = TcpListener::bind(listen).map_err(|e| {
@@ -163,13 +169,53 @@ fn handle(app: &App, mut stream: TcpStream) -> anyhow::Result<()> {
     } else {
         ""
     };
-    write!(
-        stream,
+    let response = format!(
         "HTTP/1.1 {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nCache-Control: no-store\r\n{extra}Connection: close\r\n\r\n{body}",
         reply.status,
         reply.content_type,
         body.len()
-    )?;
+    );
+    // The sending is handed to a thread of its own (at most MAX_SENDING at once), so a client
+    // that reads slowly holds a sender, never one of the workers that answer requests.
+    if SENDING.fetch_add(1, Ordering::SeqCst) < MAX_SENDING {
+        std::thread::spawn(move || {
+            if let Err(e) = send_within(&mut stream, response.as_bytes(), RESPONSE_DEADLINE) {
+                log::debug!("response not delivered: {e:#}");
+            }
+            SENDING.fetch_sub(1, Ordering::SeqCst);
+        });
+        return Ok(());
+    }
+    SENDING.fetch_sub(1, Ordering::SeqCst);
+    send_within(&mut stream, response.as_bytes(), RESPONSE_DEADLINE)
+}
+
+/// Writes `bytes` with one deadline for the whole response, not per system call: a client that
+/// reads slowly is cut off when it passes, and the worker is free again.
+fn send_within(stream: &mut TcpStream, bytes: &[u8], within: Duration) -> anyhow::Result<()> {
+    let deadline = Instant::now() + within;
+    let mut sent = 0;
+    while sent < bytes.len() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            let _ = stream.shutdown(std::net::Shutdown::Both);
+            anyhow::bail!(
+                "client too slow: {sent} of {} bytes in {within:?}",
+                bytes.len()
+            );
+        }
+        stream.set_write_timeout(Some(left))?;
+        let end = (sent + 16 * 1024).min(bytes.len());
+        match stream.write(&bytes[sent..end]) {
+            Ok(0) => anyhow::bail!("client closed the connection"),
+            Ok(n) => sent += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                let _ = stream.shutdown(std::net::Shutdown::Both);
+                return Err(e.into());
+            }
+        }
+    }
     stream.flush()?;
     Ok(())
 }

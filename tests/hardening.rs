@@ -674,3 +674,48 @@ fn trace_logging_shows_no_piece_of_any_secret() {
         );
     }
 }
+
+#[test]
+fn four_slow_readers_of_a_large_response_do_not_stop_healthz() {
+    use std::io::Write;
+    let ops = Ops::new();
+    // A thousand runs with a 6 KB summary each: /v1/runs?limit=1000 is megabytes, more than
+    // the socket buffers of a client that does not read.
+    ops.jobs(&exec_profile("big", &["true"], ""));
+    ops.run(&["run", "big"]).expect_code(0);
+    ops.sqlite()
+        .execute_batch(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 999)
+             INSERT INTO runs (profile, started_at, finished_at, status, host, summary)
+             SELECT profile, started_at + i, finished_at + i, status, host, printf('%.6000c', 'a')
+               FROM runs, n WHERE runs.id = 1;",
+        )
+        .unwrap();
+    let (_served, addr) = Served::start(&ops);
+    let readers: Vec<std::net::TcpStream> = (0..4)
+        .map(|_| {
+            let mut s = std::net::TcpStream::connect(&addr).unwrap();
+            s.set_nodelay(true).unwrap();
+            write!(s, "GET /v1/runs?limit=1000 HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+            s
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    for _ in 0..5 {
+        let t0 = std::time::Instant::now();
+        assert_eq!(get_within(&addr, "/healthz"), Ok(200));
+        assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
+    }
+    // The slow readers are cut off at the response deadline, not held forever.
+    std::thread::sleep(Duration::from_secs(6));
+    for mut r in readers {
+        use std::io::Read;
+        r.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let mut got = Vec::new();
+        let _ = r.read_to_end(&mut got);
+        assert!(
+            got.len() < 12 * 600_000,
+            "a reader got the whole response after its deadline"
+        );
+    }
+}
