@@ -19,11 +19,19 @@ use ring::rand::{SecureRandom, SystemRandom};
 use sha2::{Digest, Sha256};
 
 const KEY_FILE: &str = "secret.key";
+/// The only fields ever sealed in the legacy format.
+const LEGACY_FIELDS: [&str; 3] = [
+    "config.record.managed_secret",
+    "config.record.registry_password",
+    "config.worker_token",
+];
 const LEGACY_PREFIX: &str = "sealed1:";
 const PREFIX: &str = "sealed2:";
 
 pub struct Sealer {
     key: [u8; 32],
+    /// The one-time migration from the legacy format is over: legacy values are refused.
+    legacy_refused: bool,
 }
 
 /// Compares two byte strings in time that depends only on their lengths.
@@ -37,7 +45,10 @@ impl Sealer {
     pub fn load(state_dir: &Path, create: bool) -> anyhow::Result<Option<Sealer>> {
         let path = state_dir.join(KEY_FILE);
         if let Some(key) = read_key(&path)? {
-            return Ok(Some(Sealer { key }));
+            return Ok(Some(Sealer {
+                key,
+                legacy_refused: false,
+            }));
         }
         if !create {
             return Ok(None);
@@ -69,10 +80,16 @@ impl Sealer {
                 if let Ok(dir) = std::fs::File::open(state_dir) {
                     let _ = dir.sync_all();
                 }
-                Ok(Some(Sealer { key }))
+                Ok(Some(Sealer {
+                    key,
+                    legacy_refused: false,
+                }))
             }
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                Ok(read_key(&path)?.map(|key| Sealer { key }))
+                Ok(read_key(&path)?.map(|key| Sealer {
+                    key,
+                    legacy_refused: false,
+                }))
             }
             Err(e) => Err(e).with_context(|| format!("cannot create {}", path.display())),
         }
@@ -99,9 +116,18 @@ impl Sealer {
         Ok(format!("{PREFIX}{}{}", hex(&nonce), hex(&data)))
     }
 
-    /// Opens a value sealed for `field` (or, once, one of the legacy format).
+    /// From now on, values in the legacy format are refused (the migration is over).
+    pub fn refuse_legacy(&mut self) {
+        self.legacy_refused = true;
+    }
+
+    /// Opens a value sealed for `field` (or, until the migration is over, one of the legacy
+    /// format, for the three fields that ever used it).
     pub fn open(&self, field: &str, sealed: &str) -> anyhow::Result<String> {
         if let Some(body) = sealed.strip_prefix(LEGACY_PREFIX) {
+            if self.legacy_refused || !LEGACY_FIELDS.contains(&field) {
+                bail!("sealed {field} is in the legacy format, which is no longer accepted (every value was re-sealed once): ops looks the value up again");
+            }
             return self.open_legacy(body);
         }
         let body = sealed.strip_prefix(PREFIX).context("not a sealed value")?;
@@ -308,11 +334,18 @@ mod tests {
         let s = Sealer::load(&dir, true).unwrap().unwrap();
         let old = s.seal_legacy("managed-secret-value-1234").unwrap();
         assert!(is_legacy(&old));
-        assert_eq!(s.open("any", &old).unwrap(), "managed-secret-value-1234");
+        let field = "config.record.managed_secret";
+        assert_eq!(s.open(field, &old).unwrap(), "managed-secret-value-1234");
         let mut tampered = old.clone();
         tampered.pop();
         tampered.push(if old.ends_with('0') { '1' } else { '0' });
-        assert!(s.open("any", &tampered).is_err());
+        assert!(s.open(field, &tampered).is_err());
+        // Only for the fields that ever used it, and never once the migration is over.
+        assert!(s.open("any", &old).is_err());
+        let mut done = Sealer::load(&dir, false).unwrap().unwrap();
+        done.refuse_legacy();
+        let e = done.open(field, &old).err().unwrap().to_string();
+        assert!(e.contains("no longer accepted"), "{e}");
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -47,6 +47,12 @@ fn secrets_sealed_by_the_old_format_are_opened_once_and_resealed() {
     let mut record = kv(&db, "record");
     record["managed_secret"] = json!(sealer.seal_legacy(SECRET).unwrap());
     set_kv(&db, "record", &record);
+    // (an earlier ops never recorded the end of the migration)
+    db.execute(
+        "DELETE FROM kv WHERE namespace = 'config' AND key = 'legacy_resealed'",
+        [],
+    )
+    .unwrap();
 
     s.ops
         .run(&["run", "extract"])
@@ -60,6 +66,14 @@ fn secrets_sealed_by_the_old_format_are_opened_once_and_resealed() {
     let again = s.ops.run(&["run", "extract"]);
     again.expect_code(0);
     assert!(!again.stdout.contains("re-sealed"), "{}", again.stdout);
+    // The migration is over: a legacy value appearing now is refused, and looked up again.
+    let mut token = kv(&db, "worker_token");
+    token["token"] = json!(sealer.seal_legacy(LOG_TOKEN).unwrap());
+    set_kv(&db, "worker_token", &token);
+    let late = s.ops.run(&["run", "extract"]);
+    late.expect_code(0)
+        .expect_stdout("worker token: found in the webapp's logs");
+    assert!(late.all().contains("no longer accepted"), "{}", late.all());
 
     // A sealed value moved to another field does not open there.
     let mut record = kv(&db, "record");

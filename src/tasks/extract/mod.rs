@@ -33,6 +33,25 @@ const RECORD_KEY: &str = "record";
 const TOKEN_KEY: &str = "worker_token";
 /// A group ops created whose making-default failed: retried at every run until it succeeds.
 const DEFAULT_PENDING_KEY: &str = "make_default_pending";
+/// Set once every cached secret has been re-sealed in the current format: legacy values are
+/// refused from then on.
+const LEGACY_DONE_KEY: &str = "legacy_resealed";
+
+/// The key, refusing the legacy format once the migration is recorded as done.
+fn sealer(
+    state: Option<&State>,
+    dir: &std::path::Path,
+    create: bool,
+) -> anyhow::Result<Option<Sealer>> {
+    let mut sealer = Sealer::load(dir, create)?;
+    let done = state
+        .and_then(|st| st.kv_get::<bool>(NAMESPACE, LEGACY_DONE_KEY).ok().flatten())
+        .is_some_and(|(d, _)| d);
+    if let (Some(se), true) = (sealer.as_mut(), done) {
+        se.refuse_legacy();
+    }
+    Ok(sealer)
+}
 /// Associated data of each sealed field: a sealed value opens only in its own field.
 const FIELD_SECRET: &str = "config.record.managed_secret";
 const FIELD_REGISTRY: &str = "config.record.registry_password";
@@ -136,7 +155,7 @@ pub fn load_record(
     let Some((rec, _)) = state.kv_get::<StoredRecord>(NAMESPACE, RECORD_KEY)? else {
         return Ok(None);
     };
-    let Some(sealer) = Sealer::load(state_dir, false)? else {
+    let Some(sealer) = sealer(Some(state), state_dir, false)? else {
         return Ok(None);
     };
     let (token, source, found_at) = match (
@@ -303,17 +322,27 @@ struct Created {
 
 pub fn run(opts: &ExtractOptions, ctx: &TaskCtx) -> anyhow::Result<Outcome> {
     let http = Http::new();
-    let sealer = Sealer::load(ctx.state_dir, !ctx.dry_run)?;
+    let sealer = sealer(ctx.state, ctx.state_dir, !ctx.dry_run)?;
     let now = now_ms();
     let mut report = Report::default();
     if let (Some(se), Some(st), false) = (&sealer, ctx.state, ctx.dry_run) {
-        match reseal_legacy(st, se, now) {
-            Ok(true) => report
-                .lines
-                .push("re-sealed the cached secrets with ChaCha20-Poly1305".into()),
-            Ok(false) => {}
+        let done = match reseal_legacy(st, se, now) {
+            Ok(true) => {
+                report
+                    .lines
+                    .push("re-sealed the cached secrets with ChaCha20-Poly1305".into());
+                true
+            }
+            Ok(false) => true,
             // Unreadable values are handled below as if absent (looked up again).
-            Err(e) => log::warn!("could not re-seal the cached secrets: {e:#}"),
+            Err(e) => {
+                log::warn!("could not re-seal the cached secrets: {e:#}");
+                false
+            }
+        };
+        // The migration ends with the first pass that leaves nothing in the legacy format.
+        if done && st.kv_get::<bool>(NAMESPACE, LEGACY_DONE_KEY)?.is_none() {
+            st.kv_set(NAMESPACE, LEGACY_DONE_KEY, &true, now)?;
         }
     }
     // Observe what the state holds.
