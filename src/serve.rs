@@ -283,43 +283,73 @@ fn metrics(app: &App, state: Option<&State>) -> anyhow::Result<String> {
     out.push_str("# HELP ops_last_run_timestamp_seconds Start of the last run of a profile, by its status.\n# TYPE ops_last_run_timestamp_seconds gauge\n");
     let mut durations = String::new();
     let mut streaks = String::new();
+    let mut disabled = String::new();
+    let mut auto = String::new();
+    let mut periods = String::new();
+    let mut task_ok = String::new();
+    let now = chrono::Local::now().naive_local();
     for p in &app.config.profiles {
+        let name = label(&p.name);
         if let Some(r) = state.history(Some(&p.name), 1)?.into_iter().next() {
             let _ = writeln!(
                 out,
-                "ops_last_run_timestamp_seconds{{profile=\"{}\",status=\"{}\"}} {:.3}",
-                label(&p.name),
+                "ops_last_run_timestamp_seconds{{profile=\"{name}\",status=\"{}\"}} {:.3}",
                 label(&r.status),
                 r.started_at as f64 / 1000.0
             );
             if let Some(f) = r.finished_at {
                 let _ = writeln!(
                     durations,
-                    "ops_run_duration_seconds{{profile=\"{}\"}} {:.3}",
-                    label(&p.name),
+                    "ops_run_duration_seconds{{profile=\"{name}\"}} {:.3}",
                     (f - r.started_at).max(0) as f64 / 1000.0
+                );
+            }
+            for t in &r.tasks {
+                let _ = writeln!(
+                    task_ok,
+                    "ops_task_last_ok{{profile=\"{name}\",task=\"{}\",kind=\"{}\"}} {}",
+                    label(&t.task),
+                    label(&t.kind),
+                    u8::from(t.status != "failed")
                 );
             }
         }
         let ps = crate::profiles::ProfileState::load(state, &p.name);
         let _ = writeln!(
             streaks,
-            "ops_profile_healthy_streak{{profile=\"{}\"}} {}",
-            label(&p.name),
+            "ops_profile_healthy_streak{{profile=\"{name}\"}} {}",
             ps.healthy_streak
         );
         let _ = writeln!(
-            streaks,
-            "ops_profile_disabled{{profile=\"{}\"}} {}",
-            label(&p.name),
+            disabled,
+            "ops_profile_disabled{{profile=\"{name}\"}} {}",
             u8::from(ps.disabled)
         );
+        let _ = writeln!(
+            auto,
+            "ops_profile_auto_disabled{{profile=\"{name}\"}} {}",
+            u8::from(ps.auto_disabled)
+        );
+        if p.enabled {
+            let _ = writeln!(
+                periods,
+                "ops_profile_period_seconds{{profile=\"{name}\"}} {}",
+                longest_gap(&p.cron, now)
+            );
+        }
     }
-    out.push_str("# HELP ops_run_duration_seconds Duration of the last run of a profile.\n# TYPE ops_run_duration_seconds gauge\n");
-    out.push_str(&durations);
-    out.push_str("# HELP ops_profile_healthy_streak Consecutive ok runs of a profile.\n# TYPE ops_profile_healthy_streak gauge\n# HELP ops_profile_disabled 1 when a profile is disabled in state.\n# TYPE ops_profile_disabled gauge\n");
-    out.push_str(&streaks);
-    out.push_str("# HELP ops_task_failures_total Failed task results in the retained history.\n# TYPE ops_task_failures_total counter\n");
+    for (metric, help, kind, body) in [
+        ("ops_run_duration_seconds", "Duration of the last run of a profile.", "gauge", &durations),
+        ("ops_profile_healthy_streak", "Consecutive ok runs of a profile.", "gauge", &streaks),
+        ("ops_profile_disabled", "1 when a profile is disabled in state (by hand or automatically).", "gauge", &disabled),
+        ("ops_profile_auto_disabled", "1 when a profile disabled itself (AUTO_DISABLE) until ops enable.", "gauge", &auto),
+        ("ops_profile_period_seconds", "The longest gap between two scheduled runs of an enabled profile (its cron), over the next week.", "gauge", &periods),
+        ("ops_task_last_ok", "1 when the task did not fail in the profile's last run.", "gauge", &task_ok),
+    ] {
+        let _ = writeln!(out, "# HELP {metric} {help}\n# TYPE {metric} {kind}");
+        out.push_str(body);
+    }
+    out.push_str("# HELP ops_task_failures_total Failed task results recorded since the state database was created (pruning never lowers it).\n# TYPE ops_task_failures_total counter\n");
     for (profile, task, n) in state.task_failures()? {
         let _ = writeln!(
             out,
@@ -328,6 +358,7 @@ fn metrics(app: &App, state: Option<&State>) -> anyhow::Result<String> {
             label(&task)
         );
     }
+    breaker_metrics(app, state, &mut out)?;
     out.push_str("# HELP ops_supervisor_healthy 1 when the droplet passed its last health check.\n# TYPE ops_supervisor_healthy gauge\n");
     if let Some((droplets, _)) = state.kv_get::<Vec<crate::tasks::supervisor::SeenDroplet>>(
         crate::tasks::supervisor::NAMESPACE,
@@ -419,4 +450,68 @@ fn queue_metrics(out: &mut String, q: &crate::tasks::supervisor::FlowSeen) {
             u8::from(r.ours_receives)
         );
     }
+}
+
+/// The longest gap between two consecutive scheduled times over the next week (at least one
+/// run apart): what "twice its period" means for an alert on a profile that stopped running.
+fn longest_gap(cron: &crate::schedule::Cron, from: chrono::NaiveDateTime) -> i64 {
+    let end = from + chrono::Duration::days(8);
+    let mut t = from;
+    let mut prev: Option<chrono::NaiveDateTime> = None;
+    let mut longest = 0;
+    for _ in 0..20_000 {
+        let Some(next) = cron.next_after(t) else {
+            break;
+        };
+        if let Some(p) = prev {
+            longest = longest.max((next - p).num_seconds());
+        }
+        if next > end {
+            break;
+        }
+        prev = Some(next);
+        t = next;
+    }
+    longest.max(60)
+}
+
+/// The supervisor's circuit breaker: open or not, replacements in its window, all counted.
+fn breaker_metrics(app: &App, state: &State, out: &mut String) -> anyhow::Result<()> {
+    use crate::tasks::supervisor::{Breaker, BREAKER_KEY, NAMESPACE, REPLACEMENTS_COUNTER};
+    let opts = app
+        .config
+        .profiles
+        .iter()
+        .flat_map(|p| &p.tasks)
+        .find_map(|t| match &t.spec {
+            crate::config::TaskSpec::Supervisor(o) => Some(o.clone()),
+            _ => None,
+        });
+    out.push_str("# HELP ops_supervisor_replacements_total Supervisor droplets replaced (each counted once, as the circuit breaker counts them).\n# TYPE ops_supervisor_replacements_total counter\n");
+    let _ = writeln!(
+        out,
+        "ops_supervisor_replacements_total {}",
+        state.counter(REPLACEMENTS_COUNTER)?
+    );
+    let Some(opts) = opts else { return Ok(()) };
+    let breaker: Breaker = state
+        .kv_get(NAMESPACE, BREAKER_KEY)?
+        .map(|(b, _)| b)
+        .unwrap_or_default();
+    let now = crate::state::now_ms();
+    let window = opts.replacement_window.as_millis() as i64;
+    let recent = breaker
+        .replacements
+        .iter()
+        .filter(|t| now - **t < window)
+        .count();
+    out.push_str("# HELP ops_supervisor_replacements_in_window Replacements the circuit breaker counts now (within replacement_window).\n# TYPE ops_supervisor_replacements_in_window gauge\n");
+    let _ = writeln!(out, "ops_supervisor_replacements_in_window {recent}");
+    out.push_str("# HELP ops_supervisor_breaker_open 1 when the circuit breaker stops replacements (max_replacements reached).\n# TYPE ops_supervisor_breaker_open gauge\n");
+    let _ = writeln!(
+        out,
+        "ops_supervisor_breaker_open {}",
+        u8::from(recent as u32 >= opts.max_replacements)
+    );
+    Ok(())
 }

@@ -224,6 +224,12 @@ impl State {
                 "INSERT INTO task_results (run_id, position, task, kind, status, duration_ms, detail) \
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             )?;
+            // A counter that only goes up (pruning the history never lowers it).
+            let mut count = tx.prepare_cached(
+                "INSERT INTO kv (namespace, key, value, updated_at) \
+                 SELECT 'metrics', 'task_failures\t' || profile || '\t' || ?2, '1', ?3 FROM runs WHERE id = ?1 \
+                 ON CONFLICT (namespace, key) DO UPDATE SET value = CAST(CAST(value AS INTEGER) + 1 AS TEXT), updated_at = excluded.updated_at",
+            )?;
             for (i, t) in tasks.iter().enumerate() {
                 insert.execute(params![
                     run_id,
@@ -234,6 +240,9 @@ impl State {
                     t.duration_ms as i64,
                     redact(&t.detail)
                 ])?;
+                if t.status == "failed" {
+                    count.execute(params![run_id, t.task, now_ms])?;
+                }
             }
         }
         if run_id % 100 == 0 {
@@ -378,14 +387,46 @@ impl State {
             .optional()?)
     }
 
-    /// Counts for metrics: (profile, failed task results) over the retained history.
+    /// Counts for metrics: (profile, task, failed results ever recorded); never lowered by
+    /// pruning the history.
     pub fn task_failures(&self) -> anyhow::Result<Vec<(String, String, i64)>> {
         let mut stmt = self.conn.prepare(
-            "SELECT r.profile, t.task, count(*) FROM task_results t JOIN runs r ON r.id = t.run_id \
-             WHERE t.status = 'failed' GROUP BY r.profile, t.task ORDER BY 1, 2",
+            "SELECT key, CAST(value AS INTEGER) FROM kv WHERE namespace = 'metrics' \
+             AND key LIKE 'task_failures' || char(9) || '%' ORDER BY key",
         )?;
-        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (key, n) = row?;
+            let mut parts = key.splitn(3, '\t').skip(1);
+            if let (Some(profile), Some(task)) = (parts.next(), parts.next()) {
+                out.push((profile.to_string(), task.to_string(), n));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Adds one to a counter kept for `/metrics` (never lowered).
+    pub fn count(&self, key: &str, now_ms: i64) -> anyhow::Result<()> {
+        self.conn.execute(
+            "INSERT INTO kv (namespace, key, value, updated_at) VALUES ('metrics', ?1, '1', ?2) \
+             ON CONFLICT (namespace, key) DO UPDATE SET value = CAST(CAST(value AS INTEGER) + 1 AS TEXT), updated_at = excluded.updated_at",
+            params![key, now_ms],
+        )?;
+        Ok(())
+    }
+
+    /// A counter kept for `/metrics`; 0 when never counted.
+    pub fn counter(&self, key: &str) -> anyhow::Result<i64> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT CAST(value AS INTEGER) FROM kv WHERE namespace = 'metrics' AND key = ?1",
+                params![key],
+                |r| r.get(0),
+            )
+            .optional()?
+            .unwrap_or(0))
     }
 
     /// Newest first.

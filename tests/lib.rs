@@ -10,6 +10,7 @@ mod deploy;
 mod extract;
 mod hardening;
 mod healing;
+mod monitoring;
 mod operator;
 mod railway_schema;
 mod release;

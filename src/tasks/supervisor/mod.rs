@@ -34,7 +34,9 @@ pub use flow::FlowSeen;
 
 pub use plan::{Streak, MANAGED_TAG};
 pub const NAMESPACE: &str = "supervisor";
-const BREAKER_KEY: &str = "breaker";
+pub const BREAKER_KEY: &str = "breaker";
+/// The counter of counted replacements, for `/metrics` (`ops_supervisor_replacements_total`).
+pub const REPLACEMENTS_COUNTER: &str = "supervisor_replacements";
 const FIREWALL_KEY: &str = "firewall";
 pub const LAST_SEEN_KEY: &str = "last_seen";
 pub const QUEUE_KEY: &str = "queue";
@@ -113,8 +115,8 @@ const FIREWALL_RECHECK_MS: i64 = 3_600_000;
 const HEALTH_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Default, Serialize, Deserialize)]
-struct Breaker {
-    replacements: Vec<i64>,
+pub struct Breaker {
+    pub replacements: Vec<i64>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -513,6 +515,7 @@ fn apply(
                         api.delete_droplet(*id)?;
                         log::warn!("deleted droplet {name} (id {id}): {reason}");
                         if *replacement {
+                            ctx.writable_state()?.count(REPLACEMENTS_COUNTER, now)?;
                             replacements.push(now);
                             save(
                                 ctx,
@@ -605,6 +608,7 @@ fn create(
     log::warn!("created droplet {} (id {}): {reason}", d.name, d.id);
     if counted {
         let now = now_ms();
+        ctx.writable_state()?.count(REPLACEMENTS_COUNTER, now)?;
         replacements.push(now);
         save(
             ctx,
