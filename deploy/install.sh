@@ -146,25 +146,8 @@ if [[ "$scheduler" == timers ]]; then
   if ((dry_run)); then
     printf '+ %s\n' "$ops_bin --config $etc/jobs.yaml --state-dir /var/lib/ops --env-file /dev/null render-systemd --out $units"
   else
-    rendered="$(mktemp -d)"
-    "$ops_bin" --config "$etc/jobs.yaml" --state-dir /var/lib/ops --env-file /dev/null render-systemd --out "$rendered" >/dev/null
-    # Units refer to paths as they are on the target, not inside --root.
-    for unit in "$rendered"/*; do
-      if [[ -n "$root" ]]; then sed -i "s#$root##g" "$unit"; fi
-      install -m 0644 "$unit" "$units/$(basename "$unit")"
-    done
-    # Units of profiles no longer in jobs.yaml (or no longer enabled) go away.
-    for unit in "$units"/ops-*.timer "$units"/ops-*.service; do
-      name="$(basename "$unit")"
-      if [[ -e "$unit" && "$name" != ops-serve.service && ! -e "$rendered/$name" ]]; then
-        if ((start)) && command -v systemctl >/dev/null && [[ "$name" == *.timer ]]; then
-          systemctl disable --now "$name" || true
-        fi
-        rm -f "$unit"
-        note "removed $name (its profile is gone from jobs.yaml)"
-      fi
-    done
-    rm -rf "$rendered"
+    # The same rendering as the Debian package's postinst.
+    sh "$here/render-units.sh" "$ops_bin" "$etc/jobs.yaml" "$units" "$root" >/dev/null
   fi
 else
   if ! command -v supercronic >/dev/null; then

@@ -91,7 +91,11 @@ pub enum Cmd {
         json: bool,
     },
     /// Validate jobs.yaml, the environment and the state directory without touching the network
-    Check,
+    Check {
+        /// Also fail (exit 2) when a setting an enabled profile needs is missing
+        #[arg(long)]
+        strict: bool,
+    },
     /// Live checks: Railway and DigitalOcean tokens, Postgres privileges, registry, webapp
     Doctor,
     /// Send one labelled test message through every configured alert channel (exit 1 if one
@@ -123,4 +127,7 @@ pub enum Cmd {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
+    /// The manual page (roff), for packaging
+    #[command(hide = true)]
+    Manpage,
 }

@@ -132,7 +132,7 @@ pub fn history(
 
 /// Offline validation, fit for `ExecStartPre`: problems that would stop every run are errors
 /// (exit 2, raised while loading); gaps that only some tasks need are warnings.
-pub fn check(app: &App) -> anyhow::Result<ExitCode> {
+pub fn check(app: &App, strict: bool) -> anyhow::Result<ExitCode> {
     let s = &app.settings;
     println!(
         "✓ {}: {} profiles ({} enabled)",
@@ -171,9 +171,11 @@ pub fn check(app: &App) -> anyhow::Result<ExitCode> {
         .flat_map(|p| p.tasks.iter().filter(|t| t.enabled).map(|t| t.kind()))
         .collect();
     let uses = |k: &str| kinds.contains(&k);
+    let missing = std::cell::Cell::new(0);
     let warn = |cond: bool, msg: &str| {
         if cond {
             println!("! {msg}");
+            missing.set(missing.get() + 1);
         }
     };
     warn(
@@ -199,6 +201,15 @@ pub fn check(app: &App) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::Config);
         }
     }
+    if strict && missing.get() > 0 {
+        // The package enables its timers only when this passes: nothing that would fail every
+        // minute starts before the env file is filled in.
+        println!(
+            "✗ --strict: {} setting(s) the enabled profiles need are missing",
+            missing.get()
+        );
+        return Ok(ExitCode::Config);
+    }
     Ok(ExitCode::Success)
 }
 
@@ -206,6 +217,14 @@ pub fn completions(shell: clap_complete::Shell) -> anyhow::Result<ExitCode> {
     use clap::CommandFactory;
     let mut cmd = crate::cli::Cli::command();
     clap_complete::generate(shell, &mut cmd, "ops", &mut std::io::stdout());
+    Ok(ExitCode::Success)
+}
+
+/// `ops manpage`: ops(1) in roff, generated from the same definitions as `--help`.
+pub fn manpage() -> anyhow::Result<ExitCode> {
+    use clap::CommandFactory;
+    let cmd = crate::cli::Cli::command();
+    clap_mangen::Man::new(cmd).render(&mut std::io::stdout())?;
     Ok(ExitCode::Success)
 }
 

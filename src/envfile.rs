@@ -28,7 +28,8 @@ impl Env {
         if let Some(path) = env_file {
             use std::os::unix::fs::MetadataExt;
             if let Ok(meta) = std::fs::metadata(path) {
-                if meta.mode() & 0o004 != 0 {
+                // /dev/null (an explicit "no env file") holds nothing to protect.
+                if meta.is_file() && meta.mode() & 0o004 != 0 {
                     warnings.push(format!(
                         "{} is readable by every user on this host (mode {:o}) and holds secrets: run chmod 640 {} (owner root, group ops)",
                         path.display(),

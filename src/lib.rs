@@ -68,6 +68,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     if let Cmd::Completions { shell } = cli.command {
         return commands::completions(shell);
     }
+    if let Cmd::Manpage = cli.command {
+        return commands::manpage();
+    }
     let env_file = app::env_file(cli.env_file.as_deref())?;
     let env = envfile::Env::load(env_file.as_deref())?;
     logging::init(&env);
@@ -126,13 +129,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             limit,
             json,
         } => commands::history(&app, profile.as_deref(), *limit, *json),
-        Cmd::Check => commands::check(&app),
+        Cmd::Check { strict } => commands::check(&app, *strict),
         Cmd::Doctor => doctor::run(&app),
         Cmd::TestAlert => commands::test_alert(&app),
         Cmd::Status { json } => status::run(&app, *json),
         Cmd::Enable { profile } => commands::set_enabled(&app, profile, true),
         Cmd::Disable { profile } => commands::set_enabled(&app, profile, false),
         Cmd::Serve { listen } => serve::run(&app, listen),
-        Cmd::Completions { .. } => unreachable!("handled above"),
+        Cmd::Completions { .. } | Cmd::Manpage => unreachable!("handled above"),
     }
 }

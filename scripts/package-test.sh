@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# Installs the Debian package on this machine and checks it as an operator would: the binary,
+# the user, the modes, the rendered units (systemd-analyze verify), nothing enabled while
+# `ops check` fails, an upgrade over itself that keeps an edited /etc/ops/jobs.yaml, and a purge
+# that leaves nothing. Run as root (CI does); changes this machine: a throwaway one.
+#   scripts/package-test.sh target/debian/trigger-ops_<version>_<arch>.deb
+set -euo pipefail
+deb=${1:?package-test.sh: give the .deb}
+fail() { echo "package-test: $*" >&2; exit 1; }
+ok() { echo "package-test: ok: $*"; }
+mode() { stat -c '%a %U:%G' "$1"; }
+
+[[ $(id -u) -eq 0 ]] || fail "run as root"
+if dpkg -s trigger-ops >/dev/null 2>&1; then dpkg --purge trigger-ops >/dev/null; fi
+
+out=$(dpkg -i "$deb" 2>&1) || fail "dpkg -i failed: $out"
+echo "$out" | grep -q "installed, not started" || fail "a fresh install with an empty env file must not start anything: $out"
+ok "installed; nothing started while ops check fails"
+[[ $(ops --version) == "ops "* ]] || fail "ops --version: $(ops --version)"
+getent passwd ops >/dev/null || fail "no ops user"
+[[ $(mode /var/lib/ops) == "700 ops:ops" ]] || fail "/var/lib/ops is $(mode /var/lib/ops)"
+[[ $(mode /etc/ops/ops.env) == "640 root:ops" ]] || fail "/etc/ops/ops.env is $(mode /etc/ops/ops.env)"
+[[ $(mode /etc/ops/jobs.yaml) == "640 root:ops" ]] || fail "/etc/ops/jobs.yaml is $(mode /etc/ops/jobs.yaml)"
+ok "binary, user and modes"
+mapfile -t units < <(ls /etc/systemd/system/ops-*.timer /etc/systemd/system/ops-*.service /lib/systemd/system/ops-serve.service)
+((${#units[@]} >= 3)) || fail "units not rendered: ${units[*]}"
+for timer in /etc/systemd/system/ops-*.timer; do
+  [[ ! -e /etc/systemd/system/timers.target.wants/$(basename "$timer") ]] || fail "$timer enabled before ops check passes"
+done
+SYSTEMD_LOG_LEVEL=err systemd-analyze verify "${units[@]}" || fail "systemd-analyze verify"
+ok "units of every profile rendered and verified: ${#units[@]}"
+man -w ops >/dev/null 2>&1 || [[ -e /usr/share/man/man1/ops.1.gz ]] || fail "no man page"
+[[ -s /usr/share/bash-completion/completions/ops ]] || fail "no bash completion"
+ok "man page and completions"
+
+# Once the env file holds what the profiles need, reconfiguring enables the timers.
+cat >> /etc/ops/ops.env <<'ENV'
+RAILWAY_API_TOKEN=package-test-railway-token
+RAILWAY_PROJECT_ID=proj-package-test
+RAILWAY_ENVIRONMENT_ID=env-package-test
+DATABASE_URL=postgresql://ops:package-test@127.0.0.1:9/trigger
+DIGITALOCEAN_TOKEN=package-test-do-token
+ENV
+ops --config /etc/ops/jobs.yaml --env-file /etc/ops/ops.env check --strict >/dev/null || fail "check --strict still fails"
+out=$(dpkg-reconfigure trigger-ops 2>&1) || fail "dpkg-reconfigure: $out"
+echo "$out" | grep -q "timers enabled" || fail "timers not enabled once check passes: $out"
+[[ -e /etc/systemd/system/timers.target.wants/ops-health.timer ]] || fail "ops-health.timer not enabled"
+ok "timers enabled once ops check --strict passes"
+
+# An operator edits the schedule; the upgrade keeps it and follows it.
+printf '%s\n' '# edited by the operator' >> /etc/ops/jobs.yaml
+sed -i 's/^  health:$/  health-edited:/' /etc/ops/jobs.yaml
+before=$(sha256sum /etc/ops/jobs.yaml)
+dpkg -i --force-confold "$deb" >/dev/null 2>&1 || fail "upgrade over itself failed"
+[[ $(sha256sum /etc/ops/jobs.yaml) == "$before" ]] || fail "the upgrade overwrote the edited jobs.yaml"
+[[ -e /etc/systemd/system/ops-health-edited.timer && ! -e /etc/systemd/system/ops-health.timer ]] ||
+  fail "postinst did not re-render the units for the edited jobs.yaml"
+[[ ! -L /etc/systemd/system/timers.target.wants/ops-health.timer ]] || fail "the gone profile's timer is still enabled"
+ok "upgrade kept the edited jobs.yaml and re-rendered the units"
+
+dpkg -r trigger-ops >/dev/null
+[[ -e /etc/ops/ops.env && -d /var/lib/ops ]] || fail "remove must keep the config and the state"
+[[ ! -e /etc/systemd/system/ops-hourly.timer && ! -e /usr/bin/ops ]] || fail "remove left units or the binary"
+ok "remove kept config and state"
+dpkg --purge trigger-ops >/dev/null
+[[ ! -e /etc/ops && ! -e /var/lib/ops ]] || fail "purge left /etc/ops or /var/lib/ops"
+if compgen -G '/etc/systemd/system/*.wants/ops-*' >/dev/null; then fail "purge left enablement symlinks"; fi
+! getent passwd ops >/dev/null || fail "purge left the ops user"
+ok "purge removed config, state and the user"
