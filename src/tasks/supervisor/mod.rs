@@ -515,16 +515,7 @@ fn apply(
                         api.delete_droplet(*id)?;
                         log::warn!("deleted droplet {name} (id {id}): {reason}");
                         if *replacement {
-                            ctx.writable_state()?.count(REPLACEMENTS_COUNTER, now)?;
-                            replacements.push(now);
-                            save(
-                                ctx,
-                                BREAKER_KEY,
-                                &Breaker {
-                                    replacements: replacements.clone(),
-                                },
-                                now,
-                            )?;
+                            count_replacement(ctx, &mut replacements, now)?;
                         }
                         format!("deleted droplet {name} (id {id}): {reason}")
                     }
@@ -576,6 +567,21 @@ fn apply(
     Ok(outcome)
 }
 
+/// One replacement for the circuit breaker (kept at once, so a crash cannot forget it) and for
+/// `ops_supervisor_replacements_total`.
+fn count_replacement(ctx: &TaskCtx, replacements: &mut Vec<i64>, now: i64) -> anyhow::Result<()> {
+    ctx.writable_state()?.count(REPLACEMENTS_COUNTER, now)?;
+    replacements.push(now);
+    save(
+        ctx,
+        BREAKER_KEY,
+        &Breaker {
+            replacements: replacements.clone(),
+        },
+        now,
+    )
+}
+
 /// Creates one droplet with our tags and the user-data; a replacement made before its droplet
 /// goes (make before break) is counted by the circuit breaker now.
 #[allow(clippy::too_many_arguments)]
@@ -607,17 +613,7 @@ fn create(
     })?;
     log::warn!("created droplet {} (id {}): {reason}", d.name, d.id);
     if counted {
-        let now = now_ms();
-        ctx.writable_state()?.count(REPLACEMENTS_COUNTER, now)?;
-        replacements.push(now);
-        save(
-            ctx,
-            BREAKER_KEY,
-            &Breaker {
-                replacements: replacements.clone(),
-            },
-            now,
-        )?;
+        count_replacement(ctx, replacements, now_ms())?;
     }
     Ok(format!(
         "created droplet {} (id {}, {}, {}): {reason}",

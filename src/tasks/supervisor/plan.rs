@@ -458,23 +458,33 @@ pub fn needs_webapp_check(obs: &Observation, spec: &Spec) -> bool {
     spec.blame_webapp
         && obs.droplets.iter().any(|d| match d.heartbeat {
             Heartbeat::Age(a) => a >= spec.rules.stale_after.as_secs_f64(),
-            Heartbeat::Never => d.age_secs >= spec.rules.boot_grace.as_secs() as i64,
+            // Past the time a healthy boot takes to heartbeat (about 4 minutes), or its grace.
+            Heartbeat::Never => {
+                d.age_secs >= BOOT_EXPECTED_SECS.min(spec.rules.boot_grace.as_secs() as i64)
+            }
             Heartbeat::NoView => false,
         })
 }
+
+/// A droplet heartbeats about 4 minutes after its create (active 1 min, cloud-init and pulls
+/// 2.5 min, first heartbeat 30 s after start); one still silent at 5 minutes makes ops ask
+/// whether the webapp is there to hear it.
+const BOOT_EXPECTED_SECS: i64 = 300;
 
 /// "The webapp stopped recording heartbeats" rather than "this supervisor stopped": its
 /// `/healthcheck` fails, or every supervisor that was heartbeating went silent at once (two or
 /// more), or another worker group's supervisors went silent at the same moment as ours.
 /// `None` when nothing is silent or the silence is this supervisor's own.
 fn webapp_blame(obs: &Observation, spec: &Spec, assessed: &[Assessed]) -> Option<String> {
+    // A droplet booting through the webapp's outage does not make the run ok either.
+    let waiting = |a: &Assessed| matches!(a.health, Health::Failing | Health::Booting);
+    if let (Some(Err(e)), true) = (&obs.webapp_check, assessed.iter().any(waiting)) {
+        return Some(format!("the webapp is down or unreachable ({e})"));
+    }
     if !assessed.iter().any(|a| a.health == Health::Failing) {
         return None;
     }
     let stale = spec.rules.stale_after.as_secs_f64();
-    if let Some(Err(e)) = &obs.webapp_check {
-        return Some(format!("the webapp is down or unreachable ({e})"));
-    }
     let heard: Vec<f64> = obs
         .droplets
         .iter()
@@ -1251,6 +1261,34 @@ mod fleet_tests {
         for a in &p.assessed {
             assert_eq!((a.health, a.streak.fails), (Health::Held, 2));
         }
+    }
+
+    #[test]
+    fn a_droplet_booting_through_a_webapp_outage_does_not_make_the_run_ok() {
+        let mut booting = healthy(1);
+        booting.age_secs = 330;
+        booting.prev.last_ok = None;
+        booting.heartbeat = Heartbeat::Never;
+        let mut o = obs(vec![booting]);
+        assert!(
+            needs_webapp_check(&o, &spec()),
+            "silent past the expected first heartbeat"
+        );
+        o.webapp_check = Some(Err("GET https://app/healthcheck: connection refused".into()));
+        let p = plan(&o, &spec());
+        assert!(p.actions.is_empty(), "{:?}", p.actions);
+        assert!(
+            p.failures[0].starts_with("the webapp is the likely cause"),
+            "{:?}",
+            p.failures
+        );
+        o.webapp_check = Some(Ok(()));
+        let p = plan(&o, &spec());
+        assert!(
+            p.failures.is_empty(),
+            "still booting, webapp fine: {:?}",
+            p.failures
+        );
     }
 
     #[test]
