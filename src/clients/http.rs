@@ -135,14 +135,20 @@ impl Http {
     pub fn send(&self, req: &Request, deadline: Instant) -> anyhow::Result<Response> {
         let mut attempt = 0u32;
         let mut backoff = FIRST_BACKOFF;
+        // The last answer, reported as it was when the deadline ends the retries.
+        let mut last: Option<anyhow::Result<Response>> = None;
         loop {
             attempt += 1;
             let remaining = deadline.saturating_duration_since(Instant::now());
             if remaining.is_zero() {
-                return Err(anyhow!(
-                    "{}: no time left before the task deadline",
-                    req.service
-                ));
+                return match last {
+                    Some(Ok(r)) if r.status == 429 => Err(rate_limited(req.service, &r, None)),
+                    Some(other) => other,
+                    None => Err(anyhow!(
+                        "{}: no time left before the task deadline",
+                        req.service
+                    )),
+                };
             }
             let timeout = req.timeout.min(remaining);
             let result = self.once(req, timeout);
@@ -183,6 +189,7 @@ impl Http {
                     wait.as_secs_f64()
                 ),
             }
+            last = Some(result);
             std::thread::sleep(wait);
             backoff = (backoff * 2).min(MAX_BACKOFF);
         }
