@@ -35,13 +35,16 @@ fn the_webapp_down_for_ten_checks_replaces_nothing_and_the_same_fleet_is_healthy
     for s in &sups {
         s.set(false);
     }
+    // A run waits meanwhile: its queue is unserved, but the webapp is the one failure named.
+    crate::support::webapp::pending_run(&mut f.db(), "stuck", Duration::from_secs(600));
     std::thread::sleep(Duration::from_millis(1500));
     for _ in 0..10 {
         let run = f.run(&["run", "health"]);
         run.expect_code(1)
             .expect_stdout("the webapp is the likely cause, not the supervisors: the webapp is down or unreachable (GET ")
             .expect_stdout("/healthcheck answered HTTP 500: ERROR)")
-            .expect_stdout("held, not counted");
+            .expect_stdout("held, not counted")
+            .expect_stdout("while the webapp is down: orphaned queue: 1 run(s) wait in queue ops-test-queue");
         assert!(!run.stdout.contains("unhealthy ("), "{}", run.stdout);
     }
     assert_eq!(

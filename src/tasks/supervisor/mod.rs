@@ -321,7 +321,16 @@ pub fn run(opts: &SupervisorOptions, ctx: &TaskCtx) -> anyhow::Result<Outcome> {
     let mut found = flow_read.as_ref().map(|f| judge_flow(opts, f));
     if let Some(f) = found.as_mut() {
         plan.lines.append(&mut f.lines);
-        plan.failures.append(&mut f.failures);
+        if plan.webapp_blamed {
+            // One failure names the webapp; what its outage does to the queues is detail.
+            plan.lines.extend(
+                f.failures
+                    .drain(..)
+                    .map(|l| format!("while the webapp is down: {l}")),
+            );
+        } else {
+            plan.failures.append(&mut f.failures);
+        }
     }
     let seen = Observed {
         flow: found.as_ref().map(|f| f.seen.clone()),

@@ -334,6 +334,8 @@ pub struct Plan {
     pub assessed: Vec<Assessed>,
     /// The circuit breaker's replacements within the window, after a reset.
     pub replacements: Vec<i64>,
+    /// The webapp is the likely cause of the silences this run (nothing was decided on them).
+    pub webapp_blamed: bool,
 }
 
 impl Plan {
@@ -394,6 +396,7 @@ pub fn plan(obs: &Observation, spec: &Spec) -> Plan {
     };
     if let Some(why) = &blame {
         hold(&mut p.assessed, obs, why);
+        p.webapp_blamed = true;
     }
     let breaker_open = p.replacements.len() as u32 >= spec.max_replacements;
     let (delete, create) = if blame.is_some() {
