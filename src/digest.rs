@@ -173,7 +173,8 @@ impl Digest {
     }
 }
 
-fn shorten(line: &str) -> String {
+/// A line cut to `LINE_MAX` UTF-16 units, marked with "…" when cut.
+pub fn shorten(line: &str) -> String {
     if units(line) <= LINE_MAX {
         return line.to_string();
     }

@@ -257,7 +257,7 @@ fn deliver(
         .tasks
         .iter()
         .filter(|t| t.status == Status::Failed)
-        .map(|t| json!({"task": t.name, "kind": t.kind, "detail": t.detail.iter().take(DIGEST_LINES).map(|l| redact(l)).collect::<Vec<_>>()}))
+        .map(|t| json!({"task": t.name, "kind": t.kind, "detail": t.detail.iter().take(DIGEST_LINES).map(|l| digest::shorten(&redact(l))).collect::<Vec<_>>()}))
         .collect();
     let msg = Message {
         digest,
