@@ -11,9 +11,11 @@ cd "$(dirname "$0")/.."
 
 runs=50
 out=docs/performance.md
+history=1000000
 if [[ "${1:-}" == "--quick" ]]; then
   runs=3
   out=""
+  history=100000
 fi
 command -v hyperfine >/dev/null || { echo "bench: hyperfine is missing (apt-get install hyperfine)" >&2; exit 1; }
 python3 -c 'import yaml' 2>/dev/null || { echo "bench: PyYAML is missing (pip install pyyaml)" >&2; exit 1; }
@@ -43,7 +45,7 @@ hyperfine --shell=none --warmup 3 --runs "$runs" --export-json "$work/cold.json"
   -n 'python baseline (argparse + PyYAML + sqlite3)' "python3 $PWD/scripts/bench/baseline.py --config $PWD/jobs.yaml --state-dir $work/py list" \
   >/dev/null
 
-OPS_BENCH_RUNS=$runs cargo test --release --quiet --test integration bench_healthy_cycle -- --ignored --nocapture --test-threads 1 \
+OPS_BENCH_HISTORY=$history OPS_BENCH_RUNS=$runs cargo test --release --quiet --test integration bench_healthy_cycle -- --ignored --nocapture --test-threads 1 \
   2>/dev/null | grep '^BENCH|' > "$work/cycle.txt" || { echo "bench: the cycle benchmark failed" >&2; exit 1; }
 
 size=$(stat -c %s "$ops")
