@@ -2,8 +2,10 @@
 //! timer's run as the service user does, or it leaves root-owned locks, keys and databases the
 //! next timer run cannot open. So when `ops` runs as root and the state directory belongs to
 //! another user, it becomes that user (groups, then gid, then uid) before opening anything in
-//! it. `--as-root` (or `OPS_AS_ROOT=1`) keeps root; then every file ops creates in the state
-//! directory is handed to the directory's owner.
+//! it, with its groups, `HOME`, `USER`, `LOGNAME` and umask 077. `--as-root` (or `OPS_AS_ROOT=1`
+//! in the process environment) keeps root; then every file ops opens in the state directory is
+//! opened relative to it without following symlinks, refused unless it is a regular file with one
+//! link, and handed to the directory's owner by descriptor (`open_at`, `subdir_at`).
 
 use std::ffi::CString;
 use std::fs::{File, OpenOptions};
