@@ -523,3 +523,62 @@ fn with_a_million_runs_a_healthy_cycle_adds_no_sequential_scan_of_taskrun() {
         "TaskRun: {table_blocks} blocks; whole-window read {window_blocks}; healthy cycle {per_cycle}"
     );
 }
+
+/// Heap blocks of `table` touched so far (hit + read), once finished sessions have reported.
+fn blocks_of(c: &mut postgres::Client, table: &str) -> i64 {
+    c.query_one(
+        "SELECT COALESCE(heap_blks_hit + heap_blks_read, 0) FROM pg_statio_user_tables WHERE relname = $1",
+        &[&table],
+    )
+    .unwrap()
+    .get(0)
+}
+
+#[test]
+fn with_a_hundred_thousand_worker_instances_a_healthy_cycle_reads_a_handful_of_their_blocks() {
+    let f = fleet("boot_grace: 10m");
+    let mut c = f.db();
+    // Supervisors started without a stable TRIGGER_WORKER_INSTANCE_NAME leave a row per start:
+    // 100,000 old instances spread over twenty groups, ours included.
+    for g in 0..19 {
+        webapp::add_group(
+            &mut c,
+            &format!("tr_wgt_Other{g}"),
+            &format!("other{g}"),
+            &format!("oq{g}"),
+        );
+    }
+    c.batch_execute(
+        r#"INSERT INTO "WorkerInstance" (id, name, "resourceIdentifier", "workerGroupId", "updatedAt", "lastHeartbeatAt")
+           SELECT 'old' || i, md5(i::text), md5(i::text),
+                  CASE WHEN i % 20 = 0 THEN 'ops-test-group-group' ELSE 'other' || (i % 19) || '-group' END,
+                  now(), timezone('UTC', now()) - make_interval(secs => 86400 + i)
+             FROM generate_series(1, 100000) AS i"#,
+    )
+    .unwrap();
+    c.batch_execute(r#"VACUUM ANALYZE "WorkerInstance""#).unwrap();
+    let table: i64 = c
+        .query_one(
+            r#"SELECT relpages::bigint FROM pg_class WHERE relname = 'WorkerInstance'"#,
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    f.run(&["run", "health"]).expect_code(0);
+    let _sup = f.serve(f.ids()[0], true);
+    f.run(&["run", "health"]).expect_code(0);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let before = blocks_of(&mut c, "WorkerInstance");
+    f.run(&["run", "health"])
+        .expect_code(0)
+        .expect_stdout("healthy (last heartbeat")
+        .expect_stdout("the global default): ours");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    // (the test supervisor's own heartbeats, ten a second, are in the count too)
+    let touched = blocks_of(&mut c, "WorkerInstance") - before;
+    assert!(
+        touched < 300 && touched < table / 5,
+        "a healthy cycle touched {touched} of {table} blocks of \"WorkerInstance\""
+    );
+    eprintln!("WorkerInstance: {table} blocks; a healthy cycle touched {touched}");
+}

@@ -131,23 +131,23 @@ const TOKEN_SQL: &str = r#"SELECT g."id", g."name", g."masterQueue"
 FROM "WorkerGroupToken" t JOIN "WorkerInstanceGroup" g ON g."tokenId" = t."id"
 WHERE t."tokenHash" = $1"#;
 
-/// One statement: the token's group and the heartbeat ages of the named instances in it.
+/// One statement: the token's group and the heartbeat ages of the named instances in it, through
+/// the unique index on (`workerGroupId`, `resourceIdentifier`) (the webapp writes the instance
+/// name into both columns): a group with thousands of old instances costs a few index pages.
 /// `"TaskRun"` is not touched here: a slow queue read never takes the heartbeats away.
 const FLEET_SQL: &str = r#"SELECT g."id", g."name", g."masterQueue",
   (SELECT json_agg(json_build_array(wi."name",
             EXTRACT(EPOCH FROM (timezone('UTC', now()) - wi."lastHeartbeatAt"))))::text
      FROM "WorkerInstance" wi
-    WHERE wi."workerGroupId" = g."id" AND wi."name" = ANY($2))
+    WHERE wi."workerGroupId" = g."id" AND wi."resourceIdentifier" = ANY($2))
 FROM "WorkerGroupToken" t JOIN "WorkerInstanceGroup" g ON g."tokenId" = t."id"
 WHERE t."tokenHash" = $1"#;
 
-/// Every group with its youngest heartbeat, the global default, the projects that override it.
-/// Small tables, each read through its primary or unique key; bounded by the number of groups
-/// and of projects with an override.
+/// Every group, the global default, the projects that override it: small tables (groups,
+/// flags, projects). `"WorkerInstance"` is not read here: it grows by a row per supervisor start
+/// when instance names are not stable, and no index covers `lastHeartbeatAt`.
 const ROUTING_SQL: &str = r#"SELECT
-  (SELECT json_agg(json_build_array(g."id", g."name", g."masterQueue", g."type"::text = 'MANAGED',
-            (SELECT EXTRACT(EPOCH FROM (timezone('UTC', now()) - max(wi."lastHeartbeatAt")))
-               FROM "WorkerInstance" wi WHERE wi."workerGroupId" = g."id")))
+  (SELECT json_agg(json_build_array(g."id", g."name", g."masterQueue", g."type"::text = 'MANAGED'))
      FROM "WorkerInstanceGroup" g)::text,
   (SELECT f."value" #>> '{}' FROM "FeatureFlag" f WHERE f."key" = 'defaultWorkerInstanceGroupId'),
   (SELECT json_agg(json_build_array(p."name", p."slug", p."defaultWorkerGroupId") ORDER BY p."slug")
@@ -244,7 +244,7 @@ pub fn routing(client: &mut Client) -> anyhow::Result<Routing> {
             describe(&e)
         )
     })?;
-    type Raw = (String, String, String, bool, Option<f64>);
+    type Raw = (String, String, String, bool);
     let groups: Vec<Raw> = json_list(r.get(0), "worker group list")?;
     let projects: Vec<(String, String, String)> = json_list(r.get(2), "project list")?;
     Ok(Routing {
@@ -259,15 +259,35 @@ pub fn routing(client: &mut Client) -> anyhow::Result<Routing> {
             .collect(),
         groups: groups
             .into_iter()
-            .map(|(id, name, master_queue, managed, age)| GroupRow {
+            .map(|(id, name, master_queue, managed)| GroupRow {
                 id,
                 name,
                 master_queue,
                 managed,
-                heartbeat_age_secs: age,
+                heartbeat_age_secs: None,
             })
             .collect(),
     })
+}
+
+/// The youngest heartbeat of each of `group_ids` (absent: never). Reads every instance row of
+/// those groups (no index covers `lastHeartbeatAt`), so it is asked only for the groups that
+/// matter this run: those with waiting runs, or all when our supervisors are silent.
+pub fn group_heartbeats(
+    client: &mut Client,
+    group_ids: &[String],
+) -> anyhow::Result<BTreeMap<String, f64>> {
+    let rows = client
+        .query(
+            r#"SELECT wi."workerGroupId",
+                      EXTRACT(EPOCH FROM (timezone('UTC', now()) - max(wi."lastHeartbeatAt")))::float8
+                 FROM "WorkerInstance" wi
+                WHERE wi."workerGroupId" = ANY($1) AND wi."lastHeartbeatAt" IS NOT NULL
+                GROUP BY 1"#,
+            &[&group_ids],
+        )
+        .map_err(|e| anyhow!("reading the worker groups' heartbeats: {}", describe(&e)))?;
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
 }
 
 /// The waiting runs of `scan.queues`, in a read-only transaction with its own statement timeout

@@ -196,7 +196,8 @@ fn webapp_view(
     let unavailable = |why: String| (View::Unavailable(why), BTreeMap::new(), None);
     match result {
         Ok(Fleet::Seen(v)) => {
-            let flow = client.map(|mut c| read_flow(ctx, opts, &mut c, v.group.clone()));
+            let flow = client
+                .map(|mut c| read_flow(ctx, opts, &mut c, v.group.clone(), &v.heartbeats));
             (
                 View::Seen {
                     group: v.group.name,
@@ -225,8 +226,9 @@ fn read_flow(
     opts: &SupervisorOptions,
     client: &mut postgres::Client,
     ours: WorkerGroup,
+    heartbeats: &BTreeMap<String, Option<f64>>,
 ) -> FlowRead {
-    let routing = webapp_db::routing(client).map_err(|e| format!("{e:#}"));
+    let mut routing = webapp_db::routing(client).map_err(|e| format!("{e:#}"));
     let queues = flow::queues_to_read(&ours, routing.as_ref().ok());
     let prev: ScanState = load(ctx.state, SCAN_KEY).unwrap_or_default();
     let (since, full) = prev.since();
@@ -242,6 +244,12 @@ fn read_flow(
         },
     )
     .map_err(|e| format!("{e:#}"));
+    if let Ok(r) = routing.as_mut() {
+        let depths = read.as_ref().map(|q| q.depths.as_slice()).unwrap_or(&[]);
+        if let Err(e) = group_ages(client, opts, r, &ours, heartbeats, depths) {
+            routing = Err(e);
+        }
+    }
     FlowRead {
         scan: read.as_ref().ok().map(|r| prev.after(r, full)),
         ours,
@@ -249,6 +257,48 @@ fn read_flow(
         queues: read,
         full,
     }
+}
+
+/// The groups' youngest heartbeats, read only where they matter (reading them is a pass over
+/// every instance row of a group): ours from our droplets' own rows, already read; the groups
+/// whose queues hold waiting runs (is anyone serving them?); and every group when one of our
+/// supervisors is silent (did the others go silent too? then the webapp is the likely cause).
+fn group_ages(
+    client: &mut postgres::Client,
+    opts: &SupervisorOptions,
+    routing: &mut Routing,
+    ours: &WorkerGroup,
+    heartbeats: &BTreeMap<String, Option<f64>>,
+    depths: &[webapp_db::QueueDepth],
+) -> Result<(), String> {
+    let stale = opts.stale_after.as_secs_f64();
+    let ours_silent = heartbeats.values().flatten().any(|a| *a >= stale);
+    let waiting = |g: &webapp_db::GroupRow| {
+        depths.iter().any(|d| {
+            d.pending > 0
+                && (d.queue == g.master_queue
+                    || d.queue.strip_suffix(":scheduled") == Some(g.master_queue.as_str()))
+        })
+    };
+    let wanted: Vec<String> = routing
+        .groups
+        .iter()
+        .filter(|g| g.id != ours.id && (ours_silent || waiting(g)))
+        .map(|g| g.id.clone())
+        .collect();
+    let ages = if wanted.is_empty() {
+        BTreeMap::new()
+    } else {
+        webapp_db::group_heartbeats(client, &wanted).map_err(|e| format!("{e:#}"))?
+    };
+    for g in routing.groups.iter_mut() {
+        g.heartbeat_age_secs = if g.id == ours.id {
+            heartbeats.values().flatten().copied().reduce(f64::min)
+        } else {
+            ages.get(&g.id).copied()
+        };
+    }
+    Ok(())
 }
 
 fn judge_flow(opts: &SupervisorOptions, f: &FlowRead) -> flow::Findings {
