@@ -179,9 +179,15 @@ fn anonymous_token(
     };
     let realm = field("realm").ok_or("the registry's challenge names no realm")?;
     let scope = field("scope").unwrap_or(format!("repository:{}:pull", image.repository));
-    let mut url = format!("{realm}?scope={}", encode(&scope));
+    let mut url = format!(
+        "{realm}?scope={}",
+        crate::clients::http::percent_encode(&scope)
+    );
     if let Some(service) = field("service") {
-        url.push_str(&format!("&service={}", encode(&service)));
+        url.push_str(&format!(
+            "&service={}",
+            crate::clients::http::percent_encode(&service)
+        ));
     }
     let req = Request::new("registry token", "GET", &url)
         .retry(Retry::Never)
@@ -200,17 +206,6 @@ fn anonymous_token(
         .and_then(|t| t.as_str())
         .map(str::to_string)
         .ok_or_else(|| "the token endpoint's answer has no token".to_string())
-}
-
-fn encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 #[cfg(test)]

@@ -556,7 +556,8 @@ fn with_a_hundred_thousand_worker_instances_a_healthy_cycle_reads_a_handful_of_t
              FROM generate_series(1, 100000) AS i"#,
     )
     .unwrap();
-    c.batch_execute(r#"VACUUM ANALYZE "WorkerInstance""#).unwrap();
+    c.batch_execute(r#"VACUUM ANALYZE "WorkerInstance""#)
+        .unwrap();
     let table: i64 = c
         .query_one(
             r#"SELECT relpages::bigint FROM pg_class WHERE relname = 'WorkerInstance'"#,

@@ -301,6 +301,18 @@ fn jitter(d: Duration) -> Duration {
     d.mul_f64(factor)
 }
 
+/// RFC 3986 percent-encoding of everything but the unreserved characters.
+pub fn percent_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
 /// `scheme://host[:port]` of a URL, for messages.
 pub fn origin(url: &str) -> String {
     match url.split_once("://") {

@@ -93,7 +93,7 @@ impl Target {
         let driver_url = if is_url {
             let query: Vec<String> = kept
                 .iter()
-                .map(|(k, v)| format!("{k}={}", percent_encode(v)))
+                .map(|(k, v)| format!("{k}={}", crate::clients::http::percent_encode(v)))
                 .collect();
             if query.is_empty() {
                 base.to_string()
@@ -368,17 +368,6 @@ fn key_values(raw: &str) -> anyhow::Result<Vec<(String, String)>> {
         }
         out.push((key, value));
     }
-}
-
-fn percent_encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 fn percent_decode(s: &str) -> String {
