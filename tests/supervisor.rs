@@ -345,6 +345,20 @@ fn spec_drift_is_a_rolling_replace() {
 }
 
 #[test]
+fn a_size_change_is_planned_field_by_field() {
+    let mut f = fleet("boot_grace: 10m");
+    f.health().expect_code(0);
+    let _sup = f.serve(f.ids()[0], true);
+    f.health().expect_code(0);
+    f.s.ops.env("SUPERVISOR_SIZE", "s-4vcpu-8gb");
+    f.run(&["run", "health", "--dry-run"])
+        .expect_code(0)
+        .expect_stdout("would replace droplet trigger-supervisor-envabcde-")
+        .expect_stdout("(size: s-2vcpu-2gb → s-4vcpu-8gb)");
+    assert_eq!(f.creates().len(), 1, "a dry run creates nothing");
+}
+
+#[test]
 fn a_lost_state_database_creates_no_duplicate() {
     let f = fleet("boot_grace: 10m");
     f.api.with(|w| w.boot_after = Duration::from_secs(3600));

@@ -24,6 +24,7 @@ use crate::state::{now_ms, State};
 use crate::task::{ActionRecord, Outcome, Status, TaskCtx};
 use crate::tasks::extract;
 
+pub mod diff;
 pub mod flow;
 pub mod plan;
 pub mod sim;
@@ -430,6 +431,7 @@ fn desired(opts: &SupervisorOptions, ctx: &TaskCtx, record: &ConfigRecord) -> pl
         size: s.supervisor_size.clone(),
         region: s.supervisor_region.clone(),
         image: s.supervisor_image.clone(),
+        parts: diff::Parts::of(s, record),
     }
 }
 
@@ -473,6 +475,12 @@ fn observe(
         droplets.push(plan::Seen {
             id: d.id,
             prev: load(ctx.state, &droplet_key(d.id)).unwrap_or_default(),
+            built: load::<diff::Parts>(ctx.state, &built_key(d.id))
+                .unwrap_or_default()
+                .or(diff::Parts::listed(
+                    &d.size_slug,
+                    d.region.as_ref().map(|r| r.slug.as_str()),
+                )),
             age_secs: d.age_secs(now_utc),
             ip: d.public_ipv4().map(str::to_string),
             name: d.name,
@@ -671,6 +679,7 @@ fn create(
         monitoring: true,
     })?;
     log::warn!("created droplet {} (id {}): {reason}", d.name, d.id);
+    save(ctx, &built_key(d.id), &spec.parts, now_ms())?;
     if counted {
         count_replacement(ctx, replacements, now_ms())?;
     }
@@ -693,7 +702,7 @@ fn save_observed(
     let keep: Vec<String> = assessed
         .iter()
         .filter(|a| !deleted.contains(&a.id))
-        .map(|a| droplet_key(a.id))
+        .flat_map(|a| [droplet_key(a.id), built_key(a.id)])
         .collect();
     for (key, _, _) in st.kv_list(NAMESPACE)? {
         if key.starts_with("droplet:") && !keep.contains(&key) {
@@ -737,6 +746,11 @@ pub fn visibility_problem(s: &Settings) -> Option<&'static str> {
 
 fn droplet_key(id: u64) -> String {
     format!("droplet:{id}")
+}
+
+/// What a droplet was created with, field by field (for the plan's diff once it is stale).
+fn built_key(id: u64) -> String {
+    format!("droplet:{id}:built")
 }
 
 fn load<T: serde::de::DeserializeOwned>(state: Option<&State>, key: &str) -> Option<T> {

@@ -20,6 +20,8 @@ use std::time::Duration;
 use crate::duration;
 use crate::release;
 
+use super::diff;
+
 use serde::{Deserialize, Serialize};
 
 /// Our droplets carry this tag (and the deployment tag); nothing else is ever touched.
@@ -199,6 +201,8 @@ pub struct Seen {
     pub age_secs: i64,
     /// The streak kept from earlier runs.
     pub prev: Streak,
+    /// What it was built with, as far as known (for the plan's field diff).
+    pub built: diff::Parts,
     pub heartbeat: Heartbeat,
     /// `GET /health`, when SUPERVISOR_HEALTH_SOURCES lets ops in; `None`: not checked.
     pub http: Option<Result<(), String>>,
@@ -265,6 +269,8 @@ pub struct Spec {
     pub size: String,
     pub region: String,
     pub image: String,
+    /// The parts of `spec_tag`, for the field diff of a stale droplet.
+    pub parts: diff::Parts,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -319,6 +325,7 @@ pub struct Assessed {
     pub heartbeat_age: Option<f64>,
     /// The version recorded in its tags.
     pub version: Option<String>,
+    pub built: diff::Parts,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -607,6 +614,7 @@ fn assess_all(obs: &Observation, spec: &Spec) -> Vec<Assessed> {
                     _ => None,
                 },
                 version: release::version_of(&d.tags),
+                built: d.built.clone(),
             }
         })
         .collect();
@@ -618,14 +626,22 @@ fn dead(a: &Assessed, spec: &Spec) -> bool {
     a.health == Health::Failing && a.streak.fails >= spec.unhealthy_after
 }
 
-/// Why a droplet without the current spec tag is stale: a version change names both versions.
+/// Why a droplet without the current spec tag is stale: the version and the fields that
+/// differ, each with both values (a secret or origin by name only).
 fn drift_why(a: &Assessed, spec: &Spec) -> String {
-    release::upgrade_reason(
+    let why: Vec<String> = release::upgrade_reason(
         &spec.version.source,
         a.version.as_deref(),
         &spec.version.tag,
     )
-    .unwrap_or_else(|| "spec changed".into())
+    .into_iter()
+    .chain(diff::changes(&a.built, &spec.parts))
+    .collect();
+    if why.is_empty() {
+        "spec changed".into()
+    } else {
+        why.join(", ")
+    }
 }
 
 /// At most one delete: a dead droplet (unless the breaker is open); with make before break, a
@@ -1076,6 +1092,7 @@ mod fleet_tests {
             size: "s-2vcpu-4gb".into(),
             region: "fra1".into(),
             image: "ubuntu-24-04-x64".into(),
+            parts: diff::Parts::listed("s-2vcpu-4gb", Some("fra1")),
         }
     }
 
@@ -1098,6 +1115,7 @@ mod fleet_tests {
                 last_ok: Some(NOW - 60_000),
                 last_error: None,
             },
+            built: diff::Parts::listed("s-2vcpu-4gb", Some("fra1")),
             heartbeat: Heartbeat::Age(10.0),
             http: None,
         }
@@ -1384,6 +1402,28 @@ mod fleet_tests {
         assert!(reason.starts_with(
             "spec drift (webapp upgraded v4.5.10 → v4.5.12): rolling replace of sup-1"
         ));
+    }
+
+    #[test]
+    fn a_size_change_names_both_sizes() {
+        let mut old = stale(healthy(1), "v4.5.12");
+        old.built = diff::Parts::listed("s-2vcpu-2gb", Some("fra1"));
+        let p = plan(&obs(vec![old]), &spec());
+        let Action::Create { replaces, .. } = &p.actions[0] else {
+            unreachable!()
+        };
+        assert_eq!(
+            replaces.as_ref().map(|(_, why)| why.as_str()),
+            Some("size: s-2vcpu-2gb → s-2vcpu-4gb")
+        );
+        // Nothing known to differ (no record of what it was built with): said so, not guessed.
+        let mut unknown = stale(healthy(1), "v4.5.12");
+        unknown.built = diff::Parts::default();
+        let p = plan(&obs(vec![unknown]), &spec());
+        let Action::Create { replaces, .. } = &p.actions[0] else {
+            unreachable!()
+        };
+        assert_eq!(replaces.as_ref().unwrap().1, "spec changed");
     }
 
     #[test]

@@ -137,6 +137,7 @@ fn spec(policy: Policy, spec_tag: &str) -> Spec {
         size: "s-2vcpu-4gb".into(),
         region: "nyc1".into(),
         image: "ubuntu-24-04-x64".into(),
+        parts: Default::default(),
     }
 }
 
@@ -259,6 +260,7 @@ fn observe(
                 ],
                 age_secs: (t - d.created) as i64,
                 prev: d.streak.clone(),
+                built: Default::default(),
                 heartbeat: match d.recorded(t, webapp_down).last() {
                     Some(h) => Heartbeat::Age((t - h) as f64),
                     None => Heartbeat::Never,
