@@ -22,3 +22,4 @@ mod schedules;
 mod soak;
 mod supervisor;
 mod supervisor_health;
+mod trust;

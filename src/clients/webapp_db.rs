@@ -183,6 +183,24 @@ SELECT
   (SELECT count(*) FROM seen),
   EXTRACT(EPOCH FROM now())::float8"#;
 
+/// The named instances' heartbeats in groups other than `$2` (ours): one probe per group
+/// through the unique index on (`workerGroupId`, `resourceIdentifier`), newest first. Asked only
+/// for droplets our group has never heard from.
+const ELSEWHERE_SQL: &str = r#"SELECT wi."resourceIdentifier", g."name",
+  EXTRACT(EPOCH FROM (timezone('UTC', now()) - wi."lastHeartbeatAt"))::float8
+FROM "WorkerInstanceGroup" g
+JOIN "WorkerInstance" wi ON wi."workerGroupId" = g."id" AND wi."resourceIdentifier" = ANY($1)
+WHERE g."id" <> $2 AND wi."lastHeartbeatAt" IS NOT NULL
+ORDER BY wi."lastHeartbeatAt" DESC"#;
+
+/// An instance heartbeating into a group that is not ours.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Elsewhere {
+    pub group: String,
+    /// Seconds since its last heartbeat there.
+    pub age_secs: f64,
+}
+
 /// SQLSTATEs that mean "this schema is not Trigger.dev v4's (yet)".
 fn missing_schema(e: &postgres::Error) -> Option<String> {
     let db = e.as_db_error()?;
@@ -234,6 +252,29 @@ pub fn fleet(client: &mut Client, token: &str, names: &[String]) -> anyhow::Resu
         group: group_of(r),
         heartbeats: pairs.into_iter().collect(),
     }))
+}
+
+/// Which of `names` heartbeat into a group other than `ours` (`""`: any group), and where:
+/// the youngest heartbeat per name.
+pub fn heartbeats_elsewhere(
+    client: &mut Client,
+    names: &[String],
+    ours: &str,
+) -> anyhow::Result<BTreeMap<String, Elsewhere>> {
+    let rows = client.query(ELSEWHERE_SQL, &[&names, &ours]).map_err(|e| {
+        anyhow!(
+            "reading which worker group the droplets heartbeat into: {}",
+            describe(&e)
+        )
+    })?;
+    let mut out = BTreeMap::new();
+    for r in rows {
+        out.entry(r.get(0)).or_insert(Elsewhere {
+            group: r.get(1),
+            age_secs: r.get(2),
+        });
+    }
+    Ok(out)
 }
 
 /// Where deployed runs go (read-only; three small lookups in one statement).

@@ -178,14 +178,14 @@ pub fn spec_tag(s: &Settings, record: &ConfigRecord) -> String {
 }
 
 /// The webapp's view of our supervisors this run (one Postgres session: heartbeats, then where
-/// runs go, then the waiting runs in their own read-only transaction), and the seconds since
-/// each droplet's last heartbeat (`None`: never).
+/// runs go, then the waiting runs in their own read-only transaction), and each droplet's
+/// heartbeat.
 fn webapp_view(
     ctx: &TaskCtx,
     opts: &SupervisorOptions,
     record: &ConfigRecord,
     names: &[String],
-) -> (View, BTreeMap<String, Option<f64>>, Option<FlowRead>) {
+) -> (View, BTreeMap<String, Heartbeat>, Option<FlowRead>) {
     let Some(url) = &ctx.settings.database_url else {
         return (View::NotConfigured, BTreeMap::new(), None);
     };
@@ -197,6 +197,7 @@ fn webapp_view(
     let unavailable = |why: String| (View::Unavailable(why), BTreeMap::new(), None);
     match result {
         Ok(Fleet::Seen(v)) => {
+            let beats = heartbeats(client.as_mut(), names, &v);
             let flow = client
                 .map(|mut c| read_flow(ctx, opts, &mut c, v.group.clone(), &v.heartbeats));
             (
@@ -204,7 +205,7 @@ fn webapp_view(
                     group: v.group.name,
                     queue: v.group.master_queue,
                 },
-                v.heartbeats,
+                beats,
                 flow,
             )
         }
@@ -217,6 +218,50 @@ fn webapp_view(
         )),
         Err(e) => unavailable(format!("{e:#}")),
     }
+}
+
+/// Each droplet's heartbeat in our group; those our group never heard are looked for in the
+/// others (one more statement, only then): a droplet heartbeating elsewhere holds another
+/// group's token and is named so, not "booting".
+fn heartbeats(
+    client: Option<&mut postgres::Client>,
+    names: &[String],
+    v: &webapp_db::FleetView,
+) -> BTreeMap<String, Heartbeat> {
+    let mut out: BTreeMap<String, Heartbeat> = names
+        .iter()
+        .map(|n| {
+            let beat = match v.heartbeats.get(n) {
+                Some(Some(age)) => Heartbeat::Age(*age),
+                _ => Heartbeat::Never,
+            };
+            (n.clone(), beat)
+        })
+        .collect();
+    let unheard: Vec<String> = out
+        .iter()
+        .filter(|(_, b)| **b == Heartbeat::Never)
+        .map(|(n, _)| n.clone())
+        .collect();
+    let Some(client) = client.filter(|_| !unheard.is_empty()) else {
+        return out;
+    };
+    match webapp_db::heartbeats_elsewhere(client, &unheard, &v.group.id) {
+        Ok(found) => {
+            for (name, e) in found {
+                out.insert(
+                    name,
+                    Heartbeat::Elsewhere {
+                        group: e.group,
+                        age: e.age_secs,
+                    },
+                );
+            }
+        }
+        // Not knowing where it heartbeats leaves it "never heard": the grace still applies.
+        Err(e) => log::warn!("{e:#}"),
+    }
+    out
 }
 
 /// Routing, then the waiting runs of every managed queue (incremental since the last read, the
@@ -468,8 +513,8 @@ fn observe(
             _ => None,
         };
         let heartbeat = match (&view, heartbeats.get(&d.name)) {
-            (View::Seen { .. }, Some(Some(age))) => Heartbeat::Age(*age),
-            (View::Seen { .. }, _) => Heartbeat::Never,
+            (View::Seen { .. }, Some(beat)) => beat.clone(),
+            (View::Seen { .. }, None) => Heartbeat::Never,
             _ => Heartbeat::NoView,
         };
         droplets.push(plan::Seen {

@@ -44,6 +44,9 @@ pub enum Heartbeat {
     Never,
     /// Seconds since `lastHeartbeatAt`, as the database's clock says.
     Age(f64),
+    /// Never heard in our group, but heartbeating into another one (it holds that group's
+    /// token: a host that lost ops' state, say): neither counted nor replaced.
+    Elsewhere { group: String, age: f64 },
 }
 
 /// The facts about one droplet, all observed before deciding.
@@ -141,6 +144,13 @@ pub fn assess(f: &Facts, rules: &Rules) -> Verdict {
                     if http_ok { "answers /health but is " } else { "" },
                     ago(*a),
                     duration::format(rules.stale_after)
+                ),
+            ),
+            (Heartbeat::Elsewhere { group, age }, _) => (
+                Health::Unknown,
+                format!(
+                    "heartbeating into group {group} (last heartbeat {} ago), not ours: it holds that group's token, so ops neither counts nor replaces it",
+                    ago(*age)
                 ),
             ),
             (Heartbeat::Never, _) if in_grace => (
@@ -405,8 +415,9 @@ pub fn plan(obs: &Observation, spec: &Spec) -> Plan {
         hold(&mut p.assessed, obs, why);
         p.webapp_blamed = true;
     }
+    let elsewhere = elsewhere_findings(obs);
     let breaker_open = p.replacements.len() as u32 >= spec.max_replacements;
-    let (delete, create) = if blame.is_some() {
+    let (delete, create) = if blame.is_some() || !elsewhere.is_empty() {
         (None, None)
     } else {
         let delete = choose_delete(
@@ -425,6 +436,7 @@ pub fn plan(obs: &Observation, spec: &Spec) -> Plan {
         p.lines
             .push(format!("no droplet tagged {} and {MANAGED_TAG}", spec.tag));
     }
+    p.failures.extend(elsewhere);
     if let Some(why) = blame {
         p.failures.push(format!(
             "the webapp is the likely cause, not the supervisors: {why}. Nothing is replaced and no failure is counted while it lasts; check the webapp on Railway (its deployments, logs and database)"
@@ -472,8 +484,27 @@ pub fn needs_webapp_check(obs: &Observation, spec: &Spec) -> bool {
             Heartbeat::Never => {
                 d.age_secs >= BOOT_EXPECTED_SECS.min(spec.rules.boot_grace.as_secs() as i64)
             }
-            Heartbeat::NoView => false,
+            Heartbeat::NoView | Heartbeat::Elsewhere { .. } => false,
         })
+}
+
+/// Droplets of ours that heartbeat into another worker group: ops' token is not theirs (a new
+/// host, or lost state), so the fleet is left as it is and the task fails with the fix.
+fn elsewhere_findings(obs: &Observation) -> Vec<String> {
+    let ours = match &obs.view {
+        View::Seen { group, .. } => group.as_str(),
+        _ => "?",
+    };
+    obs.droplets
+        .iter()
+        .filter_map(|d| match &d.heartbeat {
+            Heartbeat::Elsewhere { group, .. } => Some(format!(
+                "droplet {} heartbeats into worker group {group}, not ours ({ours}): ops does not have that group's token. Copy /var/lib/ops from the old host, or set TRIGGER_WORKER_TOKEN to that group's token; ops creates and deletes no droplet until then",
+                d.name
+            )),
+            _ => None,
+        })
+        .collect()
 }
 
 /// A droplet heartbeats about 4 minutes after its create (active 1 min, cloud-init and pulls
@@ -1196,6 +1227,33 @@ mod fleet_tests {
         assert!(p.actions.is_empty(), "{:?}", p.actions);
         assert!(p.failures.is_empty());
         assert_eq!(p.assessed[0].health, Health::Booting);
+    }
+
+    #[test]
+    fn a_droplet_heartbeating_into_another_group_is_named_and_nothing_is_replaced() {
+        // Stale spec and past its grace: without the other group's heartbeat it would be
+        // "booting", then "never heard", then replaced.
+        let mut d = stale(healthy(1), "v4.5.11");
+        d.prev.last_ok = None;
+        d.heartbeat = Heartbeat::Elsewhere {
+            group: "bootstrap".into(),
+            age: 12.0,
+        };
+        let p = plan(&obs(vec![d]), &spec());
+        assert!(p.actions.is_empty(), "{:?}", p.actions);
+        assert_eq!(p.assessed[0].health, Health::Unknown);
+        assert!(
+            p.assessed[0]
+                .note
+                .starts_with("heartbeating into group bootstrap (last heartbeat 12s ago)"),
+            "{}",
+            p.assessed[0].note
+        );
+        assert_eq!(p.failures.len(), 1, "{:?}", p.failures);
+        assert!(p.failures[0].starts_with(
+            "droplet sup-1 heartbeats into worker group bootstrap, not ours (g): ops does not have that group's token. Copy /var/lib/ops from the old host, or set TRIGGER_WORKER_TOKEN"
+        ));
+        assert_eq!(p.assessed[0].streak.fails, 0, "not counted");
     }
 
     #[test]
