@@ -167,28 +167,7 @@ fn anonymous_token(
     deadline: Instant,
     timeout: Duration,
 ) -> Result<String, String> {
-    let params = challenge
-        .strip_prefix("Bearer ")
-        .or_else(|| challenge.strip_prefix("bearer "))
-        .ok_or_else(|| format!("unsupported registry challenge {challenge:?}"))?;
-    let field = |name: &str| -> Option<String> {
-        params.split(',').find_map(|kv| {
-            let (k, v) = kv.trim().split_once('=')?;
-            (k.trim() == name).then(|| v.trim().trim_matches('"').to_string())
-        })
-    };
-    let realm = field("realm").ok_or("the registry's challenge names no realm")?;
-    let scope = field("scope").unwrap_or(format!("repository:{}:pull", image.repository));
-    let mut url = format!(
-        "{realm}?scope={}",
-        crate::clients::http::percent_encode(&scope)
-    );
-    if let Some(service) = field("service") {
-        url.push_str(&format!(
-            "&service={}",
-            crate::clients::http::percent_encode(&service)
-        ));
-    }
+    let url = token_url(challenge, &image.repository)?;
     let req = Request::new("registry token", "GET", &url)
         .retry(Retry::Never)
         .timeout(timeout);
@@ -206,6 +185,34 @@ fn anonymous_token(
         .and_then(|t| t.as_str())
         .map(str::to_string)
         .ok_or_else(|| "the token endpoint's answer has no token".to_string())
+}
+
+/// The token endpoint a registry's `WWW-Authenticate` challenge names (any header value: an
+/// error, never a panic).
+pub fn token_url(challenge: &str, repository: &str) -> Result<String, String> {
+    let params = challenge
+        .strip_prefix("Bearer ")
+        .or_else(|| challenge.strip_prefix("bearer "))
+        .ok_or_else(|| format!("unsupported registry challenge {challenge:?}"))?;
+    let field = |name: &str| -> Option<String> {
+        params.split(',').find_map(|kv| {
+            let (k, v) = kv.trim().split_once('=')?;
+            (k.trim() == name).then(|| v.trim().trim_matches('"').to_string())
+        })
+    };
+    let realm = field("realm").ok_or("the registry's challenge names no realm")?;
+    let scope = field("scope").unwrap_or(format!("repository:{repository}:pull"));
+    let mut url = format!(
+        "{realm}?scope={}",
+        crate::clients::http::percent_encode(&scope)
+    );
+    if let Some(service) = field("service") {
+        url.push_str(&format!(
+            "&service={}",
+            crate::clients::http::percent_encode(&service)
+        ));
+    }
+    Ok(url)
 }
 
 #[cfg(test)]

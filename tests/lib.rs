@@ -9,6 +9,7 @@ mod config_errors;
 mod deploy;
 mod extract;
 mod hardening;
+mod hardening3;
 mod healing;
 mod monitoring;
 mod operator;

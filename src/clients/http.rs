@@ -165,7 +165,7 @@ impl Http {
                     other => other,
                 };
             }
-            let advised = result.as_ref().ok().and_then(advised_wait);
+            let advised = result.as_ref().ok().and_then(Response::advised_wait);
             let wait = advised.unwrap_or_else(|| jitter(backoff));
             let remaining = deadline.saturating_duration_since(Instant::now());
             if wait >= remaining {
@@ -254,33 +254,44 @@ impl Http {
     }
 }
 
-/// `Retry-After` (seconds) or `ratelimit-reset` (epoch seconds) on a 429 or 503.
-fn advised_wait(r: &Response) -> Option<Duration> {
-    if r.status != 429 && r.status != 503 {
-        return None;
+/// The longest wait a server can ask for; longer requests end the retries at the deadline.
+const MAX_ADVISED_WAIT: Duration = Duration::from_secs(3600);
+
+impl Response {
+    /// `Retry-After` (seconds) or `ratelimit-reset` (epoch seconds) on a 429 or 503. Whatever a
+    /// header says (`NaN`, `inf`, `-1`, 20 digits), the answer is a wait within an hour or none.
+    pub fn advised_wait(&self) -> Option<Duration> {
+        if self.status != 429 && self.status != 503 {
+            return None;
+        }
+        if let Some(secs) = self
+            .header("retry-after")
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .filter(|secs| secs.is_finite())
+        {
+            return Duration::try_from_secs_f64(secs.max(0.0))
+                .ok()
+                .map(|d| d.min(MAX_ADVISED_WAIT));
+        }
+        let reset = self
+            .header("ratelimit-reset")
+            .or_else(|| self.header("x-ratelimit-reset"))?;
+        let reset: u64 = reset.trim().parse().ok()?;
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).ok()?.as_secs();
+        // Small values are a delay in seconds, large ones an epoch time.
+        let secs = if reset > 1_000_000_000 {
+            reset.saturating_sub(now).max(1)
+        } else {
+            reset
+        };
+        Some(Duration::from_secs(secs).min(MAX_ADVISED_WAIT))
     }
-    if let Some(secs) = r
-        .header("retry-after")
-        .and_then(|v| v.trim().parse::<f64>().ok())
-    {
-        return Some(Duration::from_secs_f64(secs.clamp(0.0, 3600.0)));
-    }
-    let reset = r
-        .header("ratelimit-reset")
-        .or_else(|| r.header("x-ratelimit-reset"))?;
-    let reset: u64 = reset.trim().parse().ok()?;
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).ok()?.as_secs();
-    // Small values are a delay in seconds, large ones an epoch time.
-    Some(Duration::from_secs(if reset > 1_000_000_000 {
-        reset.saturating_sub(now).max(1)
-    } else {
-        reset
-    }))
 }
 
-fn rate_limited(service: &str, r: &Response, wait: Option<Duration>) -> anyhow::Error {
+/// The error for a 429 that ends the retries.
+pub fn rate_limited(service: &str, r: &Response, wait: Option<Duration>) -> anyhow::Error {
     let when = wait
-        .or_else(|| advised_wait(r))
+        .or_else(|| r.advised_wait())
         .map(|w| {
             format!(
                 "; it asks to wait {}s, past this task's deadline",
@@ -378,13 +389,43 @@ mod tests {
             headers: vec![("Retry-After".into(), "3".into())],
             body: String::new(),
         };
-        assert_eq!(advised_wait(&r), Some(Duration::from_secs(3)));
+        assert_eq!(r.advised_wait(), Some(Duration::from_secs(3)));
         let r = Response {
             status: 200,
             headers: vec![("Retry-After".into(), "3".into())],
             body: String::new(),
         };
-        assert_eq!(advised_wait(&r), None);
+        assert_eq!(r.advised_wait(), None);
+    }
+
+    #[test]
+    fn no_retry_header_value_panics() {
+        for (name, value) in [
+            ("Retry-After", "NaN"),
+            ("Retry-After", "-nan"),
+            ("Retry-After", "inf"),
+            ("Retry-After", "-inf"),
+            ("Retry-After", "-5"),
+            ("Retry-After", "1e308"),
+            ("Retry-After", "18446744073709551616"),
+            ("Retry-After", "Wed, 21 Oct 2015 07:28:00 GMT"),
+            ("ratelimit-reset", "18446744073709551615"),
+            ("x-ratelimit-reset", "999999999"),
+        ] {
+            let r = Response {
+                status: 429,
+                headers: vec![(name.into(), value.into())],
+                body: String::new(),
+            };
+            let wait = r.advised_wait();
+            assert!(
+                wait.is_none_or(|w| w <= MAX_ADVISED_WAIT),
+                "{name}: {value}"
+            );
+            assert!(rate_limited("api", &r, None)
+                .to_string()
+                .contains("HTTP 429"));
+        }
     }
 
     #[test]
