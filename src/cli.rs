@@ -54,6 +54,9 @@ pub enum Cmd {
         /// Print the run summary as one JSON document
         #[arg(long)]
         json: bool,
+        /// With --dry-run: exit 3 when changes are planned, 0 when none (1 and 2 as usual)
+        #[arg(long, requires = "dry_run")]
+        detailed_exitcode: bool,
         /// Close the supervisor's replacement circuit breaker before running
         #[arg(long)]
         reset_breaker: bool,

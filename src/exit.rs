@@ -1,4 +1,5 @@
-//! Process exit codes: 0 every task ok or skipped, 1 a task failed, 2 usage or configuration.
+//! Process exit codes: 0 every task ok or skipped, 1 a task failed, 2 usage or configuration,
+//! 3 a dry run with `--detailed-exitcode` that plans changes.
 
 use std::fmt;
 
@@ -7,6 +8,9 @@ pub enum ExitCode {
     Success,
     TaskFailed,
     Config,
+    /// `run --dry-run --detailed-exitcode`: changes are planned (terraform's 2, which ops
+    /// gives configuration errors).
+    Changes,
 }
 
 impl From<ExitCode> for i32 {
@@ -15,6 +19,7 @@ impl From<ExitCode> for i32 {
             ExitCode::Success => 0,
             ExitCode::TaskFailed => 1,
             ExitCode::Config => 2,
+            ExitCode::Changes => 3,
         }
     }
 }
@@ -54,6 +59,7 @@ mod tests {
         assert_eq!(i32::from(ExitCode::Success), 0);
         assert_eq!(i32::from(ExitCode::TaskFailed), 1);
         assert_eq!(i32::from(ExitCode::Config), 2);
+        assert_eq!(i32::from(ExitCode::Changes), 3);
     }
 
     #[test]

@@ -106,6 +106,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             json,
             reset_breaker,
             refresh,
+            detailed_exitcode,
         } => runner::run(
             &app,
             profile,
@@ -114,6 +115,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 json: *json,
                 reset_breaker: *reset_breaker,
                 refresh: *refresh,
+                detailed_exitcode: *detailed_exitcode,
             },
         ),
         Cmd::RenderCloudInit { show_secrets } => commands::render_cloud_init(&app, *show_secrets),

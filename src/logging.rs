@@ -1,5 +1,7 @@
 //! Logs go to stderr through `log`, redacted. Under systemd (`JOURNAL_STREAM` set) lines carry
-//! no timestamp of their own: the journal adds one.
+//! no timestamp of their own (the journal adds one) and start with the kernel-style priority
+//! prefix `sd-daemon(3)` describes (`<3>` error, `<4>` warning, `<6>` info, `<7>` debug), so
+//! `journalctl -p err` finds the errors.
 
 use std::io::Write;
 
@@ -27,13 +29,41 @@ pub fn init(env: &Env) {
         let msg = redact(&record.args().to_string());
         let level = record.level().as_str().to_ascii_lowercase();
         if journal {
-            writeln!(buf, "{level}: {msg}")
+            writeln!(buf, "{}{level}: {msg}", priority(record.level()))
         } else {
             let now = chrono::Local::now().format("%Y-%m-%dT%H:%M:%S%.3f%:z");
             writeln!(buf, "{now} {level}: {msg}")
         }
     });
     let _ = builder.try_init();
+}
+
+/// The syslog priority prefix journald reads from a stream line (`SyslogLevelPrefix=`).
+fn priority(level: log::Level) -> &'static str {
+    match level {
+        log::Level::Error => "<3>",
+        log::Level::Warn => "<4>",
+        log::Level::Info => "<6>",
+        log::Level::Debug | log::Level::Trace => "<7>",
+    }
+}
+
+/// Whether stdout is the journal: `JOURNAL_STREAM` names the `device:inode` of the stream
+/// systemd connected (systemd.exec(5)); a terminal or a pipe the operator opened does not
+/// match. Then `ops run` logs its summary instead of printing the table every minute.
+pub fn stdout_is_journal(env: &Env) -> bool {
+    let Some((dev, ino)) = env.get("JOURNAL_STREAM").and_then(|v| v.split_once(':')) else {
+        return false;
+    };
+    use std::os::fd::AsFd;
+    use std::os::unix::fs::MetadataExt;
+    let Ok(fd) = std::io::stdout().as_fd().try_clone_to_owned() else {
+        return false;
+    };
+    let Ok(meta) = std::fs::File::from(fd).metadata() else {
+        return false;
+    };
+    dev.parse::<u64>().ok() == Some(meta.dev()) && ino.parse::<u64>().ok() == Some(meta.ino())
 }
 
 /// Libraries whose trace output is raw protocol bytes.
@@ -84,6 +114,18 @@ fn level_for(filter: &str, target: &str) -> log::LevelFilter {
 mod tests {
     use super::*;
     use log::LevelFilter::*;
+
+    #[test]
+    fn journal_priorities() {
+        assert_eq!(priority(log::Level::Error), "<3>");
+        assert_eq!(priority(log::Level::Warn), "<4>");
+        assert_eq!(priority(log::Level::Info), "<6>");
+        assert!(!stdout_is_journal(&Env::from_pairs([(
+            "JOURNAL_STREAM",
+            "1:1"
+        )])));
+        assert!(!stdout_is_journal(&Env::from_pairs([("A", "b")])));
+    }
 
     #[test]
     fn the_level_a_filter_gives_a_target() {

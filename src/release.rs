@@ -170,6 +170,18 @@ pub fn describe(pin: Option<&str>, webapp: Option<&str>) -> String {
     }
 }
 
+/// `describe`'s line when it asks the operator to change something (a pin that differs from
+/// the webapp, or a version ops could not learn): shown as a warning, not among the facts.
+pub fn warning(pin: Option<&str>, webapp: Option<&str>) -> Option<String> {
+    let chosen = supervisor_version(pin, webapp);
+    let warn = match (&chosen.source, webapp) {
+        (Source::Pinned, Some(w)) => w != chosen.tag,
+        (Source::Default, _) => true,
+        _ => false,
+    };
+    warn.then(|| describe(pin, webapp))
+}
+
 /// The droplet tag recording a version: DigitalOcean tags allow no dots, and a version holds no
 /// underscore, so dots become underscores (reversibly).
 pub fn version_tag(version: &str) -> String {

@@ -1,7 +1,8 @@
 //! Human-readable tables for the terminal.
 
 use crate::state::RunRecord;
-use crate::summary::RunSummary;
+use crate::summary::{RunSummary, TaskSummary};
+use crate::task::{past, ActionRecord};
 
 pub fn fmt_ms(ms: u64) -> String {
     if ms < 1000 {
@@ -84,7 +85,93 @@ pub fn run_table(s: &RunSummary) -> String {
         }
     }
     out.push_str(&table(&rows));
+    if let Some(line) = &s.changes {
+        out.push_str(line);
+        out.push('\n');
+    }
+    let warnings: Vec<String> = s
+        .tasks
+        .iter()
+        .flat_map(|t| t.warnings.iter().map(move |w| format!("  {}: {w}", t.name)))
+        .collect();
+    if !warnings.is_empty() {
+        out.push_str("warnings:\n");
+        for w in warnings {
+            out.push_str(&w);
+            out.push('\n');
+        }
+    }
     out
+}
+
+/// The run's changes in one line, like terraform's plan summary: `plan: create 1 droplet,
+/// drain and delete 1 droplet, restart Postgres` for a dry run (`plan: no changes` when there
+/// are none), `applied: created 1 droplet` for a real run (`None` when it changed nothing).
+/// Actions are counted per verb and resource in the order first met; consecutive verbs on the
+/// same objects share one entry (`drain and delete`).
+pub fn changes_line(tasks: &[TaskSummary], dry_run: bool) -> Option<String> {
+    let counted: Vec<&ActionRecord> = tasks
+        .iter()
+        .flat_map(|t| &t.actions)
+        .filter(|a| if dry_run { a.is_planned() } else { a.done })
+        .collect();
+    if counted.is_empty() {
+        return dry_run.then(|| "plan: no changes".to_string());
+    }
+    struct Group<'a> {
+        verbs: Vec<&'a str>,
+        resource: &'a str,
+        countable: bool,
+        objects: Vec<(Option<&'a str>, Option<&'a str>)>,
+    }
+    let mut groups: Vec<Group> = Vec::new();
+    for a in &counted {
+        let t = &a.typed;
+        let object = (t.id.as_deref(), t.name.as_deref());
+        match groups
+            .iter_mut()
+            .find(|g| g.verbs == [t.kind] && g.resource == t.resource)
+        {
+            Some(g) => g.objects.push(object),
+            None => groups.push(Group {
+                verbs: vec![t.kind],
+                resource: t.resource,
+                countable: t.countable,
+                objects: vec![object],
+            }),
+        }
+    }
+    let mut merged: Vec<Group> = Vec::new();
+    for g in groups {
+        match merged.last_mut() {
+            Some(m) if m.resource == g.resource && m.objects == g.objects => {
+                m.verbs.extend(g.verbs)
+            }
+            _ => merged.push(g),
+        }
+    }
+    let entries: Vec<String> = merged
+        .iter()
+        .map(|g| {
+            let (resource, n) = (g.resource, g.objects.len());
+            let verbs: Vec<String> = g
+                .verbs
+                .iter()
+                .map(|v| if dry_run { v.to_string() } else { past(v) })
+                .collect();
+            let what = if g.countable {
+                format!("{n} {resource}{}", if n == 1 { "" } else { "s" })
+            } else {
+                resource.to_string()
+            };
+            format!("{} {what}", verbs.join(" and "))
+        })
+        .collect();
+    Some(format!(
+        "{}: {}",
+        if dry_run { "plan" } else { "applied" },
+        entries.join(", ")
+    ))
 }
 
 pub fn history_table(runs: &[RunRecord]) -> String {
@@ -120,4 +207,60 @@ pub fn history_table(runs: &[RunRecord]) -> String {
         ]);
     }
     table(&rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::task::{ActionType, Status};
+
+    fn task(actions: Vec<ActionRecord>) -> TaskSummary {
+        TaskSummary {
+            name: "t".into(),
+            kind: "supervisor".into(),
+            status: Status::Planned,
+            duration_ms: 1,
+            summary: String::new(),
+            detail: vec![],
+            warnings: vec![],
+            config_error: false,
+            actions,
+        }
+    }
+
+    #[test]
+    fn the_changes_line() {
+        let droplet = |verb| ActionType::counted(verb, "droplet").id(1);
+        let planned = |t: ActionType| ActionRecord::planned(t, "x");
+        let tasks = [
+            task(vec![planned(
+                ActionType::counted("create", "droplet").name("new"),
+            )]),
+            task(vec![
+                planned(droplet("drain")),
+                planned(droplet("delete")),
+                planned(ActionType::named("restart", "Postgres")),
+            ]),
+        ];
+        assert_eq!(
+            changes_line(&tasks, true).unwrap(),
+            "plan: create 1 droplet, drain and delete 1 droplet, restart Postgres"
+        );
+        let two = [task(vec![
+            planned(droplet("create")),
+            planned(droplet("create")),
+        ])];
+        assert_eq!(changes_line(&two, true).unwrap(), "plan: create 2 droplets");
+        assert_eq!(changes_line(&[], true).unwrap(), "plan: no changes");
+        assert_eq!(changes_line(&[], false), None);
+        let done = [task(vec![
+            ActionRecord::done(droplet("create"), "x", "done"),
+            ActionRecord::not_done(droplet("delete"), "x", "already gone"),
+            ActionRecord::done(ActionType::named("cache", "worker token"), "x", "done"),
+        ])];
+        assert_eq!(
+            changes_line(&done, false).unwrap(),
+            "applied: created 1 droplet, cached worker token"
+        );
+    }
 }

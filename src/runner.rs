@@ -30,6 +30,9 @@ pub struct RunOptions {
     pub reset_breaker: bool,
     /// Extract re-reads Railway even when its record is fresh.
     pub refresh: bool,
+    /// A dry run that plans changes exits `ExitCode::Changes` (3), as terraform's
+    /// `plan -detailed-exitcode` does (with 2, which ops already gives configuration errors).
+    pub detailed_exitcode: bool,
 }
 
 /// The run's results into the history, in one transaction.
@@ -84,7 +87,11 @@ pub fn run(app: &App, name: &str, opts: &RunOptions) -> anyhow::Result<ExitCode>
             }
         };
         let summary = execute(app, profile, state.as_ref(), opts);
-        return Ok(finish_output(&summary, json));
+        let code = finish_output(&summary, json, crate::logging::stdout_is_journal(&app.env));
+        if code == ExitCode::Success && opts.detailed_exitcode && summary.has_planned_changes() {
+            return Ok(ExitCode::Changes);
+        }
+        return Ok(code);
     }
 
     let started_ms = state::now_ms();
@@ -101,7 +108,7 @@ pub fn run(app: &App, name: &str, opts: &RunOptions) -> anyhow::Result<ExitCode>
         if json {
             println!(
                 "{}",
-                serde_json::json!({"profile": name, "status": "skipped", "reason": why})
+                serde_json::json!({"schema_version": crate::summary::SCHEMA_VERSION, "profile": name, "status": "skipped", "reason": why})
             );
         } else {
             println!("{name}: skipped: {why}");
@@ -171,7 +178,7 @@ pub fn run(app: &App, name: &str, opts: &RunOptions) -> anyhow::Result<ExitCode>
     if let Some(url) = &profile.ping_url {
         notify::ping(url, if ok { "" } else { "/fail" });
     }
-    let code = finish_output(&summary, json);
+    let code = finish_output(&summary, json, crate::logging::stdout_is_journal(&app.env));
     if auto_disable && !json {
         println!(
             "{name}: auto-disabled after {} healthy runs (ops enable {name} to resume)",
@@ -181,12 +188,30 @@ pub fn run(app: &App, name: &str, opts: &RunOptions) -> anyhow::Result<ExitCode>
     Ok(code)
 }
 
-fn finish_output(summary: &RunSummary, json: bool) -> ExitCode {
+fn finish_output(summary: &RunSummary, json: bool, journal: bool) -> ExitCode {
     if json {
         println!(
             "{}",
             redact(&serde_json::to_string_pretty(summary).unwrap_or_default())
         );
+    } else if journal {
+        // Each task logged its line already: the table every minute would only repeat them.
+        let line = format!(
+            "profile {}: {} in {}{}",
+            summary.profile,
+            summary.status,
+            report::fmt_ms(summary.duration_ms),
+            summary
+                .changes
+                .as_ref()
+                .map(|c| format!("; {c}"))
+                .unwrap_or_default()
+        );
+        if summary.status == "failed" {
+            log::error!("{line}");
+        } else {
+            log::info!("{line}");
+        }
     } else {
         print!("{}", redact(&report::run_table(summary)));
     }
@@ -217,28 +242,39 @@ fn execute(app: &App, profile: &Profile, state: Option<&State>, opts: &RunOption
         let outcome = run_task(app, profile, task, &run);
         let elapsed = t0.elapsed().as_millis() as u64;
         let detail: Vec<String> = outcome.detail.iter().map(|l| redact(l)).collect();
-        let headline = detail.first().map(String::as_str).unwrap_or("");
+        let actions: Vec<task::ActionRecord> = outcome
+            .actions
+            .iter()
+            .map(|a| task::ActionRecord {
+                action: redact(&a.action),
+                result: redact(&a.result),
+                ..a.clone()
+            })
+            .collect();
+        let summary = task_summary(&outcome, &detail, &actions, opts.dry_run);
+        let warnings: Vec<String> = outcome.warnings.iter().map(|w| redact(w)).collect();
         match outcome.status {
-            Status::Failed => log::error!("{}/{}: failed: {headline}", profile.name, task.name),
+            Status::Failed => log::error!("{}/{}: failed: {summary}", profile.name, task.name),
             status => log::info!(
-                "{}/{}: {}: {headline}",
+                "{}/{}: {}: {summary}",
                 profile.name,
                 task.name,
                 status.as_str()
             ),
+        }
+        for w in &warnings {
+            log::warn!("{}/{}: {w}", profile.name, task.name);
         }
         results.push(TaskSummary {
             name: task.name.clone(),
             kind: task.kind().to_string(),
             status: outcome.status,
             duration_ms: elapsed,
+            summary,
             detail,
+            warnings,
             config_error: outcome.config_error,
-            actions: outcome
-                .actions
-                .iter()
-                .map(|a| task::ActionRecord::new(redact(&a.action), redact(&a.result)))
-                .collect(),
+            actions,
         });
     }
     let status = if results.iter().any(|t| t.status.is_failure()) {
@@ -247,12 +283,46 @@ fn execute(app: &App, profile: &Profile, state: Option<&State>, opts: &RunOption
         "ok"
     };
     RunSummary {
+        schema_version: crate::summary::SCHEMA_VERSION,
         profile: profile.name.clone(),
         status: status.to_string(),
         dry_run: opts.dry_run,
         started_at,
         duration_ms: started.elapsed().as_millis() as u64,
+        changes: report::changes_line(&results, opts.dry_run),
         tasks: results,
+    }
+}
+
+/// A task's line for the journal: its own summary; a failure's first line; its changes; else
+/// its headline.
+fn task_summary(
+    outcome: &Outcome,
+    detail: &[String],
+    actions: &[task::ActionRecord],
+    dry_run: bool,
+) -> String {
+    let headline = detail.first().cloned().unwrap_or_default();
+    if outcome.status == Status::Failed {
+        return headline;
+    }
+    if let Some(s) = &outcome.summary {
+        return redact(s);
+    }
+    let one = TaskSummary {
+        name: String::new(),
+        kind: String::new(),
+        status: outcome.status,
+        duration_ms: 0,
+        summary: String::new(),
+        detail: Vec::new(),
+        warnings: Vec::new(),
+        config_error: false,
+        actions: actions.to_vec(),
+    };
+    match report::changes_line(std::slice::from_ref(&one), dry_run) {
+        Some(line) if !actions.is_empty() => line,
+        _ => headline,
     }
 }
 

@@ -50,33 +50,169 @@ pub struct Outcome {
     pub config_error: bool,
     /// The plan's actions and what became of each (`run --json`).
     pub actions: Vec<ActionRecord>,
+    /// What the operator should change but that fails nothing (a version pin, say): shown in a
+    /// section of their own, not among the facts of every run.
+    pub warnings: Vec<String>,
+    /// The task's state in a few words (`1/1 healthy, 0 waiting`): the journal's line for it.
+    /// `None`: the first failure, else the headline.
+    pub summary: Option<String>,
 }
 
-/// One planned action: its description (the same words in a dry run and a real one) and what
-/// apply did with it.
+/// What an action is, whatever task planned it: `{"type": "delete", "resource": "droplet",
+/// "id", "name", "reason"}` in `run --json`, and one entry of the plan's summary line
+/// (`plan: create 1 droplet, restart Postgres`). An action type implements [`Typed`] to get
+/// both, and the dry run's "would …" and the real run's past tense from [`ActionRecord`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ActionType {
+    /// The verb: `create`, `delete`, `drain`, `restart`, `cache`, `store`, `alter`, `reset` …
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// What it acts on: `droplet`, `Postgres`, `worker token`, `publication` …
+    pub resource: &'static str,
+    /// Counted in the summary line (`2 droplets`) rather than named (`restart Postgres`).
+    #[serde(skip)]
+    pub countable: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+impl ActionType {
+    /// An action on a resource counted in the summary line (`create 1 droplet`).
+    pub fn counted(kind: &'static str, resource: &'static str) -> ActionType {
+        ActionType {
+            kind,
+            resource,
+            countable: true,
+            ..ActionType::default()
+        }
+    }
+
+    /// An action on a resource named in the summary line (`restart Postgres`).
+    pub fn named(kind: &'static str, resource: &'static str) -> ActionType {
+        ActionType {
+            kind,
+            resource,
+            ..ActionType::default()
+        }
+    }
+
+    pub fn id(mut self, id: impl ToString) -> ActionType {
+        self.id = Some(id.to_string());
+        self
+    }
+
+    pub fn name(mut self, name: impl Into<String>) -> ActionType {
+        self.name = Some(name.into());
+        self
+    }
+
+    pub fn reason(mut self, reason: impl Into<String>) -> ActionType {
+        self.reason = Some(reason.into());
+        self
+    }
+}
+
+/// The one method a task's action type implements for typed JSON and the summary line.
+pub trait Typed {
+    fn typed(&self) -> ActionType;
+}
+
+/// One planned action: its type, its description (the same words in a dry run and a real
+/// one, starting with its verb) and what apply did with it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ActionRecord {
+    #[serde(flatten)]
+    pub typed: ActionType,
     pub action: String,
     pub result: String,
+    /// Applied (a real run that did it); false when planned, refused or not done.
+    pub done: bool,
 }
 
 impl ActionRecord {
-    pub fn new(action: impl Into<String>, result: impl Into<String>) -> ActionRecord {
+    /// Planned in a dry run.
+    pub fn planned(typed: ActionType, action: impl Into<String>) -> ActionRecord {
         ActionRecord {
+            typed,
+            action: action.into(),
+            result: PLANNED.into(),
+            done: false,
+        }
+    }
+
+    /// Done by a real run; `result` says how it went.
+    pub fn done(
+        typed: ActionType,
+        action: impl Into<String>,
+        result: impl Into<String>,
+    ) -> ActionRecord {
+        ActionRecord {
+            typed,
             action: action.into(),
             result: result.into(),
+            done: true,
         }
+    }
+
+    /// Decided but not done (not allowed, or nothing left to do): `result` says why.
+    pub fn not_done(
+        typed: ActionType,
+        action: impl Into<String>,
+        result: impl Into<String>,
+    ) -> ActionRecord {
+        ActionRecord {
+            done: false,
+            ..ActionRecord::done(typed, action, result)
+        }
+    }
+
+    /// Planned by a dry run (to be done by a real one).
+    pub fn is_planned(&self) -> bool {
+        !self.done && self.result == PLANNED
+    }
+
+    /// The dry run's line for it: `would create droplet …`.
+    pub fn would(&self) -> String {
+        format!("would {}", self.action)
+    }
+
+    /// The real run's line for it: `created droplet …`.
+    pub fn did(&self) -> String {
+        past_tense(&self.action)
+    }
+}
+
+const PLANNED: &str = "planned (dry run)";
+
+/// A verb in the past tense (`create` → `created`, `drop` → `dropped`, `reset` → `reset`).
+pub fn past(verb: &str) -> String {
+    match verb {
+        "reset" | "set" | "put" => verb.to_string(),
+        "make" => "made".into(),
+        "run" => "ran".into(),
+        "drop" | "stop" => format!("{verb}ped"),
+        v if v.ends_with('e') => format!("{v}d"),
+        v if v.ends_with('y') && !v.ends_with("ay") => format!("{}ied", &v[..v.len() - 1]),
+        v => format!("{v}ed"),
+    }
+}
+
+/// A description starting with its verb, in the past tense: `cache the worker token …` →
+/// `cached the worker token …`.
+pub fn past_tense(action: &str) -> String {
+    match action.split_once(' ') {
+        Some((verb, rest)) => format!("{} {rest}", past(verb)),
+        None => past(action),
     }
 }
 
 impl Outcome {
     pub fn new(status: Status, detail: impl Into<String>) -> Outcome {
-        Outcome {
-            status,
-            detail: vec![detail.into()],
-            config_error: false,
-            actions: Vec::new(),
-        }
+        Outcome::lines(status, vec![detail.into()])
     }
 
     pub fn lines(status: Status, detail: Vec<String>) -> Outcome {
@@ -85,6 +221,8 @@ impl Outcome {
             detail,
             config_error: false,
             actions: Vec::new(),
+            warnings: Vec::new(),
+            summary: None,
         }
     }
 }
@@ -133,5 +271,52 @@ impl TaskCtx<'_> {
             Some(s) if !s.is_read_only() && !self.dry_run => Ok(s),
             _ => anyhow::bail!("internal: state write attempted in a dry run"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn past_tenses() {
+        for (verb, want) in [
+            ("create", "created"),
+            ("delete", "deleted"),
+            ("drain", "drained"),
+            ("restart", "restarted"),
+            ("cache", "cached"),
+            ("store", "stored"),
+            ("drop", "dropped"),
+            ("reset", "reset"),
+            ("make", "made"),
+            ("alter", "altered"),
+            ("apply", "applied"),
+        ] {
+            assert_eq!(past(verb), want);
+        }
+        assert_eq!(
+            past_tense("cache the worker token in the state database"),
+            "cached the worker token in the state database"
+        );
+    }
+
+    #[test]
+    fn typed_actions_in_json() {
+        let r = ActionRecord::planned(
+            ActionType::counted("delete", "droplet")
+                .id(7)
+                .name("sup-7")
+                .reason("unhealthy"),
+            "delete droplet sup-7 (id 7): unhealthy",
+        );
+        assert_eq!(
+            serde_json::to_value(&r).unwrap(),
+            serde_json::json!({"type": "delete", "resource": "droplet", "id": "7", "name": "sup-7",
+                "reason": "unhealthy", "action": "delete droplet sup-7 (id 7): unhealthy",
+                "result": "planned (dry run)", "done": false})
+        );
+        assert_eq!(r.would(), "would delete droplet sup-7 (id 7): unhealthy");
+        assert_eq!(r.did(), "deleted droplet sup-7 (id 7): unhealthy");
     }
 }

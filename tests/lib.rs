@@ -6,6 +6,7 @@ mod alerts;
 mod architecture;
 mod bench;
 mod config_errors;
+mod conventions;
 mod deploy;
 mod extract;
 mod hardening;

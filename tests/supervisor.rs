@@ -354,7 +354,9 @@ fn a_size_change_is_planned_field_by_field() {
     f.run(&["run", "health", "--dry-run"])
         .expect_code(0)
         .expect_stdout("would replace droplet trigger-supervisor-envabcde-")
-        .expect_stdout("(size: s-2vcpu-2gb → s-4vcpu-8gb)");
+        .expect_stdout("(size: s-2vcpu-2gb → s-4vcpu-8gb)")
+        .expect_stdout("plan: create 1 droplet")
+        .expect_stderr("health/supervisor: planned: 1/1 healthy, 0 waiting");
     assert_eq!(f.creates().len(), 1, "a dry run creates nothing");
 }
 

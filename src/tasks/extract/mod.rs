@@ -21,7 +21,7 @@ use crate::redact::Secret;
 use crate::sealed::{ct_eq, fingerprint, Sealer};
 use crate::settings::{is_worker_token, Settings};
 use crate::state::{now_ms, State};
-use crate::task::{ActionRecord, Outcome, Status, TaskCtx};
+use crate::task::{ActionRecord, Outcome, Status, TaskCtx, Typed};
 
 pub mod plan;
 
@@ -272,14 +272,15 @@ impl Report {
     /// A write: done now, or in a dry run listed as "would …". Returns whether to do it.
     fn act(&mut self, ctx: &TaskCtx, action: &Action) -> bool {
         if ctx.dry_run {
-            self.lines.push(format!("would {}", action.describe()));
-            self.actions
-                .push(ActionRecord::new(action.describe(), "planned (dry run)"));
+            let rec = ActionRecord::planned(action.typed(), action.describe());
+            self.lines.push(rec.would());
+            self.actions.push(rec);
             self.planned = true;
             return false;
         }
-        self.actions
-            .push(ActionRecord::new(action.describe(), "done"));
+        let rec = ActionRecord::done(action.typed(), action.describe(), "done");
+        self.lines.push(rec.did());
+        self.actions.push(rec);
         true
     }
 
@@ -909,9 +910,9 @@ fn store(
     ctx.writable_state()?
         .kv_set(NAMESPACE, RECORD_KEY, &rec, d.now)?;
     if !changed.is_empty() {
-        report
-            .actions
-            .push(ActionRecord::new(action.describe(), "done"));
+        let rec = ActionRecord::done(action.typed(), action.describe(), "done");
+        report.lines.push(rec.did());
+        report.actions.push(rec);
     }
     Ok(())
 }

@@ -34,6 +34,33 @@ pub enum Action {
     StoreRecord { changed: Vec<String> },
 }
 
+impl crate::task::Typed for Action {
+    fn typed(&self) -> crate::task::ActionType {
+        use crate::task::ActionType;
+        match self {
+            Action::CacheToken { source } => {
+                ActionType::named("cache", "worker token").reason(format!("found in {source}"))
+            }
+            Action::DropCachedToken => ActionType::named("drop", "cached worker token")
+                .reason("the webapp does not know it"),
+            Action::CreateWorkerGroup { name, .. } => {
+                ActionType::counted("create", "worker group").name(name)
+            }
+            Action::MakeDefault { name, .. } => {
+                ActionType::named("make", "default worker group").name(name)
+            }
+            Action::StoreRecord { changed } => {
+                let t = ActionType::named("store", "config record");
+                if changed.is_empty() {
+                    t
+                } else {
+                    t.reason(format!("changed: {}", changed.join(", ")))
+                }
+            }
+        }
+    }
+}
+
 impl Action {
     pub fn describe(&self) -> String {
         match self {

@@ -13,7 +13,7 @@ use crate::clients::http::Http;
 use crate::clients::postgres::{describe, Target};
 use crate::clients::railway::{find_service, DeploymentStatus, Railway};
 use crate::config::ReplicationOptions;
-use crate::task::{ActionRecord, Outcome, Status, TaskCtx};
+use crate::task::{ActionRecord, Outcome, Status, TaskCtx, Typed};
 
 pub mod plan;
 
@@ -144,7 +144,11 @@ fn apply(
                 "not done (fix: false)".to_string()
             }
         };
-        records.push(ActionRecord::new(what, result));
+        records.push(if result == "done" {
+            ActionRecord::done(action.typed(), what, result)
+        } else {
+            ActionRecord::not_done(action.typed(), what, result)
+        });
     }
     let drift = plan.actions().next().is_some();
     let mut outcome = finish(

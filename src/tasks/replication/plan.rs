@@ -97,6 +97,27 @@ impl Action {
     }
 }
 
+impl crate::task::Typed for Action {
+    fn typed(&self) -> crate::task::ActionType {
+        use crate::task::ActionType;
+        match self {
+            Action::SetWalLevel => ActionType::named("set", "wal_level")
+                .reason("logical replication needs wal_level = logical"),
+            Action::RestartPostgres => ActionType::named("restart", "Postgres")
+                .reason("wal_level = logical takes effect at a restart"),
+            Action::AlterReplicaIdentity { table } => {
+                ActionType::counted("alter", "table").name(table)
+            }
+            Action::CreatePublication { publication, .. } => {
+                ActionType::counted("create", "publication").name(publication)
+            }
+            Action::AddTable { publication, .. } | Action::SetPublish { publication, .. } => {
+                ActionType::counted("alter", "publication").name(publication)
+            }
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Step {
     /// A fact to report.

@@ -21,7 +21,7 @@ use crate::release;
 use crate::sealed::fingerprint;
 use crate::settings::Settings;
 use crate::state::{now_ms, State};
-use crate::task::{ActionRecord, Outcome, Status, TaskCtx};
+use crate::task::{ActionRecord, Outcome, Status, TaskCtx, Typed};
 use crate::tasks::extract;
 
 pub mod diff;
@@ -428,11 +428,30 @@ pub fn run(opts: &SupervisorOptions, ctx: &TaskCtx) -> anyhow::Result<Outcome> {
             plan.failures.append(&mut f.failures);
         }
     }
+    let waiting = flow_read
+        .as_ref()
+        .and_then(|f| f.queues.as_ref().ok())
+        .map(|q| format!(", {} waiting", q.waiting_seen))
+        .unwrap_or_default();
     let seen = Observed {
         flow: found.as_ref().map(|f| f.seen.clone()),
         scan: flow_read.and_then(|f| f.scan),
     };
+    let healthy = plan
+        .assessed
+        .iter()
+        .filter(|a| a.health == plan::Health::Healthy)
+        .count();
+    let warning = release::warning(
+        s.trigger_version.as_deref(),
+        record.webapp_version.as_deref(),
+    );
     let mut outcome = apply(plan, &spec, ctx, &api, &record, opts, seen)?;
+    outcome.summary = Some(format!("{healthy}/{} healthy{waiting}", spec.count));
+    if let Some(w) = warning {
+        outcome.detail.retain(|l| *l != w);
+        outcome.warnings.push(w);
+    }
     if let Some(detail) = found.and_then(|f| f.detail) {
         outcome.detail.push(detail);
     }
@@ -605,15 +624,16 @@ fn apply(
                     "would replace droplet {old} ({why}): {name} comes up first, {old} goes once it is healthy"
                 ));
             }
-            lines.push(format!("would {what}"));
-            records.push(ActionRecord::new(what, "planned (dry run)"));
+            let rec = ActionRecord::planned(action.typed(), what);
+            lines.push(rec.would());
+            records.push(rec);
             planned = true;
             continue;
         }
-        let done = match action {
+        let (done, applied) = match action {
             Action::ResetBreaker => {
                 ctx.writable_state()?.kv_delete(NAMESPACE, BREAKER_KEY)?;
-                "circuit breaker reset by --reset-breaker".to_string()
+                ("circuit breaker reset by --reset-breaker".to_string(), true)
             }
             Action::Delete {
                 id,
@@ -629,12 +649,15 @@ fn apply(
                         if *replacement {
                             count_replacement(ctx, &mut replacements, now)?;
                         }
-                        format!("deleted droplet {name} (id {id}): {reason}")
+                        (format!("deleted droplet {name} (id {id}): {reason}"), true)
                     }
-                    Some(_) => {
-                        format!("not deleting droplet {name}: it lost our tags since it was listed")
-                    }
-                    None => format!("droplet {name} is already gone"),
+                    Some(_) => (
+                        format!(
+                            "not deleting droplet {name}: it lost our tags since it was listed"
+                        ),
+                        false,
+                    ),
+                    None => (format!("droplet {name} is already gone"), false),
                 }
             }
             Action::Create {
@@ -645,7 +668,7 @@ fn apply(
             } => {
                 created = true;
                 let counted = standby_for.is_some();
-                create(
+                let done = create(
                     ctx,
                     api,
                     spec,
@@ -654,11 +677,16 @@ fn apply(
                     reason,
                     counted,
                     &mut replacements,
-                )?
+                )?;
+                (done, true)
             }
         };
         lines.push(done.clone());
-        records.push(ActionRecord::new(what, &done));
+        records.push(if applied {
+            ActionRecord::done(action.typed(), what, done)
+        } else {
+            ActionRecord::not_done(action.typed(), what, done)
+        });
     }
     if !ctx.dry_run {
         save_observed(ctx, &plan.assessed, plan.deletes().collect(), seen, now)?;

@@ -304,6 +304,24 @@ pub enum Action {
     },
 }
 
+impl crate::task::Typed for Action {
+    fn typed(&self) -> crate::task::ActionType {
+        use crate::task::ActionType;
+        match self {
+            Action::ResetBreaker => ActionType::named("reset", "circuit breaker"),
+            Action::Delete {
+                id, name, reason, ..
+            } => ActionType::counted("delete", "droplet")
+                .id(id)
+                .name(name)
+                .reason(reason),
+            Action::Create { name, reason, .. } => ActionType::counted("create", "droplet")
+                .name(name)
+                .reason(reason),
+        }
+    }
+}
+
 impl Action {
     /// What the action does, the same words in a dry run ("would …") and in `run --json`.
     pub fn describe(&self, spec: &Spec) -> String {
