@@ -18,7 +18,7 @@ pub struct Scenario {
     pub webapp: FakeWebapp,
 }
 
-fn banner(token: &str) -> String {
+pub fn banner(token: &str) -> String {
     format!("==========================\nTrigger.dev Bootstrap - Worker Token\nWARNING: This will only be shown once. Save it now!\nWorker group:\nbootstrap\nToken:\n{token}\nIf using docker compose, set:\nTRIGGER_WORKER_TOKEN={token}\n==========================")
 }
 

@@ -1,7 +1,14 @@
 //! Hardening III stories (issue 27): each test here failed before its fix.
 
-use crate::support::fake::{loopback, FakeServer, Reply, Seen};
+use serde_json::json;
+
+use crate::extract::{banner, scenario, LOG_TOKEN};
+use crate::supervisor::webapp_db;
+use crate::support::fake::{loopback, public_looking, FakeServer, Reply, Seen};
+use crate::support::railway::{FakeWebapp, ADMIN_TOKEN};
 use crate::support::{exec_profile, Ops};
+
+const PLANTED: &str = "tr_wgt_Planted0123456789abcdefghijklmnopqrstu";
 
 /// Any server can send `Retry-After: NaN`; here the heartbeat endpoint does, on the run's start
 /// ping. The run goes on, fails as its task does, and the alert goes out.
@@ -25,4 +32,161 @@ fn a_nan_retry_after_from_any_server_leaves_exit_1_and_the_alert_sent() {
     let sent = hook.requests();
     assert_eq!(sent.len(), 1, "{}", run.all());
     assert!(sent[0].body.contains("step"), "{}", sent[0].body);
+}
+
+/// Whoever edits the webapp's Railway variables chooses API_ORIGIN: a plain-http webapp at a
+/// public-looking address is asked for its health, never handed the admin token.
+#[test]
+fn the_admin_token_never_goes_over_plain_http_to_a_public_address() {
+    let mut s = scenario("extract");
+    let public = FakeWebapp::start_on(public_looking());
+    s.railway.with(|w| {
+        w.deployment_logs.clear();
+        w.variables.get_mut("svc-web").unwrap()["API_ORIGIN"] = json!(public.origin());
+    });
+    s.ops.env("TRIGGER_ADMIN_TOKEN", ADMIN_TOKEN);
+    let run = s.ops.run(&["run", "extract"]);
+    run.expect_code(1).expect_stdout(&format!(
+        "TRIGGER_ADMIN_TOKEN is not sent to {}: plain http to a public address",
+        public.origin()
+    ));
+    let asked = public.server.requests();
+    assert!(
+        asked
+            .iter()
+            .all(|r| r.header("authorization").is_none() && r.method == "GET"),
+        "{asked:?}"
+    );
+    assert!(public.groups.lock().unwrap().is_empty());
+}
+
+/// A local service that must never be read through API_ORIGIN (a metadata service, say).
+fn metadata_service() -> FakeServer {
+    FakeServer::start(
+        loopback(),
+        Box::new(|_req: &Seen| Reply::text(500, "user-data: ROOT-PASSWORD-hunter2")),
+    )
+}
+
+#[test]
+fn ssrf_origins_are_refused_and_no_answer_reaches_an_alert() {
+    let meta = metadata_service();
+    let port = meta.addr.rsplit(':').next().unwrap().to_string();
+    let hook = FakeServer::start(loopback(), Box::new(|_req: &Seen| Reply::text(204, "")));
+    for (origin, why) in [
+        (
+            format!("http://[::ffff:127.0.0.1]:{port}/latest/meta-data?"),
+            "has a path, query or fragment",
+        ),
+        (format!("http://[::ffff:127.0.0.1]:{port}"), "IPv4-mapped"),
+        (format!("http://2130706433:{port}"), "numeric host"),
+        ("http://169.254.169.254".to_string(), "a link-local address"),
+    ] {
+        let mut s = scenario("extract");
+        s.ops
+            .env("OPS_WEBHOOK_URL", &format!("{}/hook", hook.url()));
+        s.ops.env("TRIGGER_ADMIN_TOKEN", ADMIN_TOKEN);
+        s.railway
+            .with(|w| w.variables.get_mut("svc-web").unwrap()["API_ORIGIN"] = json!(origin));
+        let run = s.ops.run(&["run", "extract"]);
+        run.expect_code(1);
+        assert!(run.all().contains(why), "{origin}: {}", run.all());
+        assert!(!run.all().contains("hunter2"), "{}", run.all());
+        let history = s.ops.run(&["history", "--json"]);
+        assert!(!history.all().contains("hunter2"), "{}", history.all());
+    }
+    assert!(meta.requests().is_empty(), "{:?}", meta.requests());
+    let alerts = hook.requests();
+    assert!(!alerts.is_empty());
+    assert!(alerts.iter().all(|a| !a.body.contains("hunter2")));
+}
+
+/// The webapp's health check never repeats what an unexpected answer said.
+#[test]
+fn an_unexpected_health_answer_is_reported_without_its_body() {
+    let s = scenario("extract");
+    *s.webapp.health.lock().unwrap() = (500, "secret-ish page body 7f3a".into());
+    let run = s.ops.run(&["run", "extract"]);
+    run.expect_code(1)
+        .expect_stdout("answered HTTP 500 (not \"200 OK\"; the body is not shown)");
+    assert!(!run.all().contains("7f3a"), "{}", run.all());
+}
+
+/// A `tr_wgt_` line planted in the webapp's logs after the real bootstrap banner: skipped for
+/// the banner's token the webapp knows; no group is created, no default changed.
+#[test]
+fn a_planted_newer_log_token_is_skipped_for_the_known_banner_token() {
+    let db = webapp_db();
+    let mut s = scenario("extract");
+    s.ops
+        .env("DATABASE_URL", &db.url)
+        .env("TRIGGER_ADMIN_TOKEN", ADMIN_TOKEN);
+    s.railway.with(|w| {
+        w.environment_logs = vec![
+            ("2026-11-20T10:00:05Z".into(), banner(LOG_TOKEN)),
+            (
+                "2026-11-21T09:00:00Z".into(),
+                format!("TRIGGER_WORKER_TOKEN={PLANTED}"),
+            ),
+            ("2026-11-21T10:00:00Z".into(), banner(PLANTED)),
+        ]
+    });
+    let run = s.ops.run(&["run", "extract"]);
+    run.expect_code(0)
+        .expect_stdout(
+            "skipped a worker token in the webapp's logs (environment logs): unknown to the webapp",
+        )
+        .expect_stdout("worker token: found in the webapp's logs (environment logs)")
+        .expect_stdout("known to the webapp (worker group \"ops-test-group\"");
+    assert_eq!(s.webapp.count("/admin/api/v1/workers"), 0);
+    assert_eq!(s.webapp.count("/admin/api/v1/feature-flags"), 0);
+    assert!(!run.all().contains(PLANTED));
+}
+
+/// The worker token extract cached, opened with the state directory's key.
+fn cached_token(ops: &Ops) -> String {
+    let sealed: String = ops
+        .sqlite()
+        .query_row(
+            "SELECT json_extract(value, '$.token') FROM kv WHERE namespace = 'config' AND key = 'worker_token'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let sealer = trigger_ops::sealed::Sealer::load(&ops.state_dir(), false)
+        .unwrap()
+        .unwrap();
+    sealer.open("config.worker_token", &sealed).unwrap()
+}
+
+/// Without the database only a banner's token counts, and two banners cannot be told apart.
+#[test]
+fn without_the_database_only_one_banner_token_is_taken() {
+    let s = scenario("extract");
+    s.railway.with(|w| {
+        w.environment_logs = vec![
+            ("2026-11-20T10:00:05Z".into(), banner(LOG_TOKEN)),
+            (
+                "2026-11-21T10:00:00Z".into(),
+                format!("retrying with Bearer {PLANTED}"),
+            ),
+        ]
+    });
+    s.ops
+        .run(&["run", "extract"])
+        .expect_code(0)
+        .expect_stdout("worker token: found in the webapp's logs (environment logs)");
+    assert_eq!(cached_token(&s.ops), LOG_TOKEN);
+
+    let two = scenario("extract");
+    two.railway.with(|w| {
+        w.environment_logs = vec![
+            ("2026-11-20T10:00:05Z".into(), banner(LOG_TOKEN)),
+            ("2026-11-22T10:00:00Z".into(), banner(PLANTED)),
+        ]
+    });
+    two.ops
+        .run(&["run", "extract"])
+        .expect_code(1)
+        .expect_stdout("the webapp's logs hold 2 different worker tokens in bootstrap banners");
 }

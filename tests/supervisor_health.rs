@@ -277,7 +277,7 @@ fn a_cached_token_whose_group_was_deleted_is_dropped_and_the_next_run_finds_a_go
     s.ops
         .run(&["run", "extract"])
         .expect_code(0)
-        .expect_stdout("is unknown to the webapp: its worker group was deleted")
+        .expect_stdout("is known to the webapp (newest: ")
         .expect_stdout("created worker group")
         .expect_stdout("known to the webapp (worker group \"admin-group\"");
 }

@@ -143,14 +143,34 @@ pub fn non_loopback() -> IpAddr {
                 }
             }
         }
-        let ip: IpAddr = "192.0.2.77".parse().unwrap();
-        let _ = std::process::Command::new("ip")
-            .args(["addr", "add", "192.0.2.77/32", "dev", "lo"])
-            .status();
-        assert!(
-            UdpSocket::bind((ip, 0)).is_ok(),
-            "no non-loopback address for the fake webapp"
-        );
-        ip
+        public_looking()
     })
+}
+
+/// A private (RFC 1918) local address, for a fake webapp ops may send its admin token to over
+/// plain http: 10.77.0.2, added to `lo` when the machine has no such address.
+pub fn private() -> IpAddr {
+    static ADDR: std::sync::OnceLock<IpAddr> = std::sync::OnceLock::new();
+    *ADDR.get_or_init(|| local_address("10.77.0.2"))
+}
+
+/// A public-looking local address (TEST-NET-1, not private), for a fake webapp on plain http
+/// that must never receive a token: 192.0.2.77, added to `lo` when missing.
+pub fn public_looking() -> IpAddr {
+    static ADDR: std::sync::OnceLock<IpAddr> = std::sync::OnceLock::new();
+    *ADDR.get_or_init(|| local_address("192.0.2.77"))
+}
+
+fn local_address(addr: &str) -> IpAddr {
+    let ip: IpAddr = addr.parse().unwrap();
+    if UdpSocket::bind((ip, 0)).is_err() {
+        let _ = std::process::Command::new("ip")
+            .args(["addr", "add", &format!("{addr}/32"), "dev", "lo"])
+            .status();
+    }
+    assert!(
+        UdpSocket::bind((ip, 0)).is_ok(),
+        "cannot bind {addr} (as root, tests add it to lo)"
+    );
+    ip
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use super::fake::{loopback, non_loopback, FakeServer, Reply, Seen};
+use super::fake::{loopback, private, FakeServer, Reply, Seen};
 
 pub const RAILWAY_TOKEN: &str = "railway-test-token-5f1c2e";
 pub const PROJECT: &str = "proj-1234";
@@ -292,7 +292,12 @@ fn set_flags_in(url: &str, body: &Value) -> Result<usize, String> {
 }
 
 impl FakeWebapp {
+    /// On a private address: ops sends its admin token over plain http only to such addresses.
     pub fn start() -> FakeWebapp {
+        Self::start_on(private())
+    }
+
+    pub fn start_on(ip: std::net::IpAddr) -> FakeWebapp {
         let health = Arc::new(Mutex::new((200u16, "OK".to_string())));
         let groups = Arc::new(Mutex::new(Vec::new()));
         let database: Arc<Mutex<Option<String>>> = Arc::new(Mutex::new(None));
@@ -304,7 +309,7 @@ impl FakeWebapp {
             Arc::clone(&flag_faults),
         );
         let server = FakeServer::start(
-            non_loopback(),
+            ip,
             Box::new(move |req: &Seen| {
                 let admin = req.header("authorization") == Some(&format!("Bearer {ADMIN_TOKEN}"));
                 match (req.method.as_str(), req.path.as_str()) {

@@ -1,7 +1,8 @@
 //! extract: the worker token and the supervisor's config record from Railway, cached in SQLite.
 //!
-//! Token priority: `TRIGGER_WORKER_TOKEN` > the cached token > the newest `tr_wgt_` in the
-//! webapp's logs > a worker group created through the webapp's admin API. A record younger than
+//! Token priority: `TRIGGER_WORKER_TOKEN` > the cached token > the newest bootstrap banner's
+//! token in the webapp's logs the webapp knows (`banner`) > a worker group created through the
+//! webapp's admin API, once the origin's checks pass (`origin`). A record younger than
 //! `refresh` costs no Railway request; an older one costs the webapp's variables (+ the registry's
 //! domains when the webapp does not name its registry).
 
@@ -23,8 +24,11 @@ use crate::settings::{is_worker_token, Settings};
 use crate::state::{now_ms, State};
 use crate::task::{ActionRecord, Outcome, Status, TaskCtx, Typed};
 
+pub mod banner;
+pub mod origin;
 pub mod plan;
 
+use origin::{Reach, Resolution};
 pub use plan::{is_public_url, url_host};
 use plan::{Action, Freshness, LogsToken, TokenChoice, Verdict};
 
@@ -423,14 +427,16 @@ fn fresh(
     ));
     let secret = se.open(FIELD_SECRET, &rec.managed_secret)?;
     let verdict = check_token(ctx, token, now, &mut report)?;
-    let mut failures = plan::value_checks(&secret, &rec.api_origin, &rec.webapp_service);
-    failures.extend(webapp_health(
+    let checks = origin_checks(
         http,
         ctx,
         opts,
+        &secret,
         &rec.api_origin,
-        &mut report.lines,
-    ));
+        &rec.webapp_service,
+    );
+    report.lines.extend(checks.lines);
+    let mut failures = checks.failures;
     failures.extend(verdict.failure.clone());
     let group_changed = verdict.group.is_some() && verdict.group != rec.worker_group;
     if (group_changed || !failures.is_empty()) && !ctx.dry_run {
@@ -540,7 +546,7 @@ fn resolve(ctx: &TaskCtx, railway: &Railway, web: &mut Webapp) -> anyhow::Result
             None => bail!("API_ORIGIN (or APP_ORIGIN, or a public domain) is not set on the Railway service {name:?} (set it there; the supervisor needs it)"),
         },
     };
-    validate_url("API origin", &origin, &name)?;
+    origin::parse(&origin, &name).map_err(|e| anyhow!(e))?;
     let otel = plan::otel_endpoint(&web.vars, &origin);
     let (host, registry_user, registry_password) = plan::registry(&web.vars);
     if let Some(p) = &registry_password {
@@ -586,37 +592,35 @@ fn find_token(
     http: &Http,
     railway: &Railway,
     web: &Webapp,
-    origin: &str,
+    checks: &OriginChecks,
     make_default: bool,
     report: &mut Report,
 ) -> anyhow::Result<Option<Token>> {
+    let origin = checks.origin.as_str();
     let s = ctx.settings;
     let now = now_ms();
     let (project, environment) = s.railway_ids()?;
-    let found = search_logs(railway, project, environment, &web.id)?;
-    let judged = match &found {
-        Some((t, where_)) => {
-            crate::redact::register(t);
-            let unknown = matches!(lookup(ctx, t)?, Some(TokenLookup::Unknown));
-            Some((
-                where_.as_str(),
-                if unknown {
-                    LogsToken::Unknown
-                } else {
-                    LogsToken::Usable
-                },
-            ))
-        }
-        None => None,
+    let mut judge = |t: &str| -> anyhow::Result<LogsToken> {
+        Ok(match lookup(ctx, t)? {
+            Some(TokenLookup::Known(_)) => LogsToken::Known,
+            Some(TokenLookup::Unknown) => LogsToken::Unknown,
+            Some(TokenLookup::TablesMissing(_)) | None => LogsToken::Unverified,
+        })
     };
-    let (choice, note) = plan::after_logs(
-        judged,
+    let mut found = search_logs(railway, project, environment, &web.id, &mut judge)?;
+    let judged: Vec<(&str, LogsToken)> = found
+        .iter()
+        .map(|(_, where_, j)| (where_.as_str(), *j))
+        .collect();
+    let (choice, notes) = plan::after_logs(
+        &judged,
         s.trigger_admin_token.is_some(),
         &s.worker_group_name,
     );
-    report.lines.extend(note);
-    match (choice, found, &s.trigger_admin_token) {
-        (TokenChoice::Logs, Some((value, where_)), _) => {
+    report.lines.extend(notes);
+    match (choice, &s.trigger_admin_token) {
+        (TokenChoice::Logs(i), _) if i < found.len() => {
+            let (value, where_, _) = found.swap_remove(i);
             report.lines.push(format!(
                 "worker token: found in the webapp's logs ({where_})"
             ));
@@ -627,7 +631,10 @@ fn find_token(
                 created: None,
             }))
         }
-        (TokenChoice::CreateGroup, _, Some(admin)) => {
+        (TokenChoice::CreateGroup, Some(admin)) => {
+            if let Err(why) = &checks.admin {
+                bail!("no worker token in the webapp's logs, and {why}");
+            }
             let action = Action::CreateWorkerGroup {
                 name: s.worker_group_name.clone(),
                 origin: origin.to_string(),
@@ -657,7 +664,7 @@ fn find_token(
                 created,
             }))
         }
-        (TokenChoice::None(why), _, _) => bail!("{why}"),
+        (TokenChoice::None(why), _) => bail!("{why}"),
         _ => bail!("internal: no token source"),
     }
 }
@@ -682,6 +689,8 @@ fn extract(
     let railway = Railway::new(http, &s.railway_api_url, (auth.0, &auth.1), ctx.deadline);
     let mut web = observe_webapp(ctx, &railway, stored.as_ref())?;
     let values = resolve(ctx, &railway, &mut web)?;
+    // The origin is checked before any token goes there.
+    let checks = origin_checks(http, ctx, opts, &values.secret, &values.origin, &web.name);
     let token = match known {
         Some(t) => Some(t),
         None => find_token(
@@ -689,7 +698,7 @@ fn extract(
             http,
             &railway,
             &web,
-            &values.origin,
+            &checks,
             opts.make_default,
             &mut report,
         )?,
@@ -724,14 +733,8 @@ fn extract(
     report
         .lines
         .push(format!("Railway requests: {}", railway.requests.get()));
-    let mut failures = plan::value_checks(&values.secret, &values.origin, &web.name);
-    failures.extend(webapp_health(
-        http,
-        ctx,
-        opts,
-        &values.origin,
-        &mut report.lines,
-    ));
+    report.lines.extend(checks.lines);
+    let mut failures = checks.failures;
     failures.extend(verdict.failure.clone());
     let fp = record_fingerprint(
         &token_value,
@@ -997,18 +1000,77 @@ fn check_token(
     Ok(verdict)
 }
 
-/// `GET <origin>/healthcheck` when the origin is public and the task asks for it.
-fn webapp_health(
+/// What ops found of the origin before sending anything there.
+struct OriginChecks {
+    origin: String,
+    failures: Vec<String>,
+    lines: Vec<String>,
+    /// Whether TRIGGER_ADMIN_TOKEN may go there; `Err` says why not.
+    admin: Result<(), String>,
+}
+
+/// The values' checks, the origin's addresses, then `GET <origin>/healthcheck` when the task
+/// asks for it and the origin is public.
+fn origin_checks(
     http: &Http,
     ctx: &TaskCtx,
     opts: &ExtractOptions,
-    origin: &str,
+    secret: &str,
+    api_origin: &str,
+    webapp: &str,
+) -> OriginChecks {
+    let mut failures = plan::value_checks(secret, api_origin, webapp);
+    let mut lines = Vec::new();
+    // Only an origin a droplet can reach is resolved, asked, or handed a token.
+    let observed = if is_public_url(api_origin) {
+        observe_origin(api_origin, webapp)
+            .map_err(|e| failures.push(e))
+            .ok()
+    } else {
+        None
+    };
+    let admin = match observed {
+        Some((parsed, res)) => {
+            let sendable = match &res {
+                Resolution::Reach(Reach::Loopback) => Err(format!(
+                    "API origin {api_origin} resolves to a loopback address: not reachable from a droplet; set API_ORIGIN on {webapp:?} to its public https:// URL"
+                )),
+                Resolution::Forbidden(why) => Err(why.clone()),
+                Resolution::Unresolved(why) => Err(format!("webapp health check failed: {why}")),
+                Resolution::Reach(_) => Ok(()),
+            };
+            match sendable {
+                Ok(()) if opts.check_webapp => {
+                    failures.extend(webapp_health(http, ctx, api_origin, &mut lines))
+                }
+                Ok(()) => {}
+                // Without the health check an unresolved host is only the admin API's concern.
+                Err(_) if !opts.check_webapp && matches!(res, Resolution::Unresolved(_)) => {}
+                Err(why) => failures.push(why),
+            }
+            origin::admin_token_allowed(api_origin, &parsed, &res, &failures)
+        }
+        None => Err(format!(
+            "TRIGGER_ADMIN_TOKEN is not sent to {api_origin}: the checks above failed; fix them first"
+        )),
+    };
+    OriginChecks {
+        origin: api_origin.to_string(),
+        failures,
+        lines,
+        admin,
+    }
+}
+
+/// `GET <origin>/healthcheck`. The answer's body is never repeated: whoever sets `API_ORIGIN`
+/// would read it in the alerts.
+fn webapp_health(
+    http: &Http,
+    ctx: &TaskCtx,
+    api_origin: &str,
     lines: &mut Vec<String>,
 ) -> Option<String> {
-    if !opts.check_webapp || !is_public_url(origin) {
-        return None;
-    }
-    let url = format!("{origin}/healthcheck");
+    let url = format!("{api_origin}/healthcheck");
     let req = Request::new("webapp", "GET", &url)
         .retry(Retry::Never)
         .timeout(std::time::Duration::from_secs(5));
@@ -1018,12 +1080,26 @@ fn webapp_health(
             None
         }
         Ok(r) => Some(format!(
-            "webapp health check failed: GET {url} answered HTTP {}: {}",
-            r.status,
-            r.snippet()
+            "webapp health check failed: GET {url} answered HTTP {} (not \"200 OK\"; the body is not shown)",
+            r.status
         )),
         Err(e) => Some(format!("webapp health check failed: GET {url}: {e:#}")),
     }
+}
+
+/// Parses the origin and resolves its host with the system resolver (the HTTP client's).
+fn observe_origin(api_origin: &str, service: &str) -> Result<(origin::Origin, Resolution), String> {
+    use std::net::ToSocketAddrs;
+    let o = origin::parse(api_origin, service)?;
+    let addrs = match o.ip {
+        Some(ip) => Ok(vec![ip]),
+        None => (o.host.as_str(), o.port)
+            .to_socket_addrs()
+            .map(|a| a.map(|sa| sa.ip()).collect())
+            .map_err(|e| format!("cannot resolve {}: {e}", o.host)),
+    };
+    let res = origin::resolution(api_origin, addrs);
+    Ok((o, res))
 }
 
 fn describe_source(source: &str, found_at: i64, now: i64) -> String {
@@ -1041,13 +1117,6 @@ fn name_matches(stored: &str, configured: Option<&str>, common: &[&str]) -> bool
         Some(c) => c.eq_ignore_ascii_case(stored),
         None => common.iter().any(|c| c.eq_ignore_ascii_case(stored)),
     }
-}
-
-fn validate_url(what: &str, url: &str, service: &str) -> anyhow::Result<()> {
-    if url_host(url).is_none() {
-        bail!("{what} {url:?} from {service:?} is not an http(s) URL (fix API_ORIGIN / APP_ORIGIN on that service)");
-    }
-    Ok(())
 }
 
 /// Every `tr_wgt_…` token in `text`, in order.
@@ -1071,35 +1140,50 @@ pub fn tokens_in(text: &str) -> Vec<&str> {
     out
 }
 
-/// Newest token first: the environment's logs for the webapp, then the latest deployments'.
+/// A bootstrap banner's token, where it was found, and what the webapp says of it.
+type Candidate = (String, String, LogsToken);
+
+/// The bootstrap banners' tokens, newest first: the environment's logs for the webapp, then the
+/// latest deployments'. Each is judged as it is found (the webapp's database, when set); the
+/// search stops at a known one, or at the first logs that hold any when none can be checked.
 fn search_logs(
     railway: &Railway,
     project: &str,
     environment: &str,
     webapp_id: &str,
-) -> anyhow::Result<Option<(String, String)>> {
-    let newest = |mut logs: Vec<crate::clients::railway::LogLine>| -> Option<String> {
-        // Stable sort keeps arrival order among equal timestamps; scan from the end.
-        logs.sort_by(|a, b| a.timestamp.cmp(&b.timestamp));
-        logs.iter()
-            .rev()
-            .find_map(|l| tokens_in(&l.message).last().map(|t| t.to_string()))
+    judge: &mut dyn FnMut(&str) -> anyhow::Result<LogsToken>,
+) -> anyhow::Result<Vec<Candidate>> {
+    let mut found: Vec<Candidate> = Vec::new();
+    let mut settled = |logs: &[crate::clients::railway::LogLine],
+                       where_: String,
+                       found: &mut Vec<Candidate>|
+     -> anyhow::Result<bool> {
+        for t in banner::tokens(logs) {
+            if found.iter().any(|(f, _, _)| *f == t) {
+                continue;
+            }
+            crate::redact::register(&t);
+            let judged = judge(&t)?;
+            found.push((t, where_.clone(), judged));
+            if judged == LogsToken::Known {
+                return Ok(true);
+            }
+        }
+        Ok(found.iter().any(|(_, _, j)| *j == LogsToken::Unverified))
     };
     let env_logs =
         railway.environment_logs(environment, &format!("@service:{webapp_id}"), LOG_PAGE)?;
-    if let Some(t) = newest(env_logs) {
-        return Ok(Some((t, "environment logs".into())));
+    if settled(&env_logs, "environment logs".into(), &mut found)? {
+        return Ok(found);
     }
     for d in railway.deployments(project, environment, webapp_id, MAX_DEPLOYMENTS)? {
         let logs = railway.deployment_logs(&d.id, LOG_PAGE, "tr_wgt_")?;
-        if let Some(t) = newest(logs) {
-            return Ok(Some((
-                t,
-                format!("deployment {} of {}", d.id, d.created_at),
-            )));
+        let where_ = format!("deployment {} of {}", d.id, d.created_at);
+        if settled(&logs, where_, &mut found)? {
+            break;
         }
     }
-    Ok(None)
+    Ok(found)
 }
 
 fn create_worker_group(
@@ -1125,9 +1209,8 @@ fn create_worker_group(
     }
     if !resp.ok() {
         bail!(
-            "creating worker group {name:?}: POST {url} answered HTTP {}: {}",
-            resp.status,
-            resp.snippet()
+            "creating worker group {name:?}: POST {url} answered HTTP {} (the body is not shown)",
+            resp.status
         );
     }
     #[derive(Deserialize)]
@@ -1145,10 +1228,7 @@ fn create_worker_group(
         id: Option<String>,
     }
     let answer: Answer = serde_json::from_str(&resp.body).map_err(|_| {
-        anyhow!(
-            "creating worker group {name:?}: unexpected answer: {}",
-            resp.snippet()
-        )
+        anyhow!("creating worker group {name:?}: POST {url} answered HTTP {} with no token in it (the body is not shown)", resp.status)
     })?;
     crate::redact::register(&answer.token.plaintext);
     let created = answer.worker_group.and_then(|g| g.id).map(|id| Created {
@@ -1184,6 +1264,15 @@ fn make_default(
     let Some(admin) = &ctx.settings.trigger_admin_token else {
         bail!("worker group {:?} is not the global default yet, and TRIGGER_ADMIN_TOKEN is no longer set: set it again (ops retries), or make it the default by hand (POST {}/admin/api/v1/feature-flags {{\"defaultWorkerInstanceGroupId\": \"{}\"}})", p.group.name, p.origin, p.group.id);
     };
+    // A pending retry's origin is checked again: its addresses may have changed.
+    observe_origin(&p.origin, "the webapp")
+        .and_then(|(o, res)| origin::admin_token_allowed(&p.origin, &o, &res, &[]))
+        .map_err(|why| {
+            anyhow!(
+                "worker group {:?} is not the global default yet: {why}",
+                p.group.name
+            )
+        })?;
     // The previous default, read before it changes (only with DATABASE_URL).
     let previous = previous_default(ctx);
     let url = format!("{}/admin/api/v1/feature-flags", p.origin);
@@ -1201,13 +1290,7 @@ fn make_default(
     };
     match resp {
         Ok(r) if r.ok() => {}
-        Ok(r) => {
-            return Err(failed(format!(
-                "POST {url} answered HTTP {}: {}",
-                r.status,
-                r.snippet()
-            )))
-        }
+        Ok(r) => return Err(failed(format!("POST {url} answered HTTP {}", r.status))),
         Err(e) => return Err(failed(format!("{e:#}"))),
     }
     report.lines.push(format!(

@@ -120,45 +120,73 @@ pub fn freshness(
 /// What the webapp's database said of a token found in the logs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogsToken {
-    /// Known, or no way to check (no DATABASE_URL, tables missing).
-    Usable,
+    Known,
+    /// No way to check (no DATABASE_URL, tables missing).
+    Unverified,
     Unknown,
 }
 
 /// The token when neither a manual nor a cached one exists: the logs', else a new worker group.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TokenChoice {
-    Logs,
+    /// The candidate at this index.
+    Logs(usize),
     CreateGroup,
     /// No way to a token: the task fails with this.
     None(String),
 }
 
-/// `found`: where in the logs a token was found and what the webapp says of it.
+/// `found`: the bootstrap banners' tokens, newest first, where each was found and what the
+/// webapp says of it. The first known one wins, unknown ones are skipped (a line anyone could
+/// have made the webapp log must not re-route runs), and a group is created only when every
+/// candidate is unknown. Unverifiable candidates are taken only when there is one.
 pub fn after_logs(
-    found: Option<(&str, LogsToken)>,
+    found: &[(&str, LogsToken)],
     admin: bool,
     group: &str,
-) -> (TokenChoice, Option<String>) {
-    match (found, admin) {
-        (Some((_, LogsToken::Usable)), _) => (TokenChoice::Logs, None),
-        (Some((where_, LogsToken::Unknown)), true) => (
-            TokenChoice::CreateGroup,
-            Some(format!("the worker token in the webapp's logs ({where_}) is unknown to the webapp: its worker group was deleted")),
+) -> (TokenChoice, Vec<String>) {
+    let skipped = |upto: usize| -> Vec<String> {
+        found[..upto]
+            .iter()
+            .filter(|(_, j)| *j == LogsToken::Unknown)
+            .map(|(where_, _)| {
+                format!(
+                    "skipped a worker token in the webapp's logs ({where_}): unknown to the webapp"
+                )
+            })
+            .collect()
+    };
+    if let Some(i) = found.iter().position(|(_, j)| *j == LogsToken::Known) {
+        return (TokenChoice::Logs(i), skipped(i));
+    }
+    let unverified = found
+        .iter()
+        .filter(|(_, j)| *j == LogsToken::Unverified)
+        .count();
+    match (found.first(), unverified, admin) {
+        (Some(_), 1, _) => (TokenChoice::Logs(0), Vec::new()),
+        (Some(_), n, _) if n > 1 => (
+            TokenChoice::None(format!("the webapp's logs hold {n} different worker tokens in bootstrap banners and ops cannot tell which one the webapp knows: set DATABASE_URL (ops then takes the one the webapp knows) or TRIGGER_WORKER_TOKEN")),
+            Vec::new(),
         ),
-        (Some((where_, LogsToken::Unknown)), false) => (
-            TokenChoice::None(format!("the only worker token in the webapp's logs ({where_}) is unknown to the webapp (its worker group was deleted): set TRIGGER_ADMIN_TOKEN to an admin personal access token (tr_pat_…) so ops creates worker group {group:?}, or set TRIGGER_WORKER_TOKEN")),
-            None,
+        (Some((where_, _)), _, true) => {
+            let mut notes = skipped(found.len());
+            notes.push(format!("no worker token in the webapp's logs is known to the webapp (newest: {where_}): their worker groups were deleted"));
+            (TokenChoice::CreateGroup, notes)
+        }
+        (Some((where_, _)), _, false) => (
+            TokenChoice::None(format!("no worker token in the webapp's logs is known to the webapp (newest: {where_}; their worker groups were deleted): set TRIGGER_ADMIN_TOKEN to an admin personal access token (tr_pat_…) so ops creates worker group {group:?}, or set TRIGGER_WORKER_TOKEN")),
+            skipped(found.len()),
         ),
-        (None, true) => (TokenChoice::CreateGroup, None),
-        (None, false) => (
+        (None, _, true) => (TokenChoice::CreateGroup, Vec::new()),
+        (None, _, false) => (
             TokenChoice::None(format!(
-                "no worker token: TRIGGER_WORKER_TOKEN is unset, none is cached, and the webapp's logs on Railway hold none \
+                "no worker token: TRIGGER_WORKER_TOKEN is unset, none is cached, and the webapp's logs on Railway hold no bootstrap banner with one \
                  (Trigger.dev prints it once, at the first boot that creates the worker group, and Railway keeps logs 7-90 days). \
                  Provide one: set TRIGGER_WORKER_TOKEN=tr_wgt_… (from the first boot's logs or your notes), or set TRIGGER_ADMIN_TOKEN \
                  to an admin personal access token (tr_pat_…) so ops creates worker group {group:?}"
             )),
-            None,
+            Vec::new(),
         ),
     }
 }
@@ -400,43 +428,56 @@ mod tests {
 
     #[test]
     fn token_order_after_the_logs() {
+        use LogsToken::*;
         let group = "ops-supervisor";
-        type Case<'a> = (Option<(&'a str, LogsToken)>, bool, TokenChoice);
+        type Case<'a> = (&'a [(&'a str, LogsToken)], bool, TokenChoice);
         let cases: &[Case] = &[
+            (&[("d1", Known)], false, TokenChoice::Logs(0)),
+            (&[("d1", Known)], true, TokenChoice::Logs(0)),
+            (&[("d1", Unverified)], true, TokenChoice::Logs(0)),
+            (&[("d1", Unknown)], true, TokenChoice::CreateGroup),
+            // A planted newer token is skipped for the older known one: no group is created.
             (
-                Some(("deployment d1", LogsToken::Usable)),
-                false,
-                TokenChoice::Logs,
-            ),
-            (
-                Some(("deployment d1", LogsToken::Usable)),
+                &[("new", Unknown), ("old", Known)],
                 true,
-                TokenChoice::Logs,
+                TokenChoice::Logs(1),
             ),
             (
-                Some(("deployment d1", LogsToken::Unknown)),
+                &[("new", Unknown), ("old", Unknown)],
                 true,
                 TokenChoice::CreateGroup,
             ),
-            (None, true, TokenChoice::CreateGroup),
+            (&[], true, TokenChoice::CreateGroup),
         ];
         for (found, admin, want) in cases {
             assert_eq!(
-                &after_logs(*found, *admin, group).0,
+                &after_logs(found, *admin, group).0,
                 want,
                 "{found:?} {admin}"
             );
         }
-        let (choice, _) = after_logs(Some(("d1", LogsToken::Unknown)), false, group);
-        assert!(
-            matches!(choice, TokenChoice::None(m) if m.starts_with("the only worker token in the webapp's logs (d1) is unknown"))
+        let (_, notes) = after_logs(&[("new", Unknown), ("old", Known)], true, group);
+        assert_eq!(
+            notes,
+            ["skipped a worker token in the webapp's logs (new): unknown to the webapp"]
         );
-        let (choice, _) = after_logs(None, false, group);
+        let (choice, _) = after_logs(&[("d1", Unverified), ("d0", Unverified)], true, group);
+        assert!(
+            matches!(choice, TokenChoice::None(m) if m.starts_with("the webapp's logs hold 2 different worker tokens") && m.contains("set DATABASE_URL"))
+        );
+        let (choice, _) = after_logs(&[("d1", Unknown)], false, group);
+        assert!(
+            matches!(choice, TokenChoice::None(m) if m.starts_with("no worker token in the webapp's logs is known to the webapp (newest: d1"))
+        );
+        let (choice, _) = after_logs(&[], false, group);
         assert!(
             matches!(choice, TokenChoice::None(m) if m.starts_with("no worker token: TRIGGER_WORKER_TOKEN is unset"))
         );
-        let (_, note) = after_logs(Some(("d1", LogsToken::Unknown)), true, group);
-        assert!(note.unwrap().contains("its worker group was deleted"));
+        let (_, notes) = after_logs(&[("d1", Unknown)], true, group);
+        assert!(notes
+            .last()
+            .unwrap()
+            .contains("their worker groups were deleted"));
     }
 
     #[test]
