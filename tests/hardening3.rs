@@ -4,7 +4,8 @@ use serde_json::json;
 
 use crate::extract::{banner, scenario, LOG_TOKEN};
 use crate::supervisor::webapp_db;
-use crate::support::fake::{loopback, public_looking, FakeServer, Reply, Seen};
+use crate::support::fake::{loopback, private, public_looking, FakeServer, Reply, Seen};
+use crate::support::pgwire::CleartextThief;
 use crate::support::railway::{FakeWebapp, ADMIN_TOKEN};
 use crate::support::{exec_profile, Ops};
 
@@ -189,4 +190,37 @@ fn without_the_database_only_one_banner_token_is_taken() {
         .run(&["run", "extract"])
         .expect_code(1)
         .expect_stdout("the webapp's logs hold 2 different worker tokens in bootstrap banners");
+}
+
+/// An active man in the middle refuses TLS and asks for the password in clear: under the
+/// default DATABASE_URL (no sslmode) to another machine, it never receives it.
+#[test]
+fn a_server_refusing_tls_never_gets_the_password_under_the_default_sslmode() {
+    let thief = CleartextThief::start(private());
+    let mut ops = Ops::new();
+    ops.env(
+        "DATABASE_URL",
+        &thief.url("postgres", "pg-secret-pw-6e1d", ""),
+    );
+    ops.jobs(&exec_profile("p", &["true"], ""));
+    let run = ops.run(&["doctor"]);
+    assert!(
+        thief.passwords.lock().unwrap().is_empty(),
+        "the password went in clear"
+    );
+    assert!(
+        run.all()
+            .contains("ops treats that as sslmode=require, so the password was not sent"),
+        "{}",
+        run.all()
+    );
+    assert!(!run.all().contains("pg-secret-pw-6e1d"));
+    assert_eq!(*thief.tls_asked.lock().unwrap(), 1);
+    // Written out, clear text is the operator's choice (and the thief's prize).
+    ops.env(
+        "DATABASE_URL",
+        &thief.url("postgres", "pg-secret-pw-6e1d", "?sslmode=disable"),
+    );
+    ops.run(&["doctor"]);
+    assert_eq!(*thief.passwords.lock().unwrap(), ["pg-secret-pw-6e1d"]);
 }

@@ -30,6 +30,9 @@ pub enum SslMode {
 pub struct Target {
     config: Config,
     ssl: SslMode,
+    /// `sslmode` was unset or `prefer` and is treated as `require` (a password, a host that is
+    /// not local).
+    implied_require: bool,
     root_cert: Option<String>,
     /// `host:port` for messages.
     pub shown: String,
@@ -54,7 +57,7 @@ impl Target {
         } else {
             ("", key_values(raw)?)
         };
-        let mut ssl = SslMode::Prefer;
+        let mut ssl = None;
         let mut root_cert = None;
         let mut schema = None;
         let mut channel_binding = None;
@@ -62,14 +65,14 @@ impl Target {
         for (k, v) in pairs {
             match k.as_str() {
                 "sslmode" => {
-                    ssl = match v.as_str() {
+                    ssl = Some(match v.as_str() {
                         "disable" => SslMode::Disable,
                         "allow" | "prefer" => SslMode::Prefer,
                         "require" => SslMode::Require,
                         "verify-ca" => SslMode::VerifyCa,
                         "verify-full" => SslMode::VerifyFull,
                         other => bail!("DATABASE_URL has sslmode={other:?}: use disable, prefer, require, verify-ca or verify-full"),
-                    }
+                    })
                 }
                 "sslrootcert" => root_cert = Some(v),
                 // Prisma's `schema`: where the webapp's tables live, so our search path.
@@ -108,6 +111,18 @@ impl Target {
         };
         let mut config = Config::from_str(&driver_url)
             .map_err(|e| anyhow!("DATABASE_URL is not a valid Postgres URL: {} (expected postgresql://user:password@host:port/db)", redact(&e.to_string())))?;
+        // libpq's default, `prefer` (and `allow`), goes on in clear when a server (or whoever is
+        // on the path) refuses TLS, and then sends the password as asked: in clear or as md5.
+        // With a password and a server that is not on this machine, those mean `require`;
+        // clear text only when written (`sslmode=disable`).
+        let implied_require = matches!(ssl, None | Some(SslMode::Prefer))
+            && config.get_password().is_some()
+            && !local_only(&config);
+        let ssl = if implied_require {
+            SslMode::Require
+        } else {
+            ssl.unwrap_or(SslMode::Prefer)
+        };
         config.ssl_mode(match ssl {
             SslMode::Disable => DriverSslMode::Disable,
             SslMode::Prefer => DriverSslMode::Prefer,
@@ -143,6 +158,7 @@ impl Target {
         Ok(Target {
             config,
             ssl,
+            implied_require,
             root_cert,
             shown: format!("{host}:{port}"),
         })
@@ -157,7 +173,9 @@ impl Target {
         };
         result.map_err(|e| {
             let why = describe(&e);
-            let hint = if why.contains("channel binding") {
+            let hint = if self.implied_require && why.contains("TLS") {
+                ": sslmode is unset (or prefer), and with a password and a server that is not on this machine ops treats that as sslmode=require, so the password was not sent (enable TLS on the server; or write sslmode=disable in DATABASE_URL to send it in clear anyway)"
+            } else if why.contains("channel binding") {
                 ": the server did not bind the login to the TLS session, so the password was not sent (sslmode=require implies channel_binding=require when there is a password: use SCRAM on the server, or sslmode=verify-full with sslrootcert, or set channel_binding=prefer if you accept the risk)"
             } else {
                 ""
@@ -301,6 +319,7 @@ impl Target {
                 "no TLS (sslmode=disable): the password and data cross the network in clear".into()
             }
             SslMode::Prefer => format!("TLS if offered, certificate not verified, {binding}"),
+            SslMode::Require if self.implied_require => format!("TLS, certificate not verified, {binding} (sslmode unset or prefer: require, as the password goes to another machine; sslmode=disable for clear text)"),
             SslMode::Require => format!("TLS, certificate not verified, {binding}"),
             SslMode::VerifyCa => {
                 format!("TLS, certificate verified, host name not checked, {binding}")
@@ -308,6 +327,22 @@ impl Target {
             SslMode::VerifyFull => format!("TLS, certificate and host name verified, {binding}"),
         }
     }
+}
+
+/// Every host is a Unix socket or a loopback name or address (and so is every `hostaddr`).
+fn local_only(config: &Config) -> bool {
+    let loopback_name = |h: &str| {
+        let h = h.trim_start_matches('[').trim_end_matches(']');
+        h.eq_ignore_ascii_case("localhost")
+            || h.parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback())
+    };
+    let hosts = config.get_hosts();
+    // No host: libpq's default, the local Unix socket.
+    hosts.iter().all(|h| match h {
+        Host::Tcp(name) => loopback_name(name),
+        Host::Unix(_) => true,
+    }) && config.get_hostaddrs().iter().all(|a| a.is_loopback())
 }
 
 /// libpq's `key=value key2='quoted value'` connection string, as pairs.
@@ -496,6 +531,61 @@ mod tests {
             Target::parse(&Secret::new("postgres://h/x")).unwrap().ssl,
             SslMode::Prefer
         );
+    }
+
+    #[test]
+    fn an_unset_sslmode_with_a_password_to_another_machine_means_require() {
+        let t = |url: &str| Target::parse(&Secret::new(url)).unwrap();
+        for remote in [
+            "postgresql://u:pw@db.example.com/x",
+            "postgresql://u:pw@10.0.0.5:5432/x",
+            "postgresql://u:pw@localhost,db.example.com/x",
+            "host=db.example.com user=u password=pw",
+            "postgresql://u:pw@localhost/x?hostaddr=10.0.0.5",
+        ] {
+            let target = t(remote);
+            assert_eq!(target.ssl, SslMode::Require, "{remote}");
+            assert_eq!(
+                target.config.get_channel_binding(),
+                ChannelBinding::Require,
+                "{remote}"
+            );
+            assert!(
+                target
+                    .protection()
+                    .contains("sslmode unset or prefer: require"),
+                "{remote}"
+            );
+        }
+        for stays in [
+            "postgresql://u:pw@localhost/x",
+            "postgresql://u:pw@127.0.0.1:5432/x",
+            "postgresql://u:pw@[::1]:5432/x",
+            "postgresql://u:pw@%2Fvar%2Frun%2Fpostgresql/x",
+            "postgresql://u@db.example.com/x",
+        ] {
+            assert_eq!(t(stays).ssl, SslMode::Prefer, "{stays}");
+        }
+        for (written, mode) in [
+            (
+                "postgresql://u:pw@db.example.com/x?sslmode=disable",
+                SslMode::Disable,
+            ),
+            (
+                "postgresql://u:pw@db.example.com/x?sslmode=prefer",
+                SslMode::Require,
+            ),
+            (
+                "postgresql://u:pw@db.example.com/x?sslmode=allow",
+                SslMode::Require,
+            ),
+            (
+                "postgresql://u:pw@localhost/x?sslmode=prefer",
+                SslMode::Prefer,
+            ),
+        ] {
+            assert_eq!(t(written).ssl, mode, "{written}");
+        }
     }
 
     #[test]

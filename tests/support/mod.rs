@@ -6,6 +6,7 @@
 pub mod digitalocean;
 pub mod fake;
 pub mod pg;
+pub mod pgwire;
 pub mod railway;
 pub mod webapp;
 
