@@ -63,6 +63,10 @@ pub enum Cmd {
         /// Re-read the config from Railway even when the stored record is fresh
         #[arg(long)]
         refresh: bool,
+        /// Let extract create a worker group (and make it the default) even though supervisors
+        /// already serve runs in another group
+        #[arg(long)]
+        allow_new_worker_group: bool,
     },
     /// Profiles with cron, next run time, enabled, task count and description
     List {
@@ -89,6 +93,19 @@ pub enum Cmd {
         #[arg(long, short)]
         profile: Option<String>,
         #[arg(long, short = 'n', default_value_t = 20)]
+        limit: u32,
+        #[arg(long)]
+        json: bool,
+    },
+    /// What ops changed outside itself (droplets, Postgres, worker groups, routing, firewall),
+    /// oldest first
+    Events {
+        /// Only since then: a duration back (24h, 7d) or a time (2026-12-01T00:00:00Z)
+        #[arg(long, value_name = "WHEN")]
+        since: Option<String>,
+        #[arg(long, short)]
+        profile: Option<String>,
+        #[arg(long, short = 'n', default_value_t = 100)]
         limit: u32,
         #[arg(long)]
         json: bool,

@@ -130,6 +130,39 @@ pub fn history(
     Ok(ExitCode::Success)
 }
 
+/// `ops events`: what ops changed outside itself, oldest first.
+pub fn events(
+    app: &App,
+    since: Option<&str>,
+    profile: Option<&str>,
+    limit: u32,
+    json_out: bool,
+) -> anyhow::Result<ExitCode> {
+    let from = since
+        .map(|s| crate::duration::since(s, crate::state::now_ms()))
+        .transpose()
+        .map_err(crate::exit::config_error)?;
+    let events = match State::open_read_only(&app.state_dir)? {
+        Some(state) => state.events(from, profile, limit.clamp(1, 10_000))?,
+        None => Vec::new(),
+    };
+    if json_out {
+        println!(
+            "{}",
+            crate::redact::redact(&serde_json::to_string_pretty(&events)?)
+        );
+    } else if events.is_empty() {
+        println!(
+            "no change recorded{} in {}",
+            since.map(|s| format!(" since {s}")).unwrap_or_default(),
+            app.state_dir.display()
+        );
+    } else {
+        print!("{}", crate::redact::redact(&report::events_table(&events)));
+    }
+    Ok(ExitCode::Success)
+}
+
 /// Offline validation, fit for `ExecStartPre`: problems that would stop every run are errors
 /// (exit 2, raised while loading); gaps that only some tasks need are warnings.
 pub fn check(app: &App, strict: bool) -> anyhow::Result<ExitCode> {

@@ -134,6 +134,9 @@ pub struct ReplicationOptions {
     pub restart: bool,
     #[serde(default = "default_restart_timeout", deserialize_with = "de_duration")]
     pub restart_timeout: Duration,
+    /// When set, the Postgres restart starts only inside it (`Sun 03:00-05:00`, host time).
+    #[serde(default, deserialize_with = "de_window")]
+    pub restart_window: Option<crate::window::Window>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -249,6 +252,13 @@ fn from_empty<T: de::DeserializeOwned>() -> T {
 fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     let s = String::deserialize(d)?;
     duration::parse(&s).map_err(de::Error::custom)
+}
+
+fn de_window<'de, D: Deserializer<'de>>(d: D) -> Result<Option<crate::window::Window>, D::Error> {
+    let s = String::deserialize(d)?;
+    crate::window::Window::parse(&s)
+        .map(Some)
+        .map_err(de::Error::custom)
 }
 
 fn de_size<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {

@@ -173,10 +173,19 @@ impl Digest {
     }
 }
 
-/// A line cut to `LINE_MAX` UTF-16 units, marked with "…" when cut.
+/// A line cut to `LINE_MAX` UTF-16 units, marked with "…" where cut. Lines say the problem,
+/// then the fix in their last sentence: a long line keeps that last sentence whole (when it is
+/// not most of the line) and cuts the middle.
 pub fn shorten(line: &str) -> String {
     if units(line) <= LINE_MAX {
         return line.to_string();
+    }
+    if let Some(at) = line.rfind(". ") {
+        let fix = &line[at + 2..];
+        let room = LINE_MAX.saturating_sub(units(fix) + 2);
+        if room >= LINE_MAX / 4 {
+            return format!("{}… {fix}", cut(&line[..at + 1], room));
+        }
     }
     format!("{}…", cut(line, LINE_MAX - 1))
 }
@@ -304,6 +313,24 @@ mod tests {
         );
         assert_eq!(f(Some("JSON"), "https://hooks.slack.com/x"), Channel::Json);
         assert!(Channel::for_webhook(Some("teams"), "https://x").is_err());
+    }
+
+    #[test]
+    fn a_long_line_keeps_its_fix() {
+        let line = format!(
+            "runs never reach these supervisors: {}. Make \"ops\" the global default (POST /admin/api/v1/feature-flags), or set TRIGGER_WORKER_TOKEN",
+            "they serve worker group x ".repeat(20)
+        );
+        let short = shorten(&line);
+        assert!(units(&short) <= LINE_MAX, "{}", units(&short));
+        assert!(short.starts_with("runs never reach these supervisors: they serve"));
+        assert!(
+            short.ends_with("… Make \"ops\" the global default (POST /admin/api/v1/feature-flags), or set TRIGGER_WORKER_TOKEN"),
+            "{short}"
+        );
+        // No sentence to keep: the head, cut.
+        let plain = "x".repeat(900);
+        assert_eq!(units(&shorten(&plain)), LINE_MAX);
     }
 
     #[test]

@@ -46,6 +46,27 @@ pub fn parse(text: &str) -> Result<Duration, String> {
     Ok(Duration::from_millis(total))
 }
 
+/// `--since`: a duration back from `now_ms` (`24h`, `7d`) or an RFC 3339 time
+/// (`2026-12-01T00:00:00Z`), or a date (`2026-12-01`, UTC midnight); Unix milliseconds.
+pub fn since(text: &str, now_ms: i64) -> Result<i64, String> {
+    let t = text.trim();
+    if let Ok(d) = parse(t) {
+        return Ok(now_ms - d.as_millis() as i64);
+    }
+    if let Ok(at) = chrono::DateTime::parse_from_rfc3339(t) {
+        return Ok(at.timestamp_millis());
+    }
+    if let Ok(day) = chrono::NaiveDate::parse_from_str(t, "%Y-%m-%d") {
+        return Ok(day
+            .and_time(chrono::NaiveTime::MIN)
+            .and_utc()
+            .timestamp_millis());
+    }
+    Err(format!(
+        "--since {text:?}: use a duration back from now (24h, 7d) or a time (2026-12-01T00:00:00Z, 2026-12-01)"
+    ))
+}
+
 /// `1h30m`, `45s`, `120ms`: the shortest exact form.
 pub fn format(d: Duration) -> String {
     let ms = d.as_millis() as u64;
@@ -69,6 +90,15 @@ pub fn format(d: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn since_takes_a_duration_a_time_or_a_date() {
+        let now = 1_800_000_000_000;
+        assert_eq!(since("24h", now), Ok(now - 86_400_000));
+        assert_eq!(since("2026-12-01T00:00:00Z", now), Ok(1_796_083_200_000));
+        assert_eq!(since("2026-12-01", now), Ok(1_796_083_200_000));
+        assert!(since("yesterday", now).unwrap_err().contains("24h, 7d"));
+    }
 
     #[test]
     fn parses_and_formats() {

@@ -33,6 +33,7 @@ pub mod status;
 pub mod summary;
 pub mod task;
 pub mod tasks;
+pub mod window;
 
 use clap::Parser;
 
@@ -83,6 +84,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         cli.command,
         Cmd::Run { .. }
             | Cmd::History { .. }
+            | Cmd::Events { .. }
             | Cmd::Status { .. }
             | Cmd::Enable { .. }
             | Cmd::Disable { .. }
@@ -107,6 +109,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             reset_breaker,
             refresh,
             detailed_exitcode,
+            allow_new_worker_group,
         } => runner::run(
             &app,
             profile,
@@ -116,6 +119,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 reset_breaker: *reset_breaker,
                 refresh: *refresh,
                 detailed_exitcode: *detailed_exitcode,
+                allow_new_worker_group: *allow_new_worker_group,
             },
         ),
         Cmd::RenderCloudInit { show_secrets } => commands::render_cloud_init(&app, *show_secrets),
@@ -131,6 +135,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             limit,
             json,
         } => commands::history(&app, profile.as_deref(), *limit, *json),
+        Cmd::Events {
+            since,
+            profile,
+            limit,
+            json,
+        } => commands::events(&app, since.as_deref(), profile.as_deref(), *limit, *json),
         Cmd::Check { strict } => commands::check(&app, *strict),
         Cmd::Doctor => doctor::run(&app),
         Cmd::TestAlert => commands::test_alert(&app),

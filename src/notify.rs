@@ -1,5 +1,7 @@
-//! After a run: one alert digest per failure streak (Telegram and/or a webhook), a reminder
-//! after `renotify_after`, one recovery message; heartbeat pings; `ops test-alert`. Each channel
+//! After a run: one alert digest per failure streak (Telegram and/or a webhook), a new one when
+//! the failure changes, a reminder after `renotify_after`, one recovery message saying what ops
+//! did; an information message for a run that changed something outside ops; a notice before a
+//! disruptive change; heartbeat pings; `ops test-alert`. Each channel
 //! gets the digest cut to its limit and in its shape (`digest`). Delivery problems are logged and
 //! recorded, never a reason to fail the run.
 
@@ -12,7 +14,7 @@ use crate::clients::http::{Http, Request, Retry};
 use crate::digest::{self, Channel, Digest, Section};
 use crate::redact::redact;
 use crate::settings::Settings;
-use crate::state::State;
+use crate::state::{EventRecord, State};
 use crate::summary::RunSummary;
 use crate::task::Status;
 
@@ -27,27 +29,55 @@ struct Streak {
     failing: bool,
     since: i64,
     last_sent: i64,
+    /// What the failure was when last announced (`signature`): a different one is announced
+    /// at once, not at the next reminder.
+    #[serde(default)]
+    signature: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     Failing,
+    /// Still failing, but differently (silent → breaker open, → refusing to act, ↔ webapp down).
+    Escalated,
     Reminder,
     Recovered,
+    /// Nothing failed newly, but ops changed something outside itself this run.
+    Info,
 }
 
 impl Kind {
     fn as_str(self) -> &'static str {
         match self {
             Kind::Failing => "failing",
+            Kind::Escalated => "escalated",
             Kind::Reminder => "reminder",
             Kind::Recovered => "recovered",
+            Kind::Info => "info",
         }
     }
 }
 
-/// Decides whether this run's result deserves a message, sends it, records it. When every
-/// configured channel fails, the streak is not advanced, so the next run tries again.
+/// What a failure is, for telling a new one from the same one: each failed task and its first
+/// line with the digits dropped (counts, ages and droplet stamps change every run).
+fn signature(summary: &RunSummary) -> String {
+    summary
+        .tasks
+        .iter()
+        .filter(|t| t.status == Status::Failed)
+        .map(|t| {
+            let first = t.detail.first().map(String::as_str).unwrap_or("");
+            let kept: String = first.chars().filter(|c| !c.is_ascii_digit()).collect();
+            format!("{}: {kept}", t.name)
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Decides whether this run's result deserves a message, sends it, records it. The changes ops
+/// made outside itself ride along (or, when nothing else is said, make an information message
+/// of their own): one message per run at most. When every configured channel fails, nothing
+/// is marked sent, so the next run tries again.
 pub fn after_run(
     settings: &Settings,
     state: &State,
@@ -62,50 +92,103 @@ pub fn after_run(
         .map(|(s, _)| s)
         .unwrap_or_default();
     let failed = summary.status == "failed";
+    let sig = signature(summary);
     let kind = match (failed, streak.failing) {
         (true, false) => Some(Kind::Failing),
+        (true, true) if !streak.signature.is_empty() && streak.signature != sig => {
+            Some(Kind::Escalated)
+        }
         (true, true) if now - streak.last_sent >= renotify_after.as_millis() as i64 => {
             Some(Kind::Reminder)
         }
         (false, true) => Some(Kind::Recovered),
         _ => None,
     };
-    let Some(kind) = kind else {
+    let pending = state.unannounced_events(key)?;
+    let Some(kind) = kind.or((!pending.is_empty()).then_some(Kind::Info)) else {
         return Ok(());
     };
     if kind == Kind::Failing {
-        streak.since = now;
+        // From the start of the run that failed: what it changed belongs to the streak.
+        streak.since = now - summary.duration_ms as i64;
     }
-    let d = digest(summary, kind, host, streak.since, now);
-    if !deliver(settings, state, summary, kind, &d, host, now)? {
+    // A recovery says what ops did while it failed; any other message, what it did this run.
+    let changes = if kind == Kind::Recovered {
+        let mut all = state.events(Some(streak.since), Some(key), 50)?;
+        all.extend(pending.iter().filter(|p| p.at < streak.since).cloned());
+        all
+    } else {
+        pending.clone()
+    };
+    let d = digest(summary, kind, host, streak.since, now, &changes);
+    if !deliver(settings, state, summary, kind, &d, &changes, host, now)? {
         // Every configured channel failed: nobody heard it, so the next run tries again.
         return Ok(());
     }
-    streak.failing = failed;
+    let ids: Vec<i64> = pending.iter().map(|e| e.id).collect();
+    state.mark_announced(&ids, now)?;
+    if kind == Kind::Info {
+        return Ok(());
+    }
     streak.last_sent = now;
+    streak.failing = failed;
+    streak.signature = if failed { sig } else { String::new() };
     state.kv_set(NAMESPACE, key, &streak, now)
 }
 
+/// Lines of task output that only count things (`DigitalOcean requests: 5, Postgres sessions:
+/// 1`): in `ops history`, not in an alert, where they would take the place of the fix.
+fn is_counter(line: &str) -> bool {
+    let parts: Vec<&str> = line.split(", ").collect();
+    parts.iter().all(|p| {
+        p.rsplit_once(": ").is_some_and(|(name, n)| {
+            !name.is_empty() && !n.is_empty() && n.chars().all(|c| c.is_ascii_digit())
+        })
+    })
+}
+
+/// The first failure line, as the headline a phone shows.
+fn cause(summary: &RunSummary) -> Option<String> {
+    let t = summary.tasks.iter().find(|t| t.status == Status::Failed)?;
+    let first = t.detail.first()?;
+    Some(digest::cut(&redact(first), 300).to_string())
+}
+
 /// The run's digest, structured so each channel can cut it to its limit.
-fn digest(summary: &RunSummary, kind: Kind, host: &str, since: i64, now: i64) -> Digest {
+fn digest(
+    summary: &RunSummary,
+    kind: Kind,
+    host: &str,
+    since: i64,
+    now: i64,
+    changes: &[EventRecord],
+) -> Digest {
     let when = crate::report::local_time(now);
+    let p = &summary.profile;
+    let cause = cause(summary).unwrap_or_else(|| "failed".into());
     let headline = match kind {
-        Kind::Failing => format!(
-            "🔴 ops: profile {} failed on {host} at {when}",
-            summary.profile
+        Kind::Failing => format!("🔴 {p}: {cause}\nops: profile {p} failed on {host} at {when}"),
+        Kind::Escalated => format!(
+            "🔴 {p}, now: {cause}\nops: profile {p} still failing on {host}, differently (since {}, checked {when})",
+            crate::report::local_time(since)
         ),
         Kind::Reminder => format!(
-            "🔴 ops: profile {} still failing on {host} (since {}, checked {when})",
-            summary.profile,
+            "🔴 {p}, still: {cause}\nops: profile {p} still failing on {host} (since {}, checked {when})",
             crate::report::local_time(since)
         ),
         Kind::Recovered => format!(
-            "✅ ops: profile {} recovered on {host} at {when} (failing since {})",
-            summary.profile,
+            "✅ ops: profile {p} recovered on {host} at {when} (failing since {})",
             crate::report::local_time(since)
         ),
+        Kind::Info => format!(
+            "ℹ️ ops: profile {p} changed {} on {host} at {when}",
+            match changes.len() {
+                1 => "one thing".to_string(),
+                n => format!("{n} things"),
+            }
+        ),
     };
-    let sections = if kind == Kind::Recovered {
+    let mut sections: Vec<Section> = if matches!(kind, Kind::Recovered | Kind::Info) {
         Vec::new()
     } else {
         summary
@@ -114,14 +197,118 @@ fn digest(summary: &RunSummary, kind: Kind, host: &str, since: i64, now: i64) ->
             .filter(|t| t.status == Status::Failed)
             .map(|t| Section {
                 title: format!("• {} ({})", t.name, t.kind),
-                lines: t.detail.iter().map(|l| redact(l)).collect(),
+                lines: t
+                    .detail
+                    .iter()
+                    .filter(|l| !is_counter(l))
+                    .map(|l| redact(l))
+                    .collect(),
             })
             .collect()
     };
+    if !changes.is_empty() {
+        let title = match kind {
+            Kind::Recovered => "• what ops did while it failed",
+            _ => "• what ops changed",
+        };
+        // Changes first: they are what nobody else would tell.
+        sections.insert(
+            0,
+            Section {
+                title: title.into(),
+                lines: changes
+                    .iter()
+                    .map(|e| {
+                        format!(
+                            "{} {}: {}",
+                            crate::report::local_time(e.at).get(11..16).unwrap_or(""),
+                            e.task,
+                            redact(&e.message)
+                        )
+                    })
+                    .collect(),
+            },
+        );
+    }
     Digest {
         headline: redact(&headline),
         sections,
         profile: summary.profile.clone(),
+    }
+}
+
+/// Tells the alert channels at once (a restart about to start), recorded as a `notice` alert.
+pub struct Announcer<'a> {
+    pub settings: &'a Settings,
+    pub state: &'a State,
+    pub profile: &'a str,
+    pub host: &'a str,
+}
+
+impl<'a> Announcer<'a> {
+    pub fn new(
+        settings: &'a Settings,
+        state: &'a State,
+        profile: &'a str,
+        host: &'a str,
+    ) -> Announcer<'a> {
+        Announcer {
+            settings,
+            state,
+            profile,
+            host,
+        }
+    }
+}
+
+impl crate::task::Announce for Announcer<'_> {
+    fn announce(&self, text: &str) {
+        let d = Digest {
+            headline: redact(&format!("⚠️ ops ({}, {}): {text}", self.profile, self.host)),
+            sections: Vec::new(),
+            profile: self.profile.to_string(),
+        };
+        let msg = Message {
+            digest: &d,
+            kind: "notice",
+            status: "running",
+            host: self.host,
+            failed: json!([]),
+            changes: json!([]),
+        };
+        let http = Http::new();
+        let deadline = Instant::now() + SEND_TIMEOUT * 2;
+        let now = crate::state::now_ms();
+        let text = d.render(Channel::Json.limit());
+        let sends = [
+            (
+                "telegram",
+                send_telegram(self.settings, &http, &msg, deadline),
+            ),
+            (
+                "webhook",
+                send_webhook(self.settings, &http, &msg, deadline),
+            ),
+        ];
+        for (channel, sent) in sends {
+            let Some((_, result)) = sent else { continue };
+            if let Err(e) = &result {
+                log::warn!(
+                    "{}: notice via {channel} not delivered: {}",
+                    self.profile,
+                    redact(e)
+                );
+            }
+            let _ = self.state.record_alert(
+                self.profile,
+                now,
+                "notice",
+                channel,
+                &text,
+                result.is_ok(),
+                result.err().as_deref(),
+            );
+        }
     }
 }
 
@@ -134,6 +321,8 @@ pub struct Message<'a> {
     pub host: &'a str,
     /// The failed tasks, for the JSON webhook body.
     pub failed: serde_json::Value,
+    /// What ops changed, for the JSON webhook body.
+    pub changes: serde_json::Value,
 }
 
 /// Sends through Telegram when configured: `None` when it is not.
@@ -219,6 +408,7 @@ pub fn send_webhook(
             "host": msg.host,
             "time": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
             "failed_tasks": msg.failed,
+            "changes": msg.changes,
         }),
     };
     let req = Request::new("alert webhook", "POST", url.expose())
@@ -242,12 +432,14 @@ pub fn send_webhook(
     Some((redact(&shown), result))
 }
 
+#[allow(clippy::too_many_arguments)]
 fn deliver(
     settings: &Settings,
     state: &State,
     summary: &RunSummary,
     kind: Kind,
     digest: &Digest,
+    changes: &[EventRecord],
     host: &str,
     now: i64,
 ) -> anyhow::Result<bool> {
@@ -257,7 +449,7 @@ fn deliver(
         .tasks
         .iter()
         .filter(|t| t.status == Status::Failed)
-        .map(|t| json!({"task": t.name, "kind": t.kind, "detail": t.detail.iter().take(DIGEST_LINES).map(|l| digest::shorten(&redact(l))).collect::<Vec<_>>()}))
+        .map(|t| json!({"task": t.name, "kind": t.kind, "detail": t.detail.iter().filter(|l| !is_counter(l)).take(DIGEST_LINES).map(|l| digest::shorten(&redact(l))).collect::<Vec<_>>()}))
         .collect();
     let msg = Message {
         digest,
@@ -265,6 +457,7 @@ fn deliver(
         status: &summary.status,
         host,
         failed: json!(failed),
+        changes: serde_json::to_value(changes).unwrap_or_default(),
     };
     // What the alerts table keeps: the digest as the roomiest channel gets it.
     let text = digest.render(Channel::Json.limit());
@@ -367,6 +560,7 @@ pub fn test_alert(settings: &Settings, host: &str) -> (usize, usize) {
         status: "test",
         host,
         failed: json!([]),
+        changes: json!([]),
     };
     let http = Http::new();
     let mut configured = 0;
@@ -386,4 +580,72 @@ pub fn test_alert(settings: &Settings, host: &str) -> (usize, usize) {
         }
     }
     (configured, failed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::summary::TaskSummary;
+
+    fn summary(lines: &[&[&str]]) -> RunSummary {
+        RunSummary {
+            schema_version: 1,
+            changes: None,
+            profile: "health".into(),
+            status: "failed".into(),
+            dry_run: false,
+            started_at: String::new(),
+            duration_ms: 1,
+            tasks: lines
+                .iter()
+                .enumerate()
+                .map(|(i, detail)| TaskSummary {
+                    name: format!("t{i}"),
+                    kind: "supervisor".into(),
+                    status: Status::Failed,
+                    duration_ms: 1,
+                    summary: String::new(),
+                    warnings: Vec::new(),
+                    detail: detail.iter().map(|l| l.to_string()).collect(),
+                    config_error: false,
+                    actions: Vec::new(),
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn the_signature_ignores_counts_and_stamps_but_not_a_new_cause() {
+        let one = summary(&[&[
+            "droplet sup-260101 unhealthy (1/3 before it is replaced): silent for 2m",
+        ]]);
+        let two = summary(&[&[
+            "droplet sup-260102 unhealthy (2/3 before it is replaced): silent for 3m",
+        ]]);
+        let breaker = summary(&[&["circuit breaker open: 3 replacements within 1h"]]);
+        assert_eq!(signature(&one), signature(&two));
+        assert_ne!(signature(&one), signature(&breaker));
+    }
+
+    #[test]
+    fn counters_are_dropped_and_the_cause_leads() {
+        assert!(is_counter(
+            "DigitalOcean requests: 5, Postgres sessions: 1, health checks: 0"
+        ));
+        assert!(is_counter("Railway requests: 2"));
+        assert!(!is_counter(
+            "runs never reach these supervisors: set TRIGGER_WORKER_TOKEN"
+        ));
+        assert!(!is_counter("webapp down: /healthcheck 500"));
+        let s = summary(&[&[
+            "the webapp is the likely cause: /healthcheck 500",
+            "DigitalOcean requests: 1, Postgres sessions: 1",
+        ]]);
+        let d = digest(&s, Kind::Failing, "h", 0, 0, &[]);
+        assert!(d.headline.starts_with("🔴 health: the webapp is the likely cause: /healthcheck 500\nops: profile health failed on h at "), "{}", d.headline);
+        assert_eq!(
+            d.sections[0].lines,
+            ["the webapp is the likely cause: /healthcheck 500"]
+        );
+    }
 }

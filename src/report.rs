@@ -1,6 +1,6 @@
 //! Human-readable tables for the terminal.
 
-use crate::state::RunRecord;
+use crate::state::{EventRecord, RunRecord};
 use crate::summary::{RunSummary, TaskSummary};
 use crate::task::{past, ActionRecord};
 
@@ -204,6 +204,34 @@ pub fn history_table(runs: &[RunRecord]) -> String {
             duration,
             r.status.clone(),
             tasks,
+        ]);
+    }
+    table(&rows)
+}
+
+pub fn events_table(events: &[EventRecord]) -> String {
+    let mut rows = vec![vec![
+        "TIME".to_string(),
+        "PROFILE".into(),
+        "TASK".into(),
+        "KIND".into(),
+        "WHAT".into(),
+    ]];
+    for e in events {
+        rows.push(vec![
+            local_time(e.at),
+            e.profile.clone(),
+            e.task.clone(),
+            e.kind.clone(),
+            format!(
+                "{}{}",
+                e.message,
+                if e.announced_at.is_some() {
+                    ""
+                } else {
+                    " (not announced yet)"
+                }
+            ),
         ]);
     }
     table(&rows)

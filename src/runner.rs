@@ -33,6 +33,8 @@ pub struct RunOptions {
     /// A dry run that plans changes exits `ExitCode::Changes` (3), as terraform's
     /// `plan -detailed-exitcode` does (with 2, which ops already gives configuration errors).
     pub detailed_exitcode: bool,
+    /// Extract may create a worker group even though other supervisors serve runs.
+    pub allow_new_worker_group: bool,
 }
 
 /// The run's results into the history, in one transaction.
@@ -79,19 +81,7 @@ pub fn run(app: &App, name: &str, opts: &RunOptions) -> anyhow::Result<ExitCode>
         log::warn!("profile {name} has enabled: false in jobs.yaml; running it because it was asked for by name");
     }
     if dry_run {
-        let state = match State::open_read_only(&app.state_dir) {
-            Ok(s) => s,
-            Err(e) => {
-                log::warn!("state database unreadable, dry run continues without it: {e:#}");
-                None
-            }
-        };
-        let summary = execute(app, profile, state.as_ref(), opts);
-        let code = finish_output(&summary, json, crate::logging::stdout_is_journal(&app.env));
-        if code == ExitCode::Success && opts.detailed_exitcode && summary.has_planned_changes() {
-            return Ok(ExitCode::Changes);
-        }
-        return Ok(code);
+        return Ok(run_dry(app, profile, opts));
     }
 
     let started_ms = state::now_ms();
@@ -144,7 +134,10 @@ pub fn run(app: &App, name: &str, opts: &RunOptions) -> anyhow::Result<ExitCode>
     if let Some(url) = &profile.ping_url {
         notify::ping(url, "/start");
     }
-    let summary = execute(app, profile, Some(&state), opts);
+    let summary = {
+        let announcer = notify::Announcer::new(&app.settings, &state, name, &host);
+        execute(app, profile, Some(&state), Some(&announcer), opts)
+    };
     let now = state::now_ms();
     record_run(&mut state, run_id, &summary, now)?;
     drop(watchdog);
@@ -188,6 +181,27 @@ pub fn run(app: &App, name: &str, opts: &RunOptions) -> anyhow::Result<ExitCode>
     Ok(code)
 }
 
+/// `--dry-run`: the state read-only (or none), nobody told, nothing written.
+fn run_dry(app: &App, profile: &Profile, opts: &RunOptions) -> ExitCode {
+    let state = match State::open_read_only(&app.state_dir) {
+        Ok(s) => s,
+        Err(e) => {
+            log::warn!("state database unreadable, dry run continues without it: {e:#}");
+            None
+        }
+    };
+    let summary = execute(app, profile, state.as_ref(), None, opts);
+    let code = finish_output(
+        &summary,
+        opts.json,
+        crate::logging::stdout_is_journal(&app.env),
+    );
+    if code == ExitCode::Success && opts.detailed_exitcode && summary.has_planned_changes() {
+        return ExitCode::Changes;
+    }
+    code
+}
+
 fn finish_output(summary: &RunSummary, json: bool, journal: bool) -> ExitCode {
     if json {
         println!(
@@ -224,7 +238,13 @@ fn finish_output(summary: &RunSummary, json: bool, journal: bool) -> ExitCode {
     }
 }
 
-fn execute(app: &App, profile: &Profile, state: Option<&State>, opts: &RunOptions) -> RunSummary {
+fn execute(
+    app: &App,
+    profile: &Profile,
+    state: Option<&State>,
+    announcer: Option<&dyn task::Announce>,
+    opts: &RunOptions,
+) -> RunSummary {
     let started = Instant::now();
     let started_at = chrono::Local::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, false);
     let deadline = started + profile.timeout;
@@ -234,6 +254,8 @@ fn execute(app: &App, profile: &Profile, state: Option<&State>, opts: &RunOption
         dry_run: opts.dry_run,
         reset_breaker: opts.reset_breaker,
         refresh: opts.refresh,
+        allow_new_worker_group: opts.allow_new_worker_group,
+        announcer,
         deadline,
         handoff: task::Handoff::default(),
     };
@@ -332,6 +354,8 @@ struct ProfileRun<'a> {
     dry_run: bool,
     reset_breaker: bool,
     refresh: bool,
+    allow_new_worker_group: bool,
+    announcer: Option<&'a dyn task::Announce>,
     deadline: Instant,
     handoff: task::Handoff,
 }
@@ -384,6 +408,9 @@ fn run_task(app: &App, profile: &Profile, task: &Task, run: &ProfileRun) -> Outc
         state,
         state_dir: &app.state_dir,
         profile: &profile.name,
+        task: &task.name,
+        announcer: run.announcer,
+        allow_new_worker_group: run.allow_new_worker_group,
         dry_run,
         deadline,
         budget,

@@ -1,5 +1,6 @@
 //! `ops serve`: a read-only HTTP API on loopback, from the state database opened read-only per
-//! request: `/healthz`, `/v1/runs?profile=&limit=`, `/v1/alerts?limit=`, `/v1/status`,
+//! request: `/healthz`, `/v1/runs?profile=&limit=`, `/v1/alerts?limit=`,
+//! `/v1/events?since=&profile=&limit=`, `/v1/status`,
 //! `/metrics` (Prometheus text). GET only; `limit` capped; secrets never served.
 
 use std::fmt::Write as _;
@@ -263,9 +264,24 @@ fn route(app: &App, target: &str) -> anyhow::Result<Reply> {
             };
             json_reply(json!({"alerts": alerts, "limit": limit(target)}))
         }
+        "/v1/events" => {
+            let since = match query(target, "since").filter(|s| !s.is_empty()) {
+                Some(s) => match crate::duration::since(s, crate::state::now_ms()) {
+                    Ok(ms) => Some(ms),
+                    Err(e) => return Ok(Reply { status: "400 Bad Request", content_type: "application/json", body: json!({"error": e}).to_string() }),
+                },
+                None => None,
+            };
+            let profile = query(target, "profile").filter(|p| !p.is_empty());
+            let events = match &state {
+                Some(s) => s.events(since, profile, limit(target))?,
+                None => Vec::new(),
+            };
+            json_reply(json!({"events": events, "limit": limit(target)}))
+        }
         "/v1/status" => json_reply(crate::status::document(app, state.as_ref())?),
         "/metrics" => Reply { status: "200 OK", content_type: "text/plain; version=0.0.4", body: metrics(app, state.as_ref())? },
-        _ => Reply { status: "404 Not Found", content_type: "application/json", body: json!({"error": "not found", "endpoints": ["/healthz", "/v1/runs", "/v1/alerts", "/v1/status", "/metrics"]}).to_string() },
+        _ => Reply { status: "404 Not Found", content_type: "application/json", body: json!({"error": "not found", "endpoints": ["/healthz", "/v1/runs", "/v1/alerts", "/v1/events", "/v1/status", "/metrics"]}).to_string() },
     })
 }
 

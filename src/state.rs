@@ -13,7 +13,7 @@ use serde::Serialize;
 use crate::redact::redact;
 
 pub const DB_FILE: &str = "ops.db";
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 /// Runs older than this are pruned, alerts after three times as long (checked every 100th run).
 const RETENTION_MS: i64 = 30 * 86_400_000;
 
@@ -61,10 +61,27 @@ CREATE TABLE alerts (
 );
 ";
 
+/// Version 2: what ops changed outside itself (`TaskCtx::changed`), and when it was announced.
+const SCHEMA_V2: &str = "
+CREATE TABLE events (
+  id INTEGER PRIMARY KEY,
+  at INTEGER NOT NULL,
+  profile TEXT NOT NULL,
+  task TEXT NOT NULL,
+  kind TEXT NOT NULL,
+  message TEXT NOT NULL,
+  announced_at INTEGER
+);
+CREATE INDEX events_at ON events(at);
+CREATE INDEX events_pending ON events(profile) WHERE announced_at IS NULL;
+";
+
 pub struct State {
     conn: Connection,
     path: PathBuf,
     read_only: bool,
+    /// The schema version found (a read-only open of an older database lacks newer tables).
+    version: i64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -87,6 +104,40 @@ pub struct RunRecord {
     pub host: String,
     pub summary: String,
     pub tasks: Vec<TaskRecord>,
+}
+
+/// One change ops made outside itself (a droplet created, Postgres restarted, …).
+#[derive(Debug, Clone, Serialize)]
+pub struct EventRecord {
+    pub id: i64,
+    #[serde(serialize_with = "rfc3339")]
+    pub at: i64,
+    pub profile: String,
+    pub task: String,
+    /// `droplet.created`, `postgres.restarted`, … (`TaskCtx::changed`).
+    pub kind: String,
+    pub message: String,
+    /// When it reached the alert channels (`None`: not yet).
+    #[serde(serialize_with = "rfc3339_opt")]
+    pub announced_at: Option<i64>,
+}
+
+/// Unix milliseconds as RFC 3339 UTC (`2026-12-02T07:15:00Z`).
+pub fn rfc3339_text(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+        .unwrap_or_default()
+}
+
+fn rfc3339<S: serde::Serializer>(ms: &i64, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&rfc3339_text(*ms))
+}
+
+fn rfc3339_opt<S: serde::Serializer>(ms: &Option<i64>, s: S) -> Result<S::Ok, S::Error> {
+    match ms {
+        Some(ms) => s.serialize_str(&rfc3339_text(*ms)),
+        None => s.serialize_none(),
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -123,6 +174,7 @@ impl State {
             conn,
             path,
             read_only: false,
+            version: SCHEMA_VERSION,
         };
         state.migrate()?;
         Ok(state)
@@ -157,6 +209,7 @@ impl State {
             conn,
             path,
             read_only: true,
+            version,
         }))
     }
 
@@ -178,9 +231,14 @@ impl State {
                 self.path.display()
             );
         }
-        if version < 1 {
+        if version < SCHEMA_VERSION {
             let tx = self.conn.transaction()?;
-            tx.execute_batch(SCHEMA_V1)?;
+            if version < 1 {
+                tx.execute_batch(SCHEMA_V1)?;
+            }
+            if version < 2 {
+                tx.execute_batch(SCHEMA_V2)?;
+            }
             tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
             tx.commit()?;
         }
@@ -252,6 +310,10 @@ impl State {
             )?;
             tx.execute(
                 "DELETE FROM alerts WHERE created_at < ?1",
+                params![now_ms - 3 * RETENTION_MS],
+            )?;
+            tx.execute(
+                "DELETE FROM events WHERE at < ?1 AND announced_at IS NOT NULL",
                 params![now_ms - 3 * RETENTION_MS],
             )?;
         }
@@ -374,6 +436,64 @@ impl State {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    /// Records a change ops made outside itself; returns its id.
+    pub fn record_event(
+        &self,
+        profile: &str,
+        task: &str,
+        kind: &str,
+        message: &str,
+        now_ms: i64,
+    ) -> anyhow::Result<i64> {
+        self.conn.execute(
+            "INSERT INTO events (at, profile, task, kind, message) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![now_ms, profile, task, kind, redact(message)],
+        )?;
+        Ok(self.conn.last_insert_rowid())
+    }
+
+    /// Events since `since_ms` (all when `None`), of one profile when given, oldest first, at
+    /// most `limit` (the newest of them).
+    pub fn events(
+        &self,
+        since_ms: Option<i64>,
+        profile: Option<&str>,
+        limit: u32,
+    ) -> anyhow::Result<Vec<EventRecord>> {
+        if self.version < 2 {
+            return Ok(Vec::new());
+        }
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT id, at, profile, task, kind, message, announced_at FROM events \
+             WHERE at >= ?1 AND (?2 IS NULL OR profile = ?2) ORDER BY id DESC LIMIT ?3",
+        )?;
+        let rows = stmt.query_map(params![since_ms.unwrap_or(0), profile, limit], event_row)?;
+        let mut out: Vec<EventRecord> = rows.collect::<Result<_, _>>()?;
+        out.reverse();
+        Ok(out)
+    }
+
+    /// A profile's events not announced yet (this run's, and any a killed run left), oldest
+    /// first.
+    pub fn unannounced_events(&self, profile: &str) -> anyhow::Result<Vec<EventRecord>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT id, at, profile, task, kind, message, announced_at FROM events \
+             WHERE profile = ?1 AND announced_at IS NULL ORDER BY id LIMIT 1000",
+        )?;
+        let rows = stmt.query_map(params![profile], event_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    pub fn mark_announced(&self, ids: &[i64], now_ms: i64) -> anyhow::Result<()> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("UPDATE events SET announced_at = ?2 WHERE id = ?1")?;
+        for id in ids {
+            stmt.execute(params![id, now_ms])?;
+        }
+        Ok(())
+    }
+
     /// The newest recorded result of a task kind: (run start, status, detail).
     pub fn last_task_result(&self, kind: &str) -> anyhow::Result<Option<(i64, String, String)>> {
         Ok(self
@@ -468,6 +588,18 @@ impl State {
         }
         Ok(runs)
     }
+}
+
+fn event_row(r: &rusqlite::Row) -> rusqlite::Result<EventRecord> {
+    Ok(EventRecord {
+        id: r.get(0)?,
+        at: r.get(1)?,
+        profile: r.get(2)?,
+        task: r.get(3)?,
+        kind: r.get(4)?,
+        message: r.get(5)?,
+        announced_at: r.get(6)?,
+    })
 }
 
 /// The database and its WAL files, checked before SQLite opens them: never a symlink or a hard

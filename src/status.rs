@@ -16,6 +16,10 @@ fn rfc3339(ms: i64) -> Value {
         .unwrap_or(Value::Null)
 }
 
+/// The changes `status` lists: the last week's, at most this many (`ops events` has them all).
+const EVENTS_SHOWN_MS: i64 = 7 * 86_400_000;
+const EVENTS_SHOWN: u32 = 20;
+
 #[derive(Serialize)]
 struct ProfileStatus {
     name: String,
@@ -62,6 +66,14 @@ pub fn document(app: &App, state: Option<&State>) -> anyhow::Result<Value> {
             auto_disabled: ps.auto_disabled,
         });
     }
+    let events = match state {
+        Some(s) => serde_json::to_value(s.events(
+            Some(crate::state::now_ms() - EVENTS_SHOWN_MS),
+            None,
+            EVENTS_SHOWN,
+        )?)?,
+        None => json!([]),
+    };
     let (droplets, token, record, replication, last_alert, queue) = match state {
         None => (
             Value::Null,
@@ -130,6 +142,7 @@ pub fn document(app: &App, state: Option<&State>) -> anyhow::Result<Value> {
         "queue": queue,
         "replication": replication,
         "last_alert": last_alert,
+        "events": events,
     }))
 }
 

@@ -227,6 +227,12 @@ impl Outcome {
     }
 }
 
+/// Sends an information message to the alert channels at once, so that a disruptive change (a
+/// Postgres restart) is announced before it starts. The runner's notifier; none in a dry run.
+pub trait Announce {
+    fn announce(&self, text: &str);
+}
+
 /// Everything a task may read. In a dry run `state` is opened read-only (or absent), so a task
 /// cannot write even by mistake.
 pub struct TaskCtx<'a> {
@@ -235,6 +241,13 @@ pub struct TaskCtx<'a> {
     pub state: Option<&'a State>,
     pub state_dir: &'a Path,
     pub profile: &'a str,
+    /// The task's name in the profile (events name it).
+    pub task: &'a str,
+    /// `None` in a dry run.
+    pub announcer: Option<&'a dyn Announce>,
+    /// `ops run --allow-new-worker-group`: extract may create a worker group even though other
+    /// supervisors already serve runs.
+    pub allow_new_worker_group: bool,
     pub dry_run: bool,
     pub deadline: Instant,
     /// The time this task was given (its timeout, or what was left of the profile's).
@@ -263,6 +276,37 @@ impl TaskCtx<'_> {
     /// How long a Postgres connect may take: 10 s, or what is left of the deadline.
     pub fn connect_timeout(&self) -> Duration {
         self.remaining().min(Duration::from_secs(10))
+    }
+
+    /// Call right after every action that changed something outside ops (a droplet created,
+    /// deleted or drained, Postgres settings or restart, a publication, a worker group, routing,
+    /// a firewall, …), with a kind (`droplet.created`) and one line saying what: it is recorded
+    /// at once as an event (`ops events`, `status --json`, `/v1/events`), so a run killed later
+    /// loses none, and announced to the alert channels after the run, one message per run.
+    /// A dry run changes nothing, so it records nothing.
+    pub fn changed(&self, kind: &str, message: impl Into<String>) {
+        let message = crate::redact::redact(&message.into());
+        log::warn!("{}/{}: changed: {message}", self.profile, self.task);
+        let Ok(state) = self.writable_state() else {
+            log::error!("internal: change {kind:?} reported in a dry run: {message}");
+            return;
+        };
+        if let Err(e) = state.record_event(
+            self.profile,
+            self.task,
+            kind,
+            &message,
+            crate::state::now_ms(),
+        ) {
+            log::error!("could not record the event {kind:?} ({message}): {e:#}");
+        }
+    }
+
+    /// Tells the alert channels now, before a disruptive change starts (nothing in a dry run).
+    pub fn announce(&self, text: &str) {
+        if let (Some(a), false) = (self.announcer, self.dry_run) {
+            a.announce(text);
+        }
     }
 
     /// The state database for writing; errors in a dry run (which never writes).

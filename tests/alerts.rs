@@ -108,7 +108,9 @@ fn a_long_digest_reaches_telegram_cut_with_a_pointer_to_history() {
     assert_eq!(sent.len(), 1);
     let text = sent[0]["text"].as_str().unwrap();
     assert!(units(text) <= 4096, "{}", units(text));
-    assert!(text.starts_with("🔴 ops: profile p failed on"), "{text}");
+    // The cause leads (the first failure line), then which profile on which host.
+    assert!(text.starts_with("🔴 p: "), "{text}");
+    assert!(text.contains("\nops: profile p failed on"), "{text}");
     for t in 0..6 {
         assert!(
             text.contains(&format!("• noisy{t} (exec)")),

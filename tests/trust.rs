@@ -1,10 +1,17 @@
 //! Trust (issue 26): no silent change to production, no wrong move on a new host, and status
 //! shows what pages. A fake Railway, webapp and DigitalOcean around a real PostgreSQL.
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use serde_json::Value;
+
 use crate::supervisor::fleet;
+use crate::support::fake::{loopback, FakeServer, Reply, Seen};
+use crate::support::pg::{self, Cluster};
+use crate::support::railway::{FakeRailway, ENVIRONMENT, PROJECT, RAILWAY_TOKEN};
 use crate::support::webapp;
+use crate::support::Ops;
 
 const TAG: &str = "trigger-supervisor-envabcde";
 /// The token of the group the first host's droplets heartbeat into (not ops' token here).
@@ -32,4 +39,238 @@ fn a_droplet_heartbeating_into_another_group_is_named_so_and_not_replaced() {
     }
     assert_eq!(f.api.with(|w| w.creates.len()), 0, "nothing created");
     assert!(f.api.with(|w| w.deletes.is_empty()), "nothing deleted");
+}
+
+/// A JSON webhook that answers 200 and keeps every body.
+fn webhook() -> FakeServer {
+    FakeServer::start(loopback(), Box::new(|_req: &Seen| Reply::text(200, "ok")))
+}
+
+fn bodies(s: &FakeServer) -> Vec<Value> {
+    s.requests()
+        .iter()
+        .map(|r| serde_json::from_str(&r.body).unwrap_or(Value::Null))
+        .collect()
+}
+
+/// A weekday name three days from now (host time): a window on it never contains now.
+fn another_day() -> String {
+    (chrono::Local::now() + chrono::Duration::days(3))
+        .format("%a")
+        .to_string()
+}
+
+#[test]
+fn a_postgres_restart_waits_for_its_window_is_announced_before_it_starts_and_is_recorded() {
+    assert!(pg::available(), "this story needs PostgreSQL");
+    let cluster = Arc::new(Cluster::start(&["wal_level = replica"]));
+    let name = cluster.create_db();
+    cluster
+        .client(&name)
+        .batch_execute(r#"CREATE TABLE "TaskRun" (id text PRIMARY KEY, status text)"#)
+        .unwrap();
+    let hook = webhook();
+    let railway = FakeRailway::start();
+    let (c, seen) = (Arc::clone(&cluster), Arc::clone(&hook.seen));
+    let told_before = Arc::new(Mutex::new(Vec::new()));
+    let told = Arc::clone(&told_before);
+    railway.with(|w| {
+        w.services = vec![("svc-pg".into(), "Postgres".into())];
+        w.deployments.insert(
+            "svc-pg".into(),
+            vec![(
+                "pg-dep-1".into(),
+                "2026-11-01T00:00:00Z".into(),
+                "SUCCESS".into(),
+            )],
+        );
+        w.restart_hook = Some(Box::new(move |_| {
+            // What the channels had heard when the restart began.
+            told.lock()
+                .unwrap()
+                .extend(seen.lock().unwrap().iter().map(|s| s.body.clone()));
+            c.ctl("restart")
+        }));
+    });
+    let mut ops = Ops::new();
+    ops.env("DATABASE_URL", &cluster.url(&name))
+        .env("RAILWAY_API_TOKEN", RAILWAY_TOKEN)
+        .env("RAILWAY_PROJECT_ID", PROJECT)
+        .env("RAILWAY_ENVIRONMENT_ID", ENVIRONMENT)
+        .env("RAILWAY_API_URL", &railway.url())
+        .env("OPS_WEBHOOK_URL", &format!("{}/hook", hook.url()));
+    let jobs = |window: &str| {
+        format!("version: 1\nprofiles:\n  hourly:\n    cron: '0 * * * *'\n    timeout: 2m\n    tasks:\n      - {{kind: replication, restart_timeout: 60s, restart_window: '{window}'}}\n")
+    };
+
+    // Outside the window: wal_level is set, the restart waits, the run says until when.
+    let window = format!("{} 03:00-05:00", another_day());
+    ops.jobs(&jobs(&window));
+    ops.run(&["run", "hourly"])
+        .expect_code(0)
+        .expect_stdout("fixed: ALTER SYSTEM SET wal_level = logical")
+        .expect_stdout(&format!("Postgres restart deferred: wal_level = logical is set and waits for a restart, which restart_window {window} allows next at "));
+    assert!(
+        railway.with(|w| w.restarts.is_empty()),
+        "restarted outside its window"
+    );
+    // The change it made is told, though the run is ok.
+    let sent = bodies(&hook);
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(sent[0]["kind"], "info");
+    let text = sent[0]["text"].as_str().unwrap();
+    assert!(
+        text.starts_with("ℹ️ ops: profile hourly changed 3 things on"),
+        "{text}"
+    );
+    assert!(
+        text.contains("ran on the webapp's Postgres: ALTER SYSTEM SET wal_level = logical"),
+        "{text}"
+    );
+
+    // Inside it: announced before it starts, done, recorded, told after.
+    ops.jobs(&jobs("00:00-24:00"));
+    ops.run(&["run", "hourly"])
+        .expect_code(0)
+        .expect_stdout("restarted the Railway service \"Postgres\" (deployment pg-dep-1)");
+    assert_eq!(railway.with(|w| w.restarts.clone()), ["pg-dep-1"]);
+    let before: Vec<Value> = told_before
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|b| serde_json::from_str(b).unwrap())
+        .collect();
+    assert_eq!(before.len(), 2, "{before:?}");
+    assert_eq!(before[1]["kind"], "notice");
+    assert!(before[1]["text"]
+        .as_str()
+        .unwrap()
+        .contains("restarting the Railway service \"Postgres\" (deployment pg-dep-1) now to apply wal_level = logical"));
+    let sent = bodies(&hook);
+    assert_eq!(
+        sent.len(),
+        3,
+        "one notice before, one message after: {sent:?}"
+    );
+    assert_eq!(sent[2]["kind"], "info");
+    assert!(sent[2]["text"]
+        .as_str()
+        .unwrap()
+        .contains("restarted the Railway service \"Postgres\" (deployment pg-dep-1) to apply wal_level = logical"));
+    let events = ops.run(&["events", "--json"]).expect_code(0).json();
+    let kinds: Vec<&str> = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "postgres.setting",
+            "postgres.replica_identity",
+            "postgres.publication",
+            "postgres.restarted"
+        ]
+    );
+    assert!(events[3]["announced_at"].as_str().unwrap().ends_with('Z'));
+    let status = ops.run(&["status", "--json"]).json();
+    assert_eq!(status["events"][3]["kind"], "postgres.restarted");
+    ops.run(&["events", "--since", "1h"])
+        .expect_code(0)
+        .expect_stdout("postgres.restarted");
+    // Healthy now: nothing changes, nothing is sent.
+    ops.run(&["run", "hourly"]).expect_code(0);
+    assert_eq!(bodies(&hook).len(), 3);
+}
+
+#[test]
+fn a_dry_run_records_no_event_and_tells_nobody() {
+    let f = fleet("boot_grace: 10m");
+    let hook = webhook();
+    let mut f = f;
+    f.s.ops
+        .env("OPS_WEBHOOK_URL", &format!("{}/hook", hook.url()));
+    f.run(&["run", "health", "--dry-run"])
+        .expect_code(0)
+        .expect_stdout("would create droplet");
+    assert!(hook.requests().is_empty());
+    f.run(&["events"])
+        .expect_code(0)
+        .expect_stdout("no change recorded");
+    // The real run: the create and the firewall, in one message.
+    f.run(&["run", "health"]).expect_code(0);
+    let sent = bodies(&hook);
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    let text = sent[0]["text"].as_str().unwrap();
+    assert!(text.contains("changed 2 things"), "{text}");
+    assert!(
+        text.contains("created droplet trigger-supervisor-envabcde-"),
+        "{text}"
+    );
+    assert!(text.contains("created firewall"), "{text}");
+}
+
+#[test]
+fn the_breaker_opening_is_a_new_message_before_renotify_after_and_recovery_says_what_ops_did() {
+    let mut f = fleet("boot_grace: 10m, stale_after: 1s, unhealthy_after: 2, max_replacements: 1");
+    let hook = webhook();
+    f.s.ops
+        .env("OPS_WEBHOOK_URL", &format!("{}/hook", hook.url()));
+    f.run(&["run", "health"]).expect_code(0);
+    let sup = f.serve(f.ids()[0], true);
+    f.run(&["run", "health"]).expect_code(0);
+    let first = bodies(&hook);
+    assert_eq!(first.len(), 1, "the create, told once: {first:?}");
+    assert_eq!(first[0]["kind"], "info");
+    // It goes silent: the first alert, with its replacement's create.
+    sup.set(false);
+    std::thread::sleep(Duration::from_millis(1500));
+    f.run(&["run", "health"]).expect_code(1);
+    let sent = bodies(&hook);
+    assert_eq!(sent.len(), 2, "{sent:?}");
+    assert_eq!(sent[1]["kind"], "failing");
+    let text = sent[1]["text"].as_str().unwrap();
+    assert!(
+        text.starts_with("🔴 health: droplet trigger-supervisor-envabcde-"),
+        "{text}"
+    );
+    assert!(
+        text.contains("unhealthy (1/2 before it is replaced"),
+        "{text}"
+    );
+    assert!(text.contains("• what ops changed"), "{text}");
+    assert!(
+        !text.contains("DigitalOcean requests:"),
+        "counters in the alert: {text}"
+    );
+    // The breaker opens a moment later: a second message at once (renotify_after is 6h).
+    f.run(&["run", "health"]).expect_code(1);
+    let sent = bodies(&hook);
+    assert_eq!(sent.len(), 3, "{sent:?}");
+    assert_eq!(sent[2]["kind"], "escalated");
+    assert!(sent[2]["text"]
+        .as_str()
+        .unwrap()
+        .starts_with("🔴 health, now: circuit breaker open: 1 replacements within"));
+    // The same failure again: nothing new.
+    f.run(&["run", "health"]).expect_code(1);
+    assert_eq!(bodies(&hook).len(), 3);
+    // It heartbeats again: the spare goes, and the recovery says what ops did meanwhile.
+    sup.set(true);
+    std::thread::sleep(Duration::from_millis(300));
+    f.run(&["run", "health"]).expect_code(0);
+    let sent = bodies(&hook);
+    assert_eq!(sent.len(), 4, "{sent:?}");
+    assert_eq!(sent[3]["kind"], "recovered");
+    let text = sent[3]["text"].as_str().unwrap();
+    assert!(text.contains("• what ops did while it failed"), "{text}");
+    assert!(
+        text.contains("created droplet trigger-supervisor-envabcde-"),
+        "{text}"
+    );
+    assert!(
+        text.contains("deleted droplet trigger-supervisor-envabcde-"),
+        "{text}"
+    );
 }

@@ -653,6 +653,14 @@ fn find_token(
             }
             let (value, created) =
                 create_worker_group(http, ctx, origin, admin, &s.worker_group_name)?;
+            ctx.changed(
+                "worker_group.created",
+                format!(
+                    "created worker group {:?} through the webapp's admin API ({})",
+                    s.worker_group_name,
+                    http::origin(origin)
+                ),
+            );
             report.lines.push(format!(
                 "worker token: created worker group {:?} through the admin API",
                 s.worker_group_name
@@ -1293,10 +1301,18 @@ fn make_default(
         Ok(r) => return Err(failed(format!("POST {url} answered HTTP {}", r.status))),
         Err(e) => return Err(failed(format!("{e:#}"))),
     }
-    report.lines.push(format!(
+    let done = format!(
         "made worker group {:?} the global default: deployed runs of projects without their own default now go to its queue",
         p.group.name
-    ));
+    );
+    ctx.changed(
+        "routing.default_changed",
+        match &previous {
+            Some(Some(prev)) => format!("{done} (it was {prev:?})"),
+            _ => done.clone(),
+        },
+    );
+    report.lines.push(done);
     report.lines.push(match previous {
         Some(Some(prev)) if prev != p.group.name => format!(
             "the previous default was {prev:?}: runs already waiting in its queue stay there (Trigger.dev does not move them); the supervisor task reports them while nobody serves that queue"

@@ -92,6 +92,7 @@ fn apply(
     let mut failures = plan.failures.clone();
     let mut records = Vec::new();
     let mut planned = false;
+    let mut deferred = false;
     for step in &plan.steps {
         let action = match step {
             Step::Note(text) => {
@@ -120,6 +121,11 @@ fn apply(
                     failures.push(why.clone());
                     format!("not done: {why}")
                 }
+                Restart::Deferred(why) => {
+                    deferred = true;
+                    lines.push(why.clone());
+                    format!("not done yet: {why}")
+                }
             }
         } else {
             let sql = action.sql().unwrap_or_default();
@@ -134,6 +140,10 @@ fn apply(
                         .map_err(|e| anyhow!("pg_reload_conf() failed: {}", describe(&e)))?;
                 }
                 lines.push(format!("fixed: {sql}"));
+                ctx.changed(
+                    action.event_kind(),
+                    format!("ran on the webapp's Postgres: {sql}"),
+                );
                 "done".to_string()
             } else if ctx.dry_run {
                 planned = true;
@@ -156,7 +166,7 @@ fn apply(
         failures,
         drift && !opts.fix && !ctx.dry_run,
         planned,
-        plan.waiting,
+        plan.waiting || deferred,
     );
     outcome.actions = records;
     Ok(outcome)
@@ -240,6 +250,8 @@ enum Restart {
     Done,
     Planned,
     Impossible(String),
+    /// Outside `restart_window`: when it opens.
+    Deferred(String),
 }
 
 /// Restarts the Postgres service through Railway, then waits for Postgres to accept
@@ -283,6 +295,9 @@ fn restart(
                 db.name
             )
         })?;
+    if let Some(why) = outside_window(opts, chrono::Local::now().naive_local()) {
+        return Ok(Restart::Deferred(why));
+    }
     if ctx.dry_run || !opts.fix {
         lines.push(format!("would restart the Railway service {:?} (deployment {}) and wait for wal_level = logical", db.name, deployment.id));
         return Ok(if ctx.dry_run {
@@ -291,11 +306,10 @@ fn restart(
             Restart::Impossible(manual.into())
         });
     }
-    log::warn!(
-        "restarting the Railway service {:?} (deployment {}) to apply wal_level = logical",
-        db.name,
-        deployment.id
-    );
+    ctx.announce(&format!(
+        "restarting the Railway service {:?} (deployment {}) now to apply wal_level = logical: Postgres, and the webapp with it, is unavailable until it is back (ops waits up to {})",
+        db.name, deployment.id, crate::duration::format(opts.restart_timeout)
+    ));
     if !railway.restart_deployment(&deployment.id)? {
         bail!(
             "Railway refused to restart deployment {} of {:?}",
@@ -303,10 +317,15 @@ fn restart(
             db.name
         );
     }
-    lines.push(format!(
+    let done = format!(
         "restarted the Railway service {:?} (deployment {})",
         db.name, deployment.id
-    ));
+    );
+    ctx.changed(
+        "postgres.restarted",
+        format!("{done} to apply wal_level = logical"),
+    );
+    lines.push(done);
     let started = Instant::now();
     let mut wait = Duration::from_millis(500);
     let mut last = String::from("not checked yet");
@@ -355,6 +374,21 @@ fn restart(
         "Postgres did not come back with wal_level = logical within {} after the restart (last: {last})",
         crate::duration::format(opts.restart_timeout)
     )
+}
+
+/// Why the restart waits: `restart_window` is set and `now` (host time) is outside it.
+fn outside_window(opts: &ReplicationOptions, now: chrono::NaiveDateTime) -> Option<String> {
+    let w = opts.restart_window.as_ref()?;
+    if w.contains(now) {
+        return None;
+    }
+    let next = w.next_open(now);
+    let wait = (next - now).to_std().unwrap_or_default();
+    Some(format!(
+        "Postgres restart deferred: wal_level = logical is set and waits for a restart, which restart_window {w} allows next at {} (in {}); or restart the Postgres service by hand",
+        next.format("%Y-%m-%d %H:%M"),
+        crate::duration::format(std::time::Duration::from_secs(wait.as_secs() / 60 * 60))
+    ))
 }
 
 /// `public."TaskRun"` → ("public", "TaskRun"); unquoted names fold to lower case as in SQL.

@@ -85,6 +85,18 @@ impl Action {
         })
     }
 
+    /// The event kind recorded when it is done (`TaskCtx::changed`).
+    pub fn event_kind(&self) -> &'static str {
+        match self {
+            Action::SetWalLevel => "postgres.setting",
+            Action::RestartPostgres => "postgres.restarted",
+            Action::AlterReplicaIdentity { .. } => "postgres.replica_identity",
+            Action::CreatePublication { .. }
+            | Action::AddTable { .. }
+            | Action::SetPublish { .. } => "postgres.publication",
+        }
+    }
+
     /// The statement kind, for a privilege error's advice.
     pub fn kind(&self) -> &'static str {
         match self {

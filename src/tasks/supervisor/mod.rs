@@ -645,7 +645,10 @@ fn apply(
                 match api.droplet(*id)? {
                     Some(f) if f.has_tag(&spec.tag) && f.has_tag(MANAGED_TAG) => {
                         api.delete_droplet(*id)?;
-                        log::warn!("deleted droplet {name} (id {id}): {reason}");
+                        ctx.changed(
+                            "droplet.deleted",
+                            format!("deleted droplet {name} (id {id}): {reason}"),
+                        );
                         if *replacement {
                             count_replacement(ctx, &mut replacements, now)?;
                         }
@@ -751,7 +754,10 @@ fn create(
         user_data: cloudinit::render(record, s, name)?,
         monitoring: true,
     })?;
-    log::warn!("created droplet {} (id {}): {reason}", d.name, d.id);
+    ctx.changed(
+        "droplet.created",
+        format!("created droplet {} (id {}): {reason}", d.name, d.id),
+    );
     save(ctx, &built_key(d.id), &spec.parts, now_ms())?;
     if counted {
         count_replacement(ctx, replacements, now_ms())?;
@@ -965,12 +971,14 @@ fn ensure_firewall(
                 return Ok(());
             }
             api.update_firewall(&have.id, &want)?;
-            lines.push(format!(
+            let done = format!(
                 "updated firewall {} (8020 from {}, ssh from {})",
                 want.name,
                 sources(&s.supervisor_health_sources),
                 sources(&s.supervisor_ssh_sources)
-            ));
+            );
+            ctx.changed("firewall.updated", &done);
+            lines.push(done);
             have.id
         }
         None => {
@@ -986,12 +994,14 @@ fn ensure_firewall(
             }
             api.create_tag(tag)?;
             api.create_firewall(&want)?;
-            lines.push(format!(
+            let done = format!(
                 "created firewall {} (8020 from {}, ssh from {})",
                 want.name,
                 sources(&s.supervisor_health_sources),
                 sources(&s.supervisor_ssh_sources)
-            ));
+            );
+            ctx.changed("firewall.created", &done);
+            lines.push(done);
             String::new()
         }
     };
