@@ -71,7 +71,34 @@ pub struct Settings {
     pub ops_lock_database_url: Option<Secret>,
 }
 
+/// Droplets ops creates carry this tag (and the deployment tag); nothing else is ever touched.
+pub const MANAGED_TAG: &str = "ops-managed";
+
 impl Settings {
+    /// `trigger-supervisor-<first 8 of the Railway environment id>`: the tag of this
+    /// deployment's droplets.
+    pub fn deployment_tag(&self) -> String {
+        let source = self
+            .railway_environment_id
+            .as_deref()
+            .or(self.railway_project_id.as_deref())
+            .unwrap_or("default");
+        let short: String = source
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric())
+            .take(8)
+            .collect::<String>()
+            .to_ascii_lowercase();
+        format!(
+            "trigger-supervisor-{}",
+            if short.is_empty() {
+                "default".into()
+            } else {
+                short
+            }
+        )
+    }
+
     pub fn from_env(env: &Env) -> anyhow::Result<Settings> {
         let railway_token = match (env.get("RAILWAY_API_TOKEN"), env.get("RAILWAY_TOKEN")) {
             (Some(_), Some(_)) => return Err(config_error(

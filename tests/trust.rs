@@ -9,7 +9,7 @@ use serde_json::Value;
 use crate::supervisor::fleet;
 use crate::support::fake::{loopback, FakeServer, Reply, Seen};
 use crate::support::pg::{self, Cluster};
-use crate::support::railway::{FakeRailway, ENVIRONMENT, PROJECT, RAILWAY_TOKEN};
+use crate::support::railway::{FakeRailway, ADMIN_TOKEN, ENVIRONMENT, PROJECT, RAILWAY_TOKEN};
 use crate::support::webapp;
 use crate::support::Ops;
 
@@ -273,4 +273,91 @@ fn the_breaker_opening_is_a_new_message_before_renotify_after_and_recovery_says_
         text.contains("deleted droplet trigger-supervisor-envabcde-"),
         "{text}"
     );
+}
+
+#[test]
+fn a_new_host_never_reroutes_a_working_deployment() {
+    // The old host's deployment: droplet ops made heartbeats into group "bootstrap", the
+    // global default. This host has fresh state, logs older than Railway keeps, an admin token.
+    let db = crate::supervisor::webapp_db();
+    let mut c = postgres::Client::connect(&db.url, postgres::NoTls).unwrap();
+    webapp::add_group(&mut c, BOOTSTRAP_TOKEN, "bootstrap", "bootstrap-queue");
+    webapp::set_default(&mut c, &webapp::group_id("bootstrap"));
+    let (mut s, api, port) = crate::supervisor::cloud(&db.url);
+    s.railway.with(|w| w.deployment_logs.clear());
+    s.webapp.share_database(&db.url);
+    s.ops.env("TRIGGER_ADMIN_TOKEN", ADMIN_TOKEN);
+    s.ops.jobs(&format!("version: 1\nprofiles:\n  hourly:\n    cron: '0 * * * *'\n    timeout: 1m\n    tasks:\n      - extract\n      - {{kind: supervisor, health_port: {port}, boot_grace: 1ms}}\n"));
+    let name = format!("{TAG}-260101000000");
+    api.insert(
+        &name,
+        &[TAG, "ops-managed", "ops-spec-old"],
+        Duration::from_secs(86_400),
+    );
+    webapp::heartbeat(&mut c, BOOTSTRAP_TOKEN, &name).unwrap();
+    let default_before = |c: &mut postgres::Client| -> String {
+        c.query_one(r#"SELECT value #>> '{}' FROM "FeatureFlag" WHERE key = 'defaultWorkerInstanceGroupId'"#, &[])
+            .unwrap()
+            .get(0)
+    };
+    for args in [&["run", "hourly", "--dry-run"][..], &["run", "hourly"]] {
+        let run = s.ops.run(args);
+        run.expect_code(1).expect_stdout(&format!(
+            "not creating worker group \"ops-supervisor\": droplet {name}, which ops manages, heartbeats into worker group \"bootstrap\""
+        ))
+        .expect_stdout("Copy /var/lib/ops from the old host, or set TRIGGER_WORKER_TOKEN to that group's token; or run `ops run hourly --allow-new-worker-group`");
+    }
+    assert_eq!(
+        s.webapp.count("/admin/api/v1/workers"),
+        0,
+        "no admin API call"
+    );
+    assert_eq!(
+        s.webapp.count("/admin/api/v1/feature-flags"),
+        0,
+        "no routing change"
+    );
+    assert_eq!(default_before(&mut c), webapp::group_id("bootstrap"));
+    assert_eq!(api.mutations(), 0, "no DigitalOcean mutation");
+    s.ops.run(&["events"]).expect_stdout("no change recorded");
+
+    // The fix the line names: the old group's token. The droplet is ours again, nothing moves.
+    s.ops.env("TRIGGER_WORKER_TOKEN", BOOTSTRAP_TOKEN);
+    let run = s.ops.run(&["run", "hourly"]);
+    assert!(
+        !run.stdout.contains("not creating worker group"),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(s.webapp.count("/admin/api/v1/workers"), 0);
+    assert_eq!(default_before(&mut c), webapp::group_id("bootstrap"));
+}
+
+#[test]
+fn allow_new_worker_group_creates_it_and_says_so() {
+    let db = crate::supervisor::webapp_db();
+    let mut c = postgres::Client::connect(&db.url, postgres::NoTls).unwrap();
+    // The default group's supervisors are alive (someone else's host).
+    webapp::heartbeat(&mut c, crate::extract::LOG_TOKEN, "elsewhere-1").unwrap();
+    let (mut s, _api, _port) = crate::supervisor::cloud(&db.url);
+    s.railway.with(|w| w.deployment_logs.clear());
+    s.webapp.share_database(&db.url);
+    s.ops.env("TRIGGER_ADMIN_TOKEN", ADMIN_TOKEN);
+    s.ops.run(&["run", "extract"]).expect_code(1).expect_stdout(
+        "the global default, worker group \"ops-test-group\", has supervisors heartbeating",
+    );
+    assert_eq!(s.webapp.count("/admin/api/v1/workers"), 0);
+    s.ops
+        .run(&["run", "extract", "--allow-new-worker-group"])
+        .expect_code(0)
+        .expect_stdout("created worker group");
+    assert_eq!(s.webapp.count("/admin/api/v1/workers"), 1);
+    let events = s.ops.run(&["events", "--json"]).json();
+    let kinds: Vec<&str> = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["worker_group.created", "routing.default_changed"]);
 }

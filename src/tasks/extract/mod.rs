@@ -635,6 +635,12 @@ fn find_token(
             if let Err(why) = &checks.admin {
                 bail!("no worker token in the webapp's logs, and {why}");
             }
+            if !ctx.allow_new_worker_group {
+                let seen = serving(ctx, http)?;
+                if let Some(why) = plan::new_group_guard(&seen, &s.worker_group_name, ctx.profile) {
+                    bail!("{why}");
+                }
+            }
             let action = Action::CreateWorkerGroup {
                 name: s.worker_group_name.clone(),
                 origin: origin.to_string(),
@@ -1244,6 +1250,64 @@ fn create_worker_group(
         name: name.to_string(),
     });
     Ok((answer.token.plaintext, created))
+}
+
+/// Who serves runs before ops creates a group (reads only): the droplets ops manages (by
+/// DigitalOcean's tags) and which group each heartbeats into, and the global default group's
+/// youngest heartbeat. Nothing to see without DATABASE_URL; a read that fails stops the create
+/// (not knowing is no reason to re-route).
+fn serving(ctx: &TaskCtx, http: &Http) -> anyhow::Result<plan::Serving> {
+    let s = ctx.settings;
+    let Some(url) = &s.database_url else {
+        return Ok(plan::Serving::default());
+    };
+    let cannot = |e: anyhow::Error| {
+        anyhow!("cannot tell whether other supervisors serve runs before creating a worker group: {e:#}")
+    };
+    let names: Vec<String> = match &s.digitalocean_token {
+        Some(token) => {
+            let api = crate::clients::digitalocean::DigitalOcean::new(
+                http,
+                &s.digitalocean_api_url,
+                token,
+                ctx.deadline,
+            );
+            let tag = s.deployment_tag();
+            api.droplets_by_tag(&tag)
+                .map_err(cannot)?
+                .into_iter()
+                .filter(|d| d.has_tag(&tag) && d.has_tag(crate::settings::MANAGED_TAG))
+                .map(|d| d.name)
+                .collect()
+        }
+        None => Vec::new(),
+    };
+    let mut client = Target::parse(url)?
+        .connect(ctx.connect_timeout())
+        .map_err(cannot)?;
+    let droplets = webapp_db::heartbeats_elsewhere(&mut client, &names, "")
+        .map_err(cannot)?
+        .into_iter()
+        .map(|(name, e)| (name, e.group, e.age_secs))
+        .collect();
+    let routing = webapp_db::routing(&mut client).map_err(cannot)?;
+    let default_group = match routing.default_group_id {
+        Some(id) => {
+            let ages = webapp_db::group_heartbeats(&mut client, std::slice::from_ref(&id))
+                .map_err(cannot)?;
+            let name = routing
+                .groups
+                .iter()
+                .find(|g| g.id == id)
+                .map_or(id.clone(), |g| g.name.clone());
+            ages.get(&id).map(|a| (name, *a))
+        }
+        None => None,
+    };
+    Ok(plan::Serving {
+        droplets,
+        default_group,
+    })
 }
 
 /// A group to make the global default, and the webapp origin to ask.

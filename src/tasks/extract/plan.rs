@@ -191,6 +191,41 @@ pub fn after_logs(
     }
 }
 
+/// Who serves runs already, seen before ops creates a worker group of its own.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Serving {
+    /// Droplets ops manages that heartbeat into a group: (droplet, group, seconds since).
+    pub droplets: Vec<(String, String, f64)>,
+    /// The global default group and its youngest heartbeat, when it has one.
+    pub default_group: Option<(String, f64)>,
+}
+
+/// A default group heard from this recently serves runs.
+pub const SERVING_SECS: f64 = 600.0;
+
+/// Whether creating worker group `group` (and making it the default) would re-route a working
+/// deployment: droplets ops manages heartbeat into another group (a new host, or lost state:
+/// ops lacks that group's token), or the global default group's supervisors are alive. `None`:
+/// nobody serves runs, create it. Creating one anyway is `--allow-new-worker-group`.
+pub fn new_group_guard(seen: &Serving, group: &str, profile: &str) -> Option<String> {
+    let anyway = format!(
+        "or run `ops run {profile} --allow-new-worker-group` to create {group:?} and make it the default anyway"
+    );
+    if let Some((droplet, other, age)) = seen.droplets.first() {
+        return Some(format!(
+            "not creating worker group {group:?}: droplet {droplet}, which ops manages, heartbeats into worker group {other:?} (last {} ago), whose token ops does not have (a new host, or lost state). Copy /var/lib/ops from the old host, or set TRIGGER_WORKER_TOKEN to that group's token; {anyway}",
+            crate::duration::format(std::time::Duration::from_secs(age.max(1.0) as u64))
+        ));
+    }
+    match &seen.default_group {
+        Some((other, age)) if *age < SERVING_SECS => Some(format!(
+            "not creating worker group {group:?}: the global default, worker group {other:?}, has supervisors heartbeating (last {} ago), and making a new group the default would take its runs away. Set TRIGGER_WORKER_TOKEN to that group's token; {anyway}",
+            crate::duration::format(std::time::Duration::from_secs(age.max(1.0) as u64))
+        )),
+        _ => None,
+    }
+}
+
 /// The token check's outcome: a line, the group, a failure, and whether to drop the cache.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Verdict {
@@ -668,5 +703,35 @@ mod tests {
             Action::StoreRecord { changed: vec![] }.describe(),
             "store the config record"
         );
+    }
+
+    #[test]
+    fn a_new_group_is_created_only_when_nobody_serves_runs() {
+        assert_eq!(
+            new_group_guard(&Serving::default(), "ops-supervisor", "hourly"),
+            None
+        );
+        let quiet = Serving {
+            default_group: Some(("bootstrap".into(), 7200.0)),
+            ..Serving::default()
+        };
+        assert_eq!(new_group_guard(&quiet, "ops-supervisor", "hourly"), None);
+        let ours = Serving {
+            droplets: vec![("sup-1".into(), "bootstrap".into(), 4000.0)],
+            ..quiet.clone()
+        };
+        let why = new_group_guard(&ours, "ops-supervisor", "hourly").unwrap();
+        assert!(why.starts_with("not creating worker group \"ops-supervisor\": droplet sup-1, which ops manages, heartbeats into worker group \"bootstrap\" (last 1h6m40s ago)"), "{why}");
+        assert!(
+            why.contains("Copy /var/lib/ops from the old host, or set TRIGGER_WORKER_TOKEN"),
+            "{why}"
+        );
+        assert!(why.ends_with("`ops run hourly --allow-new-worker-group` to create \"ops-supervisor\" and make it the default anyway"), "{why}");
+        let alive = Serving {
+            default_group: Some(("bootstrap".into(), 20.0)),
+            ..Serving::default()
+        };
+        let why = new_group_guard(&alive, "ops-supervisor", "hourly").unwrap();
+        assert!(why.contains("the global default, worker group \"bootstrap\", has supervisors heartbeating (last 20s ago)"), "{why}");
     }
 }

@@ -127,27 +127,10 @@ struct FirewallSeen {
     checked_at: i64,
 }
 
-/// `trigger-supervisor-<first 8 of the Railway environment id>`.
+/// `trigger-supervisor-<first 8 of the Railway environment id>` (`Settings::deployment_tag`:
+/// extract needs it too).
 pub fn deployment_tag(s: &Settings) -> String {
-    let source = s
-        .railway_environment_id
-        .as_deref()
-        .or(s.railway_project_id.as_deref())
-        .unwrap_or("default");
-    let short: String = source
-        .chars()
-        .filter(|c| c.is_ascii_alphanumeric())
-        .take(8)
-        .collect::<String>()
-        .to_ascii_lowercase();
-    format!(
-        "trigger-supervisor-{}",
-        if short.is_empty() {
-            "default".into()
-        } else {
-            short
-        }
-    )
+    s.deployment_tag()
 }
 
 /// `ops-spec-<hash>` over region, size, image, version, proxy image and the config record.

@@ -25,7 +25,7 @@ use super::diff;
 use serde::{Deserialize, Serialize};
 
 /// Our droplets carry this tag (and the deployment tag); nothing else is ever touched.
-pub const MANAGED_TAG: &str = "ops-managed";
+pub const MANAGED_TAG: &str = crate::settings::MANAGED_TAG;
 
 /// Per-droplet health streak, kept between runs.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
