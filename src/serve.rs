@@ -3,10 +3,11 @@
 //! `/v1/events?since=&profile=&limit=`, `/v1/status`,
 //! `/metrics` (Prometheus text). GET only; `limit` capped; secrets never served.
 
+use std::collections::{HashMap, VecDeque};
 use std::fmt::Write as _;
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::net::{IpAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{mpsc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -20,13 +21,18 @@ use crate::state::State;
 pub const MAX_LIMIT: u32 = 1000;
 const DEFAULT_LIMIT: u32 = 50;
 
-/// Connections served at once; more wait in a short queue, and beyond it get a quick 503.
+/// Requests answered at once; more wait in a short queue, and beyond it get a quick 503.
 const WORKERS: usize = 4;
 const QUEUE: usize = 32;
 /// Bounds on a request: its line, its headers, and the time to send them.
 const MAX_REQUEST_LINE: usize = 8 * 1024;
 const MAX_HEADERS: usize = 16 * 1024;
-const REQUEST_DEADLINE: Duration = Duration::from_secs(5);
+const REQUEST_DEADLINE: Duration = Duration::from_secs(2);
+/// Connections still sending their request head, each read by a thread of its own (so idle
+/// ones never hold a worker): at most this many in all, and per client address, where a new
+/// connection over the bound closes that client's oldest idle one instead of being refused.
+const MAX_READING: usize = 256;
+const MAX_READING_PER_CLIENT: usize = 16;
 /// The whole response must be taken by the client within this.
 const RESPONSE_DEADLINE: Duration = Duration::from_secs(5);
 /// Responses being sent at once by their own threads; beyond, the worker sends itself.
@@ -43,31 +49,132 @@ pub fn run(app: &App, listen: &str) -> anyhow::Result<ExitCode> {
         "serving the read-only API on http://{} ({WORKERS} workers)",
         listener.local_addr()?
     );
-    let (tx, rx) = mpsc::sync_channel::<TcpStream>(QUEUE);
+    let hosts = Hosts::new(listen);
+    let (tx, rx) = mpsc::sync_channel::<(TcpStream, Result<Head, HeadError>)>(QUEUE);
     let rx = Mutex::new(rx);
+    let reading = Reading::default();
     std::thread::scope(|scope| {
         for _ in 0..WORKERS {
             scope.spawn(|| loop {
                 let next = rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
-                let Ok(stream) = next else { break };
-                if let Err(e) = handle(app, stream) {
+                let Ok((stream, head)) = next else { break };
+                if let Err(e) = handle(app, &hosts, stream, head) {
                     log::debug!("request failed: {e:#}");
                 }
             });
         }
         for stream in listener.incoming() {
-            match stream {
-                Ok(s) => match tx.try_send(s) {
-                    Ok(()) => {}
-                    Err(mpsc::TrySendError::Full(s)) => busy(s),
-                    Err(mpsc::TrySendError::Disconnected(_)) => break,
-                },
-                Err(e) => log::warn!("accept failed: {e}"),
-            }
+            let mut s = match stream {
+                Ok(s) => s,
+                Err(e) => {
+                    log::warn!("accept failed: {e}");
+                    continue;
+                }
+            };
+            let Some(ticket) = reading.admit(&s) else {
+                busy(s);
+                continue;
+            };
+            let (tx, reading) = (tx.clone(), &reading);
+            scope.spawn(move || {
+                let head = read_head(&mut s);
+                reading.release(ticket);
+                if head == Err(HeadError::Gone) {
+                    return;
+                }
+                if let Err(mpsc::TrySendError::Full((s, _))) = tx.try_send((s, head)) {
+                    busy(s);
+                }
+            });
         }
         drop(tx);
     });
     Ok(ExitCode::Success)
+}
+
+/// The connections whose request head is being read, by client address.
+#[derive(Default)]
+struct Reading {
+    clients: Mutex<HashMap<IpAddr, VecDeque<(u64, TcpStream)>>>,
+    next: AtomicU64,
+}
+
+/// One connection in `Reading`.
+struct Ticket {
+    client: IpAddr,
+    id: u64,
+}
+
+impl Reading {
+    /// Room for one more head, or `None` when `MAX_READING` are being read (then a 503). A
+    /// client at its own bound loses its oldest connection: a flood of idle connections from
+    /// one address only ever pushes out its own, and a new request still gets in.
+    fn admit(&self, stream: &TcpStream) -> Option<Ticket> {
+        let client = stream.peer_addr().ok()?.ip();
+        let handle = stream.try_clone().ok()?;
+        let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
+        let mine = clients.get(&client).map_or(0, VecDeque::len);
+        let total: usize = clients.values().map(VecDeque::len).sum();
+        if mine < MAX_READING_PER_CLIENT && total >= MAX_READING {
+            return None;
+        }
+        let queue = clients.entry(client).or_default();
+        if queue.len() >= MAX_READING_PER_CLIENT {
+            if let Some((_, oldest)) = queue.pop_front() {
+                let _ = oldest.shutdown(std::net::Shutdown::Both);
+            }
+        }
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        queue.push_back((id, handle));
+        Some(Ticket { client, id })
+    }
+
+    fn release(&self, t: Ticket) {
+        let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(queue) = clients.get_mut(&t.client) {
+            queue.retain(|(id, _)| *id != t.id);
+            if queue.is_empty() {
+                clients.remove(&t.client);
+            }
+        }
+    }
+}
+
+/// The `Host` values served: loopback names and addresses, the `--listen` host, and the
+/// address the client connected to. A DNS rebinding page sends its own name and is refused.
+struct Hosts {
+    listen: String,
+}
+
+impl Hosts {
+    fn new(listen: &str) -> Hosts {
+        Hosts {
+            listen: host_only(listen).to_ascii_lowercase(),
+        }
+    }
+
+    fn allows(&self, host: &str, local: Option<IpAddr>) -> bool {
+        let h = host_only(host).trim_end_matches('.').to_ascii_lowercase();
+        if h == "localhost" || h.ends_with(".localhost") || h == self.listen {
+            return true;
+        }
+        match h.parse::<IpAddr>() {
+            Ok(ip) => ip.is_loopback() || Some(ip) == local,
+            Err(_) => false,
+        }
+    }
+}
+
+/// `host` of `host:port` or `[v6]:port`.
+fn host_only(hostport: &str) -> &str {
+    let hp = hostport.trim();
+    if let Some(rest) = hp.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or(rest);
+    }
+    match hp.rsplit_once(':') {
+        Some((h, port)) if !h.contains(':') && port.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => hp,
+    }
 }
 
 /// Every worker is busy and the queue is full: say so at once instead of waiting.
@@ -93,9 +200,16 @@ enum HeadError {
     Gone,
 }
 
+/// A request's line and its `Host` headers.
+#[derive(Debug, PartialEq)]
+struct Head {
+    line: String,
+    hosts: Vec<String>,
+}
+
 /// Reads the request head (line and headers) within `REQUEST_DEADLINE` in all, never more than
-/// `MAX_REQUEST_LINE` + `MAX_HEADERS` bytes; returns the request line.
-fn read_head(stream: &mut TcpStream) -> Result<String, HeadError> {
+/// `MAX_REQUEST_LINE` + `MAX_HEADERS` bytes.
+fn read_head(stream: &mut TcpStream) -> Result<Head, HeadError> {
     let deadline = Instant::now() + REQUEST_DEADLINE;
     let mut head: Vec<u8> = Vec::with_capacity(1024);
     let mut chunk = [0u8; 2048];
@@ -126,17 +240,34 @@ fn read_head(stream: &mut TcpStream) -> Result<String, HeadError> {
             Ok(n) => head.extend_from_slice(&chunk[..n]),
         }
     }
-    let line = head.split(|b| *b == b'\n').next().unwrap_or_default();
+    let text = String::from_utf8_lossy(&head);
+    let mut lines = text.lines();
+    let line = lines.next().unwrap_or_default();
     if line.len() > MAX_REQUEST_LINE {
         return Err(HeadError::LineTooLong);
     }
-    Ok(String::from_utf8_lossy(line).trim_end().to_string())
+    let hosts = lines
+        .filter_map(|l| l.split_once(':'))
+        .filter(|(k, _)| k.trim().eq_ignore_ascii_case("host"))
+        .map(|(_, v)| v.trim().to_string())
+        .collect();
+    Ok(Head {
+        line: line.trim_end().to_string(),
+        hosts,
+    })
 }
 
-fn handle(app: &App, mut stream: TcpStream) -> anyhow::Result<()> {
+fn handle(
+    app: &App,
+    hosts: &Hosts,
+    mut stream: TcpStream,
+    head: Result<Head, HeadError>,
+) -> anyhow::Result<()> {
     stream.set_write_timeout(Some(Duration::from_secs(5)))?;
-    let (request_line, refused) = match read_head(&mut stream) {
-        Ok(line) => (line, None),
+    let local = stream.local_addr().ok().map(|a| a.ip());
+    let (request_line, refused) = match head {
+        Ok(h) if h.hosts.iter().all(|v| hosts.allows(v, local)) => (h.line, None),
+        Ok(_) => (String::new(), Some("421 Misdirected Request")),
         Err(HeadError::LineTooLong) => (String::new(), Some("414 URI Too Long")),
         Err(HeadError::HeadersTooLarge) => {
             (String::new(), Some("431 Request Header Fields Too Large"))
@@ -146,10 +277,15 @@ fn handle(app: &App, mut stream: TcpStream) -> anyhow::Result<()> {
     let mut parts = request_line.split_whitespace();
     let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or("/"));
     let reply = if let Some(status) = refused {
+        let error = if status.starts_with("421") {
+            "unknown Host: ops serve answers only loopback names and its --listen address"
+        } else {
+            "request too large"
+        };
         Reply {
             status,
             content_type: "application/json",
-            body: json!({"error": "request too large"}).to_string(),
+            body: json!({ "error": error }).to_string(),
         }
     } else if method != "GET" {
         Reply {
@@ -530,4 +666,40 @@ fn breaker_metrics(app: &App, state: &State, out: &mut String) -> anyhow::Result
         u8::from(recent as u32 >= opts.max_replacements)
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts_served_are_loopback_the_listen_address_and_the_one_connected_to() {
+        let hosts = Hosts::new("0.0.0.0:9464");
+        let local: Option<IpAddr> = Some("10.1.2.3".parse().unwrap());
+        for ok in [
+            "localhost",
+            "localhost:9464",
+            "grafana.localhost",
+            "127.0.0.1:9464",
+            "127.9.9.9",
+            "[::1]:9464",
+            "10.1.2.3:9464",
+            "0.0.0.0:9464",
+        ] {
+            assert!(hosts.allows(ok, local), "{ok}");
+        }
+        for refused in [
+            "evil.example",
+            "evil.example:9464",
+            "10.1.2.4",
+            "localhost.evil.example",
+            "",
+        ] {
+            assert!(!hosts.allows(refused, local), "{refused}");
+        }
+        let named = Hosts::new("ops.internal:9464");
+        assert!(named.allows("OPS.internal:9464", None));
+        assert_eq!(host_only("[fd00::1]:80"), "fd00::1");
+        assert_eq!(host_only("fd00::1"), "fd00::1");
+    }
 }

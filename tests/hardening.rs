@@ -277,7 +277,7 @@ fn get_within(addr: &str, path: &str) -> Result<u16, String> {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(addr).map_err(|e| e.to_string())?;
     s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").map_err(|e| e.to_string())?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").map_err(|e| e.to_string())?;
     let mut text = String::new();
     s.read_to_string(&mut text).map_err(|e| e.to_string())?;
     text.get(9..12)
@@ -710,7 +710,11 @@ fn four_slow_readers_of_a_large_response_do_not_stop_healthz() {
         .map(|_| {
             let mut s = std::net::TcpStream::connect(&addr).unwrap();
             s.set_nodelay(true).unwrap();
-            write!(s, "GET /v1/runs?limit=1000 HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+            write!(
+                s,
+                "GET /v1/runs?limit=1000 HTTP/1.1\r\nHost: localhost\r\n\r\n"
+            )
+            .unwrap();
             s
         })
         .collect();

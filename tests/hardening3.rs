@@ -3,6 +3,7 @@
 use serde_json::json;
 
 use crate::extract::{banner, scenario, LOG_TOKEN};
+use crate::operator::Served;
 use crate::supervisor::webapp_db;
 use crate::support::fake::{loopback, private, public_looking, FakeServer, Reply, Seen};
 use crate::support::pgwire::CleartextThief;
@@ -223,4 +224,61 @@ fn a_server_refusing_tls_never_gets_the_password_under_the_default_sslmode() {
     );
     ops.run(&["doctor"]);
     assert_eq!(*thief.passwords.lock().unwrap(), ["pg-secret-pw-6e1d"]);
+}
+
+/// `ops serve` over the state of one good run.
+fn serving() -> (Ops, Served, String) {
+    let ops = Ops::new();
+    ops.jobs(&exec_profile("p", &["true"], ""));
+    ops.run(&["run", "p"]).expect_code(0);
+    let (served, addr) = Served::start(&ops);
+    (ops, served, addr)
+}
+
+/// `GET path` with the given Host header; the status code.
+fn get_as(addr: &str, host: &str, path: &str) -> u16 {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n").unwrap();
+    let mut text = String::new();
+    let _ = s.read_to_string(&mut text);
+    text.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0)
+}
+
+/// A page on a rebinding name (evil.example → 127.0.0.1) sends its own Host: refused; the
+/// loopback names and the listen address are served.
+#[test]
+fn serve_answers_only_loopback_names_and_its_listen_address() {
+    let (_ops, _served, addr) = serving();
+    let port = addr.rsplit(':').next().unwrap();
+    for host in [
+        "evil.example".to_string(),
+        format!("evil.example:{port}"),
+        "10.0.0.1".into(),
+    ] {
+        assert_eq!(get_as(&addr, &host, "/v1/status"), 421, "{host}");
+    }
+    for host in [
+        addr.clone(),
+        format!("localhost:{port}"),
+        "LOCALHOST".into(),
+        format!("[::1]:{port}"),
+    ] {
+        assert_eq!(get_as(&addr, &host, "/v1/status"), 200, "{host}");
+    }
+}
+
+/// Forty connections that never send a request do not starve /healthz or /metrics.
+#[test]
+fn idle_connections_do_not_starve_serve() {
+    let (_ops, _served, addr) = serving();
+    let idle: Vec<std::net::TcpStream> = (0..40)
+        .map(|_| std::net::TcpStream::connect(&addr).unwrap())
+        .collect();
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert_eq!(get_as(&addr, "localhost", "/healthz"), 200);
+    assert_eq!(get_as(&addr, "localhost", "/metrics"), 200);
+    drop(idle);
 }
