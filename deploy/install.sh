@@ -91,9 +91,16 @@ if [[ -z "$root" ]] && ! ((is_root)) && ! ((dry_run)); then
   exit 1
 fi
 
-# 1. The system user.
+# 1. The system user: never a person's account or a group others are in (the package's own
+# check, which refuses those with a line saying what to do).
+if [[ -z "$root" ]]; then
+  sh "$here/debian/preinst" install
+fi
 if [[ -z "$root" ]] && ! ((have_user)); then
-  run useradd --system --home-dir /var/lib/ops --no-create-home --shell /usr/sbin/nologin ops
+  group_args=(--user-group)
+  getent group ops >/dev/null && group_args=(--gid ops)
+  run useradd --system "${group_args[@]}" --home-dir /var/lib/ops --no-create-home \
+    --shell /usr/sbin/nologin --comment trigger-ops ops
   have_user=1
   ((dry_run)) && have_user=0
 fi

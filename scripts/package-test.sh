@@ -12,6 +12,35 @@ mode() { stat -c '%a %U:%G' "$1"; }
 
 [[ $(id -u) -eq 0 ]] || fail "run as root"
 if dpkg -s trigger-ops >/dev/null 2>&1; then dpkg --purge trigger-ops >/dev/null; fi
+for name in ops ops-test-member; do
+  if getent passwd "$name" >/dev/null; then userdel "$name"; fi
+  if getent group "$name" >/dev/null; then groupdel "$name"; fi
+done
+
+# An `ops` account the package did not make: a person's is refused before anything is unpacked,
+# and survives a purge; so does a shared group; a system one is used and kept on purge.
+useradd --uid 1500 --user-group --no-create-home --comment "a person" ops
+out=$(dpkg -i "$deb" 2>&1) && fail "installed over a person's ops account: $out"
+echo "$out" | grep -q "a user named ops exists and is not a system user (uid 1500)" || fail "no clear refusal: $out"
+[[ ! -e /usr/bin/ops ]] || fail "refused, yet the binary was unpacked"
+dpkg --purge trigger-ops >/dev/null 2>&1 || true
+[[ $(getent passwd ops | cut -d: -f3) == 1500 && -n $(getent group ops) ]] || fail "purge deleted the person's ops account"
+userdel ops
+if getent group ops >/dev/null; then groupdel ops; fi
+addgroup --system --quiet ops
+useradd --no-create-home --groups ops ops-test-member
+out=$(dpkg -i "$deb" 2>&1) && fail "installed with a group ops others are in: $out"
+echo "$out" | grep -q "the group ops has members (ops-test-member)" || fail "no clear refusal: $out"
+dpkg --purge trigger-ops >/dev/null 2>&1 || true
+userdel ops-test-member
+if getent group ops-test-member >/dev/null; then groupdel ops-test-member; fi
+adduser --system --quiet --ingroup ops --no-create-home ops
+dpkg -i "$deb" >/dev/null 2>&1 || fail "a system ops user and group were not used"
+dpkg --purge trigger-ops >/dev/null
+[[ -n $(getent passwd ops) && -n $(getent group ops) ]] || fail "purge deleted an ops account the package did not create"
+deluser --system --quiet ops >/dev/null 2>&1
+if getent group ops >/dev/null; then delgroup --system --quiet ops; fi
+ok "a person's ops user and a shared ops group refused; accounts it did not create kept on purge"
 
 out=$(dpkg -i "$deb" 2>&1) || fail "dpkg -i failed: $out"
 echo "$out" | grep -q "installed, not started" || fail "a fresh install with an empty env file must not start anything: $out"
@@ -66,4 +95,5 @@ dpkg --purge trigger-ops >/dev/null
 [[ ! -e /etc/ops && ! -e /var/lib/ops ]] || fail "purge left /etc/ops or /var/lib/ops"
 if compgen -G '/etc/systemd/system/*.wants/ops-*' >/dev/null; then fail "purge left enablement symlinks"; fi
 ! getent passwd ops >/dev/null || fail "purge left the ops user"
-ok "purge removed config, state and the user"
+! getent group ops >/dev/null || fail "purge left the ops group"
+ok "purge removed config, state and the user and group it created"
