@@ -88,12 +88,17 @@ pub enum Cmd {
         #[arg(long, default_value = "trigger-ops")]
         namespace: String,
     },
-    /// Past runs and task results
+    /// Past runs and task results, newest first (`ops history show <ID>` for one run)
     History {
+        #[command(subcommand)]
+        show: Option<HistoryCmd>,
+        /// Only this profile's runs (any name: a profile removed from jobs.yaml keeps its history)
         #[arg(long, short)]
         profile: Option<String>,
+        /// How many runs, newest first (1 to 10000)
         #[arg(long, short = 'n', default_value_t = 20)]
         limit: u32,
+        /// One JSON document: {"schema_version", "runs": [...]}, times in RFC 3339
         #[arg(long)]
         json: bool,
     },
@@ -115,9 +120,17 @@ pub enum Cmd {
         /// Also fail (exit 2) when a setting an enabled profile needs is missing
         #[arg(long)]
         strict: bool,
+        /// The checks as one JSON document ({"schema_version", "ok", "exit_code", "checks"})
+        #[arg(long)]
+        json: bool,
     },
-    /// Live checks: Railway and DigitalOcean tokens, Postgres privileges, registry, webapp
-    Doctor,
+    /// Live checks: Railway and DigitalOcean tokens and what SUPERVISOR_* names there, Postgres
+    /// privileges, registry, webapp (exit 1 when one fails)
+    Doctor {
+        /// The checks as one JSON document ({"schema_version", "ok", "exit_code", "checks"})
+        #[arg(long)]
+        json: bool,
+    },
     /// Send one labelled test message through every configured alert channel (exit 1 if one
     /// fails, 2 if none is configured); the alert state is left untouched
     TestAlert,
@@ -150,4 +163,17 @@ pub enum Cmd {
     /// The manual page (roff), for packaging
     #[command(hide = true)]
     Manpage,
+}
+
+/// `ops history show`.
+#[derive(Debug, Subcommand)]
+pub enum HistoryCmd {
+    /// One run in full: every task's status, duration and whole detail (exit 1 if no such run)
+    Show {
+        /// The run's ID, as `ops history` lists it
+        id: i64,
+        /// The run as one JSON document
+        #[arg(long)]
+        json: bool,
+    },
 }

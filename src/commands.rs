@@ -6,17 +6,19 @@ use chrono::Local;
 use serde_json::json;
 
 use crate::app::{self, App};
+use crate::checklist::Checklist;
 use crate::exit::ExitCode;
 use crate::render::{self, Invocation};
 use crate::report;
 use crate::state::State;
+use crate::summary::SCHEMA_VERSION;
 
 pub fn list(app: &App, json_out: bool) -> anyhow::Result<ExitCode> {
     let now = Local::now().naive_local();
     let next = |p: &crate::config::Profile| {
         p.cron
             .next_after(now)
-            .map(|t| t.format("%Y-%m-%d %H:%M").to_string())
+            .map(crate::timefmt::human_naive)
             .unwrap_or_else(|| "never".into())
     };
     if json_out {
@@ -28,7 +30,7 @@ pub fn list(app: &App, json_out: bool) -> anyhow::Result<ExitCode> {
                 json!({
                     "name": p.name,
                     "cron": p.cron.as_str(),
-                    "next_run": if p.enabled { Some(next(p)) } else { None },
+                    "next_run": if p.enabled { p.cron.next_after(now).and_then(crate::timefmt::local_naive_rfc3339) } else { None },
                     "enabled": p.enabled,
                     "timeout": crate::duration::format(p.timeout),
                     "tasks": p.tasks.iter().map(|t| json!({"name": t.name, "kind": t.kind(), "enabled": t.enabled})).collect::<Vec<_>>(),
@@ -39,7 +41,7 @@ pub fn list(app: &App, json_out: bool) -> anyhow::Result<ExitCode> {
         println!(
             "{}",
             serde_json::to_string_pretty(
-                &json!({ "config": app.config.shown_path(), "profiles": profiles })
+                &json!({ "schema_version": SCHEMA_VERSION, "config": app.config.shown_path(), "profiles": profiles })
             )?
         );
         return Ok(ExitCode::Success);
@@ -118,15 +120,38 @@ pub fn history(
         None => Vec::new(),
     };
     if json_out {
+        let doc = json!({"schema_version": SCHEMA_VERSION, "runs": runs});
         println!(
             "{}",
-            crate::redact::redact(&serde_json::to_string_pretty(&runs)?)
+            crate::redact::redact(&serde_json::to_string_pretty(&doc)?)
         );
     } else if runs.is_empty() {
         println!("no runs recorded yet in {}", app.state_dir.display());
     } else {
         print!("{}", crate::redact::redact(&report::history_table(&runs)));
     }
+    Ok(ExitCode::Success)
+}
+
+/// `ops history show <id>`: one run in full.
+pub fn history_show(app: &App, id: i64, json_out: bool) -> anyhow::Result<ExitCode> {
+    let run = match State::open_read_only(&app.state_dir)? {
+        Some(state) => state.run_by_id(id)?,
+        None => None,
+    };
+    let Some(run) = run else {
+        eprintln!(
+            "ops: no run {id} in {} (ops history lists the IDs)",
+            app.state_dir.display()
+        );
+        return Ok(ExitCode::TaskFailed);
+    };
+    let text = if json_out {
+        serde_json::to_string_pretty(&json!({"schema_version": SCHEMA_VERSION, "run": run}))?
+    } else {
+        report::run_detail(&run)
+    };
+    println!("{}", crate::redact::redact(text.trim_end()));
     Ok(ExitCode::Success)
 }
 
@@ -149,7 +174,9 @@ pub fn events(
     if json_out {
         println!(
             "{}",
-            crate::redact::redact(&serde_json::to_string_pretty(&events)?)
+            crate::redact::redact(&serde_json::to_string_pretty(
+                &json!({"schema_version": SCHEMA_VERSION, "events": events})
+            )?)
         );
     } else if events.is_empty() {
         println!(
@@ -164,37 +191,61 @@ pub fn events(
 }
 
 /// Offline validation, fit for `ExecStartPre`: problems that would stop every run are errors
-/// (exit 2, raised while loading); gaps that only some tasks need are warnings.
-pub fn check(app: &App, strict: bool) -> anyhow::Result<ExitCode> {
+/// (exit 2, raised while loading or listed ✗); gaps that only some tasks need are warnings.
+pub fn check(app: &App, strict: bool, json_out: bool) -> anyhow::Result<ExitCode> {
     let s = &app.settings;
-    println!(
-        "✓ {}: {} profiles ({} enabled)",
+    let mut c = Checklist::new(json_out);
+    c.ok(format!(
+        "{}: {} profiles ({} enabled)",
         app.config.shown_path(),
         app.config.profiles.len(),
         app.config.profiles.iter().filter(|p| p.enabled).count()
-    );
+    ));
     let inv = Invocation::current(&app.config, &app.state_dir);
     render::systemd_units(&app.config, &inv)?;
-    println!("✓ schedules render for supercronic and systemd timers");
+    c.ok("schedules render for supercronic and systemd timers");
     match &app.env_file {
-        Some(p) => println!("✓ env file {}", p.display()),
-        None => println!("· no env file (using the process environment only)"),
+        Some(p) => c.ok(format!("env file {}", p.display())),
+        None => c.note("no env file (using the process environment only)"),
     }
-    println!("✓ environment values are valid");
+    c.ok("environment values are valid");
+    for (name, known) in crate::envfile::near_misses(app.env.file_vars().keys()) {
+        c.warn(format!(
+            "{name} in the env file is not a setting ops reads, so it is ignored: did you mean {known}?"
+        ));
+    }
+    // Parsed as every run will: an unknown parameter would fail each of them.
+    for (var, url) in [
+        ("DATABASE_URL", &s.database_url),
+        ("OPS_LOCK_DATABASE_URL", &s.ops_lock_database_url),
+    ] {
+        if let Some(url) = url {
+            match crate::clients::postgres::Target::parse(url) {
+                Ok(t) => c.ok(format!("{var} parses ({})", t.shown)),
+                Err(e) => c.fail(format!("{var}: {e:#}")),
+            }
+        }
+    }
+    if c.failures() > 0 {
+        return c.finish("check", ExitCode::Config);
+    }
     if app::dir_is_usable(&app.state_dir) {
-        println!("✓ state directory {} is writable", app.state_dir.display());
-    } else {
-        println!(
-            "✗ state directory {} is not writable (create it for the ops user or set --state-dir / OPS_STATE_DIR)",
+        c.ok(format!(
+            "state directory {} is writable",
             app.state_dir.display()
-        );
-        return Ok(ExitCode::TaskFailed);
+        ));
+    } else {
+        c.fail(format!(
+            "state directory {} is not writable (create it for the ops user or set --state-dir / OPS_STATE_DIR)",
+            app.state_dir.display()
+        ));
+        return c.finish("check", ExitCode::TaskFailed);
     }
     if s.check_interval.is_some() {
-        println!("! CHECK_INTERVAL is set but superseded: the cadence comes from cron: in jobs.yaml (remove it)");
+        c.warn("CHECK_INTERVAL is set but superseded: the cadence comes from cron: in jobs.yaml (remove it)");
     }
     if !s.is_active {
-        println!("! IS_ACTIVE=false: every run exits at once with \"monitoring disabled\"");
+        c.warn("IS_ACTIVE=false: every run exits at once with \"monitoring disabled\"");
     }
     let kinds: Vec<&str> = app
         .config
@@ -204,46 +255,45 @@ pub fn check(app: &App, strict: bool) -> anyhow::Result<ExitCode> {
         .flat_map(|p| p.tasks.iter().filter(|t| t.enabled).map(|t| t.kind()))
         .collect();
     let uses = |k: &str| kinds.contains(&k);
-    let missing = std::cell::Cell::new(0);
-    let warn = |cond: bool, msg: &str| {
-        if cond {
-            println!("! {msg}");
-            missing.set(missing.get() + 1);
-        }
-    };
-    warn(
-        (uses("extract") || uses("replication")) && s.railway_token.is_none(),
-        "RAILWAY_API_TOKEN (or RAILWAY_TOKEN) is not set: extract and the Postgres restart need it",
-    );
-    warn(
-        (uses("extract") || uses("replication"))
-            && (s.railway_project_id.is_none() || s.railway_environment_id.is_none()),
-        "RAILWAY_PROJECT_ID / RAILWAY_ENVIRONMENT_ID are not set: extract needs them",
-    );
-    warn(
-        uses("replication") && s.database_url.is_none(),
-        "DATABASE_URL is not set: the replication task needs it",
-    );
-    warn(
-        uses("supervisor") && s.digitalocean_token.is_none(),
-        "DIGITALOCEAN_TOKEN is not set: the supervisor task needs it",
-    );
+    let mut missing = 0;
+    let gaps = [
+        (
+            (uses("extract") || uses("replication")) && s.railway_token.is_none(),
+            "RAILWAY_API_TOKEN (or RAILWAY_TOKEN) is not set: extract and the Postgres restart need it",
+        ),
+        (
+            (uses("extract") || uses("replication"))
+                && (s.railway_project_id.is_none() || s.railway_environment_id.is_none()),
+            "RAILWAY_PROJECT_ID / RAILWAY_ENVIRONMENT_ID are not set: extract needs them",
+        ),
+        (
+            uses("replication") && s.database_url.is_none(),
+            "DATABASE_URL is not set: the replication task needs it",
+        ),
+        (
+            uses("supervisor") && s.digitalocean_token.is_none(),
+            "DIGITALOCEAN_TOKEN is not set: the supervisor task needs it",
+        ),
+    ];
+    for (_, msg) in gaps.iter().filter(|(gap, _)| *gap) {
+        c.warn(msg);
+        missing += 1;
+    }
     if uses("supervisor") && s.digitalocean_token.is_some() {
         if let Some(problem) = crate::tasks::supervisor::visibility_problem(s) {
-            println!("✗ {problem}");
-            return Ok(ExitCode::Config);
+            c.fail(problem);
+            return c.finish("check", ExitCode::Config);
         }
     }
-    if strict && missing.get() > 0 {
+    if strict && missing > 0 {
         // The package enables its timers only when this passes: nothing that would fail every
         // minute starts before the env file is filled in.
-        println!(
-            "✗ --strict: {} setting(s) the enabled profiles need are missing",
-            missing.get()
-        );
-        return Ok(ExitCode::Config);
+        c.fail(format!(
+            "--strict: {missing} setting(s) the enabled profiles need are missing"
+        ));
+        return c.finish("check", ExitCode::Config);
     }
-    Ok(ExitCode::Success)
+    c.finish("check", ExitCode::Success)
 }
 
 pub fn completions(shell: clap_complete::Shell) -> anyhow::Result<ExitCode> {

@@ -3,6 +3,7 @@
 use std::time::{Duration, Instant};
 
 use crate::app::{self, App};
+use crate::checklist::{Checklist, Mark};
 use crate::clients::digitalocean::DigitalOcean;
 use crate::clients::http::{Http, Request, Retry};
 use crate::clients::postgres::{describe, Target};
@@ -13,27 +14,11 @@ use crate::registry::{self, Exists, ImageRef};
 use crate::state::State;
 use crate::tasks::replication::parse_table;
 
-struct Report {
-    bad: usize,
-}
-
-impl Report {
-    fn line(&mut self, result: Result<String, String>) {
-        match result {
-            Ok(msg) => println!("✓ {}", redact(&msg)),
-            Err(msg) => {
-                self.bad += 1;
-                println!("✗ {}", redact(&msg));
-            }
-        }
-    }
-}
-
-pub fn run(app: &App) -> anyhow::Result<ExitCode> {
+pub fn run(app: &App, json: bool) -> anyhow::Result<ExitCode> {
     let s = &app.settings;
     let http = Http::new();
     let deadline = || Instant::now() + Duration::from_secs(20);
-    let mut r = Report { bad: 0 };
+    let mut r = Checklist::new(json);
     r.line(Ok(format!(
         "{}: {} profiles",
         app.config.shown_path(),
@@ -77,6 +62,7 @@ pub fn run(app: &App) -> anyhow::Result<ExitCode> {
                     .map(|v| format!("DigitalOcean token valid (account {}, droplet limit {})", v["account"]["email"].as_str().unwrap_or("?"), v["account"]["droplet_limit"]))
                     .map_err(|e| format!("{e:#}")),
             );
+            droplet_spec(&mut r, &api, s);
         }
     }
 
@@ -99,20 +85,101 @@ pub fn run(app: &App) -> anyhow::Result<ExitCode> {
     if let Some(rec) = &record {
         record_checks(&mut r, app, &http, rec);
     } else {
-        println!(
-            "· registry and webapp: no config record yet (run `ops run extract`), not checked"
-        );
+        r.note("registry and webapp: no config record yet (run `ops run extract`), not checked");
     }
-    alert_channels(s);
-    if r.bad > 0 {
-        println!("{} problem(s) found", r.bad);
-        return Ok(ExitCode::TaskFailed);
+    alert_channels(&mut r, s);
+    if r.failures() > 0 {
+        let n = r.failures();
+        r.note(format!("{n} problem(s) found"));
+        return r.finish("doctor", ExitCode::TaskFailed);
     }
-    Ok(ExitCode::Success)
+    r.finish("doctor", ExitCode::Success)
+}
+
+/// What a droplet is created with, checked against DigitalOcean's own lists: a size, region,
+/// image or SSH key it does not know passes every offline check and fails only at create,
+/// with an HTTP 422 that names no variable.
+fn droplet_spec(r: &mut Checklist, api: &DigitalOcean, s: &crate::settings::Settings) {
+    let (size, region, image) = (
+        &s.supervisor_size,
+        &s.supervisor_region,
+        &s.supervisor_image,
+    );
+    let some = |list: Vec<&str>| {
+        let mut list = list;
+        list.sort_unstable();
+        let shown: Vec<&str> = list.iter().take(8).copied().collect();
+        format!(
+            "{}{}",
+            shown.join(", "),
+            if list.len() > 8 { ", …" } else { "" }
+        )
+    };
+    match api.regions() {
+        Ok(regions) => {
+            match regions.iter().find(|x| x.slug == *region) {
+                Some(x) if x.available => r.ok(format!("SUPERVISOR_REGION={region} takes new droplets")),
+                Some(_) => r.fail(format!("SUPERVISOR_REGION={region} takes no new droplets now: pick another region ({})", some(regions.iter().filter(|x| x.available).map(|x| x.slug.as_str()).collect()))),
+                None => r.fail(format!("SUPERVISOR_REGION={region} is not a DigitalOcean region: use one of {} (doctl compute region list)", some(regions.iter().filter(|x| x.available).map(|x| x.slug.as_str()).collect()))),
+            }
+        }
+        Err(e) => r.fail(format!("SUPERVISOR_REGION: regions not readable: {e:#}")),
+    }
+    match api.sizes() {
+        Ok(sizes) => match sizes.iter().find(|x| x.slug == *size) {
+            None => r.fail(format!("SUPERVISOR_SIZE={size} is not a DigitalOcean size: use one of {} (doctl compute size list)", some(sizes.iter().filter(|x| x.available && x.regions.contains(region)).map(|x| x.slug.as_str()).collect()))),
+            Some(x) if !x.available || !x.regions.contains(region) => r.fail(format!(
+                "SUPERVISOR_SIZE={size} is not offered in SUPERVISOR_REGION={region}: pick a size offered there ({}) or a region that offers it ({})",
+                some(sizes.iter().filter(|x| x.available && x.regions.contains(region)).map(|x| x.slug.as_str()).collect()),
+                some(x.regions.iter().map(String::as_str).collect())
+            )),
+            Some(x) => r.ok(format!("SUPERVISOR_SIZE={size} ({} vCPU, {} MB) is offered in {region}", x.vcpus, x.memory)),
+        },
+        Err(e) => r.fail(format!("SUPERVISOR_SIZE: sizes not readable: {e:#}")),
+    }
+    match api.image(image) {
+        Ok(None) => r.fail(format!("SUPERVISOR_IMAGE={image} is not a DigitalOcean image: use a slug such as ubuntu-24-04-x64 (doctl compute image list-distribution) or a private image's id")),
+        Ok(Some(img)) if !img.regions.is_empty() && !img.regions.contains(region) => r.fail(format!(
+            "SUPERVISOR_IMAGE={image} is not available in SUPERVISOR_REGION={region} (only {}): transfer it there or pick another region",
+            some(img.regions.iter().map(String::as_str).collect())
+        )),
+        Ok(Some(img)) => r.ok(format!("SUPERVISOR_IMAGE={image} exists (id {}{})", img.id, if img.name.is_empty() { String::new() } else { format!(", {}", img.name) })),
+        Err(e) => r.fail(format!("SUPERVISOR_IMAGE: {e:#}")),
+    }
+    if s.supervisor_ssh_keys.is_empty() {
+        return;
+    }
+    match api.ssh_keys() {
+        Ok(keys) => {
+            let unknown: Vec<&str> = s
+                .supervisor_ssh_keys
+                .iter()
+                .filter(|k| {
+                    !keys
+                        .iter()
+                        .any(|x| x.id.to_string() == **k || x.fingerprint == **k)
+                })
+                .map(String::as_str)
+                .collect();
+            if unknown.is_empty() {
+                r.ok(format!(
+                    "SUPERVISOR_SSH_KEYS: all {} known to the account",
+                    s.supervisor_ssh_keys.len()
+                ));
+            } else {
+                r.fail(format!(
+                    "SUPERVISOR_SSH_KEYS names {} that the account does not have: use ids or fingerprints from doctl compute ssh-key list ({})",
+                    unknown.join(", "),
+                    some(keys.iter().map(|k| k.name.as_str()).collect())
+                ));
+            }
+        }
+        Err(e) => r.fail(format!("SUPERVISOR_SSH_KEYS: keys not readable: {e:#}")),
+    }
 }
 
 /// Which alert channels are configured (nothing is sent: `ops test-alert` does that).
-fn alert_channels(s: &crate::settings::Settings) {
+fn alert_channels(r: &mut Checklist, s: &crate::settings::Settings) {
     let mut channels = Vec::new();
     if s.telegram_bot_token.is_some() {
         channels.push(match (&s.telegram_test_chat_id, &s.telegram_chat_id) {
@@ -129,17 +196,17 @@ fn alert_channels(s: &crate::settings::Settings) {
         ));
     }
     if channels.is_empty() {
-        println!("! alerts: no channel configured (TELEGRAM_BOT_TOKEN + TELEGRAM_CHAT_ID, or OPS_WEBHOOK_URL): failures are only logged");
+        r.warn("alerts: no channel configured (TELEGRAM_BOT_TOKEN + TELEGRAM_CHAT_ID, or OPS_WEBHOOK_URL): failures are only logged");
     } else {
-        println!(
-            "· alerts: {}; check that they arrive with `ops test-alert`",
+        r.note(format!(
+            "alerts: {}; check that they arrive with `ops test-alert`",
             redact(&channels.join(", "))
-        );
+        ));
     }
 }
 
 /// The images a new droplet pulls must exist, or `docker compose up` fails on every droplet.
-fn images(r: &mut Report, app: &App, http: &Http, record: Option<&crate::record::ConfigRecord>) {
+fn images(r: &mut Checklist, app: &App, http: &Http, record: Option<&crate::record::ConfigRecord>) {
     let s = &app.settings;
     let version = crate::release::supervisor_version(
         s.trigger_version.as_deref(),
@@ -165,23 +232,23 @@ fn images(r: &mut Report, app: &App, http: &Http, record: Option<&crate::record:
                 "image {image}: tag not found on {} (or not public): new droplets would fail to start; pick a tag that exists and set {var}",
                 parsed.registry
             ))),
-            Exists::Unknown(why) => println!(
-                "· image {image}: not checked, the registry cannot be reached ({})",
+            Exists::Unknown(why) => r.note(format!(
+                "image {image}: not checked, the registry cannot be reached ({})",
                 redact(&why)
-            ),
+            )),
         }
     }
 }
 
 /// With a config record: the supervisor version, the registry and the webapp answer.
-fn record_checks(r: &mut Report, app: &App, http: &Http, rec: &crate::record::ConfigRecord) {
+fn record_checks(r: &mut Checklist, app: &App, http: &Http, rec: &crate::record::ConfigRecord) {
     let s = &app.settings;
     let deadline = || Instant::now() + Duration::from_secs(20);
     let version =
         crate::release::describe(s.trigger_version.as_deref(), rec.webapp_version.as_deref());
     // A deliberate pin or an unknown webapp version is worth seeing, not a failure.
     let agreed = s.trigger_version.is_none() && rec.webapp_version.is_some();
-    println!("{} {}", if agreed { "✓" } else { "!" }, redact(&version));
+    r.add(if agreed { Mark::Ok } else { Mark::Warning }, &version);
     if let Some(host) = &rec.registry_host {
         let url = format!("https://{host}/v2/");
         let req = Request::new("registry", "GET", &url)
@@ -211,22 +278,26 @@ fn record_checks(r: &mut Report, app: &App, http: &Http, rec: &crate::record::Co
 }
 
 /// Where deployed runs go, and whether they reach the group our token belongs to.
-fn routing_check(r: &mut Report, url: &crate::redact::Secret, rec: &crate::record::ConfigRecord) {
+fn routing_check(
+    r: &mut Checklist,
+    url: &crate::redact::Secret,
+    rec: &crate::record::ConfigRecord,
+) {
     use crate::clients::webapp_db::{self, TokenLookup};
     let result = Target::parse(url)
         .and_then(|t| t.connect(Duration::from_secs(10)))
         .and_then(|mut c| {
             let ours = webapp_db::lookup_token(&mut c, rec.worker_token.expose())?;
             if let Ok(Some(line)) = webapp_db::vacuum_age(&mut c) {
-                println!("· {line}");
+                r.note(line);
             }
             Ok((ours, webapp_db::routing(&mut c)))
         });
     match result {
-        Err(e) => println!(
-            "· where runs go: not checked ({})",
+        Err(e) => r.note(format!(
+            "where runs go: not checked ({})",
             redact(&format!("{e:#}"))
-        ),
+        )),
         Ok((TokenLookup::Known(ours), Ok(routing))) => {
             let found = crate::tasks::supervisor::flow::judge_routing(&ours, &routing);
             let mut lines = found.lines.into_iter();
@@ -238,25 +309,23 @@ fn routing_check(r: &mut Report, url: &crate::redact::Secret, rec: &crate::recor
                 });
             }
             for l in lines {
-                println!("· {}", redact(&l));
+                r.note(&l);
             }
             for f in found.failures {
-                println!("  {}", redact(&f));
+                r.add(Mark::Detail, &f);
             }
         }
-        Ok((TokenLookup::Known(_), Err(e))) => {
-            println!(
-                "· where runs go: not checked ({})",
-                redact(&format!("{e:#}"))
-            )
-        }
+        Ok((TokenLookup::Known(_), Err(e))) => r.note(format!(
+            "where runs go: not checked ({})",
+            redact(&format!("{e:#}"))
+        )),
         Ok((TokenLookup::Unknown, _)) => r.line(Err(format!(
             "the webapp does not know the worker token (from {}): run `ops run extract`",
             rec.token_source
         ))),
-        Ok((TokenLookup::TablesMissing(why), _)) => {
-            println!("· where runs go: the webapp's database has no worker tables ({why})")
-        }
+        Ok((TokenLookup::TablesMissing(why), _)) => r.note(format!(
+            "where runs go: the webapp's database has no worker tables ({why})"
+        )),
     }
 }
 

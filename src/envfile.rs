@@ -280,3 +280,139 @@ mod tests {
         assert_eq!(env.get("B"), Some("x"));
     }
 }
+
+/// Every variable ops itself reads (the env file may hold others, for exec tasks).
+pub const KNOWN_VARS: &[&str] = &[
+    "AUTO_DISABLE",
+    "CHECK_INTERVAL",
+    "DATABASE_URL",
+    "DB_SERVICE_NAME",
+    "DIGITALOCEAN_API_URL",
+    "DIGITALOCEAN_TOKEN",
+    "HEALTHY_CYCLES_BEFORE_DISABLE",
+    "IS_ACTIVE",
+    "LOG_LEVEL",
+    "OPS_AS_ROOT",
+    "OPS_CONFIG",
+    "OPS_ENV_FILE",
+    "OPS_LOCK",
+    "OPS_LOCK_DATABASE_URL",
+    "OPS_RUNBOOK_URL",
+    "OPS_STATE_DIR",
+    "OPS_WEBHOOK_FORMAT",
+    "OPS_WEBHOOK_URL",
+    "RAILWAY_API_TOKEN",
+    "RAILWAY_API_URL",
+    "RAILWAY_ENVIRONMENT_ID",
+    "RAILWAY_PROJECT_ID",
+    "RAILWAY_TOKEN",
+    "REGISTRY_SERVICE_NAME",
+    "RUST_LOG",
+    "SUPERVISOR_COUNT",
+    "SUPERVISOR_DOCKER_PROXY_IMAGE",
+    "SUPERVISOR_HEALTH_SOURCES",
+    "SUPERVISOR_IMAGE",
+    "SUPERVISOR_REGION",
+    "SUPERVISOR_SIZE",
+    "SUPERVISOR_SSH_KEYS",
+    "SUPERVISOR_SSH_SOURCES",
+    "TELEGRAM_API_URL",
+    "TELEGRAM_BOT_TOKEN",
+    "TELEGRAM_CHAT_ID",
+    "TELEGRAM_TEST_CHAT_ID",
+    "TELEGRAM_TOPIC_ID",
+    "TRIGGER_ADMIN_TOKEN",
+    "TRIGGER_VERSION",
+    "TRIGGER_WORKER_TOKEN",
+    "WEBAPP_SERVICE_NAME",
+    "WORKER_GROUP_NAME",
+];
+
+/// Names that are not ops's but within two edits of one (`SUPERVISR_COUNT` →
+/// `SUPERVISOR_COUNT`): a typo ops would otherwise ignore without a word. Other names are
+/// left alone (exec tasks read their own).
+pub fn near_misses<'a>(
+    names: impl IntoIterator<Item = &'a String>,
+) -> Vec<(&'a str, &'static str)> {
+    names
+        .into_iter()
+        .filter(|n| !KNOWN_VARS.contains(&n.as_str()))
+        .filter_map(|n| {
+            KNOWN_VARS
+                .iter()
+                .map(|k| (edits(&n.to_ascii_uppercase(), k), *k))
+                .filter(|(d, _)| *d <= 2)
+                .min()
+                .map(|(_, k)| (n.as_str(), k))
+        })
+        .collect()
+}
+
+/// Levenshtein distance (insertions, deletions, substitutions).
+fn edits(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
+            prev = cur;
+        }
+    }
+    row[b.len()]
+}
+
+#[cfg(test)]
+mod known_names_tests {
+    use super::*;
+
+    #[test]
+    fn typos_get_a_suggestion_other_names_none() {
+        let names: Vec<String> = [
+            "SUPERVISR_COUNT",
+            "supervisor_size",
+            "MY_APP_SETTING",
+            "SUPERVISOR_COUNT",
+            "DATABSE_URL",
+        ]
+        .map(String::from)
+        .to_vec();
+        assert_eq!(
+            near_misses(&names),
+            [
+                ("SUPERVISR_COUNT", "SUPERVISOR_COUNT"),
+                ("supervisor_size", "SUPERVISOR_SIZE"),
+                ("DATABSE_URL", "DATABASE_URL")
+            ]
+        );
+        assert_eq!(edits("kitten", "sitting"), 3);
+    }
+
+    /// Every variable the example env file and the configuration reference name is known.
+    #[test]
+    fn the_documented_variables_are_known() {
+        let root = env!("CARGO_MANIFEST_DIR");
+        for file in ["deploy/ops.env.example", "docs/configuration.md"] {
+            let text = std::fs::read_to_string(format!("{root}/{file}")).unwrap();
+            for line in text.lines() {
+                let line = line.trim_start_matches(['#', ' ', '|', '`']);
+                let name: String = line
+                    .chars()
+                    .take_while(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || *c == '_')
+                    .collect();
+                let rest = &line[name.len()..];
+                let is_var = name.len() > 3
+                    && name.contains('_')
+                    && (rest.starts_with('=') || (file.ends_with(".md") && rest.starts_with('`')));
+                if is_var {
+                    assert!(
+                        KNOWN_VARS.contains(&name.as_str()),
+                        "{file} names {name}, which envfile::KNOWN_VARS lacks"
+                    );
+                }
+            }
+        }
+    }
+}

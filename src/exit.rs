@@ -41,6 +41,12 @@ pub fn config_error(msg: impl Into<String>) -> anyhow::Error {
     anyhow::Error::new(ConfigError(msg.into()))
 }
 
+/// A setting a task needs is unset: a configuration error (exit 2) like any other, whichever
+/// setting it is. `what` says what to set (`set DATABASE_URL to …`).
+pub fn not_configured(what: impl std::fmt::Display) -> anyhow::Error {
+    config_error(format!("not configured: {what}"))
+}
+
 /// Exit 2 when the chain holds a ConfigError, else 1.
 pub fn classify(err: &anyhow::Error) -> ExitCode {
     if err.chain().any(|e| e.is::<ConfigError>()) {

@@ -2,6 +2,7 @@
 //! everything else lives here so tests can reach it.
 
 pub mod app;
+pub mod checklist;
 pub mod cli;
 pub mod clients;
 pub mod cloudinit;
@@ -33,6 +34,7 @@ pub mod status;
 pub mod summary;
 pub mod task;
 pub mod tasks;
+pub mod timefmt;
 pub mod window;
 
 use clap::Parser;
@@ -89,7 +91,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             | Cmd::Enable { .. }
             | Cmd::Disable { .. }
             | Cmd::Serve { .. }
-            | Cmd::Doctor
+            | Cmd::Doctor { .. }
             | Cmd::RenderCloudInit { .. }
     ) {
         // Only the command line or the process environment may keep root: never the env file,
@@ -131,6 +133,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Cmd::RenderSystemd { out } => commands::render_systemd(&app, out.as_deref()),
         Cmd::History {
+            show: Some(cli::HistoryCmd::Show { id, json }),
+            ..
+        } => commands::history_show(&app, *id, *json),
+        Cmd::History {
+            show: None,
             profile,
             limit,
             json,
@@ -141,8 +148,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             limit,
             json,
         } => commands::events(&app, since.as_deref(), profile.as_deref(), *limit, *json),
-        Cmd::Check { strict } => commands::check(&app, *strict),
-        Cmd::Doctor => doctor::run(&app),
+        Cmd::Check { strict, json } => commands::check(&app, *strict, *json),
+        Cmd::Doctor { json } => doctor::run(&app, *json),
         Cmd::TestAlert => commands::test_alert(&app),
         Cmd::Status { json } => status::run(&app, *json),
         Cmd::Enable { profile } => commands::set_enabled(&app, profile, true),

@@ -523,11 +523,22 @@ fn record(
 }
 
 /// healthchecks.io-style heartbeat: `<url>/start`, `<url>`, `<url>/fail`. Never fails the run.
-pub fn ping(url: &str, suffix: &str) {
+/// With a `body` (the run's summary) it is a POST: healthchecks.io keeps the first 100 kB of
+/// it (healthchecks.io/docs/attaching_logs) and shows it beside the ping.
+pub fn ping(url: &str, suffix: &str, body: Option<&str>) {
     let full = format!("{}{suffix}", url.trim_end_matches('/'));
-    let req = Request::new("heartbeat", "GET", &full)
-        .retry(Retry::Never)
-        .timeout(SEND_TIMEOUT);
+    let mut req = Request::new(
+        "heartbeat",
+        if body.is_some() { "POST" } else { "GET" },
+        &full,
+    )
+    .retry(Retry::Never)
+    .timeout(SEND_TIMEOUT);
+    if let Some(text) = body {
+        req.body = Some(cut_bytes(&redact(text), PING_BODY_MAX).to_string());
+        req.headers
+            .push(("content-type", "text/plain; charset=utf-8".into()));
+    }
     // The path of a ping URL is its secret (healthchecks.io's check UUID): log the host only.
     let shown = format!(
         "{} ({})",
@@ -539,6 +550,21 @@ pub fn ping(url: &str, suffix: &str) {
         Ok(r) => log::warn!("heartbeat to {shown} answered HTTP {}", r.status),
         Err(e) => log::warn!("heartbeat to {shown} failed: {e:#}"),
     }
+}
+
+/// What healthchecks.io stores of a ping's body.
+const PING_BODY_MAX: usize = 100_000;
+
+/// At most `max` bytes of `s`, cut at a character boundary.
+fn cut_bytes(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
 }
 
 /// `ops test-alert`: one clearly labelled message through every configured channel, each

@@ -14,13 +14,9 @@ pub fn fmt_ms(ms: u64) -> String {
     }
 }
 
+/// Local time with its offset (`2026-12-02 07:23:00 +01:00`).
 pub fn local_time(ms: i64) -> String {
-    use chrono::TimeZone;
-    chrono::Local
-        .timestamp_millis_opt(ms)
-        .single()
-        .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
-        .unwrap_or_else(|| ms.to_string())
+    crate::timefmt::human_ms(ms)
 }
 
 /// Left-aligned columns separated by two spaces; the last column is not padded.
@@ -61,29 +57,15 @@ pub fn run_table(s: &RunSummary) -> String {
         s.status,
         fmt_ms(s.duration_ms)
     );
-    let mut rows = vec![vec![
-        "TASK".to_string(),
-        "STATUS".into(),
-        "DURATION".into(),
-        "DETAIL".into(),
-    ]];
-    for t in &s.tasks {
-        let mut lines = t.detail.iter();
-        rows.push(vec![
-            t.name.clone(),
-            t.status.as_str().into(),
-            fmt_ms(t.duration_ms),
-            lines.next().cloned().unwrap_or_default(),
-        ]);
-        for more in lines {
-            rows.push(vec![
-                String::new(),
-                String::new(),
-                String::new(),
-                format!("  {more}"),
-            ]);
-        }
-    }
+    let tasks = s.tasks.iter().map(|t| {
+        (
+            t.name.as_str(),
+            t.status.as_str(),
+            t.duration_ms,
+            t.detail.iter().map(String::as_str),
+        )
+    });
+    let rows = task_rows(tasks);
     out.push_str(&table(&rows));
     if let Some(line) = &s.changes {
         out.push_str(line);
@@ -172,6 +154,62 @@ pub fn changes_line(tasks: &[TaskSummary], dry_run: bool) -> Option<String> {
         if dry_run { "plan" } else { "applied" },
         entries.join(", ")
     ))
+}
+
+/// The TASK table: a task's first detail line beside it, the others below, indented.
+fn task_rows<'a, L: Iterator<Item = &'a str>>(
+    tasks: impl Iterator<Item = (&'a str, &'a str, u64, L)>,
+) -> Vec<Vec<String>> {
+    let mut rows = vec![["TASK", "STATUS", "DURATION", "DETAIL"]
+        .map(String::from)
+        .to_vec()];
+    for (name, status, ms, mut lines) in tasks {
+        rows.push(vec![
+            name.to_string(),
+            status.to_string(),
+            fmt_ms(ms),
+            lines.next().unwrap_or_default().to_string(),
+        ]);
+        rows.extend(lines.map(|l| {
+            vec![
+                String::new(),
+                String::new(),
+                String::new(),
+                format!("  {l}"),
+            ]
+        }));
+    }
+    rows
+}
+
+/// `ops history show`: the run's facts, then each task with its whole detail.
+pub fn run_detail(r: &RunRecord) -> String {
+    let took = r
+        .finished_at
+        .map(|f| fmt_ms((f - r.started_at).max(0) as u64))
+        .unwrap_or_else(|| "unfinished".into());
+    let mut out = format!(
+        "run {}: profile {}, {}{}\nstarted {} on {}, took {took}\n",
+        r.id,
+        r.profile,
+        r.status,
+        if r.dry_run { " (dry run)" } else { "" },
+        local_time(r.started_at),
+        r.host,
+    );
+    if !r.summary.is_empty() {
+        out.push_str(&format!("{}\n", r.summary));
+    }
+    let rows = task_rows(r.tasks.iter().map(|t| {
+        (
+            t.task.as_str(),
+            t.status.as_str(),
+            t.duration_ms,
+            t.detail.lines(),
+        )
+    }));
+    out.push_str(&table(&rows));
+    out
 }
 
 pub fn history_table(runs: &[RunRecord]) -> String {

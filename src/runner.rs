@@ -90,20 +90,7 @@ pub fn run(app: &App, name: &str, opts: &RunOptions) -> anyhow::Result<ExitCode>
     let Some(_profile_lock) = lock::try_lock(&app.state_dir, &format!("profile-{name}"))? else {
         let why =
             format!("another `ops run {name}` is still running (lock held); this tick is skipped");
-        log::warn!("{why}");
-        state.record_skipped(name, started_ms, &host, &why)?;
-        let mut ps = ProfileState::load(&state, name);
-        ps.skipped_streak = ps.skipped_streak.saturating_add(1);
-        ps.save(&state, name, started_ms)?;
-        if json {
-            println!(
-                "{}",
-                serde_json::json!({"schema_version": crate::summary::SCHEMA_VERSION, "profile": name, "status": "skipped", "reason": why})
-            );
-        } else {
-            println!("{name}: skipped: {why}");
-        }
-        return Ok(ExitCode::Success);
+        return skipped(&state, name, started_ms, &host, &why, json);
     };
     // Cross-host lock: held for the whole run on a Postgres session of its own.
     let _host_lock = match host_lock(app, name)? {
@@ -111,10 +98,7 @@ pub fn run(app: &App, name: &str, opts: &RunOptions) -> anyhow::Result<ExitCode>
         HostLock::NotUsed => None,
         HostLock::Busy => {
             let why = format!("another host is running {name} (Postgres advisory lock held); this tick is skipped");
-            log::warn!("{why}");
-            state.record_skipped(name, started_ms, &host, &why)?;
-            println!("{name}: skipped: {why}");
-            return Ok(ExitCode::Success);
+            return skipped(&state, name, started_ms, &host, &why, json);
         }
     };
     let mut ps = ProfileState::load(&state, name);
@@ -132,7 +116,7 @@ pub fn run(app: &App, name: &str, opts: &RunOptions) -> anyhow::Result<ExitCode>
     let run_id = state.start_run(name, started_ms, &host)?;
     let watchdog = Watchdog::start(app, run_id, profile);
     if let Some(url) = &profile.ping_url {
-        notify::ping(url, "/start");
+        notify::ping(url, "/start", None);
     }
     let summary = {
         let announcer = notify::Announcer::new(&app.settings, &state, name, &host);
@@ -169,7 +153,12 @@ pub fn run(app: &App, name: &str, opts: &RunOptions) -> anyhow::Result<ExitCode>
         log::warn!("{name}: alerting failed: {e:#}");
     }
     if let Some(url) = &profile.ping_url {
-        notify::ping(url, if ok { "" } else { "/fail" });
+        // The summary rides along: the dead man's switch's page shows what the run did.
+        notify::ping(
+            url,
+            if ok { "" } else { "/fail" },
+            Some(&report::run_table(&summary)),
+        );
     }
     let code = finish_output(&summary, json, crate::logging::stdout_is_journal(&app.env));
     if auto_disable && !json {
@@ -200,6 +189,32 @@ fn run_dry(app: &App, profile: &Profile, opts: &RunOptions) -> ExitCode {
         return ExitCode::Changes;
     }
     code
+}
+
+/// A tick skipped because another run holds the profile (here or on another host): recorded,
+/// counted in the skipped streak, said once.
+fn skipped(
+    state: &State,
+    name: &str,
+    started_ms: i64,
+    host: &str,
+    why: &str,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    log::warn!("{why}");
+    state.record_skipped(name, started_ms, host, why)?;
+    let mut ps = ProfileState::load(state, name);
+    ps.skipped_streak = ps.skipped_streak.saturating_add(1);
+    ps.save(state, name, started_ms)?;
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"schema_version": crate::summary::SCHEMA_VERSION, "profile": name, "status": "skipped", "reason": why})
+        );
+    } else {
+        println!("{name}: skipped: {why}");
+    }
+    Ok(ExitCode::Success)
 }
 
 fn finish_output(summary: &RunSummary, json: bool, journal: bool) -> ExitCode {
@@ -246,7 +261,7 @@ fn execute(
     opts: &RunOptions,
 ) -> RunSummary {
     let started = Instant::now();
-    let started_at = chrono::Local::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, false);
+    let started_at = crate::timefmt::now_rfc3339();
     let deadline = started + profile.timeout;
     let mut results = Vec::with_capacity(profile.tasks.len());
     let run = ProfileRun {

@@ -391,14 +391,14 @@ fn route(app: &App, target: &str) -> anyhow::Result<Reply> {
                 Some(s) => s.history(profile, limit(target))?,
                 None => Vec::new(),
             };
-            json_reply(json!({"runs": runs, "limit": limit(target)}))
+            json_reply(json!({"schema_version": crate::summary::SCHEMA_VERSION, "runs": runs, "limit": limit(target)}))
         }
         "/v1/alerts" => {
             let alerts = match &state {
                 Some(s) => s.alerts(None, limit(target))?,
                 None => Vec::new(),
             };
-            json_reply(json!({"alerts": alerts, "limit": limit(target)}))
+            json_reply(json!({"schema_version": crate::summary::SCHEMA_VERSION, "alerts": alerts, "limit": limit(target)}))
         }
         "/v1/events" => {
             let since = match query(target, "since").filter(|s| !s.is_empty()) {

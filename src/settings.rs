@@ -214,10 +214,10 @@ impl Settings {
     pub fn railway_ids(&self) -> anyhow::Result<(&str, &str)> {
         match (&self.railway_project_id, &self.railway_environment_id) {
             (Some(p), Some(e)) => Ok((p, e)),
-            _ => anyhow::bail!(
-                "not configured: set RAILWAY_PROJECT_ID and RAILWAY_ENVIRONMENT_ID (Railway \
-                 dashboard → project settings, or `railway status --json`)"
-            ),
+            _ => Err(crate::exit::not_configured(
+                "set RAILWAY_PROJECT_ID and RAILWAY_ENVIRONMENT_ID (Railway \
+                 dashboard → project settings, or `railway status --json`)",
+            )),
         }
     }
 }

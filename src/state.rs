@@ -84,20 +84,30 @@ pub struct State {
     version: i64,
 }
 
+/// In JSON the same shape as a run's task (`name`, `detail` one line per element).
 #[derive(Debug, Clone, Serialize)]
 pub struct TaskRecord {
+    #[serde(rename = "name")]
     pub task: String,
     pub kind: String,
     pub status: String,
     pub duration_ms: u64,
+    #[serde(serialize_with = "lines")]
     pub detail: String,
 }
 
+fn lines<S: serde::Serializer>(text: &str, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(text.lines().filter(|l| !l.is_empty()))
+}
+
+/// Times in Unix ms here; RFC 3339 in JSON (`timefmt`).
 #[derive(Debug, Clone, Serialize)]
 pub struct RunRecord {
     pub id: i64,
     pub profile: String,
+    #[serde(serialize_with = "crate::timefmt::ser_ms")]
     pub started_at: i64,
+    #[serde(serialize_with = "crate::timefmt::ser_opt_ms")]
     pub finished_at: Option<i64>,
     pub status: String,
     pub dry_run: bool,
@@ -110,7 +120,7 @@ pub struct RunRecord {
 #[derive(Debug, Clone, Serialize)]
 pub struct EventRecord {
     pub id: i64,
-    #[serde(serialize_with = "rfc3339")]
+    #[serde(serialize_with = "crate::timefmt::ser_ms")]
     pub at: i64,
     pub profile: String,
     pub task: String,
@@ -118,32 +128,15 @@ pub struct EventRecord {
     pub kind: String,
     pub message: String,
     /// When it reached the alert channels (`None`: not yet).
-    #[serde(serialize_with = "rfc3339_opt")]
+    #[serde(serialize_with = "crate::timefmt::ser_opt_ms")]
     pub announced_at: Option<i64>,
-}
-
-/// Unix milliseconds as RFC 3339 UTC (`2026-12-02T07:15:00Z`).
-pub fn rfc3339_text(ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms)
-        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
-        .unwrap_or_default()
-}
-
-fn rfc3339<S: serde::Serializer>(ms: &i64, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&rfc3339_text(*ms))
-}
-
-fn rfc3339_opt<S: serde::Serializer>(ms: &Option<i64>, s: S) -> Result<S::Ok, S::Error> {
-    match ms {
-        Some(ms) => s.serialize_str(&rfc3339_text(*ms)),
-        None => s.serialize_none(),
-    }
 }
 
 #[derive(Debug, Clone, Serialize)]
 pub struct AlertRecord {
     pub id: i64,
     pub profile: String,
+    #[serde(serialize_with = "crate::timefmt::ser_ms")]
     pub created_at: i64,
     pub kind: String,
     pub channel: String,
@@ -551,12 +544,26 @@ impl State {
 
     /// Newest first.
     pub fn history(&self, profile: Option<&str>, limit: u32) -> anyhow::Result<Vec<RunRecord>> {
+        self.runs(profile, None, limit)
+    }
+
+    /// One run by its id (`ops history show`).
+    pub fn run_by_id(&self, id: i64) -> anyhow::Result<Option<RunRecord>> {
+        Ok(self.runs(None, Some(id), 1)?.into_iter().next())
+    }
+
+    fn runs(
+        &self,
+        profile: Option<&str>,
+        id: Option<i64>,
+        limit: u32,
+    ) -> anyhow::Result<Vec<RunRecord>> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT id, profile, started_at, finished_at, status, dry_run, host, summary FROM runs \
-             WHERE (?1 IS NULL OR profile = ?1) ORDER BY id DESC LIMIT ?2",
+             WHERE (?1 IS NULL OR profile = ?1) AND (?3 IS NULL OR id = ?3) ORDER BY id DESC LIMIT ?2",
         )?;
         let mut runs: Vec<RunRecord> = stmt
-            .query_map(params![profile, limit], |r| {
+            .query_map(params![profile, limit, id], |r| {
                 Ok(RunRecord {
                     id: r.get(0)?,
                     profile: r.get(1)?,

@@ -11,9 +11,7 @@ use crate::state::State;
 use crate::tasks::{extract, supervisor};
 
 fn rfc3339(ms: i64) -> Value {
-    chrono::DateTime::from_timestamp_millis(ms)
-        .map(|t| json!(t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)))
-        .unwrap_or(Value::Null)
+    json!(crate::timefmt::rfc3339_ms(ms))
 }
 
 /// The changes `status` lists: the last week's, at most this many (`ops events` has them all).
@@ -49,7 +47,7 @@ pub fn document(app: &App, state: Option<&State>) -> anyhow::Result<Value> {
             name: p.name.clone(),
             cron: p.cron.as_str().to_string(),
             scheduled: p.enabled,
-            next_run: p.enabled.then(|| p.cron.next_after(now).map(|t| t.format("%Y-%m-%dT%H:%M").to_string())).flatten(),
+            next_run: p.enabled.then(|| p.cron.next_after(now).and_then(crate::timefmt::local_naive_rfc3339)).flatten(),
             last_run: last
                 .map(|r| {
                     json!({
@@ -131,6 +129,7 @@ pub fn document(app: &App, state: Option<&State>) -> anyhow::Result<Value> {
         }
     };
     Ok(json!({
+        "schema_version": crate::summary::SCHEMA_VERSION,
         "host": crate::runner::hostname(),
         "state_dir": app.state_dir.display().to_string(),
         "is_active": app.settings.is_active,
@@ -217,10 +216,7 @@ fn profiles_table(doc: &Value) -> String {
                 .as_i64()
                 .map(|d| fmt_ms(d as u64))
                 .unwrap_or_else(|| "-".into()),
-            p["next_run"]
-                .as_str()
-                .map(|t| t.get(5..).unwrap_or(t).replace('T', " "))
-                .unwrap_or_else(|| "-".into()),
+            short_time(&p["next_run"]),
             p["healthy_streak"].to_string(),
             p["skipped_streak"].to_string(),
             state.to_string(),

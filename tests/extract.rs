@@ -308,7 +308,7 @@ fn missing_railway_credentials_say_what_to_set() {
     ops.jobs("version: 1\nprofiles:\n  extract:\n    cron: '* * * * *'\n    tasks: [extract]\n");
     drop(s);
     ops.run(&["run", "extract"])
-        .expect_code(1)
+        .expect_code(2)
         .expect_stdout("not configured: set RAILWAY_API_TOKEN");
 }
 

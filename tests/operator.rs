@@ -12,7 +12,7 @@ use crate::support::Ops;
 const BOT_TOKEN: &str = "123456:telegram-bot-secret-token";
 
 /// A profile whose one exec task passes while `flag` exists.
-fn flaky(ops: &Ops, extra: &str) -> std::path::PathBuf {
+pub fn flaky(ops: &Ops, extra: &str) -> std::path::PathBuf {
     let flag = ops.path("healthy");
     ops.jobs(&format!(
         "version: 1\nprofiles:\n  p:\n    cron: '* * * * *'\n    renotify_after: 1s\n{extra}    tasks:\n      - {{kind: exec, name: probe, command: [test, -f, {:?}]}}\n",
@@ -21,7 +21,7 @@ fn flaky(ops: &Ops, extra: &str) -> std::path::PathBuf {
     flag
 }
 
-fn server(status: u16) -> FakeServer {
+pub fn server(status: u16) -> FakeServer {
     FakeServer::start(
         loopback(),
         Box::new(move |_req: &Seen| Reply::json(status, serde_json::json!({"ok": status == 200}))),
@@ -145,6 +145,21 @@ fn heartbeats_hit_start_success_and_fail() {
             "/ping/abc"
         ]
     );
+    // The end of a run is a POST of its summary, which healthchecks.io shows beside the ping.
+    let reqs = hc.requests();
+    assert_eq!(reqs[0].method, "GET");
+    assert_eq!(reqs[1].method, "POST");
+    assert!(
+        reqs[1].body.contains("profile p: failed in"),
+        "{}",
+        reqs[1].body
+    );
+    assert!(reqs[1].body.contains("probe  failed"), "{}", reqs[1].body);
+    assert!(
+        reqs[3].body.contains("profile p: ok in"),
+        "{}",
+        reqs[3].body
+    );
     // A dead heartbeat endpoint never fails a run.
     let ops2 = Ops::new();
     let flag2 = flaky(&ops2, "    ping_url: http://127.0.0.1:9/ping\n");
@@ -186,7 +201,7 @@ fn auto_disable_after_n_healthy_runs_and_enable_resumes() {
         .expect_stdout("auto-disabled after 2 healthy runs (ops enable p to resume)");
     let runs = ops.run(&["history", "--json"]).json();
     assert_eq!(
-        runs.as_array().unwrap().len(),
+        runs["runs"].as_array().unwrap().len(),
         2,
         "a disabled profile does not run"
     );

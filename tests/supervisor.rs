@@ -522,6 +522,9 @@ fn doctor_checks_every_dependency_live() {
             "✓ Railway project proj-1234 visible: services trigger.dev, registry, Postgres",
         )
         .expect_stdout("✓ DigitalOcean token valid (account ops@example.com, droplet limit 25)")
+        .expect_stdout("✓ SUPERVISOR_REGION=nyc1 takes new droplets")
+        .expect_stdout("✓ SUPERVISOR_SIZE=s-2vcpu-2gb (2 vCPU, 2048 MB) is offered in nyc1")
+        .expect_stdout("✓ SUPERVISOR_IMAGE=ubuntu-24-04-x64 exists")
         .expect_stdout("with the privileges the replication fix needs")
         .expect_stdout("✗ registry registry-prod.invalid")
         .expect_stdout("/healthcheck: 200")

@@ -157,7 +157,8 @@ fn a_postgres_restart_waits_for_its_window_is_announced_before_it_starts_and_is_
         .as_str()
         .unwrap()
         .contains("restarted the Railway service \"Postgres\" (deployment pg-dep-1) to apply wal_level = logical"));
-    let events = ops.run(&["events", "--json"]).expect_code(0).json();
+    let doc = ops.run(&["events", "--json"]).expect_code(0).json();
+    let events = &doc["events"];
     let kinds: Vec<&str> = events
         .as_array()
         .unwrap()
@@ -353,7 +354,7 @@ fn allow_new_worker_group_creates_it_and_says_so() {
         .expect_stdout("created worker group");
     assert_eq!(s.webapp.count("/admin/api/v1/workers"), 1);
     let events = s.ops.run(&["events", "--json"]).json();
-    let kinds: Vec<&str> = events
+    let kinds: Vec<&str> = events["events"]
         .as_array()
         .unwrap()
         .iter()

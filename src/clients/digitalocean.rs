@@ -72,6 +72,54 @@ impl Droplet {
     }
 }
 
+/// A droplet size (`GET /v2/sizes`).
+#[derive(Debug, Clone, Deserialize)]
+pub struct Size {
+    pub slug: String,
+    #[serde(default)]
+    pub available: bool,
+    #[serde(default)]
+    pub regions: Vec<String>,
+    #[serde(default)]
+    pub memory: u64,
+    #[serde(default)]
+    pub vcpus: u32,
+}
+
+/// A region (`GET /v2/regions`).
+#[derive(Debug, Clone, Deserialize)]
+pub struct Region {
+    pub slug: String,
+    #[serde(default)]
+    pub available: bool,
+    #[serde(default)]
+    pub sizes: Vec<String>,
+}
+
+/// An image (`GET /v2/images/{id}`); `slug` is null for snapshots and custom images.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Image {
+    pub id: u64,
+    #[serde(default)]
+    pub slug: Option<String>,
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub regions: Vec<String>,
+    #[serde(default)]
+    pub status: Option<String>,
+}
+
+/// An SSH key of the account (`GET /v2/account/keys`).
+#[derive(Debug, Clone, Deserialize)]
+pub struct SshKey {
+    pub id: u64,
+    #[serde(default)]
+    pub fingerprint: String,
+    #[serde(default)]
+    pub name: String,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct NewDroplet {
     pub name: String,
@@ -307,6 +355,68 @@ impl<'a> DigitalOcean<'a> {
             Err(e) if e.to_string().contains("HTTP 422") => Ok(()),
             Err(e) => Err(e),
         }
+    }
+
+    /// Every item under `key` of a paginated listing, following `links.pages.next`.
+    fn list_all<T: DeserializeOwned>(&self, first: &str, key: &str) -> anyhow::Result<Vec<T>> {
+        let mut out = Vec::new();
+        let mut path = first.to_string();
+        for _ in 0..100 {
+            let mut page: Value =
+                self.json(&self.send("GET", &path, None, Retry::Idempotent)?)?;
+            let items: Vec<T> = serde_json::from_value(page[key].take())
+                .map_err(|e| anyhow!("{SERVICE}: unexpected answer to GET {first} ({e})"))?;
+            out.extend(items);
+            match page
+                .pointer("/links/pages/next")
+                .and_then(Value::as_str)
+                .filter(|n| !n.is_empty())
+                .and_then(path_of)
+            {
+                Some(p) => path = p,
+                None => return Ok(out),
+            }
+        }
+        bail!("{SERVICE}: more than 100 pages from GET {first}")
+    }
+
+    /// `GET /v2/sizes`: every droplet size, with the regions that offer it.
+    pub fn sizes(&self) -> anyhow::Result<Vec<Size>> {
+        self.list_all(&format!("/v2/sizes?page=1&per_page={PER_PAGE}"), "sizes")
+    }
+
+    /// `GET /v2/regions`: every region, whether it takes new droplets, and its sizes.
+    pub fn regions(&self) -> anyhow::Result<Vec<Region>> {
+        self.list_all(
+            &format!("/v2/regions?page=1&per_page={PER_PAGE}"),
+            "regions",
+        )
+    }
+
+    /// `GET /v2/images/{slug or id}`; `None` when DigitalOcean knows no such image.
+    pub fn image(&self, slug_or_id: &str) -> anyhow::Result<Option<Image>> {
+        #[derive(Deserialize)]
+        struct One {
+            image: Image,
+        }
+        let path = format!(
+            "/v2/images/{}",
+            crate::clients::http::percent_encode(slug_or_id)
+        );
+        match self.send("GET", &path, None, Retry::Idempotent) {
+            Ok(r) => Ok(Some(self.json::<One>(&r)?.image)),
+            Err(e) if e.to_string().contains("HTTP 404") => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `GET /v2/account/keys`: the SSH keys a droplet may be created with (10 requests a
+    /// minute at most: doctor asks once).
+    pub fn ssh_keys(&self) -> anyhow::Result<Vec<SshKey>> {
+        self.list_all(
+            &format!("/v2/account/keys?page=1&per_page={PER_PAGE}"),
+            "ssh_keys",
+        )
     }
 }
 

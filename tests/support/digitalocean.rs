@@ -67,6 +67,15 @@ pub struct DoWorld {
     pub tags: Vec<String>,
 }
 
+/// The sizes the fake offers (slug, vCPUs, MB), in every region of `CATALOG_REGIONS`.
+pub const CATALOG_SIZES: [(&str, u32, u64); 4] = [
+    ("s-1vcpu-1gb", 1, 1024),
+    ("s-2vcpu-2gb", 2, 2048),
+    ("s-2vcpu-4gb", 2, 4096),
+    ("s-4vcpu-8gb", 4, 8192),
+];
+pub const CATALOG_REGIONS: [&str; 3] = ["nyc1", "fra1", "ams3"];
+
 pub struct FakeDo {
     pub server: FakeServer,
     pub world: Arc<Mutex<DoWorld>>,
@@ -232,6 +241,46 @@ impl FakeDo {
                             json!({"droplet": new, "links": {"actions": [{"id": 1, "rel": "create", "href": format!("http://{base}/v2/actions/1")}]}}),
                         )
                     }
+                    // The catalog, shaped as DigitalOcean's OpenAPI spec shows it
+                    // (resources/sizes, regions, images, ssh_keys): one page, `links: {}`.
+                    ("GET", "/v2/sizes") => {
+                        let sizes: Vec<Value> = CATALOG_SIZES
+                            .iter()
+                            .map(|(slug, vcpus, memory)| json!({"slug": slug, "memory": memory, "vcpus": vcpus, "disk": 50, "transfer": 2.0, "price_monthly": 18.0, "price_hourly": 0.02679, "regions": CATALOG_REGIONS, "available": true, "description": "Basic"}))
+                            .collect();
+                        Reply::json(
+                            200,
+                            json!({"sizes": sizes, "links": {}, "meta": {"total": CATALOG_SIZES.len()}}),
+                        )
+                    }
+                    ("GET", "/v2/regions") => {
+                        let sizes: Vec<&str> = CATALOG_SIZES.iter().map(|s| s.0).collect();
+                        let regions: Vec<Value> = CATALOG_REGIONS
+                            .iter()
+                            .map(|slug| json!({"name": slug.to_uppercase(), "slug": slug, "features": ["backups", "ipv6", "metadata"], "available": true, "sizes": sizes}))
+                            .collect();
+                        Reply::json(
+                            200,
+                            json!({"regions": regions, "links": {}, "meta": {"total": CATALOG_REGIONS.len()}}),
+                        )
+                    }
+                    ("GET", r) if r.starts_with("/v2/images/") => {
+                        match r.trim_start_matches("/v2/images/") {
+                            "ubuntu-24-04-x64" => Reply::json(
+                                200,
+                                json!({"image": {"id": 129211873, "name": "24.04 (LTS) x64", "distribution": "Ubuntu", "slug": "ubuntu-24-04-x64", "public": true, "regions": CATALOG_REGIONS, "created_at": "2024-04-24T18:25:31Z", "type": "base", "min_disk_size": 7, "size_gigabytes": 2.23, "description": "Ubuntu 24.04 (LTS) x64", "tags": [], "status": "available", "error_message": ""}}),
+                            ),
+                            _ => error(
+                                404,
+                                "not_found",
+                                "The resource you requested could not be found.",
+                            ),
+                        }
+                    }
+                    ("GET", "/v2/account/keys") => Reply::json(
+                        200,
+                        json!({"ssh_keys": [{"id": 289794, "fingerprint": "3b:16:e4:bf:8b:00:8b:b8:59:8c:a9:d3:f0:19:fa:45", "public_key": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIExample ops@example", "name": "ops laptop"}], "links": {}, "meta": {"total": 1}}),
+                    ),
                     ("GET", r) if r.starts_with("/v2/droplets/") => {
                         let id: u64 = r.trim_start_matches("/v2/droplets/").parse().unwrap_or(0);
                         match world.droplets.iter().find(|d| d.id == id) {

@@ -697,7 +697,7 @@ fn extract(
 ) -> anyhow::Result<Outcome> {
     let s = ctx.settings;
     let Some(auth) = s.railway_token.as_ref() else {
-        bail!("not configured: set RAILWAY_API_TOKEN (account or workspace token) or RAILWAY_TOKEN (project token) so ops can read the webapp's config from Railway");
+        return Err(crate::exit::not_configured("set RAILWAY_API_TOKEN (account or workspace token) or RAILWAY_TOKEN (project token) so ops can read the webapp's config from Railway"));
     };
     s.railway_ids()?;
     let railway = Railway::new(http, &s.railway_api_url, (auth.0, &auth.1), ctx.deadline);

@@ -54,7 +54,7 @@ struct Names {
 
 pub fn run(opts: &ReplicationOptions, ctx: &TaskCtx) -> anyhow::Result<Outcome> {
     let url = ctx.settings.database_url.as_ref().ok_or_else(|| {
-        anyhow!("not configured: set DATABASE_URL to the webapp's Postgres (on Railway: the Postgres service's DATABASE_PUBLIC_URL, with ?sslmode=require)")
+        crate::exit::not_configured("set DATABASE_URL to the webapp's Postgres (on Railway: the Postgres service's DATABASE_PUBLIC_URL, with ?sslmode=require)")
     })?;
     let target = Target::parse(url)?;
     let (schema, table) = parse_table(&opts.table)?;

@@ -376,7 +376,7 @@ fn judge_flow(opts: &SupervisorOptions, f: &FlowRead) -> flow::Findings {
 pub fn run(opts: &SupervisorOptions, ctx: &TaskCtx) -> anyhow::Result<Outcome> {
     let s = ctx.settings;
     let token = s.digitalocean_token.as_ref().ok_or_else(|| {
-        anyhow!("not configured: set DIGITALOCEAN_TOKEN (a read/write API token from cloud.digitalocean.com/account/api/tokens)")
+        crate::exit::not_configured("set DIGITALOCEAN_TOKEN (a read/write API token from cloud.digitalocean.com/account/api/tokens)")
     })?;
     // The record extract read earlier in this profile run (stored, or planned in a dry run),
     // else the stored one.
