@@ -339,6 +339,8 @@ fn bundled_default_dry_run_reports_what_is_not_configured() {
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap())
         .env("HOME", ops.dir.path())
+        // Not this host's /etc/ops/ops.env (a package test may have installed one meanwhile).
+        .env("OPS_ENV_FILE", "/dev/null")
         .args([
             "--state-dir",
             ops.state_dir().to_str().unwrap(),
