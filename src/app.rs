@@ -57,7 +57,56 @@ pub fn env_file(flag: Option<&Path>) -> anyhow::Result<Option<PathBuf>> {
         return Ok(Some(path));
     }
     let default = PathBuf::from("/etc/ops/ops.env");
+    if default.exists() && !readable(&default) {
+        // Skipping it would run with every token "not set" and say nothing.
+        return Err(unreadable(
+            &default,
+            "the env file",
+            "--env-file / OPS_ENV_FILE",
+        ));
+    }
     Ok(readable(&default).then_some(default))
+}
+
+/// `sudo ops <the same arguments>`.
+fn sudo_hint() -> String {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    format!("sudo ops {}", args.join(" "))
+}
+
+/// A path that exists but this user cannot read: who owns it, and the fix.
+pub fn unreadable(path: &Path, what: &str, flag: &str) -> anyhow::Error {
+    use std::os::unix::fs::MetadataExt;
+    let owner = std::fs::metadata(path)
+        .map(|m| {
+            format!(
+                " (uid {} gid {}, mode {:o})",
+                m.uid(),
+                m.gid(),
+                m.mode() & 0o7777
+            )
+        })
+        .unwrap_or_default();
+    // SAFETY: getuid has no preconditions and cannot fail.
+    let uid = unsafe { libc::getuid() };
+    config_error(format!(
+        "{what} {} exists but uid {uid} cannot read it{owner}: run as root or a member of group ops: {} (or point {flag} elsewhere)",
+        path.display(),
+        sudo_hint()
+    ))
+}
+
+/// The state directory, when it exists, must be readable: falling back, or reading nothing,
+/// would show every profile as never run.
+pub fn check_state_dir(dir: &Path) -> anyhow::Result<()> {
+    if dir.is_dir() && !access(dir, libc::R_OK | libc::X_OK) {
+        return Err(unreadable(
+            dir,
+            "the state directory",
+            "--state-dir / OPS_STATE_DIR",
+        ));
+    }
+    Ok(())
 }
 
 /// `--config`, else `$OPS_CONFIG`, else `/etc/ops/jobs.yaml`, else `./jobs.yaml`; `None` means
@@ -75,7 +124,7 @@ fn config_path(flag: Option<&Path>) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-/// `--state-dir`, else `$OPS_STATE_DIR`, else `/var/lib/ops` when writable, else
+/// `--state-dir`, else `$OPS_STATE_DIR`, else `/var/lib/ops` when it exists, else
 /// `$XDG_STATE_HOME/ops` (`~/.local/state/ops`).
 fn state_dir(flag: Option<&Path>) -> PathBuf {
     if let Some(dir) = flag {
@@ -84,8 +133,10 @@ fn state_dir(flag: Option<&Path>) -> PathBuf {
     if let Some(dir) = std::env::var_os("OPS_STATE_DIR").filter(|v| !v.is_empty()) {
         return PathBuf::from(dir);
     }
+    // Once installed, /var/lib/ops is the state whoever runs ops: one that cannot be read is
+    // said so (`check_state_dir`), never swapped for an empty one under $HOME.
     let system = PathBuf::from("/var/lib/ops");
-    if system.is_dir() && writable(&system) {
+    if system.is_dir() {
         return system;
     }
     if let Some(xdg) = std::env::var_os("XDG_STATE_HOME").filter(|v| !v.is_empty()) {

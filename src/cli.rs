@@ -27,7 +27,7 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "PATH")]
     pub config: Option<PathBuf>,
 
-    /// Directory for ops.db and locks [default: $OPS_STATE_DIR, else /var/lib/ops when writable, else $XDG_STATE_HOME/ops]
+    /// Directory for ops.db and locks [default: $OPS_STATE_DIR, else /var/lib/ops when it exists, else $XDG_STATE_HOME/ops]
     #[arg(long, global = true, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
 
@@ -138,6 +138,10 @@ pub enum Cmd {
     Status {
         #[arg(long)]
         json: bool,
+        /// Exit 1 while any problem stands (breaker open, refusal, webapp down, routing,
+        /// orphaned queues, a failing profile)
+        #[arg(long)]
+        check: bool,
     },
     /// Resume a disabled or auto-disabled profile
     Enable { profile: String },

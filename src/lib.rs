@@ -17,6 +17,7 @@ pub mod lock;
 pub mod logging;
 pub mod notify;
 pub mod privilege;
+pub mod problems;
 pub mod profiles;
 pub mod record;
 pub mod redact;
@@ -102,6 +103,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             log::warn!("OPS_AS_ROOT in the env file is ignored: keep root with --as-root or OPS_AS_ROOT=1 in the process environment");
         }
         privilege::switch(&app.state_dir, as_root)?;
+        app::check_state_dir(&app.state_dir)?;
     }
     match &cli.command {
         Cmd::Run {
@@ -151,7 +153,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Check { strict, json } => commands::check(&app, *strict, *json),
         Cmd::Doctor { json } => doctor::run(&app, *json),
         Cmd::TestAlert => commands::test_alert(&app),
-        Cmd::Status { json } => status::run(&app, *json),
+        Cmd::Status { json, check } => status::run(&app, *json, *check),
         Cmd::Enable { profile } => commands::set_enabled(&app, profile, true),
         Cmd::Disable { profile } => commands::set_enabled(&app, profile, false),
         Cmd::Serve { listen } => serve::run(&app, listen),

@@ -4,6 +4,7 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use crate::app::App;
+use crate::config::{SupervisorOptions, TaskSpec};
 use crate::exit::ExitCode;
 use crate::profiles::ProfileState;
 use crate::report::{fmt_ms, local_time, table};
@@ -55,6 +56,7 @@ pub fn document(app: &App, state: Option<&State>) -> anyhow::Result<Value> {
                         "status": r.status,
                         "duration_ms": r.finished_at.map(|f| (f - r.started_at).max(0)),
                         "failed_tasks": r.tasks.iter().filter(|t| t.status == "failed").map(|t| t.task.clone()).collect::<Vec<_>>(),
+                        "first_failure": (r.status == "failed").then(|| r.tasks.iter().find(|t| t.status == "failed").and_then(|t| t.detail.lines().next()).unwrap_or(&r.summary).to_string()),
                     })
                 })
                 .unwrap_or(Value::Null),
@@ -109,7 +111,7 @@ pub fn document(app: &App, state: Option<&State>) -> anyhow::Result<Value> {
                 .unwrap_or(Value::Null);
             let replication = s
                 .last_task_result("replication")?
-                .map(|(at, status, detail)| json!({"at": rfc3339(at), "status": status, "summary": detail.lines().next().unwrap_or("")}))
+                .map(|(at, status, detail)| json!({"at": rfc3339(at), "status": status, "summary": replication_summary(&status, &detail)}))
                 .unwrap_or(Value::Null);
             let alert = s
                 .alerts(None, 1)?
@@ -128,7 +130,7 @@ pub fn document(app: &App, state: Option<&State>) -> anyhow::Result<Value> {
             (droplets, token, record, replication, alert, queue)
         }
     };
-    Ok(json!({
+    let mut doc = json!({
         "schema_version": crate::summary::SCHEMA_VERSION,
         "host": crate::runner::hostname(),
         "state_dir": app.state_dir.display().to_string(),
@@ -142,10 +144,110 @@ pub fn document(app: &App, state: Option<&State>) -> anyhow::Result<Value> {
         "replication": replication,
         "last_alert": last_alert,
         "events": events,
-    }))
+    });
+    trust_facts(app, state, &mut doc)?;
+    Ok(doc)
 }
 
-pub fn run(app: &App, json_out: bool) -> anyhow::Result<ExitCode> {
+/// The first supervisor task of the enabled profiles (else any): its options, its profile.
+fn supervisor_task(app: &App) -> Option<(&str, &SupervisorOptions)> {
+    let all = app.config.profiles.iter().flat_map(|p| {
+        p.tasks.iter().filter_map(move |t| match &t.spec {
+            TaskSpec::Supervisor(o) => Some((p.enabled && t.enabled, p.name.as_str(), o)),
+            _ => None,
+        })
+    });
+    let mut list: Vec<_> = all.collect();
+    list.sort_by_key(|(on, _, _)| !on);
+    list.first().map(|(_, p, o)| (*p, *o))
+}
+
+/// What was read (state directory, env file, config), the breaker, the last supervisor
+/// result, each heartbeat as a time, and the problems found in all of it.
+fn trust_facts(app: &App, state: Option<&State>, doc: &mut Value) -> anyhow::Result<()> {
+    let now = crate::state::now_ms();
+    doc["sources"] = json!({
+        "state_dir": app.state_dir.display().to_string(),
+        "state_db": state.map(|s| s.path().display().to_string()),
+        "env_file": app.env_file.as_ref().map(|p| p.display().to_string()),
+        "config": app.config.shown_path(),
+    });
+    let sup = supervisor_task(app);
+    if let (Some(s), Some((profile, opts))) = (state, sup) {
+        let breaker: supervisor::Breaker = s
+            .kv_get(supervisor::NAMESPACE, supervisor::BREAKER_KEY)?
+            .map(|(b, _)| b)
+            .unwrap_or_default();
+        let window = opts.replacement_window.as_millis() as i64;
+        let mut within: Vec<i64> = breaker
+            .replacements
+            .into_iter()
+            .filter(|t| now - t < window)
+            .collect();
+        within.sort_unstable();
+        let max = opts.max_replacements as usize;
+        let open = within.len() >= max;
+        // It closes when enough of the counted replacements have left the window.
+        let closes_at = open
+            .then(|| within.get(within.len() - max).map(|t| rfc3339(t + window)))
+            .flatten();
+        doc["breaker"] = json!({
+            "open": open,
+            "replacements": within.iter().map(|t| rfc3339(*t)).collect::<Vec<_>>(),
+            "max_replacements": max,
+            "window": crate::duration::format(opts.replacement_window),
+            "closes_at": closes_at,
+            "profile": profile,
+        });
+        doc["supervisor_run"] = s
+            .last_task_result("supervisor")?
+            .map(|(at, status, detail)| json!({"at": rfc3339(at), "status": status, "profile": profile, "detail": detail.lines().collect::<Vec<_>>()}))
+            .unwrap_or(Value::Null);
+    }
+    let checked = doc["supervisor"]["checked_at"].clone();
+    if let (Some(list), Some(at)) = (
+        doc["supervisor"]["droplets"].as_array_mut(),
+        checked
+            .as_str()
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok()),
+    ) {
+        for d in list {
+            if let Some(age) = d["heartbeat_age_secs"].as_f64() {
+                d["last_heartbeat_at"] = rfc3339(at.timestamp_millis() - (age * 1000.0) as i64);
+            }
+        }
+    }
+    doc["problems"] = serde_json::to_value(crate::problems::find(doc, now))?;
+    Ok(())
+}
+
+/// What the last replication run did, in a line: a failure's first line; a deferred restart;
+/// what it fixed; else its first line.
+fn replication_summary(status: &str, detail: &str) -> String {
+    let lines: Vec<&str> = detail.lines().collect();
+    if status == "failed" {
+        return lines.first().copied().unwrap_or("").to_string();
+    }
+    if let Some(l) = lines
+        .iter()
+        .find(|l| l.starts_with("Postgres restart deferred"))
+    {
+        return l.to_string();
+    }
+    let fixed: Vec<&str> = lines
+        .iter()
+        .filter(|l| l.starts_with("fixed: ") || l.starts_with("restarted "))
+        .copied()
+        .collect();
+    if fixed.is_empty() {
+        lines.first().copied().unwrap_or("").to_string()
+    } else {
+        format!("healthy after this run's changes: {}", fixed.join("; "))
+    }
+}
+
+/// `ops status [--json] [--check]`: `--check` exits 1 while any problem stands.
+pub fn run(app: &App, json_out: bool, check: bool) -> anyhow::Result<ExitCode> {
     let state = State::open_read_only(&app.state_dir)?;
     let doc = document(app, state.as_ref())?;
     if json_out {
@@ -153,10 +255,67 @@ pub fn run(app: &App, json_out: bool) -> anyhow::Result<ExitCode> {
             "{}",
             crate::redact::redact(&serde_json::to_string_pretty(&doc)?)
         );
-        return Ok(ExitCode::Success);
+    } else {
+        print!("{}", crate::redact::redact(&human(&doc)));
     }
-    print!("{}", crate::redact::redact(&human(&doc)));
-    Ok(ExitCode::Success)
+    let problems = doc["problems"].as_array().map_or(0, Vec::len);
+    Ok(if check && problems > 0 {
+        ExitCode::TaskFailed
+    } else {
+        ExitCode::Success
+    })
+}
+
+/// `first` then `text` in lines of at most `width` characters, the later ones indented.
+fn wrap(first: &str, text: &str, width: usize, indent: &str) -> String {
+    let mut out = String::new();
+    let mut line = first.to_string();
+    let mut fresh = true;
+    for word in text.split(' ').filter(|w| !w.is_empty()) {
+        if !fresh && line.chars().count() + 1 + word.chars().count() > width {
+            out.push_str(&line);
+            out.push('\n');
+            line = indent.to_string();
+            fresh = true;
+        }
+        if !fresh {
+            line.push(' ');
+        }
+        line.push_str(word);
+        fresh = false;
+    }
+    out.push_str(&line);
+    out.push('\n');
+    out
+}
+
+/// The problems first (wrapped, never cut: the fix is at the end), then what was read.
+fn problems_block(doc: &Value) -> String {
+    let mut out = String::new();
+    match doc["problems"].as_array() {
+        Some(list) if !list.is_empty() => {
+            out.push_str(&format!("PROBLEMS ({}):\n", list.len()));
+            for p in list {
+                out.push_str(&wrap("  ✗ ", p["text"].as_str().unwrap_or(""), 100, "    "));
+            }
+        }
+        _ => out.push_str("no problems\n"),
+    }
+    let src = &doc["sources"];
+    out.push_str(&format!(
+        "read: state {} ({})\n      env {}\n      config {}\n\n",
+        src["state_dir"].as_str().unwrap_or("?"),
+        if src["state_db"].is_string() {
+            "ops.db"
+        } else {
+            "no database yet: nothing has run with this state directory"
+        },
+        src["env_file"]
+            .as_str()
+            .unwrap_or("none (process environment only)"),
+        src["config"].as_str().unwrap_or("?"),
+    ));
+    out
 }
 
 fn short_time(v: &Value) -> String {
@@ -179,7 +338,8 @@ fn human(doc: &Value) -> String {
     out.push_str(&droplets_table(doc));
     out.push_str(&facts_lines(doc));
     // Keep every line inside 100 columns.
-    out.lines()
+    let rest: String = out
+        .lines()
         .map(|l| {
             if l.chars().count() > 100 {
                 format!("{}…\n", l.chars().take(99).collect::<String>())
@@ -187,7 +347,8 @@ fn human(doc: &Value) -> String {
                 format!("{l}\n")
             }
         })
-        .collect()
+        .collect();
+    format!("{}{rest}", problems_block(doc))
 }
 
 fn profiles_table(doc: &Value) -> String {
@@ -228,6 +389,7 @@ fn profiles_table(doc: &Value) -> String {
 }
 
 fn droplets_table(doc: &Value) -> String {
+    let now = crate::state::now_ms();
     let mut out = String::new();
     match doc["supervisor"]["droplets"].as_array() {
         Some(list) if !list.is_empty() => {
@@ -238,14 +400,15 @@ fn droplets_table(doc: &Value) -> String {
                 rows.push(vec![
                     d["name"].as_str().unwrap_or("").to_string(),
                     d["ip"].as_str().unwrap_or("-").to_string(),
-                    if d["deleted"] == true {
-                        "deleted".into()
-                    } else {
-                        d["health"].as_str().unwrap_or("").to_string()
+                    match (d["deleted"] == true, d["health"].as_str().unwrap_or("")) {
+                        (true, _) => "deleted".into(),
+                        // Why it is held is the webapp problem above.
+                        (false, "held") => "held (webapp)".into(),
+                        (false, h) => h.to_string(),
                     },
-                    d["heartbeat_age_secs"]
-                        .as_f64()
-                        .map(|a| format!("{} ago", fmt_ms((a.max(0.0) * 1000.0) as u64)))
+                    // Against now, not the check: a heartbeat ages between runs.
+                    crate::problems::ms(&d["last_heartbeat_at"])
+                        .map(|at| crate::problems::relative(at, now))
                         .unwrap_or_else(|| "-".into()),
                     d["fails"].to_string(),
                     if d["spec_current"] == true {
@@ -258,11 +421,42 @@ fn droplets_table(doc: &Value) -> String {
             }
             out.push_str(&table(&rows));
             out.push_str(&format!(
-                "(checked {})\n",
-                short_time(&doc["supervisor"]["checked_at"])
+                "(checked {}, {})\n",
+                short_time(&doc["supervisor"]["checked_at"]),
+                crate::problems::ms(&doc["supervisor"]["checked_at"])
+                    .map_or("-".into(), |at| crate::problems::relative(at, now))
             ));
         }
-        _ => out.push_str("supervisor: no droplet seen yet\n"),
+        _ => out.push_str("supervisor: no droplet seen by a check yet\n"),
+    }
+    out.push_str(&since_the_check(doc, now));
+    out
+}
+
+/// What the droplet table cannot show: a later run that did not update it (it refused, or
+/// failed before looking), and droplets created since.
+fn since_the_check(doc: &Value, now: i64) -> String {
+    let mut out = String::new();
+    let checked = crate::problems::ms(&doc["supervisor"]["checked_at"]).unwrap_or(0);
+    let run = &doc["supervisor_run"];
+    if let Some(at) = crate::problems::ms(&run["at"]) {
+        if at > checked + 1000 && run["status"] == "failed" {
+            out.push_str(&format!(
+                "the last supervisor run ({}) did not update this: {}\n",
+                crate::problems::relative(at, now),
+                run["detail"][0].as_str().unwrap_or("")
+            ));
+        }
+    }
+    for e in doc["events"].as_array().into_iter().flatten() {
+        let at = crate::problems::ms(&e["at"]).unwrap_or(0);
+        if e["kind"] == "droplet.created" && at > checked {
+            out.push_str(&format!(
+                "since the check ({}): {}\n",
+                crate::problems::relative(at, now),
+                e["message"].as_str().unwrap_or("")
+            ));
+        }
     }
     out
 }
@@ -319,9 +513,7 @@ fn routing_lines(routing: &Value, error: &Value) -> String {
         ));
     }
     if routing["ours_receives"] == false {
-        out.push_str(
-            "runs reach our supervisors: NO (see `ops run <health profile>` for the fix)\n",
-        );
+        out.push_str("runs reach our supervisors: NO (the fix is under PROBLEMS above)\n");
     }
     out
 }

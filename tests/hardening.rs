@@ -334,7 +334,7 @@ fn serve_keeps_answering_while_a_slow_client_and_a_huge_request_line_are_connect
 }
 
 /// `ops args` as `user` (through runuser), with the same flags and environment as `ops.run`.
-fn run_as(ops: &Ops, user: &str, args: &[&str]) -> crate::support::Run {
+pub fn run_as(ops: &Ops, user: &str, args: &[&str]) -> crate::support::Run {
     let base = ops.command(args);
     let mut cmd = std::process::Command::new("runuser");
     cmd.args(["-u", user, "--"]).arg(base.get_program());

@@ -39,6 +39,27 @@ fn a_droplet_heartbeating_into_another_group_is_named_so_and_not_replaced() {
     }
     assert_eq!(f.api.with(|w| w.creates.len()), 0, "nothing created");
     assert!(f.api.with(|w| w.deletes.is_empty()), "nothing deleted");
+    let status = flat(&f.run(&["status", "--check"]).expect_code(1).stdout);
+    assert!(
+        status.contains(&format!(
+            "✗ droplet {name} heartbeats into worker group bootstrap, not ours"
+        )),
+        "{status}"
+    );
+}
+
+/// The `kind` of each item of a JSON list (events, problems).
+fn kinds(list: &Value) -> Vec<&str> {
+    list.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e["kind"].as_str())
+        .collect()
+}
+
+/// Status text with its wrapped problem lines joined again.
+fn flat(text: &str) -> String {
+    text.replace("\n    ", " ")
 }
 
 /// A JSON webhook that answers 200 and keeps every body.
@@ -159,14 +180,8 @@ fn a_postgres_restart_waits_for_its_window_is_announced_before_it_starts_and_is_
         .contains("restarted the Railway service \"Postgres\" (deployment pg-dep-1) to apply wal_level = logical"));
     let doc = ops.run(&["events", "--json"]).expect_code(0).json();
     let events = &doc["events"];
-    let kinds: Vec<&str> = events
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["kind"].as_str().unwrap())
-        .collect();
     assert_eq!(
-        kinds,
+        kinds(events),
         [
             "postgres.setting",
             "postgres.replica_identity",
@@ -257,6 +272,23 @@ fn the_breaker_opening_is_a_new_message_before_renotify_after_and_recovery_says_
     // The same failure again: nothing new.
     f.run(&["run", "health"]).expect_code(1);
     assert_eq!(bodies(&hook).len(), 3);
+    // Status leads with it, says when it closes by itself, and --check fails.
+    let status = flat(&f.run(&["status"]).expect_code(0).stdout);
+    assert!(
+        status.starts_with(
+            "PROBLEMS (1):\n  ✗ circuit breaker open: 1 replacements within 6h; droplet"
+        ),
+        "{status}"
+    );
+    assert!(
+        status.contains("then run `ops run health --reset-breaker` (it closes by itself in 5h59m"),
+        "{status}"
+    );
+    let doc = f.run(&["status", "--json"]).json();
+    assert_eq!(doc["breaker"]["open"], true, "{doc}");
+    assert!(doc["breaker"]["closes_at"].as_str().unwrap().ends_with('Z'));
+    assert_eq!(doc["problems"][0]["kind"], "breaker");
+    f.run(&["status", "--check"]).expect_code(1);
     // It heartbeats again: the spare goes, and the recovery says what ops did meanwhile.
     sup.set(true);
     std::thread::sleep(Duration::from_millis(300));
@@ -354,11 +386,106 @@ fn allow_new_worker_group_creates_it_and_says_so() {
         .expect_stdout("created worker group");
     assert_eq!(s.webapp.count("/admin/api/v1/workers"), 1);
     let events = s.ops.run(&["events", "--json"]).json();
-    let kinds: Vec<&str> = events["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["kind"].as_str().unwrap())
-        .collect();
-    assert_eq!(kinds, ["worker_group.created", "routing.default_changed"]);
+    assert_eq!(
+        kinds(&events["events"]),
+        ["worker_group.created", "routing.default_changed"]
+    );
+}
+
+#[test]
+fn status_shows_the_webapp_outage_and_a_refusal_and_check_fails_on_them() {
+    let mut f = fleet("boot_grace: 10m, stale_after: 1s, unhealthy_after: 2");
+    f.s.ops.env("SUPERVISOR_COUNT", "2");
+    f.run(&["run", "health"]).expect_code(0);
+    f.run(&["run", "health"]).expect_code(0);
+    let sups: Vec<_> = f.ids().iter().map(|id| f.serve(*id, true)).collect();
+    f.run(&["run", "health"]).expect_code(0);
+    let ok = f.run(&["status", "--check"]);
+    ok.expect_code(0).expect_stdout("no problems");
+    assert!(
+        ok.stdout
+            .contains(&format!("read: state {}", f.s.ops.state_dir().display())),
+        "{}",
+        ok.stdout
+    );
+    // The webapp goes down: nobody records heartbeats, /healthcheck answers 500.
+    *f.s.webapp.health.lock().unwrap() = (500, "ERROR".into());
+    for s in &sups {
+        s.set(false);
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    f.run(&["run", "health"]).expect_code(1);
+    let run = f.run(&["status", "--check"]);
+    run.expect_code(1).expect_stdout("held (webapp)");
+    assert!(flat(&run.stdout).contains("✗ the webapp is the likely cause, not the supervisors: the webapp is down or unreachable (GET "), "{}", run.stdout);
+    let doc = f.run(&["status", "--json"]).json();
+    let problems = kinds(&doc["problems"]);
+    assert_eq!(problems[0], "webapp_down", "{problems:?}");
+    assert!(
+        !problems.contains(&"failing_profile"),
+        "the same failure twice: {problems:?}"
+    );
+    // The heartbeat ages count from now, not from the check.
+    let before = f.run(&["status"]).stdout;
+    std::thread::sleep(Duration::from_millis(2100));
+    let after = f.run(&["status"]).stdout;
+    assert_ne!(before, after, "heartbeat ages frozen at the check");
+    // Too many droplets: ops refuses to act, and status says so over the old picture.
+    *f.s.webapp.health.lock().unwrap() = (200, "OK".into());
+    for n in 0..2 {
+        f.api.insert(
+            &format!("{TAG}-26010100000{n}"),
+            &[TAG, "ops-managed"],
+            Duration::from_secs(60),
+        );
+    }
+    f.run(&["run", "health"])
+        .expect_code(1)
+        .expect_stdout("refusing to act");
+    let run = f.run(&["status", "--check"]);
+    run.expect_code(1)
+        .expect_stdout("the last supervisor run (")
+        .expect_stdout("did not update this: refusing to act");
+    assert!(
+        flat(&run.stdout).contains("✗ refusing to act: 4 droplets carry"),
+        "{}",
+        run.stdout
+    );
+    let doc = f.run(&["status", "--json"]).json();
+    assert_eq!(
+        doc["problems"][0]["kind"], "refusing",
+        "{}",
+        doc["problems"]
+    );
+}
+
+#[test]
+fn an_unreadable_state_directory_stops_status_with_the_sudo_hint() {
+    use std::os::unix::fs::PermissionsExt;
+    let ops = Ops::new();
+    ops.jobs(&crate::support::exec_profile("p", &["true"], ""));
+    ops.run(&["run", "p"]).expect_code(0);
+    // As the package leaves it: the service user's, private; and the test's files readable.
+    std::fs::set_permissions(ops.path(""), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(ops.path("ops.env"), std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::fs::set_permissions(
+        ops.path("jobs.yaml"),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
+    std::fs::set_permissions(ops.state_dir(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    for args in [&["status"][..], &["history"], &["run", "p"]] {
+        let run = crate::hardening::run_as(&ops, "nobody", args);
+        run.expect_code(2)
+            .expect_stderr(&format!(
+                "the state directory {} exists but uid 65534 cannot read it",
+                ops.state_dir().display()
+            ))
+            .expect_stderr("run as root or a member of group ops: sudo ops ");
+        assert!(
+            !run.stdout.contains("never"),
+            "an empty world: {}",
+            run.stdout
+        );
+    }
 }
