@@ -489,6 +489,14 @@ fn deliver(
     Ok(delivered)
 }
 
+/// The channels an alert may go through (for `ops_alert_delivery_failures_total`).
+pub const CHANNELS: [&str; 2] = ["telegram", "webhook"];
+
+/// The counter of a channel's undelivered alerts.
+pub fn delivery_failures_key(channel: &str) -> String {
+    format!("alert_delivery_failures\t{channel}")
+}
+
 fn record(
     state: &State,
     summary: &RunSummary,
@@ -504,12 +512,15 @@ fn record(
             summary.profile,
             kind.as_str()
         ),
-        Err(e) => log::warn!(
-            "{}: {} alert via {channel} not delivered: {}",
-            summary.profile,
-            kind.as_str(),
-            redact(e)
-        ),
+        Err(e) => {
+            log::warn!(
+                "{}: {} alert via {channel} not delivered: {}",
+                summary.profile,
+                kind.as_str(),
+                redact(e)
+            );
+            state.count(&delivery_failures_key(channel), now)?;
+        }
     }
     state.record_alert(
         &summary.profile,

@@ -1,7 +1,7 @@
 //! `ops serve`: a read-only HTTP API on loopback, from the state database opened read-only per
 //! request: `/healthz`, `/v1/runs?profile=&limit=`, `/v1/alerts?limit=`,
 //! `/v1/events?since=&profile=&limit=`, `/v1/status`,
-//! `/metrics` (Prometheus text). GET only; `limit` capped; secrets never served.
+//! `/metrics` (Prometheus text). GET and HEAD only; `limit` capped; secrets never served.
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt::Write as _;
@@ -45,10 +45,11 @@ pub fn run(app: &App, listen: &str) -> anyhow::Result<ExitCode> {
             "cannot listen on {listen}: {e} (choose another --listen address)"
         ))
     })?;
-    log::info!(
-        "serving the read-only API on http://{} ({WORKERS} workers)",
-        listener.local_addr()?
-    );
+    let bound = listener.local_addr()?;
+    log::info!("serving the read-only API on http://{bound} ({WORKERS} workers)");
+    if !bound.ip().is_loopback() {
+        log::warn!("serve --listen {listen} is not a loopback address: anyone who can reach {bound} reads the run history, the droplets and the metrics (there is no authentication); listen on 127.0.0.1 and let the scraper or a reverse proxy reach it there");
+    }
     let hosts = Hosts::new(listen);
     let (tx, rx) = mpsc::sync_channel::<(TcpStream, Result<Head, HeadError>)>(QUEUE);
     let rx = Mutex::new(rx);
@@ -287,11 +288,11 @@ fn handle(
             content_type: "application/json",
             body: json!({ "error": error }).to_string(),
         }
-    } else if method != "GET" {
+    } else if method != "GET" && method != "HEAD" {
         Reply {
             status: "405 Method Not Allowed",
             content_type: "application/json",
-            body: json!({"error": "read-only API: GET only"}).to_string(),
+            body: json!({"error": "read-only API: GET and HEAD only"}).to_string(),
         }
     } else {
         route(app, target).unwrap_or_else(|e| Reply {
@@ -301,13 +302,15 @@ fn handle(
         })
     };
     let body = redact(&reply.body);
-    let extra = if method != "GET" && refused.is_none() {
-        "Allow: GET\r\n"
+    let extra = if method != "GET" && method != "HEAD" && refused.is_none() {
+        "Allow: GET, HEAD\r\n"
     } else {
         ""
     };
+    // HEAD: the GET's head (its length included), no body (RFC 9110 §9.3.2).
+    let shown = if method == "HEAD" { "" } else { body.as_str() };
     let response = format!(
-        "HTTP/1.1 {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nCache-Control: no-store\r\n{extra}Connection: close\r\n\r\n{body}",
+        "HTTP/1.1 {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nCache-Control: no-store\r\n{extra}Connection: close\r\n\r\n{shown}",
         reply.status,
         reply.content_type,
         body.len()
@@ -429,8 +432,15 @@ fn label(v: &str) -> String {
 
 fn metrics(app: &App, state: Option<&State>) -> anyhow::Result<String> {
     let mut out = String::new();
+    out.push_str("# HELP ops_build_info The ops binary serving these metrics (always 1).\n# TYPE ops_build_info gauge\n");
+    let _ = writeln!(
+        out,
+        "ops_build_info{{version=\"{}\"}} 1",
+        label(env!("CARGO_PKG_VERSION"))
+    );
     let Some(state) = state else {
-        return Ok("# no state database yet\n".into());
+        out.push_str("# no state database yet\n");
+        return Ok(out);
     };
     out.push_str("# HELP ops_last_run_timestamp_seconds Start of the last run of a profile, by its status.\n# TYPE ops_last_run_timestamp_seconds gauge\n");
     let mut durations = String::new();
@@ -511,11 +521,31 @@ fn metrics(app: &App, state: Option<&State>) -> anyhow::Result<String> {
         );
     }
     breaker_metrics(app, state, &mut out)?;
+    out.push_str("# HELP ops_alert_delivery_failures_total Alerts a channel did not accept (each attempt counted once).\n# TYPE ops_alert_delivery_failures_total counter\n");
+    for channel in crate::notify::CHANNELS {
+        let _ = writeln!(
+            out,
+            "ops_alert_delivery_failures_total{{channel=\"{channel}\"}} {}",
+            state.counter(&crate::notify::delivery_failures_key(channel))?
+        );
+    }
+    if let Some((slot, _)) = crate::tasks::replication::saved_slot(state) {
+        if let Some(bytes) = slot.retained {
+            out.push_str("# HELP ops_replication_slot_retained_bytes WAL the replication slot keeps from being recycled, as of the last replication check.\n# TYPE ops_replication_slot_retained_bytes gauge\n");
+            let _ = writeln!(
+                out,
+                "ops_replication_slot_retained_bytes{{slot=\"{}\"}} {bytes}",
+                label(&slot.slot)
+            );
+        }
+    }
     out.push_str("# HELP ops_supervisor_healthy 1 when the droplet passed its last health check.\n# TYPE ops_supervisor_healthy gauge\n");
-    if let Some((droplets, _)) = state.kv_get::<Vec<crate::tasks::supervisor::SeenDroplet>>(
-        crate::tasks::supervisor::NAMESPACE,
-        crate::tasks::supervisor::LAST_SEEN_KEY,
-    )? {
+    if let Some((droplets, checked_at)) = state
+        .kv_get::<Vec<crate::tasks::supervisor::SeenDroplet>>(
+            crate::tasks::supervisor::NAMESPACE,
+            crate::tasks::supervisor::LAST_SEEN_KEY,
+        )?
+    {
         for d in droplets.iter().filter(|d| !d.deleted) {
             let _ = writeln!(
                 out,
@@ -524,13 +554,16 @@ fn metrics(app: &App, state: Option<&State>) -> anyhow::Result<String> {
                 u8::from(d.health == "healthy")
             );
         }
-        out.push_str("# HELP ops_supervisor_heartbeat_age_seconds Seconds since the webapp's last heartbeat from the droplet's supervisor.\n# TYPE ops_supervisor_heartbeat_age_seconds gauge\n");
+        // A time, not an age: an age is frozen at the check, `time() - ts` keeps growing
+        // when the checks stop.
+        out.push_str("# HELP ops_supervisor_last_heartbeat_timestamp_seconds When the webapp last heard the droplet's supervisor, as of ops's last check.\n# TYPE ops_supervisor_last_heartbeat_timestamp_seconds gauge\n");
         for d in droplets.iter().filter(|d| !d.deleted) {
             if let Some(age) = d.heartbeat_age_secs {
                 let _ = writeln!(
                     out,
-                    "ops_supervisor_heartbeat_age_seconds{{droplet=\"{}\"}} {age:.3}",
-                    label(&d.name)
+                    "ops_supervisor_last_heartbeat_timestamp_seconds{{droplet=\"{}\"}} {:.3}",
+                    label(&d.name),
+                    checked_at as f64 / 1000.0 - age
                 );
             }
         }

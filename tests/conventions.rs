@@ -268,3 +268,74 @@ fn history_show_prints_one_run_in_full_with_its_zone() {
     );
     ops.run(&["history", "show", "99"]).expect_code(1);
 }
+
+/// The whole HTTP answer (head and body) to one request.
+fn raw(addr: &str, method: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+#[test]
+fn metrics_count_undelivered_alerts_and_serve_answers_head() {
+    let hook = crate::operator::server(503);
+    let mut ops = Ops::new();
+    ops.env("OPS_WEBHOOK_URL", &hook.url());
+    crate::operator::flaky(&ops, "");
+    ops.run(&["run", "p"]).expect_code(1);
+    let (_served, addr) = crate::operator::Served::start(&ops);
+    let (_, metrics) = crate::operator::request(&addr, "GET", "/metrics");
+    assert!(
+        metrics.contains("ops_alert_delivery_failures_total{channel=\"webhook\"} 1\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("ops_alert_delivery_failures_total{channel=\"telegram\"} 0\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("# TYPE ops_build_info gauge\n"),
+        "{metrics}"
+    );
+    let head = raw(&addr, "HEAD", "/metrics");
+    let (top, body) = head.split_once("\r\n\r\n").unwrap();
+    assert!(top.starts_with("HTTP/1.1 200"), "{top}");
+    let length: usize = top
+        .lines()
+        .find_map(|l| l.strip_prefix("Content-Length: "))
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    assert!(length > 100 && body.is_empty(), "{top}\n{body:?}");
+    assert!(raw(&addr, "DELETE", "/metrics").contains("Allow: GET, HEAD"));
+}
+
+#[test]
+fn serve_warns_when_it_listens_beyond_loopback() {
+    let ops = Ops::new();
+    ops.jobs(&exec_profile("p", &["true"], ""));
+    let port = crate::support::digitalocean::free_port();
+    let mut child = ops
+        .command(&["serve", "--listen", &format!("0.0.0.0:{port}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let addr = format!("127.0.0.1:{port}");
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::net::TcpStream::connect(&addr).is_err() {
+        assert!(std::time::Instant::now() < until, "serve did not start");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("warn: serve --listen 0.0.0.0:"), "{stderr}");
+    assert!(stderr.contains("is not a loopback address"), "{stderr}");
+}

@@ -176,6 +176,19 @@ fn inactive_slot_holding_wal_is_a_failure_and_is_never_dropped() {
         .expect_stdout(&format!("slot {slot} is inactive and retains"))
         .expect_stdout("disk fills")
         .expect_stdout("pg_drop_replication_slot");
+    // What it retains is a metric too, for a rule on growth.
+    let (_served, addr) = crate::operator::Served::start(&d.ops);
+    let (_, metrics) = crate::operator::request(&addr, "GET", "/metrics");
+    let retained: f64 = metrics
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(&format!(
+                "ops_replication_slot_retained_bytes{{slot=\"{slot}\"}} "
+            ))
+        })
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no retained bytes for {slot}:\n{metrics}"));
+    assert!(retained > 1_000_000.0, "{retained}");
     let still: i64 = c
         .query_one(
             "SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1",

@@ -45,6 +45,24 @@ SELECT current_setting('wal_level'),
        (SELECT active FROM slot),
        (SELECT retained FROM slot)";
 
+const NAMESPACE: &str = "replication";
+const SLOT_KEY: &str = "slot";
+
+/// The slot as the last check saw it, for `/metrics`.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct SlotSeen {
+    pub slot: String,
+    /// `None`: no such slot.
+    pub active: Option<bool>,
+    /// WAL bytes it retains (`None`: no slot, or a standby).
+    pub retained: Option<i64>,
+}
+
+/// What the last replication check saw of the slot, and when (Unix ms).
+pub fn saved_slot(state: &crate::state::State) -> Option<(SlotSeen, i64)> {
+    state.kv_get(NAMESPACE, SLOT_KEY).ok().flatten()
+}
+
 struct Names {
     schema: String,
     table: String,
@@ -73,6 +91,15 @@ pub fn run(opts: &ReplicationOptions, ctx: &TaskCtx) -> anyhow::Result<Outcome> 
     // Observe: one session, one catalog query.
     let mut client = target.connect(ctx.connect_timeout())?;
     let facts = check(&mut client, &names, opts)?;
+    if !ctx.dry_run {
+        let seen = SlotSeen {
+            slot: opts.slot.clone(),
+            active: facts.slot_active,
+            retained: facts.slot_retained,
+        };
+        ctx.writable_state()?
+            .kv_set(NAMESPACE, SLOT_KEY, &seen, crate::state::now_ms())?;
+    }
     let plan = plan::plan(&facts, &spec);
     apply(&plan, opts, ctx, &target, client, &names)
 }
