@@ -109,6 +109,27 @@ pub fn check_state_dir(dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The profiles of the jobs.yaml these arguments would read, for `--help`; empty when it cannot
+/// be read (the command itself then says why).
+pub fn profiles_for_help(args: &[std::ffi::OsString]) -> Vec<String> {
+    let mut flag = None;
+    for (i, a) in args.iter().enumerate() {
+        let a = a.to_string_lossy();
+        if a == "--config" {
+            flag = args.get(i + 1).map(PathBuf::from);
+        } else if let Some(v) = a.strip_prefix("--config=") {
+            flag = Some(PathBuf::from(v));
+        }
+    }
+    let config = match config_path(flag.as_deref()) {
+        Some(path) => JobsConfig::load(&path),
+        None => JobsConfig::parse(BUNDLED, "bundled jobs.yaml"),
+    };
+    config
+        .map(|c| c.profiles.iter().map(|p| p.name.clone()).collect())
+        .unwrap_or_default()
+}
+
 /// `--config`, else `$OPS_CONFIG`, else `/etc/ops/jobs.yaml`, else `./jobs.yaml`; `None` means
 /// the bundled default.
 fn config_path(flag: Option<&Path>) -> Option<PathBuf> {

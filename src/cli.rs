@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand};
+use clap::{Arg, ArgAction, CommandFactory, Parser, Subcommand};
 
 const EXAMPLES: &str = "\
 Examples:
@@ -13,7 +13,17 @@ Examples:
   ops render-crontab > /etc/ops/crontab
   ops render-systemd --out /etc/systemd/system
   ops check                         validate jobs.yaml and the environment offline
-  ops completions bash > /etc/bash_completion.d/ops";
+  ops completions bash > /etc/bash_completion.d/ops
+
+Exit status: 0 ok, 1 a task or check failed, 2 usage or configuration error, 3 changes planned
+(run --dry-run --detailed-exitcode); each command's --help says what its codes mean.";
+
+/// Exit codes every command shares; each command's help adds its own.
+macro_rules! exit_codes {
+    ($($line:literal),* $(,)?) => {
+        concat!("Exit status:\n", $("  ", $line, "\n",)* "  2  usage or configuration error (the message names the file:line or variable and the fix)")
+    };
+}
 
 #[derive(Debug, Parser)]
 #[command(
@@ -46,12 +56,20 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Cmd {
     /// Run one profile's tasks in order (exit 0 ok/skipped, 1 a task failed, 2 config error)
+    #[command(after_help = concat!(
+        exit_codes!(
+            "0  every task ok, waiting or skipped (or the profile is disabled, or locked by another run)",
+            "1  a task failed",
+        ),
+        "\n  3  --dry-run --detailed-exitcode: changes are planned"
+    ))]
     Run {
+        /// The profile of jobs.yaml to run (ops list shows them)
         profile: String,
         /// Read everything, change nothing anywhere, print the plan
         #[arg(long)]
         dry_run: bool,
-        /// Print the run summary as one JSON document
+        /// Print the run summary as one JSON document (schema_version, typed actions, RFC 3339 times)
         #[arg(long)]
         json: bool,
         /// With --dry-run: exit 3 when changes are planned, 0 when none (1 and 2 as usual)
@@ -69,26 +87,34 @@ pub enum Cmd {
         allow_new_worker_group: bool,
     },
     /// Profiles with cron, next run time, enabled, task count and description
+    #[command(after_help = exit_codes!("0  listed"))]
     List {
+        /// One JSON document: {"schema_version", "config", "profiles"}, next_run in RFC 3339
         #[arg(long)]
         json: bool,
     },
     /// The crontab for supercronic, one line per enabled profile
+    #[command(after_help = exit_codes!("0  printed"))]
     RenderCrontab,
     /// A systemd service and timer per enabled profile (stdout, or files in --out)
+    #[command(after_help = exit_codes!("0  printed or written", "1  a unit file could not be written"))]
     RenderSystemd {
+        /// Write the units into this directory (e.g. /etc/systemd/system) instead of printing them
         #[arg(long, value_name = "DIR")]
         out: Option<PathBuf>,
     },
     /// Kubernetes manifests: a CronJob per enabled profile (concurrencyPolicy Forbid), PVC, ConfigMap
+    #[command(after_help = exit_codes!("0  printed"))]
     RenderK8s {
         /// Container image with the ops binary
         #[arg(long, default_value = "registry.example.com/trigger-ops:0.1.0")]
         image: String,
+        /// Namespace of every manifest
         #[arg(long, default_value = "trigger-ops")]
         namespace: String,
     },
     /// Past runs and task results, newest first (`ops history show <ID>` for one run)
+    #[command(after_help = exit_codes!("0  listed (also when nothing is recorded yet)", "1  history show: no such run"))]
     History {
         #[command(subcommand)]
         show: Option<HistoryCmd>,
@@ -104,18 +130,26 @@ pub enum Cmd {
     },
     /// What ops changed outside itself (droplets, Postgres, worker groups, routing, firewall),
     /// oldest first
+    #[command(after_help = exit_codes!("0  listed"))]
     Events {
         /// Only since then: a duration back (24h, 7d) or a time (2026-12-01T00:00:00Z)
         #[arg(long, value_name = "WHEN")]
         since: Option<String>,
+        /// Only what this profile's runs changed
         #[arg(long, short)]
         profile: Option<String>,
+        /// How many changes at most (1 to 10000)
         #[arg(long, short = 'n', default_value_t = 100)]
         limit: u32,
+        /// One JSON document: {"schema_version", "events": [...]}, times in RFC 3339
         #[arg(long)]
         json: bool,
     },
     /// Validate jobs.yaml, the environment and the state directory without touching the network
+    #[command(after_help = exit_codes!(
+        "0  nothing stops a run (warnings may remain)",
+        "1  the state directory is not writable",
+    ))]
     Check {
         /// Also fail (exit 2) when a setting an enabled profile needs is missing
         #[arg(long)]
@@ -126,6 +160,7 @@ pub enum Cmd {
     },
     /// Live checks: Railway and DigitalOcean tokens and what SUPERVISOR_* names there, Postgres
     /// privileges, registry, webapp (exit 1 when one fails)
+    #[command(after_help = exit_codes!("0  every check passed", "1  a check failed (✗)"))]
     Doctor {
         /// The checks as one JSON document ({"schema_version", "ok", "exit_code", "checks"})
         #[arg(long)]
@@ -133,9 +168,12 @@ pub enum Cmd {
     },
     /// Send one labelled test message through every configured alert channel (exit 1 if one
     /// fails, 2 if none is configured); the alert state is left untouched
+    #[command(after_help = exit_codes!("0  every channel took it", "1  a channel failed (2: none is configured)"))]
     TestAlert,
     /// Per profile: last run, next run, streaks; droplets; worker token; replication; last alert
+    #[command(after_help = exit_codes!("0  shown", "1  --check: a problem stands"))]
     Status {
+        /// One JSON document (schema_version, RFC 3339 times); the same as serve's /v1/status
         #[arg(long)]
         json: bool,
         /// Exit 1 while any problem stands (breaker open, refusal, webapp down, routing,
@@ -144,23 +182,35 @@ pub enum Cmd {
         check: bool,
     },
     /// Resume a disabled or auto-disabled profile
-    Enable { profile: String },
+    #[command(after_help = exit_codes!("0  enabled"))]
+    Enable {
+        /// The profile of jobs.yaml to resume (ops list shows them)
+        profile: String,
+    },
     /// Stop a profile from running (its timer still fires and exits at once)
-    Disable { profile: String },
-    /// Read-only HTTP API: /healthz, /v1/runs, /v1/alerts, /v1/status, /metrics
+    #[command(after_help = exit_codes!("0  disabled"))]
+    Disable {
+        /// The profile of jobs.yaml to stop (ops list shows them)
+        profile: String,
+    },
+    /// Read-only HTTP API: /healthz, /v1/runs, /v1/alerts, /v1/events, /v1/status, /metrics
+    #[command(after_help = exit_codes!("(runs until stopped)"))]
     Serve {
-        /// Address to listen on
+        /// Address to listen on; anything but loopback is warned of (there is no authentication)
         #[arg(long, default_value = "127.0.0.1:8923")]
         listen: String,
     },
     /// The cloud-init user-data the supervisor task would send (secrets redacted)
+    #[command(after_help = exit_codes!("0  printed", "1  no config record yet (run ops run extract)"))]
     RenderCloudInit {
         /// Print the secrets too (the output is then as sensitive as the tokens)
         #[arg(long)]
         show_secrets: bool,
     },
     /// Shell completions
+    #[command(after_help = "Exit status:\n  0  printed\n  2  unknown shell")]
     Completions {
+        /// The shell to complete for
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
@@ -180,4 +230,118 @@ pub enum HistoryCmd {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// The global flags a command ignores, hidden from its help: a command's own hidden argument
+/// of the same name shadows the global one there (and is never read).
+const IGNORED_GLOBALS: &[(&str, &[&str])] = &[
+    ("list", &["state_dir", "as_root"]),
+    ("render-crontab", &["as_root"]),
+    ("render-systemd", &["as_root"]),
+    ("render-k8s", &["state_dir", "as_root"]),
+    ("check", &["as_root"]),
+    ("test-alert", &["state_dir", "as_root"]),
+    (
+        "completions",
+        &["config", "state_dir", "env_file", "as_root"],
+    ),
+];
+
+/// The command line: the definitions above, the profiles of the jobs.yaml in effect named in
+/// `<PROFILE>`'s help, and each command's help without the global flags it ignores.
+pub fn command(profiles: &[String]) -> clap::Command {
+    let mut cmd = Cli::command();
+    if !profiles.is_empty() {
+        let listed = format!(": {}", profiles.join(", "));
+        for sub in ["run", "enable", "disable"] {
+            cmd = cmd.mut_subcommand(sub, |s| {
+                s.mut_arg("profile", |a| {
+                    let help = a.get_help().map(ToString::to_string).unwrap_or_default();
+                    a.help(format!("{help}{listed}"))
+                })
+            });
+        }
+    }
+    for (sub, ignored) in IGNORED_GLOBALS {
+        cmd = cmd.mut_subcommand(*sub, |mut s| {
+            for id in *ignored {
+                let long = match *id {
+                    "state_dir" => "state-dir",
+                    "env_file" => "env-file",
+                    "as_root" => "as-root",
+                    other => other,
+                };
+                let arg = Arg::new(*id).long(long).hide(true);
+                s = s.arg(if *id == "as_root" {
+                    arg.action(ArgAction::SetTrue)
+                } else {
+                    arg.value_name("PATH")
+                        .value_parser(clap::value_parser!(PathBuf))
+                });
+            }
+            s
+        });
+    }
+    cmd
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn help(profiles: &[String], args: &[&str]) -> String {
+        command(profiles)
+            .try_get_matches_from(args)
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn help_names_the_profiles_and_the_exit_codes_and_hides_ignored_flags() {
+        let profiles = ["health".to_string(), "hourly".to_string()];
+        let run = help(&profiles, &["ops", "run", "--help"]);
+        assert!(
+            run.contains("ops list shows them): health, hourly"),
+            "{run}"
+        );
+        assert!(run.contains("3  --dry-run --detailed-exitcode"), "{run}");
+        assert!(
+            run.contains("--as-root") && run.contains("--state-dir"),
+            "{run}"
+        );
+        let list = help(&profiles, &["ops", "list", "--help"]);
+        assert!(
+            !list.contains("--as-root") && !list.contains("--state-dir"),
+            "{list}"
+        );
+        assert!(
+            list.contains("--config") && list.contains("Exit status:"),
+            "{list}"
+        );
+        let completions = help(&[], &["ops", "completions", "--help"]);
+        assert!(!completions.contains("--config"), "{completions}");
+        // Every argument says what it is.
+        fn undocumented(cmd: &clap::Command, out: &mut Vec<String>) {
+            for a in cmd.get_arguments() {
+                if a.get_help().is_none()
+                    && !a.is_hide_set()
+                    && a.get_id() != "help"
+                    && a.get_id() != "version"
+                {
+                    out.push(format!("{} {}", cmd.get_name(), a.get_id()));
+                }
+            }
+            for s in cmd.get_subcommands() {
+                undocumented(s, out);
+            }
+        }
+        let mut missing = Vec::new();
+        undocumented(&command(&[]), &mut missing);
+        assert!(missing.is_empty(), "arguments without help: {missing:?}");
+        // The global flags still work where they mean nothing.
+        let m = command(&[])
+            .try_get_matches_from(["ops", "list", "--as-root", "--state-dir", "/tmp/x"])
+            .unwrap();
+        assert!(<Cli as clap::FromArgMatches>::from_arg_matches(&m).is_ok());
+    }
 }

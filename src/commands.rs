@@ -297,16 +297,14 @@ pub fn check(app: &App, strict: bool, json_out: bool) -> anyhow::Result<ExitCode
 }
 
 pub fn completions(shell: clap_complete::Shell) -> anyhow::Result<ExitCode> {
-    use clap::CommandFactory;
-    let mut cmd = crate::cli::Cli::command();
+    let mut cmd = crate::cli::command(&[]);
     clap_complete::generate(shell, &mut cmd, "ops", &mut std::io::stdout());
     Ok(ExitCode::Success)
 }
 
 /// `ops manpage`: ops(1) in roff, generated from the same definitions as `--help`.
 pub fn manpage() -> anyhow::Result<ExitCode> {
-    use clap::CommandFactory;
-    let cmd = crate::cli::Cli::command();
+    let cmd = crate::cli::command(&[]);
     clap_mangen::Man::new(cmd).render(&mut std::io::stdout())?;
     Ok(ExitCode::Success)
 }

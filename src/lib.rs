@@ -38,8 +38,6 @@ pub mod tasks;
 pub mod timefmt;
 pub mod window;
 
-use clap::Parser;
-
 use crate::cli::{Cli, Cmd};
 use crate::exit::ExitCode;
 
@@ -51,7 +49,20 @@ pub fn main() -> i32 {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
     redact::install_panic_hook();
-    let cli = match Cli::try_parse() {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    // Only a help request reads jobs.yaml this early, to name its profiles.
+    let wants_help = args
+        .iter()
+        .any(|a| a == "--help" || a == "-h" || a == "help");
+    let profiles = if wants_help {
+        app::profiles_for_help(&args)
+    } else {
+        Vec::new()
+    };
+    let parsed = cli::command(&profiles)
+        .try_get_matches_from(&args)
+        .and_then(|m| <Cli as clap::FromArgMatches>::from_arg_matches(&m));
+    let cli = match parsed {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();

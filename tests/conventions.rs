@@ -339,3 +339,13 @@ fn serve_warns_when_it_listens_beyond_loopback() {
     assert!(stderr.contains("warn: serve --listen 0.0.0.0:"), "{stderr}");
     assert!(stderr.contains("is not a loopback address"), "{stderr}");
 }
+
+#[test]
+fn run_help_names_the_profiles_of_the_jobs_file_in_effect() {
+    let ops = Ops::new();
+    ops.jobs(&exec_profile("nightly-backup", &["true"], ""));
+    ops.run(&["run", "--help"])
+        .expect_code(0)
+        .expect_stdout("(ops list shows them): nightly-backup")
+        .expect_stdout("Exit status:");
+}
