@@ -448,13 +448,18 @@ fn since_the_check(doc: &Value, now: i64) -> String {
             ));
         }
     }
+    // The table is what its run saw before acting: that run's creates are not in it.
+    let seen_before = match crate::problems::ms(&run["at"]) {
+        Some(started) if started <= checked => started,
+        _ => checked,
+    };
     for e in doc["events"].as_array().into_iter().flatten() {
         let at = crate::problems::ms(&e["at"]).unwrap_or(0);
-        if e["kind"] == "droplet.created" && at > checked {
+        if e["kind"] == "droplet.created" && at >= seen_before {
             out.push_str(&format!(
-                "since the check ({}): {}\n",
-                crate::problems::relative(at, now),
-                e["message"].as_str().unwrap_or("")
+                "since: {} ({})\n",
+                e["message"].as_str().unwrap_or(""),
+                crate::problems::relative(at, now)
             ));
         }
     }

@@ -225,6 +225,19 @@ fn a_dry_run_records_no_event_and_tells_nobody() {
         "{text}"
     );
     assert!(text.contains("created firewall"), "{text}");
+    // Status shows the droplet it just made, though no check has seen it yet.
+    f.run(&["status"])
+        .expect_stdout("supervisor: no droplet seen by a check yet")
+        .expect_stdout("since: created droplet trigger-supervisor-envabcde-");
+    // And the API serves the events.
+    let (_child, addr) = crate::operator::Served::start(&f.s.ops);
+    let (code, body) = crate::operator::request(&addr, "GET", "/v1/events?since=1h");
+    assert_eq!(code, 200, "{body}");
+    let doc: Value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"));
+    assert_eq!(
+        kinds(&doc["events"]),
+        ["droplet.created", "firewall.created"]
+    );
 }
 
 #[test]
