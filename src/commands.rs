@@ -190,7 +190,8 @@ pub fn events(
     Ok(ExitCode::Success)
 }
 
-/// Offline validation, fit for `ExecStartPre`: problems that would stop every run are errors
+/// Offline validation (the supercronic unit's `ExecStartPre`; the package runs it with
+/// `--strict` before enabling the timers): problems that would stop every run are errors
 /// (exit 2, raised while loading or listed ✗); gaps that only some tasks need are warnings.
 pub fn check(app: &App, strict: bool, json_out: bool) -> anyhow::Result<ExitCode> {
     let s = &app.settings;

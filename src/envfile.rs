@@ -297,7 +297,6 @@ pub const KNOWN_VARS: &[&str] = &[
     "OPS_ENV_FILE",
     "OPS_LOCK",
     "OPS_LOCK_DATABASE_URL",
-    "OPS_RUNBOOK_URL",
     "OPS_STATE_DIR",
     "OPS_WEBHOOK_FORMAT",
     "OPS_WEBHOOK_URL",
