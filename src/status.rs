@@ -337,6 +337,11 @@ fn human(doc: &Value) -> String {
     out.push_str(&profiles_table(doc));
     out.push_str(&droplets_table(doc));
     out.push_str(&facts_lines(doc));
+    // The short times above carry no zone of their own: say it once.
+    out.push_str(&format!(
+        "times are local (UTC{})\n",
+        chrono::Local::now().format("%:z")
+    ));
     // Keep every line inside 100 columns.
     let rest: String = out
         .lines()

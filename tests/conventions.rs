@@ -203,6 +203,9 @@ fn every_json_timestamp_of_every_command_is_rfc3339_with_its_zone() {
         .env("TELEGRAM_API_URL", &telegram.url());
     crate::operator::flaky(&ops, "");
     ops.run(&["run", "p"]).expect_code(1);
+    ops.run(&["status"])
+        .expect_code(0)
+        .expect_stdout("times are local (UTC");
     let (_served, addr) = crate::operator::Served::start(&ops);
     let mut docs: Vec<(String, Value)> = [
         vec!["run", "p", "--json"],
