@@ -6,6 +6,15 @@
 //! `http://169.254.169.254/metadata/v1/user-data` for the droplet's life. Task containers must
 //! not reach it: a docker.service drop-in inserts a `DOCKER-USER` rule rejecting traffic to
 //! 169.254.169.254 at every Docker start, and the compose starts only once the rule is in place.
+//!
+//! Draining (supervisor v4.5.0 and later): the supervisor reads a dequeue-backpressure verdict
+//! from a Redis key; a small Redis (`drain-signal`, on an internal network only the supervisor
+//! joins) holds it. `ops-drain.service` does nothing at start; when the droplet shuts down (ops
+//! sends DigitalOcean's `shutdown` action) its `ExecStop` runs `/opt/trigger/drain.sh` before
+//! Docker, the network and DNS stop: it engages the brake (the supervisor stops taking runs, its
+//! heartbeat and workload API stay up), waits until no `runner-` container is left, and lets the
+//! shutdown go on. Task containers' scopes have no shutdown dependencies (runc sets
+//! `DefaultDependencies=false`), so they run until Docker stops, after the drain.
 
 use anyhow::bail;
 use serde_json::{json, Value};
@@ -21,6 +30,91 @@ pub const HEALTH_PORT: u16 = 8020;
 pub const METADATA_IP: &str = "169.254.169.254";
 pub const METADATA_DROP_IN: &str =
     "/etc/systemd/system/docker.service.d/10-ops-block-metadata.conf";
+pub const DRAIN_SCRIPT: &str = "/opt/trigger/drain.sh";
+pub const DRAIN_UNIT: &str = "/etc/systemd/system/ops-drain.service";
+pub const POWEROFF_DROP_IN: &str = "/etc/systemd/system/poweroff.target.d/10-ops-drain.conf";
+/// The Redis that holds the drain verdict (no persistence, internal network only).
+pub const DRAIN_SIGNAL_IMAGE: &str = "redis:7.4.2-alpine";
+pub const DRAIN_KEY: &str = "ops:drain";
+/// The droplet's own bound on a drain: ops deletes it at `drain_timeout` anyway; this only
+/// matters when ops never comes back (systemd's default for the whole shutdown is 30 minutes).
+pub const DRAIN_MAX_SECS: u64 = 24 * 3600;
+
+/// Whether droplets running this supervisor version can be drained (dequeue backpressure,
+/// Trigger.dev v4.5.0 and later).
+pub fn drains(version: &str) -> bool {
+    crate::release::at_least(version, crate::tasks::supervisor::drain::BACKPRESSURE_SINCE)
+}
+
+/// `ops-drain.service`: stopped (so drained) before Docker, the network and DNS at shutdown;
+/// no dependency on docker.service, so a Docker restart does not drain the droplet.
+pub fn drain_unit() -> String {
+    format!(
+        "# Written by trigger-ops: at shutdown, stop taking runs and wait for the running ones.\n\
+[Unit]\n\
+Description=trigger-ops: drain the supervisor before shutdown\n\
+After=docker.service network-online.target systemd-resolved.service systemd-networkd.service\n\
+Wants=network-online.target\n\
+\n\
+[Service]\n\
+Type=oneshot\n\
+RemainAfterExit=yes\n\
+ExecStart=/bin/true\n\
+ExecStop={DRAIN_SCRIPT}\n\
+TimeoutStopSec={}\n\
+\n\
+[Install]\n\
+WantedBy=multi-user.target\n",
+        DRAIN_MAX_SECS + 300
+    )
+}
+
+/// The drain: engage the backpressure verdict (refreshed well within the supervisor's 120 s
+/// `MAX_VERDICT_AGE_MS`, after which it fails open), then wait until no `runner-` container is
+/// left (twice in a row, after a settle for a run dequeued just before the brake).
+pub fn drain_script() -> String {
+    format!(
+        r#"#!/bin/sh
+# Written by trigger-ops. Run by ops-drain.service when the droplet shuts down.
+set -u
+cd /opt/trigger || exit 0
+max=${{OPS_DRAIN_MAX_SECS:-{DRAIN_MAX_SECS}}}
+poll=${{OPS_DRAIN_POLL_SECS:-5}}
+settle=${{OPS_DRAIN_SETTLE_SECS:-15}}
+engage() {{
+  now_ms=$(($(date +%s) * 1000))
+  docker compose --project-directory /opt/trigger exec -T drain-signal     redis-cli SET {DRAIN_KEY} "{{"engaged":true,"ts":$now_ms}}" >/dev/null 2>&1
+}}
+runners() {{
+  docker ps -q --filter name=^runner- 2>/dev/null | wc -l | tr -d ' '
+}}
+start=$(date +%s)
+engage || echo "ops-drain: could not set the backpressure key; waiting for the runs anyway"
+echo "ops-drain: the supervisor stops taking runs; waiting for $(runners) run container(s)"
+idle=0
+last=0
+while :; do
+  now=$(date +%s)
+  if [ $((now - start)) -ge "$max" ]; then
+    echo "ops-drain: giving up after ${{max}}s with $(runners) run container(s) left"
+    exit 0
+  fi
+  if [ $((now - last)) -ge 20 ]; then engage; last=$now; fi
+  n=$(runners)
+  if [ "$n" = 0 ] && [ $((now - start)) -ge "$settle" ]; then
+    idle=$((idle + 1))
+    if [ "$idle" -ge 2 ]; then
+      echo "ops-drain: no run container left after $((now - start))s"
+      exit 0
+    fi
+  else
+    idle=0
+  fi
+  sleep "$poll"
+done
+"#
+    )
+}
 
 /// Inserts the rule unless present (idempotent across Docker restarts).
 fn block_metadata_command() -> String {
@@ -29,7 +123,11 @@ fn block_metadata_command() -> String {
 }
 
 /// The supervisor's environment, in a stable order.
-pub fn supervisor_env(record: &ConfigRecord, droplet_name: &str) -> Vec<(&'static str, String)> {
+pub fn supervisor_env(
+    record: &ConfigRecord,
+    droplet_name: &str,
+    version: &str,
+) -> Vec<(&'static str, String)> {
     let mut env = vec![
         ("TRIGGER_API_URL", record.api_origin.clone()),
         (
@@ -57,6 +155,25 @@ pub fn supervisor_env(record: &ConfigRecord, droplet_name: &str) -> Vec<(&'stati
         ("DOCKER_ENFORCE_MACHINE_PRESETS", "true".into()),
         ("DOCKER_AUTOREMOVE_EXITED_CONTAINERS", "true".into()),
     ];
+    if drains(version) {
+        // The drain switch: a verdict in the droplet's own Redis (see the module doc).
+        env.extend([
+            ("TRIGGER_DEQUEUE_BACKPRESSURE_ENABLED", "true".to_string()),
+            ("TRIGGER_DEQUEUE_BACKPRESSURE_DRY_RUN", "false".into()),
+            (
+                "TRIGGER_DEQUEUE_BACKPRESSURE_REDIS_HOST",
+                "drain-signal".into(),
+            ),
+            ("TRIGGER_DEQUEUE_BACKPRESSURE_REDIS_PORT", "6379".into()),
+            (
+                "TRIGGER_DEQUEUE_BACKPRESSURE_REDIS_TLS_DISABLED",
+                "true".into(),
+            ),
+            ("TRIGGER_DEQUEUE_BACKPRESSURE_REDIS_KEY", DRAIN_KEY.into()),
+        ]);
+        // A full droplet stops dequeuing instead of over-committing its host.
+        env.push(("RESOURCE_MONITOR_ENABLED", "true".into()));
+    }
     if let Some(host) = &record.registry_host {
         env.push(("DOCKER_REGISTRY_URL", host.clone()));
     }
@@ -116,6 +233,18 @@ fn compose(settings: &Settings, record: &ConfigRecord) -> Value {
     if !ports.is_empty() {
         doc["services"]["supervisor"]["ports"] = json!(ports);
     }
+    if drains(&version.tag) {
+        doc["services"]["drain-signal"] = json!({
+            "image": DRAIN_SIGNAL_IMAGE,
+            "restart": "unless-stopped",
+            "command": ["redis-server", "--save", "", "--appendonly", "no", "--protected-mode", "no"],
+            "networks": ["drain"],
+            "logging": {"driver": "json-file", "options": {"max-size": "5m", "max-file": "2"}}
+        });
+        doc["services"]["supervisor"]["networks"] = json!(["supervisor", "docker-proxy", "drain"]);
+        doc["services"]["supervisor"]["depends_on"] = json!(["docker-proxy", "drain-signal"]);
+        doc["networks"]["drain"] = json!({"name": "drain", "internal": true});
+    }
     doc
 }
 
@@ -125,16 +254,21 @@ pub fn render(
     settings: &Settings,
     droplet_name: &str,
 ) -> anyhow::Result<String> {
+    let version = crate::release::supervisor_version(
+        settings.trigger_version.as_deref(),
+        record.webapp_version.as_deref(),
+    );
     let mut env_file =
         String::from("# Written by cloud-init from trigger-ops; secrets: keep this file 0600.\n");
-    for (k, v) in supervisor_env(record, droplet_name) {
+    for (k, v) in supervisor_env(record, droplet_name, &version.tag) {
         if v.contains(['\n', '\r']) {
             bail!("{k} contains a line break and cannot go into the supervisor's .env");
         }
         env_file.push_str(&format!("{k}={v}\n"));
     }
     let compose_yaml = serde_yaml::to_string(&compose(settings, record))?;
-    let config = json!({
+    let drain = drains(&version.tag);
+    let mut config = json!({
         "package_update": true,
         "packages": ["docker.io", "docker-compose-v2"],
         "write_files": [
@@ -152,6 +286,16 @@ pub fn render(
             ["sh", "-c", format!("iptables -C DOCKER-USER -d {METADATA_IP} -j REJECT && docker compose --project-directory /opt/trigger -f /opt/trigger/docker-compose.yml up -d")]
         ]
     });
+    if drain {
+        let files = config["write_files"].as_array_mut().expect("a list");
+        files.push(json!({"path": DRAIN_SCRIPT, "permissions": "0755", "owner": "root:root", "content": drain_script()}));
+        files.push(json!({"path": DRAIN_UNIT, "permissions": "0644", "owner": "root:root", "content": drain_unit()}));
+        files.push(json!({"path": POWEROFF_DROP_IN, "permissions": "0644", "owner": "root:root",
+            "content": format!("# Written by trigger-ops: the shutdown waits for the drain (systemd's default is 30 minutes).\n[Unit]\nJobTimeoutSec={}\n", DRAIN_MAX_SECS + 600)}));
+        let steps = config["runcmd"].as_array_mut().expect("a list");
+        steps.push(json!(["systemctl", "daemon-reload"]));
+        steps.push(json!(["systemctl", "enable", "--now", "ops-drain.service"]));
+    }
     let text = format!("#cloud-config\n{}", serde_yaml::to_string(&config)?);
     if text.len() > MAX_USER_DATA {
         bail!(

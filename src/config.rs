@@ -175,6 +175,10 @@ pub struct SupervisorOptions {
     /// The waiting-runs statement's own timeout (the heartbeats never wait for it).
     #[serde(default = "default_queue_timeout", deserialize_with = "de_duration")]
     pub queue_timeout: Duration,
+    /// How long a droplet leaving for a planned reason may drain before it is deleted with its
+    /// runs still on it (they are retried); `0s`: deleted at once.
+    #[serde(default = "default_drain_timeout", deserialize_with = "de_duration")]
+    pub drain_timeout: Duration,
 }
 
 fn yes() -> bool {
@@ -220,6 +224,9 @@ fn default_orphan_alert_after() -> Option<Duration> {
 }
 fn default_queue_window() -> Duration {
     Duration::from_secs(24 * 3600)
+}
+fn default_drain_timeout() -> Duration {
+    Duration::from_secs(3600)
 }
 fn default_queue_timeout() -> Duration {
     Duration::from_secs(2)

@@ -354,3 +354,28 @@ mod tests {
         assert_eq!(upgrade_reason(&Source::Webapp, None, "v4.5.12"), None);
     }
 }
+
+/// Whether a release tag is `min` (major, minor, patch) or later; a pre-release of `min`
+/// counts as `min`. `false` for anything that is not a version.
+pub fn at_least(tag: &str, min: (u32, u32, u32)) -> bool {
+    if !is_version(tag) {
+        return false;
+    }
+    let core = tag[1..].split('-').next().unwrap_or("");
+    let n: Vec<u32> = core.split('.').filter_map(|p| p.parse().ok()).collect();
+    matches!(n.as_slice(), [a, b, c] if (*a, *b, *c) >= min)
+}
+
+#[cfg(test)]
+mod at_least_tests {
+    use super::at_least;
+
+    #[test]
+    fn versions_compare_by_number_not_text() {
+        assert!(at_least("v4.5.0", (4, 5, 0)));
+        assert!(at_least("v4.10.1", (4, 5, 0)));
+        assert!(at_least("v4.5.0-rc.5", (4, 5, 0)));
+        assert!(!at_least("v4.4.12", (4, 5, 0)));
+        assert!(!at_least("latest", (4, 5, 0)));
+    }
+}

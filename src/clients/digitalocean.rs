@@ -72,18 +72,24 @@ impl Droplet {
     }
 }
 
-/// A droplet size (`GET /v2/sizes`).
-#[derive(Debug, Clone, Deserialize)]
+/// One entry of `GET /v2/sizes` (memory in MB, disk in GB, price in USD).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Size {
     pub slug: String,
-    #[serde(default)]
-    pub available: bool,
-    #[serde(default)]
-    pub regions: Vec<String>,
-    #[serde(default)]
+    pub vcpus: u32,
     pub memory: u64,
     #[serde(default)]
-    pub vcpus: u32,
+    pub disk: u64,
+    #[serde(default)]
+    pub price_monthly: f64,
+    #[serde(default)]
+    pub regions: Vec<String>,
+    #[serde(default = "available")]
+    pub available: bool,
+}
+
+fn available() -> bool {
+    true
 }
 
 /// A region (`GET /v2/regions`).
@@ -417,6 +423,29 @@ impl<'a> DigitalOcean<'a> {
             &format!("/v2/account/keys?page=1&per_page={PER_PAGE}"),
             "ssh_keys",
         )
+    }
+
+    /// `POST /v2/droplets/{id}/actions` with `{"type": kind}` (`shutdown`, `power_off`, …):
+    /// 201 with the action. Not retried after a timeout (the action may have been taken).
+    pub fn droplet_action(&self, id: u64, kind: &str) -> anyhow::Result<()> {
+        self.send(
+            "POST",
+            &format!("/v2/droplets/{id}/actions"),
+            Some(&json!({ "type": kind })),
+            Retry::OnlyRateLimit,
+        )
+        .map(|_| ())
+    }
+
+    /// Tags a droplet (`POST /v2/tags/{tag}/resources`, 204); the tag must exist.
+    pub fn tag_droplet(&self, tag: &str, id: u64) -> anyhow::Result<()> {
+        self.send(
+            "POST",
+            &format!("/v2/tags/{tag}/resources"),
+            Some(&json!({"resources": [{"resource_id": id.to_string(), "resource_type": "droplet"}]})),
+            Retry::Idempotent,
+        )
+        .map(|_| ())
     }
 }
 

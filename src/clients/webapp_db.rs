@@ -201,6 +201,113 @@ pub struct Elsewhere {
     pub age_secs: f64,
 }
 
+/// Where the read of our group's runs on workers looks (same bounds as [`QueueScan`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunScan<'a> {
+    /// Our group's queue and its `:scheduled` twin.
+    pub queues: &'a [String],
+    pub since: f64,
+    pub window: Duration,
+    /// Runs seen on a worker or waiting before, re-read by primary key.
+    pub remembered: &'a [String],
+    pub track: usize,
+    /// Runs that ended in `SYSTEM_FAILURE` or `CRASHED` this recently count as needing a preset.
+    pub failed_within: Duration,
+    pub timeout: Duration,
+}
+
+/// One run on a worker (`DEQUEUED` or `EXECUTING`), attributed to the supervisor whose
+/// `WorkerInstance` wrote its latest snapshot with a `workerId`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunOnWorker {
+    pub id: String,
+    pub friendly_id: String,
+    /// The `WorkerInstance` name (our droplet's name); `None`: no snapshot names a worker yet.
+    pub instance: Option<String>,
+    pub status: String,
+    /// `"TaskRun"."machinePreset"` (set at dequeue).
+    pub preset: Option<String>,
+}
+
+/// Runs of one kind needing one preset: waiting, or recently failed by the system.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PresetNeed {
+    /// `waiting` or `failed`.
+    pub kind: String,
+    /// The run's `machinePreset`, else the task's `machineConfig` (JSON text), else `None`
+    /// (Trigger.dev's default, small-1x).
+    pub preset: Option<String>,
+    pub runs: u64,
+}
+
+/// What runs on our workers and what the waiting runs need.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct WorkerRuns {
+    pub on_workers: Vec<RunOnWorker>,
+    pub needs: Vec<PresetNeed>,
+    /// Runs to re-read by primary key next time (on a worker first, then waiting).
+    pub track_ids: Vec<String>,
+}
+
+/// Our group's runs on workers and the presets its waiting (and recently system-failed) runs
+/// need, without a sequential scan of `"TaskRun"` or `"TaskRunExecutionSnapshot"`: candidate
+/// runs through the BRIN index on `createdAt` (since the last read) and the primary key (the
+/// remembered ones); each run's latest snapshot naming a worker through the snapshots' only
+/// index (`runId`, `isValid`, `createdAt` DESC); the instance by its primary key; the task's
+/// preset through the current promotion, the deployment and (`workerId`, `slug`), all unique.
+const WORKER_RUNS_SQL: &str = r#"WITH cand AS (
+  SELECT r."id", r."friendlyId", r."status"::text AS status, r."machinePreset",
+         r."lockedToVersionId", r."runtimeEnvironmentId", r."taskIdentifier", r."updatedAt",
+         EXTRACT(EPOCH FROM (timezone('UTC', now()) - COALESCE(r."queuedAt", r."createdAt")))::float8 AS wait
+    FROM "TaskRun" r
+   WHERE r."createdAt" >= GREATEST(timezone('UTC', to_timestamp($2)),
+                                   timezone('UTC', now()) - make_interval(secs => $3))
+     AND r."status"::text IN ('DEQUEUED', 'EXECUTING', 'PENDING', 'SYSTEM_FAILURE', 'CRASHED')
+     AND r."masterQueue" = ANY($1)
+  UNION
+  SELECT r."id", r."friendlyId", r."status"::text, r."machinePreset", r."lockedToVersionId",
+         r."runtimeEnvironmentId", r."taskIdentifier", r."updatedAt",
+         EXTRACT(EPOCH FROM (timezone('UTC', now()) - COALESCE(r."queuedAt", r."createdAt")))::float8
+    FROM "TaskRun" r
+   WHERE r."id" = ANY($4)
+     AND r."status"::text IN ('DEQUEUED', 'EXECUTING', 'PENDING', 'SYSTEM_FAILURE', 'CRASHED')
+     AND r."masterQueue" = ANY($1)
+), on_worker AS (
+  SELECT c."id", c."friendlyId", c.status, c."machinePreset"
+    FROM cand c WHERE c.status IN ('DEQUEUED', 'EXECUTING')
+   ORDER BY c."id" LIMIT $5
+), attributed AS (
+  SELECT o.*, wi."name" AS instance
+    FROM on_worker o
+    LEFT JOIN LATERAL (SELECT s."workerId" FROM "TaskRunExecutionSnapshot" s
+                        WHERE s."runId" = o."id" AND s."isValid" AND s."workerId" IS NOT NULL
+                        ORDER BY s."createdAt" DESC LIMIT 1) w ON true
+    LEFT JOIN "WorkerInstance" wi ON wi."id" = w."workerId"
+), needing AS (
+  SELECT CASE WHEN c.status = 'PENDING' THEN 'waiting' ELSE 'failed' END AS kind,
+         COALESCE(c."machinePreset", t."machineConfig"::text) AS preset, c."id", c.wait
+    FROM cand c
+    LEFT JOIN "WorkerDeploymentPromotion" p
+      ON c."machinePreset" IS NULL AND c."lockedToVersionId" IS NULL
+     AND p."environmentId" = c."runtimeEnvironmentId" AND p."label" = 'current'
+    LEFT JOIN "WorkerDeployment" d ON d."id" = p."deploymentId"
+    LEFT JOIN "BackgroundWorkerTask" t
+      ON c."machinePreset" IS NULL AND t."workerId" = COALESCE(c."lockedToVersionId", d."workerId")
+     AND t."slug" = c."taskIdentifier"
+   WHERE c.status = 'PENDING'
+      OR (c.status IN ('SYSTEM_FAILURE', 'CRASHED')
+          AND c."updatedAt" >= timezone('UTC', now()) - make_interval(secs => $6))
+)
+SELECT
+  (SELECT json_agg(json_build_array(a."id", a."friendlyId", a.instance, a.status, a."machinePreset")
+                   ORDER BY a."id") FROM attributed a)::text,
+  (SELECT json_agg(json_build_array(kind, preset, n) ORDER BY kind, preset)
+     FROM (SELECT kind, preset, count(*) AS n FROM needing GROUP BY kind, preset) g)::text,
+  (SELECT json_agg(id) FROM (SELECT "id" FROM on_worker
+                             UNION ALL
+                             (SELECT "id" FROM needing WHERE kind = 'waiting'
+                               ORDER BY wait DESC, "id" LIMIT $5)) t)::text"#;
+
 /// SQLSTATEs that mean "this schema is not Trigger.dev v4's (yet)".
 fn missing_schema(e: &postgres::Error) -> Option<String> {
     let db = e.as_db_error()?;
@@ -334,13 +441,8 @@ pub fn group_heartbeats(
 /// The waiting runs of `scan.queues`, in a read-only transaction with its own statement timeout
 /// and sequential scans priced out (only the BRIN index and the primary key may answer).
 pub fn queues(client: &mut Client, scan: &QueueScan) -> anyhow::Result<QueueRead> {
-    let read = |client: &mut Client| -> Result<postgres::Row, postgres::Error> {
-        let mut tx = client.build_transaction().read_only(true).start()?;
-        tx.batch_execute(&format!(
-            "SET LOCAL statement_timeout = {}; SET LOCAL enable_seqscan = off",
-            scan.timeout.as_millis().max(1)
-        ))?;
-        let row = tx.query_one(
+    let r = bounded(client, scan.timeout, |tx| {
+        tx.query_one(
             QUEUE_SQL,
             &[
                 &scan.queues,
@@ -349,12 +451,9 @@ pub fn queues(client: &mut Client, scan: &QueueScan) -> anyhow::Result<QueueRead
                 &scan.remembered,
                 &(scan.track as i64),
             ],
-        )?;
-        tx.commit()?;
-        Ok(row)
-    };
-    let r = read(client)
-        .map_err(|e| anyhow!("reading the waiting runs (\"TaskRun\"): {}", describe(&e)))?;
+        )
+    })
+    .map_err(|e| anyhow!("reading the waiting runs (\"TaskRun\"): {}", describe(&e)))?;
     let depths: Vec<(String, u64, f64)> = json_list(r.get(0), "queue depths")?;
     Ok(QueueRead {
         depths: depths
@@ -369,6 +468,67 @@ pub fn queues(client: &mut Client, scan: &QueueScan) -> anyhow::Result<QueueRead
         waiting_seen: r.get::<_, i64>(2).max(0) as u64,
         db_now: r.get(3),
     })
+}
+
+/// Our group's runs on workers and what its waiting runs need (read-only transaction, its own
+/// statement timeout, sequential scans priced out).
+pub fn worker_runs(client: &mut Client, scan: &RunScan) -> anyhow::Result<WorkerRuns> {
+    let r = bounded(client, scan.timeout, |tx| {
+        tx.query_one(
+            WORKER_RUNS_SQL,
+            &[
+                &scan.queues,
+                &scan.since,
+                &scan.window.as_secs_f64(),
+                &scan.remembered,
+                &(scan.track as i64),
+                &scan.failed_within.as_secs_f64(),
+            ],
+        )
+    })
+    .map_err(|e| {
+        anyhow!(
+            "reading the runs on our supervisors (\"TaskRun\", \"TaskRunExecutionSnapshot\"): {}",
+            describe(&e)
+        )
+    })?;
+    type RunRow = (String, String, Option<String>, String, Option<String>);
+    let runs: Vec<RunRow> = json_list(r.get(0), "runs on workers")?;
+    let needs: Vec<(String, Option<String>, u64)> = json_list(r.get(1), "preset needs")?;
+    Ok(WorkerRuns {
+        on_workers: runs
+            .into_iter()
+            .map(|(id, friendly_id, instance, status, preset)| RunOnWorker {
+                id,
+                friendly_id,
+                instance,
+                status,
+                preset,
+            })
+            .collect(),
+        needs: needs
+            .into_iter()
+            .map(|(kind, preset, runs)| PresetNeed { kind, preset, runs })
+            .collect(),
+        track_ids: json_list(r.get(2), "tracked runs")?,
+    })
+}
+
+/// One statement in its own read-only transaction with a statement timeout and sequential
+/// scans priced out: only indexes may answer.
+fn bounded(
+    client: &mut Client,
+    timeout: Duration,
+    query: impl FnOnce(&mut postgres::Transaction) -> Result<postgres::Row, postgres::Error>,
+) -> Result<postgres::Row, postgres::Error> {
+    let mut tx = client.build_transaction().read_only(true).start()?;
+    tx.batch_execute(&format!(
+        "SET LOCAL statement_timeout = {}; SET LOCAL enable_seqscan = off",
+        timeout.as_millis().max(1)
+    ))?;
+    let row = query(&mut tx)?;
+    tx.commit()?;
+    Ok(row)
 }
 
 /// When `"TaskRun"` was last vacuumed (its BRIN index is summarized then: rows added since are

@@ -10,10 +10,12 @@ use anyhow::{anyhow, bail};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::clients::digitalocean::{DigitalOcean, Droplet, Firewall, NewDroplet};
+use crate::clients::digitalocean::{DigitalOcean, Droplet, Firewall, NewDroplet, Size};
 use crate::clients::http::{Http, Request, Retry};
 use crate::clients::postgres::Target;
-use crate::clients::webapp_db::{self, Fleet, QueueRead, QueueScan, Routing, WorkerGroup};
+use crate::clients::webapp_db::{
+    self, Fleet, QueueRead, QueueScan, Routing, RunScan, WorkerGroup, WorkerRuns,
+};
 use crate::cloudinit;
 use crate::config::SupervisorOptions;
 use crate::record::ConfigRecord;
@@ -25,8 +27,10 @@ use crate::task::{ActionRecord, Outcome, Status, TaskCtx, Typed};
 use crate::tasks::extract;
 
 pub mod diff;
+pub mod drain;
 pub mod flow;
 pub mod plan;
+pub mod presets;
 pub mod sim;
 
 use plan::{Action, Heartbeat, View};
@@ -57,6 +61,12 @@ pub struct SeenDroplet {
     /// Seconds since the webapp's last heartbeat from it (`None`: never, or no webapp view).
     #[serde(default)]
     pub heartbeat_age_secs: Option<f64>,
+    /// Runs executing on it per the webapp's database (`None`: not known).
+    #[serde(default)]
+    pub executing_runs: Option<usize>,
+    /// It is draining: told to stop taking runs, deleted once idle.
+    #[serde(default)]
+    pub draining: bool,
 }
 
 /// Where the next read of the waiting runs starts (database clock, Unix seconds), and the runs
@@ -68,6 +78,9 @@ struct ScanState {
     /// The last read of the whole window.
     full_mark: Option<f64>,
     waiting: Vec<String>,
+    /// Our group's runs seen on a worker or waiting, re-read by primary key.
+    #[serde(default)]
+    on_worker: Vec<String>,
 }
 
 /// A read of the whole `queue_window` this often catches what the incremental reads cannot
@@ -98,6 +111,7 @@ impl ScanState {
                 self.full_mark
             },
             waiting: read.waiting_ids.clone(),
+            on_worker: self.on_worker.clone(),
         }
     }
 }
@@ -109,7 +123,22 @@ struct FlowRead {
     queues: Result<QueueRead, String>,
     scan: Option<ScanState>,
     full: bool,
+    /// Our group's runs on workers and what its waiting runs need.
+    runs: Result<WorkerRuns, String>,
 }
+
+/// Runs that ended in `SYSTEM_FAILURE` or `CRASHED` this recently count as needing their
+/// preset (a run too big for the droplets bounces and then fails that way).
+const FAILED_WITHIN: Duration = Duration::from_secs(3600);
+/// DigitalOcean's sizes change rarely: asked again at most daily, and only when a run needs a
+/// preset larger than small-1x (or SUPERVISOR_SIZE=auto).
+const SIZES_KEY: &str = "sizes";
+const SIZES_RECHECK_MS: i64 = 24 * 3_600_000;
+/// The size SUPERVISOR_SIZE=auto settled on (it only grows: a shrink would replace the fleet
+/// whenever the large runs pause).
+const AUTO_SIZE_KEY: &str = "auto_size";
+/// Where SUPERVISOR_SIZE=auto starts.
+pub const AUTO_DEFAULT_SIZE: &str = "s-2vcpu-2gb";
 
 /// How long a checked firewall is trusted before it is compared again.
 const FIREWALL_RECHECK_MS: i64 = 3_600_000;
@@ -134,13 +163,13 @@ pub fn deployment_tag(s: &Settings) -> String {
 }
 
 /// `ops-spec-<hash>` over region, size, image, version, proxy image and the config record.
-pub fn spec_tag(s: &Settings, record: &ConfigRecord) -> String {
+pub fn spec_tag(s: &Settings, record: &ConfigRecord, size: &str) -> String {
     let keys = s.supervisor_ssh_keys.join(",");
     format!(
         "ops-spec-{}",
         fingerprint(&[
             &s.supervisor_region,
-            &s.supervisor_size,
+            size,
             &s.supervisor_image,
             &crate::release::supervisor_version(
                 s.trigger_version.as_deref(),
@@ -279,12 +308,40 @@ fn read_flow(
             routing = Err(e);
         }
     }
+    let our_queues = vec![
+        ours.master_queue.clone(),
+        format!("{}:scheduled", ours.master_queue),
+    ];
+    let remembered: Vec<String> = prev
+        .on_worker
+        .iter()
+        .chain(&prev.waiting)
+        .cloned()
+        .collect();
+    let runs = webapp_db::worker_runs(
+        client,
+        &RunScan {
+            queues: &our_queues,
+            since,
+            window: opts.queue_window,
+            remembered: &remembered,
+            track: TRACK_WAITING,
+            failed_within: FAILED_WITHIN,
+            timeout: opts.queue_timeout,
+        },
+    )
+    .map_err(|e| format!("{e:#}"));
+    let mut scan = read.as_ref().ok().map(|r| prev.after(r, full));
+    if let (Some(sc), Ok(r)) = (scan.as_mut(), runs.as_ref()) {
+        sc.on_worker = r.track_ids.clone();
+    }
     FlowRead {
-        scan: read.as_ref().ok().map(|r| prev.after(r, full)),
+        scan,
         ours,
         routing,
         queues: read,
         full,
+        runs,
     }
 }
 
@@ -390,11 +447,26 @@ pub fn run(opts: &SupervisorOptions, ctx: &TaskCtx) -> anyhow::Result<Outcome> {
     if s.database_url.is_none() && s.supervisor_health_sources.is_empty() {
         return Err(crate::exit::config_error(NO_WAY_TO_SEE));
     }
-    let spec = desired(opts, ctx, &record);
+    let auto = s.supervisor_size == "auto";
+    let mut size = if auto {
+        load::<String>(ctx.state, AUTO_SIZE_KEY).unwrap_or_else(|| AUTO_DEFAULT_SIZE.into())
+    } else {
+        s.supervisor_size.clone()
+    };
     let http = Http::new();
     let api = DigitalOcean::new(&http, &s.digitalocean_api_url, token, ctx.deadline);
+    let spec = desired(opts, ctx, &record, &size);
     let (obs, health_checks, flow_read) = observe(ctx, &api, &http, opts, &spec, &record)?;
+    let fit = fit_presets(ctx, &api, flow_read.as_ref(), &size, auto);
+    let mut auto_grown = None;
+    if let Some(bigger) = fit.auto_size.clone() {
+        auto_grown = Some(bigger.clone());
+        size = bigger;
+    }
+    let spec = desired(opts, ctx, &record, &size);
     let mut plan = plan::plan(&obs, &spec);
+    plan.lines.extend(fit.lines);
+    plan.failures.extend(fit.failures);
     let sessions = u8::from(!matches!(obs.view, View::NotConfigured | View::Skipped));
     let webapp_checked = obs.webapp_check.is_some();
     let mut found = flow_read.as_ref().map(|f| judge_flow(opts, f));
@@ -419,6 +491,8 @@ pub fn run(opts: &SupervisorOptions, ctx: &TaskCtx) -> anyhow::Result<Outcome> {
     let seen = Observed {
         flow: found.as_ref().map(|f| f.seen.clone()),
         scan: flow_read.and_then(|f| f.scan),
+        sizes: fit.fetched,
+        auto_size: auto_grown,
     };
     let healthy = plan
         .assessed
@@ -451,7 +525,12 @@ pub fn run(opts: &SupervisorOptions, ctx: &TaskCtx) -> anyhow::Result<Outcome> {
 }
 
 /// The desired state, resolved from the task's options, the settings and the config record.
-fn desired(opts: &SupervisorOptions, ctx: &TaskCtx, record: &ConfigRecord) -> plan::Spec {
+fn desired(
+    opts: &SupervisorOptions,
+    ctx: &TaskCtx,
+    record: &ConfigRecord,
+    size: &str,
+) -> plan::Spec {
     let s = ctx.settings;
     let (pin, webapp) = (
         s.trigger_version.as_deref(),
@@ -460,7 +539,7 @@ fn desired(opts: &SupervisorOptions, ctx: &TaskCtx, record: &ConfigRecord) -> pl
     plan::Spec {
         count: s.supervisor_count as usize,
         tag: deployment_tag(s),
-        spec_tag: spec_tag(s, record),
+        spec_tag: spec_tag(s, record, size),
         version: release::supervisor_version(pin, webapp),
         version_line: release::describe(pin, webapp),
         rules: plan::Rules {
@@ -475,11 +554,106 @@ fn desired(opts: &SupervisorOptions, ctx: &TaskCtx, record: &ConfigRecord) -> pl
         blame_webapp: true,
         reset_breaker: ctx.reset_breaker,
         profile: ctx.profile.to_string(),
-        size: s.supervisor_size.clone(),
+        size: size.to_string(),
         region: s.supervisor_region.clone(),
         image: s.supervisor_image.clone(),
         parts: diff::Parts::of(s, record),
+        drain_timeout: opts.drain_timeout,
     }
+}
+
+/// What the preset check found: lines, failures, a bigger size for SUPERVISOR_SIZE=auto, and
+/// sizes fetched from DigitalOcean this run (to keep).
+#[derive(Default)]
+struct Fit {
+    lines: Vec<String>,
+    failures: Vec<String>,
+    auto_size: Option<String>,
+    fetched: Option<Vec<Size>>,
+}
+
+/// Do our group's waiting (and recently system-failed) runs fit the droplets' size? Asks
+/// DigitalOcean's sizes only when some run needs more than small-1x (kept a day).
+fn fit_presets(
+    ctx: &TaskCtx,
+    api: &DigitalOcean,
+    flow: Option<&FlowRead>,
+    size: &str,
+    auto: bool,
+) -> Fit {
+    let mut fit = Fit::default();
+    let Some(Ok(runs)) = flow.map(|f| &f.runs) else {
+        return fit;
+    };
+    let largest = presets::largest(&runs.needs);
+    if largest.cpu <= presets::DEFAULT.cpu && largest.memory_gb <= presets::DEFAULT.memory_gb {
+        return fit;
+    }
+    let cached = ctx
+        .state
+        .and_then(|st| st.kv_get::<Vec<Size>>(NAMESPACE, SIZES_KEY).ok().flatten())
+        .filter(|(_, at)| now_ms() - at < SIZES_RECHECK_MS)
+        .map(|(v, _)| v);
+    let sizes = match cached {
+        Some(v) => v,
+        None => match api.sizes() {
+            Ok(v) => {
+                fit.fetched = Some(v.clone());
+                v
+            }
+            Err(e) => {
+                fit.lines
+                    .push(format!("machine presets not checked this run: {e:#}"));
+                return fit;
+            }
+        },
+    };
+    let Some(current) = sizes.iter().find(|z| z.slug == size) else {
+        fit.failures.push(format!(
+            "SUPERVISOR_SIZE={size} is not a DigitalOcean size (GET /v2/sizes): set one such as s-2vcpu-2gb"
+        ));
+        return fit;
+    };
+    let misfits = presets::misfits(&runs.needs, current);
+    let region = &ctx.settings.supervisor_region;
+    for m in &misfits {
+        let better = presets::smallest_fitting(&m.preset, &sizes, region);
+        let counts = match (m.waiting, m.failed) {
+            (w, 0) => format!("{w} waiting run(s)"),
+            (0, f) => format!("{f} run(s) failed by the system in the last hour"),
+            (w, f) => format!("{w} waiting run(s) and {f} failed by the system in the last hour"),
+        };
+        let head = format!(
+            "{counts} need machine preset {} ({} vCPU, {} GB), more than the droplets' size {size} ({}): Docker refuses such a container, so these runs bounce between supervisors and end in SYSTEM_FAILURE",
+            m.preset.name,
+            presets::gb(m.preset.cpu),
+            presets::gb(m.preset.memory_gb),
+            presets::describe_size(current)
+        );
+        match better {
+            Some(b) if auto => {
+                if fit.auto_size.is_none() {
+                    fit.lines.push(format!(
+                        "{head}; SUPERVISOR_SIZE=auto: the droplets become {} ({}, ${}/month), drained and replaced one by one",
+                        b.slug,
+                        presets::describe_size(b),
+                        b.price_monthly
+                    ));
+                    fit.auto_size = Some(b.slug.clone());
+                }
+            }
+            Some(b) => fit.failures.push(format!(
+                "{head}: set SUPERVISOR_SIZE={} (the smallest size that fits, {}, ${}/month) or SUPERVISOR_SIZE=auto",
+                b.slug,
+                presets::describe_size(b),
+                b.price_monthly
+            )),
+            None => fit.failures.push(format!(
+                "{head}: no size available in {region} fits it; use a smaller preset or another SUPERVISOR_REGION"
+            )),
+        }
+    }
+    fit
 }
 
 /// All reads: DigitalOcean's listing, the webapp's view (one statement), `/health` when
@@ -519,6 +693,7 @@ fn observe(
             (View::Seen { .. }, None) => Heartbeat::Never,
             _ => Heartbeat::NoView,
         };
+        let runs = runs_on(flow.as_ref(), &d.name);
         droplets.push(plan::Seen {
             id: d.id,
             prev: load(ctx.state, &droplet_key(d.id)).unwrap_or_default(),
@@ -533,6 +708,7 @@ fn observe(
             name: d.name,
             status: d.status,
             tags: d.tags,
+            runs,
             heartbeat,
             http: http_result,
         });
@@ -568,10 +744,25 @@ fn observe(
     Ok((obs, health_checks, flow))
 }
 
+/// The runs executing on the droplet named `name`, per the webapp's database (`None`: no read
+/// this run).
+fn runs_on(flow: Option<&FlowRead>, name: &str) -> Option<Vec<String>> {
+    let runs = flow?.runs.as_ref().ok()?;
+    Some(
+        runs.on_workers
+            .iter()
+            .filter(|r| r.instance.as_deref() == Some(name))
+            .map(|r| r.friendly_id.clone())
+            .collect(),
+    )
+}
+
 /// What `apply` keeps for `ops status`, `/metrics` and the next read, besides the droplets.
 struct Observed {
     flow: Option<FlowSeen>,
     scan: Option<ScanState>,
+    sizes: Option<Vec<Size>>,
+    auto_size: Option<String>,
 }
 
 /// All writes, in the plan's order (or, in a dry run, what they would be), then the state.
@@ -645,6 +836,30 @@ fn apply(
                     ),
                     None => (format!("droplet {name} is already gone"), false),
                 }
+            }
+            Action::Drain {
+                id,
+                name,
+                reason,
+                signal,
+                ..
+            } => {
+                // Tagged first: the drain survives a lost state, and the tag is the record.
+                api.create_tag(drain::DRAINING_TAG)?;
+                api.tag_droplet(drain::DRAINING_TAG, *id)?;
+                if *signal {
+                    api.droplet_action(*id, "shutdown")?;
+                }
+                log::warn!("draining droplet {name} (id {id}): {reason}");
+                format!(
+                    "draining droplet {name} (id {id}): {reason}; {}; deleted once idle or after {}",
+                    if *signal {
+                        "told it to stop taking runs (DigitalOcean shutdown: its drain service waits for the runs on it)"
+                    } else {
+                        "it predates ops' drain: waiting until it is idle"
+                    },
+                    crate::duration::format(spec.drain_timeout)
+                )
             }
             Action::Create {
                 name,
@@ -722,18 +937,22 @@ fn create(
     replacements: &mut Vec<i64>,
 ) -> anyhow::Result<String> {
     let s = ctx.settings;
+    let mut tags = vec![
+        spec.tag.clone(),
+        MANAGED_TAG.into(),
+        spec.spec_tag.clone(),
+        release::version_tag(&spec.version.tag),
+    ];
+    if cloudinit::drains(&spec.version.tag) {
+        tags.push(drain::CAPABLE_TAG.into());
+    }
     let d = api.create_droplet(&NewDroplet {
         name: name.to_string(),
         region: s.supervisor_region.clone(),
-        size: s.supervisor_size.clone(),
+        size: spec.size.clone(),
         image: s.supervisor_image.clone(),
         ssh_keys: s.supervisor_ssh_keys.clone(),
-        tags: vec![
-            spec.tag.clone(),
-            MANAGED_TAG.into(),
-            spec.spec_tag.clone(),
-            release::version_tag(&spec.version.tag),
-        ],
+        tags,
         user_data: cloudinit::render(record, s, name)?,
         monitoring: true,
     })?;
@@ -747,7 +966,7 @@ fn create(
     }
     Ok(format!(
         "created droplet {} (id {}, {}, {}): {reason}",
-        d.name, d.id, s.supervisor_size, s.supervisor_region
+        d.name, d.id, spec.size, s.supervisor_region
     ))
 }
 
@@ -783,6 +1002,8 @@ fn save_observed(
             age_secs: a.age_secs,
             deleted: deleted.contains(&a.id),
             heartbeat_age_secs: a.heartbeat_age,
+            executing_runs: a.runs.as_ref().map(Vec::len),
+            draining: a.streak.drain.is_some(),
         })
         .collect();
     st.kv_set(NAMESPACE, LAST_SEEN_KEY, &seen, now)?;
@@ -792,6 +1013,12 @@ fn save_observed(
     }
     if let Some(scan) = observed.scan {
         st.kv_set(NAMESPACE, SCAN_KEY, &scan, now)?;
+    }
+    if let Some(sizes) = observed.sizes {
+        st.kv_set(NAMESPACE, SIZES_KEY, &sizes, now)?;
+    }
+    if let Some(size) = observed.auto_size {
+        st.kv_set(NAMESPACE, AUTO_SIZE_KEY, &size, now)?;
     }
     for a in assessed.iter().filter(|a| !deleted.contains(&a.id)) {
         st.kv_set(NAMESPACE, &droplet_key(a.id), &a.streak, now)?;

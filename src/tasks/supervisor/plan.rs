@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use crate::duration;
 use crate::release;
+use crate::tasks::supervisor::drain::{self, Drain, CAPABLE_TAG, DRAINING_TAG};
 
 use super::diff;
 
@@ -33,6 +34,9 @@ pub struct Streak {
     pub fails: u32,
     pub last_ok: Option<i64>,
     pub last_error: Option<String>,
+    /// Set while the droplet drains (told to stop taking runs; deleted once idle).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drain: Option<Drain>,
 }
 
 /// What the webapp's database says of one droplet.
@@ -82,6 +86,9 @@ pub enum Health {
     /// Silent, but the webapp is the likely cause (it is down, or stopped recording every
     /// heartbeat): not counted, never replaced on that account.
     Held,
+    /// Leaving for a planned reason: told to stop taking runs, deleted once idle. Neither
+    /// serving capacity nor failing.
+    Draining,
 }
 
 #[derive(Debug, Clone)]
@@ -187,7 +194,7 @@ pub fn assess(f: &Facts, rules: &Rules) -> Verdict {
             streak.fails = streak.fails.saturating_add(1);
             streak.last_error = Some(note.clone());
         }
-        Health::Booting | Health::Unknown | Health::Held => {}
+        Health::Booting | Health::Unknown | Health::Held | Health::Draining => {}
     }
     Verdict {
         health,
@@ -216,6 +223,8 @@ pub struct Seen {
     pub heartbeat: Heartbeat,
     /// `GET /health`, when SUPERVISOR_HEALTH_SOURCES lets ops in; `None`: not checked.
     pub http: Option<Result<(), String>>,
+    /// The runs executing on it per the webapp's database (friendly ids); `None`: not known.
+    pub runs: Option<Vec<String>>,
 }
 
 /// The webapp's view of our supervisors (one Postgres statement).
@@ -281,6 +290,8 @@ pub struct Spec {
     pub image: String,
     /// The parts of `spec_tag`, for the field diff of a stale droplet.
     pub parts: diff::Parts,
+    /// How long a droplet leaving for a planned reason may drain; zero: deleted at once.
+    pub drain_timeout: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -301,6 +312,16 @@ pub enum Action {
         reason: String,
         replaces: Option<(String, String)>,
         standby_for: Option<String>,
+    },
+    /// Tell a droplet to stop taking runs (tag it draining; `signal`: send the shutdown its
+    /// drain service waits in); it is deleted once idle or after `drain_timeout`.
+    Drain {
+        id: u64,
+        name: String,
+        reason: String,
+        replacement: bool,
+        signal: bool,
+        runs: Option<Vec<String>>,
     },
 }
 
@@ -334,6 +355,41 @@ impl Action {
                 "create droplet {name} ({}, {}, {}, supervisor {}, tags {} {MANAGED_TAG} {}): {reason}",
                 spec.size, spec.region, spec.image, spec.version.tag, spec.tag, spec.spec_tag
             ),
+            Action::Drain {
+                id,
+                name,
+                reason,
+                runs,
+                signal,
+                ..
+            } => format!(
+                "drain droplet {name} (id {id}) before deleting it: {reason}; {}; {}, deleted once idle or after {}",
+                match runs {
+                    Some(r) if r.is_empty() => "no run executes on it".to_string(),
+                    Some(r) => format!("{} run(s) execute on it: {}", r.len(), r.join(", ")),
+                    None => "the runs on it are unknown".to_string(),
+                },
+                if *signal {
+                    "it is told to stop taking runs (DigitalOcean shutdown; its drain service waits for them)"
+                } else {
+                    "it predates ops' drain and cannot be told to stop taking runs: ops waits until it is idle"
+                },
+                duration::format(spec.drain_timeout)
+            ),
+        }
+    }
+
+    /// The droplet this action takes out of service (deleted, or drained first), and whether
+    /// that counts as a replacement.
+    pub fn leaving(&self) -> Option<(u64, bool)> {
+        match self {
+            Action::Delete {
+                id, replacement, ..
+            }
+            | Action::Drain {
+                id, replacement, ..
+            } => Some((*id, *replacement)),
+            _ => None,
         }
     }
 }
@@ -354,6 +410,12 @@ pub struct Assessed {
     /// The version recorded in its tags.
     pub version: Option<String>,
     pub built: diff::Parts,
+    /// Runs executing on it (friendly ids); `None`: not known this run.
+    pub runs: Option<Vec<String>>,
+    /// DigitalOcean's status.
+    pub status: String,
+    /// Can be told to stop taking runs (created with the drain service).
+    pub capable: bool,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -400,10 +462,12 @@ pub fn plan(obs: &Observation, spec: &Spec) -> Plan {
             .collect();
     }
     p.lines.extend(foreign_lines(&obs.foreign, &spec.tag));
-    if obs.droplets.len() > spec.count + 1 {
+    let serving_seen = obs.droplets.iter().filter(|d| !is_draining(d)).count();
+    if serving_seen > spec.count + 1 {
         let list: Vec<String> = obs
             .droplets
             .iter()
+            .filter(|d| !is_draining(d))
             .map(|d| {
                 format!(
                     "{} (id {}, {})",
@@ -415,7 +479,7 @@ pub fn plan(obs: &Observation, spec: &Spec) -> Plan {
             .collect();
         p.refused = Some(format!(
             "refusing to act: {} droplets carry {} and {MANAGED_TAG}, more than SUPERVISOR_COUNT + 1 = {}: {}. Delete the extras by hand (or raise SUPERVISOR_COUNT); ops changes nothing until then",
-            obs.droplets.len(),
+            serving_seen,
             spec.tag,
             spec.count + 1,
             list.join(", ")
@@ -435,19 +499,51 @@ pub fn plan(obs: &Observation, spec: &Spec) -> Plan {
     }
     let elsewhere = elsewhere_findings(obs);
     let breaker_open = p.replacements.len() as u32 >= spec.max_replacements;
+    let finished = finish_drains(&mut p.assessed, obs, spec, &mut p.lines);
+    let serving: Vec<Assessed> = p
+        .assessed
+        .iter()
+        .filter(|a| a.health != Health::Draining)
+        .cloned()
+        .collect();
     let (delete, create) = if blame.is_some() || !elsewhere.is_empty() {
         (None, None)
     } else {
         let delete = choose_delete(
-            &p.assessed,
+            &serving,
             spec,
             breaker_open,
             &p.replacements,
             &mut p.failures,
+        )
+        .map(|(action, why)| leave(action, why, &serving, spec));
+        let create = choose_create(
+            &serving,
+            &p.assessed,
+            spec,
+            breaker_open,
+            delete.as_ref(),
+            &obs.stamp,
         );
-        let create = choose_create(&p.assessed, spec, breaker_open, delete.as_ref(), &obs.stamp);
         (delete, create)
     };
+    if let Some(Action::Drain {
+        id,
+        reason,
+        replacement,
+        ..
+    }) = &delete
+    {
+        if let Some(a) = p.assessed.iter_mut().find(|a| a.id == *id) {
+            a.streak.drain = Some(Drain {
+                started_ms: obs.now_ms,
+                reason: reason.clone(),
+                replacement: *replacement,
+            });
+            a.health = Health::Draining;
+            a.note = format!("draining from now: {reason}");
+        }
+    }
     p.lines
         .extend(p.assessed.iter().map(|a| droplet_line(a, spec)));
     if p.assessed.is_empty() {
@@ -460,10 +556,7 @@ pub fn plan(obs: &Observation, spec: &Spec) -> Plan {
             "the webapp is the likely cause, not the supervisors: {why}. Nothing is replaced and no failure is counted while it lasts; check the webapp on Railway (its deployments, logs and database)"
         ));
     }
-    let deleted = delete.as_ref().map(|d| match d {
-        Action::Delete { id, .. } => *id,
-        _ => 0,
-    });
+    let deleted = delete.as_ref().and_then(Action::leaving).map(|(id, _)| id);
     let standby = create.as_ref().and_then(|c| match c {
         Action::Create { standby_for, .. } => standby_for.clone(),
         _ => None,
@@ -487,9 +580,106 @@ pub fn plan(obs: &Observation, spec: &Spec) -> Plan {
             ));
         }
     }
+    p.actions.extend(finished);
     p.actions.extend(delete);
     p.actions.extend(create);
     p
+}
+
+fn is_draining(d: &Seen) -> bool {
+    d.prev.drain.is_some() || d.tags.iter().any(|t| t == DRAINING_TAG)
+}
+
+/// The draining droplets: each deleted once drained (or its timeout passed), else a line.
+fn finish_drains(
+    assessed: &mut [Assessed],
+    obs: &Observation,
+    spec: &Spec,
+    lines: &mut Vec<String>,
+) -> Vec<Action> {
+    let mut out = Vec::new();
+    for a in assessed.iter_mut().filter(|a| a.health == Health::Draining) {
+        let Some(d) = a.streak.drain.clone() else {
+            continue;
+        };
+        let step = drain::step(&drain::Facts {
+            name: &a.name,
+            status: &a.status,
+            runs: a.runs.as_deref(),
+            drain: &d,
+            now_ms: obs.now_ms,
+            timeout: spec.drain_timeout,
+            capable: a.capable,
+        });
+        match step {
+            drain::Step::Wait(line) => {
+                a.note = line.clone();
+                lines.push(line);
+            }
+            drain::Step::Delete(reason) => out.push(Action::Delete {
+                id: a.id,
+                name: a.name.clone(),
+                reason,
+                replacement: d.replacement,
+            }),
+        }
+    }
+    out
+}
+
+/// Why a droplet is chosen to leave.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Why {
+    /// Dead (failed `unhealthy_after` checks): nothing to save.
+    Dead,
+    /// Failing, its replacement serves: drained only when runs still execute on it.
+    Failing,
+    /// Planned: spec drift or a surplus.
+    Planned,
+}
+
+/// A delete for a planned reason becomes a drain (unless `drain_timeout` is zero, or the
+/// droplet is known to run nothing).
+fn leave(action: Action, why: Why, all: &[Assessed], spec: &Spec) -> Action {
+    let Action::Delete {
+        id,
+        name,
+        reason,
+        replacement,
+    } = action
+    else {
+        return action;
+    };
+    let a = all.iter().find(|a| a.id == id);
+    let runs = a.and_then(|a| a.runs.clone());
+    let drain = !spec.drain_timeout.is_zero()
+        && match why {
+            Why::Dead => false,
+            Why::Failing => runs.as_ref().is_some_and(|r| !r.is_empty()),
+            Why::Planned => runs.as_ref().is_none_or(|r| !r.is_empty()),
+        };
+    if !drain {
+        let reason = match (&runs, why) {
+            (Some(r), Why::Planned) if r.is_empty() => {
+                format!("{reason}; idle: no run executes on it")
+            }
+            _ => reason,
+        };
+        return Action::Delete {
+            id,
+            name,
+            reason,
+            replacement,
+        };
+    }
+    Action::Drain {
+        id,
+        name,
+        reason,
+        replacement,
+        signal: a.is_some_and(|a| a.capable),
+        runs,
+    }
 }
 
 /// Whether a droplet is silent to the webapp this run (its heartbeat is stale, or it was never
@@ -649,21 +839,36 @@ fn assess_all(obs: &Observation, spec: &Spec) -> Vec<Assessed> {
                 },
                 &spec.rules,
             );
+            let (health, streak, note) = if is_draining(d) {
+                let mut streak = d.prev.clone();
+                let drain = streak.drain.get_or_insert_with(|| Drain {
+                    started_ms: obs.now_ms,
+                    reason: format!("tagged {DRAINING_TAG}, found without a record of when"),
+                    replacement: false,
+                });
+                let note = format!("draining: {}", drain.reason);
+                (Health::Draining, streak, note)
+            } else {
+                (verdict.health, verdict.streak, verdict.note)
+            };
             Assessed {
                 id: d.id,
                 name: d.name.clone(),
                 ip: d.ip.clone(),
-                health: verdict.health,
-                streak: verdict.streak,
+                health,
+                streak,
                 current: d.tags.contains(&spec.spec_tag),
                 age_secs: d.age_secs,
-                note: verdict.note,
+                note,
                 heartbeat_age: match d.heartbeat {
                     Heartbeat::Age(a) => Some(a),
                     _ => None,
                 },
                 version: release::version_of(&d.tags),
                 built: d.built.clone(),
+                runs: d.runs.clone(),
+                status: d.status.clone(),
+                capable: d.tags.iter().any(|t| t == CAPABLE_TAG),
             }
         })
         .collect();
@@ -702,7 +907,7 @@ fn choose_delete(
     breaker_open: bool,
     replacements: &[i64],
     failures: &mut Vec<String>,
-) -> Option<Action> {
+) -> Option<(Action, Why)> {
     let delete = |a: &Assessed, reason: String, replacement: bool| Action::Delete {
         id: a.id,
         name: a.name.clone(),
@@ -727,7 +932,10 @@ fn choose_delete(
                 a.streak.fails, a.note
             );
             // Counted when a create follows; a standby created earlier was counted then.
-            return Some(delete(a, reason, live_without(a.id) < spec.count));
+            return Some((
+                delete(a, reason, live_without(a.id) < spec.count),
+                Why::Dead,
+            ));
         }
         failures.push(format!(
             "circuit breaker open: {} replacements within {}; droplet {} is unhealthy but will not be replaced. Investigate (ssh root@{} 'cloud-init status --long; docker compose -f /opt/trigger/docker-compose.yml logs --tail 100'), then run `ops run {} --reset-breaker`",
@@ -748,7 +956,7 @@ fn choose_delete(
                 "unhealthy ({}/{}: {}); its replacement is healthy",
                 a.streak.fails, spec.unhealthy_after, a.note
             );
-            return Some(delete(a, reason, false));
+            return Some((delete(a, reason, false), Why::Failing));
         }
     }
     // Rolling replace: drop the oldest stale droplet once the rest can carry the load.
@@ -759,7 +967,7 @@ fn choose_delete(
                 "spec drift ({}): replaced by a healthy droplet with the current spec",
                 drift_why(a, spec)
             );
-            return Some(delete(a, reason, false));
+            return Some((delete(a, reason, false), Why::Planned));
         }
     }
     // A surplus (a standby whose droplet recovered, say): the newest goes, the least likely to
@@ -771,7 +979,7 @@ fn choose_delete(
                 "more than SUPERVISOR_COUNT={} droplets with the current spec",
                 spec.count
             );
-            return Some(delete(newest, reason, false));
+            return Some((delete(newest, reason, false), Why::Planned));
         }
     }
     None
@@ -780,16 +988,15 @@ fn choose_delete(
 /// At most one create: when fewer live current droplets than wanted remain and one more fits.
 fn choose_create(
     all: &[Assessed],
+    named: &[Assessed],
     spec: &Spec,
     breaker_open: bool,
     delete: Option<&Action>,
     stamp: &str,
 ) -> Option<Action> {
-    let (deleted, replacing) = match delete {
-        Some(Action::Delete {
-            id, replacement, ..
-        }) => (Some(*id), *replacement),
-        _ => (None, false),
+    let (deleted, replacing) = match delete.and_then(Action::leaving) {
+        Some((id, replacement)) => (Some(id), replacement),
+        None => (None, false),
     };
     let remaining: Vec<&Assessed> = all.iter().filter(|a| Some(a.id) != deleted).collect();
     // With make before break a failing droplet is not counted on: its replacement starts now.
@@ -811,7 +1018,7 @@ fn choose_create(
         .iter()
         .find(|a| !a.current)
         .map(|a| (a.name.clone(), drift_why(a, spec)));
-    let name = new_name(&spec.tag, stamp, all);
+    let name = new_name(&spec.tag, stamp, named);
     if let (false, Some((old, fails))) = (replacing, &failing) {
         return Some(Action::Create {
             name,
@@ -924,6 +1131,7 @@ mod tests {
             fails: c.fails,
             last_ok: c.seen_ok.then_some(NOW - 60_000),
             last_error: None,
+            drain: None,
         };
         assess(
             &Facts {
@@ -1142,6 +1350,7 @@ mod fleet_tests {
             region: "fra1".into(),
             image: "ubuntu-24-04-x64".into(),
             parts: diff::Parts::listed("s-2vcpu-4gb", Some("fra1")),
+            drain_timeout: Duration::ZERO,
         }
     }
 
@@ -1163,10 +1372,12 @@ mod fleet_tests {
                 fails: 0,
                 last_ok: Some(NOW - 60_000),
                 last_error: None,
+                drain: None,
             },
             built: diff::Parts::listed("s-2vcpu-4gb", Some("fra1")),
             heartbeat: Heartbeat::Age(10.0),
             http: None,
+            runs: None,
         }
     }
 
@@ -1210,8 +1421,111 @@ mod fleet_tests {
                 Action::ResetBreaker => "reset".to_string(),
                 Action::Delete { id, .. } => format!("delete {id}"),
                 Action::Create { .. } => "create".to_string(),
+                Action::Drain { id, .. } => format!("drain {id}"),
             })
             .collect()
+    }
+
+    fn draining_spec() -> Spec {
+        Spec {
+            drain_timeout: Duration::from_secs(3600),
+            ..spec()
+        }
+    }
+
+    fn with_runs(mut d: Seen, runs: &[&str]) -> Seen {
+        d.runs = Some(runs.iter().map(|r| r.to_string()).collect());
+        d.tags.push(CAPABLE_TAG.into());
+        d
+    }
+
+    fn draining(mut d: Seen, started_ago_secs: i64) -> Seen {
+        d.tags.push(DRAINING_TAG.into());
+        d.prev.drain = Some(Drain {
+            started_ms: NOW - started_ago_secs * 1000,
+            reason: "spec drift".into(),
+            replacement: false,
+        });
+        d
+    }
+
+    #[test]
+    fn a_stale_droplet_with_runs_is_drained_not_deleted_once_its_replacement_serves() {
+        let old = with_runs(stale(healthy(1), "v4.5.10"), &["run_a", "run_b"]);
+        let p = plan(&obs(vec![old, healthy(2)]), &draining_spec());
+        assert_eq!(kinds(&p), ["drain 1"], "{:?}", p.lines);
+        let Action::Drain { signal, runs, .. } = &p.actions[0] else {
+            unreachable!()
+        };
+        assert!(*signal);
+        assert_eq!(runs.as_deref().map(|r| r.len()), Some(2));
+        let a = p.assessed.iter().find(|a| a.id == 1).unwrap();
+        assert_eq!(a.health, Health::Draining);
+        assert!(a.streak.drain.is_some(), "the drain is kept in the streak");
+        // Without drain_timeout: today's delete.
+        let old = with_runs(stale(healthy(1), "v4.5.10"), &["run_a"]);
+        assert_eq!(
+            kinds(&plan(&obs(vec![old, healthy(2)]), &spec())),
+            ["delete 1"]
+        );
+    }
+
+    #[test]
+    fn an_idle_stale_droplet_goes_at_once_and_a_dead_one_is_never_drained() {
+        let idle = with_runs(stale(healthy(1), "v4.5.10"), &[]);
+        let p = plan(&obs(vec![idle, healthy(2)]), &draining_spec());
+        assert_eq!(kinds(&p), ["delete 1"]);
+        let dead = with_runs(silent(1, 3), &["run_a"]);
+        let p = plan(&obs(vec![dead]), &draining_spec());
+        assert_eq!(kinds(&p), ["delete 1", "create"], "{:?}", p.lines);
+    }
+
+    #[test]
+    fn a_draining_droplet_waits_for_its_runs_and_is_not_counted_as_serving() {
+        let d = draining(with_runs(stale(healthy(1), "v4.5.10"), &["run_a"]), 120);
+        let p = plan(&obs(vec![d, healthy(2)]), &draining_spec());
+        assert!(kinds(&p).is_empty(), "{:?}", kinds(&p));
+        assert!(
+            p.lines
+                .iter()
+                .any(|l| l.contains("draining droplet sup-1") && l.contains("run_a")),
+            "{:?}",
+            p.lines
+        );
+        assert!(
+            p.failures.is_empty(),
+            "draining is not failing: {:?}",
+            p.failures
+        );
+        // With SUPERVISOR_COUNT=2 the draining one does not count: a second droplet is made.
+        let two = Spec {
+            count: 2,
+            ..draining_spec()
+        };
+        let d = draining(with_runs(stale(healthy(1), "v4.5.10"), &["run_a"]), 120);
+        assert_eq!(kinds(&plan(&obs(vec![d, healthy(2)]), &two)), ["create"]);
+    }
+
+    #[test]
+    fn a_drained_droplet_is_deleted_when_off_idle_or_past_the_timeout() {
+        let mut off = draining(with_runs(stale(healthy(1), "v4.5.10"), &[]), 300);
+        off.status = "off".into();
+        assert_eq!(
+            kinds(&plan(&obs(vec![off, healthy(2)]), &draining_spec())),
+            ["delete 1"]
+        );
+        let late = draining(
+            with_runs(stale(healthy(1), "v4.5.10"), &["run_a", "run_b"]),
+            3600,
+        );
+        let p = plan(&obs(vec![late, healthy(2)]), &draining_spec());
+        let Action::Delete { reason, .. } = &p.actions[0] else {
+            panic!("{:?}", p.actions)
+        };
+        assert!(
+            reason.contains("run_a, run_b") && reason.contains("retried"),
+            "{reason}"
+        );
     }
 
     #[test]

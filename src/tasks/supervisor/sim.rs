@@ -4,11 +4,15 @@
 //! The timeline (defaults of issue 20, DigitalOcean and Trigger.dev as measured): a check every
 //! minute; a droplet is `active` 60 s after its create, its supervisor starts after 150 s more of
 //! cloud-init and image pulls, heartbeats 30 s after starting and every 30 s after that. A
-//! heartbeat is recorded only while the webapp is up. docs/supervisor.md carries the table
-//! `table()` prints; a test keeps the two equal.
+//! heartbeat is recorded only while the webapp is up. Each running supervisor keeps
+//! `RUN_SLOTS` runs in flight (a new one starts at each check where a slot is free), each
+//! `run_len` long; a draining droplet takes no new run and shuts down (`off`) once its last run
+//! ends. A run in flight on a droplet ops deletes is a run killed by ops. docs/supervisor.md
+//! carries the table `table()` prints; a test keeps the two equal.
 
 use std::time::Duration;
 
+use super::drain::{CAPABLE_TAG, DRAINING_TAG};
 use super::plan::{self, Action, Heartbeat, Observation, Rules, Seen, Spec, Streak, View};
 use crate::release;
 
@@ -26,7 +30,14 @@ const UPGRADED: &str = "ops-spec-upgraded";
 const FLEET_AGE: u64 = 3600 - 7;
 /// When the scenario's event happens (seconds after the simulation starts).
 const EVENT_AT: u64 = 600;
-const LENGTH: u64 = 3 * 3600;
+const LENGTH: u64 = 4 * 3600;
+/// Runs in flight on each running supervisor.
+const RUN_SLOTS: usize = 2;
+/// A long run (the seed's AI, video and ETL use cases).
+const LONG_RUN: u64 = 40 * 60;
+/// Longer than the default `drain_timeout` (1h).
+const VERY_LONG_RUN: u64 = 90 * 60;
+const DRAIN_TIMEOUT: u64 = 3600;
 
 /// The policy being measured.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,8 +45,21 @@ pub enum Policy {
     /// Before issue 20: `stale_after` 2m, replace after `unhealthy_after` failed checks (delete,
     /// then create), every silence counted.
     Before,
-    /// Now: `stale_after` 1m, make before break, the webapp's outages told apart.
+    /// After issue 20, before issue 25: as `Now`, but a planned delete does not drain.
+    NoDrain,
+    /// Now: `stale_after` 1m, make before break, the webapp's outages told apart, a droplet
+    /// drained before every planned delete (`drain_timeout` 1h).
     Now,
+}
+
+impl Policy {
+    fn name(&self) -> &'static str {
+        match self {
+            Policy::Before => "before",
+            Policy::NoDrain => "no drain",
+            Policy::Now => "now",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,6 +74,12 @@ pub enum Scenario {
     Upgrade,
     /// One supervisor dies while DigitalOcean refuses every create for 10 minutes.
     CreatesRefused,
+    /// A spec change (SUPERVISOR_SIZE, say) while 40-minute runs are in flight.
+    SpecChange,
+    /// SUPERVISOR_COUNT lowered from 3 to 2: one droplet is surplus.
+    Surplus,
+    /// A version upgrade while 90-minute runs are in flight: longer than `drain_timeout`.
+    DrainTimeout,
 }
 
 impl Scenario {
@@ -62,7 +92,24 @@ impl Scenario {
             Scenario::CreatesRefused => {
                 "one dies while DigitalOcean refuses creates for 10 min".into()
             }
+            Scenario::SpecChange => "a spec change, 40-min runs in flight".into(),
+            Scenario::Surplus => "SUPERVISOR_COUNT 3 → 2".into(),
+            Scenario::DrainTimeout => "a version upgrade, 90-min runs (> drain_timeout)".into(),
         }
+    }
+
+    fn run_len(&self) -> u64 {
+        match self {
+            Scenario::DrainTimeout => VERY_LONG_RUN,
+            _ => LONG_RUN,
+        }
+    }
+
+    fn changes_spec(&self) -> bool {
+        matches!(
+            self,
+            Scenario::Upgrade | Scenario::SpecChange | Scenario::DrainTimeout
+        )
     }
 }
 
@@ -77,6 +124,8 @@ pub struct Result {
     /// counted apart, in `retired`).
     pub healthy_deleted: u32,
     pub retired: u32,
+    /// Runs in flight on a droplet ops deleted while its supervisor ran.
+    pub killed: u32,
 }
 
 struct Droplet {
@@ -89,6 +138,10 @@ struct Droplet {
     lost: Vec<(u64, u64)>,
     deleted: Option<u64>,
     streak: Streak,
+    /// (start, end) of the runs it took.
+    runs: Vec<(u64, u64)>,
+    /// When ops told it to stop taking runs.
+    draining: Option<u64>,
 }
 
 impl Droplet {
@@ -97,7 +150,30 @@ impl Droplet {
     }
 
     fn running(&self, t: u64) -> bool {
-        t >= self.start() + FIRST_BEAT && self.dies.is_none_or(|d| t < d)
+        t >= self.start() + FIRST_BEAT && self.dies.is_none_or(|d| t < d) && !self.off(t)
+    }
+
+    fn in_flight(&self, t: u64) -> Vec<usize> {
+        (0..self.runs.len())
+            .filter(|&i| self.runs[i].0 <= t && t < self.runs[i].1)
+            .collect()
+    }
+
+    /// A drained droplet shuts down once its last run has ended.
+    fn off(&self, t: u64) -> bool {
+        self.draining.is_some_and(|since| {
+            t > since && self.runs.iter().all(|r| r.1 <= t) && self.dies.is_none_or(|d| t < d)
+        })
+    }
+
+    /// Fills free slots with new runs while it takes runs.
+    fn take_runs(&mut self, t: u64, len: u64) {
+        if !self.running(t) || self.draining.is_some() {
+            return;
+        }
+        while self.in_flight(t).len() < RUN_SLOTS {
+            self.runs.push((t, t + len));
+        }
     }
 
     /// The heartbeats it sends up to `t` (included) that the webapp records.
@@ -114,10 +190,10 @@ impl Droplet {
     }
 }
 
-fn spec(policy: Policy, spec_tag: &str) -> Spec {
-    let now = policy == Policy::Now;
+fn spec(policy: Policy, spec_tag: &str, count: usize) -> Spec {
+    let now = policy != Policy::Before;
     Spec {
-        count: 2,
+        count,
         tag: TAG.into(),
         spec_tag: spec_tag.into(),
         version: release::supervisor_version(None, Some("v4.5.12")),
@@ -138,6 +214,11 @@ fn spec(policy: Policy, spec_tag: &str) -> Spec {
         region: "nyc1".into(),
         image: "ubuntu-24-04-x64".into(),
         parts: Default::default(),
+        drain_timeout: Duration::from_secs(if policy == Policy::Now {
+            DRAIN_TIMEOUT
+        } else {
+            0
+        }),
     }
 }
 
@@ -154,7 +235,8 @@ pub fn run(scenario: Scenario, policy: Policy) -> Result {
         Scenario::CreatesRefused => Some((at, at + 600)),
         _ => None,
     };
-    let mut fleet: Vec<Droplet> = (1..=2)
+    let initial = if scenario == Scenario::Surplus { 3 } else { 2 };
+    let mut fleet: Vec<Droplet> = (1..=initial)
         .map(|id| Droplet {
             id,
             name: format!("{TAG}-{id}"),
@@ -167,7 +249,10 @@ pub fn run(scenario: Scenario, policy: Policy) -> Result {
                 fails: 0,
                 last_ok: Some(0),
                 last_error: None,
+                drain: None,
             },
+            runs: Vec::new(),
+            draining: None,
         })
         .collect();
     match scenario {
@@ -186,15 +271,24 @@ pub fn run(scenario: Scenario, policy: Policy) -> Result {
         deleted: 0,
         healthy_deleted: 0,
         retired: 0,
+        killed: 0,
     };
     let mut t = t0;
     while t < t0 + LENGTH {
-        let current = if scenario == Scenario::Upgrade && t >= at {
+        let current = if scenario.changes_spec() && t >= at {
             UPGRADED
         } else {
             CURRENT
         };
-        let spec = spec(policy, current);
+        let count = if scenario == Scenario::Surplus && t < at {
+            3
+        } else {
+            2
+        };
+        for d in fleet.iter_mut() {
+            d.take_runs(t, scenario.run_len());
+        }
+        let spec = spec(policy, current, count);
         let mut obs = observe(&fleet, t, webapp_down, &replacements);
         if plan::needs_webapp_check(&obs, &spec) {
             let down = webapp_down.is_some_and(|(a, b)| (a..b).contains(&t));
@@ -247,17 +341,29 @@ fn observe(
         .filter(|d| t >= d.created)
         .map(|d| {
             let active = t >= d.created + ACTIVE_AFTER;
+            let mut tags = vec![
+                TAG.into(),
+                plan::MANAGED_TAG.into(),
+                d.spec_tag.into(),
+                release::version_tag("v4.5.12"),
+                CAPABLE_TAG.into(),
+            ];
+            if d.draining.is_some() {
+                tags.push(DRAINING_TAG.into());
+            }
             Seen {
                 id: d.id,
                 name: d.name.clone(),
-                status: if active { "active" } else { "new" }.into(),
+                status: if d.off(t) {
+                    "off"
+                } else if active {
+                    "active"
+                } else {
+                    "new"
+                }
+                .into(),
                 ip: active.then(|| format!("192.0.2.{}", d.id)),
-                tags: vec![
-                    TAG.into(),
-                    plan::MANAGED_TAG.into(),
-                    d.spec_tag.into(),
-                    release::version_tag("v4.5.12"),
-                ],
+                tags,
                 age_secs: (t - d.created) as i64,
                 prev: d.streak.clone(),
                 built: Default::default(),
@@ -266,6 +372,12 @@ fn observe(
                     None => Heartbeat::Never,
                 },
                 http: None,
+                runs: Some(
+                    d.in_flight(t)
+                        .into_iter()
+                        .map(|i| format!("run_{}_{i}", d.id))
+                        .collect(),
+                ),
             }
         })
         .collect();
@@ -307,6 +419,7 @@ fn apply(
                 d.deleted = Some(t);
                 out.deleted += 1;
                 if d.running(t) {
+                    out.killed += d.in_flight(t).len() as u32;
                     if d.spec_tag != current {
                         out.retired += 1;
                     } else {
@@ -315,6 +428,11 @@ fn apply(
                 }
                 if *replacement {
                     replacements.push(now_ms);
+                }
+            }
+            Action::Drain { id, .. } => {
+                if let Some(d) = fleet.iter_mut().find(|d| d.id == *id) {
+                    d.draining = Some(t);
                 }
             }
             Action::Create {
@@ -333,6 +451,8 @@ fn apply(
                     lost: Vec::new(),
                     deleted: None,
                     streak: Streak::default(),
+                    runs: Vec::new(),
+                    draining: None,
                 });
                 if standby_for.is_some() {
                     replacements.push(now_ms);
@@ -352,6 +472,9 @@ pub fn scenarios() -> Vec<Scenario> {
         Scenario::Blip,
         Scenario::Upgrade,
         Scenario::CreatesRefused,
+        Scenario::SpecChange,
+        Scenario::Surplus,
+        Scenario::DrainTimeout,
     ]
 }
 
@@ -374,10 +497,10 @@ fn minutes(secs: u64) -> String {
 /// The markdown table docs/supervisor.md carries.
 pub fn table() -> String {
     let mut out = String::from(
-        "| scenario (2 supervisors) | policy | minutes to a healthy replacement | droplets created | deleted | healthy ones deleted |\n|:--|:--|--:|--:|--:|--:|\n",
+        "| scenario (2 supervisors) | policy | minutes to a healthy replacement | droplets created | deleted | healthy ones deleted | runs killed by ops |\n|:--|:--|--:|--:|--:|--:|--:|\n",
     );
     for s in scenarios() {
-        for policy in [Policy::Before, Policy::Now] {
+        for policy in [Policy::Before, Policy::NoDrain, Policy::Now] {
             let r = run(s, policy);
             let recovery = match s {
                 Scenario::Dies { .. } => {
@@ -395,14 +518,12 @@ pub fn table() -> String {
                 r.healthy_deleted.to_string()
             };
             out.push_str(&format!(
-                "| {} | {} | {recovery} | {} | {} | {healthy} |\n",
+                "| {} | {} | {recovery} | {} | {} | {healthy} | {} |\n",
                 s.name(),
-                match policy {
-                    Policy::Before => "before",
-                    Policy::Now => "now",
-                },
+                policy.name(),
                 r.created,
                 r.deleted,
+                r.killed,
             ));
         }
     }
@@ -455,15 +576,47 @@ mod tests {
 
     #[test]
     fn an_upgrade_rolls_one_by_one_and_refused_creates_recover_after() {
-        let r = run(Scenario::Upgrade, Policy::Now);
+        let r = run(Scenario::Upgrade, Policy::NoDrain);
         assert_eq!(
             (r.created, r.deleted, r.healthy_deleted, r.retired),
             (2, 2, 0, 2)
+        );
+        // Drained: the old ones go once they are off, nothing running is deleted.
+        let r = run(Scenario::Upgrade, Policy::Now);
+        assert_eq!(
+            (r.created, r.deleted, r.healthy_deleted, r.retired, r.killed),
+            (2, 2, 0, 0, 0),
+            "{r:?}"
         );
         let r = run(Scenario::CreatesRefused, Policy::Now);
         let secs = r.recovery_secs.expect("recovered");
         assert!(secs > 600 && secs < 1200, "{secs}");
         assert_eq!(r.healthy_deleted, 0, "{r:?}");
+    }
+
+    #[test]
+    fn with_the_defaults_no_planned_scenario_kills_a_run() {
+        for s in [
+            Scenario::Upgrade,
+            Scenario::SpecChange,
+            Scenario::Surplus,
+            Scenario::Blip,
+        ] {
+            let before = run(s, Policy::NoDrain);
+            let now = run(s, Policy::Now);
+            assert_eq!(now.killed, 0, "{}: {now:?}", s.name());
+            assert!(now.deleted >= 1, "{}: {now:?}", s.name());
+            if s != Scenario::Blip {
+                assert!(
+                    before.killed > 0,
+                    "{} without a drain: {before:?}",
+                    s.name()
+                );
+            }
+        }
+        // Runs longer than drain_timeout: the timeout ends the drain, those runs are retried.
+        let r = run(Scenario::DrainTimeout, Policy::Now);
+        assert!(r.killed > 0 && r.deleted == 2, "{r:?}");
     }
 
     /// docs/supervisor.md carries the table between markers; `OPS_UPDATE_DOCS=1` rewrites it.
