@@ -77,13 +77,12 @@ pub fn drain_script() -> String {
         r#"#!/bin/sh
 # Written by trigger-ops. Run by ops-drain.service when the droplet shuts down.
 set -u
-cd /opt/trigger || exit 0
 max=${{OPS_DRAIN_MAX_SECS:-{DRAIN_MAX_SECS}}}
 poll=${{OPS_DRAIN_POLL_SECS:-5}}
 settle=${{OPS_DRAIN_SETTLE_SECS:-15}}
 engage() {{
   now_ms=$(($(date +%s) * 1000))
-  docker compose --project-directory /opt/trigger exec -T drain-signal     redis-cli SET {DRAIN_KEY} "{{"engaged":true,"ts":$now_ms}}" >/dev/null 2>&1
+  docker compose --project-directory /opt/trigger exec -T drain-signal     redis-cli SET {DRAIN_KEY} '{{"engaged":true,"ts":'"$now_ms"'}}' >/dev/null 2>&1
 }}
 runners() {{
   docker ps -q --filter name=^runner- 2>/dev/null | wc -l | tr -d ' '

@@ -177,7 +177,10 @@ pub struct SupervisorOptions {
     pub queue_timeout: Duration,
     /// How long a droplet leaving for a planned reason may drain before it is deleted with its
     /// runs still on it (they are retried); `0s`: deleted at once.
-    #[serde(default = "default_drain_timeout", deserialize_with = "de_duration")]
+    #[serde(
+        default = "default_drain_timeout",
+        deserialize_with = "de_duration_or_zero"
+    )]
     pub drain_timeout: Duration,
 }
 
@@ -266,6 +269,17 @@ fn de_window<'de, D: Deserializer<'de>>(d: D) -> Result<Option<crate::window::Wi
     crate::window::Window::parse(&s)
         .map(Some)
         .map_err(de::Error::custom)
+}
+
+/// A duration where zero means "not at all" (`0s`, `0`).
+fn de_duration_or_zero<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let s = String::deserialize(d)?;
+    let t = s.trim();
+    let digits = t.trim_end_matches(|c: char| c.is_ascii_alphabetic());
+    if !digits.is_empty() && digits.bytes().all(|b| b == b'0') {
+        return Ok(Duration::ZERO);
+    }
+    duration::parse(t).map_err(de::Error::custom)
 }
 
 fn de_size<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {

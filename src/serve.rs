@@ -567,6 +567,25 @@ fn metrics(app: &App, state: Option<&State>) -> anyhow::Result<String> {
                 );
             }
         }
+        out.push_str("# HELP ops_supervisor_executing_runs Runs executing on the droplet per the webapp's database.\n# TYPE ops_supervisor_executing_runs gauge\n");
+        for d in droplets.iter().filter(|d| !d.deleted) {
+            if let Some(n) = d.executing_runs {
+                let _ = writeln!(
+                    out,
+                    "ops_supervisor_executing_runs{{droplet=\"{}\"}} {n}",
+                    label(&d.name)
+                );
+            }
+        }
+        out.push_str("# HELP ops_supervisor_draining 1 while the droplet drains (told to stop taking runs; deleted once idle).\n# TYPE ops_supervisor_draining gauge\n");
+        for d in droplets.iter().filter(|d| !d.deleted) {
+            let _ = writeln!(
+                out,
+                "ops_supervisor_draining{{droplet=\"{}\"}} {}",
+                label(&d.name),
+                u8::from(d.draining)
+            );
+        }
     }
     if let Some((q, _)) = state.kv_get::<crate::tasks::supervisor::FlowSeen>(
         crate::tasks::supervisor::NAMESPACE,

@@ -398,9 +398,17 @@ fn droplets_table(doc: &Value) -> String {
     let mut out = String::new();
     match doc["supervisor"]["droplets"].as_array() {
         Some(list) if !list.is_empty() => {
-            let mut rows = vec![["DROPLET", "IP", "HEALTH", "HEARTBEAT", "FAILS", "SPEC"]
-                .map(String::from)
-                .to_vec()];
+            let mut rows = vec![[
+                "DROPLET",
+                "IP",
+                "HEALTH",
+                "RUNS",
+                "HEARTBEAT",
+                "FAILS",
+                "SPEC",
+            ]
+            .map(String::from)
+            .to_vec()];
             for d in list {
                 rows.push(vec![
                     d["name"].as_str().unwrap_or("").to_string(),
@@ -411,6 +419,9 @@ fn droplets_table(doc: &Value) -> String {
                         (false, "held") => "held (webapp)".into(),
                         (false, h) => h.to_string(),
                     },
+                    d["executing_runs"]
+                        .as_u64()
+                        .map_or_else(|| "-".into(), |n| n.to_string()),
                     // Against now, not the check: a heartbeat ages between runs.
                     crate::problems::ms(&d["last_heartbeat_at"])
                         .map(|at| crate::problems::relative(at, now))

@@ -8,6 +8,7 @@ mod bench;
 mod config_errors;
 mod conventions;
 mod deploy;
+mod drain;
 mod extract;
 mod hardening;
 mod hardening3;

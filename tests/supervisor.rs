@@ -25,15 +25,15 @@ impl Fleet {
         self.s.ops.run(args)
     }
 
-    fn health(&self) -> crate::support::Run {
+    pub fn health(&self) -> crate::support::Run {
         self.run(&["run", "health"])
     }
 
-    fn creates(&self) -> Vec<Value> {
+    pub fn creates(&self) -> Vec<Value> {
         self.api.with(|w| w.creates.clone())
     }
 
-    fn deletes(&self) -> Vec<u64> {
+    pub fn deletes(&self) -> Vec<u64> {
         self.api.with(|w| w.deletes.iter().map(|d| d.0).collect())
     }
 

@@ -31,6 +31,9 @@ pub struct FakeDroplet {
     pub created_at: String,
     pub ip: String,
     pub active_at: Instant,
+    pub size: String,
+    /// Shut down (DigitalOcean's status `off`).
+    pub off: bool,
 }
 
 impl FakeDroplet {
@@ -41,9 +44,14 @@ impl FakeDroplet {
         } else {
             json!([])
         };
+        let status = match (self.off, active) {
+            (true, _) => "off",
+            (false, true) => "active",
+            (false, false) => "new",
+        };
         json!({
-            "id": self.id, "name": self.name, "status": if active { "active" } else { "new" },
-            "created_at": self.created_at, "tags": self.tags, "size_slug": "s-2vcpu-2gb",
+            "id": self.id, "name": self.name, "status": status,
+            "created_at": self.created_at, "tags": self.tags, "size_slug": self.size,
             "region": {"slug": "nyc1", "name": "New York 1"}, "image": {"slug": null, "distribution": "Ubuntu"},
             "networks": {"v4": v4, "v6": []}, "memory": 2048, "vcpus": 2
         })
@@ -65,6 +73,29 @@ pub struct DoWorld {
     pub deleted_ips: std::collections::HashMap<u64, String>,
     pub firewalls: Vec<Value>,
     pub tags: Vec<String>,
+    /// Droplet actions taken: (droplet id, type).
+    pub actions: Vec<(u64, String)>,
+    /// A `shutdown` leaves the droplet running (its drain service waits for runs) until a test
+    /// turns it `off`; otherwise it is `off` at once (nothing to wait for).
+    pub hold_shutdown: bool,
+}
+
+/// A few of DigitalOcean's sizes as `GET /v2/sizes` returns them (memory in MB).
+pub fn sizes() -> Value {
+    let size = |slug: &str, vcpus: u32, memory: u32, disk: u32, price: f64| {
+        json!({"slug": slug, "memory": memory, "vcpus": vcpus, "disk": disk, "transfer": 2.0,
+               "price_monthly": price, "price_hourly": price / 730.0,
+               "regions": CATALOG_REGIONS, "available": true,
+               "description": "Basic"})
+    };
+    json!([
+        size("s-1vcpu-1gb", 1, 1024, 25, 6.0),
+        size("s-2vcpu-2gb", 2, 2048, 60, 18.0),
+        size("s-2vcpu-4gb", 2, 4096, 80, 24.0),
+        size("s-4vcpu-8gb", 4, 8192, 160, 48.0),
+        size("c-4", 4, 8192, 50, 84.0),
+        size("s-8vcpu-16gb", 8, 16384, 320, 96.0),
+    ])
 }
 
 /// The sizes the fake offers (slug, vCPUs, MB), in every region of `CATALOG_REGIONS`.
@@ -110,6 +141,8 @@ impl FakeDo {
             deleted_ips: Default::default(),
             firewalls: Vec::new(),
             tags: Vec::new(),
+            actions: Vec::new(),
+            hold_shutdown: false,
         }));
         let w = Arc::clone(&world);
         let addr_cell: Arc<Mutex<String>> = Arc::new(Mutex::new(String::new()));
@@ -231,6 +264,8 @@ impl FakeDo {
                                 .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
                             ip,
                             active_at: Instant::now() + world.boot_after,
+                            size: body["size"].as_str().unwrap_or_default().to_string(),
+                            off: false,
                         };
                         let mut new = d.json();
                         new["status"] = json!("new");
@@ -241,17 +276,83 @@ impl FakeDo {
                             json!({"droplet": new, "links": {"actions": [{"id": 1, "rel": "create", "href": format!("http://{base}/v2/actions/1")}]}}),
                         )
                     }
-                    // The catalog, shaped as DigitalOcean's OpenAPI spec shows it
-                    // (resources/sizes, regions, images, ssh_keys): one page, `links: {}`.
                     ("GET", "/v2/sizes") => {
-                        let sizes: Vec<Value> = CATALOG_SIZES
-                            .iter()
-                            .map(|(slug, vcpus, memory)| json!({"slug": slug, "memory": memory, "vcpus": vcpus, "disk": 50, "transfer": 2.0, "price_monthly": 18.0, "price_hourly": 0.02679, "regions": CATALOG_REGIONS, "available": true, "description": "Basic"}))
-                            .collect();
+                        let all = sizes();
                         Reply::json(
                             200,
-                            json!({"sizes": sizes, "links": {}, "meta": {"total": CATALOG_SIZES.len()}}),
+                            json!({"sizes": all, "links": {}, "meta": {"total": all.as_array().map_or(0, Vec::len)}}),
                         )
+                    }
+                    ("POST", r) if r.starts_with("/v2/droplets/") && r.ends_with("/actions") => {
+                        let id: u64 = r
+                            .trim_start_matches("/v2/droplets/")
+                            .trim_end_matches("/actions")
+                            .parse()
+                            .unwrap_or(0);
+                        let body: Value = serde_json::from_str(&req.body).unwrap_or(Value::Null);
+                        let kind = body["type"].as_str().unwrap_or_default().to_string();
+                        if !["shutdown", "power_off", "power_on", "snapshot", "reboot"]
+                            .contains(&kind.as_str())
+                        {
+                            return error(
+                                422,
+                                "unprocessable_entity",
+                                "type is not a valid action",
+                            );
+                        }
+                        let hold = world.hold_shutdown;
+                        let Some(d) = world.droplets.iter_mut().find(|d| d.id == id) else {
+                            return error(
+                                404,
+                                "not_found",
+                                "The resource you requested could not be found.",
+                            );
+                        };
+                        if kind == "power_off" || (kind == "shutdown" && !hold) {
+                            d.off = true;
+                        }
+                        world.actions.push((id, kind.clone()));
+                        Reply::json(
+                            201,
+                            json!({"action": {"id": 36804636, "status": "in-progress", "type": kind,
+                                   "started_at": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                                   "completed_at": null, "resource_id": id, "resource_type": "droplet",
+                                   "region": {"slug": "nyc1"}, "region_slug": "nyc1"}}),
+                        )
+                    }
+                    ("POST", r) if r.starts_with("/v2/tags/") && r.ends_with("/resources") => {
+                        let tag = r
+                            .trim_start_matches("/v2/tags/")
+                            .trim_end_matches("/resources")
+                            .to_string();
+                        if !world.tags.contains(&tag) {
+                            return error(
+                                404,
+                                "not_found",
+                                "The resource you requested could not be found.",
+                            );
+                        }
+                        let body: Value = serde_json::from_str(&req.body).unwrap_or(Value::Null);
+                        let Some(list) = body["resources"].as_array() else {
+                            return error(422, "unprocessable_entity", "resources is required");
+                        };
+                        for res in list {
+                            // The spec's resource_id is a string.
+                            let Some(rid) = res["resource_id"].as_str() else {
+                                return error(
+                                    422,
+                                    "unprocessable_entity",
+                                    "resource_id must be a string",
+                                );
+                            };
+                            let rid: u64 = rid.parse().unwrap_or(0);
+                            if let Some(d) = world.droplets.iter_mut().find(|d| d.id == rid) {
+                                if !d.tags.contains(&tag) {
+                                    d.tags.push(tag.clone());
+                                }
+                            }
+                        }
+                        Reply::text(204, "")
                     }
                     ("GET", "/v2/regions") => {
                         let sizes: Vec<&str> = CATALOG_SIZES.iter().map(|s| s.0).collect();
@@ -387,6 +488,8 @@ impl FakeDo {
                     .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
                 ip: loopback_ip(w.next_ip),
                 active_at: Instant::now(),
+                size: "s-2vcpu-2gb".into(),
+                off: false,
             };
             w.next_id += 1;
             w.next_ip += 1;

@@ -31,7 +31,11 @@ CREATE TABLE "WorkerInstance" ("id" TEXT PRIMARY KEY, "name" TEXT NOT NULL,
 /// index the table has today (Trigger.dev's schema.prisma, checked against the migrations up
 /// to 20260525083555, which dropped the last index on `status`). None covers `status` or
 /// `masterQueue`: only the BRIN index on `createdAt` and the primary key can answer ops cheaply.
-/// Also `"FeatureFlag"` and `"Project"` (routing), with their real columns.
+/// Also `"FeatureFlag"` and `"Project"` (routing), `"TaskRunExecutionSnapshot"` (which
+/// supervisor runs a run; its only secondary index is (`runId`, `isValid`, `createdAt` DESC)),
+/// and the tables a task's preset is found through (`"WorkerDeploymentPromotion"`,
+/// `"WorkerDeployment"`, `"BackgroundWorkerTask"`), with their real columns and indexes
+/// (schema.prisma and migrations up to 20250919123905, which dropped the snapshots' foreign keys).
 pub const TASK_RUN: &str = r#"
 CREATE TYPE "TaskRunStatus" AS ENUM ('DELAYED', 'PENDING', 'PENDING_VERSION', 'WAITING_FOR_DEPLOY',
   'DEQUEUED', 'EXECUTING', 'WAITING_TO_RESUME', 'RETRYING_AFTER_FAILURE', 'PAUSED', 'CANCELED',
@@ -96,6 +100,57 @@ CREATE TABLE "Project" ("id" TEXT PRIMARY KEY, "slug" TEXT NOT NULL UNIQUE, "nam
   "builderProjectId" TEXT,
   "defaultWorkerGroupId" TEXT REFERENCES "WorkerInstanceGroup"("id"),
   "buildSettings" JSONB, "onboardingData" JSONB);
+CREATE TYPE "TaskRunExecutionStatus" AS ENUM ('RUN_CREATED', 'DELAYED', 'QUEUED', 'QUEUED_EXECUTING',
+  'PENDING_EXECUTING', 'EXECUTING', 'EXECUTING_WITH_WAITPOINTS', 'SUSPENDED', 'PENDING_CANCEL', 'FINISHED');
+CREATE TABLE "TaskRunExecutionSnapshot" (
+  "id" TEXT NOT NULL, "engine" "RunEngineVersion" NOT NULL DEFAULT 'V2',
+  "executionStatus" "TaskRunExecutionStatus" NOT NULL, "description" TEXT NOT NULL,
+  "isValid" BOOLEAN NOT NULL DEFAULT true, "error" TEXT, "previousSnapshotId" TEXT,
+  "runId" TEXT NOT NULL, "runStatus" "TaskRunStatus" NOT NULL, "batchId" TEXT,
+  "attemptNumber" INTEGER, "environmentId" TEXT NOT NULL,
+  "environmentType" "RuntimeEnvironmentType" NOT NULL, "projectId" TEXT NOT NULL,
+  "organizationId" TEXT NOT NULL, "completedWaitpointOrder" TEXT[], "checkpointId" TEXT,
+  "workerId" TEXT, "runnerId" TEXT,
+  "createdAt" TIMESTAMP(3) NOT NULL DEFAULT CURRENT_TIMESTAMP, "updatedAt" TIMESTAMP(3) NOT NULL,
+  "lastHeartbeatAt" TIMESTAMP(3), "metadata" JSONB,
+  CONSTRAINT "TaskRunExecutionSnapshot_pkey" PRIMARY KEY ("id"));
+CREATE INDEX "TaskRunExecutionSnapshot_runId_isValid_createdAt_idx"
+  ON "TaskRunExecutionSnapshot"("runId", "isValid", "createdAt" DESC);
+CREATE TYPE "TaskTriggerSource" AS ENUM ('STANDARD', 'SCHEDULED', 'AGENT', 'WEBHOOK');
+CREATE TABLE "BackgroundWorkerTask" (
+  "id" TEXT NOT NULL, "slug" TEXT NOT NULL, "description" TEXT, "friendlyId" TEXT NOT NULL,
+  "filePath" TEXT NOT NULL, "exportName" TEXT, "workerId" TEXT NOT NULL, "projectId" TEXT NOT NULL,
+  "fileId" TEXT, "runtimeEnvironmentId" TEXT NOT NULL,
+  "createdAt" TIMESTAMP(3) NOT NULL DEFAULT CURRENT_TIMESTAMP, "updatedAt" TIMESTAMP(3) NOT NULL,
+  "queueConfig" JSONB, "retryConfig" JSONB, "machineConfig" JSONB, "queueId" TEXT,
+  "maxDurationInSeconds" INTEGER, "ttl" TEXT,
+  "triggerSource" "TaskTriggerSource" NOT NULL DEFAULT 'STANDARD', "config" JSONB, "payloadSchema" JSONB,
+  CONSTRAINT "BackgroundWorkerTask_pkey" PRIMARY KEY ("id"));
+CREATE UNIQUE INDEX "BackgroundWorkerTask_workerId_slug_key" ON "BackgroundWorkerTask"("workerId", "slug");
+CREATE UNIQUE INDEX "BackgroundWorkerTask_friendlyId_key" ON "BackgroundWorkerTask"("friendlyId");
+CREATE INDEX "BackgroundWorkerTask_projectId_slug_idx" ON "BackgroundWorkerTask"("projectId", "slug");
+CREATE INDEX "BackgroundWorkerTask_projectId_slug_createdAt_idx" ON "BackgroundWorkerTask"("projectId", "slug", "createdAt");
+CREATE INDEX "BackgroundWorkerTask_runtimeEnvironmentId_projectId_idx" ON "BackgroundWorkerTask"("runtimeEnvironmentId", "projectId");
+CREATE TYPE "WorkerDeploymentStatus" AS ENUM ('PENDING', 'INSTALLING', 'BUILDING', 'DEPLOYING',
+  'DEPLOYED', 'FAILED', 'CANCELED', 'TIMED_OUT');
+CREATE TYPE "WorkerDeploymentType" AS ENUM ('MANAGED', 'UNMANAGED', 'V1');
+CREATE TABLE "WorkerDeployment" (
+  "id" TEXT PRIMARY KEY, "contentHash" TEXT NOT NULL, "friendlyId" TEXT NOT NULL UNIQUE,
+  "shortCode" TEXT NOT NULL, "version" TEXT NOT NULL, "runtime" TEXT, "runtimeVersion" TEXT,
+  "imageReference" TEXT, "imagePlatform" TEXT NOT NULL DEFAULT 'linux/amd64',
+  "externalBuildData" JSONB, "buildServerMetadata" JSONB,
+  "status" "WorkerDeploymentStatus" NOT NULL DEFAULT 'PENDING',
+  "type" "WorkerDeploymentType" NOT NULL DEFAULT 'V1', "projectId" TEXT NOT NULL,
+  "environmentId" TEXT NOT NULL, "workerId" TEXT UNIQUE, "triggeredById" TEXT, "triggeredVia" TEXT,
+  "commitSHA" TEXT, "externalId" TEXT, "startedAt" TIMESTAMP(3), "installedAt" TIMESTAMP(3),
+  "builtAt" TIMESTAMP(3), "deployedAt" TIMESTAMP(3), "failedAt" TIMESTAMP(3), "errorData" JSONB,
+  "canceledAt" TIMESTAMP(3), "canceledReason" TEXT, "git" JSONB,
+  "createdAt" TIMESTAMP(3) NOT NULL DEFAULT CURRENT_TIMESTAMP, "updatedAt" TIMESTAMP(3) NOT NULL,
+  UNIQUE ("projectId", "shortCode"), UNIQUE ("environmentId", "version"));
+CREATE TABLE "WorkerDeploymentPromotion" ("id" TEXT PRIMARY KEY, "label" TEXT NOT NULL,
+  "deploymentId" TEXT NOT NULL, "environmentId" TEXT NOT NULL);
+CREATE UNIQUE INDEX "WorkerDeploymentPromotion_environmentId_label_key"
+  ON "WorkerDeploymentPromotion"("environmentId", "label");
 "#;
 
 pub const GROUP: &str = "ops-test-group";
@@ -301,4 +356,90 @@ impl Drop for Beating {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
     }
+}
+
+/// A run of the test group executing on the supervisor named `instance` (status EXECUTING,
+/// preset set as at dequeue), with the snapshots the run engine writes: PENDING_EXECUTING and
+/// EXECUTING by the supervisor (its `WorkerInstance.id` in `workerId`), then, like `wait.for`
+/// does, a newer one the webapp makes itself (`workerId` NULL).
+pub fn executing_run(client: &mut postgres::Client, id: &str, instance: &str, preset: &str) {
+    run_in(
+        client,
+        id,
+        QUEUE,
+        "EXECUTING",
+        Duration::from_secs(120),
+        Some(Duration::from_secs(110)),
+    );
+    client
+        .execute(
+            r#"UPDATE "TaskRun" SET "machinePreset" = $2 WHERE id = $1"#,
+            &[&id, &preset],
+        )
+        .unwrap();
+    client
+        .execute(
+            r#"INSERT INTO "TaskRunExecutionSnapshot" (id, "executionStatus", description, "runId",
+                 "runStatus", "environmentId", "environmentType", "projectId", "organizationId",
+                 "workerId", "createdAt", "updatedAt")
+               SELECT $1 || '-s' || n, st::"TaskRunExecutionStatus", 'test', $1, 'EXECUTING', 'env1',
+                      'PRODUCTION', 'p1', 'org1', w, timezone('UTC', now()) - make_interval(secs => 100 - n),
+                      now()
+                 FROM (VALUES (1, 'PENDING_EXECUTING', (SELECT wi.id FROM "WorkerInstance" wi WHERE wi.name = $2 LIMIT 1)),
+                              (2, 'EXECUTING', (SELECT wi.id FROM "WorkerInstance" wi WHERE wi.name = $2 LIMIT 1)),
+                              (3, 'EXECUTING_WITH_WAITPOINTS', NULL)) AS v(n, st, w)"#,
+            &[&id, &instance],
+        )
+        .unwrap();
+}
+
+/// The run finished: what the engine writes at completion.
+pub fn finish_run(client: &mut postgres::Client, id: &str) {
+    client
+        .execute(
+            r#"UPDATE "TaskRun" SET status = 'COMPLETED_SUCCESSFULLY', "completedAt" = now(),
+                 "updatedAt" = now() WHERE id = $1"#,
+            &[&id],
+        )
+        .unwrap();
+}
+
+/// `n` snapshots of the history runs (as many as `history` made), in the order the engine
+/// writes them: a table a sequential scan shows on.
+pub fn snapshot_history(client: &mut postgres::Client, n: u64) {
+    client
+        .execute(
+            r#"INSERT INTO "TaskRunExecutionSnapshot" (id, "executionStatus", description, "runId",
+                 "runStatus", "environmentId", "environmentType", "projectId", "organizationId",
+                 "workerId", "createdAt", "updatedAt")
+               SELECT 'hs' || i, 'FINISHED', 'Run completed', 'h' || i, 'COMPLETED_SUCCESSFULLY',
+                      'env' || (i % 7), 'PRODUCTION', 'p1', 'org1', 'old-worker-' || (i % 13), r."createdAt",
+                      r."createdAt"
+                 FROM generate_series(1, $1::bigint) AS i JOIN "TaskRun" r ON r.id = 'h' || i"#,
+            &[&(n as i64)],
+        )
+        .unwrap();
+    client
+        .batch_execute(r#"VACUUM ANALYZE "TaskRunExecutionSnapshot""#)
+        .unwrap();
+}
+
+/// A waiting run of the test group whose task asks for `preset` (its `machineConfig` in the
+/// current deployment of its environment, as the CLI writes it).
+pub fn waiting_run_needing(client: &mut postgres::Client, id: &str, preset: &str) {
+    pending_run(client, id, Duration::from_secs(60));
+    client
+        .batch_execute(&format!(
+            r#"INSERT INTO "WorkerDeployment" (id, "contentHash", "friendlyId", "shortCode", version,
+                 status, "projectId", "environmentId", "workerId", "updatedAt")
+               VALUES ('dep1', 'h', 'deployment_1', 'abc', '20261202.1', 'DEPLOYED', 'p1', 'env1', 'bw1', now())
+               ON CONFLICT DO NOTHING;
+               INSERT INTO "WorkerDeploymentPromotion" (id, label, "deploymentId", "environmentId")
+               VALUES ('promo1', 'current', 'dep1', 'env1') ON CONFLICT DO NOTHING;
+               INSERT INTO "BackgroundWorkerTask" (id, slug, "friendlyId", "filePath", "workerId",
+                 "projectId", "runtimeEnvironmentId", "updatedAt", "machineConfig")
+               VALUES ('bwt1', 'my-task', 'task_1', 'src/trigger/my-task.ts', 'bw1', 'p1', 'env1', now(),
+                 '{{"preset": "{preset}"}}') ON CONFLICT DO NOTHING;"#
+        ))
+        .unwrap();
 }

@@ -557,7 +557,12 @@ fn desired(
         size: size.to_string(),
         region: s.supervisor_region.clone(),
         image: s.supervisor_image.clone(),
-        parts: diff::Parts::of(s, record),
+        parts: {
+            // The size this run builds with (SUPERVISOR_SIZE=auto resolves to one).
+            let mut parts = diff::Parts::of(s, record);
+            parts.0.insert("size".into(), size.to_string());
+            parts
+        },
         drain_timeout: opts.drain_timeout,
     }
 }
@@ -842,6 +847,7 @@ fn apply(
                 name,
                 reason,
                 signal,
+                runs,
                 ..
             } => {
                 // Tagged first: the drain survives a lost state, and the tag is the record.
@@ -852,7 +858,8 @@ fn apply(
                 }
                 log::warn!("draining droplet {name} (id {id}): {reason}");
                 format!(
-                    "draining droplet {name} (id {id}): {reason}; {}; deleted once idle or after {}",
+                    "draining droplet {name} (id {id}): {reason}; {}; {}; deleted once idle or after {}",
+                    plan::runs_line(runs.as_deref()),
                     if *signal {
                         "told it to stop taking runs (DigitalOcean shutdown: its drain service waits for the runs on it)"
                     } else {

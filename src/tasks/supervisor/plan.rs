@@ -364,11 +364,7 @@ impl Action {
                 ..
             } => format!(
                 "drain droplet {name} (id {id}) before deleting it: {reason}; {}; {}, deleted once idle or after {}",
-                match runs {
-                    Some(r) if r.is_empty() => "no run executes on it".to_string(),
-                    Some(r) => format!("{} run(s) execute on it: {}", r.len(), r.join(", ")),
-                    None => "the runs on it are unknown".to_string(),
-                },
+                runs_line(runs.as_deref()),
                 if *signal {
                     "it is told to stop taking runs (DigitalOcean shutdown; its drain service waits for them)"
                 } else {
@@ -391,6 +387,15 @@ impl Action {
             } => Some((*id, *replacement)),
             _ => None,
         }
+    }
+}
+
+/// `2 run(s) execute on it: run_a, run_b`.
+pub fn runs_line(runs: Option<&[String]>) -> String {
+    match runs {
+        Some([]) => "no run executes on it".to_string(),
+        Some(r) => format!("{} run(s) execute on it: {}", r.len(), r.join(", ")),
+        None => "the runs on it are unknown".to_string(),
     }
 }
 
