@@ -567,25 +567,7 @@ fn metrics(app: &App, state: Option<&State>) -> anyhow::Result<String> {
                 );
             }
         }
-        out.push_str("# HELP ops_supervisor_executing_runs Runs executing on the droplet per the webapp's database.\n# TYPE ops_supervisor_executing_runs gauge\n");
-        for d in droplets.iter().filter(|d| !d.deleted) {
-            if let Some(n) = d.executing_runs {
-                let _ = writeln!(
-                    out,
-                    "ops_supervisor_executing_runs{{droplet=\"{}\"}} {n}",
-                    label(&d.name)
-                );
-            }
-        }
-        out.push_str("# HELP ops_supervisor_draining 1 while the droplet drains (told to stop taking runs; deleted once idle).\n# TYPE ops_supervisor_draining gauge\n");
-        for d in droplets.iter().filter(|d| !d.deleted) {
-            let _ = writeln!(
-                out,
-                "ops_supervisor_draining{{droplet=\"{}\"}} {}",
-                label(&d.name),
-                u8::from(d.draining)
-            );
-        }
+        drain_metrics(&mut out, &droplets);
     }
     if let Some((q, _)) = state.kv_get::<crate::tasks::supervisor::FlowSeen>(
         crate::tasks::supervisor::NAMESPACE,
@@ -594,6 +576,29 @@ fn metrics(app: &App, state: Option<&State>) -> anyhow::Result<String> {
         queue_metrics(&mut out, &q);
     }
     Ok(out)
+}
+
+/// Runs per droplet and which droplets drain.
+fn drain_metrics(out: &mut String, droplets: &[crate::tasks::supervisor::SeenDroplet]) {
+    out.push_str("# HELP ops_supervisor_executing_runs Runs executing on the droplet per the webapp's database.\n# TYPE ops_supervisor_executing_runs gauge\n");
+    for d in droplets.iter().filter(|d| !d.deleted) {
+        if let Some(n) = d.executing_runs {
+            let _ = writeln!(
+                out,
+                "ops_supervisor_executing_runs{{droplet=\"{}\"}} {n}",
+                label(&d.name)
+            );
+        }
+    }
+    out.push_str("# HELP ops_supervisor_draining 1 while the droplet drains (told to stop taking runs; deleted once idle).\n# TYPE ops_supervisor_draining gauge\n");
+    for d in droplets.iter().filter(|d| !d.deleted) {
+        let _ = writeln!(
+            out,
+            "ops_supervisor_draining{{droplet=\"{}\"}} {}",
+            label(&d.name),
+            u8::from(d.draining)
+        );
+    }
 }
 
 /// Every managed queue with waiting runs (ours always), and whether runs reach our group.

@@ -136,6 +136,20 @@ fn soak() {
         Duration::from_secs(86_400),
     );
     let fleet = FleetManager::start(Arc::clone(&api.world), port, webapp);
+    // Long runs execute on the droplets; a planned change (a version pin) comes and goes; a
+    // draining droplet turns off once its runs are over (what its drain service does).
+    api.with(|w| w.hold_shutdown = true);
+    let db_url = cluster.url(&db);
+    // Postgres restarts under the soak: every write gets a fresh session, and one that fails
+    // (a restart in its way) is simply not counted.
+    let db_try = |f: &dyn Fn(&mut postgres::Client)| -> bool {
+        let Ok(mut c) = postgres::Client::connect(&db_url, postgres::NoTls) else {
+            return false;
+        };
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&mut c))).is_ok()
+    };
+    let mut busy: HashMap<String, Vec<String>> = HashMap::new();
+
     let closed = format!("http://127.0.0.1:{}", free_port());
 
     let mut faults: BTreeMap<&str, usize> = BTreeMap::new();
@@ -240,6 +254,64 @@ fn soak() {
             fault("kill-9", &mut faults);
         }
 
+        let alive: Vec<(String, String)> = api.with(|w| {
+            w.droplets
+                .iter()
+                .filter(|d| {
+                    !d.off
+                        && Instant::now() >= d.active_at
+                        && !d.tags.contains(&"ops-draining".to_string())
+                        && d.tags.contains(&"ops-managed".to_string())
+                })
+                .map(|d| (d.name.clone(), d.ip.clone()))
+                .collect()
+        });
+        if !alive.is_empty() && rng.chance(0.6) {
+            let (name, ip) = alive[rng.below(alive.len() as u64) as usize].clone();
+            let heard = std::cell::Cell::new(false);
+            db_try(&|c| {
+                heard.set(
+                    c.query_one(
+                        r#"SELECT count(*) FROM "WorkerInstance" WHERE name = $1"#,
+                        &[&name],
+                    )
+                    .map(|r| r.get::<_, i64>(0) > 0)
+                    .unwrap_or(false),
+                )
+            });
+            let heard = heard.get();
+            let id = format!("soak{i}");
+            if heard
+                && !fleet.down.lock().unwrap().contains(&ip)
+                && db_try(&|c| webapp::executing_run(c, &id, &name, "small-1x"))
+            {
+                busy.entry(name).or_default().push(format!("run_{id}"));
+                fault("run-starts", &mut faults);
+            }
+        }
+        for runs in busy.values_mut() {
+            runs.retain(|r| {
+                let done = rng.chance(0.08)
+                    && db_try(&|c| webapp::finish_run(c, r.trim_start_matches("run_")));
+                !done
+            });
+        }
+        busy.retain(|_, r| !r.is_empty());
+        api.with(|w| {
+            for d in w.droplets.iter_mut() {
+                if d.tags.contains(&"ops-draining".to_string()) && !busy.contains_key(&d.name) {
+                    d.off = true;
+                }
+            }
+        });
+        let pin = if (i / 40) % 2 == 1 {
+            "v4.6.0"
+        } else {
+            "v4.5.12"
+        };
+        let names: HashMap<u64, String> =
+            api.with(|w| w.droplets.iter().map(|d| (d.id, d.name.clone())).collect());
+
         let (profile, timeout) = if rng.chance(0.25) {
             TIMEOUTS[1]
         } else {
@@ -255,6 +327,7 @@ fn soak() {
         if do_refused {
             cmd.env("DIGITALOCEAN_API_URL", &closed);
         }
+        cmd.env("TRIGGER_VERSION", pin);
         let t0 = Instant::now();
         let child = cmd
             .stdout(std::process::Stdio::piped())
@@ -280,12 +353,29 @@ fn soak() {
             }
         };
         let dead = fleet.down.lock().unwrap().clone();
+        // Never kill a run: a droplet with executing runs whose supervisor is alive is deleted
+        // only once drained (or past drain_timeout, 1h: never within the soak).
+        let killed_runs: Vec<String> = api.with(|w| {
+            w.deletes[before.1..]
+                .iter()
+                .filter(|(id, _)| w.deleted_ips.get(id).is_some_and(|ip| !dead.contains(ip)))
+                .filter_map(|(id, _)| names.get(id))
+                .filter_map(|n| busy.get(n).map(|r| format!("{n}: {}", r.join(", "))))
+                .collect()
+        });
+        check(
+            killed_runs.is_empty(),
+            format!("deleted with executing runs before drain_timeout: {killed_runs:?}"),
+        );
+
         let (creates, deletes, ours, foreign_alive, bad_deletes, healthy_deleted) = api.with(|w| {
             let ours = w
                 .droplets
                 .iter()
                 .filter(|d| {
-                    d.tags.contains(&TAG.to_string()) && d.tags.contains(&"ops-managed".to_string())
+                    d.tags.contains(&TAG.to_string())
+                        && d.tags.contains(&"ops-managed".to_string())
+                        && !d.tags.contains(&"ops-draining".to_string())
                 })
                 .count();
             let bad = w
@@ -318,7 +408,16 @@ fn soak() {
             format!("{ours} tagged droplets (SUPERVISOR_COUNT + 1 = 2)"),
         );
         check(creates <= 1, format!("{creates} creates in one run"));
-        check(deletes <= 1, format!("{deletes} deletes in one run"));
+        let drained_deletes = api.with(|w| {
+            w.deletes[before.1..]
+                .iter()
+                .filter(|(_, tags)| tags.contains(&"ops-draining".to_string()))
+                .count()
+        });
+        check(
+            deletes - drained_deletes <= 1,
+            format!("{deletes} deletes in one run ({drained_deletes} of drained droplets)"),
+        );
         check(
             bad_deletes == 0 && foreign_alive,
             "a droplet without both tags was deleted".into(),
@@ -361,11 +460,27 @@ fn soak() {
         w.boot_after = Duration::from_millis(300);
     });
     fleet.down.lock().unwrap().clear();
+    for runs in busy.values() {
+        for r in runs {
+            let id = r.trim_start_matches("run_").to_string();
+            while !db_try(&|c| webapp::finish_run(c, &id)) {
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+    }
+    busy.clear();
     fleet.webapp_down.store(false, Ordering::SeqCst);
     *s.webapp.health.lock().unwrap() = (200, "OK".into());
     std::thread::sleep(Duration::from_millis(1500));
     let mut converged_after = None;
     for n in 1..=12 {
+        api.with(|w| {
+            for d in w.droplets.iter_mut() {
+                if d.tags.contains(&"ops-draining".to_string()) {
+                    d.off = true;
+                }
+            }
+        });
         let run = s.ops.run(&["run", "health"]);
         let ours: Vec<u64> = api.with(|w| {
             w.droplets
@@ -390,6 +505,8 @@ fn soak() {
     for (name, n) in &faults {
         eprintln!("soak:   {name:<24} {n}");
     }
+    let drains = api.with(|w| w.actions.iter().filter(|(_, k)| k == "shutdown").count());
+    eprintln!("soak: {drains} droplets drained (DigitalOcean shutdown) before a planned delete");
     eprintln!("soak: invariant violations: {}", violations.len());
     eprintln!(
         "soak: converged {} fault-free run(s) after faults stopped",

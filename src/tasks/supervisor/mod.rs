@@ -849,25 +849,7 @@ fn apply(
                 signal,
                 runs,
                 ..
-            } => {
-                // Tagged first: the drain survives a lost state, and the tag is the record.
-                api.create_tag(drain::DRAINING_TAG)?;
-                api.tag_droplet(drain::DRAINING_TAG, *id)?;
-                if *signal {
-                    api.droplet_action(*id, "shutdown")?;
-                }
-                log::warn!("draining droplet {name} (id {id}): {reason}");
-                format!(
-                    "draining droplet {name} (id {id}): {reason}; {}; {}; deleted once idle or after {}",
-                    plan::runs_line(runs.as_deref()),
-                    if *signal {
-                        "told it to stop taking runs (DigitalOcean shutdown: its drain service waits for the runs on it)"
-                    } else {
-                        "it predates ops' drain: waiting until it is idle"
-                    },
-                    crate::duration::format(spec.drain_timeout)
-                )
-            }
+            } => start_drain(api, spec, *id, name, reason, *signal, runs.as_deref())?,
             Action::Create {
                 name,
                 reason,
@@ -913,6 +895,35 @@ fn apply(
     };
     outcome.actions = records;
     Ok(outcome)
+}
+
+/// Tags the droplet draining (the tag survives a lost state) and, when it can be told, sends
+/// the shutdown its drain service waits in.
+fn start_drain(
+    api: &DigitalOcean,
+    spec: &plan::Spec,
+    id: u64,
+    name: &str,
+    reason: &str,
+    signal: bool,
+    runs: Option<&[String]>,
+) -> anyhow::Result<String> {
+    api.create_tag(drain::DRAINING_TAG)?;
+    api.tag_droplet(drain::DRAINING_TAG, id)?;
+    if signal {
+        api.droplet_action(id, "shutdown")?;
+    }
+    log::warn!("draining droplet {name} (id {id}): {reason}");
+    Ok(format!(
+        "draining droplet {name} (id {id}): {reason}; {}; {}; deleted once idle or after {}",
+        plan::runs_line(runs),
+        if signal {
+            "told it to stop taking runs (DigitalOcean shutdown: its drain service waits for the runs on it)"
+        } else {
+            "it predates ops' drain: waiting until it is idle"
+        },
+        crate::duration::format(spec.drain_timeout)
+    ))
 }
 
 /// One replacement for the circuit breaker (kept at once, so a crash cannot forget it) and for

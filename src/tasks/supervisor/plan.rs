@@ -505,12 +505,7 @@ pub fn plan(obs: &Observation, spec: &Spec) -> Plan {
     let elsewhere = elsewhere_findings(obs);
     let breaker_open = p.replacements.len() as u32 >= spec.max_replacements;
     let finished = finish_drains(&mut p.assessed, obs, spec, &mut p.lines);
-    let serving: Vec<Assessed> = p
-        .assessed
-        .iter()
-        .filter(|a| a.health != Health::Draining)
-        .cloned()
-        .collect();
+    let serving = serving(&p.assessed);
     let (delete, create) = if blame.is_some() || !elsewhere.is_empty() {
         (None, None)
     } else {
@@ -532,23 +527,7 @@ pub fn plan(obs: &Observation, spec: &Spec) -> Plan {
         );
         (delete, create)
     };
-    if let Some(Action::Drain {
-        id,
-        reason,
-        replacement,
-        ..
-    }) = &delete
-    {
-        if let Some(a) = p.assessed.iter_mut().find(|a| a.id == *id) {
-            a.streak.drain = Some(Drain {
-                started_ms: obs.now_ms,
-                reason: reason.clone(),
-                replacement: *replacement,
-            });
-            a.health = Health::Draining;
-            a.note = format!("draining from now: {reason}");
-        }
-    }
+    mark_draining(&mut p.assessed, delete.as_ref(), obs.now_ms);
     p.lines
         .extend(p.assessed.iter().map(|a| droplet_line(a, spec)));
     if p.assessed.is_empty() {
@@ -589,6 +568,36 @@ pub fn plan(obs: &Observation, spec: &Spec) -> Plan {
     p.actions.extend(delete);
     p.actions.extend(create);
     p
+}
+
+/// The droplets that serve (all but the draining ones).
+fn serving(all: &[Assessed]) -> Vec<Assessed> {
+    all.iter()
+        .filter(|a| a.health != Health::Draining)
+        .cloned()
+        .collect()
+}
+
+/// A drain chosen this run starts now: kept in the droplet's streak.
+fn mark_draining(all: &mut [Assessed], action: Option<&Action>, now_ms: i64) {
+    let Some(Action::Drain {
+        id,
+        reason,
+        replacement,
+        ..
+    }) = action
+    else {
+        return;
+    };
+    if let Some(a) = all.iter_mut().find(|a| a.id == *id) {
+        a.streak.drain = Some(Drain {
+            started_ms: now_ms,
+            reason: reason.clone(),
+            replacement: *replacement,
+        });
+        a.health = Health::Draining;
+        a.note = format!("draining from now: {reason}");
+    }
 }
 
 fn is_draining(d: &Seen) -> bool {
