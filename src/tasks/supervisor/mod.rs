@@ -849,7 +849,10 @@ fn apply(
                 signal,
                 runs,
                 ..
-            } => start_drain(api, spec, *id, name, reason, *signal, runs.as_deref())?,
+            } => (
+                start_drain(api, spec, *id, name, reason, *signal, runs.as_deref())?,
+                true,
+            ),
             Action::Create {
                 name,
                 reason,

@@ -339,6 +339,12 @@ impl crate::task::Typed for Action {
             Action::Create { name, reason, .. } => ActionType::counted("create", "droplet")
                 .name(name)
                 .reason(reason),
+            Action::Drain {
+                id, name, reason, ..
+            } => ActionType::counted("drain", "droplet")
+                .id(id)
+                .name(name)
+                .reason(reason),
         }
     }
 }
