@@ -359,8 +359,16 @@ fn soak() {
             w.deletes[before.1..]
                 .iter()
                 .filter(|(id, _)| w.deleted_ips.get(id).is_some_and(|ip| !dead.contains(ip)))
-                .filter_map(|(id, _)| names.get(id))
-                .filter_map(|n| busy.get(n).map(|r| format!("{n}: {}", r.join(", "))))
+                .filter_map(|(id, _)| names.get(id).map(|n| (id, n)))
+                // A droplet ops judged dead (failed unhealthy_after checks) is not a planned
+                // delete: there is nothing to save on it.
+                .filter(|(id, n)| {
+                    !run.as_ref().is_some_and(|r| {
+                        r.stdout
+                            .contains(&format!("deleted droplet {n} (id {id}): unhealthy: "))
+                    })
+                })
+                .filter_map(|(_, n)| busy.get(n).map(|r| format!("{n}: {}", r.join(", "))))
                 .collect()
         });
         check(

@@ -820,27 +820,14 @@ fn apply(
                 reason,
                 replacement,
             } => {
-                // Re-read before deleting: act only on a droplet that still carries both tags.
-                match api.droplet(*id)? {
-                    Some(f) if f.has_tag(&spec.tag) && f.has_tag(MANAGED_TAG) => {
-                        api.delete_droplet(*id)?;
-                        ctx.changed(
-                            "droplet.deleted",
-                            format!("deleted droplet {name} (id {id}): {reason}"),
-                        );
-                        if *replacement {
-                            count_replacement(ctx, &mut replacements, now)?;
-                        }
-                        (format!("deleted droplet {name} (id {id}): {reason}"), true)
-                    }
-                    Some(_) => (
-                        format!(
-                            "not deleting droplet {name}: it lost our tags since it was listed"
-                        ),
-                        false,
-                    ),
-                    None => (format!("droplet {name} is already gone"), false),
+                let (done, applied, counted) = delete(api, spec, *id, name, reason, *replacement)?;
+                if applied {
+                    ctx.changed("droplet.deleted", done.clone());
                 }
+                if counted {
+                    count_replacement(ctx, &mut replacements, now)?;
+                }
+                (done, applied)
             }
             Action::Drain {
                 id,
@@ -849,10 +836,11 @@ fn apply(
                 signal,
                 runs,
                 ..
-            } => (
-                start_drain(api, spec, *id, name, reason, *signal, runs.as_deref())?,
-                true,
-            ),
+            } => {
+                let done = start_drain(api, spec, *id, name, reason, *signal, runs.as_deref())?;
+                ctx.changed("droplet.draining", done.clone());
+                (done, true)
+            }
             Action::Create {
                 name,
                 reason,
@@ -898,6 +886,35 @@ fn apply(
     };
     outcome.actions = records;
     Ok(outcome)
+}
+
+/// Re-reads before deleting: acts only on a droplet that still carries both tags. Returns the
+/// line, whether it was deleted, and whether that counts as a replacement.
+fn delete(
+    api: &DigitalOcean,
+    spec: &plan::Spec,
+    id: u64,
+    name: &str,
+    reason: &str,
+    replacement: bool,
+) -> anyhow::Result<(String, bool, bool)> {
+    Ok(match api.droplet(id)? {
+        Some(f) if f.has_tag(&spec.tag) && f.has_tag(MANAGED_TAG) => {
+            api.delete_droplet(id)?;
+            log::warn!("deleted droplet {name} (id {id}): {reason}");
+            (
+                format!("deleted droplet {name} (id {id}): {reason}"),
+                true,
+                replacement,
+            )
+        }
+        Some(_) => (
+            format!("not deleting droplet {name}: it lost our tags since it was listed"),
+            false,
+            false,
+        ),
+        None => (format!("droplet {name} is already gone"), false, false),
+    })
 }
 
 /// Tags the droplet draining (the tag survives a lost state) and, when it can be told, sends

@@ -652,7 +652,7 @@ fn finish_drains(
 enum Why {
     /// Dead (failed `unhealthy_after` checks): nothing to save.
     Dead,
-    /// Failing, its replacement serves: drained only when runs still execute on it.
+    /// Failing, its replacement serves: drained unless it is known to run nothing.
     Failing,
     /// Planned: spec drift or a surplus.
     Planned,
@@ -675,8 +675,9 @@ fn leave(action: Action, why: Why, all: &[Assessed], spec: &Spec) -> Action {
     let drain = !spec.drain_timeout.is_zero()
         && match why {
             Why::Dead => false,
-            Why::Failing => runs.as_ref().is_some_and(|r| !r.is_empty()),
-            Why::Planned => runs.as_ref().is_none_or(|r| !r.is_empty()),
+            // Silent, its replacement serving: runs may still execute on it (only its heartbeat
+            // may have stopped), so it drains unless it is known to run nothing.
+            Why::Failing | Why::Planned => runs.as_ref().is_none_or(|r| !r.is_empty()),
         };
     if !drain {
         let reason = match (&runs, why) {
