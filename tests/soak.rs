@@ -373,7 +373,15 @@ fn soak() {
         });
         check(
             killed_runs.is_empty(),
-            format!("deleted with executing runs before drain_timeout: {killed_runs:?}"),
+            format!(
+                "deleted with executing runs before drain_timeout: {killed_runs:?}; ops said: {}",
+                run.as_ref().map_or("(killed)".into(), |r| r
+                    .stdout
+                    .lines()
+                    .filter(|l| l.contains("droplet"))
+                    .collect::<Vec<_>>()
+                    .join(" | "))
+            ),
         );
 
         let (creates, deletes, ours, foreign_alive, bad_deletes, healthy_deleted) = api.with(|w| {
