@@ -282,18 +282,18 @@ const WORKER_RUNS_SQL: &str = r#"WITH cand AS (
     LEFT JOIN LATERAL (SELECT s."workerId" FROM "TaskRunExecutionSnapshot" s
                         WHERE s."runId" = o."id" AND s."isValid" AND s."workerId" IS NOT NULL
                         ORDER BY s."createdAt" DESC LIMIT 1) w ON true
-    LEFT JOIN "WorkerInstance" wi ON wi."id" = w."workerId"
+    LEFT JOIN LATERAL (SELECT i."name" FROM "WorkerInstance" i WHERE i."id" = w."workerId") wi ON true
 ), needing AS (
   SELECT CASE WHEN c.status = 'PENDING' THEN 'waiting' ELSE 'failed' END AS kind,
-         COALESCE(c."machinePreset", t."machineConfig"::text) AS preset, c."id", c.wait
+         COALESCE(c."machinePreset",
+           (SELECT t."machineConfig"::text FROM "BackgroundWorkerTask" t
+             WHERE t."slug" = c."taskIdentifier"
+               AND t."workerId" = COALESCE(c."lockedToVersionId",
+                 (SELECT d."workerId" FROM "WorkerDeploymentPromotion" p
+                    JOIN "WorkerDeployment" d ON d."id" = p."deploymentId"
+                   WHERE p."environmentId" = c."runtimeEnvironmentId" AND p."label" = 'current'))))
+           AS preset, c."id", c.wait
     FROM cand c
-    LEFT JOIN "WorkerDeploymentPromotion" p
-      ON c."machinePreset" IS NULL AND c."lockedToVersionId" IS NULL
-     AND p."environmentId" = c."runtimeEnvironmentId" AND p."label" = 'current'
-    LEFT JOIN "WorkerDeployment" d ON d."id" = p."deploymentId"
-    LEFT JOIN "BackgroundWorkerTask" t
-      ON c."machinePreset" IS NULL AND t."workerId" = COALESCE(c."lockedToVersionId", d."workerId")
-     AND t."slug" = c."taskIdentifier"
    WHERE c.status = 'PENDING'
       OR (c.status IN ('SYSTEM_FAILURE', 'CRASHED')
           AND c."updatedAt" >= timezone('UTC', now()) - make_interval(secs => $6))
