@@ -568,8 +568,18 @@ fn with_a_hundred_thousand_worker_instances_a_healthy_cycle_reads_a_handful_of_t
     f.run(&["run", "health"]).expect_code(0);
     let _sup = f.serve(f.ids()[0], true);
     f.run(&["run", "health"]).expect_code(0);
-    std::thread::sleep(std::time::Duration::from_millis(300));
-    let before = blocks_of(&mut c, "WorkerInstance");
+    // The earlier runs' counters reach the statistics when their sessions end, later on a loaded
+    // machine: wait until they stop moving (but for the heartbeats, ten a second).
+    let mut before = blocks_of(&mut c, "WorkerInstance");
+    for _ in 0..30 {
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let now = blocks_of(&mut c, "WorkerInstance");
+        let settled = now - before < 100;
+        before = now;
+        if settled {
+            break;
+        }
+    }
     f.run(&["run", "health"])
         .expect_code(0)
         .expect_stdout("healthy (last heartbeat")
