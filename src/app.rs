@@ -68,32 +68,9 @@ pub fn env_file(flag: Option<&Path>) -> anyhow::Result<Option<PathBuf>> {
     Ok(readable(&default).then_some(default))
 }
 
-/// `sudo ops <the same arguments>`.
-fn sudo_hint() -> String {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    format!("sudo ops {}", args.join(" "))
-}
-
 /// A path that exists but this user cannot read: who owns it, and the fix.
 pub fn unreadable(path: &Path, what: &str, flag: &str) -> anyhow::Error {
-    use std::os::unix::fs::MetadataExt;
-    let owner = std::fs::metadata(path)
-        .map(|m| {
-            format!(
-                " (uid {} gid {}, mode {:o})",
-                m.uid(),
-                m.gid(),
-                m.mode() & 0o7777
-            )
-        })
-        .unwrap_or_default();
-    // SAFETY: getuid has no preconditions and cannot fail.
-    let uid = unsafe { libc::getuid() };
-    config_error(format!(
-        "{what} {} exists but uid {uid} cannot read it{owner}: run as root or a member of group ops: {} (or point {flag} elsewhere)",
-        path.display(),
-        sudo_hint()
-    ))
+    crate::privilege::denied(path, what, "read", flag)
 }
 
 /// The state directory, when it exists, must be readable: falling back, or reading nothing,

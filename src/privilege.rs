@@ -113,6 +113,38 @@ pub fn switch(state_dir: &Path, as_root: bool) -> anyhow::Result<Switched> {
 }
 
 /// The user's name and home directory from the password database.
+/// A path that exists but this user may not `verb` (read, write): who owns it, and the fix
+/// (`sudo ops <the same arguments>`). A configuration error: exit 2.
+pub fn denied(path: &Path, what: &str, verb: &str, flag: &str) -> anyhow::Error {
+    let owner = std::fs::metadata(path)
+        .map(|m| {
+            format!(
+                " (uid {} gid {}, mode {:o})",
+                m.uid(),
+                m.gid(),
+                m.mode() & 0o7777
+            )
+        })
+        .unwrap_or_default();
+    // SAFETY: getuid has no preconditions and cannot fail.
+    let uid = unsafe { libc::getuid() };
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    crate::exit::config_error(format!(
+        "{what} {} exists but uid {uid} cannot {verb} it{owner}: run as root or a member of group ops: sudo ops {} (or point {flag} elsewhere)",
+        path.display(),
+        args.join(" ")
+    ))
+}
+
+/// Whether this process may access `path` with `mode` (`libc::R_OK`, `W_OK`, `X_OK`).
+pub fn may(path: &Path, mode: libc::c_int) -> bool {
+    let Ok(c) = CString::new(path.as_os_str().as_encoded_bytes()) else {
+        return false;
+    };
+    // SAFETY: access(2) reads a NUL-terminated path we own.
+    unsafe { libc::access(c.as_ptr(), mode) == 0 }
+}
+
 fn account(uid: u32) -> Option<(CString, std::path::PathBuf)> {
     let mut buf = vec![0 as libc::c_char; 16 * 1024];
     // SAFETY: getpwuid_r writes into our buffers only; pwd is read only when it succeeded.

@@ -148,6 +148,20 @@ pub struct AlertRecord {
 impl State {
     /// Opens (creating when needed) the database for writing.
     pub fn open(dir: &Path) -> anyhow::Result<State> {
+        Self::open_rw(dir).map_err(|e| {
+            match dir.is_dir() && !crate::privilege::may(dir, libc::W_OK) {
+                true => crate::privilege::denied(
+                    dir,
+                    "the state directory",
+                    "write",
+                    "--state-dir / OPS_STATE_DIR",
+                ),
+                false => e,
+            }
+        })
+    }
+
+    fn open_rw(dir: &Path) -> anyhow::Result<State> {
         create_private_dir(dir)?;
         let path = dir.join(DB_FILE);
         check_files(dir, true)?;
@@ -175,6 +189,21 @@ impl State {
 
     /// Opens an existing database without the right to write; `None` when there is none yet.
     pub fn open_read_only(dir: &Path) -> anyhow::Result<Option<State>> {
+        // Reading a WAL database still takes its shared-memory file: say who may.
+        Self::open_ro(dir).map_err(|e| {
+            match dir.is_dir() && !crate::privilege::may(dir, libc::W_OK) {
+                true => crate::privilege::denied(
+                    dir,
+                    "the state directory",
+                    "write",
+                    "--state-dir / OPS_STATE_DIR",
+                ),
+                false => e,
+            }
+        })
+    }
+
+    fn open_ro(dir: &Path) -> anyhow::Result<Option<State>> {
         let path = dir.join(DB_FILE);
         if !path.exists() {
             return Ok(None);

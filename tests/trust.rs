@@ -501,4 +501,18 @@ fn an_unreadable_state_directory_stops_status_with_the_sudo_hint() {
             run.stdout
         );
     }
+    // Readable but not writable (a WAL database needs its shared-memory file): the same hint.
+    std::fs::set_permissions(ops.state_dir(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    for f in std::fs::read_dir(ops.state_dir()).unwrap() {
+        let path = f.unwrap().path();
+        if path.is_file() {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        }
+    }
+    for args in [&["status"][..], &["run", "p"]] {
+        crate::hardening::run_as(&ops, "nobody", args)
+            .expect_code(2)
+            .expect_stderr("exists but uid 65534 cannot write it")
+            .expect_stderr("run as root or a member of group ops: sudo ops ");
+    }
 }
