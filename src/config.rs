@@ -597,6 +597,17 @@ impl JobsConfig {
                     at(&name, 1)
                 )));
             }
+            // The description goes into systemd units that run as root: a line break there
+            // would be a directive of its own.
+            if p.description.chars().any(char::is_control) {
+                let profile_line = find_key(text, &name, 1).map_or(0, |(l, _)| l);
+                let at = find_key_after(text, "description", profile_line, 1)
+                    .map(|(l, c)| format!(":{l}:{c}"))
+                    .unwrap_or_default();
+                return Err(config_error(format!(
+                    "{shown}{at}: profile {name:?}: the description contains a control character (a line break, carriage return or tab): write it on one line"
+                )));
+            }
             if let Some(url) = &p.ping_url {
                 if !(url.starts_with("http://") || url.starts_with("https://")) {
                     return Err(config_error(format!(
@@ -713,10 +724,16 @@ fn hint(msg: &str) -> String {
 
 /// The 1-based line and column of the `nth` line whose first word is `key:`.
 fn find_key(text: &str, key: &str, nth: usize) -> Option<(usize, usize)> {
+    find_key_after(text, key, 0, nth)
+}
+
+/// `find_key` counting from the line after `after` (1-based; 0: the whole text).
+fn find_key_after(text: &str, key: &str, after: usize, nth: usize) -> Option<(usize, usize)> {
     let want = format!("{key}:");
     let quoted = format!("\"{key}\":");
     text.lines()
         .enumerate()
+        .skip(after)
         .filter_map(|(i, line)| {
             let trimmed = line.trim_start();
             (trimmed.starts_with(&want) || trimmed.starts_with(&quoted))

@@ -42,6 +42,13 @@ impl Cron {
     /// Parses a 5-field expression or an alias; the error says what is wrong and what is valid.
     pub fn parse(expr: &str) -> Result<Cron, String> {
         let trimmed = expr.trim();
+        // A line break would end the crontab line (and tabs have no place in one ops writes).
+        if let Some(pos) = trimmed.find(char::is_control) {
+            return Err(format!(
+                "cron {:?} is followed by a control character (a line break, carriage return or tab): write the five fields on one line, separated by spaces",
+                &trimmed[..pos]
+            ));
+        }
         let expanded = match trimmed {
             "@hourly" => "0 * * * *",
             "@daily" | "@midnight" => "0 0 * * *",

@@ -33,6 +33,10 @@ fn cases() -> Vec<(String, Vec<&'static str>)> {
         ("version: 1\nprofiles: {}\n".into(), vec!["no profiles"]),
         ("\t- not yaml: [\n".into(), vec!["jobs.yaml"]),
         (format!("{head}    cron: '@hourly'\n{OK_TASKS}"), vec![":5:5:", "duplicate field `cron`"]),
+        // Into a root unit as `ExecStartPre=+…`, or a broken crontab line (issue 27).
+        (format!("{head}    description: \"nightly\\rExecStartPre=+/bin/sh -c id\"\n{OK_TASKS}"), vec![":5:5:", "description contains a control character"]),
+        (format!("version: 1\nprofiles:\n  q:\n    cron: '@daily'\n    description: ok\n{OK_TASKS}  p:\n    cron: '* * * * *'\n    description: \"two\\nlines\"\n{OK_TASKS}"), vec![":9:5:", "profile \"p\""]),
+        ("version: 1\nprofiles:\n  p:\n    cron: \"0\\n* * * *\"\n    tasks: [extract]\n".into(), vec![":4:", "control character", "one line"]),
     ]
 }
 
