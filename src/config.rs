@@ -90,9 +90,46 @@ pub struct ExecOptions {
     #[serde(default)]
     pub shell: bool,
     #[serde(default)]
-    pub env: BTreeMap<String, String>,
+    pub env: ExecEnv,
     #[serde(default, alias = "working_dir")]
     pub cwd: Option<PathBuf>,
+}
+
+/// The variables an exec task passes to its command, on top of a plain base environment: `NAME:
+/// value` as written, or ops' own value (process environment, then the env file) for a name
+/// without a value (`NAME:`, `NAME: ~`) or in a list (`env: [DATABASE_URL]`). Nothing else of
+/// the env file reaches the command: it holds every secret ops has.
+#[derive(Debug, Clone, Default)]
+pub struct ExecEnv(pub BTreeMap<String, Option<String>>);
+
+impl<'de> Deserialize<'de> for ExecEnv {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Names(Vec<String>),
+            Map(BTreeMap<String, Option<String>>),
+        }
+        let map = match Raw::deserialize(d).map_err(|_| {
+            de::Error::custom("env must be a list of variable names or a mapping NAME: value (NAME: with no value passes ops' own)")
+        })? {
+            Raw::Names(names) => names.into_iter().map(|n| (n, None)).collect(),
+            Raw::Map(map) => map,
+        };
+        for name in map.keys() {
+            let mut chars = name.chars();
+            let ok = chars
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if !ok {
+                return Err(de::Error::custom(format!(
+                    "env: {name:?} is not a variable name (letters, digits and _, not starting with a digit)"
+                )));
+            }
+        }
+        Ok(ExecEnv(map))
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

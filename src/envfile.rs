@@ -88,6 +88,11 @@ impl Env {
         &self.from_file
     }
 
+    /// The value of `key` as it is (process environment, then the env file).
+    pub fn raw(&self, key: &str) -> Option<&str> {
+        self.vars.get(key).map(String::as_str)
+    }
+
     /// The value of `key`, with empty or whitespace-only values treated as unset.
     pub fn get(&self, key: &str) -> Option<&str> {
         self.vars

@@ -9,7 +9,7 @@ use crate::extract::{scenario, LOG_TOKEN, SECRET};
 use crate::operator::Served;
 use crate::support::digitalocean::free_port;
 use crate::support::fake::{loopback, FakeServer, Reply, Seen};
-use crate::support::{exec_profile, Ops};
+use crate::support::{exec_profile, exec_profile_env, Ops};
 
 fn kv(db: &rusqlite::Connection, key: &str) -> Value {
     let text: String = db
@@ -204,10 +204,11 @@ fn doctor_says_when_the_proxy_image_tag_does_not_exist() {
 #[test]
 fn one_env_file_parser_for_every_run_with_escaped_quotes_and_a_warning_when_world_readable() {
     let ops = Ops::new();
-    ops.jobs(&exec_profile(
+    ops.jobs(&exec_profile_env(
         "p",
         &["sh", "-c", "printf '%s\\n' \"$GREETING\" \"$PLAIN\""],
         "",
+        &["GREETING", "PLAIN"],
     ));
     ops.env_file("GREETING=\"say \\\"hi\\\" # not a comment\"\nPLAIN=a b # a comment\n");
     let run = ops.run(&["run", "p"]);
@@ -247,7 +248,7 @@ fn secrets_are_redacted_before_output_is_cut_and_env_file_secrets_are_registered
     // A secret that straddles the 400-byte cut of an exec output line.
     let secret = "Zq9xW2mK7pL4vN8rT3yB";
     ops.env_file(&format!("MY_SERVICE_TOKEN={secret}\n"));
-    ops.jobs(&exec_profile(
+    ops.jobs(&exec_profile_env(
         "p",
         &[
             "sh",
@@ -255,6 +256,7 @@ fn secrets_are_redacted_before_output_is_cut_and_env_file_secrets_are_registered
             "printf '%0390d%s\\n' 0 \"$MY_SERVICE_TOKEN\"; exit 1",
         ],
         "ping_url: http://127.0.0.1:9/ping/3f1c0d2e-uuid-is-the-secret",
+        &["MY_SERVICE_TOKEN"],
     ));
     let run = ops.run(&["run", "p", "--json"]);
     run.expect_code(1);

@@ -8,7 +8,7 @@ use crate::supervisor::webapp_db;
 use crate::support::fake::{loopback, private, public_looking, FakeServer, Reply, Seen};
 use crate::support::pgwire::CleartextThief;
 use crate::support::railway::{FakeWebapp, ADMIN_TOKEN};
-use crate::support::{exec_profile, Ops};
+use crate::support::{exec_profile, exec_profile_env, Ops};
 
 const PLANTED: &str = "tr_wgt_Planted0123456789abcdefghijklmnopqrstu";
 
@@ -281,4 +281,49 @@ fn idle_connections_do_not_starve_serve() {
     assert_eq!(get_as(&addr, "localhost", "/healthz"), 200);
     assert_eq!(get_as(&addr, "localhost", "/metrics"), 200);
     drop(idle);
+}
+
+/// An exec task's command sees a plain base environment and the variables it names: none of
+/// the env file's other secrets, none of ops' own environment's.
+#[test]
+fn exec_tasks_get_only_the_variables_they_name() {
+    let mut ops = Ops::new();
+    ops.env_file("DIGITALOCEAN_TOKEN=dop-secret-1\nNAMED_IN_FILE=from-file\n");
+    ops.env("EXPORTED_SECRET", "process-secret-2");
+    let names = [
+        "sh",
+        "-c",
+        "env | cut -d= -f1 | sort | tr '\\n' ' '; echo \"[$NAMED_IN_FILE]\"",
+    ];
+    ops.jobs(&exec_profile("p", &names, ""));
+    let bare = ops.run(&["run", "p"]);
+    bare.expect_code(0).expect_stdout("[]");
+    ops.jobs(&exec_profile_env("p", &names, "", &["NAMED_IN_FILE"]));
+    let named = ops.run(&["run", "p"]);
+    named.expect_code(0).expect_stdout("[from-file]");
+    for run in [&bare, &named] {
+        for hidden in ["DIGITALOCEAN_TOKEN", "EXPORTED_SECRET"] {
+            assert!(
+                !run.stdout.contains(hidden),
+                "{hidden} reached the command:\n{}",
+                run.stdout
+            );
+        }
+        assert!(run.stdout.contains("PATH"), "{}", run.stdout);
+    }
+    // A value written in jobs.yaml, and a mapping with a pass-through entry.
+    ops.jobs(
+        &exec_profile(
+            "p",
+            &["sh", "-c", "echo \"[$GREETING/$NAMED_IN_FILE]\""],
+            "",
+        )
+        .replace(
+            "        name: step\n",
+            "        name: step\n        env: {GREETING: hello, NAMED_IN_FILE: }\n",
+        ),
+    );
+    ops.run(&["run", "p"])
+        .expect_code(0)
+        .expect_stdout("[hello/from-file]");
 }

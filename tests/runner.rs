@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::support::{exec_profile, finish, wait_for, Ops};
+use crate::support::{exec_profile, exec_profile_env, finish, wait_for, Ops};
 
 #[test]
 fn list_shows_profiles_with_next_run() {
@@ -213,10 +213,11 @@ fn env_file_fills_in_but_process_env_wins() {
     let mut ops = Ops::new();
     ops.env_file("# comment\nexport FROM_FILE=file-value\nBOTH='from-file'\n");
     ops.env("BOTH", "from-process");
-    ops.jobs(&exec_profile(
+    ops.jobs(&exec_profile_env(
         "p",
         &["sh", "-c", "echo \"$FROM_FILE/$BOTH\""],
         "",
+        &["FROM_FILE", "BOTH"],
     ));
     ops.run(&["run", "p"])
         .expect_code(0)
@@ -283,10 +284,11 @@ fn secrets_never_appear_in_output_or_state() {
     ));
     ops.env("LOG_LEVEL", "debug");
     // A task that prints the secrets it can see.
-    ops.jobs(&exec_profile(
+    ops.jobs(&exec_profile_env(
         "p",
         &["sh", "-c", "echo $DIGITALOCEAN_TOKEN $RAILWAY_API_TOKEN $TRIGGER_WORKER_TOKEN; echo $TELEGRAM_BOT_TOKEN $DATABASE_URL >&2; exit 1"],
         "",
+        &["DIGITALOCEAN_TOKEN", "RAILWAY_API_TOKEN", "TRIGGER_WORKER_TOKEN", "TELEGRAM_BOT_TOKEN", "DATABASE_URL"],
     ));
     let mut seen = String::new();
     for args in [

@@ -1,7 +1,7 @@
 //! exec: any command, without a shell unless `shell: true`. The child runs in its own process
 //! group so a timeout kills everything it started: SIGTERM, then SIGKILL after a grace period.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::io::{BufRead, BufReader, Read};
 use std::os::unix::process::CommandExt;
 use std::process::{Command as Process, ExitStatus, Stdio};
@@ -33,6 +33,41 @@ pub fn kill_child_group(signal: i32) {
     }
 }
 
+/// What every command gets of ops' own environment: where programs are, who and where it runs,
+/// the locale and the journal; never a credential.
+const BASE_ENV: &[&str] = &[
+    "PATH",
+    "HOME",
+    "USER",
+    "LOGNAME",
+    "SHELL",
+    "LANG",
+    "LANGUAGE",
+    "TZ",
+    "TMPDIR",
+    "TERM",
+    "JOURNAL_STREAM",
+    "INVOCATION_ID",
+];
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// The base environment, then the variables the task names (`env:`).
+fn child_env(opts: &ExecOptions, env: &crate::envfile::Env) -> BTreeMap<String, String> {
+    let mut out: BTreeMap<String, String> = std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+        .filter(|(k, _)| BASE_ENV.contains(&k.as_str()) || k.starts_with("LC_"))
+        .collect();
+    out.entry("PATH".into())
+        .or_insert_with(|| DEFAULT_PATH.into());
+    for (name, value) in &opts.env.0 {
+        match value.as_deref().or_else(|| env.raw(name)) {
+            Some(v) => out.insert(name.clone(), v.to_string()),
+            None => out.remove(name),
+        };
+    }
+    out
+}
+
 fn argv(opts: &ExecOptions) -> Vec<String> {
     match (&opts.command, opts.shell) {
         (Command::Line(line), _) => vec!["sh".into(), "-c".into(), line.clone()],
@@ -60,8 +95,8 @@ pub fn run(opts: &ExecOptions, ctx: &TaskCtx) -> anyhow::Result<Outcome> {
     }
     let mut cmd = Process::new(&argv[0]);
     cmd.args(&argv[1..])
-        .envs(ctx.env.file_vars())
-        .envs(&opts.env)
+        .env_clear()
+        .envs(child_env(opts, ctx.env))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());

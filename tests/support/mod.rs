@@ -204,3 +204,11 @@ pub fn exec_profile(name: &str, argv: &[&str], extra: &str) -> String {
         "version: 1\nprofiles:\n  {name}:\n    cron: \"* * * * *\"\n    {extra}\n    tasks:\n      - kind: exec\n        name: step\n        command: [{cmd}]\n"
     )
 }
+
+/// `exec_profile` whose task passes the variables `names` to its command (`env: [...]`).
+pub fn exec_profile_env(name: &str, argv: &[&str], extra: &str, names: &[&str]) -> String {
+    exec_profile(name, argv, extra).replace(
+        "        name: step\n",
+        &format!("        name: step\n        env: [{}]\n", names.join(", ")),
+    )
+}
