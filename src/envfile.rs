@@ -102,16 +102,7 @@ impl Env {
     }
 }
 
-/// Whether a variable's name says its value is a secret (`*TOKEN*`, `*SECRET*`, `*PASSWORD*`,
-/// `*KEY*`). `SUPERVISOR_SSH_KEYS` holds public key ids, not secrets: masking those numbers
-/// would only mangle droplet ids in output.
-pub fn looks_secret(name: &str) -> bool {
-    let upper = name.to_ascii_uppercase();
-    upper != "SUPERVISOR_SSH_KEYS"
-        && ["TOKEN", "SECRET", "PASSWORD", "PASSWD", "KEY"]
-            .iter()
-            .any(|w| upper.contains(w))
-}
+pub use crate::redact::looks_secret;
 
 /// The password of a `scheme://user:password@host…` value.
 fn url_password(value: &str) -> Option<&str> {

@@ -59,7 +59,71 @@ pub fn redact(text: &str) -> String {
     for prefix in TOKEN_PREFIXES {
         out = mask_after_prefix(&out, prefix);
     }
-    mask_url_passwords(&out)
+    mask_assignments(&mask_url_passwords(&out))
+}
+
+/// Whether a variable's name says its value is a secret (`*TOKEN*`, `*SECRET*`, `*PASSWORD*`,
+/// `*KEY*`). `SUPERVISOR_SSH_KEYS` holds public key ids, not secrets: masking those numbers
+/// would only mangle droplet ids in output.
+pub fn looks_secret(name: &str) -> bool {
+    let upper = name.to_ascii_uppercase();
+    upper != "SUPERVISOR_SSH_KEYS"
+        && ["TOKEN", "SECRET", "PASSWORD", "PASSWD", "KEY"]
+            .iter()
+            .any(|w| upper.contains(w))
+}
+
+/// `NAME=value` with an upper-case, secret-looking NAME (an env file's line, the supervisor's
+/// `.env` in cloud-init, a command's output) → `NAME=***`, however short the value: registered
+/// values shorter than `MIN_SECRET_LEN` are not scrubbed anywhere else. A placeholder in a
+/// hint (`TRIGGER_WORKER_TOKEN=tr_wgt_…`) stays.
+fn mask_assignments(text: &str) -> String {
+    if !text.contains('=') {
+        return text.to_string();
+    }
+    let bytes = text.as_bytes();
+    let mut out = String::with_capacity(text.len());
+    let mut copied = 0;
+    let mut i = 0;
+    while let Some(eq) = text[i..].find('=').map(|p| p + i) {
+        // The name: the upper-case run before `=` (ASCII, so byte arithmetic is safe).
+        let start = eq
+            - text[..eq]
+                .bytes()
+                .rev()
+                .take_while(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || *b == b'_')
+                .count();
+        let name = &text[start..eq];
+        let named = !name.is_empty()
+            && name.starts_with(|c: char| c.is_ascii_uppercase())
+            && (start == 0 || !bytes[start - 1].is_ascii_alphanumeric())
+            && looks_secret(name);
+        let from = eq + 1 + usize::from(matches!(bytes.get(eq + 1), Some(b'"' | b'\'')));
+        let end = value_end(text, from);
+        let value = &text[from..end];
+        if named && !value.is_empty() && value != MASK && !value.ends_with('…') {
+            out.push_str(&text[copied..from]);
+            out.push_str(MASK);
+            copied = end;
+        }
+        i = end.max(eq + 1);
+    }
+    out.push_str(&text[copied..]);
+    out
+}
+
+/// Where a value ends: white space, a quote, or an escape of a quoted string (`\n`, `\"`).
+fn value_end(text: &str, from: usize) -> usize {
+    let bytes = text.as_bytes();
+    let mut j = from;
+    while j < bytes.len() {
+        match bytes[j] {
+            b if b.is_ascii_whitespace() || b == b'"' || b == b'\'' => break,
+            b'\\' if matches!(bytes.get(j + 1), Some(b'n' | b'r' | b't' | b'"' | b'\\')) => break,
+            _ => j += 1,
+        }
+    }
+    j
 }
 
 fn mask_after_prefix(text: &str, prefix: &str) -> String {
@@ -167,6 +231,34 @@ pub fn install_panic_hook() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secret_assignments_are_masked_by_name_whatever_their_length() {
+        for (text, want) in [
+            (
+                "MANAGED_WORKER_SECRET=k9Zq2\nPORT=8020",
+                "MANAGED_WORKER_SECRET=***\nPORT=8020",
+            ),
+            (
+                "  DOCKER_REGISTRY_PASSWORD='ab'",
+                "  DOCKER_REGISTRY_PASSWORD='***'",
+            ),
+            (
+                "{\"content\": \"A_TOKEN=x1\\nB=2\"}",
+                "{\"content\": \"A_TOKEN=***\\nB=2\"}",
+            ),
+            (
+                "set TRIGGER_WORKER_TOKEN=tr_wgt_… there",
+                "set TRIGGER_WORKER_TOKEN=tr_wgt_… there",
+            ),
+            ("SUPERVISOR_SSH_KEYS=123,456", "SUPERVISOR_SSH_KEYS=123,456"),
+            ("token_hash=abc MY_KEY=", "token_hash=abc MY_KEY="),
+            ("éMY_SECRET=é1 x=y", "éMY_SECRET=*** x=y"),
+            ("a==b API_KEY==c", "a==b API_KEY=***"),
+        ] {
+            assert_eq!(redact(text), want, "{text}");
+        }
+    }
 
     #[test]
     fn registered_secrets_are_masked() {

@@ -327,3 +327,17 @@ fn exec_tasks_get_only_the_variables_they_name() {
         .expect_code(0)
         .expect_stdout("[hello/from-file]");
 }
+
+/// A secret shorter than the redactor's minimum is still masked where ops prints it by name.
+#[test]
+fn a_short_secret_is_masked_by_its_name() {
+    let s = scenario("extract");
+    s.railway.with(|w| {
+        w.variables.get_mut("svc-web").unwrap()["MANAGED_WORKER_SECRET"] = json!("k9Zq2")
+    });
+    s.ops.run(&["run", "extract"]).expect_code(0);
+    let run = s.ops.run(&["render-cloud-init"]);
+    run.expect_code(0)
+        .expect_stdout("MANAGED_WORKER_SECRET=***");
+    assert!(!run.stdout.contains("k9Zq2"), "{}", run.stdout);
+}
