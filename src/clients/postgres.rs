@@ -111,35 +111,7 @@ impl Target {
         };
         let mut config = Config::from_str(&driver_url)
             .map_err(|e| anyhow!("DATABASE_URL is not a valid Postgres URL: {} (expected postgresql://user:password@host:port/db)", redact(&e.to_string())))?;
-        // libpq's default, `prefer` (and `allow`), goes on in clear when a server (or whoever is
-        // on the path) refuses TLS, and then sends the password as asked: in clear or as md5.
-        // With a password and a server that is not on this machine, those mean `require`;
-        // clear text only when written (`sslmode=disable`).
-        let implied_require = matches!(ssl, None | Some(SslMode::Prefer))
-            && config.get_password().is_some()
-            && !local_only(&config);
-        let ssl = if implied_require {
-            SslMode::Require
-        } else {
-            ssl.unwrap_or(SslMode::Prefer)
-        };
-        config.ssl_mode(match ssl {
-            SslMode::Disable => DriverSslMode::Disable,
-            SslMode::Prefer => DriverSslMode::Prefer,
-            _ => DriverSslMode::Require,
-        });
-        // sslmode=require encrypts without checking who answers: with a password to protect,
-        // require channel binding too (SCRAM-SHA-256-PLUS binds the login to the TLS session,
-        // so a server of an attacker's cannot relay it, and no password is ever sent in clear
-        // or as md5). An explicit channel_binding wins; verify-ca/-full check the certificate.
-        let binding = channel_binding.unwrap_or(
-            if ssl == SslMode::Require && config.get_password().is_some() {
-                ChannelBinding::Require
-            } else {
-                ChannelBinding::Prefer
-            },
-        );
-        config.channel_binding(binding);
+        let (ssl, implied_require) = protect(&mut config, ssl, channel_binding);
         let mut options = format!("-c statement_timeout={}", STATEMENT_TIMEOUT.as_millis());
         if let Some(schema) = &schema {
             options.push_str(&format!(" -c search_path=\"{schema}\""));
@@ -327,6 +299,44 @@ impl Target {
             SslMode::VerifyFull => format!("TLS, certificate and host name verified, {binding}"),
         }
     }
+}
+
+/// The TLS mode and channel binding a connection gets; whether `require` was implied.
+fn protect(
+    config: &mut Config,
+    ssl: Option<SslMode>,
+    channel_binding: Option<ChannelBinding>,
+) -> (SslMode, bool) {
+    // libpq's default, `prefer` (and `allow`), goes on in clear when a server (or whoever is
+    // on the path) refuses TLS, and then sends the password as asked: in clear or as md5.
+    // With a password and a server that is not on this machine, those mean `require`;
+    // clear text only when written (`sslmode=disable`).
+    let implied_require = matches!(ssl, None | Some(SslMode::Prefer))
+        && config.get_password().is_some()
+        && !local_only(config);
+    let ssl = if implied_require {
+        SslMode::Require
+    } else {
+        ssl.unwrap_or(SslMode::Prefer)
+    };
+    config.ssl_mode(match ssl {
+        SslMode::Disable => DriverSslMode::Disable,
+        SslMode::Prefer => DriverSslMode::Prefer,
+        _ => DriverSslMode::Require,
+    });
+    // sslmode=require encrypts without checking who answers: with a password to protect,
+    // require channel binding too (SCRAM-SHA-256-PLUS binds the login to the TLS session,
+    // so a server of an attacker's cannot relay it, and no password is ever sent in clear
+    // or as md5). An explicit channel_binding wins; verify-ca/-full check the certificate.
+    let binding = channel_binding.unwrap_or(
+        if ssl == SslMode::Require && config.get_password().is_some() {
+            ChannelBinding::Require
+        } else {
+            ChannelBinding::Prefer
+        },
+    );
+    config.channel_binding(binding);
+    (ssl, implied_require)
 }
 
 /// Every host is a Unix socket or a loopback name or address (and so is every `hostaddr`).
