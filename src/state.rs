@@ -148,17 +148,7 @@ pub struct AlertRecord {
 impl State {
     /// Opens (creating when needed) the database for writing.
     pub fn open(dir: &Path) -> anyhow::Result<State> {
-        Self::open_rw(dir).map_err(|e| {
-            match dir.is_dir() && !crate::privilege::may(dir, libc::W_OK) {
-                true => crate::privilege::denied(
-                    dir,
-                    "the state directory",
-                    "write",
-                    "--state-dir / OPS_STATE_DIR",
-                ),
-                false => e,
-            }
-        })
+        Self::open_rw(dir).map_err(|e| explain_denied(dir, e))
     }
 
     fn open_rw(dir: &Path) -> anyhow::Result<State> {
@@ -189,18 +179,7 @@ impl State {
 
     /// Opens an existing database without the right to write; `None` when there is none yet.
     pub fn open_read_only(dir: &Path) -> anyhow::Result<Option<State>> {
-        // Reading a WAL database still takes its shared-memory file: say who may.
-        Self::open_ro(dir).map_err(|e| {
-            match dir.is_dir() && !crate::privilege::may(dir, libc::W_OK) {
-                true => crate::privilege::denied(
-                    dir,
-                    "the state directory",
-                    "write",
-                    "--state-dir / OPS_STATE_DIR",
-                ),
-                false => e,
-            }
-        })
+        Self::open_ro(dir).map_err(|e| explain_denied(dir, e))
     }
 
     fn open_ro(dir: &Path) -> anyhow::Result<Option<State>> {
@@ -624,6 +603,20 @@ impl State {
         }
         Ok(runs)
     }
+}
+
+/// An open that failed in a directory this user may not write is that, with the sudo hint
+/// (reading a WAL database still takes its shared-memory file).
+fn explain_denied(dir: &Path, e: anyhow::Error) -> anyhow::Error {
+    if dir.is_dir() && !crate::privilege::may(dir, libc::W_OK) {
+        return crate::privilege::denied(
+            dir,
+            "the state directory",
+            "write",
+            "--state-dir / OPS_STATE_DIR",
+        );
+    }
+    e
 }
 
 fn event_row(r: &rusqlite::Row) -> rusqlite::Result<EventRecord> {
