@@ -106,6 +106,11 @@ pub fn after_run(
     };
     let pending = state.unannounced_events(key)?;
     let Some(kind) = kind.or((!pending.is_empty()).then_some(Kind::Info)) else {
+        if failed && streak.failing && streak.signature.is_empty() {
+            // A streak from before signatures: learn this one, so the next change is told.
+            streak.signature = sig;
+            state.kv_set(NAMESPACE, key, &streak, now)?;
+        }
         return Ok(());
     };
     if kind == Kind::Failing {
@@ -138,7 +143,11 @@ pub fn after_run(
 
 /// Lines of task output that only count things (`DigitalOcean requests: 5, Postgres sessions:
 /// 1`): in `ops history`, not in an alert, where they would take the place of the fix.
-fn is_counter(line: &str) -> bool {
+fn is_counter(kind: &str, line: &str) -> bool {
+    // A command's own output is the operator's: kept whatever it looks like.
+    if kind == "exec" {
+        return false;
+    }
     let parts: Vec<&str> = line.split(", ").collect();
     parts.iter().all(|p| {
         p.rsplit_once(": ").is_some_and(|(name, n)| {
@@ -200,7 +209,7 @@ fn digest(
                 lines: t
                     .detail
                     .iter()
-                    .filter(|l| !is_counter(l))
+                    .filter(|l| !is_counter(&t.kind, l))
                     .map(|l| redact(l))
                     .collect(),
             })
@@ -449,7 +458,7 @@ fn deliver(
         .tasks
         .iter()
         .filter(|t| t.status == Status::Failed)
-        .map(|t| json!({"task": t.name, "kind": t.kind, "detail": t.detail.iter().filter(|l| !is_counter(l)).take(DIGEST_LINES).map(|l| digest::shorten(&redact(l))).collect::<Vec<_>>()}))
+        .map(|t| json!({"task": t.name, "kind": t.kind, "detail": t.detail.iter().filter(|l| !is_counter(&t.kind, l)).take(DIGEST_LINES).map(|l| digest::shorten(&redact(l))).collect::<Vec<_>>()}))
         .collect();
     let msg = Message {
         digest,
@@ -667,13 +676,19 @@ mod tests {
     #[test]
     fn counters_are_dropped_and_the_cause_leads() {
         assert!(is_counter(
+            "supervisor",
             "DigitalOcean requests: 5, Postgres sessions: 1, health checks: 0"
         ));
-        assert!(is_counter("Railway requests: 2"));
+        assert!(is_counter("extract", "Railway requests: 2"));
+        assert!(
+            !is_counter("exec", "failed jobs: 3"),
+            "a command's output is kept"
+        );
         assert!(!is_counter(
+            "supervisor",
             "runs never reach these supervisors: set TRIGGER_WORKER_TOKEN"
         ));
-        assert!(!is_counter("webapp down: /healthcheck 500"));
+        assert!(!is_counter("supervisor", "webapp down: /healthcheck 500"));
         let s = summary(&[&[
             "the webapp is the likely cause: /healthcheck 500",
             "DigitalOcean requests: 1, Postgres sessions: 1",
