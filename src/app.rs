@@ -54,6 +54,13 @@ pub fn env_file(flag: Option<&Path>) -> anyhow::Result<Option<PathBuf>> {
                 path.display()
             )));
         }
+        if path.is_file() && !readable(&path) {
+            return Err(unreadable(
+                &path,
+                "the env file",
+                "--env-file / OPS_ENV_FILE",
+            ));
+        }
         return Ok(Some(path));
     }
     let default = PathBuf::from("/etc/ops/ops.env");

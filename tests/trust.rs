@@ -480,6 +480,17 @@ fn an_unreadable_state_directory_stops_status_with_the_sudo_hint() {
     ops.run(&["run", "p"]).expect_code(0);
     // As the package leaves it: the service user's, private; and the test's files readable.
     std::fs::set_permissions(ops.path(""), std::fs::Permissions::from_mode(0o755)).unwrap();
+    // The env file first: skipped, it would report every token "not set".
+    std::fs::set_permissions(ops.path("ops.env"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    for args in [&["status"][..], &["doctor"]] {
+        crate::hardening::run_as(&ops, "nobody", args)
+            .expect_code(2)
+            .expect_stderr(&format!(
+                "the env file {} exists but uid 65534 cannot read it",
+                ops.path("ops.env").display()
+            ))
+            .expect_stderr("run as root or a member of group ops: sudo ops ");
+    }
     std::fs::set_permissions(ops.path("ops.env"), std::fs::Permissions::from_mode(0o644)).unwrap();
     std::fs::set_permissions(
         ops.path("jobs.yaml"),
