@@ -334,3 +334,47 @@ fn env_example_documents_every_variable_the_settings_read() {
     let parsed = trigger_ops::envfile::parse(&example).unwrap();
     assert!(parsed.len() > 30);
 }
+
+/// The release pipeline builds what ships: every action pinned by commit SHA (with its tag in a
+/// comment), every installed tool by version (Python wheels by hash too), a published release
+/// never overwritten, and a provenance attestation published with the checksums.
+#[test]
+fn the_release_pipeline_pins_what_it_runs_and_never_replaces_a_release() {
+    let workflow =
+        std::fs::read_to_string(format!("{REPO}/.github/workflows/release.yml")).unwrap();
+    let ci = std::fs::read_to_string(format!("{REPO}/.ci/run")).unwrap();
+    let mut actions = 0;
+    for line in workflow.lines().map(str::trim) {
+        let Some(used) = line
+            .strip_prefix("- uses: ")
+            .or_else(|| line.strip_prefix("uses: "))
+        else {
+            continue;
+        };
+        actions += 1;
+        let (_, pin) = used.split_once('@').unwrap_or((used, ""));
+        let (sha, tag) = pin.split_once(" # ").unwrap_or((pin, ""));
+        assert!(
+            sha.len() == 40 && sha.bytes().all(|b| b.is_ascii_hexdigit()) && tag.starts_with('v'),
+            "not pinned by SHA with its tag: {line}"
+        );
+    }
+    assert!(actions >= 5, "{actions} actions");
+    for text in [&workflow, &ci] {
+        for line in text.lines().filter(|l| l.contains("cargo install ")) {
+            assert!(
+                line.contains("--version ") && line.contains("--locked"),
+                "{line}"
+            );
+        }
+        for line in text.lines().filter(|l| l.contains("pip install")) {
+            assert!(line.contains("--require-hashes"), "{line}");
+        }
+    }
+    assert!(
+        !workflow.contains("--clobber"),
+        "a re-pushed tag replaces assets"
+    );
+    assert!(workflow.contains("never replaced"));
+    assert!(workflow.contains("subject-checksums: dist/SHA256SUMS"));
+}
