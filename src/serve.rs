@@ -387,7 +387,7 @@ fn route(app: &App, target: &str) -> anyhow::Result<Reply> {
     let path = target.split('?').next().unwrap_or("/");
     let state = State::open_read_only(&app.state_dir)?;
     Ok(match path {
-        "/healthz" => json_reply(json!({"ok": true, "state": state.is_some()})),
+        "/healthz" => json_reply(json!({"schema_version": crate::summary::SCHEMA_VERSION, "ok": true, "state": state.is_some()})),
         "/v1/runs" => {
             let profile = query(target, "profile").filter(|p| !p.is_empty());
             let runs = match &state {
@@ -416,7 +416,7 @@ fn route(app: &App, target: &str) -> anyhow::Result<Reply> {
                 Some(s) => s.events(since, profile, limit(target))?,
                 None => Vec::new(),
             };
-            json_reply(json!({"events": events, "limit": limit(target)}))
+            json_reply(json!({"schema_version": crate::summary::SCHEMA_VERSION, "events": events, "limit": limit(target)}))
         }
         "/v1/status" => json_reply(crate::status::document(app, state.as_ref())?),
         "/metrics" => Reply { status: "200 OK", content_type: "text/plain; version=0.0.4", body: metrics(app, state.as_ref())? },
