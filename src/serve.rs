@@ -521,6 +521,13 @@ fn metrics(app: &App, state: Option<&State>) -> anyhow::Result<String> {
         );
     }
     breaker_metrics(app, state, &mut out)?;
+    alert_and_slot_metrics(state, &mut out)?;
+    supervisor_metrics(state, &mut out)?;
+    Ok(out)
+}
+
+/// Undelivered alerts per channel, and what the replication slot retains.
+fn alert_and_slot_metrics(state: &State, out: &mut String) -> anyhow::Result<()> {
     out.push_str("# HELP ops_alert_delivery_failures_total Alerts a channel did not accept (each attempt counted once).\n# TYPE ops_alert_delivery_failures_total counter\n");
     for channel in crate::notify::CHANNELS {
         let _ = writeln!(
@@ -539,6 +546,11 @@ fn metrics(app: &App, state: Option<&State>) -> anyhow::Result<String> {
             );
         }
     }
+    Ok(())
+}
+
+/// The droplets' health and last heartbeats, and the queues, as the last health run saw them.
+fn supervisor_metrics(state: &State, out: &mut String) -> anyhow::Result<()> {
     out.push_str("# HELP ops_supervisor_healthy 1 when the droplet passed its last health check.\n# TYPE ops_supervisor_healthy gauge\n");
     if let Some((droplets, checked_at)) = state
         .kv_get::<Vec<crate::tasks::supervisor::SeenDroplet>>(
@@ -573,9 +585,9 @@ fn metrics(app: &App, state: Option<&State>) -> anyhow::Result<String> {
         crate::tasks::supervisor::NAMESPACE,
         crate::tasks::supervisor::QUEUE_KEY,
     )? {
-        queue_metrics(&mut out, &q);
+        queue_metrics(out, &q);
     }
-    Ok(out)
+    Ok(())
 }
 
 /// Runs per droplet and which droplets drain.

@@ -222,7 +222,13 @@ fn every_json_timestamp_of_every_command_is_rfc3339_with_its_zone() {
     .iter()
     .map(|args| (args.join(" "), ops.run(args).json()))
     .collect();
-    for path in ["/healthz", "/v1/runs", "/v1/alerts", "/v1/events", "/v1/status"] {
+    for path in [
+        "/healthz",
+        "/v1/runs",
+        "/v1/alerts",
+        "/v1/events",
+        "/v1/status",
+    ] {
         let (code, body) = crate::operator::request(&addr, "GET", path);
         assert_eq!(code, 200, "{path}");
         docs.push((path.to_string(), serde_json::from_str(&body).unwrap()));
