@@ -579,7 +579,7 @@ fn supervisor_metrics(state: &State, out: &mut String) -> anyhow::Result<()> {
                 );
             }
         }
-        drain_metrics(&mut out, &droplets);
+        drain_metrics(out, &droplets);
     }
     if let Some((q, _)) = state.kv_get::<crate::tasks::supervisor::FlowSeen>(
         crate::tasks::supervisor::NAMESPACE,
