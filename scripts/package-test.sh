@@ -23,6 +23,8 @@ useradd --uid 1500 --user-group --no-create-home --comment "a person" ops
 out=$(dpkg -i "$deb" 2>&1) && fail "installed over a person's ops account: $out"
 echo "$out" | grep -q "a user named ops exists and is not a system user (uid 1500)" || fail "no clear refusal: $out"
 [[ ! -e /usr/bin/ops ]] || fail "refused, yet the binary was unpacked"
+out=$(bash "$(dirname "$0")/../deploy/install.sh" --dry-run --binary /bin/true 2>&1) && fail "install.sh adopted a person's ops account: $out"
+echo "$out" | grep -q "is not a system user (uid 1500)" || fail "install.sh: no clear refusal: $out"
 dpkg --purge trigger-ops >/dev/null 2>&1 || true
 [[ $(getent passwd ops | cut -d: -f3) == 1500 && -n $(getent group ops) ]] || fail "purge deleted the person's ops account"
 userdel ops
