@@ -2,6 +2,8 @@
 //! exponential backoff and jitter for 429, 5xx and transport errors, honouring `Retry-After` and
 //! `ratelimit-reset`, bounded by the caller's deadline. Errors name the service and are redacted.
 
+use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::anyhow;
@@ -116,18 +118,69 @@ impl Default for Http {
     }
 }
 
+/// Which addresses a request may connect to, given the URL's scheme and what its host resolved
+/// to; `Err` says why not.
+pub type AddressPolicy = Arc<dyn Fn(&str, &[IpAddr]) -> Result<(), String> + Send + Sync>;
+
+/// The system resolver, whose answer must pass the policy: the check is made on the very
+/// addresses the connection then uses, so a DNS answer that changes after an earlier check
+/// cannot slip through. (ureq's resolver API is `unversioned`: Cargo.lock pins ureq.)
+struct Guarded {
+    policy: AddressPolicy,
+    inner: ureq::unversioned::resolver::DefaultResolver,
+}
+
+impl std::fmt::Debug for Guarded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Guarded")
+    }
+}
+
+impl ureq::unversioned::resolver::Resolver for Guarded {
+    fn resolve(
+        &self,
+        uri: &http::Uri,
+        config: &ureq::config::Config,
+        timeout: ureq::unversioned::transport::NextTimeout,
+    ) -> Result<ureq::unversioned::resolver::ResolvedSocketAddrs, ureq::Error> {
+        let addrs = self.inner.resolve(uri, config, timeout)?;
+        let ips: Vec<IpAddr> = addrs.iter().map(|a| a.ip()).collect();
+        (self.policy)(uri.scheme_str().unwrap_or(""), &ips)
+            .map_err(|why| ureq::Error::Other(why.into()))?;
+        Ok(addrs)
+    }
+}
+
 impl Http {
     pub fn new() -> Http {
-        let config = ureq::Agent::config_builder()
+        Http {
+            agent: Self::config().into(),
+        }
+    }
+
+    /// An agent that connects only where `policy` allows.
+    pub fn guarded(policy: AddressPolicy) -> Http {
+        let resolver = Guarded {
+            policy,
+            inner: Default::default(),
+        };
+        Http {
+            agent: ureq::Agent::with_parts(
+                Self::config(),
+                ureq::unversioned::transport::DefaultConnector::new(),
+                resolver,
+            ),
+        }
+    }
+
+    fn config() -> ureq::config::Config {
+        ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_global(Some(MAX_CALL_TIMEOUT))
             .timeout_connect(Some(Duration::from_secs(10)))
             .user_agent(concat!("trigger-ops/", env!("CARGO_PKG_VERSION")))
             .max_redirects(0)
-            .build();
-        Http {
-            agent: config.into(),
-        }
+            .build()
     }
 
     /// Sends `req`, retrying as its policy allows until `deadline`. A non-2xx answer that is
@@ -426,6 +479,24 @@ mod tests {
                 .to_string()
                 .contains("HTTP 429"));
         }
+    }
+
+    #[test]
+    fn a_guarded_agent_never_connects_where_its_policy_refuses() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/x", listener.local_addr().unwrap());
+        listener.set_nonblocking(true).unwrap();
+        let refuse: AddressPolicy =
+            Arc::new(|scheme: &str, ips: &[IpAddr]| Err(format!("{scheme} to {ips:?} refused")));
+        let req = Request::new("webapp", "GET", &url).retry(Retry::Never);
+        let e = Http::guarded(refuse)
+            .send(&req, Instant::now() + Duration::from_secs(5))
+            .unwrap_err();
+        assert!(
+            e.to_string().contains("http to [127.0.0.1] refused"),
+            "{e:#}"
+        );
+        assert!(listener.accept().is_err(), "a connection was made");
     }
 
     #[test]

@@ -391,24 +391,22 @@ pub fn run(opts: &ExtractOptions, ctx: &TaskCtx) -> anyhow::Result<Outcome> {
     if let (Freshness::Fresh { age_ms }, Some((rec, token)), Some(se)) =
         (&freshness, usable, &sealer)
     {
-        retry_make_default(opts, ctx, &http, &mut report)?;
-        return fresh(opts, ctx, &http, rec, token, se, *age_ms, report);
+        retry_make_default(opts, ctx, &mut report)?;
+        return fresh(opts, ctx, rec, token, se, *age_ms, report);
     }
     if let Freshness::Stale { note } = freshness {
         report.lines.extend(note);
     }
-    retry_make_default(opts, ctx, &http, &mut report)?;
+    retry_make_default(opts, ctx, &mut report)?;
     let was_cached = cached.is_some();
     extract(opts, ctx, &http, stored, was_cached, known, sealer, report)
 }
 
 /// The stored record is fresh: no Railway request, only the token check and the webapp's
 /// health; the record is marked failed (re-read next run) when a check fails.
-#[allow(clippy::too_many_arguments)]
 fn fresh(
     opts: &ExtractOptions,
     ctx: &TaskCtx,
-    http: &Http,
     rec: &StoredRecord,
     token: &Token,
     se: &Sealer,
@@ -427,14 +425,7 @@ fn fresh(
     ));
     let secret = se.open(FIELD_SECRET, &rec.managed_secret)?;
     let verdict = check_token(ctx, token, now, &mut report)?;
-    let checks = origin_checks(
-        http,
-        ctx,
-        opts,
-        &secret,
-        &rec.api_origin,
-        &rec.webapp_service,
-    );
+    let checks = origin_checks(ctx, opts, &secret, &rec.api_origin, &rec.webapp_service);
     report.lines.extend(checks.lines);
     let mut failures = checks.failures;
     failures.extend(verdict.failure.clone());
@@ -657,8 +648,7 @@ fn find_token(
                 }
                 return Ok(None);
             }
-            let (value, created) =
-                create_worker_group(http, ctx, origin, admin, &s.worker_group_name)?;
+            let (value, created) = create_worker_group(ctx, origin, admin, &s.worker_group_name)?;
             ctx.changed(
                 "worker_group.created",
                 format!(
@@ -704,7 +694,7 @@ fn extract(
     let mut web = observe_webapp(ctx, &railway, stored.as_ref())?;
     let values = resolve(ctx, &railway, &mut web)?;
     // The origin is checked before any token goes there.
-    let checks = origin_checks(http, ctx, opts, &values.secret, &values.origin, &web.name);
+    let checks = origin_checks(ctx, opts, &values.secret, &values.origin, &web.name);
     let token = match known {
         Some(t) => Some(t),
         None => find_token(
@@ -729,7 +719,7 @@ fn extract(
                 group: created,
                 origin: values.origin.clone(),
             };
-            if let Err(e) = make_default(ctx, http, &pending, &mut report) {
+            if let Err(e) = make_default(ctx, &pending, &mut report) {
                 report.failures.push(format!("{e:#}"));
                 ctx.writable_state()?
                     .kv_set(NAMESPACE, DEFAULT_PENDING_KEY, &pending, now)?;
@@ -1026,7 +1016,6 @@ struct OriginChecks {
 /// The values' checks, the origin's addresses, then `GET <origin>/healthcheck` when the task
 /// asks for it and the origin is public.
 fn origin_checks(
-    http: &Http,
     ctx: &TaskCtx,
     opts: &ExtractOptions,
     secret: &str,
@@ -1055,7 +1044,7 @@ fn origin_checks(
             };
             match sendable {
                 Ok(()) if opts.check_webapp => {
-                    failures.extend(webapp_health(http, ctx, api_origin, &mut lines))
+                    failures.extend(webapp_health(ctx, api_origin, &mut lines))
                 }
                 Ok(()) => {}
                 // Without the health check an unresolved host is only the admin API's concern.
@@ -1076,19 +1065,23 @@ fn origin_checks(
     }
 }
 
+/// An HTTP client for the webapp's origin: it connects only where `origin::connect_allowed` says.
+fn webapp_client(admin_token: bool) -> Http {
+    Http::guarded(std::sync::Arc::new(
+        move |scheme: &str, ips: &[std::net::IpAddr]| {
+            origin::connect_allowed(scheme, ips, admin_token)
+        },
+    ))
+}
+
 /// `GET <origin>/healthcheck`. The answer's body is never repeated: whoever sets `API_ORIGIN`
 /// would read it in the alerts.
-fn webapp_health(
-    http: &Http,
-    ctx: &TaskCtx,
-    api_origin: &str,
-    lines: &mut Vec<String>,
-) -> Option<String> {
+fn webapp_health(ctx: &TaskCtx, api_origin: &str, lines: &mut Vec<String>) -> Option<String> {
     let url = format!("{api_origin}/healthcheck");
     let req = Request::new("webapp", "GET", &url)
         .retry(Retry::Never)
         .timeout(std::time::Duration::from_secs(5));
-    match http.send(&req, ctx.deadline) {
+    match webapp_client(false).send(&req, ctx.deadline) {
         Ok(r) if r.status == 200 && r.body.trim() == "OK" => {
             lines.push(format!("webapp {url}: 200 OK"));
             None
@@ -1201,7 +1194,6 @@ fn search_logs(
 }
 
 fn create_worker_group(
-    http: &Http,
     ctx: &TaskCtx,
     origin: &str,
     admin: &Secret,
@@ -1212,7 +1204,7 @@ fn create_worker_group(
         .header("authorization", format!("Bearer {}", admin.expose()))
         .json(&json!({ "name": name }))
         .retry(Retry::OnlyRateLimit);
-    let resp = http.send(&req, ctx.deadline)?;
+    let resp = webapp_client(true).send(&req, ctx.deadline)?;
     if resp.status == 400 && resp.body.to_ascii_lowercase().contains("already exists") {
         bail!(
             "worker group {name:?} already exists, and its token is shown only once: set WORKER_GROUP_NAME to a new name (e.g. {name}-2) so ops creates a fresh group, or set TRIGGER_WORKER_TOKEN"
@@ -1320,12 +1312,7 @@ struct Pending {
 /// Makes the group the global default (`POST /admin/api/v1/feature-flags`), says what happened
 /// to the previous default, and forgets a pending retry. Runs already waiting in the previous
 /// default's queue stay there: Trigger.dev does not move them.
-fn make_default(
-    ctx: &TaskCtx,
-    http: &Http,
-    p: &Pending,
-    report: &mut Report,
-) -> anyhow::Result<()> {
+fn make_default(ctx: &TaskCtx, p: &Pending, report: &mut Report) -> anyhow::Result<()> {
     let action = Action::MakeDefault {
         name: p.group.name.clone(),
         origin: p.origin.clone(),
@@ -1352,7 +1339,7 @@ fn make_default(
         .header("authorization", format!("Bearer {}", admin.expose()))
         .json(&json!({ "defaultWorkerInstanceGroupId": p.group.id }))
         .retry(Retry::OnlyRateLimit);
-    let resp = http.send(&req, ctx.deadline);
+    let resp = webapp_client(true).send(&req, ctx.deadline);
     let failed = |why: String| {
         anyhow!(
             "created worker group {:?} but could not make it the global default ({why}): deployed runs still go to the old default, which ops' supervisors no longer serve. ops retries at the next run; or POST {url} {{\"defaultWorkerInstanceGroupId\": \"{}\"}} with an admin token",
@@ -1414,7 +1401,6 @@ fn previous_default(ctx: &TaskCtx) -> Option<Option<String>> {
 fn retry_make_default(
     opts: &ExtractOptions,
     ctx: &TaskCtx,
-    http: &Http,
     report: &mut Report,
 ) -> anyhow::Result<()> {
     let Some(st) = ctx.state else { return Ok(()) };
@@ -1424,7 +1410,7 @@ fn retry_make_default(
     if !opts.make_default {
         return Ok(());
     }
-    if let Err(e) = make_default(ctx, http, &pending, report) {
+    if let Err(e) = make_default(ctx, &pending, report) {
         report.failures.push(format!("{e:#}"));
     }
     Ok(())

@@ -220,6 +220,23 @@ pub fn admin_token_allowed(
     }
 }
 
+/// Checked again by the HTTP client on the addresses it connects to (so a DNS answer that
+/// changed since the checks above changes nothing): never a forbidden or loopback address, and
+/// with the admin token plain http only to private ones.
+pub fn connect_allowed(scheme: &str, ips: &[IpAddr], admin_token: bool) -> Result<(), String> {
+    let https = scheme.eq_ignore_ascii_case("https");
+    match resolution("the webapp's host", Ok(ips.to_vec())) {
+        Resolution::Forbidden(why) | Resolution::Unresolved(why) => Err(why),
+        Resolution::Reach(Reach::Loopback) => Err(
+            "the webapp's host resolves to a loopback address: ops asks no service on its own host".into(),
+        ),
+        Resolution::Reach(Reach::Public) if admin_token && !https => Err(
+            "the webapp's host resolves to a public address and the URL is plain http: TRIGGER_ADMIN_TOKEN is not sent".into(),
+        ),
+        Resolution::Reach(_) => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -317,6 +334,25 @@ mod tests {
             resolution("o", Err("host not found".into())),
             Resolution::Unresolved(m) if m.contains("host not found")
         ));
+    }
+
+    #[test]
+    fn connections_are_checked_on_the_addresses_the_client_resolved() {
+        let ips = |v: &[&str]| -> Vec<IpAddr> { v.iter().map(|s| s.parse().unwrap()).collect() };
+        assert!(connect_allowed("http", &ips(&["10.0.0.1"]), true).is_ok());
+        assert!(connect_allowed("https", &ips(&["203.0.113.1"]), true).is_ok());
+        assert!(connect_allowed("http", &ips(&["203.0.113.1"]), false).is_ok());
+        for (scheme, addrs, token) in [
+            ("http", &["203.0.113.1"][..], true),
+            ("https", &["169.254.169.254"][..], false),
+            ("https", &["203.0.113.1", "127.0.0.1"][..], false),
+            ("https", &["::ffff:10.0.0.1"][..], true),
+        ] {
+            assert!(
+                connect_allowed(scheme, &ips(addrs), token).is_err(),
+                "{scheme} {addrs:?}"
+            );
+        }
     }
 
     #[test]
