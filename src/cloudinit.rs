@@ -247,6 +247,72 @@ fn compose(settings: &Settings, record: &ConfigRecord) -> Value {
     doc
 }
 
+/// Docker and its compose plugin from Ubuntu's packages, unless present (the baked image has
+/// them: a droplet made from it skips apt entirely).
+pub const INSTALL_DOCKER: &str = "command -v docker >/dev/null && docker compose version >/dev/null 2>&1 || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y docker.io docker-compose-v2; }";
+
+/// The images the compose runs for this supervisor version (what the baked image pulls, and
+/// what pruning always keeps).
+pub fn images(settings: &Settings, version: &str) -> Vec<String> {
+    let mut out = vec![
+        format!("{SUPERVISOR_IMAGE}:{version}"),
+        settings.docker_proxy_image.clone(),
+    ];
+    if drains(version) {
+        out.push(DRAIN_SIGNAL_IMAGE.to_string());
+    }
+    out
+}
+
+/// The bake droplet's sealing unit: started without waiting from cloud-init's last step, it
+/// runs once cloud-init has finished (ordered after cloud-final), forgets this instance
+/// (`cloud-init clean`: droplets made from the image run cloud-init anew, with a new machine
+/// id) and powers off, which tells ops the droplet is ready to be snapshotted.
+pub const BAKE_SEAL_UNIT: &str = "/etc/systemd/system/ops-bake-seal.service";
+
+pub fn bake_seal_unit() -> String {
+    "# Written by trigger-ops: seal the image once cloud-init is done.\n\
+[Unit]\n\
+Description=trigger-ops: clean cloud-init and power off the bake droplet\n\
+After=cloud-final.service\n\
+\n\
+[Service]\n\
+Type=oneshot\n\
+ExecStart=/bin/sh -c 'apt-get clean; rm -rf /var/lib/apt/lists/*; cloud-init clean --logs --machine-id && systemctl poweroff'\n"
+        .to_string()
+}
+
+/// The bake droplet's user-data: no secret at all (no token, no registry credential, no .env):
+/// Docker installed, the compose's images pulled, then sealed and powered off. A pull that
+/// fails leaves the droplet running: ops deletes it at the bake timeout.
+pub fn render_bake(settings: &Settings, version: &str) -> anyhow::Result<String> {
+    let images = images(settings, version);
+    let mut steps = vec![
+        json!(["sh", "-c", INSTALL_DOCKER]),
+        json!(["systemctl", "enable", "--now", "docker"]),
+    ];
+    steps.extend(images.iter().map(|i| json!(["docker", "pull", i])));
+    steps.push(json!(["systemctl", "daemon-reload"]));
+    steps.push(json!([
+        "sh",
+        "-c",
+        format!(
+            "docker image inspect {} >/dev/null && systemctl start --no-block ops-bake-seal.service",
+            images.join(" ")
+        )
+    ]));
+    let config = json!({
+        "write_files": [
+            {"path": BAKE_SEAL_UNIT, "permissions": "0644", "owner": "root:root", "content": bake_seal_unit()}
+        ],
+        "runcmd": steps
+    });
+    Ok(format!(
+        "#cloud-config\n{}",
+        serde_yaml::to_string(&config)?
+    ))
+}
+
 /// The user-data for a droplet named `droplet_name`.
 pub fn render(
     record: &ConfigRecord,
@@ -267,22 +333,28 @@ pub fn render(
     }
     let compose_yaml = serde_yaml::to_string(&compose(settings, record))?;
     let drain = drains(&version.tag);
+    let images = images(settings, &version.tag);
+    let keep: Vec<&str> = images.iter().map(String::as_str).collect();
     let mut config = json!({
-        "package_update": true,
-        "packages": ["docker.io", "docker-compose-v2"],
         "write_files": [
             {"path": METADATA_DROP_IN, "permissions": "0644", "owner": "root:root",
              "content": format!("# Written by trigger-ops: containers must not read this droplet's user-data (it holds secrets).\n[Service]\nExecStartPost=/bin/sh -c '{}'\n", block_metadata_command())},
             {"path": "/opt/trigger/.env", "permissions": "0600", "owner": "root:root", "content": env_file},
-            {"path": "/opt/trigger/docker-compose.yml", "permissions": "0644", "owner": "root:root", "content": compose_yaml}
+            {"path": "/opt/trigger/docker-compose.yml", "permissions": "0644", "owner": "root:root", "content": compose_yaml},
+            {"path": crate::prune::SCRIPT, "permissions": "0755", "owner": "root:root", "content": crate::prune::script(&keep)},
+            {"path": crate::prune::SERVICE, "permissions": "0644", "owner": "root:root", "content": crate::prune::service()},
+            {"path": crate::prune::TIMER, "permissions": "0644", "owner": "root:root", "content": crate::prune::timer()}
         ],
         "runcmd": [
+            // Docker is in the baked image: installed only when missing (from the Ubuntu image).
+            ["sh", "-c", INSTALL_DOCKER],
             ["systemctl", "daemon-reload"],
             ["systemctl", "enable", "--now", "docker"],
             // Docker may have started before the drop-in was read: insert the rule now too.
             ["sh", "-c", block_metadata_command()],
             // No container starts unless the rule is in place.
-            ["sh", "-c", format!("iptables -C DOCKER-USER -d {METADATA_IP} -j REJECT && docker compose --project-directory /opt/trigger -f /opt/trigger/docker-compose.yml up -d")]
+            ["sh", "-c", format!("iptables -C DOCKER-USER -d {METADATA_IP} -j REJECT && docker compose --project-directory /opt/trigger -f /opt/trigger/docker-compose.yml up -d")],
+            ["systemctl", "enable", "--now", "ops-prune.timer"]
         ]
     });
     if drain {

@@ -19,6 +19,7 @@ pub mod notify;
 pub mod privilege;
 pub mod problems;
 pub mod profiles;
+pub mod prune;
 pub mod record;
 pub mod redact;
 pub mod registry;

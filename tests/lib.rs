@@ -8,6 +8,7 @@ mod bench;
 mod config_errors;
 mod conventions;
 mod deploy;
+mod disk;
 mod drain;
 mod extract;
 mod hardening;

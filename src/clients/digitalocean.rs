@@ -102,8 +102,9 @@ pub struct Region {
     pub sizes: Vec<String>,
 }
 
-/// An image (`GET /v2/images/{id}`); `slug` is null for snapshots and custom images.
-#[derive(Debug, Clone, Deserialize)]
+/// An image (`GET /v2/images/{id}`, `GET /v2/images?private=true`); `slug` is null for
+/// snapshots and custom images.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Image {
     pub id: u64,
     #[serde(default)]
@@ -112,8 +113,71 @@ pub struct Image {
     pub name: String,
     #[serde(default)]
     pub regions: Vec<String>,
+    /// `NEW`, `available`, `pending`, `deleted`, `retired`.
     #[serde(default)]
     pub status: Option<String>,
+    #[serde(default)]
+    pub created_at: String,
+    /// The smallest droplet disk (GB) it can be made on.
+    #[serde(default)]
+    pub min_disk_size: Option<u64>,
+    #[serde(default)]
+    pub size_gigabytes: Option<f64>,
+    #[serde(default, deserialize_with = "null_as_empty")]
+    pub tags: Vec<String>,
+}
+
+/// A snapshot of one droplet (`GET /v2/droplets/{id}/snapshots`: the id is an integer there).
+#[derive(Debug, Clone, Deserialize)]
+pub struct DropletSnapshot {
+    pub id: u64,
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub created_at: String,
+}
+
+/// A droplet action (`POST /v2/droplets/{id}/actions`, `GET /v2/actions/{id}`).
+#[derive(Debug, Clone, Deserialize)]
+pub struct Action {
+    pub id: u64,
+    /// `in-progress`, `completed`, `errored`.
+    pub status: String,
+    #[serde(default)]
+    pub started_at: String,
+}
+
+/// The image a droplet is made from: a public image's slug, or a private image's id.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum ImageRef {
+    Slug(String),
+    Id(u64),
+}
+
+impl std::fmt::Display for ImageRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ImageRef::Slug(s) => f.write_str(s),
+            ImageRef::Id(id) => write!(f, "image {id}"),
+        }
+    }
+}
+
+/// A droplet's latest sample of a monitoring metric (`filesystem_free`, `filesystem_size`),
+/// the root filesystem's when several are reported; `None`: no sample in the window.
+pub fn latest_root_sample(body: &Value) -> Option<f64> {
+    let series = body.pointer("/data/result")?.as_array()?;
+    let root = series
+        .iter()
+        .find(|s| s.pointer("/metric/mountpoint").and_then(Value::as_str) == Some("/"))
+        .or_else(|| series.first())?;
+    let last = root["values"].as_array()?.last()?;
+    last.get(1)?.as_str()?.parse().ok()
+}
+
+fn null_as_empty<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    Ok(Option::<Vec<String>>::deserialize(d)?.unwrap_or_default())
 }
 
 /// An SSH key of the account (`GET /v2/account/keys`).
@@ -131,7 +195,7 @@ pub struct NewDroplet {
     pub name: String,
     pub region: String,
     pub size: String,
-    pub image: String,
+    pub image: ImageRef,
     pub ssh_keys: Vec<String>,
     pub tags: Vec<String>,
     pub user_data: String,
@@ -439,13 +503,101 @@ impl<'a> DigitalOcean<'a> {
 
     /// Tags a droplet (`POST /v2/tags/{tag}/resources`, 204); the tag must exist.
     pub fn tag_droplet(&self, tag: &str, id: u64) -> anyhow::Result<()> {
+        self.tag_resource(tag, id, "droplet")
+    }
+
+    /// Tags a private image (a droplet snapshot is an image: `resource_type` `image`).
+    pub fn tag_image(&self, tag: &str, id: u64) -> anyhow::Result<()> {
+        self.tag_resource(tag, id, "image")
+    }
+
+    fn tag_resource(&self, tag: &str, id: u64, kind: &str) -> anyhow::Result<()> {
         self.send(
             "POST",
             &format!("/v2/tags/{tag}/resources"),
-            Some(&json!({"resources": [{"resource_id": id.to_string(), "resource_type": "droplet"}]})),
+            Some(&json!({"resources": [{"resource_id": id.to_string(), "resource_type": kind}]})),
             Retry::Idempotent,
         )
         .map(|_| ())
+    }
+
+    /// `POST /v2/droplets/{id}/actions` `{"type":"snapshot","name":…}`: the action (its
+    /// `resource_id` is the droplet; the image is found by listing the droplet's snapshots).
+    pub fn snapshot_droplet(&self, id: u64, name: &str) -> anyhow::Result<Action> {
+        #[derive(Deserialize)]
+        struct One {
+            action: Action,
+        }
+        let resp = self.send(
+            "POST",
+            &format!("/v2/droplets/{id}/actions"),
+            Some(&json!({"type": "snapshot", "name": name})),
+            Retry::OnlyRateLimit,
+        )?;
+        Ok(self.json::<One>(&resp)?.action)
+    }
+
+    /// `GET /v2/actions/{id}`; `None` when DigitalOcean knows no such action.
+    pub fn action(&self, id: u64) -> anyhow::Result<Option<Action>> {
+        #[derive(Deserialize)]
+        struct One {
+            action: Action,
+        }
+        match self.send("GET", &format!("/v2/actions/{id}"), None, Retry::Idempotent) {
+            Ok(r) => Ok(Some(self.json::<One>(&r)?.action)),
+            Err(e) if e.to_string().contains("HTTP 404") => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `GET /v2/droplets/{id}/snapshots`: the snapshots taken of one droplet.
+    pub fn droplet_snapshots(&self, id: u64) -> anyhow::Result<Vec<DropletSnapshot>> {
+        self.list_all(
+            &format!("/v2/droplets/{id}/snapshots?page=1&per_page={PER_PAGE}"),
+            "snapshots",
+        )
+    }
+
+    /// `GET /v2/images?private=true&tag_name=…`: our private images carrying `tag`.
+    pub fn private_images(&self, tag: &str) -> anyhow::Result<Vec<Image>> {
+        self.list_all(
+            &format!("/v2/images?private=true&tag_name={tag}&page=1&per_page={PER_PAGE}"),
+            "images",
+        )
+    }
+
+    /// `DELETE /v2/images/{id}` (204); an image already gone is fine.
+    pub fn delete_image(&self, id: u64) -> anyhow::Result<()> {
+        match self.send(
+            "DELETE",
+            &format!("/v2/images/{id}"),
+            None,
+            Retry::Idempotent,
+        ) {
+            Ok(_) => Ok(()),
+            Err(e) if e.to_string().contains("HTTP 404") => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `GET /v2/monitoring/metrics/droplet/{metric}?host_id&start&end` (Unix seconds): the
+    /// latest sample of the root filesystem (see [`latest_root_sample`]).
+    pub fn droplet_metric(
+        &self,
+        metric: &str,
+        id: u64,
+        start: i64,
+        end: i64,
+    ) -> anyhow::Result<Option<f64>> {
+        let resp = self.send(
+            "GET",
+            &format!(
+                "/v2/monitoring/metrics/droplet/{metric}?host_id={id}&start={start}&end={end}"
+            ),
+            None,
+            Retry::Idempotent,
+        )?;
+        Ok(latest_root_sample(&self.json::<Value>(&resp)?))
     }
 }
 
@@ -461,6 +613,17 @@ fn path_of(url: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_root_filesystems_latest_sample_is_read_from_the_matrix() {
+        let body = json!({"status": "success", "data": {"resultType": "matrix", "result": [
+            {"metric": {"host_id": "1", "device": "/dev/vdb", "mountpoint": "/data"}, "values": [[1, "5"]]},
+            {"metric": {"host_id": "1", "device": "/dev/vda1", "mountpoint": "/"}, "values": [[1, "100.5"], [2, "90"]]}
+        ]}});
+        assert_eq!(latest_root_sample(&body), Some(90.0));
+        let empty = json!({"status": "success", "data": {"resultType": "matrix", "result": []}});
+        assert_eq!(latest_root_sample(&empty), None);
+    }
 
     #[test]
     fn next_links_keep_path_and_query_only() {

@@ -10,7 +10,7 @@ use anyhow::{anyhow, bail};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::clients::digitalocean::{DigitalOcean, Droplet, Firewall, NewDroplet, Size};
+use crate::clients::digitalocean::{DigitalOcean, Droplet, Firewall, ImageRef, NewDroplet, Size};
 use crate::clients::http::{Http, Request, Retry};
 use crate::clients::postgres::Target;
 use crate::clients::webapp_db::{
@@ -988,7 +988,7 @@ fn create(
         name: name.to_string(),
         region: s.supervisor_region.clone(),
         size: spec.size.clone(),
-        image: s.supervisor_image.clone(),
+        image: ImageRef::Slug(s.supervisor_image.clone()),
         ssh_keys: s.supervisor_ssh_keys.clone(),
         tags,
         user_data: cloudinit::render(record, s, name)?,
