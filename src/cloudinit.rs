@@ -433,7 +433,7 @@ mod tests {
             .expect("the rule is inserted by runcmd");
         let up = steps
             .iter()
-            .position(|s| s.contains("docker compose"))
+            .position(|s| s.contains("docker compose --project-directory"))
             .expect("compose up");
         assert!(insert < up, "{steps:?}");
         assert!(

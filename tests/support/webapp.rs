@@ -275,6 +275,16 @@ pub fn history(client: &mut postgres::Client, n: u64, days: u64) {
     // What autovacuum does on a live webapp: statistics, and the BRIN index summarized (ranges
     // filled since the last vacuum are unsummarized, and every bitmap scan reads them).
     client.batch_execute(r#"VACUUM ANALYZE "TaskRun""#).unwrap();
+    settle_statistics(client);
+}
+
+/// This session's own counters (the inserts, the vacuum) reach the shared statistics late; a
+/// test that counts scans from here on must not see them arrive during the run it measures.
+pub fn settle_statistics(client: &mut postgres::Client) {
+    client
+        .batch_execute("SELECT pg_stat_force_next_flush()")
+        .unwrap();
+    client.batch_execute("SELECT 1").unwrap();
 }
 
 /// Deletes a worker group and its token, as an operator would in the webapp's admin.
@@ -422,6 +432,7 @@ pub fn snapshot_history(client: &mut postgres::Client, n: u64) {
     client
         .batch_execute(r#"VACUUM ANALYZE "TaskRunExecutionSnapshot""#)
         .unwrap();
+    settle_statistics(client);
 }
 
 /// A waiting run of the test group whose task asks for `preset` (its `machineConfig` in the
