@@ -219,6 +219,19 @@ pub struct SupervisorOptions {
         deserialize_with = "de_duration_or_zero"
     )]
     pub drain_timeout: Duration,
+    /// Fewest droplets (scaling by load); with neither `min` nor `max`, SUPERVISOR_COUNT is both.
+    #[serde(default)]
+    pub min: Option<u32>,
+    /// Most droplets (scaling by load).
+    #[serde(default)]
+    pub max: Option<u32>,
+    /// A run waiting longer than this and free to start (no concurrency limit or pause holds it)
+    /// asks for capacity.
+    #[serde(default = "default_scale_out_after", deserialize_with = "de_duration")]
+    pub scale_out_after: Duration,
+    /// A droplet that executed nothing for this long may go when the load no longer needs it.
+    #[serde(default = "default_scale_in_after", deserialize_with = "de_duration")]
+    pub scale_in_after: Duration,
 }
 
 fn yes() -> bool {
@@ -264,6 +277,12 @@ fn default_orphan_alert_after() -> Option<Duration> {
 }
 fn default_queue_window() -> Duration {
     Duration::from_secs(24 * 3600)
+}
+fn default_scale_out_after() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_scale_in_after() -> Duration {
+    Duration::from_secs(15 * 60)
 }
 fn default_drain_timeout() -> Duration {
     Duration::from_secs(3600)
@@ -499,6 +518,15 @@ impl<'de> Deserialize<'de> for Task {
                 };
                 if let TaskSpec::Exec(exec) = &spec {
                     validate_exec(exec).map_err(de::Error::custom)?;
+                }
+                if let TaskSpec::Supervisor(sup) = &spec {
+                    if let (Some(lo), Some(hi)) = (sup.min, sup.max) {
+                        if lo > hi || hi == 0 {
+                            return Err(de::Error::custom(format!(
+                                "supervisor task: min {lo} and max {hi} must satisfy min ≤ max and max ≥ 1"
+                            )));
+                        }
+                    }
                 }
                 Ok(Task {
                     name: name.unwrap_or_else(|| kind.clone()),

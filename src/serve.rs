@@ -581,6 +581,12 @@ fn supervisor_metrics(state: &State, out: &mut String) -> anyhow::Result<()> {
         }
         drain_metrics(out, &droplets);
     }
+    if let Some((sc, _)) = state.kv_get::<crate::tasks::supervisor::ScaleSeen>(
+        crate::tasks::supervisor::NAMESPACE,
+        crate::tasks::supervisor::SCALE_KEY,
+    )? {
+        scale_metrics(&mut out, &sc);
+    }
     if let Some((q, _)) = state.kv_get::<crate::tasks::supervisor::FlowSeen>(
         crate::tasks::supervisor::NAMESPACE,
         crate::tasks::supervisor::QUEUE_KEY,
@@ -588,6 +594,21 @@ fn supervisor_metrics(state: &State, out: &mut String) -> anyhow::Result<()> {
         queue_metrics(out, &q);
     }
     Ok(())
+}
+
+/// The fleet's wanted and actual size, its bounds and its cost.
+fn scale_metrics(out: &mut String, sc: &crate::tasks::supervisor::ScaleSeen) {
+    let _ = write!(
+        out,
+        "# HELP ops_supervisor_droplets_wanted Droplets the load wants (clamped to min and max).\n# TYPE ops_supervisor_droplets_wanted gauge\nops_supervisor_droplets_wanted {}\n# HELP ops_supervisor_droplets_serving Droplets serving (not draining).\n# TYPE ops_supervisor_droplets_serving gauge\nops_supervisor_droplets_serving {}\n# HELP ops_supervisor_droplets_min The fleet's lower bound.\n# TYPE ops_supervisor_droplets_min gauge\nops_supervisor_droplets_min {}\n# HELP ops_supervisor_droplets_max The fleet's upper bound.\n# TYPE ops_supervisor_droplets_max gauge\nops_supervisor_droplets_max {}\n",
+        sc.wanted, sc.actual, sc.min, sc.max
+    );
+    if let Some(c) = sc.cost_monthly {
+        let _ = write!(
+            out,
+            "# HELP ops_supervisor_cost_monthly_dollars The serving droplets' price per month (DigitalOcean's price_monthly).\n# TYPE ops_supervisor_cost_monthly_dollars gauge\nops_supervisor_cost_monthly_dollars {c}\n"
+        );
+    }
 }
 
 /// Runs per droplet and which droplets drain.

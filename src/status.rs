@@ -89,7 +89,18 @@ pub fn document(app: &App, state: Option<&State>) -> anyhow::Result<Value> {
                     supervisor::NAMESPACE,
                     supervisor::LAST_SEEN_KEY,
                 )?
-                .map(|(d, at)| json!({"checked_at": rfc3339(at), "droplets": d}))
+                .map(|(d, at)| {
+                    let scale = s
+                        .kv_get::<supervisor::ScaleSeen>(
+                            supervisor::NAMESPACE,
+                            supervisor::SCALE_KEY,
+                        )
+                        .ok()
+                        .flatten()
+                        .map(|(v, _)| json!(v))
+                        .unwrap_or(Value::Null);
+                    json!({"checked_at": rfc3339(at), "droplets": d, "scale": scale})
+                })
                 .unwrap_or(Value::Null);
             let token = extract::token_info(s, &app.settings)
                 .map(|t| json!({"source": t.source, "found_at": if t.found_at > 0 { rfc3339(t.found_at) } else { Value::Null }}))
@@ -336,6 +347,7 @@ fn human(doc: &Value) -> String {
     }
     out.push_str(&profiles_table(doc));
     out.push_str(&droplets_table(doc));
+    out.push_str(&scale_line(&doc["supervisor"]["scale"]));
     out.push_str(&facts_lines(doc));
     // The short times above carry no zone of their own: say it once.
     out.push_str(&format!(
@@ -391,6 +403,29 @@ fn profiles_table(doc: &Value) -> String {
     out.push_str(&table(&rows));
     out.push('\n');
     out
+}
+
+/// `fleet: 3 wanted, 2 serving (min 1, max 3): …; $36/month ($54 at max)`.
+fn scale_line(scale: &Value) -> String {
+    if !scale.is_object() {
+        return String::new();
+    }
+    let cost = match (
+        scale["cost_monthly"].as_f64(),
+        scale["cost_monthly_at_max"].as_f64(),
+    ) {
+        (Some(c), Some(m)) if scale["scales"] == true => {
+            format!("; ${c:.0}/month (${m:.0} for a fixed fleet of max)")
+        }
+        (Some(c), _) => format!("; ${c:.0}/month"),
+        _ => String::new(),
+    };
+    format!(
+        "fleet: {} wanted, {} serving: {}{cost}\n",
+        scale["wanted"],
+        scale["actual"],
+        scale["why"].as_str().unwrap_or("")
+    )
 }
 
 fn droplets_table(doc: &Value) -> String {

@@ -22,6 +22,7 @@ mod reliability;
 mod replication;
 mod runner;
 mod runs_flow;
+mod scale;
 mod schedules;
 mod soak;
 mod supervisor;

@@ -489,6 +489,23 @@ impl<'a> DigitalOcean<'a> {
         )
     }
 
+    /// How many more droplets the account may have: `GET /v2/account`'s `droplet_limit` less
+    /// the droplets it has (`GET /v2/droplets?per_page=1`, `meta.total`). Asked only to scale
+    /// out by more than one.
+    pub fn droplet_room(&self) -> anyhow::Result<usize> {
+        let limit = self.account()?["account"]["droplet_limit"]
+            .as_u64()
+            .ok_or_else(|| anyhow!("{SERVICE}: GET /v2/account has no droplet_limit"))?;
+        let page: Value = self.json(&self.send(
+            "GET",
+            "/v2/droplets?page=1&per_page=1",
+            None,
+            Retry::Idempotent,
+        )?)?;
+        let total = page["meta"]["total"].as_u64().unwrap_or(0);
+        Ok(limit.saturating_sub(total) as usize)
+    }
+
     /// `POST /v2/droplets/{id}/actions` with `{"type": kind}` (`shutdown`, `power_off`, …):
     /// 201 with the action. Not retried after a timeout (the action may have been taken).
     pub fn droplet_action(&self, id: u64, kind: &str) -> anyhow::Result<()> {

@@ -213,6 +213,8 @@ pub struct RunScan<'a> {
     pub track: usize,
     /// Runs that ended in `SYSTEM_FAILURE` or `CRASHED` this recently count as needing a preset.
     pub failed_within: Duration,
+    /// Runs waiting longer than this count as ready to start (for scaling out).
+    pub ready_after: Duration,
     pub timeout: Duration,
 }
 
@@ -240,6 +242,25 @@ pub struct PresetNeed {
     pub runs: u64,
 }
 
+/// Runs of one environment's queue waiting longer than `ready_after`, with the limits that
+/// decide how many of them can start now (Trigger.dev moves a run to the worker queue only
+/// when they allow it; the rest stay `PENDING` too).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReadyGroup {
+    pub environment: String,
+    pub queue: String,
+    pub waiting: u64,
+    /// `floor(maximumConcurrencyLimit × concurrencyLimitBurstFactor)`; `None`: no row.
+    pub env_limit: Option<u64>,
+    pub env_paused: Option<bool>,
+    /// `"TaskQueue"."concurrencyLimit"`; `None`: unlimited (or no row).
+    pub queue_limit: Option<u64>,
+    pub queue_paused: Option<bool>,
+    /// Our group's runs on a worker in the environment, and in this queue.
+    pub running_env: u64,
+    pub running_queue: u64,
+}
+
 /// What runs on our workers and what the waiting runs need.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct WorkerRuns {
@@ -247,6 +268,7 @@ pub struct WorkerRuns {
     pub needs: Vec<PresetNeed>,
     /// Runs to re-read by primary key next time (on a worker first, then waiting).
     pub track_ids: Vec<String>,
+    pub ready: Vec<ReadyGroup>,
 }
 
 /// Our group's runs on workers and the presets its waiting (and recently system-failed) runs
@@ -258,6 +280,7 @@ pub struct WorkerRuns {
 const WORKER_RUNS_SQL: &str = r#"WITH cand AS (
   SELECT r."id", r."friendlyId", r."status"::text AS status, r."machinePreset",
          r."lockedToVersionId", r."runtimeEnvironmentId", r."taskIdentifier", r."updatedAt",
+         r."queue",
          EXTRACT(EPOCH FROM (timezone('UTC', now()) - COALESCE(r."queuedAt", r."createdAt")))::float8 AS wait
     FROM "TaskRun" r
    WHERE r."createdAt" >= GREATEST(timezone('UTC', to_timestamp($2)),
@@ -266,7 +289,7 @@ const WORKER_RUNS_SQL: &str = r#"WITH cand AS (
      AND r."masterQueue" = ANY($1)
   UNION
   SELECT r."id", r."friendlyId", r."status"::text, r."machinePreset", r."lockedToVersionId",
-         r."runtimeEnvironmentId", r."taskIdentifier", r."updatedAt",
+         r."runtimeEnvironmentId", r."taskIdentifier", r."updatedAt", r."queue",
          EXTRACT(EPOCH FROM (timezone('UTC', now()) - COALESCE(r."queuedAt", r."createdAt")))::float8
     FROM "TaskRun" r
    WHERE r."id" = ANY($4)
@@ -297,6 +320,12 @@ const WORKER_RUNS_SQL: &str = r#"WITH cand AS (
    WHERE c.status = 'PENDING'
       OR (c.status IN ('SYSTEM_FAILURE', 'CRASHED')
           AND c."updatedAt" >= timezone('UTC', now()) - make_interval(secs => $6))
+), ready AS (
+  SELECT c."runtimeEnvironmentId" AS env, c."queue" AS q, count(*) AS n
+    FROM cand c WHERE c.status = 'PENDING' AND c.wait >= $7 GROUP BY 1, 2
+), running AS (
+  SELECT c."runtimeEnvironmentId" AS env, c."queue" AS q, count(*) AS n
+    FROM cand c WHERE c.status IN ('DEQUEUED', 'EXECUTING') GROUP BY 1, 2
 )
 SELECT
   (SELECT json_agg(json_build_array(a."id", a."friendlyId", a.instance, a.status, a."machinePreset")
@@ -306,7 +335,17 @@ SELECT
   (SELECT json_agg(id) FROM (SELECT "id" FROM on_worker
                              UNION ALL
                              (SELECT "id" FROM needing WHERE kind = 'waiting'
-                               ORDER BY wait DESC, "id" LIMIT $5)) t)::text"#;
+                               ORDER BY wait DESC, "id" LIMIT $5)) t)::text,
+  (SELECT json_agg(json_build_array(r.env, r.q, r.n, e.lim, e.paused, tq.lim, tq.paused, re.n, rq.n)
+                   ORDER BY r.env, r.q)
+     FROM ready r
+     LEFT JOIN LATERAL (SELECT floor(x."maximumConcurrencyLimit" * x."concurrencyLimitBurstFactor")::bigint AS lim,
+                               x."paused" FROM "RuntimeEnvironment" x WHERE x."id" = r.env) e ON true
+     LEFT JOIN LATERAL (SELECT x."concurrencyLimit"::bigint AS lim, x."paused" FROM "TaskQueue" x
+                         WHERE x."runtimeEnvironmentId" = r.env AND x."name" = r.q) tq ON true
+     LEFT JOIN LATERAL (SELECT COALESCE(sum(x.n), 0)::bigint AS n FROM running x WHERE x.env = r.env) re ON true
+     LEFT JOIN LATERAL (SELECT COALESCE(sum(x.n), 0)::bigint AS n FROM running x
+                         WHERE x.env = r.env AND x.q = r.q) rq ON true)::text"#;
 
 /// SQLSTATEs that mean "this schema is not Trigger.dev v4's (yet)".
 fn missing_schema(e: &postgres::Error) -> Option<String> {
@@ -483,6 +522,7 @@ pub fn worker_runs(client: &mut Client, scan: &RunScan) -> anyhow::Result<Worker
                 &scan.remembered,
                 &(scan.track as i64),
                 &scan.failed_within.as_secs_f64(),
+                &scan.ready_after.as_secs_f64(),
             ],
         )
     })
@@ -511,6 +551,35 @@ pub fn worker_runs(client: &mut Client, scan: &RunScan) -> anyhow::Result<Worker
             .map(|(kind, preset, runs)| PresetNeed { kind, preset, runs })
             .collect(),
         track_ids: json_list(r.get(2), "tracked runs")?,
+        ready: {
+            type Raw = (
+                String,
+                String,
+                u64,
+                Option<u64>,
+                Option<bool>,
+                Option<u64>,
+                Option<bool>,
+                u64,
+                u64,
+            );
+            let raw: Vec<Raw> = json_list(r.get(3), "ready runs")?;
+            raw.into_iter()
+                .map(
+                    |(environment, queue, waiting, el, ep, ql, qp, re, rq)| ReadyGroup {
+                        environment,
+                        queue,
+                        waiting,
+                        env_limit: el,
+                        env_paused: ep,
+                        queue_limit: ql,
+                        queue_paused: qp,
+                        running_env: re,
+                        running_queue: rq,
+                    },
+                )
+                .collect()
+        },
     })
 }
 

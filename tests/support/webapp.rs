@@ -34,7 +34,8 @@ CREATE TABLE "WorkerInstance" ("id" TEXT PRIMARY KEY, "name" TEXT NOT NULL,
 /// Also `"FeatureFlag"` and `"Project"` (routing), `"TaskRunExecutionSnapshot"` (which
 /// supervisor runs a run; its only secondary index is (`runId`, `isValid`, `createdAt` DESC)),
 /// and the tables a task's preset is found through (`"WorkerDeploymentPromotion"`,
-/// `"WorkerDeployment"`, `"BackgroundWorkerTask"`), with their real columns and indexes
+/// `"WorkerDeployment"`, `"BackgroundWorkerTask"`), and the concurrency limits
+/// (`"RuntimeEnvironment"`, `"TaskQueue"`), with their real columns and indexes
 /// (schema.prisma and migrations up to 20250919123905, which dropped the snapshots' foreign keys).
 pub const TASK_RUN: &str = r#"
 CREATE TYPE "TaskRunStatus" AS ENUM ('DELAYED', 'PENDING', 'PENDING_VERSION', 'WAITING_FOR_DEPLOY',
@@ -151,6 +152,42 @@ CREATE TABLE "WorkerDeploymentPromotion" ("id" TEXT PRIMARY KEY, "label" TEXT NO
   "deploymentId" TEXT NOT NULL, "environmentId" TEXT NOT NULL);
 CREATE UNIQUE INDEX "WorkerDeploymentPromotion_environmentId_label_key"
   ON "WorkerDeploymentPromotion"("environmentId", "label");
+CREATE TYPE "EnvironmentPauseSource" AS ENUM ('BILLING_LIMIT');
+CREATE TABLE "RuntimeEnvironment" (
+  "id" TEXT NOT NULL, "slug" TEXT NOT NULL, "apiKey" TEXT NOT NULL, "pkApiKey" TEXT NOT NULL,
+  "type" "RuntimeEnvironmentType" NOT NULL DEFAULT 'DEVELOPMENT',
+  "isBranchableEnvironment" BOOLEAN NOT NULL DEFAULT false, "branchName" TEXT,
+  "parentEnvironmentId" TEXT, "git" JSONB, "archivedAt" TIMESTAMP(3), "shortcode" TEXT NOT NULL,
+  "maximumConcurrencyLimit" INTEGER NOT NULL DEFAULT 5,
+  "concurrencyLimitBurstFactor" DECIMAL(4,2) NOT NULL DEFAULT 2.00,
+  "paused" BOOLEAN NOT NULL DEFAULT false, "pauseSource" "EnvironmentPauseSource",
+  "autoEnableInternalSources" BOOLEAN NOT NULL DEFAULT true, "organizationId" TEXT NOT NULL,
+  "projectId" TEXT NOT NULL, "orgMemberId" TEXT,
+  "createdAt" TIMESTAMP(3) NOT NULL DEFAULT CURRENT_TIMESTAMP, "updatedAt" TIMESTAMP(3) NOT NULL,
+  "builtInEnvironmentVariableOverrides" JSONB, "tunnelId" TEXT, "currentSessionId" TEXT,
+  CONSTRAINT "RuntimeEnvironment_pkey" PRIMARY KEY ("id"));
+CREATE UNIQUE INDEX "RuntimeEnvironment_apiKey_key" ON "RuntimeEnvironment"("apiKey");
+CREATE UNIQUE INDEX "RuntimeEnvironment_pkApiKey_key" ON "RuntimeEnvironment"("pkApiKey");
+CREATE UNIQUE INDEX "RuntimeEnvironment_projectId_slug_orgMemberId_key"
+  ON "RuntimeEnvironment"("projectId", "slug", "orgMemberId");
+CREATE UNIQUE INDEX "RuntimeEnvironment_projectId_shortcode_key" ON "RuntimeEnvironment"("projectId", "shortcode");
+CREATE INDEX "RuntimeEnvironment_parentEnvironmentId_idx" ON "RuntimeEnvironment"("parentEnvironmentId");
+CREATE INDEX "RuntimeEnvironment_projectId_idx" ON "RuntimeEnvironment"("projectId");
+CREATE INDEX "RuntimeEnvironment_organizationId_idx" ON "RuntimeEnvironment"("organizationId");
+CREATE TYPE "TaskQueueType" AS ENUM ('VIRTUAL', 'NAMED');
+CREATE TYPE "TaskQueueVersion" AS ENUM ('V1', 'V2');
+CREATE TABLE "TaskQueue" (
+  "id" TEXT NOT NULL, "friendlyId" TEXT NOT NULL, "name" TEXT NOT NULL,
+  "type" "TaskQueueType" NOT NULL DEFAULT 'VIRTUAL', "version" "TaskQueueVersion" NOT NULL DEFAULT 'V1',
+  "orderableName" TEXT, "projectId" TEXT NOT NULL, "runtimeEnvironmentId" TEXT NOT NULL,
+  "concurrencyLimit" INTEGER, "concurrencyLimitOverriddenAt" TIMESTAMP(3),
+  "concurrencyLimitOverriddenBy" TEXT, "concurrencyLimitBase" INTEGER,
+  "concurrencyLimitOverridePercent" DECIMAL(5,2), "rateLimit" JSONB,
+  "paused" BOOLEAN NOT NULL DEFAULT false,
+  "createdAt" TIMESTAMP(3) NOT NULL DEFAULT CURRENT_TIMESTAMP, "updatedAt" TIMESTAMP(3) NOT NULL,
+  CONSTRAINT "TaskQueue_pkey" PRIMARY KEY ("id"));
+CREATE UNIQUE INDEX "TaskQueue_friendlyId_key" ON "TaskQueue"("friendlyId");
+CREATE UNIQUE INDEX "TaskQueue_runtimeEnvironmentId_name_key" ON "TaskQueue"("runtimeEnvironmentId", "name");
 "#;
 
 pub const GROUP: &str = "ops-test-group";
@@ -452,5 +489,35 @@ pub fn waiting_run_needing(client: &mut postgres::Client, id: &str, preset: &str
                VALUES ('bwt1', 'my-task', 'task_1', 'src/trigger/my-task.ts', 'bw1', 'p1', 'env1', now(),
                  '{{"preset": "{preset}"}}') ON CONFLICT DO NOTHING;"#
         ))
+        .unwrap();
+}
+
+/// The environment `env1` with this concurrency limit (burst factor 1: the limit is the limit)
+/// and its queue `task/my-task` with `queue_limit`, as the webapp keeps them.
+pub fn limits(
+    client: &mut postgres::Client,
+    env_limit: i32,
+    queue_limit: Option<i32>,
+    paused: bool,
+) {
+    client
+        .execute(
+            r#"INSERT INTO "RuntimeEnvironment" (id, slug, "apiKey", "pkApiKey", type, shortcode,
+                 "maximumConcurrencyLimit", "concurrencyLimitBurstFactor", paused, "organizationId",
+                 "projectId", "updatedAt")
+               VALUES ('env1', 'prod', 'tr_prod_x', 'pk_prod_x', 'PRODUCTION', 'p1', $1, 1.00, $2,
+                 'org1', 'p1', now())
+               ON CONFLICT (id) DO UPDATE SET "maximumConcurrencyLimit" = $1, paused = $2"#,
+            &[&env_limit, &paused],
+        )
+        .unwrap();
+    client
+        .execute(
+            r#"INSERT INTO "TaskQueue" (id, "friendlyId", name, "projectId", "runtimeEnvironmentId",
+                 "concurrencyLimit", "updatedAt")
+               VALUES ('q1', 'queue_1', 'task/my-task', 'p1', 'env1', $1, now())
+               ON CONFLICT (id) DO UPDATE SET "concurrencyLimit" = $1"#,
+            &[&queue_limit],
+        )
         .unwrap();
 }

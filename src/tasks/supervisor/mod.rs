@@ -26,6 +26,7 @@ use crate::state::{now_ms, State};
 use crate::task::{ActionRecord, Outcome, Status, TaskCtx, Typed};
 use crate::tasks::extract;
 
+pub mod capacity;
 pub mod diff;
 pub mod drain;
 pub mod flow;
@@ -327,6 +328,7 @@ fn read_flow(
             remembered: &remembered,
             track: TRACK_WAITING,
             failed_within: FAILED_WITHIN,
+            ready_after: opts.scale_out_after,
             timeout: opts.queue_timeout,
         },
     )
@@ -455,7 +457,10 @@ pub fn run(opts: &SupervisorOptions, ctx: &TaskCtx) -> anyhow::Result<Outcome> {
     };
     let http = Http::new();
     let api = DigitalOcean::new(&http, &s.digitalocean_api_url, token, ctx.deadline);
-    let spec = desired(opts, ctx, &record, &size);
+    let bounds = capacity::Bounds::new(s.supervisor_count, opts.min, opts.max)
+        .map_err(crate::exit::config_error)?;
+    let mut spec = desired(opts, ctx, &record, &size);
+    spec.max = bounds.max;
     let (obs, health_checks, flow_read) = observe(ctx, &api, &http, opts, &spec, &record)?;
     let fit = fit_presets(ctx, &api, flow_read.as_ref(), &size, auto);
     let mut auto_grown = None;
@@ -463,7 +468,25 @@ pub fn run(opts: &SupervisorOptions, ctx: &TaskCtx) -> anyhow::Result<Outcome> {
         auto_grown = Some(bigger.clone());
         size = bigger;
     }
-    let spec = desired(opts, ctx, &record, &size);
+    let mut spec = desired(opts, ctx, &record, &size);
+    let mut fetched = fit.fetched.clone();
+    let (scale_seen, extra) = scale(
+        ctx,
+        &api,
+        opts,
+        bounds,
+        &obs,
+        flow_read.as_ref(),
+        &size,
+        &mut fetched,
+    );
+    spec.count = scale_seen.wanted;
+    spec.max = bounds.max;
+    if bounds.scales() {
+        spec.scale_in_after = Some(opts.scale_in_after);
+        spec.extra_creates = extra;
+        spec.scale_line = Some(scale_seen.why.clone());
+    }
     let mut plan = plan::plan(&obs, &spec);
     plan.lines.extend(fit.lines);
     plan.failures.extend(fit.failures);
@@ -491,8 +514,9 @@ pub fn run(opts: &SupervisorOptions, ctx: &TaskCtx) -> anyhow::Result<Outcome> {
     let seen = Observed {
         flow: found.as_ref().map(|f| f.seen.clone()),
         scan: flow_read.and_then(|f| f.scan),
-        sizes: fit.fetched,
+        sizes: fetched,
         auto_size: auto_grown,
+        scale: scale_seen,
     };
     let healthy = plan
         .assessed
@@ -564,7 +588,160 @@ fn desired(
             parts
         },
         drain_timeout: opts.drain_timeout,
+        max: s.supervisor_count as usize,
+        scale_in_after: None,
+        extra_creates: 0,
+        scale_line: None,
     }
+}
+
+/// DigitalOcean's sizes: kept a day in the state, else asked (and handed back in `fetched`
+/// to keep).
+fn known_sizes(
+    ctx: &TaskCtx,
+    api: &DigitalOcean,
+    fetched: &mut Option<Vec<Size>>,
+) -> Result<Vec<Size>, String> {
+    if let Some(v) = fetched {
+        return Ok(v.clone());
+    }
+    let cached = ctx
+        .state
+        .and_then(|st| st.kv_get::<Vec<Size>>(NAMESPACE, SIZES_KEY).ok().flatten())
+        .filter(|(_, at)| now_ms() - at < SIZES_RECHECK_MS)
+        .map(|(v, _)| v);
+    match cached {
+        Some(v) => Ok(v),
+        None => {
+            let v = api.sizes().map_err(|e| format!("{e:#}"))?;
+            *fetched = Some(v.clone());
+            Ok(v)
+        }
+    }
+}
+
+/// What the fleet's size is this run when it scales by load (`min` < `max`): the count the
+/// load wants, the line saying why, and the creates beyond one that the account allows.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ScaleSeen {
+    pub wanted: usize,
+    pub actual: usize,
+    pub min: usize,
+    pub max: usize,
+    pub why: String,
+    /// The fleet's cost per month (USD) from the sizes' `price_monthly`.
+    pub cost_monthly: Option<f64>,
+    /// The same for a fixed fleet of `max`.
+    pub cost_monthly_at_max: Option<f64>,
+    #[serde(default)]
+    pub scales: bool,
+}
+
+pub const SCALE_KEY: &str = "scale";
+
+/// The load's verdict on the fleet's size, and what it costs.
+#[allow(clippy::too_many_arguments)]
+fn scale(
+    ctx: &TaskCtx,
+    api: &DigitalOcean,
+    opts: &SupervisorOptions,
+    bounds: capacity::Bounds,
+    obs: &plan::Observation,
+    flow: Option<&FlowRead>,
+    size: &str,
+    fetched: &mut Option<Vec<Size>>,
+) -> (ScaleSeen, usize) {
+    let serving: Vec<&plan::Seen> = obs
+        .droplets
+        .iter()
+        .filter(|d| d.prev.drain.is_none() && !d.tags.iter().any(|t| t == drain::DRAINING_TAG))
+        .collect();
+    let actual = serving.len();
+    let mut seen = ScaleSeen {
+        wanted: actual.clamp(bounds.min, bounds.max),
+        actual,
+        min: bounds.min,
+        max: bounds.max,
+        scales: bounds.scales(),
+        ..ScaleSeen::default()
+    };
+    // A fixed fleet's cost comes from sizes already known: a healthy cycle asks nothing more.
+    let sizes = if bounds.scales() {
+        known_sizes(ctx, api, fetched).ok()
+    } else {
+        fetched.clone().or_else(|| {
+            ctx.state
+                .and_then(|st| st.kv_get::<Vec<Size>>(NAMESPACE, SIZES_KEY).ok().flatten())
+                .map(|(v, _)| v)
+        })
+    };
+    let price = |slug: &str| {
+        sizes
+            .as_ref()
+            .and_then(|all| all.iter().find(|z| z.slug == slug))
+            .map(|z| z.price_monthly)
+    };
+    seen.cost_monthly = serving
+        .iter()
+        .map(|d| price(d.built.0.get("size").map_or(size, String::as_str)))
+        .sum::<Option<f64>>();
+    seen.cost_monthly_at_max = price(size).map(|p| p * bounds.max as f64);
+    if !bounds.scales() {
+        seen.wanted = bounds.max;
+        seen.why = format!("SUPERVISOR_COUNT={}", bounds.max);
+        return (seen, 0);
+    }
+    let current = sizes
+        .as_ref()
+        .and_then(|all| all.iter().find(|z| z.slug == size).cloned());
+    let (Some(Ok(runs)), Some(current)) = (flow.map(|f| &f.runs), current) else {
+        seen.why = "the load is unknown this run (no runs read, or no size from DigitalOcean): the fleet stays as it is".into();
+        return (seen, 0);
+    };
+    let executing: Vec<Option<String>> = runs.on_workers.iter().map(|r| r.preset.clone()).collect();
+    let w = capacity::wanted(
+        bounds,
+        actual,
+        &current,
+        &executing,
+        &runs.ready,
+        &runs.needs,
+    );
+    seen.wanted = w.count;
+    seen.why = match w.count.cmp(&actual) {
+        std::cmp::Ordering::Greater => format!("scale out {actual} → {}: {}", w.count, w.why),
+        std::cmp::Ordering::Less => format!(
+            "scale in {actual} → {}: {} (a droplet goes once it executed nothing for {}, drained)",
+            w.count,
+            w.why,
+            crate::duration::format(opts.scale_in_after)
+        ),
+        std::cmp::Ordering::Equal => format!(
+            "fleet: {} droplet(s) wanted (min {}, max {}): {}",
+            w.count, bounds.min, bounds.max, w.why
+        ),
+    };
+    // More than one create: within the account's droplet limit (DigitalOcean: at most 10 at a time).
+    let mut extra = w.count.saturating_sub(actual + 1).min(9);
+    if extra > 0 {
+        match api.droplet_room() {
+            Ok(room) => {
+                if room < extra + 1 {
+                    seen.why.push_str(&format!(
+                        "; the account's droplet limit leaves room for {room}: raise it in DigitalOcean's settings"
+                    ));
+                }
+                extra = extra.min(room.saturating_sub(1));
+            }
+            Err(e) => {
+                seen.why.push_str(&format!(
+                    "; one create this run (droplet limit unknown: {e:#})"
+                ));
+                extra = 0;
+            }
+        }
+    }
+    (seen, extra)
 }
 
 /// What the preset check found: lines, failures, a bigger size for SUPERVISOR_SIZE=auto, and
@@ -594,24 +771,13 @@ fn fit_presets(
     if largest.cpu <= presets::DEFAULT.cpu && largest.memory_gb <= presets::DEFAULT.memory_gb {
         return fit;
     }
-    let cached = ctx
-        .state
-        .and_then(|st| st.kv_get::<Vec<Size>>(NAMESPACE, SIZES_KEY).ok().flatten())
-        .filter(|(_, at)| now_ms() - at < SIZES_RECHECK_MS)
-        .map(|(v, _)| v);
-    let sizes = match cached {
-        Some(v) => v,
-        None => match api.sizes() {
-            Ok(v) => {
-                fit.fetched = Some(v.clone());
-                v
-            }
-            Err(e) => {
-                fit.lines
-                    .push(format!("machine presets not checked this run: {e:#}"));
-                return fit;
-            }
-        },
+    let sizes = match known_sizes(ctx, api, &mut fit.fetched) {
+        Ok(v) => v,
+        Err(e) => {
+            fit.lines
+                .push(format!("machine presets not checked this run: {e}"));
+            return fit;
+        }
     };
     let Some(current) = sizes.iter().find(|z| z.slug == size) else {
         fit.failures.push(format!(
@@ -676,7 +842,12 @@ fn observe(
     let (ours, foreign): (Vec<Droplet>, Vec<Droplet>) = all
         .into_iter()
         .partition(|d| d.has_tag(&spec.tag) && d.has_tag(MANAGED_TAG));
-    let too_many = ours.len() > spec.count + 1;
+    // Draining droplets are on their way out; past max + 1 serving ones ops refuses to act.
+    let serving = ours
+        .iter()
+        .filter(|d| !d.has_tag(drain::DRAINING_TAG))
+        .count();
+    let too_many = serving > spec.count.max(spec.max) + 1;
     let names: Vec<String> = ours.iter().map(|d| d.name.clone()).collect();
     let (view, heartbeats, flow) = if too_many {
         (View::Skipped, Default::default(), None)
@@ -768,6 +939,7 @@ struct Observed {
     scan: Option<ScanState>,
     sizes: Option<Vec<Size>>,
     auto_size: Option<String>,
+    scale: ScaleSeen,
 }
 
 /// All writes, in the plan's order (or, in a dry run, what they would be), then the state.
@@ -1058,6 +1230,7 @@ fn save_observed(
     if let Some(size) = observed.auto_size {
         st.kv_set(NAMESPACE, AUTO_SIZE_KEY, &size, now)?;
     }
+    st.kv_set(NAMESPACE, SCALE_KEY, &observed.scale, now)?;
     for a in assessed.iter().filter(|a| !deleted.contains(&a.id)) {
         st.kv_set(NAMESPACE, &droplet_key(a.id), &a.streak, now)?;
     }

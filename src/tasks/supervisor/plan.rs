@@ -37,6 +37,10 @@ pub struct Streak {
     /// Set while the droplet drains (told to stop taking runs; deleted once idle).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub drain: Option<Drain>,
+    /// Since when the webapp's database has shown no run on it (Unix ms); `None`: busy or
+    /// not known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_since: Option<i64>,
 }
 
 /// What the webapp's database says of one droplet.
@@ -292,6 +296,15 @@ pub struct Spec {
     pub parts: diff::Parts,
     /// How long a droplet leaving for a planned reason may drain; zero: deleted at once.
     pub drain_timeout: Duration,
+    /// The most droplets (`count` is what the load wants now; the refusal is past `max + 1`).
+    pub max: usize,
+    /// Scaling by load: a surplus droplet goes only once it executed nothing this long
+    /// (`None`: a fixed fleet, the newest surplus goes).
+    pub scale_in_after: Option<Duration>,
+    /// Creates allowed this run beyond the first (scaling out; the account's droplet limit).
+    pub extra_creates: usize,
+    /// Why the fleet wants `count` (for the report), when it scales by load.
+    pub scale_line: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -474,7 +487,7 @@ pub fn plan(obs: &Observation, spec: &Spec) -> Plan {
     }
     p.lines.extend(foreign_lines(&obs.foreign, &spec.tag));
     let serving_seen = obs.droplets.iter().filter(|d| !is_draining(d)).count();
-    if serving_seen > spec.count + 1 {
+    if serving_seen > spec.count.max(spec.max) + 1 {
         let list: Vec<String> = obs
             .droplets
             .iter()
@@ -492,7 +505,7 @@ pub fn plan(obs: &Observation, spec: &Spec) -> Plan {
             "refusing to act: {} droplets carry {} and {MANAGED_TAG}, more than SUPERVISOR_COUNT + 1 = {}: {}. Delete the extras by hand (or raise SUPERVISOR_COUNT); ops changes nothing until then",
             serving_seen,
             spec.tag,
-            spec.count + 1,
+            spec.count.max(spec.max) + 1,
             list.join(", ")
         ));
         return p;
@@ -518,6 +531,7 @@ pub fn plan(obs: &Observation, spec: &Spec) -> Plan {
         let delete = choose_delete(
             &serving,
             spec,
+            obs.now_ms,
             breaker_open,
             &p.replacements,
             &mut p.failures,
@@ -533,6 +547,10 @@ pub fn plan(obs: &Observation, spec: &Spec) -> Plan {
         );
         (delete, create)
     };
+    let more = scale_out(&serving, &p.assessed, spec, create.as_ref(), &obs.stamp);
+    if let Some(line) = &spec.scale_line {
+        p.lines.push(line.clone());
+    }
     mark_draining(&mut p.assessed, delete.as_ref(), obs.now_ms);
     p.lines
         .extend(p.assessed.iter().map(|a| droplet_line(a, spec)));
@@ -573,7 +591,56 @@ pub fn plan(obs: &Observation, spec: &Spec) -> Plan {
     p.actions.extend(finished);
     p.actions.extend(delete);
     p.actions.extend(create);
+    p.actions.extend(more);
     p
+}
+
+/// Scaling out by more than one: when the load wants several more droplets than serve, the
+/// run creates them together (up to `extra_creates` beyond the first), each with its own name.
+fn scale_out(
+    serving: &[Assessed],
+    all: &[Assessed],
+    spec: &Spec,
+    first: Option<&Action>,
+    stamp: &str,
+) -> Vec<Action> {
+    let Some(Action::Create {
+        name,
+        replaces: None,
+        standby_for: None,
+        ..
+    }) = first
+    else {
+        return Vec::new();
+    };
+    let live = serving
+        .iter()
+        .filter(|a| a.current && a.health != Health::Failing && !dead(a, spec))
+        .count();
+    let more = spec.count.saturating_sub(live + 1).min(spec.extra_creates);
+    let mut taken: Vec<String> = all.iter().map(|a| a.name.clone()).collect();
+    taken.push(name.clone());
+    let mut out = Vec::new();
+    let mut k = 2;
+    while out.len() < more {
+        let candidate = format!("{}-{stamp}-{k}", spec.tag);
+        k += 1;
+        if taken.contains(&candidate) {
+            continue;
+        }
+        taken.push(candidate.clone());
+        out.push(Action::Create {
+            name: candidate,
+            reason: format!(
+                "scale out: {} of {} supervisor droplet(s) wanted",
+                live + 2 + out.len(),
+                spec.count
+            ),
+            replaces: None,
+            standby_for: None,
+        });
+    }
+    out
 }
 
 /// The droplets that serve (all but the draining ones).
@@ -656,6 +723,8 @@ enum Why {
     Failing,
     /// Planned: spec drift or a surplus.
     Planned,
+    /// Scaling in: idle for `scale_in_after`, drained all the same (a run may arrive meanwhile).
+    ScaleIn,
 }
 
 /// A delete for a planned reason becomes a drain (unless `drain_timeout` is zero, or the
@@ -678,6 +747,7 @@ fn leave(action: Action, why: Why, all: &[Assessed], spec: &Spec) -> Action {
             // Silent, its replacement serving: runs may still execute on it (only its heartbeat
             // may have stopped), so it drains unless it is known to run nothing.
             Why::Failing | Why::Planned => runs.as_ref().is_none_or(|r| !r.is_empty()),
+            Why::ScaleIn => true,
         };
     if !drain {
         let reason = match (&runs, why) {
@@ -872,6 +942,14 @@ fn assess_all(obs: &Observation, spec: &Spec) -> Vec<Assessed> {
             } else {
                 (verdict.health, verdict.streak, verdict.note)
             };
+            let mut streak = streak;
+            match d.runs.as_deref() {
+                Some([]) => {
+                    streak.idle_since = streak.idle_since.or(Some(obs.now_ms));
+                }
+                Some(_) => streak.idle_since = None,
+                None => {}
+            }
             Assessed {
                 id: d.id,
                 name: d.name.clone(),
@@ -925,6 +1003,7 @@ fn drift_why(a: &Assessed, spec: &Spec) -> String {
 fn choose_delete(
     all: &[Assessed],
     spec: &Spec,
+    now_ms: i64,
     breaker_open: bool,
     replacements: &[i64],
     failures: &mut Vec<String>,
@@ -994,13 +1073,35 @@ fn choose_delete(
     // A surplus (a standby whose droplet recovered, say): the newest goes, the least likely to
     // be running tasks; never one the load needs.
     let current: Vec<&Assessed> = all.iter().filter(|a| a.current).collect();
-    if let Some(newest) = current.last() {
-        if current.len() > spec.count && healthy_without(newest.id) >= spec.count {
-            let reason = format!(
-                "more than SUPERVISOR_COUNT={} droplets with the current spec",
-                spec.count
-            );
-            return Some((delete(newest, reason, false), Why::Planned));
+    if current.len() > spec.count {
+        if let Some(idle_for) = spec.scale_in_after {
+            // Scaling in: the newest droplet that executed nothing for `scale_in_after`.
+            let idle = |a: &&&Assessed| {
+                a.health == Health::Healthy
+                    && a.streak
+                        .idle_since
+                        .is_some_and(|t| now_ms - t >= idle_for.as_millis() as i64)
+            };
+            if let Some(a) = current.iter().rev().find(idle) {
+                if healthy_without(a.id) >= spec.count {
+                    let reason = format!(
+                        "scale in: {}; it executed nothing for {}",
+                        spec.scale_line
+                            .as_deref()
+                            .unwrap_or("the load needs fewer droplets"),
+                        duration::format(idle_for)
+                    );
+                    return Some((delete(a, reason, false), Why::ScaleIn));
+                }
+            }
+        } else if let Some(newest) = current.last() {
+            if healthy_without(newest.id) >= spec.count {
+                let reason = format!(
+                    "more than SUPERVISOR_COUNT={} droplets with the current spec",
+                    spec.count
+                );
+                return Some((delete(newest, reason, false), Why::Planned));
+            }
         }
     }
     None
@@ -1153,6 +1254,7 @@ mod tests {
             last_ok: c.seen_ok.then_some(NOW - 60_000),
             last_error: None,
             drain: None,
+            idle_since: None,
         };
         assess(
             &Facts {
@@ -1372,6 +1474,10 @@ mod fleet_tests {
             image: "ubuntu-24-04-x64".into(),
             parts: diff::Parts::listed("s-2vcpu-4gb", Some("fra1")),
             drain_timeout: Duration::ZERO,
+            max: 0,
+            scale_in_after: None,
+            extra_creates: 0,
+            scale_line: None,
         }
     }
 
@@ -1394,6 +1500,7 @@ mod fleet_tests {
                 last_ok: Some(NOW - 60_000),
                 last_error: None,
                 drain: None,
+                idle_since: None,
             },
             built: diff::Parts::listed("s-2vcpu-4gb", Some("fra1")),
             heartbeat: Heartbeat::Age(10.0),
@@ -1525,6 +1632,79 @@ mod fleet_tests {
         };
         let d = draining(with_runs(stale(healthy(1), "v4.5.10"), &["run_a"]), 120);
         assert_eq!(kinds(&plan(&obs(vec![d, healthy(2)]), &two)), ["create"]);
+    }
+
+    fn scaling(count: usize, max: usize, extra: usize) -> Spec {
+        Spec {
+            count,
+            max,
+            scale_in_after: Some(Duration::from_secs(900)),
+            extra_creates: extra,
+            scale_line: Some(format!("fleet: {count} wanted")),
+            ..draining_spec()
+        }
+    }
+
+    fn idle_for(mut d: Seen, secs: i64) -> Seen {
+        d = with_runs(d, &[]);
+        d.prev.idle_since = Some(NOW - secs * 1000);
+        d
+    }
+
+    #[test]
+    fn scaling_out_creates_every_droplet_the_load_wants_in_one_run() {
+        let p = plan(&obs(vec![healthy(1)]), &scaling(3, 3, 1));
+        assert_eq!(kinds(&p), ["create", "create"], "{:?}", p.lines);
+        let names: Vec<&String> = p
+            .actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Create { name, .. } => Some(name),
+                _ => None,
+            })
+            .collect();
+        assert_ne!(names[0], names[1]);
+        // Without room for more (the droplet limit), one.
+        assert_eq!(
+            kinds(&plan(&obs(vec![healthy(1)]), &scaling(3, 3, 0))),
+            ["create"]
+        );
+    }
+
+    #[test]
+    fn scaling_in_drains_only_a_droplet_idle_for_scale_in_after_newest_first() {
+        // Both idle long enough: the newest (id 3: younger) goes, drained.
+        let p = plan(
+            &obs(vec![idle_for(healthy(2), 3600), idle_for(healthy(1), 3600)]),
+            &scaling(1, 3, 0),
+        );
+        assert_eq!(kinds(&p), ["drain 1"], "{:?}", p.lines);
+        // Busy, or idle for less than scale_in_after: nothing goes.
+        let busy = with_runs(healthy(1), &["run_a"]);
+        let p = plan(
+            &obs(vec![idle_for(healthy(2), 3600), busy]),
+            &scaling(1, 3, 0),
+        );
+        assert_eq!(kinds(&p), ["drain 2"]);
+        let p = plan(
+            &obs(vec![idle_for(healthy(2), 60), idle_for(healthy(1), 60)]),
+            &scaling(1, 3, 0),
+        );
+        assert!(kinds(&p).is_empty(), "{:?}", kinds(&p));
+        // min: 0: the last idle one goes too.
+        let p = plan(&obs(vec![idle_for(healthy(1), 3600)]), &scaling(0, 3, 0));
+        assert_eq!(kinds(&p), ["drain 1"]);
+    }
+
+    #[test]
+    fn idleness_is_kept_in_the_streak_and_ends_with_a_run() {
+        let p = plan(&obs(vec![with_runs(healthy(1), &[])]), &scaling(1, 3, 0));
+        assert_eq!(p.assessed[0].streak.idle_since, Some(NOW));
+        let p = plan(
+            &obs(vec![with_runs(idle_for(healthy(1), 60), &["run_a"])]),
+            &scaling(1, 3, 0),
+        );
+        assert_eq!(p.assessed[0].streak.idle_since, None);
     }
 
     #[test]

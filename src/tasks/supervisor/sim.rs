@@ -238,6 +238,10 @@ fn spec(policy: Policy, spec_tag: &str, count: usize) -> Spec {
         } else {
             0
         }),
+        max: 0,
+        scale_in_after: None,
+        extra_creates: 0,
+        scale_line: None,
     }
 }
 
@@ -269,6 +273,7 @@ pub fn run(scenario: Scenario, policy: Policy) -> Result {
                 last_ok: Some(0),
                 last_error: None,
                 drain: None,
+                idle_since: None,
             },
             runs: Vec::new(),
             draining: None,
