@@ -585,7 +585,7 @@ fn supervisor_metrics(state: &State, out: &mut String) -> anyhow::Result<()> {
         crate::tasks::supervisor::NAMESPACE,
         crate::tasks::supervisor::SCALE_KEY,
     )? {
-        scale_metrics(&mut out, &sc);
+        scale_metrics(out, &sc);
     }
     if let Some((q, _)) = state.kv_get::<crate::tasks::supervisor::FlowSeen>(
         crate::tasks::supervisor::NAMESPACE,

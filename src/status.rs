@@ -84,24 +84,7 @@ pub fn document(app: &App, state: Option<&State>) -> anyhow::Result<Value> {
             Value::Null,
         ),
         Some(s) => {
-            let droplets = s
-                .kv_get::<Vec<supervisor::SeenDroplet>>(
-                    supervisor::NAMESPACE,
-                    supervisor::LAST_SEEN_KEY,
-                )?
-                .map(|(d, at)| {
-                    let scale = s
-                        .kv_get::<supervisor::ScaleSeen>(
-                            supervisor::NAMESPACE,
-                            supervisor::SCALE_KEY,
-                        )
-                        .ok()
-                        .flatten()
-                        .map(|(v, _)| json!(v))
-                        .unwrap_or(Value::Null);
-                    json!({"checked_at": rfc3339(at), "droplets": d, "scale": scale})
-                })
-                .unwrap_or(Value::Null);
+            let droplets = supervisor_doc(s)?;
             let token = extract::token_info(s, &app.settings)
                 .map(|t| json!({"source": t.source, "found_at": if t.found_at > 0 { rfc3339(t.found_at) } else { Value::Null }}))
                 .unwrap_or(Value::Null);
@@ -338,6 +321,21 @@ fn short_time(v: &Value) -> String {
                 .map(str::to_string)
         })
         .unwrap_or_else(|| "-".into())
+}
+
+/// What the last supervisor run saw: its droplets and the fleet's scale.
+fn supervisor_doc(s: &crate::state::State) -> anyhow::Result<Value> {
+    let scale = s
+        .kv_get::<supervisor::ScaleSeen>(supervisor::NAMESPACE, supervisor::SCALE_KEY)
+        .ok()
+        .flatten()
+        .map(|(v, _)| json!(v))
+        .unwrap_or(Value::Null);
+    Ok(
+        s.kv_get::<Vec<supervisor::SeenDroplet>>(supervisor::NAMESPACE, supervisor::LAST_SEEN_KEY)?
+            .map(|(d, at)| json!({"checked_at": rfc3339(at), "droplets": d, "scale": scale}))
+            .unwrap_or(Value::Null),
+    )
 }
 
 fn human(doc: &Value) -> String {

@@ -486,28 +486,8 @@ pub fn plan(obs: &Observation, spec: &Spec) -> Plan {
             .collect();
     }
     p.lines.extend(foreign_lines(&obs.foreign, &spec.tag));
-    let serving_seen = obs.droplets.iter().filter(|d| !is_draining(d)).count();
-    if serving_seen > spec.count.max(spec.max) + 1 {
-        let list: Vec<String> = obs
-            .droplets
-            .iter()
-            .filter(|d| !is_draining(d))
-            .map(|d| {
-                format!(
-                    "{} (id {}, {})",
-                    d.name,
-                    d.id,
-                    d.ip.as_deref().unwrap_or("no IP")
-                )
-            })
-            .collect();
-        p.refused = Some(format!(
-            "refusing to act: {} droplets carry {} and {MANAGED_TAG}, more than SUPERVISOR_COUNT + 1 = {}: {}. Delete the extras by hand (or raise SUPERVISOR_COUNT); ops changes nothing until then",
-            serving_seen,
-            spec.tag,
-            spec.count.max(spec.max) + 1,
-            list.join(", ")
-        ));
+    if let Some(why) = refusal(obs, spec) {
+        p.refused = Some(why);
         return p;
     }
     view_findings(&obs.view, spec, &mut p);
@@ -548,9 +528,7 @@ pub fn plan(obs: &Observation, spec: &Spec) -> Plan {
         (delete, create)
     };
     let more = scale_out(&serving, &p.assessed, spec, create.as_ref(), &obs.stamp);
-    if let Some(line) = &spec.scale_line {
-        p.lines.push(line.clone());
-    }
+    p.lines.extend(spec.scale_line.clone());
     mark_draining(&mut p.assessed, delete.as_ref(), obs.now_ms);
     p.lines
         .extend(p.assessed.iter().map(|a| droplet_line(a, spec)));
@@ -593,6 +571,34 @@ pub fn plan(obs: &Observation, spec: &Spec) -> Plan {
     p.actions.extend(create);
     p.actions.extend(more);
     p
+}
+
+/// More serving droplets than `max + 1` carry our tags: ops acts on none of them.
+fn refusal(obs: &Observation, spec: &Spec) -> Option<String> {
+    let serving_seen = obs.droplets.iter().filter(|d| !is_draining(d)).count();
+    if serving_seen <= spec.count.max(spec.max) + 1 {
+        return None;
+    }
+    let list: Vec<String> = obs
+        .droplets
+        .iter()
+        .filter(|d| !is_draining(d))
+        .map(|d| {
+            format!(
+                "{} (id {}, {})",
+                d.name,
+                d.id,
+                d.ip.as_deref().unwrap_or("no IP")
+            )
+        })
+        .collect();
+    Some(format!(
+        "refusing to act: {} droplets carry {} and {MANAGED_TAG}, more than SUPERVISOR_COUNT + 1 = {}: {}. Delete the extras by hand (or raise SUPERVISOR_COUNT); ops changes nothing until then",
+        serving_seen,
+        spec.tag,
+        spec.count.max(spec.max) + 1,
+        list.join(", ")
+    ))
 }
 
 /// Scaling out by more than one: when the load wants several more droplets than serve, the
