@@ -3,36 +3,8 @@
 
 use std::os::unix::fs::PermissionsExt;
 
-use crate::supervisor::fleet;
-
-fn file(doc: &serde_yaml::Value, path: &str) -> String {
-    doc["write_files"]
-        .as_sequence()
-        .unwrap()
-        .iter()
-        .find(|w| w["path"] == path)
-        .unwrap_or_else(|| panic!("{path} is written"))["content"]
-        .as_str()
-        .unwrap()
-        .to_string()
-}
-
-fn schema(user_data: &str) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("user-data.yaml");
-    std::fs::write(&path, user_data).unwrap();
-    let out = std::process::Command::new("cloud-init")
-        .args(["schema", "--config-file"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "cloud-init schema: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
+use crate::supervisor::{cloud_init_schema, fleet};
+use crate::support::written;
 
 fn verify(units: &[(&str, String)]) {
     let dir = tempfile::tempdir().unwrap();
@@ -63,7 +35,7 @@ fn the_supervisor_and_bake_user_data_validate_and_install_pruning_and_no_secret_
     let steps = serde_yaml::to_string(&doc["runcmd"]).unwrap();
     assert!(steps.contains("command -v docker"), "{steps}");
     assert!(steps.contains("ops-prune.timer"), "{steps}");
-    let script = file(&doc, trigger_ops::prune::SCRIPT);
+    let script = written(&doc, trigger_ops::prune::SCRIPT);
     for image in [
         "ghcr.io/triggerdotdev/supervisor:v4.5.12",
         "tecnativa/docker-socket-proxy:v0.5.0",
@@ -93,20 +65,20 @@ fn the_supervisor_and_bake_user_data_validate_and_install_pruning_and_no_secret_
         "{bake}"
     );
     let bake_doc: serde_yaml::Value = serde_yaml::from_str(&bake).unwrap();
-    let seal = file(&bake_doc, trigger_ops::cloudinit::BAKE_SEAL_UNIT);
+    let seal = written(&bake_doc, trigger_ops::cloudinit::BAKE_SEAL_UNIT);
     assert!(seal.contains("cloud-init clean --logs --machine-id && systemctl poweroff"));
     if crate::support::tool("cloud-init") {
-        schema(ud);
-        schema(&bake);
+        cloud_init_schema(ud);
+        cloud_init_schema(&bake);
     }
     if crate::support::tool("systemd-analyze") {
         verify(&[
             (
                 "ops-prune.service",
-                file(&doc, trigger_ops::prune::SERVICE)
+                written(&doc, trigger_ops::prune::SERVICE)
                     .replace(trigger_ops::prune::SCRIPT, "/bin/true"),
             ),
-            ("ops-prune.timer", file(&doc, trigger_ops::prune::TIMER)),
+            ("ops-prune.timer", written(&doc, trigger_ops::prune::TIMER)),
             ("ops-bake-seal.service", seal),
             // This machine has no Docker unit: a stand-in for the one the package installs.
             (

@@ -225,17 +225,7 @@ fn the_droplet_side_drain_engages_the_brake_and_waits_for_the_run_containers() {
     let ud = f.run(&["render-cloud-init", "--show-secrets"]).all();
     let start = ud.find("#cloud-config").expect("user-data");
     let doc: serde_yaml::Value = serde_yaml::from_str(&ud[start..]).unwrap();
-    let file = |path: &str| -> String {
-        doc["write_files"]
-            .as_sequence()
-            .unwrap()
-            .iter()
-            .find(|w| w["path"] == path)
-            .unwrap_or_else(|| panic!("{path} is written"))["content"]
-            .as_str()
-            .unwrap()
-            .to_string()
-    };
+    let file = |path: &str| crate::support::written(&doc, path);
     let compose: serde_yaml::Value =
         serde_yaml::from_str(&file("/opt/trigger/docker-compose.yml")).unwrap();
     assert_eq!(compose["networks"]["drain"]["internal"], true);

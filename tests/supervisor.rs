@@ -215,7 +215,7 @@ pub fn check_user_data(user_data: &str, droplet_name: &str) {
     cloud_init_schema(user_data);
 }
 
-fn cloud_init_schema(user_data: &str) {
+pub fn cloud_init_schema(user_data: &str) {
     if !crate::support::tool("cloud-init") {
         return;
     }

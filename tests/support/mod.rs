@@ -212,3 +212,16 @@ pub fn exec_profile_env(name: &str, argv: &[&str], extra: &str, names: &[&str]) 
         &format!("        name: step\n        env: [{}]\n", names.join(", ")),
     )
 }
+
+/// The content of `path` in a `#cloud-config` document's `write_files`.
+pub fn written(doc: &serde_yaml::Value, path: &str) -> String {
+    doc["write_files"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|w| w["path"] == path)
+        .unwrap_or_else(|| panic!("{path} is written"))["content"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
