@@ -58,6 +58,7 @@ pub struct Wanted {
 /// limit's room (shared by its queues); a paused environment or queue starts nothing.
 pub fn startable(groups: &[ReadyGroup]) -> (u64, u64) {
     let mut envs: Vec<&str> = groups.iter().map(|g| g.environment.as_str()).collect();
+    envs.sort_unstable();
     envs.dedup();
     let (mut can, mut all) = (0u64, 0u64);
     for env in envs {
