@@ -232,6 +232,10 @@ pub struct SupervisorOptions {
     /// A droplet that executed nothing for this long may go when the load no longer needs it.
     #[serde(default = "default_scale_in_after", deserialize_with = "de_duration")]
     pub scale_in_after: Duration,
+    /// Keep a baked image (Docker and this version's images pulled, no secret) that new
+    /// droplets start from; off unless set (the bundled jobs.yaml sets it).
+    #[serde(default)]
+    pub bake: bool,
 }
 
 fn yes() -> bool {

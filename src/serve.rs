@@ -587,6 +587,9 @@ fn supervisor_metrics(state: &State, out: &mut String) -> anyhow::Result<()> {
     )? {
         scale_metrics(out, &sc);
     }
+    if let Some(b) = crate::tasks::supervisor::image::stored(Some(state)) {
+        image_metrics(out, &b);
+    }
     if let Some((q, _)) = state.kv_get::<crate::tasks::supervisor::FlowSeen>(
         crate::tasks::supervisor::NAMESPACE,
         crate::tasks::supervisor::QUEUE_KEY,
@@ -594,6 +597,20 @@ fn supervisor_metrics(state: &State, out: &mut String) -> anyhow::Result<()> {
         queue_metrics(out, &q);
     }
     Ok(())
+}
+
+/// Whether new droplets start from a baked image, and what our images cost.
+fn image_metrics(out: &mut String, b: &crate::tasks::supervisor::image::Baked) {
+    let _ = writeln!(
+        out,
+        "# HELP ops_supervisor_baked_image_ready 1 when new droplets start from a baked image of the wanted version.\n# TYPE ops_supervisor_baked_image_ready gauge\nops_supervisor_baked_image_ready {}",
+        u8::from(b.image.is_some())
+    );
+    let _ = writeln!(
+        out,
+        "# HELP ops_supervisor_images_cost_monthly_dollars The storage cost of ops' baked images per month.\n# TYPE ops_supervisor_images_cost_monthly_dollars gauge\nops_supervisor_images_cost_monthly_dollars {:.2}",
+        b.cost_monthly()
+    );
 }
 
 /// The fleet's wanted and actual size, its bounds and its cost.

@@ -331,10 +331,53 @@ fn supervisor_doc(s: &crate::state::State) -> anyhow::Result<Value> {
         .flatten()
         .map(|(v, _)| json!(v))
         .unwrap_or(Value::Null);
+    let image = supervisor::image::stored(Some(s))
+        .map(|b| image_doc(&b))
+        .unwrap_or(Value::Null);
     Ok(
         s.kv_get::<Vec<supervisor::SeenDroplet>>(supervisor::NAMESPACE, supervisor::LAST_SEEN_KEY)?
-            .map(|(d, at)| json!({"checked_at": rfc3339(at), "droplets": d, "scale": scale}))
+            .map(|(d, at)| json!({"checked_at": rfc3339(at), "droplets": d, "scale": scale, "image": image}))
             .unwrap_or(Value::Null),
+    )
+}
+
+/// The baked image as `status --json` shows it.
+fn image_doc(b: &supervisor::image::Baked) -> Value {
+    json!({
+        "image": b.image,
+        "name": b.image_name,
+        "version": b.version,
+        "size_gigabytes": b.size_gb,
+        "images": b.images,
+        "cost_monthly": b.cost_monthly(),
+        "baking": b.baker.is_some(),
+        "bake_droplet": b.baker,
+        "last_failure": b.failed.as_ref().map(|(at, why)| json!({"at": rfc3339(*at), "why": why})),
+    })
+}
+
+/// `image: baked 170000000 (supervisor v4.5.12, 2.4 GB); 2 kept, $0.28/month`.
+fn image_line(image: &Value) -> String {
+    if !image.is_object() {
+        return String::new();
+    }
+    let cost = image["cost_monthly"].as_f64().unwrap_or(0.0);
+    let version = image["version"].as_str().unwrap_or("");
+    if let Some(id) = image["image"].as_u64() {
+        return format!(
+            "image: baked {id} (supervisor {version}); {} kept, ${cost:.2}/month\n",
+            image["images"]
+        );
+    }
+    let why = if image["baking"] == true {
+        "baking one now".to_string()
+    } else if let Some(w) = image["last_failure"]["why"].as_str() {
+        format!("the last bake failed: {w}")
+    } else {
+        "none yet".to_string()
+    };
+    format!(
+        "image: none for supervisor {version} ({why}): new droplets start from the base image\n"
     )
 }
 
@@ -346,6 +389,7 @@ fn human(doc: &Value) -> String {
     out.push_str(&profiles_table(doc));
     out.push_str(&droplets_table(doc));
     out.push_str(&scale_line(&doc["supervisor"]["scale"]));
+    out.push_str(&image_line(&doc["supervisor"]["image"]));
     out.push_str(&facts_lines(doc));
     // The short times above carry no zone of their own: say it once.
     out.push_str(&format!(

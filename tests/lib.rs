@@ -14,6 +14,7 @@ mod extract;
 mod hardening;
 mod hardening3;
 mod healing;
+mod image;
 mod monitoring;
 mod operator;
 mod railway_schema;

@@ -34,6 +34,10 @@ pub struct FakeDroplet {
     pub size: String,
     /// Shut down (DigitalOcean's status `off`).
     pub off: bool,
+    /// Powers itself off then (a bake droplet, whose user-data ends in a poweroff).
+    pub off_at: Option<Instant>,
+    /// What `POST /v2/droplets` named as `image`: a slug (string) or a private image's id.
+    pub image: Value,
 }
 
 impl FakeDroplet {
@@ -44,7 +48,16 @@ impl FakeDroplet {
         } else {
             json!([])
         };
-        let status = match (self.off, active) {
+        let off = self.off || self.off_at.is_some_and(|t| Instant::now() >= t);
+        let image = match &self.image {
+            Value::Number(id) => {
+                json!({"id": id, "slug": null, "distribution": "Ubuntu", "type": "snapshot"})
+            }
+            slug => {
+                json!({"id": 129211873, "slug": slug, "distribution": "Ubuntu", "type": "base"})
+            }
+        };
+        let status = match (off, active) {
             (true, _) => "off",
             (false, true) => "active",
             (false, false) => "new",
@@ -52,7 +65,7 @@ impl FakeDroplet {
         json!({
             "id": self.id, "name": self.name, "status": status,
             "created_at": self.created_at, "tags": self.tags, "size_slug": self.size,
-            "region": {"slug": "nyc1", "name": "New York 1"}, "image": {"slug": null, "distribution": "Ubuntu"},
+            "region": {"slug": "nyc1", "name": "New York 1"}, "image": image,
             "networks": {"v4": v4, "v6": []}, "memory": 2048, "vcpus": 2
         })
     }
@@ -78,6 +91,114 @@ pub struct DoWorld {
     /// A `shutdown` leaves the droplet running (its drain service waits for runs) until a test
     /// turns it `off`; otherwise it is `off` at once (nothing to wait for).
     pub hold_shutdown: bool,
+    /// Private images (snapshots of droplets).
+    pub images: Vec<FakeImage>,
+    pub next_image_id: u64,
+    /// Snapshot actions: each completes `snapshot_after` after it starts, and its image appears.
+    pub snapshots: Vec<FakeSnapshot>,
+    pub snapshot_after: Duration,
+    /// How long after `active` a droplet with the bake user-data powers itself off.
+    pub bake_after: Duration,
+    pub image_deletes: Vec<u64>,
+}
+
+/// A private image as `GET /v2/images?private=true` returns it (the spec's Image model).
+#[derive(Debug, Clone)]
+pub struct FakeImage {
+    pub id: u64,
+    pub name: String,
+    /// The droplet it is a snapshot of.
+    pub droplet: u64,
+    pub created_at: String,
+    pub min_disk_size: u64,
+    pub size_gigabytes: f64,
+    pub tags: Vec<String>,
+}
+
+impl FakeImage {
+    fn json(&self) -> Value {
+        json!({"id": self.id, "name": self.name, "type": "snapshot", "distribution": "Ubuntu",
+               "slug": null, "public": false, "regions": ["nyc1"], "created_at": self.created_at,
+               "min_disk_size": self.min_disk_size, "size_gigabytes": self.size_gigabytes,
+               "description": "", "tags": self.tags, "status": "available", "error_message": ""})
+    }
+
+    /// As `GET /v2/droplets/{id}/snapshots` returns it (the spec's droplet_snapshot model).
+    fn snapshot_json(&self) -> Value {
+        json!({"id": self.id, "name": self.name, "type": "snapshot", "regions": ["nyc1"],
+               "created_at": self.created_at, "min_disk_size": self.min_disk_size,
+               "size_gigabytes": self.size_gigabytes})
+    }
+}
+
+/// A snapshot action in flight or done.
+#[derive(Debug, Clone)]
+pub struct FakeSnapshot {
+    pub action: u64,
+    pub droplet: u64,
+    pub name: String,
+    pub started_at: String,
+    pub done_at: Instant,
+    pub done: bool,
+}
+
+/// The disk (GB) of a size in the fake's catalog.
+fn disk_of(size: &str) -> u64 {
+    sizes()
+        .as_array()
+        .and_then(|all| all.iter().find(|z| z["slug"] == size))
+        .and_then(|z| z["disk"].as_u64())
+        .unwrap_or(25)
+}
+
+impl DoWorld {
+    /// Snapshot actions whose time has come complete, and their images appear.
+    fn settle(&mut self) {
+        let now = Instant::now();
+        let mut made = Vec::new();
+        for sn in self
+            .snapshots
+            .iter_mut()
+            .filter(|s| !s.done && now >= s.done_at)
+        {
+            sn.done = true;
+            made.push(sn.clone());
+        }
+        for sn in made {
+            let disk = self
+                .droplets
+                .iter()
+                .find(|d| d.id == sn.droplet)
+                .map_or(25, |d| disk_of(&d.size));
+            let id = self.next_image_id;
+            self.next_image_id += 1;
+            self.images.push(FakeImage {
+                id,
+                name: sn.name,
+                droplet: sn.droplet,
+                created_at: sn.started_at,
+                min_disk_size: disk,
+                size_gigabytes: 2.36,
+                tags: Vec::new(),
+            });
+        }
+    }
+
+    /// A private image made earlier (outside this run).
+    pub fn add_image(&mut self, name: &str, tags: &[&str], created_at: &str) -> u64 {
+        let id = self.next_image_id;
+        self.next_image_id += 1;
+        self.images.push(FakeImage {
+            id,
+            name: name.into(),
+            droplet: 0,
+            created_at: created_at.into(),
+            min_disk_size: 25,
+            size_gigabytes: 2.36,
+            tags: tags.iter().map(|t| t.to_string()).collect(),
+        });
+        id
+    }
 }
 
 /// A few of DigitalOcean's sizes as `GET /v2/sizes` returns them (memory in MB).
@@ -143,6 +264,12 @@ impl FakeDo {
             tags: Vec::new(),
             actions: Vec::new(),
             hold_shutdown: false,
+            images: Vec::new(),
+            next_image_id: 170_000_000,
+            snapshots: Vec::new(),
+            snapshot_after: Duration::ZERO,
+            bake_after: Duration::ZERO,
+            image_deletes: Vec::new(),
         }));
         let w = Arc::clone(&world);
         let addr_cell: Arc<Mutex<String>> = Arc::new(Mutex::new(String::new()));
@@ -154,6 +281,7 @@ impl FakeDo {
                     return error(401, "unauthorized", "Unable to authenticate you.");
                 }
                 let mut world = w.lock().unwrap();
+                world.settle();
                 let creating = req.method == "POST" && req.path == "/v2/droplets";
                 let fault = match world.create_fault.take() {
                     Some(f) if creating => Some(f),
@@ -232,7 +360,31 @@ impl FakeDo {
                     }
                     ("POST", "/v2/droplets") => {
                         let body: Value = serde_json::from_str(&req.body).unwrap_or(Value::Null);
-                        for field in ["name", "region", "size", "image"] {
+                        // `image` is a slug or a private image's numeric id (oneOf string|integer).
+                        let image = body["image"].clone();
+                        if let Some(id) = image.as_u64() {
+                            let disk = disk_of(body["size"].as_str().unwrap_or_default());
+                            match world.images.iter().find(|i| i.id == id) {
+                                None => {
+                                    return error(
+                                        422,
+                                        "unprocessable_entity",
+                                        "You specified an invalid image for Droplet creation.",
+                                    )
+                                }
+                                Some(i) if i.min_disk_size > disk => {
+                                    return error(
+                                        422,
+                                        "unprocessable_entity",
+                                        "This size is not available because it has a smaller disk than the image.",
+                                    )
+                                }
+                                Some(_) => {}
+                            }
+                        } else if image.as_str().unwrap_or("").is_empty() {
+                            return error(422, "unprocessable_entity", "image is required");
+                        }
+                        for field in ["name", "region", "size"] {
                             if body[field].as_str().unwrap_or("").is_empty() {
                                 return error(
                                     422,
@@ -266,6 +418,11 @@ impl FakeDo {
                             active_at: Instant::now() + world.boot_after,
                             size: body["size"].as_str().unwrap_or_default().to_string(),
                             off: false,
+                            off_at: body["user_data"]
+                                .as_str()
+                                .is_some_and(|u| u.contains("ops-bake-seal"))
+                                .then(|| Instant::now() + world.boot_after + world.bake_after),
+                            image,
                         };
                         let mut new = d.json();
                         new["status"] = json!("new");
@@ -312,10 +469,25 @@ impl FakeDo {
                             d.off = true;
                         }
                         world.actions.push((id, kind.clone()));
+                        let started_at =
+                            chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+                        let mut action = 36804636;
+                        if kind == "snapshot" {
+                            action = 40000000 + world.snapshots.len() as u64;
+                            let done_at = Instant::now() + world.snapshot_after;
+                            world.snapshots.push(FakeSnapshot {
+                                action,
+                                droplet: id,
+                                name: body["name"].as_str().unwrap_or("snapshot").to_string(),
+                                started_at: started_at.clone(),
+                                done_at,
+                                done: false,
+                            });
+                        }
                         Reply::json(
                             201,
-                            json!({"action": {"id": 36804636, "status": "in-progress", "type": kind,
-                                   "started_at": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                            json!({"action": {"id": action, "status": "in-progress", "type": kind,
+                                   "started_at": started_at,
                                    "completed_at": null, "resource_id": id, "resource_type": "droplet",
                                    "region": {"slug": "nyc1"}, "region_slug": "nyc1"}}),
                         )
@@ -346,10 +518,27 @@ impl FakeDo {
                                 );
                             };
                             let rid: u64 = rid.parse().unwrap_or(0);
-                            if let Some(d) = world.droplets.iter_mut().find(|d| d.id == rid) {
-                                if !d.tags.contains(&tag) {
-                                    d.tags.push(tag.clone());
+                            let tags = match res["resource_type"].as_str() {
+                                Some("droplet") => world
+                                    .droplets
+                                    .iter_mut()
+                                    .find(|d| d.id == rid)
+                                    .map(|d| &mut d.tags),
+                                Some("image") => world
+                                    .images
+                                    .iter_mut()
+                                    .find(|i| i.id == rid)
+                                    .map(|i| &mut i.tags),
+                                _ => {
+                                    return error(
+                                        422,
+                                        "unprocessable_entity",
+                                        "resource_type is not valid",
+                                    )
                                 }
+                            };
+                            if let Some(tags) = tags.filter(|t| !t.contains(&tag)) {
+                                tags.push(tag.clone());
                             }
                         }
                         Reply::text(204, "")
@@ -365,8 +554,84 @@ impl FakeDo {
                             json!({"regions": regions, "links": {}, "meta": {"total": CATALOG_REGIONS.len()}}),
                         )
                     }
+                    ("GET", "/v2/images") => {
+                        let tag = query(&path, "tag_name").unwrap_or_default();
+                        if query(&path, "private").as_deref() != Some("true") {
+                            return error(
+                                400,
+                                "bad_request",
+                                "the fake serves private images only",
+                            );
+                        }
+                        let list: Vec<Value> = world
+                            .images
+                            .iter()
+                            .filter(|i| tag.is_empty() || i.tags.contains(&tag))
+                            .map(FakeImage::json)
+                            .collect();
+                        Reply::json(
+                            200,
+                            json!({"images": list, "links": {}, "meta": {"total": list.len()}}),
+                        )
+                    }
+                    ("DELETE", r) if r.starts_with("/v2/images/") => {
+                        let id: u64 = r.trim_start_matches("/v2/images/").parse().unwrap_or(0);
+                        match world.images.iter().position(|i| i.id == id) {
+                            Some(n) => {
+                                world.images.remove(n);
+                                world.image_deletes.push(id);
+                                Reply::text(204, "")
+                            }
+                            None => error(
+                                404,
+                                "not_found",
+                                "The resource you requested could not be found.",
+                            ),
+                        }
+                    }
+                    ("GET", r) if r.starts_with("/v2/actions/") => {
+                        let id: u64 = r.trim_start_matches("/v2/actions/").parse().unwrap_or(0);
+                        match world.snapshots.iter().find(|s| s.action == id) {
+                            Some(sn) => Reply::json(
+                                200,
+                                json!({"action": {"id": id, "status": if sn.done { "completed" } else { "in-progress" },
+                                       "type": "snapshot", "started_at": sn.started_at,
+                                       "resource_id": sn.droplet, "resource_type": "droplet", "region_slug": "nyc1"}}),
+                            ),
+                            None => error(
+                                404,
+                                "not_found",
+                                "The resource you requested could not be found.",
+                            ),
+                        }
+                    }
+                    ("GET", r) if r.starts_with("/v2/droplets/") && r.ends_with("/snapshots") => {
+                        let id: u64 = r
+                            .trim_start_matches("/v2/droplets/")
+                            .trim_end_matches("/snapshots")
+                            .parse()
+                            .unwrap_or(0);
+                        let list: Vec<Value> = world
+                            .images
+                            .iter()
+                            .filter(|i| i.droplet == id)
+                            .map(FakeImage::snapshot_json)
+                            .collect();
+                        Reply::json(
+                            200,
+                            json!({"snapshots": list, "links": {}, "meta": {"total": list.len()}}),
+                        )
+                    }
                     ("GET", r) if r.starts_with("/v2/images/") => {
-                        match r.trim_start_matches("/v2/images/") {
+                        let key = r.trim_start_matches("/v2/images/");
+                        if let Some(i) = key
+                            .parse::<u64>()
+                            .ok()
+                            .and_then(|id| world.images.iter().find(|i| i.id == id))
+                        {
+                            return Reply::json(200, json!({"image": i.json()}));
+                        }
+                        match key {
                             "ubuntu-24-04-x64" => Reply::json(
                                 200,
                                 json!({"image": {"id": 129211873, "name": "24.04 (LTS) x64", "distribution": "Ubuntu", "slug": "ubuntu-24-04-x64", "public": true, "regions": CATALOG_REGIONS, "created_at": "2024-04-24T18:25:31Z", "type": "base", "min_disk_size": 7, "size_gigabytes": 2.23, "description": "Ubuntu 24.04 (LTS) x64", "tags": [], "status": "available", "error_message": ""}}),
@@ -490,6 +755,8 @@ impl FakeDo {
                 active_at: Instant::now(),
                 size: "s-2vcpu-2gb".into(),
                 off: false,
+                off_at: None,
+                image: json!("ubuntu-24-04-x64"),
             };
             w.next_id += 1;
             w.next_ip += 1;

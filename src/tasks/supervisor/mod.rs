@@ -30,6 +30,7 @@ pub mod capacity;
 pub mod diff;
 pub mod drain;
 pub mod flow;
+pub mod image;
 pub mod plan;
 pub mod presets;
 pub mod sim;
@@ -548,6 +549,34 @@ pub fn run(opts: &SupervisorOptions, ctx: &TaskCtx) -> anyhow::Result<Outcome> {
     Ok(outcome)
 }
 
+/// The baked image new droplets start from this run, if there is one for what is wanted.
+fn baked(ctx: &TaskCtx, want: &Option<image::Want>) -> Option<u64> {
+    debug_assert_eq!(
+        image::NAMESPACE,
+        NAMESPACE,
+        "the image's record sits in ours"
+    );
+    let want = want.as_ref()?;
+    image::stored(ctx.state)?.usable(want)
+}
+
+/// One step of the baked image; its trouble is a warning, never the fleet's failure.
+fn tend_image(ctx: &TaskCtx, api: &DigitalOcean, want: &image::Want, outcome: &mut Outcome) {
+    match image::tend(ctx, api, want) {
+        Ok(t) => {
+            outcome.detail.extend(t.lines);
+            outcome.warnings.extend(t.warnings);
+            if t.planned && outcome.status == Status::Ok {
+                outcome.status = Status::Planned;
+            }
+        }
+        Err(e) => outcome.warnings.push(format!(
+            "baked image: {e:#}; new droplets start from {} until it is ready",
+            ctx.settings.supervisor_image
+        )),
+    }
+}
+
 /// The desired state, resolved from the task's options, the settings and the config record.
 fn desired(
     opts: &SupervisorOptions,
@@ -942,7 +971,34 @@ struct Observed {
     scale: ScaleSeen,
 }
 
-/// All writes, in the plan's order (or, in a dry run, what they would be), then the state.
+/// What a dry run says of one action.
+fn would(
+    action: &Action,
+    what: String,
+    baked: Option<u64>,
+    lines: &mut Vec<String>,
+) -> ActionRecord {
+    if let Action::Create {
+        name,
+        replaces: Some((old, why)),
+        ..
+    } = action
+    {
+        lines.push(format!(
+            "would replace droplet {old} ({why}): {name} comes up first, {old} goes once it is healthy"
+        ));
+    }
+    let what = match (action, baked) {
+        (Action::Create { .. }, Some(id)) => format!("{what}, from the baked image {id}"),
+        _ => what,
+    };
+    let rec = ActionRecord::planned(action.typed(), what);
+    lines.push(rec.would());
+    rec
+}
+
+/// All writes, in the plan's order (or, in a dry run, what they would be), then the state, then
+/// one step of the baked image.
 fn apply(
     plan: plan::Plan,
     spec: &plan::Spec,
@@ -955,6 +1011,10 @@ fn apply(
     if let Some(why) = &plan.refused {
         bail!("{why}");
     }
+    let bake = opts
+        .bake
+        .then(|| image::Want::of(ctx.settings, &spec.tag, &spec.version.tag));
+    let baked = baked(ctx, &bake);
     let s = ctx.settings;
     let now = now_ms();
     let mut lines = plan.lines.clone();
@@ -965,19 +1025,7 @@ fn apply(
     for action in &plan.actions {
         let what = action.describe(spec);
         if ctx.dry_run {
-            if let Action::Create {
-                name,
-                replaces: Some((old, why)),
-                ..
-            } = action
-            {
-                lines.push(format!(
-                    "would replace droplet {old} ({why}): {name} comes up first, {old} goes once it is healthy"
-                ));
-            }
-            let rec = ActionRecord::planned(action.typed(), what);
-            lines.push(rec.would());
-            records.push(rec);
+            records.push(would(action, what, baked, &mut lines));
             planned = true;
             continue;
         }
@@ -1026,9 +1074,12 @@ fn apply(
                     api,
                     spec,
                     record,
-                    name,
-                    reason,
-                    counted,
+                    &Made {
+                        name,
+                        reason,
+                        counted,
+                        baked,
+                    },
                     &mut replacements,
                 )?;
                 (done, true)
@@ -1057,6 +1108,10 @@ fn apply(
         Outcome::lines(Status::Failed, failures)
     };
     outcome.actions = records;
+    if let Some(want) = &bake {
+        // After the fleet's own actions: the fleet never waits for the image.
+        tend_image(ctx, api, want, &mut outcome);
+    }
     Ok(outcome)
 }
 
@@ -1133,20 +1188,29 @@ fn count_replacement(ctx: &TaskCtx, replacements: &mut Vec<i64>, now: i64) -> an
     )
 }
 
+/// What a create is for: the droplet's name, why, whether the breaker counts it, and the baked
+/// image to start from (`None`: `SUPERVISOR_IMAGE`).
+struct Made<'a> {
+    name: &'a str,
+    reason: &'a str,
+    counted: bool,
+    baked: Option<u64>,
+}
+
 /// Creates one droplet with our tags and the user-data; a replacement made before its droplet
-/// goes (make before break) is counted by the circuit breaker now.
-#[allow(clippy::too_many_arguments)]
+/// goes (make before break) is counted by the circuit breaker now. From the baked image when
+/// there is one; when DigitalOcean refuses it (gone, or a disk too small: a 4xx, so no droplet
+/// was made), from `SUPERVISOR_IMAGE` in the same run.
 fn create(
     ctx: &TaskCtx,
     api: &DigitalOcean,
     spec: &plan::Spec,
     record: &ConfigRecord,
-    name: &str,
-    reason: &str,
-    counted: bool,
+    made: &Made,
     replacements: &mut Vec<i64>,
 ) -> anyhow::Result<String> {
     let s = ctx.settings;
+    let name = made.name;
     let mut tags = vec![
         spec.tag.clone(),
         MANAGED_TAG.into(),
@@ -1156,7 +1220,7 @@ fn create(
     if cloudinit::drains(&spec.version.tag) {
         tags.push(drain::CAPABLE_TAG.into());
     }
-    let d = api.create_droplet(&NewDroplet {
+    let mut new = NewDroplet {
         name: name.to_string(),
         region: s.supervisor_region.clone(),
         size: spec.size.clone(),
@@ -1165,19 +1229,68 @@ fn create(
         tags,
         user_data: cloudinit::render(record, s, name)?,
         monitoring: true,
-    })?;
+    };
+    let mut from = String::new();
+    let d = match made.baked {
+        Some(id) => {
+            new.image = ImageRef::Id(id);
+            match api.create_droplet(&new) {
+                Ok(d) => {
+                    from = format!(", from the baked image {id}");
+                    d
+                }
+                Err(e) if refused(&e) => {
+                    log::warn!(
+                        "the baked image {id} was refused ({e:#}): creating {name} from {}",
+                        s.supervisor_image
+                    );
+                    from = format!(
+                        ", from {} (DigitalOcean refused the baked image {id}: {e:#})",
+                        s.supervisor_image
+                    );
+                    new.image = ImageRef::Slug(s.supervisor_image.clone());
+                    forget_image(ctx)?;
+                    api.create_droplet(&new)?
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        None => api.create_droplet(&new)?,
+    };
     ctx.changed(
         "droplet.created",
-        format!("created droplet {} (id {}): {reason}", d.name, d.id),
+        format!(
+            "created droplet {} (id {}{from}): {}",
+            d.name, d.id, made.reason
+        ),
     );
     save(ctx, &built_key(d.id), &spec.parts, now_ms())?;
-    if counted {
+    if made.counted {
         count_replacement(ctx, replacements, now_ms())?;
     }
     Ok(format!(
-        "created droplet {} (id {}, {}, {}): {reason}",
-        d.name, d.id, spec.size, s.supervisor_region
+        "created droplet {} (id {}, {}, {}{from}): {}",
+        d.name, d.id, spec.size, s.supervisor_region, made.reason
     ))
+}
+
+/// DigitalOcean refused the request itself (no droplet was made): 400, 404 or 422.
+fn refused(e: &anyhow::Error) -> bool {
+    let m = e.to_string();
+    ["HTTP 400", "HTTP 404", "HTTP 422"]
+        .iter()
+        .any(|c| m.contains(c))
+}
+
+/// The baked image was refused: the next run lists the images again instead of trusting it.
+fn forget_image(ctx: &TaskCtx) -> anyhow::Result<()> {
+    let st = ctx.writable_state()?;
+    if let Some((mut b, _)) = st.kv_get::<image::Baked>(NAMESPACE, image::STATE_KEY)? {
+        b.image = None;
+        b.checked_at = 0;
+        st.kv_set(NAMESPACE, image::STATE_KEY, &b, now_ms())?;
+    }
+    Ok(())
 }
 
 /// Streaks for the droplets that exist (dropped for those gone or deleted), what was seen for

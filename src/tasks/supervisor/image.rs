@@ -1,0 +1,717 @@
+//! The baked image: a private DigitalOcean snapshot of a droplet that has Docker and this
+//! supervisor version's images pulled, and no secret (the worker token and secret still come
+//! only through user-data at boot), so a new supervisor skips apt and the pulls.
+//!
+//! Level-triggered like the fleet: DigitalOcean's tags are the truth, the state only spares the
+//! reads. A bake is a droplet of its own (`<deployment tag>-bake`, outside the fleet's listing:
+//! it never serves runs, so taking the snapshot can lose none) that installs Docker, pulls the
+//! images and powers itself off; ops then snapshots it, tags the image, deletes the droplet, and
+//! deletes our older images beyond one spare. One step per run; a healthy cycle with a known
+//! image asks DigitalOcean nothing (the images are listed again daily).
+
+use serde::{Deserialize, Serialize};
+
+use crate::clients::digitalocean::{DigitalOcean, Droplet, Image, ImageRef, NewDroplet};
+use crate::cloudinit;
+use crate::sealed::fingerprint;
+use crate::settings::Settings;
+use crate::state::now_ms;
+use crate::task::TaskCtx;
+
+/// The bake droplet's size: the smallest, because a droplet made from a snapshot needs a disk at
+/// least the snapshot's `min_disk_size` (the bake droplet's disk), and none can be smaller.
+pub const BAKE_SIZE: &str = "s-1vcpu-1gb";
+/// A bake droplet that has not powered off by then failed (a pull, apt): it is deleted.
+pub const BAKE_TIMEOUT_MS: i64 = 45 * 60_000;
+/// A snapshot still in progress after this is given up (1–3 minutes per GB is DigitalOcean's
+/// figure; the image is about 3 GB).
+pub const SNAPSHOT_TIMEOUT_MS: i64 = 2 * 3_600_000;
+/// How long a known image is trusted before the images are listed again.
+pub const RECHECK_MS: i64 = 24 * 3_600_000;
+/// After a failed bake, the next try waits this long (the fleet starts from Ubuntu meanwhile).
+pub const RETRY_AFTER_MS: i64 = 6 * 3_600_000;
+/// DigitalOcean's price for snapshot storage, USD per GB-month.
+pub const PRICE_GB_MONTH: f64 = 0.06;
+/// Our images besides the current one that are kept (a version rolled back finds its image).
+pub const SPARES: usize = 1;
+pub const STATE_KEY: &str = "image";
+/// The supervisor task's state namespace (the image's record lives beside the droplets').
+pub const NAMESPACE: &str = "supervisor";
+
+/// What image the settings want, and the names and tags that make it ours.
+#[derive(Debug, Clone)]
+pub struct Want {
+    /// Over the base image, region, supervisor version and the compose's other images.
+    pub key: String,
+    pub version: String,
+    /// On every image ops baked for this deployment.
+    pub owner_tag: String,
+    /// On the image of this `key` only.
+    pub key_tag: String,
+    /// On the bake droplet only (never the deployment tag: the fleet never lists it).
+    pub bake_tag: String,
+    /// Bake droplets and images are named `<deployment tag>-bake-…`.
+    pub prefix: String,
+    pub base: String,
+    pub region: String,
+    pub images: Vec<String>,
+}
+
+impl Want {
+    pub fn of(s: &Settings, deployment_tag: &str, version: &str) -> Want {
+        let images = cloudinit::images(s, version);
+        let mut parts = vec![s.supervisor_image.as_str(), s.supervisor_region.as_str()];
+        parts.extend(images.iter().map(String::as_str));
+        let key = fingerprint(&parts);
+        Want {
+            key_tag: format!("ops-bake-{key}"),
+            key,
+            version: version.to_string(),
+            owner_tag: format!("{deployment_tag}-image"),
+            bake_tag: format!("{deployment_tag}-bake"),
+            prefix: format!("{deployment_tag}-bake-"),
+            base: s.supervisor_image.clone(),
+            region: s.supervisor_region.clone(),
+            images,
+        }
+    }
+
+    /// An image ops baked for this deployment: our tag and our name (a tag alone anyone in the
+    /// team can set).
+    pub fn owns_image(&self, i: &Image) -> bool {
+        i.tags.contains(&self.owner_tag) && i.name.starts_with(&self.prefix)
+    }
+
+    fn is_current(&self, i: &Image) -> bool {
+        self.owns_image(i)
+            && i.tags.contains(&self.key_tag)
+            && i.status.as_deref().is_none_or(|s| s == "available")
+            && (i.regions.is_empty() || i.regions.contains(&self.region))
+    }
+
+    fn owns_baker(&self, d: &Droplet) -> bool {
+        d.has_tag(&self.bake_tag) && d.name.starts_with(&self.prefix)
+    }
+}
+
+/// What the state keeps of the image between runs.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Baked {
+    /// The `Want::key` this record is about.
+    pub key: String,
+    pub version: String,
+    /// The image ready for `key`.
+    pub image: Option<u64>,
+    pub image_name: Option<String>,
+    pub size_gb: Option<f64>,
+    /// Our images in all (the current one and the spares), and their storage.
+    pub images: usize,
+    pub stored_gb: f64,
+    /// When DigitalOcean's images were last listed (ms).
+    pub checked_at: i64,
+    /// The bake droplet, while one is at work, and since when.
+    pub baker: Option<u64>,
+    pub baker_since: Option<i64>,
+    pub snapshot: Option<Snap>,
+    /// The last bake that failed: when, and why.
+    pub failed: Option<(i64, String)>,
+}
+
+/// A snapshot action in flight.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Snap {
+    pub action: u64,
+    pub name: String,
+    pub started_at: String,
+    pub at: i64,
+}
+
+impl Baked {
+    /// The image new droplets start from this run, if the record is about what is wanted.
+    pub fn usable(&self, want: &Want) -> Option<u64> {
+        self.image.filter(|_| self.key == want.key)
+    }
+
+    /// The monthly storage cost of our images.
+    pub fn cost_monthly(&self) -> f64 {
+        self.stored_gb * PRICE_GB_MONTH
+    }
+}
+
+/// Our images other than `current` to delete: all but the newest `SPARES`.
+pub fn beyond_spare<'a>(images: &'a [Image], want: &Want, current: u64) -> Vec<&'a Image> {
+    let mut others: Vec<&Image> = images
+        .iter()
+        .filter(|i| want.owns_image(i) && i.id != current)
+        .collect();
+    others.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(b.id.cmp(&a.id)));
+    others.into_iter().skip(SPARES).collect()
+}
+
+/// What one run did or found, for the task's outcome.
+#[derive(Debug, Default)]
+pub struct Tended {
+    pub lines: Vec<String>,
+    pub warnings: Vec<String>,
+    pub planned: bool,
+}
+
+/// One step of the bake, as far as this run gets. Errors are the caller's to report as a
+/// warning: the fleet does not depend on the image.
+pub fn tend(ctx: &TaskCtx, api: &DigitalOcean, want: &Want) -> anyhow::Result<Tended> {
+    let mut st: Baked = load(ctx);
+    let now = now_ms();
+    if st.key != want.key {
+        // A new version or base: what was known is about another image (kept as a spare).
+        st = Baked {
+            key: want.key.clone(),
+            version: want.version.clone(),
+            baker: st.baker,
+            baker_since: st.baker_since,
+            snapshot: st.snapshot,
+            ..Baked::default()
+        };
+    }
+    let mut out = Tended::default();
+    if st.image.is_some() && st.baker.is_none() && now - st.checked_at < RECHECK_MS {
+        return Ok(out);
+    }
+    if let (Some((at, why)), None) = (&st.failed, st.baker) {
+        if now - at < RETRY_AFTER_MS {
+            out.lines.push(format!(
+                "baked image: the last bake failed ({why}); the next try is in {}; new droplets start from {} meanwhile",
+                crate::duration::format(std::time::Duration::from_millis((RETRY_AFTER_MS - (now - at)) as u64)),
+                want.base
+            ));
+            return Ok(out);
+        }
+    }
+    let mut images: Vec<Image> = api
+        .private_images(&want.owner_tag)?
+        .into_iter()
+        .filter(|i| want.owns_image(i))
+        .collect();
+    let current = images
+        .iter()
+        .filter(|i| want.is_current(i))
+        .max_by(|a, b| a.created_at.cmp(&b.created_at))
+        .cloned();
+    if let Some(cur) = current {
+        if let Some(b) = st.baker.take() {
+            remove_baker(ctx, api, want, b, "its image is ready", &mut out)?;
+        }
+        st.snapshot = None;
+        prune(ctx, api, want, &mut images, cur.id, &mut out)?;
+        ready(&mut st, &cur, &images, now);
+        return save(ctx, &st, out);
+    }
+    st.image = None;
+    let mut bakers: Vec<Droplet> = api
+        .droplets_by_tag(&want.bake_tag)?
+        .into_iter()
+        .filter(|d| want.owns_baker(d))
+        .collect();
+    bakers.sort_by(|a, b| b.created_at.cmp(&a.created_at));
+    for extra in bakers.iter().skip(1) {
+        remove_baker(ctx, api, want, extra.id, "a second bake droplet", &mut out)?;
+    }
+    let Some(baker) = bakers.into_iter().next() else {
+        st.snapshot = None;
+        start(ctx, api, want, &mut st, now, &mut out)?;
+        return save(ctx, &st, out);
+    };
+    st.baker = Some(baker.id);
+    let since = st
+        .baker_since
+        .unwrap_or(now - baker.age_secs(chrono::Utc::now()) * 1000);
+    st.baker_since = Some(since);
+    if baker.status != "off" {
+        if now - since > BAKE_TIMEOUT_MS {
+            fail(
+                ctx,
+                api,
+                want,
+                &mut st,
+                baker.id,
+                &format!("bake droplet {} did not power off within {}: its cloud-init failed (read /var/log/cloud-init-output.log on it next time, or set bake: false)", baker.name, minutes(BAKE_TIMEOUT_MS)),
+                now,
+                &mut out,
+            )?;
+        } else {
+            out.lines.push(format!(
+                "baked image: bake droplet {} (id {}) is installing Docker and pulling {} ({} so far)",
+                baker.name,
+                baker.id,
+                want.images.join(", "),
+                minutes(now - since)
+            ));
+        }
+        return save(ctx, &st, out);
+    }
+    snapshot_step(ctx, api, want, &mut st, &baker, &mut images, now, &mut out)?;
+    save(ctx, &st, out)
+}
+
+/// The bake droplet is off: snapshot it, or follow the snapshot, or finish.
+#[allow(clippy::too_many_arguments)]
+fn snapshot_step(
+    ctx: &TaskCtx,
+    api: &DigitalOcean,
+    want: &Want,
+    st: &mut Baked,
+    baker: &Droplet,
+    images: &mut Vec<Image>,
+    now: i64,
+    out: &mut Tended,
+) -> anyhow::Result<()> {
+    let ours = |name: &str| name.starts_with(&format!("{}{}-", want.prefix, want.key));
+    let status = match &st.snapshot {
+        Some(sn) => api.action(sn.action)?.map(|a| a.status),
+        None => None,
+    };
+    let age = st.snapshot.as_ref().map_or(0, |sn| now - sn.at);
+    if let (Some(sn), Some(status)) = (&st.snapshot, status.as_deref()) {
+        // A completed snapshot is looked for below however late; one still running is not
+        // waited for forever.
+        let late = age > SNAPSHOT_TIMEOUT_MS && status != "completed";
+        let why = match status {
+            "errored" => Some(format!("DigitalOcean's snapshot of {} errored", baker.name)),
+            _ if late => Some(format!(
+                "the snapshot of {} took longer than {}",
+                baker.name,
+                minutes(SNAPSHOT_TIMEOUT_MS)
+            )),
+            _ => None,
+        };
+        if let Some(why) = why {
+            return fail(ctx, api, want, st, baker.id, &why, now, out);
+        }
+        if status != "completed" {
+            out.lines.push(format!(
+                "baked image: snapshot {} of bake droplet {} in progress ({} so far; DigitalOcean takes 1–3 minutes per GB)",
+                sn.name,
+                baker.name,
+                minutes(age)
+            ));
+            return Ok(());
+        }
+    }
+    // Completed, or never asked as far as the state knows (a lost state): is it there?
+    let snaps = api.droplet_snapshots(baker.id)?;
+    let found = snaps
+        .iter()
+        .filter(|s| {
+            ours(&s.name)
+                || st
+                    .snapshot
+                    .as_ref()
+                    .is_some_and(|sn| s.name == sn.name || s.created_at == sn.started_at)
+        })
+        .max_by(|a, b| a.created_at.cmp(&b.created_at));
+    if let Some(snap) = found {
+        return finish(
+            ctx, api, want, st, baker, snap.id, &snap.name, images, now, out,
+        );
+    }
+    if status.as_deref() == Some("completed") && age <= SNAPSHOT_TIMEOUT_MS {
+        out.lines.push(format!(
+            "baked image: the snapshot of {} is done; waiting for DigitalOcean to list it",
+            baker.name
+        ));
+        return Ok(());
+    }
+    let name = format!("{}{}-{}", want.prefix, want.key, stamp());
+    if ctx.dry_run {
+        out.lines.push(format!(
+            "would snapshot bake droplet {} (id {}, powered off) as image {name}",
+            baker.name, baker.id
+        ));
+        out.planned = true;
+        return Ok(());
+    }
+    let action = api.snapshot_droplet(baker.id, &name)?;
+    ctx.changed(
+        "image.snapshot",
+        format!(
+            "snapshotting bake droplet {} (id {}) as image {name} (supervisor {})",
+            baker.name, baker.id, want.version
+        ),
+    );
+    out.lines.push(format!(
+        "baked image: snapshotting bake droplet {} (id {}) as {name}",
+        baker.name, baker.id
+    ));
+    st.snapshot = Some(Snap {
+        action: action.id,
+        name,
+        started_at: action.started_at,
+        at: now,
+    });
+    Ok(())
+}
+
+/// The snapshot exists: tag it ours, delete the bake droplet and the images beyond the spare.
+#[allow(clippy::too_many_arguments)]
+fn finish(
+    ctx: &TaskCtx,
+    api: &DigitalOcean,
+    want: &Want,
+    st: &mut Baked,
+    baker: &Droplet,
+    image: u64,
+    name: &str,
+    images: &mut Vec<Image>,
+    now: i64,
+    out: &mut Tended,
+) -> anyhow::Result<()> {
+    if ctx.dry_run {
+        out.lines.push(format!(
+            "would tag image {name} (id {image}) as the baked image and delete bake droplet {}",
+            baker.name
+        ));
+        out.planned = true;
+        return Ok(());
+    }
+    for tag in [&want.owner_tag, &want.key_tag] {
+        api.create_tag(tag)?;
+        api.tag_image(tag, image)?;
+    }
+    let fresh = api.image(&image.to_string())?.unwrap_or_else(|| Image {
+        id: image,
+        slug: None,
+        name: name.to_string(),
+        regions: vec![want.region.clone()],
+        status: Some("available".into()),
+        created_at: chrono::Utc::now().to_rfc3339(),
+        min_disk_size: None,
+        size_gigabytes: None,
+        tags: vec![want.owner_tag.clone(), want.key_tag.clone()],
+    });
+    ctx.changed(
+        "image.baked",
+        format!(
+            "baked image {name} (id {image}, supervisor {}, {}): new droplets start from it",
+            want.version,
+            gb(fresh.size_gigabytes)
+        ),
+    );
+    out.lines.push(format!(
+        "baked image {name} (id {image}) is ready: new droplets start from it"
+    ));
+    remove_baker(ctx, api, want, baker.id, "its image is ready", out)?;
+    st.baker = None;
+    st.baker_since = None;
+    st.snapshot = None;
+    st.failed = None;
+    images.retain(|i| i.id != image);
+    images.push(fresh.clone());
+    prune(ctx, api, want, images, image, out)?;
+    ready(st, &fresh, images, now);
+    Ok(())
+}
+
+/// No image and no bake droplet: start a bake (a droplet with the bake user-data, no secret).
+fn start(
+    ctx: &TaskCtx,
+    api: &DigitalOcean,
+    want: &Want,
+    st: &mut Baked,
+    now: i64,
+    out: &mut Tended,
+) -> anyhow::Result<()> {
+    let name = format!("{}{}", want.prefix, stamp());
+    let what = format!(
+        "bake an image for supervisor {}: droplet {name} ({BAKE_SIZE}, {}, {}; its user-data holds no secret) installs Docker and pulls {}, powers off, is snapshotted (${PRICE_GB_MONTH}/GB-month) and deleted; until then new droplets start from {}",
+        want.version,
+        want.region,
+        want.base,
+        want.images.join(", "),
+        want.base
+    );
+    if ctx.dry_run {
+        out.lines.push(format!("would {what}"));
+        out.planned = true;
+        return Ok(());
+    }
+    let s = ctx.settings;
+    api.create_tag(&want.bake_tag)?;
+    let d = api.create_droplet(&NewDroplet {
+        name: name.clone(),
+        region: want.region.clone(),
+        size: BAKE_SIZE.into(),
+        image: ImageRef::Slug(want.base.clone()),
+        ssh_keys: s.supervisor_ssh_keys.clone(),
+        tags: vec![want.bake_tag.clone()],
+        user_data: cloudinit::render_bake(s, &want.version)?,
+        monitoring: false,
+    })?;
+    ctx.changed(
+        "image.baking",
+        format!("created bake droplet {} (id {}) to {what}", d.name, d.id),
+    );
+    out.lines.push(format!(
+        "baked image: created bake droplet {} (id {})",
+        d.name, d.id
+    ));
+    st.baker = Some(d.id);
+    st.baker_since = Some(now);
+    Ok(())
+}
+
+/// A bake that failed: its droplet goes, the next try waits `RETRY_AFTER_MS`.
+#[allow(clippy::too_many_arguments)]
+fn fail(
+    ctx: &TaskCtx,
+    api: &DigitalOcean,
+    want: &Want,
+    st: &mut Baked,
+    baker: u64,
+    why: &str,
+    now: i64,
+    out: &mut Tended,
+) -> anyhow::Result<()> {
+    if ctx.dry_run {
+        out.warnings.push(format!(
+            "baked image: {why}; would delete the bake droplet and try again in {}",
+            minutes(RETRY_AFTER_MS)
+        ));
+        out.planned = true;
+        return Ok(());
+    }
+    remove_baker(ctx, api, want, baker, why, out)?;
+    st.baker = None;
+    st.baker_since = None;
+    st.snapshot = None;
+    st.failed = Some((now, why.to_string()));
+    out.warnings.push(format!(
+        "baked image: {why}; deleted the bake droplet, next try in {}; new droplets start from {} meanwhile",
+        minutes(RETRY_AFTER_MS),
+        want.base
+    ));
+    Ok(())
+}
+
+/// Deletes a bake droplet after checking again that it is one (our bake tag and name).
+fn remove_baker(
+    ctx: &TaskCtx,
+    api: &DigitalOcean,
+    want: &Want,
+    id: u64,
+    why: &str,
+    out: &mut Tended,
+) -> anyhow::Result<()> {
+    let Some(d) = api.droplet(id)? else {
+        return Ok(());
+    };
+    if !want.owns_baker(&d) {
+        out.warnings.push(format!(
+            "baked image: droplet {} (id {id}) is no bake droplet of ours (tag {} and a name starting {}): not deleted",
+            d.name, want.bake_tag, want.prefix
+        ));
+        return Ok(());
+    }
+    if ctx.dry_run {
+        out.lines.push(format!(
+            "would delete bake droplet {} (id {id}): {why}",
+            d.name
+        ));
+        out.planned = true;
+        return Ok(());
+    }
+    api.delete_droplet(id)?;
+    ctx.changed(
+        "image.bake_droplet_deleted",
+        format!("deleted bake droplet {} (id {id}): {why}", d.name),
+    );
+    Ok(())
+}
+
+/// Deletes our images beyond the current one and the spare.
+fn prune(
+    ctx: &TaskCtx,
+    api: &DigitalOcean,
+    want: &Want,
+    images: &mut Vec<Image>,
+    current: u64,
+    out: &mut Tended,
+) -> anyhow::Result<()> {
+    let gone: Vec<Image> = beyond_spare(images, want, current)
+        .into_iter()
+        .cloned()
+        .collect();
+    for i in &gone {
+        if ctx.dry_run {
+            out.lines.push(format!(
+                "would delete image {} (id {}): older than the current one and the spare",
+                i.name, i.id
+            ));
+            out.planned = true;
+            continue;
+        }
+        api.delete_image(i.id)?;
+        ctx.changed(
+            "image.deleted",
+            format!(
+                "deleted image {} (id {}, {}): older than the current one and the spare",
+                i.name,
+                i.id,
+                gb(i.size_gigabytes)
+            ),
+        );
+        out.lines.push(format!(
+            "deleted image {} (id {}): beyond the spare",
+            i.name, i.id
+        ));
+    }
+    if !ctx.dry_run {
+        images.retain(|i| !gone.iter().any(|g| g.id == i.id));
+    }
+    Ok(())
+}
+
+fn ready(st: &mut Baked, cur: &Image, images: &[Image], now: i64) {
+    st.image = Some(cur.id);
+    st.image_name = Some(cur.name.clone());
+    st.size_gb = cur.size_gigabytes;
+    st.images = images.len().max(1);
+    st.stored_gb = images.iter().filter_map(|i| i.size_gigabytes).sum();
+    st.checked_at = now;
+    st.failed = None;
+}
+
+fn load(ctx: &TaskCtx) -> Baked {
+    ctx.state
+        .and_then(|s| s.kv_get(NAMESPACE, STATE_KEY).ok().flatten())
+        .map(|(v, _)| v)
+        .unwrap_or_default()
+}
+
+/// The record, as the state holds it (for `ops status`).
+pub fn stored(state: Option<&crate::state::State>) -> Option<Baked> {
+    state
+        .and_then(|s| s.kv_get(NAMESPACE, STATE_KEY).ok().flatten())
+        .map(|(v, _)| v)
+}
+
+fn save(ctx: &TaskCtx, st: &Baked, out: Tended) -> anyhow::Result<Tended> {
+    if !ctx.dry_run {
+        ctx.writable_state()?
+            .kv_set(NAMESPACE, STATE_KEY, st, now_ms())?;
+    }
+    Ok(out)
+}
+
+fn stamp() -> String {
+    chrono::Utc::now().format("%y%m%d%H%M%S").to_string()
+}
+
+fn minutes(ms: i64) -> String {
+    crate::duration::format(std::time::Duration::from_secs((ms.max(0) / 1000) as u64))
+}
+
+fn gb(size: Option<f64>) -> String {
+    size.map(|g| format!("{g:.1} GB, ${:.2}/month", g * PRICE_GB_MONTH))
+        .unwrap_or_else(|| "size not yet known".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn want() -> Want {
+        Want {
+            key: "k2".into(),
+            version: "v4.5.12".into(),
+            owner_tag: "trigger-supervisor-abcd1234-image".into(),
+            key_tag: "ops-bake-k2".into(),
+            bake_tag: "trigger-supervisor-abcd1234-bake".into(),
+            prefix: "trigger-supervisor-abcd1234-bake-".into(),
+            base: "ubuntu-24-04-x64".into(),
+            region: "nyc1".into(),
+            images: vec![],
+        }
+    }
+
+    fn image(id: u64, created: &str, tags: &[&str], name: &str) -> Image {
+        Image {
+            id,
+            slug: None,
+            name: name.into(),
+            regions: vec!["nyc1".into()],
+            status: Some("available".into()),
+            created_at: created.into(),
+            min_disk_size: Some(25),
+            size_gigabytes: Some(2.5),
+            tags: tags.iter().map(|t| t.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn only_the_newest_spare_survives_and_foreign_images_are_never_counted() {
+        let w = want();
+        let own = "trigger-supervisor-abcd1234-image";
+        let images = vec![
+            image(
+                1,
+                "2026-01-01T00:00:00Z",
+                &[own, "ops-bake-k0"],
+                "trigger-supervisor-abcd1234-bake-k0-1",
+            ),
+            image(
+                2,
+                "2026-02-01T00:00:00Z",
+                &[own, "ops-bake-k1"],
+                "trigger-supervisor-abcd1234-bake-k1-1",
+            ),
+            image(
+                3,
+                "2026-03-01T00:00:00Z",
+                &[own, "ops-bake-k2"],
+                "trigger-supervisor-abcd1234-bake-k2-1",
+            ),
+            // Someone's image with our tag but not our name: never ours to delete.
+            image(4, "2025-01-01T00:00:00Z", &[own], "golden-db-server"),
+        ];
+        let gone: Vec<u64> = beyond_spare(&images, &w, 3).iter().map(|i| i.id).collect();
+        assert_eq!(gone, vec![1]);
+        assert!(w.is_current(&images[2]));
+        assert!(!w.is_current(&images[1]));
+        assert!(!w.owns_image(&images[3]));
+    }
+
+    #[test]
+    fn an_image_elsewhere_or_still_pending_is_not_current() {
+        let w = want();
+        let own = "trigger-supervisor-abcd1234-image";
+        let mut i = image(
+            3,
+            "2026-03-01T00:00:00Z",
+            &[own, "ops-bake-k2"],
+            "trigger-supervisor-abcd1234-bake-k2-1",
+        );
+        i.regions = vec!["fra1".into()];
+        assert!(!w.is_current(&i));
+        i.regions = vec!["nyc1".into()];
+        i.status = Some("pending".into());
+        assert!(!w.is_current(&i));
+    }
+
+    #[test]
+    fn a_record_about_another_version_gives_no_image() {
+        let w = want();
+        let b = Baked {
+            key: "k1".into(),
+            image: Some(2),
+            ..Baked::default()
+        };
+        assert_eq!(b.usable(&w), None);
+        let b = Baked {
+            key: "k2".into(),
+            image: Some(3),
+            stored_gb: 5.0,
+            ..Baked::default()
+        };
+        assert_eq!(b.usable(&w), Some(3));
+        assert!((b.cost_monthly() - 0.30).abs() < 1e-9);
+    }
+}

@@ -1,0 +1,294 @@
+//! The baked image (issue 28): a bake droplet outside the fleet installs Docker and pulls the
+//! supervisor's images, powers off, is snapshotted and deleted; new droplets start from the
+//! image's id. Against a fake DigitalOcean serving droplet actions and private images with the
+//! spec's shapes, and the webapp's real schema.
+
+use serde_json::{json, Value};
+
+use crate::supervisor::{cloud_init_schema, fleet, Fleet};
+
+/// Runs the health profile until the image is ready (each run takes one step of the bake).
+fn bake(f: &Fleet) -> String {
+    let mut seen = String::new();
+    for _ in 0..6 {
+        let run = f.health();
+        run.expect_code(0);
+        seen.push_str(&run.stdout);
+        if run.stdout.contains("is ready: new droplets start from it") {
+            return seen;
+        }
+    }
+    panic!("no image after six runs:\n{seen}");
+}
+
+/// Our bake droplets (the fleet never lists them: they lack the deployment tag).
+fn bakers(f: &Fleet) -> Vec<(u64, Vec<String>)> {
+    f.api.with(|w| {
+        w.droplets
+            .iter()
+            .filter(|d| d.name.contains("-bake-"))
+            .map(|d| (d.id, d.tags.clone()))
+            .collect()
+    })
+}
+
+fn images(f: &Fleet) -> Vec<(u64, String, Vec<String>)> {
+    f.api.with(|w| {
+        w.images
+            .iter()
+            .map(|i| (i.id, i.name.clone(), i.tags.clone()))
+            .collect()
+    })
+}
+
+/// The deployment tag, read off the fleet's first droplet.
+fn deployment_tag(f: &Fleet) -> String {
+    f.api.with(|w| {
+        w.droplets
+            .iter()
+            .flat_map(|d| d.tags.iter())
+            .find(|t| t.starts_with("trigger-supervisor-") && t.len() == 27)
+            .cloned()
+            .expect("a droplet with the deployment tag")
+    })
+}
+
+fn image_requests(f: &Fleet) -> usize {
+    f.api
+        .server
+        .requests()
+        .iter()
+        .filter(|r| r.path.starts_with("/v2/images") || r.path.contains("/snapshots"))
+        .count()
+}
+
+#[test]
+fn a_droplet_created_after_the_image_is_baked_starts_from_its_id_and_becomes_healthy() {
+    let f = fleet("boot_grace: 10m, bake: true");
+    // The dry run says what it would bake, and changes nothing.
+    f.run(&["run", "health", "--dry-run"])
+        .expect_stdout("would bake an image for supervisor v4.5.12")
+        .expect_stdout("its user-data holds no secret");
+    assert_eq!(f.api.mutations(), 0, "a dry run changes nothing");
+
+    let first = f.health();
+    first
+        .expect_code(0)
+        .expect_stdout("created bake droplet")
+        .expect_stdout("created droplet");
+    let (baker, tags) = bakers(&f).pop().expect("a bake droplet");
+    let tag = deployment_tag(&f);
+    assert_eq!(
+        tags,
+        [format!("{tag}-bake")],
+        "the bake droplet is outside the fleet"
+    );
+    let creates = f.creates();
+    let bake_create = creates
+        .iter()
+        .find(|c| c["name"].as_str().unwrap_or("").contains("-bake-"))
+        .unwrap();
+    let user_data = bake_create["user_data"].as_str().unwrap();
+    for secret in [
+        "tr_wgt_",
+        "MANAGED_WORKER_SECRET",
+        "TRIGGER_WORKER_TOKEN",
+        ".env",
+    ] {
+        assert!(
+            !user_data.contains(secret),
+            "{secret} in the bake user-data"
+        );
+    }
+    assert!(
+        user_data.contains("ghcr.io/triggerdotdev/supervisor:v4.5.12"),
+        "the bake pulls the pinned supervisor: {user_data}"
+    );
+    cloud_init_schema(user_data);
+    assert_eq!(bake_create["size"], "s-1vcpu-1gb");
+    let fleet_create = creates
+        .iter()
+        .find(|c| !c["name"].as_str().unwrap_or("").contains("-bake-"))
+        .unwrap();
+    assert_eq!(
+        fleet_create["image"], "ubuntu-24-04-x64",
+        "before the image exists, from Ubuntu"
+    );
+    let a = fleet_create["name"].as_str().unwrap().to_string();
+    let a_id = f
+        .api
+        .with(|w| w.droplets.iter().find(|d| d.name == a).unwrap().id);
+    let _sup_a = f.serve(a_id, true);
+
+    let steps = bake(&f);
+    assert!(steps.contains("snapshotting bake droplet"), "{steps}");
+    let imgs = images(&f);
+    assert_eq!(imgs.len(), 1, "{imgs:?}");
+    let (image, name, itags) = imgs[0].clone();
+    assert!(name.starts_with(&format!("{tag}-bake-")), "{name}");
+    assert!(itags.contains(&format!("{tag}-image")), "{itags:?}");
+    assert!(
+        itags.iter().any(|t| t.starts_with("ops-bake-")),
+        "{itags:?}"
+    );
+    assert!(
+        f.api.with(|w| w.droplets.iter().all(|d| d.id != baker)),
+        "the bake droplet is deleted once its image is ready"
+    );
+    assert!(
+        f.api.with(|w| w
+            .actions
+            .iter()
+            .any(|(id, k)| *id == baker && k == "snapshot")),
+        "the snapshot was taken of the bake droplet, never of a supervisor"
+    );
+
+    // A healthy cycle with a known image asks DigitalOcean nothing about images.
+    let before = image_requests(&f);
+    f.health().expect_code(0);
+    assert_eq!(
+        image_requests(&f),
+        before,
+        "a healthy cycle lists no images"
+    );
+
+    // The supervisor's droplet dies (gone from DigitalOcean): its replacement starts from the image.
+    f.api.with(|w| w.droplets.retain(|d| d.id != a_id));
+    f.health()
+        .expect_code(0)
+        .expect_stdout(&format!("from the baked image {image}"));
+    let replacement = f.creates().last().cloned().unwrap();
+    assert_eq!(replacement["image"], json!(image), "the image's numeric id");
+    let b_id = f.api.with(|w| {
+        w.droplets
+            .iter()
+            .find(|d| d.name == replacement["name"])
+            .unwrap()
+            .id
+    });
+    let _sup_b = f.serve(b_id, true);
+    let name = replacement["name"].as_str().unwrap();
+    f.health()
+        .expect_code(0)
+        .expect_stdout(&format!("droplet {name} (id {b_id}"))
+        .expect_stdout("healthy (last heartbeat");
+    f.run(&["status"]).expect_stdout(&format!(
+        "image: baked {image} (supervisor v4.5.12); 1 kept"
+    ));
+    let status = f.run(&["status", "--json"]).json();
+    assert_eq!(
+        status["supervisor"]["image"]["image"],
+        json!(image),
+        "{}",
+        status["supervisor"]
+    );
+}
+
+#[test]
+fn a_version_change_bakes_a_new_image_and_deletes_the_oldest_beyond_the_spare() {
+    let mut f = fleet("boot_grace: 10m, bake: true");
+    f.s.ops.env("TRIGGER_VERSION", "v4.5.11");
+    f.health().expect_code(0);
+    let tag = deployment_tag(&f);
+    let a_id = f.ids()[0];
+    let _sup = f.serve(a_id, true);
+    bake(&f);
+    let v11 = images(&f)[0].0;
+    // An image of ours from long ago, and someone's image that carries our tag.
+    let (oldest, foreign) = f.api.with(|w| {
+        (
+            w.add_image(
+                &format!("{tag}-bake-0000-old"),
+                &[&format!("{tag}-image")],
+                "2025-01-01T00:00:00Z",
+            ),
+            w.add_image(
+                "golden-db",
+                &[&format!("{tag}-image")],
+                "2024-01-01T00:00:00Z",
+            ),
+        )
+    });
+
+    f.s.ops.env("TRIGGER_VERSION", "v4.5.12");
+    let run = f.health();
+    run.expect_code(0).expect_stdout("created bake droplet");
+    let upgrade: Vec<Value> = f
+        .creates()
+        .into_iter()
+        .filter(|c| {
+            c["tags"].as_array().is_some_and(|t| {
+                t.iter()
+                    .any(|t| t.as_str().is_some_and(|t| t.ends_with("v4_5_12")))
+            }) && !c["name"].as_str().unwrap_or("").contains("-bake-")
+        })
+        .collect();
+    assert!(
+        !upgrade.is_empty(),
+        "the upgrade's first droplet is created in this run"
+    );
+    for c in &upgrade {
+        assert_eq!(
+            c["image"], "ubuntu-24-04-x64",
+            "the new version's droplets start from Ubuntu until its image exists"
+        );
+    }
+    let steps = bake(&f);
+    assert!(steps.contains("deleted image"), "{steps}");
+    let left: Vec<u64> = images(&f).iter().map(|i| i.0).collect();
+    assert!(
+        left.contains(&v11),
+        "the previous image stays as the spare: {left:?}"
+    );
+    assert!(
+        !left.contains(&oldest),
+        "the oldest beyond the spare is deleted: {left:?}"
+    );
+    assert!(
+        left.contains(&foreign),
+        "an image not named as ours is never deleted: {left:?}"
+    );
+    assert_eq!(f.api.with(|w| w.image_deletes.clone()), [oldest]);
+    let events = f.run(&["events", "--json"]).stdout;
+    for kind in [
+        "image.baking",
+        "image.snapshot",
+        "image.baked",
+        "image.deleted",
+    ] {
+        assert!(events.contains(kind), "{kind} announced: {events}");
+    }
+}
+
+#[test]
+fn a_baked_image_deleted_behind_ops_back_falls_back_to_ubuntu_in_the_same_run() {
+    let f = fleet("boot_grace: 10m, bake: true");
+    f.health().expect_code(0);
+    let a_id = f.ids()[0];
+    let _sup = f.serve(a_id, true);
+    bake(&f);
+    // Someone deletes the image in the console; then the supervisor's droplet dies.
+    f.api.with(|w| {
+        w.images.clear();
+        w.droplets.retain(|d| d.id != a_id);
+    });
+    f.health()
+        .expect_code(0)
+        .expect_stdout("DigitalOcean refused the baked image")
+        .expect_stdout("created bake droplet");
+    let fleet_creates: Vec<Value> = f
+        .creates()
+        .into_iter()
+        .filter(|c| !c["name"].as_str().unwrap_or("").contains("-bake-"))
+        .collect();
+    assert_eq!(fleet_creates.last().unwrap()["image"], "ubuntu-24-04-x64");
+    assert_eq!(
+        f.api.with(|w| w
+            .droplets
+            .iter()
+            .filter(|d| !d.name.contains("-bake-"))
+            .count()),
+        1,
+        "one replacement, no duplicate"
+    );
+}
