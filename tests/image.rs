@@ -6,6 +6,7 @@
 use serde_json::{json, Value};
 
 use crate::supervisor::{cloud_init_schema, fleet, Fleet};
+use crate::support::digitalocean::DoFault;
 
 /// Runs the health profile until the image is ready (each run takes one step of the bake).
 fn bake(f: &Fleet) -> String {
@@ -290,5 +291,28 @@ fn a_baked_image_deleted_behind_ops_back_falls_back_to_ubuntu_in_the_same_run() 
             .count()),
         1,
         "one replacement, no duplicate"
+    );
+}
+
+#[test]
+fn a_token_without_the_image_scopes_warns_once_and_waits_before_asking_again() {
+    let f = fleet("boot_grace: 10m");
+    f.health().expect_code(0);
+    let _sup = f.serve(f.ids()[0], true);
+    f.jobs("boot_grace: 10m, bake: true");
+    f.api.with(|w| w.create_fault = Some(DoFault::Status(403)));
+    f.health()
+        .expect_code(0)
+        .expect_stdout("baked image:")
+        .expect_stdout("HTTP 403")
+        .expect_stdout("image and snapshot scopes");
+    let asked = image_requests(&f) + f.creates().len();
+    f.health()
+        .expect_code(0)
+        .expect_stdout("the next try is in");
+    assert_eq!(
+        image_requests(&f) + f.creates().len(),
+        asked,
+        "no bake request again before the retry time"
     );
 }

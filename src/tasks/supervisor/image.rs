@@ -156,9 +156,43 @@ pub struct Tended {
     pub planned: bool,
 }
 
-/// One step of the bake, as far as this run gets. Errors are the caller's to report as a
-/// warning: the fleet does not depend on the image.
-pub fn tend(ctx: &TaskCtx, api: &DigitalOcean, want: &Want) -> anyhow::Result<Tended> {
+/// After an API error in a bake (a token without the image scopes, DigitalOcean down), the
+/// next try waits this long: a refused request is not repeated every minute.
+pub const ERROR_RETRY_MS: i64 = 30 * 60_000;
+
+/// One step of the bake, as far as this run gets. Its trouble is a warning (the fleet does not
+/// depend on the image); an API error is kept so the next try waits `ERROR_RETRY_MS`.
+pub fn tend(ctx: &TaskCtx, api: &DigitalOcean, want: &Want) -> Tended {
+    match step(ctx, api, want) {
+        Ok(t) => t,
+        Err(e) => {
+            let why = format!("{e:#}");
+            let mut st = load(ctx);
+            if st.key != want.key {
+                st = Baked {
+                    key: want.key.clone(),
+                    version: want.version.clone(),
+                    ..Baked::default()
+                };
+            }
+            if st.baker.is_none() && !ctx.dry_run {
+                st.failed = Some((now_ms() - RETRY_AFTER_MS + ERROR_RETRY_MS, why.clone()));
+                if let Err(e) = save(ctx, &st, Tended::default()) {
+                    log::warn!("the image's record was not kept: {e:#}");
+                }
+            }
+            Tended {
+                warnings: vec![format!(
+                    "baked image: {why} (the token needs the image and snapshot scopes besides droplet and tag); new droplets start from {} until it is ready",
+                    want.base
+                )],
+                ..Tended::default()
+            }
+        }
+    }
+}
+
+fn step(ctx: &TaskCtx, api: &DigitalOcean, want: &Want) -> anyhow::Result<Tended> {
     let mut st: Baked = load(ctx);
     let now = now_ms();
     if st.key != want.key {

@@ -562,18 +562,11 @@ fn baked(ctx: &TaskCtx, want: &Option<image::Want>) -> Option<u64> {
 
 /// One step of the baked image; its trouble is a warning, never the fleet's failure.
 fn tend_image(ctx: &TaskCtx, api: &DigitalOcean, want: &image::Want, outcome: &mut Outcome) {
-    match image::tend(ctx, api, want) {
-        Ok(t) => {
-            outcome.detail.extend(t.lines);
-            outcome.warnings.extend(t.warnings);
-            if t.planned && outcome.status == Status::Ok {
-                outcome.status = Status::Planned;
-            }
-        }
-        Err(e) => outcome.warnings.push(format!(
-            "baked image: {e:#}; new droplets start from {} until it is ready",
-            ctx.settings.supervisor_image
-        )),
+    let t = image::tend(ctx, api, want);
+    outcome.detail.extend(t.lines);
+    outcome.warnings.extend(t.warnings);
+    if t.planned && outcome.status == Status::Ok {
+        outcome.status = Status::Planned;
     }
 }
 
