@@ -464,7 +464,8 @@ fn scans_after(c: &mut postgres::Client, before: (i64, i64, i64)) -> (i64, i64, 
 
 #[test]
 fn with_a_million_runs_a_healthy_cycle_adds_no_sequential_scan_of_taskrun() {
-    let f = fleet("boot_grace: 10m");
+    // Scaling by load on: the runs on workers, the ready runs and their limits are read too.
+    let f = fleet("boot_grace: 10m, min: 1, max: 3");
     let mut c = f.db();
     let t0 = std::time::Instant::now();
     webapp::history(&mut c, 1_000_000, 30);
@@ -509,7 +510,8 @@ fn with_a_million_runs_a_healthy_cycle_adds_no_sequential_scan_of_taskrun() {
             .expect_code(0)
             .expect_stdout("healthy (last heartbeat")
             .expect_stdout("1 PENDING, oldest PENDING run waits for")
-            .expect_stdout("waiting runs read since the last check");
+            .expect_stdout("waiting runs read since the last check")
+            .expect_stdout("fleet: 1 droplet(s) wanted (min 1, max 3): 1 run(s) can start now");
     }
     let after = scans_after(&mut c, first);
     assert_eq!(after.0 - first.0, 0, "sequential scans of \"TaskRun\"");
