@@ -316,3 +316,35 @@ fn a_token_without_the_image_scopes_warns_once_and_waits_before_asking_again() {
         "no bake request again before the retry time"
     );
 }
+
+#[test]
+fn a_version_change_while_baking_replaces_the_bake_droplet_so_no_image_holds_the_old_version() {
+    let mut f = fleet("boot_grace: 10m, bake: true");
+    f.api
+        .with(|w| w.bake_after = std::time::Duration::from_secs(3600));
+    f.s.ops.env("TRIGGER_VERSION", "v4.5.11");
+    f.health()
+        .expect_code(0)
+        .expect_stdout("created bake droplet");
+    let (old, _) = bakers(&f).pop().unwrap();
+    f.health()
+        .expect_code(0)
+        .expect_stdout("is installing Docker and pulling");
+    f.s.ops.env("TRIGGER_VERSION", "v4.5.12");
+    f.health()
+        .expect_code(0)
+        .expect_stdout("bakes an image of another version")
+        .expect_stdout("created bake droplet");
+    let now: Vec<u64> = bakers(&f).iter().map(|b| b.0).collect();
+    assert_eq!(now.len(), 1, "one bake droplet at a time: {now:?}");
+    assert_ne!(now[0], old, "the old version's bake droplet is deleted");
+    let user_data = f
+        .creates()
+        .into_iter()
+        .rfind(|c| c["name"].as_str().unwrap_or("").contains("-bake-"))
+        .unwrap()["user_data"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(user_data.contains("supervisor:v4.5.12"), "{user_data}");
+}

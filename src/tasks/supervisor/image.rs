@@ -92,6 +92,11 @@ impl Want {
     fn owns_baker(&self, d: &Droplet) -> bool {
         d.has_tag(&self.bake_tag) && d.name.starts_with(&self.prefix)
     }
+
+    /// Bake droplets and their snapshots are named `<prefix><key>-<yymmddHHMMSS>`.
+    fn keyed(&self) -> String {
+        format!("{}{}-", self.prefix, self.key)
+    }
 }
 
 /// What the state keeps of the image between runs.
@@ -196,13 +201,11 @@ fn step(ctx: &TaskCtx, api: &DigitalOcean, want: &Want) -> anyhow::Result<Tended
     let mut st: Baked = load(ctx);
     let now = now_ms();
     if st.key != want.key {
-        // A new version or base: what was known is about another image (kept as a spare).
+        // A new version or base: what was known is about another image (kept as a spare); a
+        // bake of it still at work is found in the listing below and removed.
         st = Baked {
             key: want.key.clone(),
             version: want.version.clone(),
-            baker: st.baker,
-            baker_since: st.baker_since,
-            snapshot: st.snapshot,
             ..Baked::default()
         };
     }
@@ -246,7 +249,14 @@ fn step(ctx: &TaskCtx, api: &DigitalOcean, want: &Want) -> anyhow::Result<Tended
         .filter(|d| want.owns_baker(d))
         .collect();
     bakers.sort_by(|a, b| b.created_at.cmp(&a.created_at));
-    for extra in bakers.iter().skip(1) {
+    let (mut bakers, stale): (Vec<Droplet>, Vec<Droplet>) = bakers
+        .into_iter()
+        .partition(|d| d.name.starts_with(&want.keyed()));
+    for old in &stale {
+        let why = "it bakes an image of another version or base than the one wanted now";
+        remove_baker(ctx, api, want, old.id, why, &mut out)?;
+    }
+    for extra in bakers.split_off(bakers.len().min(1)) {
         remove_baker(ctx, api, want, extra.id, "a second bake droplet", &mut out)?;
     }
     let Some(baker) = bakers.into_iter().next() else {
@@ -298,7 +308,7 @@ fn snapshot_step(
     now: i64,
     out: &mut Tended,
 ) -> anyhow::Result<()> {
-    let ours = |name: &str| name.starts_with(&format!("{}{}-", want.prefix, want.key));
+    let ours = |name: &str| name.starts_with(&want.keyed());
     let status = match &st.snapshot {
         Some(sn) => api.action(sn.action)?.map(|a| a.status),
         None => None,
@@ -354,7 +364,7 @@ fn snapshot_step(
         ));
         return Ok(());
     }
-    let name = format!("{}{}-{}", want.prefix, want.key, stamp());
+    let name = format!("{}{}", want.keyed(), stamp());
     if ctx.dry_run {
         out.lines.push(format!(
             "would snapshot bake droplet {} (id {}, powered off) as image {name}",
@@ -453,7 +463,7 @@ fn start(
     now: i64,
     out: &mut Tended,
 ) -> anyhow::Result<()> {
-    let name = format!("{}{}", want.prefix, stamp());
+    let name = format!("{}{}", want.keyed(), stamp());
     let what = format!(
         "bake an image for supervisor {}: droplet {name} ({BAKE_SIZE}, {}, {}; its user-data holds no secret) installs Docker and pulls {}, powers off, is snapshotted (${PRICE_GB_MONTH}/GB-month) and deleted; until then new droplets start from {}",
         want.version,
@@ -553,10 +563,9 @@ fn remove_baker(
         return Ok(());
     }
     api.delete_droplet(id)?;
-    ctx.changed(
-        "image.bake_droplet_deleted",
-        format!("deleted bake droplet {} (id {id}): {why}", d.name),
-    );
+    let done = format!("deleted bake droplet {} (id {id}): {why}", d.name);
+    ctx.changed("image.bake_droplet_deleted", &done);
+    out.lines.push(done);
     Ok(())
 }
 
