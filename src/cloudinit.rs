@@ -265,9 +265,12 @@ pub fn images(settings: &Settings, version: &str) -> Vec<String> {
 }
 
 /// The bake droplet's sealing unit: started without waiting from cloud-init's last step, it
-/// runs once cloud-init has finished (ordered after cloud-final), forgets this instance
-/// (`cloud-init clean`: droplets made from the image run cloud-init anew, with a new machine
-/// id) and powers off, which tells ops the droplet is ready to be snapshotted.
+/// runs once cloud-init has finished (ordered after cloud-final), removes the SSH keys this
+/// droplet was given and its host keys (a droplet made from the image gets its own of both
+/// through cloud-init: a key removed from SUPERVISOR_SSH_KEYS must not live on in the image),
+/// forgets this instance (`cloud-init clean`: droplets made from the image run cloud-init anew,
+/// with a new machine id) and powers off, which tells ops the droplet is ready to be
+/// snapshotted.
 pub const BAKE_SEAL_UNIT: &str = "/etc/systemd/system/ops-bake-seal.service";
 
 pub fn bake_seal_unit() -> String {
@@ -278,7 +281,7 @@ After=cloud-final.service\n\
 \n\
 [Service]\n\
 Type=oneshot\n\
-ExecStart=/bin/sh -c 'apt-get clean; rm -rf /var/lib/apt/lists/*; cloud-init clean --logs --machine-id && systemctl poweroff'\n"
+ExecStart=/bin/sh -c 'apt-get clean; rm -rf /var/lib/apt/lists/*; rm -f /root/.ssh/authorized_keys /etc/ssh/ssh_host_*; cloud-init clean --logs --machine-id && systemctl poweroff'\n"
         .to_string()
 }
 

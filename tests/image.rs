@@ -105,6 +105,10 @@ fn a_droplet_created_after_the_image_is_baked_starts_from_its_id_and_becomes_hea
         user_data.contains("ghcr.io/triggerdotdev/supervisor:v4.5.12"),
         "the bake pulls the pinned supervisor: {user_data}"
     );
+    assert!(
+        user_data.contains("rm -f /root/.ssh/authorized_keys /etc/ssh/ssh_host_*"),
+        "the image keeps no SSH key of the bake droplet: {user_data}"
+    );
     cloud_init_schema(user_data);
     assert_eq!(bake_create["size"], "s-1vcpu-1gb");
     let fleet_create = creates

@@ -234,9 +234,14 @@ fn step(ctx: &TaskCtx, api: &DigitalOcean, want: &Want) -> anyhow::Result<Tended
         .max_by(|a, b| a.created_at.cmp(&b.created_at))
         .cloned();
     if let Some(cur) = current {
-        if let Some(b) = st.baker.take() {
-            remove_baker(ctx, api, want, b, "its image is ready", &mut out)?;
+        // A bake droplet left over (a lost state, a run killed mid-finish) costs money: gone.
+        for b in api.droplets_by_tag(&want.bake_tag)? {
+            if want.owns_baker(&b) {
+                remove_baker(ctx, api, want, b.id, "its image is ready", &mut out)?;
+            }
         }
+        st.baker = None;
+        st.baker_since = None;
         st.snapshot = None;
         prune(ctx, api, want, &mut images, cur.id, &mut out)?;
         ready(&mut st, &cur, &images, now);
