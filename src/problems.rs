@@ -1,6 +1,6 @@
 //! What would page someone, from the status document: the breaker (and when it closes by
-//! itself), a refusal to act, the webapp down, routing, orphaned queues, failing profiles with
-//! their first failure line. Pure: the document and now in, problems out; `ops status` prints
+//! itself), a refusal to act, the webapp down, routing, droplets with our tags that ops did not
+//! create, orphaned queues, failing profiles with their first failure line. Pure: the document and now in, problems out; `ops status` prints
 //! them first, `status --json` has them as `problems`, `status --check` exits 1 on any.
 
 use serde::Serialize;
@@ -8,8 +8,8 @@ use serde_json::Value;
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Problem {
-    /// `breaker`, `refusing`, `webapp_down`, `routing`, `other_group`, `orphaned_queue`,
-    /// `failing_profile`.
+    /// `breaker`, `refusing`, `webapp_down`, `routing`, `unowned_droplet`, `other_group`,
+    /// `orphaned_queue`, `failing_profile`.
     pub kind: &'static str,
     pub text: String,
     /// The profile it is about, when one is.
@@ -93,6 +93,16 @@ pub fn find(doc: &Value, now_ms: i64) -> Vec<Problem> {
                 &sup["at"],
             ));
         }
+    }
+    for l in lines.iter().filter(|l| {
+        l.starts_with("droplet ") && l.contains(crate::tasks::supervisor::owned::UNOWNED)
+    }) {
+        out.push(problem(
+            "unowned_droplet",
+            l.to_string(),
+            sup["profile"].as_str(),
+            &sup["at"],
+        ));
     }
     for l in lines
         .iter()
@@ -181,6 +191,16 @@ mod tests {
         let doc = json!({"profiles": [{"name": "health", "last_run": {"status": "ok"}}],
                          "routing": {"ours_receives": true}, "breaker": {"open": false}});
         assert!(find(&doc, NOW).is_empty());
+    }
+
+    #[test]
+    fn a_droplet_with_our_tags_that_ops_did_not_create_is_a_problem() {
+        let line = "droplet x (id 9) carries our tags but ops did not create it: not touched (remove our tags or delete it yourself)";
+        let doc = json!({"supervisor_run": {"profile": "health", "at": "2026-11-30T23:59:00Z",
+                                            "detail": ["droplet y (id 1, …): healthy", line]}});
+        let p = find(&doc, NOW);
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert_eq!((p[0].kind, p[0].text.as_str()), ("unowned_droplet", line));
     }
 
     #[test]

@@ -39,12 +39,7 @@ fn busy_droplet_with_a_planned_change(
     f: &mut Fleet,
     change: (&str, &str),
 ) -> (u64, u64, Vec<crate::support::digitalocean::Supervisor>) {
-    f.health().expect_code(0);
-    let a = f.ids()[0];
-    let sup_a = f.serve(a, true);
-    f.health()
-        .expect_code(0)
-        .expect_stdout("healthy (last heartbeat");
+    let (a, sup_a) = f.one_healthy();
     assert!(
         tags_of(f, a).iter().any(|t| t == "ops-drain:shutdown"),
         "a droplet running v4.5.12 can be drained: {:?}",

@@ -17,6 +17,7 @@ mod healing;
 mod image;
 mod monitoring;
 mod operator;
+mod ownership;
 mod railway_schema;
 mod release;
 mod reliability;

@@ -55,8 +55,33 @@ impl Fleet {
         Supervisor::serve(&self.ip_of(id), self.port, healthy).beating(&self.webapp, &name)
     }
 
+    /// The first run creates one droplet; its supervisor serves and the next run sees it
+    /// healthy. Returns the droplet and its supervisor.
+    pub fn one_healthy(&self) -> (u64, Supervisor) {
+        self.health().expect_code(0);
+        let id = self.ids()[0];
+        let sup = self.serve(id, true);
+        self.health()
+            .expect_code(0)
+            .expect_stdout("healthy (last heartbeat");
+        (id, sup)
+    }
+
     pub fn db(&self) -> postgres::Client {
         postgres::Client::connect(&self.webapp.url, postgres::NoTls).unwrap()
+    }
+
+    /// Deletes ops' record of the droplets it created, as a state written by a version before
+    /// the record (the next run adopts the droplets named as ops names them).
+    pub fn forget_created(&self) {
+        self.s
+            .ops
+            .sqlite()
+            .execute(
+                "DELETE FROM kv WHERE namespace = 'supervisor' AND key = 'created'",
+                [],
+            )
+            .unwrap();
     }
 
     pub fn jobs(&self, options: &str) {
@@ -389,7 +414,7 @@ fn too_many_tagged_droplets_is_a_refusal_without_mutation() {
     let f = fleet("boot_grace: 1ms");
     for i in 0..3 {
         f.api.insert(
-            &format!("ours-{i}"),
+            &format!("{TAG}-26010100000{i}"),
             &[TAG, "ops-managed", "ops-spec-0000000000000000"],
             Duration::from_secs(3600),
         );
@@ -397,7 +422,7 @@ fn too_many_tagged_droplets_is_a_refusal_without_mutation() {
     let run = f.health();
     run.expect_code(1)
         .expect_stdout("refusing to act: 3 droplets")
-        .expect_stdout("ours-0");
+        .expect_stdout(&format!("{TAG}-260101000000 (id"));
     assert_eq!(f.api.mutations(), 0);
 }
 

@@ -1,7 +1,7 @@
 //! supervisor: keep `SUPERVISOR_COUNT` healthy supervisor droplets on DigitalOcean, reconciled
 //! level-triggered from DigitalOcean's own tags every run, so a lost state database can never
 //! cause duplicates. At most one create and one delete per run; never a droplet without both of
-//! our tags; a circuit breaker on replacements.
+//! our tags, nor one ops has no record of creating (`owned`); a circuit breaker on replacements.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -31,6 +31,7 @@ pub mod diff;
 pub mod drain;
 pub mod flow;
 pub mod image;
+pub mod owned;
 pub mod plan;
 pub mod presets;
 pub mod sim;
@@ -40,7 +41,7 @@ use plan::{Action, Heartbeat, View};
 pub use flow::FlowSeen;
 
 pub use plan::{Streak, MANAGED_TAG};
-pub const NAMESPACE: &str = "supervisor";
+pub const NAMESPACE: &str = owned::NAMESPACE;
 pub const BREAKER_KEY: &str = "breaker";
 /// The counter of counted replacements, for `/metrics` (`ops_supervisor_replacements_total`).
 pub const REPLACEMENTS_COUNTER: &str = "supervisor_replacements";
@@ -529,6 +530,7 @@ pub fn run(opts: &SupervisorOptions, ctx: &TaskCtx) -> anyhow::Result<Outcome> {
         record.webapp_version.as_deref(),
     );
     let mut outcome = apply(plan, &spec, ctx, &api, &record, opts, seen)?;
+    outcome.warnings.extend(owned::warning(&obs.owned));
     outcome.summary = Some(format!("{healthy}/{} healthy{waiting}", spec.count));
     if let Some(w) = warning {
         outcome.detail.retain(|l| *l != w);
@@ -864,6 +866,10 @@ fn observe(
     let (ours, foreign): (Vec<Droplet>, Vec<Droplet>) = all
         .into_iter()
         .partition(|d| d.has_tag(&spec.tag) && d.has_tag(MANAGED_TAG));
+    // Our tags are not enough: only the droplets ops recorded creating are its own.
+    let owned::Sorted {
+        ours, seen: owned, ..
+    } = owned::settle(ctx, ours, &spec.tag)?;
     // Draining droplets are on their way out; past max + 1 serving ones ops refuses to act.
     let serving = ours
         .iter()
@@ -930,6 +936,7 @@ fn observe(
         stamp: now_utc.format("%y%m%d%H%M%S").to_string(),
         droplets,
         foreign: foreign.into_iter().map(|d| (d.name, d.id)).collect(),
+        owned,
         view,
         replacements: breaker.replacements,
         webapp_check: None,
@@ -1033,7 +1040,8 @@ fn apply(
                 reason,
                 replacement,
             } => {
-                let (done, applied, counted) = delete(api, spec, *id, name, reason, *replacement)?;
+                let (done, applied, counted) =
+                    delete(ctx, api, spec, *id, name, reason, *replacement)?;
                 if applied {
                     ctx.changed("droplet.deleted", done.clone());
                 }
@@ -1049,11 +1057,7 @@ fn apply(
                 signal,
                 runs,
                 ..
-            } => {
-                let done = start_drain(api, spec, *id, name, reason, *signal, runs.as_deref())?;
-                ctx.changed("droplet.draining", done.clone());
-                (done, true)
-            }
+            } => start_drain(ctx, api, spec, *id, name, reason, *signal, runs.as_deref())?,
             Action::Create {
                 name,
                 reason,
@@ -1108,9 +1112,11 @@ fn apply(
     Ok(outcome)
 }
 
-/// Re-reads before deleting: acts only on a droplet that still carries both tags. Returns the
-/// line, whether it was deleted, and whether that counts as a replacement.
+/// Re-reads before deleting: acts only on a droplet that still carries both tags and that ops
+/// recorded creating. Returns the line, whether it was deleted, and whether that counts as a
+/// replacement.
 fn delete(
+    ctx: &TaskCtx,
     api: &DigitalOcean,
     spec: &plan::Spec,
     id: u64,
@@ -1119,6 +1125,9 @@ fn delete(
     replacement: bool,
 ) -> anyhow::Result<(String, bool, bool)> {
     Ok(match api.droplet(id)? {
+        Some(_) if !owned::recorded(ctx.state, id) => {
+            (owned::refused("deleting", name, id), false, false)
+        }
         Some(f) if f.has_tag(&spec.tag) && f.has_tag(MANAGED_TAG) => {
             api.delete_droplet(id)?;
             log::warn!("deleted droplet {name} (id {id}): {reason}");
@@ -1138,8 +1147,11 @@ fn delete(
 }
 
 /// Tags the droplet draining (the tag survives a lost state) and, when it can be told, sends
-/// the shutdown its drain service waits in.
+/// the shutdown its drain service waits in; only a droplet ops recorded creating. Returns the
+/// line and whether it drains.
+#[allow(clippy::too_many_arguments)]
 fn start_drain(
+    ctx: &TaskCtx,
     api: &DigitalOcean,
     spec: &plan::Spec,
     id: u64,
@@ -1147,14 +1159,16 @@ fn start_drain(
     reason: &str,
     signal: bool,
     runs: Option<&[String]>,
-) -> anyhow::Result<String> {
+) -> anyhow::Result<(String, bool)> {
+    if !owned::recorded(ctx.state, id) {
+        return Ok((owned::refused("draining", name, id), false));
+    }
     api.create_tag(drain::DRAINING_TAG)?;
     api.tag_droplet(drain::DRAINING_TAG, id)?;
     if signal {
         api.droplet_action(id, "shutdown")?;
     }
-    log::warn!("draining droplet {name} (id {id}): {reason}");
-    Ok(format!(
+    let done = format!(
         "draining droplet {name} (id {id}): {reason}; {}; {}; deleted once idle or after {}",
         plan::runs_line(runs),
         if signal {
@@ -1163,7 +1177,10 @@ fn start_drain(
             "it predates ops' drain: waiting until it is idle"
         },
         crate::duration::format(spec.drain_timeout)
-    ))
+    );
+    log::warn!("draining droplet {name} (id {id}): {reason}");
+    ctx.changed("droplet.draining", done.clone());
+    Ok((done, true))
 }
 
 /// One replacement for the circuit breaker (kept at once, so a crash cannot forget it) and for
@@ -1224,6 +1241,7 @@ fn create(
         monitoring: true,
     };
     let mut from = String::new();
+    owned::intend(ctx, name)?;
     let d = match made.baked {
         Some(id) => {
             new.image = ImageRef::Id(id);
@@ -1250,6 +1268,7 @@ fn create(
         }
         None => api.create_droplet(&new)?,
     };
+    owned::created(ctx, d.id, &d.name)?;
     ctx.changed(
         "droplet.created",
         format!(

@@ -254,6 +254,9 @@ pub struct Observation {
     pub droplets: Vec<Seen>,
     /// Droplets with the deployment tag but not `ops-managed`: (name, id).
     pub foreign: Vec<(String, u64)>,
+    /// Droplets with both our tags that ops has no record of creating (never acted on, never
+    /// in `droplets`), and those adopted into the record this run.
+    pub owned: super::owned::Seen,
     pub view: View,
     /// When the circuit breaker counted replacements (Unix ms).
     pub replacements: Vec<i64>,
@@ -486,6 +489,7 @@ pub fn plan(obs: &Observation, spec: &Spec) -> Plan {
             .collect();
     }
     p.lines.extend(foreign_lines(&obs.foreign, &spec.tag));
+    p.lines.extend(super::owned::lines(&obs.owned));
     if let Some(why) = refusal(obs, spec) {
         p.refused = Some(why);
         return p;
@@ -1538,6 +1542,7 @@ mod fleet_tests {
             stamp: "261125150000".into(),
             droplets,
             foreign: Vec::new(),
+            owned: Default::default(),
             view: View::Seen {
                 group: "g".into(),
                 queue: "q".into(),

@@ -413,6 +413,7 @@ fn observe(
         stamp: format!("{t:012}"),
         droplets,
         foreign: Vec::new(),
+        owned: Default::default(),
         view: View::Seen {
             group: "sim".into(),
             queue: "sim".into(),
