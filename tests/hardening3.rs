@@ -114,6 +114,30 @@ fn an_unexpected_health_answer_is_reported_without_its_body() {
     assert!(!run.all().contains("7f3a"), "{}", run.all());
 }
 
+/// The supervisor asks the webapp's health when a droplet goes silent: an unexpected answer is
+/// named by its status only, in the run and in the alert.
+#[test]
+fn the_supervisors_webapp_check_never_repeats_an_unexpected_answer() {
+    let mut f = crate::supervisor::fleet("boot_grace: 1ms, stale_after: 1s, unhealthy_after: 2");
+    let hook = FakeServer::start(loopback(), Box::new(|_req: &Seen| Reply::text(204, "")));
+    f.s.ops
+        .env("OPS_WEBHOOK_URL", &format!("{}/hook", hook.url()));
+    let (_, sup) = f.one_healthy();
+    *f.s.webapp.health.lock().unwrap() = (500, "secret-ish page body 7f3a".into());
+    sup.set(false);
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let run = f.run(&["run", "health"]);
+    run.expect_code(1)
+        .expect_stdout("/healthcheck answered HTTP 500 (the body is not shown)");
+    assert!(!run.all().contains("7f3a"), "{}", run.all());
+    let alerts = hook.requests();
+    assert!(!alerts.is_empty(), "no alert sent");
+    assert!(
+        alerts.iter().all(|a| !a.body.contains("7f3a")),
+        "{alerts:?}"
+    );
+}
+
 /// A `tr_wgt_` line planted in the webapp's logs after the real bootstrap banner: skipped for
 /// the banner's token the webapp knows; no group is created, no default changed.
 #[test]

@@ -1066,7 +1066,7 @@ fn origin_checks(
 }
 
 /// An HTTP client for the webapp's origin: it connects only where `origin::connect_allowed` says.
-fn webapp_client(admin_token: bool) -> Http {
+pub(crate) fn webapp_client(admin_token: bool) -> Http {
     Http::guarded(std::sync::Arc::new(
         move |scheme: &str, ips: &[std::net::IpAddr]| {
             origin::connect_allowed(scheme, ips, admin_token)

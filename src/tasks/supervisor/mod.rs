@@ -944,7 +944,7 @@ fn observe(
     };
     // Only when something is silent: is it the webapp?
     if plan::needs_webapp_check(&obs, spec) {
-        obs.webapp_check = Some(check_webapp(http, ctx, &record.api_origin));
+        obs.webapp_check = Some(check_webapp(ctx, &record.api_origin));
     }
     Ok((obs, health_checks, flow))
 }
@@ -1389,18 +1389,20 @@ fn save<T: Serialize>(ctx: &TaskCtx, key: &str, value: &T, now: i64) -> anyhow::
 }
 
 /// `GET <origin>/healthcheck`: 200 `OK`, or why not (500 `ERROR` when the webapp's database
-/// check fails).
-fn check_webapp(http: &Http, ctx: &TaskCtx, origin: &str) -> Result<(), String> {
+/// check fails). The origin passes extract's checks again (whoever edits the webapp's Railway
+/// variables chooses it), the connection goes only where they allow, and an unexpected
+/// answer's body is never repeated: it would reach the alerts.
+fn check_webapp(ctx: &TaskCtx, origin: &str) -> Result<(), String> {
+    extract::origin::parse(origin, "the config record")?;
     let url = format!("{origin}/healthcheck");
     let req = Request::new("webapp", "GET", &url)
         .retry(Retry::Never)
         .timeout(HEALTH_TIMEOUT);
-    match http.send(&req, ctx.deadline) {
+    match extract::webapp_client(false).send(&req, ctx.deadline) {
         Ok(r) if r.status == 200 => Ok(()),
         Ok(r) => Err(format!(
-            "GET {url} answered HTTP {}: {}",
-            r.status,
-            r.snippet()
+            "GET {url} answered HTTP {} (the body is not shown)",
+            r.status
         )),
         Err(e) => Err(format!("GET {url}: {e:#}")),
     }
