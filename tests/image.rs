@@ -192,15 +192,20 @@ fn a_droplet_created_after_the_image_is_baked_starts_from_its_id_and_becomes_hea
 #[test]
 fn a_version_change_bakes_a_new_image_and_deletes_the_oldest_beyond_the_spare() {
     let mut f = fleet("boot_grace: 10m, bake: true");
-    f.s.ops.env("TRIGGER_VERSION", "v4.5.11");
+    f.s.ops.env("TRIGGER_VERSION", "v4.5.10");
     f.health().expect_code(0);
     let tag = deployment_tag(&f);
     let a_id = f.ids()[0];
     let _sup = f.serve(a_id, true);
     bake(&f);
-    let v11 = images(&f)[0].0;
-    // An image of ours from long ago, and someone's image that carries our tag.
-    let (oldest, foreign) = f.api.with(|w| {
+    let v10 = images(&f)[0].0;
+    f.s.ops.env("TRIGGER_VERSION", "v4.5.11");
+    bake(&f);
+    let v11 = images(&f).iter().map(|i| i.0).max().unwrap();
+    assert_eq!(images(&f).len(), 2, "one image and one spare");
+    // Look-alikes: our tag and name on an image ops never baked (planted, or a lost state's),
+    // and someone's image that carries our tag.
+    let (planted, foreign) = f.api.with(|w| {
         (
             w.add_image(
                 &format!("{tag}-bake-0000-old"),
@@ -216,44 +221,31 @@ fn a_version_change_bakes_a_new_image_and_deletes_the_oldest_beyond_the_spare() 
     });
 
     f.s.ops.env("TRIGGER_VERSION", "v4.5.12");
-    let run = f.health();
-    run.expect_code(0).expect_stdout("created bake droplet");
-    let upgrade: Vec<Value> = f
-        .creates()
-        .into_iter()
-        .filter(|c| {
-            c["tags"].as_array().is_some_and(|t| {
-                t.iter()
-                    .any(|t| t.as_str().is_some_and(|t| t.ends_with("v4_5_12")))
-            }) && !c["name"].as_str().unwrap_or("").contains("-bake-")
-        })
-        .collect();
-    assert!(
-        !upgrade.is_empty(),
-        "the upgrade's first droplet is created in this run"
-    );
-    for c in &upgrade {
-        assert_eq!(
-            c["image"], "ubuntu-24-04-x64",
-            "the new version's droplets start from Ubuntu until its image exists"
-        );
-    }
     let steps = bake(&f);
-    assert!(steps.contains("deleted image"), "{steps}");
+    assert!(
+        steps.contains("created bake droplet")
+            && steps.contains(&format!("deleted image {tag}-bake-")),
+        "{steps}"
+    );
+    assert!(
+        steps.contains("carries our tag but ops has no record of baking it"),
+        "the look-alike is reported: {steps}"
+    );
     let left: Vec<u64> = images(&f).iter().map(|i| i.0).collect();
     assert!(
         left.contains(&v11),
         "the previous image stays as the spare: {left:?}"
     );
     assert!(
-        !left.contains(&oldest),
+        !left.contains(&v10),
         "the oldest beyond the spare is deleted: {left:?}"
     );
     assert!(
-        left.contains(&foreign),
-        "an image not named as ours is never deleted: {left:?}"
+        left.contains(&planted),
+        "an image ops never baked is never deleted: {left:?}"
     );
-    assert_eq!(f.api.with(|w| w.image_deletes.clone()), [oldest]);
+    assert!(left.contains(&foreign), "{left:?}");
+    assert_eq!(f.api.with(|w| w.image_deletes.clone()), [v10]);
     let events = f.run(&["events", "--json"]).stdout;
     for kind in [
         "image.baking",
@@ -263,6 +255,59 @@ fn a_version_change_bakes_a_new_image_and_deletes_the_oldest_beyond_the_spare() 
     ] {
         assert!(events.contains(kind), "{kind} announced: {events}");
     }
+}
+
+#[test]
+fn a_planted_image_with_our_tags_is_never_used_and_a_planted_bake_droplet_never_deleted() {
+    let f = fleet("boot_grace: 10m, bake: true");
+    f.api
+        .with(|w| w.bake_after = std::time::Duration::from_secs(3600));
+    f.health().expect_code(0);
+    let tag = deployment_tag(&f);
+    let a_id = f.ids()[0];
+    let _sup = f.serve(a_id, true);
+    // Someone in the team tags and names an image and a droplet as ops would.
+    let key_tag = f
+        .creates()
+        .iter()
+        .find_map(|c| {
+            let name = c["name"].as_str()?;
+            let rest = name.strip_prefix(&format!("{tag}-bake-"))?;
+            Some(format!("ops-bake-{}", rest.split('-').next()?))
+        })
+        .unwrap();
+    let planted = f.api.with(|w| {
+        w.add_image(
+            &format!("{tag}-bake-planted"),
+            &[&format!("{tag}-image"), &key_tag],
+            "2026-01-01T00:00:00Z",
+        )
+    });
+    let lookalike = f
+        .api
+        .insert(
+            &format!("{tag}-bake-0000000000000000-000000000000"),
+            &[&format!("{tag}-bake")],
+            std::time::Duration::from_secs(7200),
+        )
+        .id;
+    let run = f.health();
+    run.expect_code(0)
+        .expect_stdout("carries our bake tag but ops did not create it: not touched");
+    // The supervisor's droplet dies: its replacement never starts from the planted image.
+    f.api.with(|w| w.droplets.retain(|d| d.id != a_id));
+    f.health().expect_code(0);
+    let last = f
+        .creates()
+        .into_iter()
+        .filter(|c| !c["name"].as_str().unwrap_or("").contains("-bake-"))
+        .last()
+        .unwrap();
+    assert_eq!(last["image"], "ubuntu-24-04-x64", "never image {planted}");
+    assert!(
+        f.api.with(|w| w.droplets.iter().any(|d| d.id == lookalike)),
+        "a bake droplet ops did not create is never deleted"
+    );
 }
 
 #[test]

@@ -76,20 +76,20 @@ impl Want {
         }
     }
 
-    /// An image ops baked for this deployment: our tag and our name (a tag alone anyone in the
-    /// team can set).
-    pub fn owns_image(&self, i: &Image) -> bool {
+    /// An image that looks like one ops baked for this deployment: our tag and our name. Looks
+    /// only: anyone in the team may tag and name an image so; [`Made`] says which ops made.
+    pub fn looks_ours(&self, i: &Image) -> bool {
         i.tags.contains(&self.owner_tag) && i.name.starts_with(&self.prefix)
     }
 
-    fn is_current(&self, i: &Image) -> bool {
-        self.owns_image(i)
+    fn is_current(&self, made: &Made, i: &Image) -> bool {
+        made.image(self, i)
             && i.tags.contains(&self.key_tag)
             && i.status.as_deref().is_none_or(|s| s == "available")
             && (i.regions.is_empty() || i.regions.contains(&self.region))
     }
 
-    fn owns_baker(&self, d: &Droplet) -> bool {
+    fn looks_like_baker(&self, d: &Droplet) -> bool {
         d.has_tag(&self.bake_tag) && d.name.starts_with(&self.prefix)
     }
 
@@ -120,6 +120,44 @@ pub struct Baked {
     pub snapshot: Option<Snap>,
     /// The last bake that failed: when, and why.
     pub failed: Option<(i64, String)>,
+    /// What ops made, whatever the key: only these are used, drained of nothing, deleted.
+    #[serde(default)]
+    pub made: Made,
+}
+
+/// The bake droplets and images ops made, by id (as `owned.rs` records the fleet's droplets):
+/// tags and names anyone in the team can set, this record they cannot. A look-alike is reported,
+/// never used for a droplet (an image planted with our tags would start supervisors that hold
+/// the worker token), never deleted. A lost state database forgets them all: ops bakes anew and
+/// reports the old ones for a person to delete.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Made {
+    pub bakers: Vec<u64>,
+    /// A bake droplet's create sent, its answer not yet heard: (name, when, ms).
+    pub pending: Option<(String, i64)>,
+    pub images: Vec<u64>,
+}
+
+/// A create whose answer was lost: a droplet of that name counts as ours when DigitalOcean says
+/// it was created no earlier than this before the call.
+const PENDING_SKEW_MS: i64 = 3_600_000;
+
+impl Made {
+    pub fn image(&self, want: &Want, i: &Image) -> bool {
+        want.looks_ours(i) && self.images.contains(&i.id)
+    }
+
+    fn baker(&self, want: &Want, d: &Droplet, now: i64) -> bool {
+        if !want.looks_like_baker(d) {
+            return false;
+        }
+        let created = now - d.age_secs(chrono::Utc::now()) * 1000;
+        self.bakers.contains(&d.id)
+            || self
+                .pending
+                .as_ref()
+                .is_some_and(|(name, at)| *name == d.name && created >= at - PENDING_SKEW_MS)
+    }
 }
 
 /// A snapshot action in flight.
@@ -144,10 +182,15 @@ impl Baked {
 }
 
 /// Our images other than `current` to delete: all but the newest `SPARES`.
-pub fn beyond_spare<'a>(images: &'a [Image], want: &Want, current: u64) -> Vec<&'a Image> {
+pub fn beyond_spare<'a>(
+    images: &'a [Image],
+    want: &Want,
+    made: &Made,
+    current: u64,
+) -> Vec<&'a Image> {
     let mut others: Vec<&Image> = images
         .iter()
-        .filter(|i| want.owns_image(i) && i.id != current)
+        .filter(|i| made.image(want, i) && i.id != current)
         .collect();
     others.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(b.id.cmp(&a.id)));
     others.into_iter().skip(SPARES).collect()
@@ -177,6 +220,7 @@ pub fn tend(ctx: &TaskCtx, api: &DigitalOcean, want: &Want) -> Tended {
                 st = Baked {
                     key: want.key.clone(),
                     version: want.version.clone(),
+                    made: st.made,
                     ..Baked::default()
                 };
             }
@@ -206,6 +250,7 @@ fn step(ctx: &TaskCtx, api: &DigitalOcean, want: &Want) -> anyhow::Result<Tended
         st = Baked {
             key: want.key.clone(),
             version: want.version.clone(),
+            made: st.made,
             ..Baked::default()
         };
     }
@@ -223,46 +268,73 @@ fn step(ctx: &TaskCtx, api: &DigitalOcean, want: &Want) -> anyhow::Result<Tended
             return Ok(out);
         }
     }
-    let mut images: Vec<Image> = api
+    let (mut images, strangers): (Vec<Image>, Vec<Image>) = api
         .private_images(&want.owner_tag)?
         .into_iter()
-        .filter(|i| want.owns_image(i))
-        .collect();
+        .filter(|i| want.looks_ours(i))
+        .partition(|i| st.made.image(want, i));
+    for i in &strangers {
+        out.lines.push(format!(
+            "image {} (id {}) carries our tag but ops has no record of baking it: never used for a droplet, never deleted (delete it yourself if it is an old one of ours)",
+            i.name, i.id
+        ));
+    }
     let current = images
         .iter()
-        .filter(|i| want.is_current(i))
+        .filter(|i| want.is_current(&st.made, i))
         .max_by(|a, b| a.created_at.cmp(&b.created_at))
         .cloned();
+    let listed = api.droplets_by_tag(&want.bake_tag)?;
+    let (bakers, strangers): (Vec<Droplet>, Vec<Droplet>) = listed
+        .into_iter()
+        .filter(|d| want.looks_like_baker(d))
+        .partition(|d| st.made.baker(want, d, now));
+    for d in &strangers {
+        out.lines.push(format!(
+            "droplet {} (id {}) carries our bake tag but ops did not create it: not touched",
+            d.name, d.id
+        ));
+    }
     if let Some(cur) = current {
-        // A bake droplet left over (a lost state, a run killed mid-finish) costs money: gone.
-        for b in api.droplets_by_tag(&want.bake_tag)? {
-            if want.owns_baker(&b) {
-                remove_baker(ctx, api, want, b.id, "its image is ready", &mut out)?;
-            }
+        // A bake droplet left over (a lost answer, a run killed mid-finish) costs money: gone.
+        for b in &bakers {
+            remove_baker(
+                ctx,
+                api,
+                want,
+                &mut st,
+                b.id,
+                "its image is ready",
+                &mut out,
+            )?;
         }
         st.baker = None;
         st.baker_since = None;
         st.snapshot = None;
-        prune(ctx, api, want, &mut images, cur.id, &mut out)?;
+        prune(ctx, api, want, &mut st, &mut images, cur.id, &mut out)?;
         ready(&mut st, &cur, &images, now);
         return save(ctx, &st, out);
     }
     st.image = None;
-    let mut bakers: Vec<Droplet> = api
-        .droplets_by_tag(&want.bake_tag)?
-        .into_iter()
-        .filter(|d| want.owns_baker(d))
-        .collect();
+    let mut bakers = bakers;
     bakers.sort_by(|a, b| b.created_at.cmp(&a.created_at));
     let (mut bakers, stale): (Vec<Droplet>, Vec<Droplet>) = bakers
         .into_iter()
         .partition(|d| d.name.starts_with(&want.keyed()));
     for old in &stale {
         let why = "it bakes an image of another version or base than the one wanted now";
-        remove_baker(ctx, api, want, old.id, why, &mut out)?;
+        remove_baker(ctx, api, want, &mut st, old.id, why, &mut out)?;
     }
     for extra in bakers.split_off(bakers.len().min(1)) {
-        remove_baker(ctx, api, want, extra.id, "a second bake droplet", &mut out)?;
+        remove_baker(
+            ctx,
+            api,
+            want,
+            &mut st,
+            extra.id,
+            "a second bake droplet",
+            &mut out,
+        )?;
     }
     let Some(baker) = bakers.into_iter().next() else {
         st.snapshot = None;
@@ -447,14 +519,15 @@ fn finish(
     out.lines.push(format!(
         "baked image {name} (id {image}) is ready: new droplets start from it"
     ));
-    remove_baker(ctx, api, want, baker.id, "its image is ready", out)?;
+    st.made.images.push(image);
+    remove_baker(ctx, api, want, st, baker.id, "its image is ready", out)?;
     st.baker = None;
     st.baker_since = None;
     st.snapshot = None;
     st.failed = None;
     images.retain(|i| i.id != image);
     images.push(fresh.clone());
-    prune(ctx, api, want, images, image, out)?;
+    prune(ctx, api, want, st, images, image, out)?;
     ready(st, &fresh, images, now);
     Ok(())
 }
@@ -484,6 +557,10 @@ fn start(
     }
     let s = ctx.settings;
     api.create_tag(&want.bake_tag)?;
+    // Known as ours before the call: a create whose answer is lost still made our droplet.
+    st.made.pending = Some((name.clone(), now));
+    ctx.writable_state()?
+        .kv_set(NAMESPACE, STATE_KEY, &*st, now_ms())?;
     let d = api.create_droplet(&NewDroplet {
         name: name.clone(),
         region: want.region.clone(),
@@ -502,6 +579,8 @@ fn start(
         "baked image: created bake droplet {} (id {})",
         d.name, d.id
     ));
+    st.made.bakers.push(d.id);
+    st.made.pending = None;
     st.baker = Some(d.id);
     st.baker_since = Some(now);
     Ok(())
@@ -527,7 +606,7 @@ fn fail(
         out.planned = true;
         return Ok(());
     }
-    remove_baker(ctx, api, want, baker, why, out)?;
+    remove_baker(ctx, api, want, st, baker, why, out)?;
     st.baker = None;
     st.baker_since = None;
     st.snapshot = None;
@@ -545,17 +624,19 @@ fn remove_baker(
     ctx: &TaskCtx,
     api: &DigitalOcean,
     want: &Want,
+    st: &mut Baked,
     id: u64,
     why: &str,
     out: &mut Tended,
 ) -> anyhow::Result<()> {
     let Some(d) = api.droplet(id)? else {
+        st.made.bakers.retain(|b| *b != id);
         return Ok(());
     };
-    if !want.owns_baker(&d) {
+    if !st.made.baker(want, &d, now_ms()) {
         out.warnings.push(format!(
-            "baked image: droplet {} (id {id}) is no bake droplet of ours (tag {} and a name starting {}): not deleted",
-            d.name, want.bake_tag, want.prefix
+            "baked image: droplet {} (id {id}) is no bake droplet ops created: not deleted",
+            d.name
         ));
         return Ok(());
     }
@@ -568,6 +649,7 @@ fn remove_baker(
         return Ok(());
     }
     api.delete_droplet(id)?;
+    st.made.bakers.retain(|b| *b != id);
     let done = format!("deleted bake droplet {} (id {id}): {why}", d.name);
     ctx.changed("image.bake_droplet_deleted", &done);
     out.lines.push(done);
@@ -579,11 +661,12 @@ fn prune(
     ctx: &TaskCtx,
     api: &DigitalOcean,
     want: &Want,
+    st: &mut Baked,
     images: &mut Vec<Image>,
     current: u64,
     out: &mut Tended,
 ) -> anyhow::Result<()> {
-    let gone: Vec<Image> = beyond_spare(images, want, current)
+    let gone: Vec<Image> = beyond_spare(images, want, &st.made, current)
         .into_iter()
         .cloned()
         .collect();
@@ -597,6 +680,7 @@ fn prune(
             continue;
         }
         api.delete_image(i.id)?;
+        st.made.images.retain(|m| *m != i.id);
         ctx.changed(
             "image.deleted",
             format!(
@@ -719,12 +803,31 @@ mod tests {
             ),
             // Someone's image with our tag but not our name: never ours to delete.
             image(4, "2025-01-01T00:00:00Z", &[own], "golden-db-server"),
+            // Our tag and our name, but ops never baked it: planted, or from a lost state.
+            image(
+                5,
+                "2025-06-01T00:00:00Z",
+                &[own, "ops-bake-k2"],
+                "trigger-supervisor-abcd1234-bake-k2-0",
+            ),
         ];
-        let gone: Vec<u64> = beyond_spare(&images, &w, 3).iter().map(|i| i.id).collect();
+        let made = Made {
+            images: vec![1, 2, 3],
+            ..Made::default()
+        };
+        let gone: Vec<u64> = beyond_spare(&images, &w, &made, 3)
+            .iter()
+            .map(|i| i.id)
+            .collect();
         assert_eq!(gone, vec![1]);
-        assert!(w.is_current(&images[2]));
-        assert!(!w.is_current(&images[1]));
-        assert!(!w.owns_image(&images[3]));
+        assert!(w.is_current(&made, &images[2]));
+        assert!(!w.is_current(&made, &images[1]));
+        assert!(!w.looks_ours(&images[3]));
+        assert!(w.looks_ours(&images[4]) && !made.image(&w, &images[4]));
+        assert!(
+            !w.is_current(&made, &images[4]),
+            "a planted image is never used"
+        );
     }
 
     #[test]
@@ -737,11 +840,16 @@ mod tests {
             &[own, "ops-bake-k2"],
             "trigger-supervisor-abcd1234-bake-k2-1",
         );
+        let made = Made {
+            images: vec![3],
+            ..Made::default()
+        };
+        assert!(w.is_current(&made, &i));
         i.regions = vec!["fra1".into()];
-        assert!(!w.is_current(&i));
+        assert!(!w.is_current(&made, &i));
         i.regions = vec!["nyc1".into()];
         i.status = Some("pending".into());
-        assert!(!w.is_current(&i));
+        assert!(!w.is_current(&made, &i));
     }
 
     #[test]
