@@ -300,8 +300,7 @@ fn a_planted_image_with_our_tags_is_never_used_and_a_planted_bake_droplet_never_
     let last = f
         .creates()
         .into_iter()
-        .filter(|c| !c["name"].as_str().unwrap_or("").contains("-bake-"))
-        .last()
+        .rfind(|c| !c["name"].as_str().unwrap_or("").contains("-bake-"))
         .unwrap();
     assert_eq!(last["image"], "ubuntu-24-04-x64", "never image {planted}");
     assert!(
