@@ -268,33 +268,11 @@ fn step(ctx: &TaskCtx, api: &DigitalOcean, want: &Want) -> anyhow::Result<Tended
             return Ok(out);
         }
     }
-    let (mut images, strangers): (Vec<Image>, Vec<Image>) = api
-        .private_images(&want.owner_tag)?
-        .into_iter()
-        .filter(|i| want.looks_ours(i))
-        .partition(|i| st.made.image(want, i));
-    for i in &strangers {
-        out.lines.push(format!(
-            "image {} (id {}) carries our tag but ops has no record of baking it: never used for a droplet, never deleted (delete it yourself if it is an old one of ours)",
-            i.name, i.id
-        ));
-    }
-    let current = images
-        .iter()
-        .filter(|i| want.is_current(&st.made, i))
-        .max_by(|a, b| a.created_at.cmp(&b.created_at))
-        .cloned();
-    let listed = api.droplets_by_tag(&want.bake_tag)?;
-    let (bakers, strangers): (Vec<Droplet>, Vec<Droplet>) = listed
-        .into_iter()
-        .filter(|d| want.looks_like_baker(d))
-        .partition(|d| st.made.baker(want, d, now));
-    for d in &strangers {
-        out.lines.push(format!(
-            "droplet {} (id {}) carries our bake tag but ops did not create it: not touched",
-            d.name, d.id
-        ));
-    }
+    let Survey {
+        mut images,
+        current,
+        bakers,
+    } = survey(api, want, &st, now, &mut out)?;
     if let Some(cur) = current {
         // A bake droplet left over (a lost answer, a run killed mid-finish) costs money: gone.
         for b in &bakers {
@@ -371,6 +349,55 @@ fn step(ctx: &TaskCtx, api: &DigitalOcean, want: &Want) -> anyhow::Result<Tended
     }
     snapshot_step(ctx, api, want, &mut st, &baker, &mut images, now, &mut out)?;
     save(ctx, &st, out)
+}
+
+/// What DigitalOcean holds of ours: the images ops baked, the current one among them, and
+/// the bake droplets ops created; look-alikes are named in `out` and left out.
+struct Survey {
+    images: Vec<Image>,
+    current: Option<Image>,
+    bakers: Vec<Droplet>,
+}
+
+fn survey(
+    api: &DigitalOcean,
+    want: &Want,
+    st: &Baked,
+    now: i64,
+    out: &mut Tended,
+) -> anyhow::Result<Survey> {
+    let (images, strangers): (Vec<Image>, Vec<Image>) = api
+        .private_images(&want.owner_tag)?
+        .into_iter()
+        .filter(|i| want.looks_ours(i))
+        .partition(|i| st.made.image(want, i));
+    for i in &strangers {
+        out.lines.push(format!(
+            "image {} (id {}) carries our tag but ops has no record of baking it: never used for a droplet, never deleted (delete it yourself if it is an old one of ours)",
+            i.name, i.id
+        ));
+    }
+    let current = images
+        .iter()
+        .filter(|i| want.is_current(&st.made, i))
+        .max_by(|a, b| a.created_at.cmp(&b.created_at))
+        .cloned();
+    let listed = api.droplets_by_tag(&want.bake_tag)?;
+    let (bakers, strangers): (Vec<Droplet>, Vec<Droplet>) = listed
+        .into_iter()
+        .filter(|d| want.looks_like_baker(d))
+        .partition(|d| st.made.baker(want, d, now));
+    for d in &strangers {
+        out.lines.push(format!(
+            "droplet {} (id {}) carries our bake tag but ops did not create it: not touched",
+            d.name, d.id
+        ));
+    }
+    Ok(Survey {
+        images,
+        current,
+        bakers,
+    })
 }
 
 /// The bake droplet is off: snapshot it, or follow the snapshot, or finish.
