@@ -580,6 +580,7 @@ fn supervisor_metrics(state: &State, out: &mut String) -> anyhow::Result<()> {
             }
         }
         drain_metrics(out, &droplets);
+        disk_metrics(out, &droplets);
     }
     if let Some((sc, _)) = state.kv_get::<crate::tasks::supervisor::ScaleSeen>(
         crate::tasks::supervisor::NAMESPACE,
@@ -648,6 +649,44 @@ fn drain_metrics(out: &mut String, droplets: &[crate::tasks::supervisor::SeenDro
             label(&d.name),
             u8::from(d.draining)
         );
+    }
+}
+
+/// Each droplet's free share of its root filesystem, and the bytes, as last read (droplets
+/// not read yet, or with no samples, have none).
+fn disk_metrics(out: &mut String, droplets: &[crate::tasks::supervisor::SeenDroplet]) {
+    use crate::tasks::supervisor::disk::DiskSeen;
+    let read: Vec<(&str, &DiskSeen)> = droplets
+        .iter()
+        .filter(|d| !d.deleted)
+        .filter_map(|d| Some((d.name.as_str(), d.disk.as_ref()?)))
+        .filter(|(_, k)| k.free_ratio.is_some())
+        .collect();
+    type Gauge = (&'static str, &'static str, fn(&DiskSeen) -> Option<String>);
+    let gauges: [Gauge; 3] = [
+        (
+            "ops_supervisor_disk_free_ratio",
+            "Free share of the droplet's root filesystem (DigitalOcean's monitoring, read at most every 20 minutes; the task fails below 0.1).",
+            |k| k.free_ratio.map(|r| r.to_string()),
+        ),
+        (
+            "ops_supervisor_disk_free_bytes",
+            "Bytes free on the droplet's root filesystem.",
+            |k| k.free_bytes.map(|b| b.to_string()),
+        ),
+        (
+            "ops_supervisor_disk_size_bytes",
+            "Size of the droplet's root filesystem in bytes.",
+            |k| k.size_bytes.map(|b| b.to_string()),
+        ),
+    ];
+    for (metric, help, value) in gauges {
+        let _ = writeln!(out, "# HELP {metric} {help}\n# TYPE {metric} gauge");
+        for (name, k) in &read {
+            if let Some(v) = value(k) {
+                let _ = writeln!(out, "{metric}{{droplet=\"{}\"}} {v}", label(name));
+            }
+        }
     }
 }
 

@@ -74,6 +74,9 @@ pub struct Settings {
 /// Droplets ops creates carry this tag (and the deployment tag); nothing else is ever touched.
 pub const MANAGED_TAG: &str = "ops-managed";
 
+/// What every deployment tag, and so every droplet name, starts with.
+pub const DEPLOYMENT_TAG_PREFIX: &str = "trigger-supervisor-";
+
 impl Settings {
     /// `trigger-supervisor-<first 8 of the Railway environment id>`: the tag of this
     /// deployment's droplets.
@@ -90,7 +93,7 @@ impl Settings {
             .collect::<String>()
             .to_ascii_lowercase();
         format!(
-            "trigger-supervisor-{}",
+            "{DEPLOYMENT_TAG_PREFIX}{}",
             if short.is_empty() {
                 "default".into()
             } else {

@@ -8,6 +8,7 @@ use crate::config::{SupervisorOptions, TaskSpec};
 use crate::exit::ExitCode;
 use crate::profiles::ProfileState;
 use crate::report::{fmt_ms, local_time, table};
+use crate::settings::DEPLOYMENT_TAG_PREFIX as NAME_PREFIX;
 use crate::state::State;
 use crate::tasks::{extract, supervisor};
 
@@ -483,12 +484,15 @@ fn droplets_table(doc: &Value) -> String {
                 "HEARTBEAT",
                 "FAILS",
                 "SPEC",
+                // Last: the one cell a long row may cut (the 100 columns).
+                "DISK",
             ]
             .map(String::from)
             .to_vec()];
             for d in list {
                 rows.push(vec![
-                    d["name"].as_str().unwrap_or("").to_string(),
+                    // Every name starts so (the deployment tag): the room goes to the columns.
+                    d["name"].as_str().map_or("", short_name).to_string(),
                     d["ip"].as_str().unwrap_or("-").to_string(),
                     match (d["deleted"] == true, d["health"].as_str().unwrap_or("")) {
                         (true, _) => "deleted".into(),
@@ -510,11 +514,12 @@ fn droplets_table(doc: &Value) -> String {
                         "stale"
                     }
                     .into(),
+                    disk_cell(&d["disk"]),
                 ]);
             }
             out.push_str(&table(&rows));
             out.push_str(&format!(
-                "(checked {}, {})\n",
+                "(checked {}, {}; names without their {NAME_PREFIX} prefix)\n",
                 short_time(&doc["supervisor"]["checked_at"]),
                 crate::problems::ms(&doc["supervisor"]["checked_at"])
                     .map_or("-".into(), |at| crate::problems::relative(at, now))
@@ -524,6 +529,21 @@ fn droplets_table(doc: &Value) -> String {
     }
     out.push_str(&since_the_check(doc, now));
     out
+}
+
+fn short_name(name: &str) -> &str {
+    name.strip_prefix(NAME_PREFIX).unwrap_or(name)
+}
+
+/// The root filesystem's free share: `40%`, `5% LOW` (below 10%: the task fails), `unknown` (no
+/// samples: the monitoring agent), `-` (not read yet).
+fn disk_cell(disk: &Value) -> String {
+    match (disk["verdict"].as_str(), disk["free_ratio"].as_f64()) {
+        (Some("low"), Some(r)) => format!("{:.0}% LOW", r * 100.0),
+        (Some(_), Some(r)) => format!("{:.0}%", r * 100.0),
+        (Some(_), None) => "unknown".into(),
+        _ => "-".into(),
+    }
 }
 
 /// What the droplet table cannot show: a later run that did not update it (it refused, or

@@ -1,10 +1,40 @@
 //! Keep disks free and boot from a baked image (issue 28): what cloud-init puts on a droplet
-//! validates and does what it says, the pruning against a stand-in `docker`.
+//! validates and does what it says, the pruning against a stand-in `docker`; each droplet's free
+//! disk read from DigitalOcean's monitoring (cached), shown, and a droplet below 10% failing the
+//! task by name.
 
 use std::os::unix::fs::PermissionsExt;
 
-use crate::supervisor::{cloud_init_schema, fleet};
+use crate::supervisor::{cloud_init_schema, fleet, Fleet};
+use crate::support::digitalocean::Supervisor;
 use crate::support::written;
+
+const GIB: u64 = 1024 * 1024 * 1024;
+
+/// One healthy droplet, an hour old (its monitoring agent reports), with `free` of 40 GiB
+/// free on its root filesystem (`None`: no agent, nothing reported).
+fn an_hour_old_droplet(free_gib: Option<f64>) -> (Fleet, Supervisor, u64, String) {
+    let f = fleet("boot_grace: 10m");
+    f.health().expect_code(0);
+    let id = f.ids()[0];
+    let sup = f.serve(id, true);
+    f.health().expect_code(0);
+    assert_eq!(
+        f.api.metric_requests(),
+        0,
+        "a droplet minutes old is not read"
+    );
+    let name = f.api.with(|w| {
+        let d = w.droplets.iter_mut().find(|d| d.id == id).unwrap();
+        d.created_at = (chrono::Utc::now() - chrono::Duration::hours(1))
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        if let Some(g) = free_gib {
+            w.disks.insert(id, ((g * GIB as f64) as u64, 40 * GIB));
+        }
+        w.droplets[0].name.clone()
+    });
+    (f, sup, id, name)
+}
 
 fn verify(units: &[(&str, String)]) {
     let dir = tempfile::tempdir().unwrap();
@@ -172,4 +202,130 @@ esac
         "{stdout}"
     );
     assert!(stdout.contains("removed 3 image(s)"), "{stdout}");
+}
+
+/// The DISK cell of the droplet's row in `ops status` (the table's last column).
+fn disk_cell(f: &Fleet, name: &str) -> String {
+    let out = f.run(&["status"]).expect_code(0).stdout.clone();
+    let header = out.lines().find(|l| l.starts_with("DROPLET")).unwrap();
+    let at = header.find("DISK").expect("a DISK column");
+    let short = name.strip_prefix("trigger-supervisor-").unwrap();
+    let row = out.lines().find(|l| l.starts_with(short)).unwrap();
+    row.get(at..).unwrap_or("").trim().to_string()
+}
+
+#[test]
+fn a_droplet_at_five_percent_free_fails_the_task_naming_it_and_what_to_do() {
+    let (f, _sup, id, name) = an_hour_old_droplet(Some(2.0));
+    let run = f.health();
+    run.expect_code(1).expect_stdout(&format!(
+        "droplet {name} (id {id}): disk 2.0 of 40.0 GiB free (5%), below 10%"
+    ));
+    run.expect_stdout("journalctl -u ops-prune")
+        .expect_stdout("SUPERVISOR_SIZE");
+    assert!(f.deletes().is_empty(), "a full disk deletes nothing");
+    assert_eq!(disk_cell(&f, &name), "5% LOW");
+    // Still low at the next run, from the kept reading: it fails again without asking.
+    let asked = f.api.metric_requests();
+    f.health().expect_code(1).expect_stdout(&name);
+    assert_eq!(f.api.metric_requests(), asked);
+}
+
+#[test]
+fn a_droplet_at_forty_percent_is_fine_shown_and_read_once_per_window_and_a_dry_run_keeps_nothing() {
+    let (f, _sup, _id, name) = an_hour_old_droplet(Some(16.0));
+    f.run(&["run", "health", "--dry-run"])
+        .expect_code(0)
+        .expect_stdout(&format!(
+            "disk of droplet {name}: 16.0 of 40.0 GiB free (40%)"
+        ));
+    assert_eq!(
+        f.api.metric_requests(),
+        2,
+        "filesystem_free and filesystem_size"
+    );
+    f.health().expect_code(0).expect_stdout(&format!(
+        "disk of droplet {name}: 16.0 of 40.0 GiB free (40%)"
+    ));
+    assert_eq!(
+        f.api.metric_requests(),
+        4,
+        "the dry run kept no reading: the real run reads again"
+    );
+    let run = f.health();
+    run.expect_code(0)
+        .expect_stdout("DigitalOcean requests: 1,");
+    assert!(!run.stdout.contains("disk of droplet"), "{}", run.stdout);
+    assert_eq!(
+        f.api.metric_requests(),
+        4,
+        "kept: no request within the window"
+    );
+    let requests = f.api.server.requests();
+    let asked = requests
+        .iter()
+        .find(|r| {
+            r.path
+                .starts_with("/v2/monitoring/metrics/droplet/filesystem_free")
+        })
+        .unwrap();
+    assert!(
+        asked.path.contains("host_id=")
+            && asked.path.contains("&start=")
+            && asked.path.contains("&end="),
+        "{}",
+        asked.path
+    );
+
+    assert_eq!(disk_cell(&f, &name), "40%");
+    let doc = f.run(&["status", "--json"]).json();
+    let disk = &doc["supervisor"]["droplets"][0]["disk"];
+    assert_eq!(disk["verdict"], "ok", "{doc}");
+    assert_eq!(disk["free_ratio"], 0.4);
+    assert_eq!(disk["free_bytes"], 16 * GIB);
+    assert_eq!(disk["size_bytes"], 40 * GIB);
+    let (_child, addr) = crate::operator::Served::start(&f.s.ops);
+    let (code, metrics) = crate::operator::request(&addr, "GET", "/metrics");
+    assert_eq!(code, 200);
+    assert!(
+        metrics.contains(&format!(
+            "ops_supervisor_disk_free_ratio{{droplet=\"{name}\"}} 0.4\n"
+        )),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(&format!(
+            "ops_supervisor_disk_size_bytes{{droplet=\"{name}\"}} {}\n",
+            40 * GIB
+        )),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn a_droplet_whose_agent_reports_nothing_is_unknown_not_a_failure() {
+    let (f, _sup, _id, name) = an_hour_old_droplet(None);
+    f.health()
+        .expect_code(0)
+        .expect_stdout(&format!(
+            "disk of droplet {name}: unknown (no filesystem sample"
+        ))
+        .expect_stdout("do-agent");
+    assert_eq!(
+        f.api.metric_requests(),
+        1,
+        "no free sample: the size is not asked"
+    );
+    assert_eq!(disk_cell(&f, &name), "unknown");
+    let doc = f.run(&["status", "--json"]).json();
+    assert_eq!(
+        doc["supervisor"]["droplets"][0]["disk"]["verdict"],
+        "unknown"
+    );
+    let (_child, addr) = crate::operator::Served::start(&f.s.ops);
+    let (_, metrics) = crate::operator::request(&addr, "GET", "/metrics");
+    assert!(
+        !metrics.contains("ops_supervisor_disk_free_ratio{"),
+        "{metrics}"
+    );
 }

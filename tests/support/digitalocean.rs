@@ -100,6 +100,9 @@ pub struct DoWorld {
     /// How long after `active` a droplet with the bake user-data powers itself off.
     pub bake_after: Duration,
     pub image_deletes: Vec<u64>,
+    /// Each droplet's root filesystem as its monitoring agent reports it: (free, size) bytes.
+    /// A droplet not here reports nothing (no agent): the metrics' result is empty.
+    pub disks: std::collections::HashMap<u64, (u64, u64)>,
 }
 
 /// A private image as `GET /v2/images?private=true` returns it (the spec's Image model).
@@ -270,6 +273,7 @@ impl FakeDo {
             snapshot_after: Duration::ZERO,
             bake_after: Duration::ZERO,
             image_deletes: Vec::new(),
+            disks: Default::default(),
         }));
         let w = Arc::clone(&world);
         let addr_cell: Arc<Mutex<String>> = Arc::new(Mutex::new(String::new()));
@@ -710,6 +714,9 @@ impl FakeDo {
                             ),
                         }
                     }
+                    ("GET", r) if r.starts_with("/v2/monitoring/metrics/droplet/") => {
+                        filesystem_metric(&world, r, &path)
+                    }
                     _ => error(
                         404,
                         "not_found",
@@ -731,6 +738,15 @@ impl FakeDo {
             .requests()
             .iter()
             .filter(|r| r.method != "GET")
+            .count()
+    }
+
+    /// Requests for monitoring metrics (`/v2/monitoring/...`).
+    pub fn metric_requests(&self) -> usize {
+        self.server
+            .requests()
+            .iter()
+            .filter(|r| r.path.starts_with("/v2/monitoring/"))
             .count()
     }
 
@@ -764,6 +780,54 @@ impl FakeDo {
             d
         })
     }
+}
+
+/// `GET /v2/monitoring/metrics/droplet/filesystem_{free,size}?host_id&start&end`: the spec's
+/// Prometheus matrix (values are strings), one series per mounted filesystem as the agent
+/// labels them (the EFI partition too), two samples a minute apart ending at `end`.
+fn filesystem_metric(world: &DoWorld, route: &str, path: &str) -> Reply {
+    let metric = route.trim_start_matches("/v2/monitoring/metrics/droplet/");
+    if !["filesystem_free", "filesystem_size"].contains(&metric) {
+        return error(
+            404,
+            "not_found",
+            "The resource you requested could not be found.",
+        );
+    }
+    let num = |k: &str| query(path, k).and_then(|v| v.parse::<i64>().ok());
+    let (Some(host), Some(start), Some(end)) = (num("host_id"), num("start"), num("end")) else {
+        return error(400, "bad_request", "host_id, start and end are required");
+    };
+    if start > end {
+        return error(400, "bad_request", "start must be before end");
+    }
+    let result = match world.disks.get(&(host as u64)) {
+        Some(&(free, size)) => {
+            let root = if metric == "filesystem_free" {
+                free
+            } else {
+                size
+            };
+            let efi = if metric == "filesystem_free" {
+                99_000_000
+            } else {
+                109_000_000
+            };
+            let series = |device: &str, fstype: &str, mount: &str, v: u64| {
+                json!({"metric": {"host_id": host.to_string(), "device": device, "fstype": fstype, "mountpoint": mount},
+                       "values": [[end - 60, format!("{v}")], [end, format!("{v}")]]})
+            };
+            json!([
+                series("/dev/vda15", "vfat", "/boot/efi", efi),
+                series("/dev/vda1", "ext4", "/", root)
+            ])
+        }
+        None => json!([]),
+    };
+    Reply::json(
+        200,
+        json!({"status": "success", "data": {"resultType": "matrix", "result": result}}),
+    )
 }
 
 /// Fake supervisors: `/health` on `ip:port`, healthy or not, switchable; with `beating`, also

@@ -28,6 +28,7 @@ use crate::tasks::extract;
 
 pub mod capacity;
 pub mod diff;
+pub mod disk;
 pub mod drain;
 pub mod flow;
 pub mod image;
@@ -70,6 +71,9 @@ pub struct SeenDroplet {
     /// It is draining: told to stop taking runs, deleted once idle.
     #[serde(default)]
     pub draining: bool,
+    /// Its root filesystem as last read (`None`: not read yet, e.g. younger than 5 minutes).
+    #[serde(default)]
+    pub disk: Option<disk::DiskSeen>,
 }
 
 /// Where the next read of the waiting runs starts (database clock, Unix seconds), and the runs
@@ -490,6 +494,7 @@ pub fn run(opts: &SupervisorOptions, ctx: &TaskCtx) -> anyhow::Result<Outcome> {
         spec.scale_line = Some(scale_seen.why.clone());
     }
     let mut plan = plan::plan(&obs, &spec);
+    let disks = disks(ctx, &api, &mut plan);
     plan.lines.extend(fit.lines);
     plan.failures.extend(fit.failures);
     let sessions = u8::from(!matches!(obs.view, View::NotConfigured | View::Skipped));
@@ -519,6 +524,7 @@ pub fn run(opts: &SupervisorOptions, ctx: &TaskCtx) -> anyhow::Result<Outcome> {
         sizes: fetched,
         auto_size: auto_grown,
         scale: scale_seen,
+        disks,
     };
     let healthy = plan
         .assessed
@@ -969,6 +975,8 @@ struct Observed {
     sizes: Option<Vec<Size>>,
     auto_size: Option<String>,
     scale: ScaleSeen,
+    /// Each droplet's disk reading (kept or read this run).
+    disks: BTreeMap<u64, disk::Reading>,
 }
 
 /// What a dry run says of one action.
@@ -1318,7 +1326,7 @@ fn save_observed(
     let keep: Vec<String> = assessed
         .iter()
         .filter(|a| !deleted.contains(&a.id))
-        .flat_map(|a| [droplet_key(a.id), built_key(a.id)])
+        .flat_map(|a| [droplet_key(a.id), built_key(a.id), disk_key(a.id)])
         .collect();
     for (key, _, _) in st.kv_list(NAMESPACE)? {
         if key.starts_with("droplet:") && !keep.contains(&key) {
@@ -1339,6 +1347,7 @@ fn save_observed(
             heartbeat_age_secs: a.heartbeat_age,
             executing_runs: a.runs.as_ref().map(Vec::len),
             draining: a.streak.drain.is_some(),
+            disk: observed.disks.get(&a.id).map(disk::Reading::seen),
         })
         .collect();
     st.kv_set(NAMESPACE, LAST_SEEN_KEY, &seen, now)?;
@@ -1359,6 +1368,9 @@ fn save_observed(
     for a in assessed.iter().filter(|a| !deleted.contains(&a.id)) {
         st.kv_set(NAMESPACE, &droplet_key(a.id), &a.streak, now)?;
     }
+    for (id, reading) in &observed.disks {
+        st.kv_set(NAMESPACE, &disk_key(*id), reading, now)?;
+    }
     Ok(())
 }
 
@@ -1376,6 +1388,62 @@ fn droplet_key(id: u64) -> String {
 /// What a droplet was created with, field by field (for the plan's diff once it is stale).
 fn built_key(id: u64) -> String {
     format!("droplet:{id}:built")
+}
+
+/// The droplet's last disk reading ([`disk::Reading`]).
+fn disk_key(id: u64) -> String {
+    format!("droplet:{id}:disk")
+}
+
+/// Each droplet's free disk: the reading kept in the state, read again only when due
+/// ([`disk::Reading::due`]: active, older than a few minutes, the last reading 20 minutes old).
+/// A low disk fails the task naming the droplet (not one on its way out).
+fn disks(ctx: &TaskCtx, api: &DigitalOcean, plan: &mut plan::Plan) -> BTreeMap<u64, disk::Reading> {
+    let mut out = BTreeMap::new();
+    if plan.refused.is_some() {
+        return out;
+    }
+    let now = now_ms();
+    let leaving: Vec<u64> = plan.deletes().collect();
+    for a in plan.assessed.iter().filter(|a| !leaving.contains(&a.id)) {
+        let prev = load::<disk::Reading>(ctx.state, &disk_key(a.id));
+        let reading = match prev {
+            p if disk::Reading::due(p.as_ref(), &a.status, a.age_secs, now) => {
+                let r = read_disk(api, a.id, now);
+                plan.lines
+                    .push(format!("disk of droplet {}: {}", a.name, r.describe()));
+                r
+            }
+            Some(p) => p,
+            None => continue,
+        };
+        if a.streak.drain.is_none() {
+            plan.failures.extend(reading.failure(&a.name, a.id));
+        }
+        out.insert(a.id, reading);
+    }
+    out
+}
+
+/// The root filesystem's latest `filesystem_free` and `filesystem_size` (the size only when
+/// there is a free sample: no agent, no second request).
+fn read_disk(api: &DigitalOcean, id: u64, now: i64) -> disk::Reading {
+    let end = now / 1000;
+    let read = |metric| api.droplet_metric(metric, id, end - disk::WINDOW_SECS, end);
+    let both = read("filesystem_free").and_then(|free| match free {
+        Some(_) => Ok((free, read("filesystem_size")?)),
+        None => Ok((None, None)),
+    });
+    let (free_bytes, size_bytes, error) = match both {
+        Ok((free, size)) => (free, size, None),
+        Err(e) => (None, None, Some(format!("{e:#}"))),
+    };
+    disk::Reading {
+        free_bytes,
+        size_bytes,
+        read_at_ms: now,
+        error,
+    }
 }
 
 fn load<T: serde::de::DeserializeOwned>(state: Option<&State>, key: &str) -> Option<T> {
