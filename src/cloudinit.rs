@@ -26,6 +26,12 @@ use crate::settings::Settings;
 pub const MAX_USER_DATA: usize = 64 * 1024;
 pub const SUPERVISOR_IMAGE: &str = "ghcr.io/triggerdotdev/supervisor";
 pub const HEALTH_PORT: u16 = 8020;
+/// How often the supervisor heartbeats to the webapp (`TRIGGER_WORKER_HEARTBEAT_INTERVAL_SECONDS`,
+/// apps/supervisor/src/env.ts, default 30). Its first heartbeat comes one interval after it
+/// starts (no leading edge; `connect` writes no heartbeat), so 10 s brings a new droplet's first
+/// heartbeat 20 s sooner, and `stale_after` (1m) spans six heartbeats instead of two. Costs the
+/// webapp one small UPDATE per droplet every 10 s.
+pub const HEARTBEAT_INTERVAL_SECS: u64 = 10;
 /// DigitalOcean's metadata service (IPv4 only: it has no IPv6 address).
 pub const METADATA_IP: &str = "169.254.169.254";
 pub const METADATA_DROP_IN: &str =
@@ -140,6 +146,10 @@ pub fn supervisor_env(
         ("OTEL_EXPORTER_OTLP_ENDPOINT", record.otel_endpoint.clone()),
         // Stable per droplet: a restart must not register a new worker instance.
         ("TRIGGER_WORKER_INSTANCE_NAME", droplet_name.to_string()),
+        (
+            "TRIGGER_WORKER_HEARTBEAT_INTERVAL_SECONDS",
+            HEARTBEAT_INTERVAL_SECS.to_string(),
+        ),
         ("TRIGGER_WORKLOAD_API_DOMAIN", "supervisor".into()),
         (
             "TRIGGER_WORKLOAD_API_PORT_INTERNAL",

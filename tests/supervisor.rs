@@ -199,6 +199,8 @@ pub fn check_user_data(user_data: &str, droplet_name: &str) {
         format!("TRIGGER_WORKER_TOKEN={LOG_TOKEN}"),
         format!("MANAGED_WORKER_SECRET={SECRET}"),
         format!("TRIGGER_WORKER_INSTANCE_NAME={droplet_name}"),
+        // A first heartbeat 10 s after the supervisor starts, not 30 (docs/supervisor.md).
+        "TRIGGER_WORKER_HEARTBEAT_INTERVAL_SECONDS=10".into(),
         "DOCKER_HOST=tcp://docker-proxy:2375".into(),
         "DOCKER_REGISTRY_URL=registry-prod.invalid".into(),
     ] {
