@@ -32,6 +32,9 @@ pub const HEALTH_PORT: u16 = 8020;
 /// heartbeat 20 s sooner, and `stale_after` (1m) spans six heartbeats instead of two. Costs the
 /// webapp one small UPDATE per droplet every 10 s.
 pub const HEARTBEAT_INTERVAL_SECS: u64 = 10;
+/// The tag on a droplet whose user-data sets that interval: the plan may judge its silence
+/// sooner (`stale_after` 30s instead of 1m) only when it knows how often it beats.
+pub const BEAT_TAG: &str = "ops-beat-10s";
 /// DigitalOcean's metadata service (IPv4 only: it has no IPv6 address).
 pub const METADATA_IP: &str = "169.254.169.254";
 pub const METADATA_DROP_IN: &str =

@@ -194,9 +194,11 @@ pub struct SupervisorOptions {
     pub firewall: bool,
     #[serde(default = "default_health_port")]
     pub health_port: u16,
-    /// A droplet whose `WorkerInstance.lastHeartbeatAt` is older than this is failing.
-    #[serde(default = "default_stale_after", deserialize_with = "de_duration")]
-    pub stale_after: Duration,
+    /// A droplet whose `WorkerInstance.lastHeartbeatAt` is older than this is failing; unset:
+    /// 30s when every droplet is known to heartbeat every 10 s (ops' user-data sets it, and tags
+    /// the droplet), else 1m (see [`SupervisorOptions::stale_after`]).
+    #[serde(default, rename = "stale_after", deserialize_with = "de_opt_duration")]
+    pub stale_after_set: Option<Duration>,
     /// Alert (fail the task) when the oldest PENDING run of the group waits longer; off unless set.
     #[serde(default, deserialize_with = "de_opt_duration")]
     pub queue_alert_after: Option<Duration>,
@@ -271,10 +273,24 @@ fn default_max_replacements() -> u32 {
 fn default_replacement_window() -> Duration {
     Duration::from_secs(6 * 3600)
 }
-fn default_stale_after() -> Duration {
-    // Two missed heartbeats (every 30 s): early, because a silence now starts a replacement
-    // without deleting anything (make before break) and the webapp's own outages are told apart.
-    Duration::from_secs(60)
+/// Three missed heartbeats of a droplet that beats every 10 s (ops' user-data sets it): early,
+/// because a silence starts a replacement without deleting anything (make before break) and the
+/// webapp's own outages are told apart.
+pub const STALE_AFTER_FAST: Duration = Duration::from_secs(30);
+/// Two missed heartbeats at Trigger.dev's default of 30 s (droplets made before ops set the
+/// interval), and what the other worker groups' supervisors are judged by.
+pub const STALE_AFTER: Duration = Duration::from_secs(60);
+
+impl SupervisorOptions {
+    /// The silence after which a droplet is failing: the operator's `stale_after`, else
+    /// `STALE_AFTER_FAST` when every droplet is known to heartbeat every 10 s, else `STALE_AFTER`.
+    pub fn stale_after(&self, all_fast: bool) -> Duration {
+        self.stale_after_set.unwrap_or(if all_fast {
+            STALE_AFTER_FAST
+        } else {
+            STALE_AFTER
+        })
+    }
 }
 fn default_orphan_alert_after() -> Option<Duration> {
     Some(Duration::from_secs(300))

@@ -305,3 +305,47 @@ fn missing_worker_tables_are_a_note_not_a_failure() {
         .expect_code(0)
         .expect_stdout("token check: skipped, the webapp's database has no worker tables");
 }
+
+#[test]
+fn a_heartbeat_nearly_stale_is_confirmed_in_the_same_run_and_the_replacement_starts_at_once() {
+    // The droplet beats every 10 s (ops' user-data sets it and tags the droplet): stale after 30s.
+    let f = fleet("boot_grace: 10m");
+    f.health().expect_code(0);
+    let a = f.ids()[0];
+    let created = f.creates()[0].clone();
+    assert!(
+        created["tags"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t == "ops-beat-10s"),
+        "{created}"
+    );
+    let user_data = created["user_data"].as_str().unwrap();
+    assert!(user_data.contains("TRIGGER_WORKER_HEARTBEAT_INTERVAL_SECONDS=10"));
+    let sup = f.serve(a, true);
+    f.health()
+        .expect_code(0)
+        .expect_stdout("healthy (last heartbeat");
+    // It dies; its last heartbeat is 20 s old when the next check starts.
+    sup.set(false);
+    std::thread::sleep(Duration::from_millis(300));
+    let name = f.api.with(|w| w.droplets[0].name.clone());
+    f.db()
+        .execute(
+            r#"UPDATE "WorkerInstance" SET "lastHeartbeatAt" = timezone('UTC', now()) - interval '20 seconds' WHERE name = $1"#,
+            &[&name],
+        )
+        .unwrap();
+    let t0 = std::time::Instant::now();
+    let run = f.health();
+    run.expect_code(1)
+        .expect_stdout("(stale after 30s)")
+        .expect_stdout("created droplet");
+    let waited = t0.elapsed();
+    assert!(
+        waited >= Duration::from_secs(10),
+        "confirmed after waiting, not judged on a 20 s heartbeat: {waited:?}"
+    );
+    assert_eq!(f.ids().len(), 2, "its replacement is created in this run");
+}

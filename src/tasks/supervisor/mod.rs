@@ -204,6 +204,7 @@ fn webapp_view(
     opts: &SupervisorOptions,
     record: &ConfigRecord,
     names: &[String],
+    stale: Duration,
 ) -> (View, BTreeMap<String, Heartbeat>, Option<FlowRead>) {
     let Some(url) = &ctx.settings.database_url else {
         return (View::NotConfigured, BTreeMap::new(), None);
@@ -211,14 +212,16 @@ fn webapp_view(
     let mut client = None;
     let result = Target::parse(url).and_then(|t| {
         let c = client.insert(t.connect(ctx.connect_timeout())?);
-        webapp_db::fleet(c, record.worker_token.expose(), names)
+        let seen = webapp_db::fleet(c, record.worker_token.expose(), names)?;
+        confirm(ctx, c, record, names, stale, seen)
     });
     let unavailable = |why: String| (View::Unavailable(why), BTreeMap::new(), None);
     match result {
         Ok(Fleet::Seen(v)) => {
             let beats = heartbeats(client.as_mut(), names, &v);
-            let flow = client
-                .map(|mut c| read_flow(ctx, opts, &mut c, v.group.clone(), &v.heartbeats));
+            let flow = client.map(|mut c| {
+                read_flow(ctx, opts, &mut c, v.group.clone(), &v.heartbeats, stale)
+            });
             (
                 View::Seen {
                     group: v.group.name,
@@ -237,6 +240,37 @@ fn webapp_view(
         )),
         Err(e) => unavailable(format!("{e:#}")),
     }
+}
+
+fn confirm(
+    ctx: &TaskCtx,
+    c: &mut postgres::Client,
+    record: &ConfigRecord,
+    names: &[String],
+    stale: Duration,
+    seen: Fleet,
+) -> anyhow::Result<Fleet> {
+    let Fleet::Seen(v) = &seen else {
+        return Ok(seen);
+    };
+    let Some(wait) = plan::confirm_wait(&v.heartbeats, stale) else {
+        return Ok(seen);
+    };
+    // Only with time to spare: the run's deadline is for acting, not for waiting.
+    if ctx
+        .deadline
+        .saturating_duration_since(std::time::Instant::now())
+        < wait * 4
+    {
+        return Ok(seen);
+    }
+    log::info!(
+        "a heartbeat is nearly {} old: confirming in {:.0}s",
+        crate::duration::format(stale),
+        wait.as_secs_f64()
+    );
+    std::thread::sleep(wait);
+    webapp_db::fleet(c, record.worker_token.expose(), names)
 }
 
 /// Each droplet's heartbeat in our group; those our group never heard are looked for in the
@@ -292,6 +326,7 @@ fn read_flow(
     client: &mut postgres::Client,
     ours: WorkerGroup,
     heartbeats: &BTreeMap<String, Option<f64>>,
+    stale: Duration,
 ) -> FlowRead {
     let mut routing = webapp_db::routing(client).map_err(|e| format!("{e:#}"));
     let queues = flow::queues_to_read(&ours, routing.as_ref().ok());
@@ -311,7 +346,7 @@ fn read_flow(
     .map_err(|e| format!("{e:#}"));
     if let Ok(r) = routing.as_mut() {
         let depths = read.as_ref().map(|q| q.depths.as_slice()).unwrap_or(&[]);
-        if let Err(e) = group_ages(client, opts, r, &ours, heartbeats, depths) {
+        if let Err(e) = group_ages(client, stale, r, &ours, heartbeats, depths) {
             routing = Err(e);
         }
     }
@@ -359,13 +394,13 @@ fn read_flow(
 /// supervisors is silent (did the others go silent too? then the webapp is the likely cause).
 fn group_ages(
     client: &mut postgres::Client,
-    opts: &SupervisorOptions,
+    stale: Duration,
     routing: &mut Routing,
     ours: &WorkerGroup,
     heartbeats: &BTreeMap<String, Option<f64>>,
     depths: &[webapp_db::QueueDepth],
 ) -> Result<(), String> {
-    let stale = opts.stale_after.as_secs_f64();
+    let stale = stale.as_secs_f64();
     let ours_silent = heartbeats.values().flatten().any(|a| *a >= stale);
     let waiting = |g: &webapp_db::GroupRow| {
         depths.iter().any(|d| {
@@ -407,7 +442,8 @@ fn judge_flow(opts: &SupervisorOptions, f: &FlowRead) -> flow::Findings {
                 .map_err(String::as_str),
         },
         &flow::Rules {
-            stale_after: opts.stale_after,
+            // Other groups' supervisors beat at intervals ops does not know.
+            stale_after: opts.stale_after(false),
             orphan_alert_after: opts.orphan_alert_after,
             queue_alert_after: opts.queue_alert_after,
         },
@@ -467,7 +503,7 @@ pub fn run(opts: &SupervisorOptions, ctx: &TaskCtx) -> anyhow::Result<Outcome> {
         .map_err(crate::exit::config_error)?;
     let mut spec = desired(opts, ctx, &record, &size);
     spec.max = bounds.max;
-    let (obs, health_checks, flow_read) = observe(ctx, &api, &http, opts, &spec, &record)?;
+    let (obs, health_checks, flow_read, stale) = observe(ctx, &api, &http, opts, &spec, &record)?;
     let fit = fit_presets(ctx, &api, flow_read.as_ref(), &size, auto);
     let mut auto_grown = None;
     if let Some(bigger) = fit.auto_size.clone() {
@@ -475,6 +511,7 @@ pub fn run(opts: &SupervisorOptions, ctx: &TaskCtx) -> anyhow::Result<Outcome> {
         size = bigger;
     }
     let mut spec = desired(opts, ctx, &record, &size);
+    spec.rules.stale_after = stale;
     let mut fetched = fit.fetched.clone();
     let (scale_seen, extra) = scale(
         ctx,
@@ -598,7 +635,8 @@ fn desired(
         version_line: release::describe(pin, webapp),
         rules: plan::Rules {
             boot_grace: opts.boot_grace,
-            stale_after: opts.stale_after,
+            // Resolved by observe(), which sees how often the droplets beat.
+            stale_after: opts.stale_after(false),
         },
         unhealthy_after: opts.unhealthy_after,
         max_replacements: opts.max_replacements,
@@ -866,7 +904,7 @@ fn observe(
     opts: &SupervisorOptions,
     spec: &plan::Spec,
     record: &ConfigRecord,
-) -> anyhow::Result<(plan::Observation, u32, Option<FlowRead>)> {
+) -> anyhow::Result<(plan::Observation, u32, Option<FlowRead>, Duration)> {
     let now_utc = chrono::Utc::now();
     let all = api.droplets_by_tag(&spec.tag)?;
     let (ours, foreign): (Vec<Droplet>, Vec<Droplet>) = all
@@ -882,11 +920,20 @@ fn observe(
         .filter(|d| !d.has_tag(drain::DRAINING_TAG))
         .count();
     let too_many = serving > spec.count.max(spec.max) + 1;
+    // Judged sooner only when every serving droplet is known to beat every 10 s.
+    let stale = opts.stale_after(
+        ours.iter()
+            .filter(|d| !d.has_tag(drain::DRAINING_TAG))
+            .all(|d| d.has_tag(cloudinit::BEAT_TAG)),
+    );
+    let mut spec = spec.clone();
+    spec.rules.stale_after = stale;
+    let spec = &spec;
     let names: Vec<String> = ours.iter().map(|d| d.name.clone()).collect();
     let (view, heartbeats, flow) = if too_many {
         (View::Skipped, Default::default(), None)
     } else {
-        webapp_view(ctx, opts, record, &names)
+        webapp_view(ctx, opts, record, &names, stale)
     };
     let mut health_checks = 0;
     let mut droplets = Vec::with_capacity(ours.len());
@@ -952,7 +999,7 @@ fn observe(
     if plan::needs_webapp_check(&obs, spec) {
         obs.webapp_check = Some(check_webapp(ctx, &record.api_origin));
     }
-    Ok((obs, health_checks, flow))
+    Ok((obs, health_checks, flow, stale))
 }
 
 /// The runs executing on the droplet named `name`, per the webapp's database (`None`: no read
@@ -1238,6 +1285,7 @@ fn create(
     if cloudinit::drains(&spec.version.tag) {
         tags.push(drain::CAPABLE_TAG.into());
     }
+    tags.push(cloudinit::BEAT_TAG.into());
     let mut new = NewDroplet {
         name: name.to_string(),
         region: s.supervisor_region.clone(),

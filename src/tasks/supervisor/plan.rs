@@ -15,6 +15,7 @@
 //! observation (a past `last_ok`, or any heartbeat at all). ² a heartbeat ends the grace.
 //! Healthy resets the failure streak; failing adds one; booting and unknown leave it alone.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::duration;
@@ -1224,9 +1225,54 @@ fn droplet_line(a: &Assessed, spec: &Spec) -> String {
     )
 }
 
+/// A heartbeat this close to `stale` is confirmed in the same run: ops waits until it would be
+/// stale and reads the heartbeats again (one short statement), instead of leaving the silence to
+/// the next check a minute later. Healthy heartbeats (every 10 s, or 30 s for older droplets)
+/// never come this close, so a healthy cycle never waits.
+pub const CONFIRM_WITHIN: Duration = Duration::from_secs(15);
+
+/// How long to wait before reading the heartbeats again, if a heartbeat is within
+/// `CONFIRM_WITHIN` of `stale` (the wait ends just past it).
+pub fn confirm_wait(ages: &BTreeMap<String, Option<f64>>, stale: Duration) -> Option<Duration> {
+    let stale = stale.as_secs_f64();
+    let window = CONFIRM_WITHIN.as_secs_f64();
+    ages.values()
+        .flatten()
+        .filter(|a| **a < stale && **a >= stale - window)
+        .map(|a| stale - a)
+        .reduce(f64::max)
+        .map(|w| Duration::from_secs_f64(w + 0.5))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_heartbeat_close_to_stale_is_confirmed_and_the_wait_ends_just_past_it() {
+        let ages = |v: &[f64]| -> BTreeMap<String, Option<f64>> {
+            v.iter()
+                .enumerate()
+                .map(|(i, a)| (format!("d{i}"), Some(*a)))
+                .chain([("never".to_string(), None)])
+                .collect()
+        };
+        let stale = Duration::from_secs(30);
+        // Healthy 10 s heartbeats never wait; nor one already stale (it is failing now).
+        assert_eq!(confirm_wait(&ages(&[0.5, 9.9, 14.9]), stale), None);
+        assert_eq!(confirm_wait(&ages(&[31.0]), stale), None);
+        assert_eq!(
+            confirm_wait(&ages(&[3.0, 20.0, 16.0]), stale),
+            Some(Duration::from_secs_f64(14.5))
+        );
+        // Droplets beating every 30 s (stale after 1m): only past 45 s.
+        let stale = Duration::from_secs(60);
+        assert_eq!(confirm_wait(&ages(&[30.4, 44.0]), stale), None);
+        assert_eq!(
+            confirm_wait(&ages(&[50.0]), stale),
+            Some(Duration::from_secs_f64(10.5))
+        );
+    }
 
     const NOW: i64 = 1_800_000_000_000;
     const RULES: Rules = Rules {

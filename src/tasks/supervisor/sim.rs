@@ -17,7 +17,9 @@ use super::plan;
 mod fleet;
 pub mod load;
 
-use fleet::{follow, minutes, observe, spec, Droplet, BOOT, CHECK_EVERY, CURRENT, FLEET_AGE};
+use fleet::{
+    follow, minutes, observe_confirmed, spec, Droplet, BOOT, CHECK_EVERY, CURRENT, FLEET_AGE,
+};
 pub use fleet::{Policy, Result, BAKED_BOOT};
 
 const UPGRADED: &str = "ops-spec-upgraded";
@@ -137,9 +139,16 @@ pub fn run(scenario: Scenario, policy: Policy) -> Result {
             d.take_runs(t, scenario.run_len());
         }
         let spec = spec(policy, current, count);
-        let mut obs = observe(&fleet, t, webapp_down, &replacements);
+        let (mut obs, at_t) = observe_confirmed(
+            &spec,
+            policy == Policy::Now,
+            &fleet,
+            t,
+            webapp_down,
+            &replacements,
+        );
         if plan::needs_webapp_check(&obs, &spec) {
-            let down = webapp_down.is_some_and(|(a, b)| (a..b).contains(&t));
+            let down = webapp_down.is_some_and(|(a, b)| (a..b).contains(&at_t));
             obs.webapp_check = Some(if down {
                 Err("GET /healthcheck answered HTTP 502".into())
             } else {
@@ -149,7 +158,7 @@ pub fn run(scenario: Scenario, policy: Policy) -> Result {
         let p = plan::plan(&obs, &spec);
         follow(
             &p,
-            t,
+            at_t,
             (current, scenario.boot(), policy.beat()),
             refused,
             &mut fleet,
@@ -264,6 +273,17 @@ mod tests {
             (r.created, r.deleted, r.healthy_deleted),
             (1, 1, 0),
             "{r:?}"
+        );
+    }
+
+    #[test]
+    fn from_the_baked_image_a_dead_supervisor_is_back_within_two_and_a_half_minutes() {
+        let (mean, worst) = recovery_over_phases(Policy::Now, true);
+        assert!(mean <= 150, "mean {mean}s (worst {worst}s)");
+        let (before, _) = recovery_over_phases(Policy::NoDrain, true);
+        assert!(
+            before > 180,
+            "the 30 s heartbeat and 1m stale_after took {before}s"
         );
     }
 

@@ -188,7 +188,12 @@ pub(super) fn spec(policy: Policy, spec_tag: &str, count: usize) -> Spec {
         version_line: String::new(),
         rules: Rules {
             boot_grace: Duration::from_secs(600),
-            stale_after: Duration::from_secs(if now { 60 } else { 120 }),
+            // Now: every droplet beats every 10 s (ops' user-data, and its tag).
+            stale_after: match policy {
+                Policy::Now => crate::config::STALE_AFTER_FAST,
+                Policy::NoDrain => crate::config::STALE_AFTER,
+                Policy::Before => Duration::from_secs(120),
+            },
         },
         unhealthy_after: 3,
         max_replacements: 3,
@@ -278,6 +283,35 @@ pub(super) fn observe(
         replacements: replacements.to_vec(),
         webapp_check: None,
         other_groups: Vec::new(),
+    }
+}
+
+/// What the run at `t` sees, and when it decides: with `confirm` (now), a heartbeat within
+/// `CONFIRM_WITHIN` of stale is read again once it would be stale, in the same run, as the
+/// task does.
+pub(super) fn observe_confirmed(
+    spec: &Spec,
+    confirm: bool,
+    fleet: &[Droplet],
+    t: u64,
+    webapp_down: Option<(u64, u64)>,
+    replacements: &[i64],
+) -> (Observation, u64) {
+    let obs = observe(fleet, t, webapp_down, replacements);
+    let ages: std::collections::BTreeMap<String, Option<f64>> = obs
+        .droplets
+        .iter()
+        .filter_map(|d| match d.heartbeat {
+            Heartbeat::Age(a) => Some((d.name.clone(), Some(a))),
+            _ => None,
+        })
+        .collect();
+    match plan::confirm_wait(&ages, spec.rules.stale_after) {
+        Some(w) if confirm => {
+            let t2 = t + w.as_secs_f64().ceil() as u64;
+            (observe(fleet, t2, webapp_down, replacements), t2)
+        }
+        _ => (obs, t),
     }
 }
 
