@@ -35,6 +35,14 @@ fn rich_metrics() -> (crate::supervisor::Fleet, String) {
     ));
     f.run(&["run", "health"]).expect_code(0);
     let _sup = f.serve(f.ids()[0], true);
+    // An hour old, with DigitalOcean's monitoring reporting its disk (40% free).
+    f.api.with(|w| {
+        let d = &mut w.droplets[0];
+        d.created_at = (chrono::Utc::now() - chrono::Duration::hours(1))
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        let id = d.id;
+        w.disks.insert(id, (16 << 30, 40 << 30));
+    });
     webapp::pending_run(&mut f.db(), "waiting", std::time::Duration::from_secs(40));
     f.run(&["run", "health"]).expect_code(0);
     f.run(&["run", "nightly"]).expect_code(1);
