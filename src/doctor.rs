@@ -269,11 +269,20 @@ fn record_checks(r: &mut Checklist, app: &App, http: &Http, rec: &crate::record:
     let req = Request::new("webapp", "GET", &url)
         .retry(Retry::Never)
         .timeout(Duration::from_secs(5));
-    r.line(match http.send(&req, deadline()) {
+    // The same origin checks as extract's (issue 27, Medium 2): a record from an older ops
+    // could still name a link-local or mapped address.
+    let checked = crate::tasks::extract::origin::parse(&rec.api_origin, "the config record")
+        .map_err(|e| format!("webapp {url}: {e}"))
+        .and_then(|_| {
+            crate::tasks::extract::webapp_client(false)
+                .send(&req, deadline())
+                .map_err(|e| format!("webapp {url}: {e:#}"))
+        });
+    r.line(match checked {
         Ok(resp) if resp.status == 200 => Ok(format!("webapp {url}: 200")),
         // Whoever sets API_ORIGIN must not read answers through ops: status only.
         Ok(resp) => Err(format!("webapp {url} answered HTTP {}", resp.status)),
-        Err(e) => Err(format!("webapp {url}: {e:#}")),
+        Err(e) => Err(e),
     });
 }
 
