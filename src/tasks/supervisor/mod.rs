@@ -204,7 +204,7 @@ fn webapp_view(
     opts: &SupervisorOptions,
     record: &ConfigRecord,
     names: &[String],
-    stale: Duration,
+    (stale, draining): (Duration, &[String]),
 ) -> (View, BTreeMap<String, Heartbeat>, Option<FlowRead>) {
     let Some(url) = &ctx.settings.database_url else {
         return (View::NotConfigured, BTreeMap::new(), None);
@@ -213,7 +213,7 @@ fn webapp_view(
     let result = Target::parse(url).and_then(|t| {
         let c = client.insert(t.connect(ctx.connect_timeout())?);
         let seen = webapp_db::fleet(c, record.worker_token.expose(), names)?;
-        confirm(ctx, c, record, names, stale, seen)
+        confirm(ctx, c, record, names, (stale, draining), seen)
     });
     let unavailable = |why: String| (View::Unavailable(why), BTreeMap::new(), None);
     match result {
@@ -247,13 +247,16 @@ fn confirm(
     c: &mut postgres::Client,
     record: &ConfigRecord,
     names: &[String],
-    stale: Duration,
+    (stale, draining): (Duration, &[String]),
     seen: Fleet,
 ) -> anyhow::Result<Fleet> {
     let Fleet::Seen(v) = &seen else {
         return Ok(seen);
     };
-    let Some(wait) = plan::confirm_wait(&v.heartbeats, stale) else {
+    // A draining droplet falls silent on purpose once its runs end: never waited for.
+    let mut watched = v.heartbeats.clone();
+    watched.retain(|name, _| !draining.contains(name));
+    let Some(wait) = plan::confirm_wait(&watched, stale) else {
         return Ok(seen);
     };
     // Only with time to spare: the run's deadline is for acting, not for waiting.
@@ -930,10 +933,15 @@ fn observe(
     spec.rules.stale_after = stale;
     let spec = &spec;
     let names: Vec<String> = ours.iter().map(|d| d.name.clone()).collect();
+    let draining: Vec<String> = ours
+        .iter()
+        .filter(|d| d.has_tag(drain::DRAINING_TAG))
+        .map(|d| d.name.clone())
+        .collect();
     let (view, heartbeats, flow) = if too_many {
         (View::Skipped, Default::default(), None)
     } else {
-        webapp_view(ctx, opts, record, &names, stale)
+        webapp_view(ctx, opts, record, &names, (stale, &draining))
     };
     let mut health_checks = 0;
     let mut droplets = Vec::with_capacity(ours.len());
