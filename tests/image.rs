@@ -353,7 +353,7 @@ fn a_token_without_the_image_scopes_warns_once_and_waits_before_asking_again() {
         .expect_code(0)
         .expect_stdout("baked image:")
         .expect_stdout("HTTP 403")
-        .expect_stdout("image and snapshot scopes");
+        .expect_stdout("a custom-scoped token needs image:create");
     let asked = image_requests(&f) + f.creates().len();
     f.health()
         .expect_code(0)
@@ -395,4 +395,39 @@ fn a_version_change_while_baking_replaces_the_bake_droplet_so_no_image_holds_the
         .unwrap()
         .to_string();
     assert!(user_data.contains("supervisor:v4.5.12"), "{user_data}");
+}
+
+#[test]
+fn an_old_image_that_cannot_be_deleted_never_makes_ops_forget_the_new_one_or_bake_again() {
+    let mut f = fleet("boot_grace: 10m, bake: true");
+    f.s.ops.env("TRIGGER_VERSION", "v4.5.10");
+    f.health().expect_code(0);
+    let _sup = f.serve(f.ids()[0], true);
+    bake(&f);
+    f.s.ops.env("TRIGGER_VERSION", "v4.5.11");
+    bake(&f);
+    // The token may not delete images: the third version's bake cannot prune the first.
+    f.api.with(|w| w.refuse_image_deletes = true);
+    f.s.ops.env("TRIGGER_VERSION", "v4.5.12");
+    let steps = bake(&f);
+    assert!(steps.contains("could not delete the old image"), "{steps}");
+    let newest = images(&f).iter().map(|i| i.0).max().unwrap();
+    let bakes = || {
+        f.creates()
+            .iter()
+            .filter(|c| c["name"].as_str().unwrap_or("").contains("-bake-"))
+            .count()
+    };
+    let before = bakes();
+    for _ in 0..4 {
+        f.health().expect_code(0);
+    }
+    assert_eq!(
+        bakes(),
+        before,
+        "no bake again: the new image is still known"
+    );
+    let status = f.run(&["status", "--json"]).json();
+    assert_eq!(status["supervisor"]["image"]["image"], json!(newest));
+    assert_eq!(images(&f).len(), 3, "the old one stays until it can go");
 }

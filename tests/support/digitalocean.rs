@@ -100,6 +100,8 @@ pub struct DoWorld {
     /// How long after `active` a droplet with the bake user-data powers itself off.
     pub bake_after: Duration,
     pub image_deletes: Vec<u64>,
+    /// `DELETE /v2/images/{id}` answers 403 (a token without `image:delete`).
+    pub refuse_image_deletes: bool,
     /// Each droplet's root filesystem as its monitoring agent reports it: (free, size) bytes.
     /// A droplet not here reports nothing (no agent): the metrics' result is empty.
     pub disks: std::collections::HashMap<u64, (u64, u64)>,
@@ -273,6 +275,7 @@ impl FakeDo {
             snapshot_after: Duration::ZERO,
             bake_after: Duration::ZERO,
             image_deletes: Vec::new(),
+            refuse_image_deletes: false,
             disks: Default::default(),
         }));
         let w = Arc::clone(&world);
@@ -576,6 +579,13 @@ impl FakeDo {
                         Reply::json(
                             200,
                             json!({"images": list, "links": {}, "meta": {"total": list.len()}}),
+                        )
+                    }
+                    ("DELETE", r) if r.starts_with("/v2/images/") && world.refuse_image_deletes => {
+                        error(
+                            403,
+                            "forbidden",
+                            "You are not authorized to perform this operation",
                         )
                     }
                     ("DELETE", r) if r.starts_with("/v2/images/") => {

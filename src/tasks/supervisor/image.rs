@@ -60,8 +60,12 @@ pub struct Want {
 impl Want {
     pub fn of(s: &Settings, deployment_tag: &str, version: &str) -> Want {
         let images = cloudinit::images(s, version);
+        // The recipe too (it holds no secret): a fix to how an image is made or sealed bakes
+        // a new one.
+        let recipe = cloudinit::render_bake(s, version).unwrap_or_default();
         let mut parts = vec![s.supervisor_image.as_str(), s.supervisor_region.as_str()];
         parts.extend(images.iter().map(String::as_str));
+        parts.push(&recipe);
         let key = fingerprint(&parts);
         Want {
             key_tag: format!("ops-bake-{key}"),
@@ -120,6 +124,9 @@ pub struct Baked {
     pub snapshot: Option<Snap>,
     /// The last bake that failed: when, and why.
     pub failed: Option<(i64, String)>,
+    /// When the next try may start after it (`None`: `RETRY_AFTER_MS` after it).
+    #[serde(default)]
+    pub retry_at: Option<i64>,
     /// What ops made, whatever the key: only these are used, drained of nothing, deleted.
     #[serde(default)]
     pub made: Made,
@@ -147,16 +154,29 @@ impl Made {
         want.looks_ours(i) && self.images.contains(&i.id)
     }
 
-    fn baker(&self, want: &Want, d: &Droplet, now: i64) -> bool {
+    fn baker(&self, want: &Want, d: &Droplet) -> bool {
         if !want.looks_like_baker(d) {
             return false;
         }
-        let created = now - d.age_secs(chrono::Utc::now()) * 1000;
+        // An unreadable creation time proves nothing.
+        let created = chrono::DateTime::parse_from_rfc3339(&d.created_at)
+            .ok()
+            .map(|t| t.timestamp_millis());
         self.bakers.contains(&d.id)
-            || self
-                .pending
-                .as_ref()
-                .is_some_and(|(name, at)| *name == d.name && created >= at - PENDING_SKEW_MS)
+            || self.pending.as_ref().is_some_and(|(name, at)| {
+                *name == d.name && created.is_some_and(|c| c >= at - PENDING_SKEW_MS)
+            })
+    }
+
+    /// A bake droplet found by its pending name (a create whose answer was lost) is recorded by
+    /// id, and the name no longer vouches for anything.
+    fn settle(&mut self, bakers: &[Droplet]) {
+        for d in bakers {
+            if !self.bakers.contains(&d.id) {
+                self.bakers.push(d.id);
+                self.pending = None;
+            }
+        }
     }
 }
 
@@ -209,44 +229,13 @@ pub struct Tended {
 pub const ERROR_RETRY_MS: i64 = 30 * 60_000;
 
 /// One step of the bake, as far as this run gets. Its trouble is a warning (the fleet does not
-/// depend on the image); an API error is kept so the next try waits `ERROR_RETRY_MS`.
+/// depend on the image); an API error is kept, with what the step got done before it, so the
+/// next try waits `ERROR_RETRY_MS`.
 pub fn tend(ctx: &TaskCtx, api: &DigitalOcean, want: &Want) -> Tended {
-    match step(ctx, api, want) {
-        Ok(t) => t,
-        Err(e) => {
-            let why = format!("{e:#}");
-            let mut st = load(ctx);
-            if st.key != want.key {
-                st = Baked {
-                    key: want.key.clone(),
-                    version: want.version.clone(),
-                    made: st.made,
-                    ..Baked::default()
-                };
-            }
-            if st.baker.is_none() && !ctx.dry_run {
-                st.failed = Some((now_ms() - RETRY_AFTER_MS + ERROR_RETRY_MS, why.clone()));
-                if let Err(e) = save(ctx, &st, Tended::default()) {
-                    log::warn!("the image's record was not kept: {e:#}");
-                }
-            }
-            Tended {
-                warnings: vec![format!(
-                    "baked image: {why} (the token needs the image and snapshot scopes besides droplet and tag); new droplets start from {} until it is ready",
-                    want.base
-                )],
-                ..Tended::default()
-            }
-        }
-    }
-}
-
-fn step(ctx: &TaskCtx, api: &DigitalOcean, want: &Want) -> anyhow::Result<Tended> {
     let mut st: Baked = load(ctx);
-    let now = now_ms();
     if st.key != want.key {
         // A new version or base: what was known is about another image (kept as a spare); a
-        // bake of it still at work is found in the listing below and removed.
+        // bake of it still at work is found in the listing and removed.
         st = Baked {
             key: want.key.clone(),
             version: want.version.clone(),
@@ -255,43 +244,78 @@ fn step(ctx: &TaskCtx, api: &DigitalOcean, want: &Want) -> anyhow::Result<Tended
         };
     }
     let mut out = Tended::default();
+    if let Err(e) = step(ctx, api, want, &mut st, &mut out) {
+        let why = format!("{e:#}");
+        let now = now_ms();
+        if st.baker.is_none() {
+            st.failed = Some((now, why.clone()));
+            st.retry_at = Some(now + ERROR_RETRY_MS);
+        }
+        let hint = if why.contains("HTTP 403") {
+            " (a custom-scoped token needs image:create, image:read, image:update and image:delete, tag:create and the right to read actions, besides the droplet scopes)"
+        } else {
+            ""
+        };
+        out.warnings.push(format!(
+            "baked image: {why}{hint}; the next try is in {}{}",
+            minutes(ERROR_RETRY_MS),
+            match st.usable(want) {
+                Some(id) => format!("; new droplets still start from image {id}"),
+                None => format!("; new droplets start from {} until then", want.base),
+            }
+        ));
+    }
+    if !ctx.dry_run {
+        if let Err(e) = ctx
+            .writable_state()
+            .and_then(|w| w.kv_set(NAMESPACE, STATE_KEY, &st, now_ms()))
+        {
+            out.warnings
+                .push(format!("baked image: its record was not kept: {e:#}"));
+        }
+    }
+    out
+}
+
+fn step(
+    ctx: &TaskCtx,
+    api: &DigitalOcean,
+    want: &Want,
+    st: &mut Baked,
+    out: &mut Tended,
+) -> anyhow::Result<()> {
+    let now = now_ms();
     if st.image.is_some() && st.baker.is_none() && now - st.checked_at < RECHECK_MS {
-        return Ok(out);
+        return Ok(());
     }
     if let (Some((at, why)), None) = (&st.failed, st.baker) {
-        if now - at < RETRY_AFTER_MS {
+        let retry = st.retry_at.unwrap_or(at + RETRY_AFTER_MS);
+        if now < retry {
             out.lines.push(format!(
-                "baked image: the last bake failed ({why}); the next try is in {}; new droplets start from {} meanwhile",
-                crate::duration::format(std::time::Duration::from_millis((RETRY_AFTER_MS - (now - at)) as u64)),
-                want.base
+                "baked image: the last try failed ({why}); the next try is in {}; new droplets start from {} meanwhile",
+                minutes(retry - now),
+                st.usable(want).map_or(want.base.clone(), |id| format!("image {id}"))
             ));
-            return Ok(out);
+            return Ok(());
         }
     }
     let Survey {
         mut images,
         current,
         bakers,
-    } = survey(api, want, &st, now, &mut out)?;
+    } = survey(api, want, st, out)?;
+    st.made.settle(&bakers);
     if let Some(cur) = current {
         // A bake droplet left over (a lost answer, a run killed mid-finish) costs money: gone.
         for b in &bakers {
-            remove_baker(
-                ctx,
-                api,
-                want,
-                &mut st,
-                b.id,
-                "its image is ready",
-                &mut out,
-            )?;
+            remove_baker(ctx, api, want, st, b.id, "its image is ready", out)?;
         }
         st.baker = None;
         st.baker_since = None;
         st.snapshot = None;
-        prune(ctx, api, want, &mut st, &mut images, cur.id, &mut out)?;
-        ready(&mut st, &cur, &images, now);
-        return save(ctx, &st, out);
+        prune(ctx, api, want, st, &mut images, cur.id, out)?;
+        ready(st, &cur, &images, now);
+        return Ok(());
     }
     st.image = None;
     let mut bakers = bakers;
@@ -301,23 +325,15 @@ fn step(ctx: &TaskCtx, api: &DigitalOcean, want: &Want) -> anyhow::Result<Tended
         .partition(|d| d.name.starts_with(&want.keyed()));
     for old in &stale {
         let why = "it bakes an image of another version or base than the one wanted now";
-        remove_baker(ctx, api, want, &mut st, old.id, why, &mut out)?;
+        remove_baker(ctx, api, want, st, old.id, why, out)?;
     }
     for extra in bakers.split_off(bakers.len().min(1)) {
-        remove_baker(
-            ctx,
-            api,
-            want,
-            &mut st,
-            extra.id,
-            "a second bake droplet",
-            &mut out,
-        )?;
+        remove_baker(ctx, api, want, st, extra.id, "a second bake droplet", out)?;
     }
     let Some(baker) = bakers.into_iter().next() else {
         st.snapshot = None;
-        start(ctx, api, want, &mut st, now, &mut out)?;
-        return save(ctx, &st, out);
+        start(ctx, api, want, st, now, out)?;
+        return Ok(());
     };
     st.baker = Some(baker.id);
     let since = st
@@ -330,11 +346,11 @@ fn step(ctx: &TaskCtx, api: &DigitalOcean, want: &Want) -> anyhow::Result<Tended
                 ctx,
                 api,
                 want,
-                &mut st,
+                st,
                 baker.id,
                 &format!("bake droplet {} did not power off within {}: its cloud-init failed (read /var/log/cloud-init-output.log on it next time, or set bake: false)", baker.name, minutes(BAKE_TIMEOUT_MS)),
                 now,
-                &mut out,
+                out,
             )?;
         } else {
             out.lines.push(format!(
@@ -345,10 +361,9 @@ fn step(ctx: &TaskCtx, api: &DigitalOcean, want: &Want) -> anyhow::Result<Tended
                 minutes(now - since)
             ));
         }
-        return save(ctx, &st, out);
+        return Ok(());
     }
-    snapshot_step(ctx, api, want, &mut st, &baker, &mut images, now, &mut out)?;
-    save(ctx, &st, out)
+    snapshot_step(ctx, api, want, st, &baker, &mut images, now, out)
 }
 
 /// What DigitalOcean holds of ours: the images ops baked, the current one among them, and
@@ -359,13 +374,7 @@ struct Survey {
     bakers: Vec<Droplet>,
 }
 
-fn survey(
-    api: &DigitalOcean,
-    want: &Want,
-    st: &Baked,
-    now: i64,
-    out: &mut Tended,
-) -> anyhow::Result<Survey> {
+fn survey(api: &DigitalOcean, want: &Want, st: &Baked, out: &mut Tended) -> anyhow::Result<Survey> {
     let (images, strangers): (Vec<Image>, Vec<Image>) = api
         .private_images(&want.owner_tag)?
         .into_iter()
@@ -386,7 +395,7 @@ fn survey(
     let (bakers, strangers): (Vec<Droplet>, Vec<Droplet>) = listed
         .into_iter()
         .filter(|d| want.looks_like_baker(d))
-        .partition(|d| st.made.baker(want, d, now));
+        .partition(|d| st.made.baker(want, d));
     for d in &strangers {
         out.lines.push(format!(
             "droplet {} (id {}) carries our bake tag but ops did not create it: not touched",
@@ -520,6 +529,12 @@ fn finish(
         out.planned = true;
         return Ok(());
     }
+    // Recorded first: whatever fails after, the image stays known as ours.
+    if !st.made.images.contains(&image) {
+        st.made.images.push(image);
+    }
+    ctx.writable_state()?
+        .kv_set(NAMESPACE, STATE_KEY, &*st, now_ms())?;
     for tag in [&want.owner_tag, &want.key_tag] {
         api.create_tag(tag)?;
         api.tag_image(tag, image)?;
@@ -546,14 +561,13 @@ fn finish(
     out.lines.push(format!(
         "baked image {name} (id {image}) is ready: new droplets start from it"
     ));
-    st.made.images.push(image);
+    images.retain(|i| i.id != image);
+    images.push(fresh.clone());
+    ready(st, &fresh, images, now);
     remove_baker(ctx, api, want, st, baker.id, "its image is ready", out)?;
     st.baker = None;
     st.baker_since = None;
     st.snapshot = None;
-    st.failed = None;
-    images.retain(|i| i.id != image);
-    images.push(fresh.clone());
     prune(ctx, api, want, st, images, image, out)?;
     ready(st, &fresh, images, now);
     Ok(())
@@ -638,6 +652,7 @@ fn fail(
     st.baker_since = None;
     st.snapshot = None;
     st.failed = Some((now, why.to_string()));
+    st.retry_at = None;
     out.warnings.push(format!(
         "baked image: {why}; deleted the bake droplet, next try in {}; new droplets start from {} meanwhile",
         minutes(RETRY_AFTER_MS),
@@ -660,7 +675,7 @@ fn remove_baker(
         st.made.bakers.retain(|b| *b != id);
         return Ok(());
     };
-    if !st.made.baker(want, &d, now_ms()) {
+    if !st.made.baker(want, &d) {
         out.warnings.push(format!(
             "baked image: droplet {} (id {id}) is no bake droplet ops created: not deleted",
             d.name
@@ -706,7 +721,15 @@ fn prune(
             out.planned = true;
             continue;
         }
-        api.delete_image(i.id)?;
+        // An image that cannot go now (a token without image:delete, DigitalOcean down) stays
+        // recorded and is tried again at the next listing: never a reason to bake again.
+        if let Err(e) = api.delete_image(i.id) {
+            out.warnings.push(format!(
+                "baked image: could not delete the old image {} (id {}): {e:#}",
+                i.name, i.id
+            ));
+            continue;
+        }
         st.made.images.retain(|m| *m != i.id);
         ctx.changed(
             "image.deleted",
@@ -723,7 +746,7 @@ fn prune(
         ));
     }
     if !ctx.dry_run {
-        images.retain(|i| !gone.iter().any(|g| g.id == i.id));
+        images.retain(|i| !gone.iter().any(|g| g.id == i.id) || st.made.images.contains(&i.id));
     }
     Ok(())
 }
@@ -736,6 +759,7 @@ fn ready(st: &mut Baked, cur: &Image, images: &[Image], now: i64) {
     st.stored_gb = images.iter().filter_map(|i| i.size_gigabytes).sum();
     st.checked_at = now;
     st.failed = None;
+    st.retry_at = None;
 }
 
 fn load(ctx: &TaskCtx) -> Baked {
@@ -750,14 +774,6 @@ pub fn stored(state: Option<&crate::state::State>) -> Option<Baked> {
     state
         .and_then(|s| s.kv_get(NAMESPACE, STATE_KEY).ok().flatten())
         .map(|(v, _)| v)
-}
-
-fn save(ctx: &TaskCtx, st: &Baked, out: Tended) -> anyhow::Result<Tended> {
-    if !ctx.dry_run {
-        ctx.writable_state()?
-            .kv_set(NAMESPACE, STATE_KEY, st, now_ms())?;
-    }
-    Ok(out)
 }
 
 fn stamp() -> String {

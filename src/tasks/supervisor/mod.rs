@@ -923,12 +923,9 @@ fn observe(
         .filter(|d| !d.has_tag(drain::DRAINING_TAG))
         .count();
     let too_many = serving > spec.count.max(spec.max) + 1;
-    // Judged sooner only when every serving droplet is known to beat every 10 s.
-    let stale = opts.stale_after(
-        ours.iter()
-            .filter(|d| !d.has_tag(drain::DRAINING_TAG))
-            .all(|d| d.has_tag(cloudinit::BEAT_TAG)),
-    );
+    // Judged sooner only when every droplet is known to beat every 10 s: while older ones
+    // drain during a rollout, their 30 s heartbeats would look nearly stale against 30s.
+    let stale = opts.stale_after(ours.iter().all(|d| d.has_tag(cloudinit::BEAT_TAG)));
     let mut spec = spec.clone();
     spec.rules.stale_after = stale;
     let spec = &spec;
@@ -1350,12 +1347,14 @@ fn create(
     ))
 }
 
-/// DigitalOcean refused the request itself (no droplet was made): 400, 404 or 422.
+/// DigitalOcean refused the image itself (no droplet was made): a 400, 404 or 422 that names
+/// the image (not, say, the droplet limit).
 fn refused(e: &anyhow::Error) -> bool {
     let m = e.to_string();
     ["HTTP 400", "HTTP 404", "HTTP 422"]
         .iter()
         .any(|c| m.contains(c))
+        && m.to_ascii_lowercase().contains("image")
 }
 
 /// The baked image was refused: the next run lists the images again instead of trusting it.

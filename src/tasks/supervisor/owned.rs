@@ -20,9 +20,12 @@ pub const NAMESPACE: &str = "supervisor";
 /// The state key of the record, in that namespace (not under `droplet:`, which
 /// `save_observed` prunes).
 pub const KEY: &str = "created";
-/// A recorded droplet DigitalOcean no longer lists under our tag is forgotten after this long
-/// (not at once: a droplet just created could be missing from a listing for a moment).
+/// A recorded droplet DigitalOcean has not listed under our tag for this long is forgotten (not
+/// at once: a droplet just created, or one listing cut short, must not lose ops its fleet).
 const FORGET_AFTER_MS: i64 = 3_600_000;
+/// How stale an entry's `listed_at` may get before a listing refreshes it (so the record is not
+/// written every run).
+const LISTED_REFRESH_MS: i64 = 10 * 60_000;
 /// A create whose answer was never heard: a droplet of that name is ops' own when DigitalOcean
 /// says it was created no earlier than this before the call (clocks differ)…
 const PENDING_SKEW_MS: i64 = 3_600_000;
@@ -43,6 +46,16 @@ pub struct Entry {
     pub name: String,
     /// When it was recorded (Unix ms).
     pub at: i64,
+    /// When a listing last showed it (Unix ms, to `LISTED_REFRESH_MS`); `None`: never since it
+    /// was recorded.
+    #[serde(default)]
+    pub listed_at: Option<i64>,
+}
+
+impl Entry {
+    fn last_seen(&self) -> i64 {
+        self.listed_at.unwrap_or(self.at).max(self.at)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -134,18 +147,26 @@ pub fn sort(prev: Option<&Record>, listed: Vec<Droplet>, tag: &str, now: i64) ->
             id: d.id,
             name: d.name.clone(),
             at: now,
+            listed_at: Some(now),
         });
         ours.push(d);
+    }
+    let mut refreshed = false;
+    for e in record.droplets.iter_mut() {
+        if listed_ids.contains(&e.id) && now - e.last_seen() >= LISTED_REFRESH_MS {
+            e.listed_at = Some(now);
+            refreshed = true;
+        }
     }
     let before = (record.droplets.len(), record.pending.len());
     record
         .droplets
-        .retain(|e| listed_ids.contains(&e.id) || now - e.at < FORGET_AFTER_MS);
+        .retain(|e| listed_ids.contains(&e.id) || now - e.last_seen() < FORGET_AFTER_MS);
     record.pending.retain(|p| now - p.at < PENDING_KEEP_MS);
     let pruned = before != (record.droplets.len(), record.pending.len());
     Sorted {
         ours,
-        changed: first_use || pruned || !seen.adopted.is_empty(),
+        changed: first_use || pruned || refreshed || !seen.adopted.is_empty(),
         seen,
         record,
     }
@@ -196,6 +217,7 @@ pub fn created(ctx: &TaskCtx, id: u64, name: &str) -> anyhow::Result<()> {
             id,
             name: name.to_string(),
             at: now_ms(),
+            listed_at: None,
         });
     }
     st.kv_set(NAMESPACE, KEY, &r, now_ms())
@@ -271,6 +293,7 @@ mod tests {
             id,
             name: format!("n{id}"),
             at,
+            listed_at: None,
         }
     }
 
@@ -373,6 +396,47 @@ mod tests {
         let listed = vec![droplet(1, "n1", NOW)];
         let s = sort(Some(&prev), listed, TAG, NOW);
         assert!(s.record.has(1));
+    }
+
+    #[test]
+    fn one_listing_cut_short_forgets_nothing_listed_within_the_hour() {
+        let old = NOW - 10 * FORGET_AFTER_MS;
+        let prev = Record {
+            droplets: vec![entry(1, old), entry(2, old)],
+            pending: vec![],
+        };
+        // Listed now: the entries learn when.
+        let s = sort(
+            Some(&prev),
+            vec![droplet(1, "n1", old), droplet(2, "n2", old)],
+            TAG,
+            NOW,
+        );
+        assert!(s.changed);
+        // A listing a minute later that shows none of them (cut short, or DigitalOcean's
+        // hiccup) forgets neither: they were listed within the hour.
+        let later = sort(Some(&s.record), vec![], TAG, NOW + 60_000);
+        assert!(
+            later.record.has(1) && later.record.has(2),
+            "{:?}",
+            later.record
+        );
+        // Still missing an hour on: gone.
+        let gone = sort(
+            Some(&later.record),
+            vec![],
+            TAG,
+            NOW + FORGET_AFTER_MS + 60_000,
+        );
+        assert!(gone.record.droplets.is_empty());
+        // Listed every run: the record is written at most every LISTED_REFRESH_MS.
+        let again = sort(
+            Some(&s.record),
+            vec![droplet(1, "n1", old), droplet(2, "n2", old)],
+            TAG,
+            NOW + 60_000,
+        );
+        assert!(!again.changed);
     }
 
     #[test]

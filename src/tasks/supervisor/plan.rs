@@ -1235,7 +1235,9 @@ pub const CONFIRM_WITHIN: Duration = Duration::from_secs(15);
 /// `CONFIRM_WITHIN` of `stale` (the wait ends just past it).
 pub fn confirm_wait(ages: &BTreeMap<String, Option<f64>>, stale: Duration) -> Option<Duration> {
     let stale = stale.as_secs_f64();
-    let window = CONFIRM_WITHIN.as_secs_f64();
+    // Never more than half of `stale_after`: a short one set by the operator (20s) must not
+    // make healthy 10 s heartbeats wait.
+    let window = CONFIRM_WITHIN.as_secs_f64().min(stale / 2.0);
     ages.values()
         .flatten()
         .filter(|a| **a < stale && **a >= stale - window)
@@ -1264,6 +1266,13 @@ mod tests {
         assert_eq!(
             confirm_wait(&ages(&[3.0, 20.0, 16.0]), stale),
             Some(Duration::from_secs_f64(14.5))
+        );
+        // A short stale_after set by the operator: the window is its second half.
+        let short = Duration::from_secs(20);
+        assert_eq!(confirm_wait(&ages(&[9.0]), short), None);
+        assert_eq!(
+            confirm_wait(&ages(&[12.0]), short),
+            Some(Duration::from_secs_f64(8.5))
         );
         // Droplets beating every 30 s (stale after 1m): only past 45 s.
         let stale = Duration::from_secs(60);
