@@ -431,3 +431,35 @@ fn an_old_image_that_cannot_be_deleted_never_makes_ops_forget_the_new_one_or_bak
     assert_eq!(status["supervisor"]["image"]["image"], json!(newest));
     assert_eq!(images(&f).len(), 3, "the old one stays until it can go");
 }
+
+#[test]
+fn a_refused_snapshot_is_not_asked_again_every_run() {
+    let f = fleet("boot_grace: 10m, bake: true");
+    f.api.with(|w| w.refuse_snapshots = true);
+    f.health()
+        .expect_code(0)
+        .expect_stdout("created bake droplet");
+    f.health()
+        .expect_code(0)
+        .expect_stdout("HTTP 403")
+        .expect_stdout("the next try is in 30m");
+    let snapshots = || {
+        f.api
+            .server
+            .requests()
+            .iter()
+            .filter(|r| r.method == "POST" && r.body.contains("\"snapshot\""))
+            .count()
+    };
+    assert_eq!(snapshots(), 1);
+    for _ in 0..3 {
+        f.health()
+            .expect_code(0)
+            .expect_stdout("the last try failed");
+    }
+    assert_eq!(
+        snapshots(),
+        1,
+        "the refused snapshot waits for its retry time"
+    );
+}

@@ -102,6 +102,8 @@ pub struct DoWorld {
     pub image_deletes: Vec<u64>,
     /// `DELETE /v2/images/{id}` answers 403 (a token without `image:delete`).
     pub refuse_image_deletes: bool,
+    /// A `snapshot` action answers 403 (a token without `image:create`).
+    pub refuse_snapshots: bool,
     /// Each droplet's root filesystem as its monitoring agent reports it: (free, size) bytes.
     /// A droplet not here reports nothing (no agent): the metrics' result is empty.
     pub disks: std::collections::HashMap<u64, (u64, u64)>,
@@ -276,6 +278,7 @@ impl FakeDo {
             bake_after: Duration::ZERO,
             image_deletes: Vec::new(),
             refuse_image_deletes: false,
+            refuse_snapshots: false,
             disks: Default::default(),
         }));
         let w = Arc::clone(&world);
@@ -462,6 +465,13 @@ impl FakeDo {
                                 422,
                                 "unprocessable_entity",
                                 "type is not a valid action",
+                            );
+                        }
+                        if kind == "snapshot" && world.refuse_snapshots {
+                            return error(
+                                403,
+                                "forbidden",
+                                "You are not authorized to perform this operation",
                             );
                         }
                         let hold = world.hold_shutdown;

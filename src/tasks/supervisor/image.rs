@@ -247,10 +247,9 @@ pub fn tend(ctx: &TaskCtx, api: &DigitalOcean, want: &Want) -> Tended {
     if let Err(e) = step(ctx, api, want, &mut st, &mut out) {
         let why = format!("{e:#}");
         let now = now_ms();
-        if st.baker.is_none() {
-            st.failed = Some((now, why.clone()));
-            st.retry_at = Some(now + ERROR_RETRY_MS);
-        }
+        // Mid-bake too: a refused snapshot request is not sent again every minute.
+        st.failed = Some((now, why.clone()));
+        st.retry_at = Some(now + ERROR_RETRY_MS);
         let hint = if why.contains("HTTP 403") {
             " (a custom-scoped token needs image:create, image:read, image:update and image:delete, tag:create and the right to read actions, besides the droplet scopes)"
         } else {
@@ -288,8 +287,12 @@ fn step(
     if st.image.is_some() && st.baker.is_none() && now - st.checked_at < RECHECK_MS {
         return Ok(());
     }
-    if let (Some((at, why)), None) = (&st.failed, st.baker) {
-        let retry = st.retry_at.unwrap_or(at + RETRY_AFTER_MS);
+    if let Some((at, why)) = &st.failed {
+        // After an API error: `retry_at`; after a failed bake (its droplet gone): 6 h.
+        let retry = st
+            .retry_at
+            .or((st.baker.is_none()).then_some(at + RETRY_AFTER_MS))
+            .unwrap_or(0);
         if now < retry {
             out.lines.push(format!(
                 "baked image: the last try failed ({why}); the next try is in {}; new droplets start from {} meanwhile",
