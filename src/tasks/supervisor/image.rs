@@ -17,6 +17,7 @@ use crate::sealed::fingerprint;
 use crate::settings::Settings;
 use crate::state::now_ms;
 use crate::task::TaskCtx;
+use crate::tasks::supervisor::owned::{self, NAMESPACE};
 
 /// The bake droplet's size: the smallest, because a droplet made from a snapshot needs a disk at
 /// least the snapshot's `min_disk_size` (the bake droplet's disk), and none can be smaller.
@@ -35,8 +36,6 @@ pub const PRICE_GB_MONTH: f64 = 0.06;
 /// Our images besides the current one that are kept (a version rolled back finds its image).
 pub const SPARES: usize = 1;
 pub const STATE_KEY: &str = "image";
-/// The supervisor task's state namespace (the image's record lives beside the droplets').
-pub const NAMESPACE: &str = "supervisor";
 
 /// What image the settings want, and the names and tags that make it ours.
 #[derive(Debug, Clone)]
@@ -145,10 +144,6 @@ pub struct Made {
     pub images: Vec<u64>,
 }
 
-/// A create whose answer was lost: a droplet of that name counts as ours when DigitalOcean says
-/// it was created no earlier than this before the call.
-const PENDING_SKEW_MS: i64 = 3_600_000;
-
 impl Made {
     pub fn image(&self, want: &Want, i: &Image) -> bool {
         want.looks_ours(i) && self.images.contains(&i.id)
@@ -158,13 +153,12 @@ impl Made {
         if !want.looks_like_baker(d) {
             return false;
         }
-        // An unreadable creation time proves nothing.
-        let created = chrono::DateTime::parse_from_rfc3339(&d.created_at)
-            .ok()
-            .map(|t| t.timestamp_millis());
+        // A lost create's answer, as for the fleet's droplets (owned.rs); an unreadable creation
+        // time proves nothing.
         self.bakers.contains(&d.id)
             || self.pending.as_ref().is_some_and(|(name, at)| {
-                *name == d.name && created.is_some_and(|c| c >= at - PENDING_SKEW_MS)
+                *name == d.name
+                    && owned::created_ms(d).is_some_and(|c| c >= at - owned::PENDING_SKEW_MS)
             })
     }
 
@@ -265,10 +259,7 @@ pub fn tend(ctx: &TaskCtx, api: &DigitalOcean, want: &Want) -> Tended {
         ));
     }
     if !ctx.dry_run {
-        if let Err(e) = ctx
-            .writable_state()
-            .and_then(|w| w.kv_set(NAMESPACE, STATE_KEY, &st, now_ms()))
-        {
+        if let Err(e) = keep(ctx, &st) {
             out.warnings
                 .push(format!("baked image: its record was not kept: {e:#}"));
         }
@@ -536,8 +527,7 @@ fn finish(
     if !st.made.images.contains(&image) {
         st.made.images.push(image);
     }
-    ctx.writable_state()?
-        .kv_set(NAMESPACE, STATE_KEY, &*st, now_ms())?;
+    keep(ctx, st)?;
     for tag in [&want.owner_tag, &want.key_tag] {
         api.create_tag(tag)?;
         api.tag_image(tag, image)?;
@@ -603,8 +593,7 @@ fn start(
     api.create_tag(&want.bake_tag)?;
     // Known as ours before the call: a create whose answer is lost still made our droplet.
     st.made.pending = Some((name.clone(), now));
-    ctx.writable_state()?
-        .kv_set(NAMESPACE, STATE_KEY, &*st, now_ms())?;
+    keep(ctx, st)?;
     let d = api.create_droplet(&NewDroplet {
         name: name.clone(),
         region: want.region.clone(),
@@ -766,10 +755,24 @@ fn ready(st: &mut Baked, cur: &Image, images: &[Image], now: i64) {
 }
 
 fn load(ctx: &TaskCtx) -> Baked {
-    ctx.state
-        .and_then(|s| s.kv_get(NAMESPACE, STATE_KEY).ok().flatten())
-        .map(|(v, _)| v)
-        .unwrap_or_default()
+    stored(ctx.state).unwrap_or_default()
+}
+
+/// Writes the record (never in a dry run: the callers are past their dry-run returns).
+fn keep(ctx: &TaskCtx, st: &Baked) -> anyhow::Result<()> {
+    ctx.writable_state()?
+        .kv_set(NAMESPACE, STATE_KEY, st, now_ms())
+}
+
+/// DigitalOcean refused the image at a create: the next run lists the images again instead of
+/// trusting the record.
+pub fn forget(ctx: &TaskCtx) -> anyhow::Result<()> {
+    if let Some(mut b) = stored(ctx.state) {
+        b.image = None;
+        b.checked_at = 0;
+        keep(ctx, &b)?;
+    }
+    Ok(())
 }
 
 /// The record, as the state holds it (for `ops status`).

@@ -599,11 +599,6 @@ pub fn run(opts: &SupervisorOptions, ctx: &TaskCtx) -> anyhow::Result<Outcome> {
 
 /// The baked image new droplets start from this run, if there is one for what is wanted.
 fn baked(ctx: &TaskCtx, want: &Option<image::Want>) -> Option<u64> {
-    debug_assert_eq!(
-        image::NAMESPACE,
-        NAMESPACE,
-        "the image's record sits in ours"
-    );
     let want = want.as_ref()?;
     image::stored(ctx.state)?.usable(want)
 }
@@ -1321,7 +1316,7 @@ fn create(
                         s.supervisor_image
                     );
                     new.image = ImageRef::Slug(s.supervisor_image.clone());
-                    forget_image(ctx)?;
+                    image::forget(ctx)?;
                     api.create_droplet(&new)?
                 }
                 Err(e) => return Err(e),
@@ -1355,17 +1350,6 @@ fn refused(e: &anyhow::Error) -> bool {
         .iter()
         .any(|c| m.contains(c))
         && m.to_ascii_lowercase().contains("image")
-}
-
-/// The baked image was refused: the next run lists the images again instead of trusting it.
-fn forget_image(ctx: &TaskCtx) -> anyhow::Result<()> {
-    let st = ctx.writable_state()?;
-    if let Some((mut b, _)) = st.kv_get::<image::Baked>(NAMESPACE, image::STATE_KEY)? {
-        b.image = None;
-        b.checked_at = 0;
-        st.kv_set(NAMESPACE, image::STATE_KEY, &b, now_ms())?;
-    }
-    Ok(())
 }
 
 /// Streaks for the droplets that exist (dropped for those gone or deleted), what was seen for

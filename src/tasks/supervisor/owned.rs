@@ -28,7 +28,7 @@ const FORGET_AFTER_MS: i64 = 3_600_000;
 const LISTED_REFRESH_MS: i64 = 10 * 60_000;
 /// A create whose answer was never heard: a droplet of that name is ops' own when DigitalOcean
 /// says it was created no earlier than this before the call (clocks differ)…
-const PENDING_SKEW_MS: i64 = 3_600_000;
+pub(crate) const PENDING_SKEW_MS: i64 = 3_600_000;
 /// …and the name is kept this long.
 const PENDING_KEEP_MS: i64 = 24 * 3_600_000;
 
@@ -110,7 +110,7 @@ pub fn named_like_ours(name: &str, tag: &str) -> bool {
         && n.is_none_or(|n| digits(n) && n.len() <= 4 && !n.starts_with('0'))
 }
 
-fn created_ms(d: &Droplet) -> Option<i64> {
+pub(crate) fn created_ms(d: &Droplet) -> Option<i64> {
     chrono::DateTime::parse_from_rfc3339(&d.created_at)
         .ok()
         .map(|t| t.timestamp_millis())
