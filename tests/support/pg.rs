@@ -74,7 +74,7 @@ impl Cluster {
             assert!(ok.success());
         }
         let data = dir.join("data");
-        let c = Cluster {
+        let mut c = Cluster {
             dir: dir.clone(),
             port: free_port(),
             bin,
@@ -110,6 +110,24 @@ impl Cluster {
                 .arg(&conf_path)
                 .status()
                 .unwrap();
+        }
+        // The port was free when picked, but another test may bind it before the server does
+        // (the fakes listen on ephemeral loopback ports too): then start on another one.
+        for _ in 0..3 {
+            let out = c.ctl_command("start").output().expect("run pg_ctl");
+            if out.status.success() {
+                return c;
+            }
+            let log = std::fs::read_to_string(c.dir.join("server.log")).unwrap_or_default();
+            assert!(
+                log.contains("could not bind") || log.contains("already in use"),
+                "pg_ctl start failed: {}{log}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            c.port = free_port();
+            let mut text = std::fs::read_to_string(&conf_path).unwrap_or_default();
+            text.push_str(&format!("port = {}\n", c.port));
+            std::fs::write(&conf_path, text).unwrap();
         }
         c.ctl("start");
         c
