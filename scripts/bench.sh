@@ -45,7 +45,7 @@ hyperfine --shell=none --warmup 3 --runs "$runs" --export-json "$work/cold.json"
   -n 'python baseline (argparse + PyYAML + sqlite3)' "python3 $PWD/scripts/bench/baseline.py --config $PWD/jobs.yaml --state-dir $work/py list" \
   >/dev/null
 
-OPS_BENCH_HISTORY=$history OPS_BENCH_RUNS=$runs cargo test --release --quiet --test integration bench_healthy_cycle -- --ignored --nocapture --test-threads 1 \
+OPS_BENCH_HISTORY=$history OPS_BENCH_RUNS=$runs bash scripts/test.sh --release --quiet --test integration bench_healthy_cycle -- --ignored --nocapture --test-threads 1 \
   2>/dev/null | grep '^BENCH|' > "$work/cycle.txt" || { echo "bench: the cycle benchmark failed" >&2; exit 1; }
 
 size=$(stat -c %s "$ops")

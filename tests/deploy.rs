@@ -20,6 +20,7 @@ fn every_shell_script_passes_shellcheck() {
         "deploy/install.sh",
         "scripts/bench.sh",
         "scripts/pg-test-cluster.sh",
+        "scripts/test.sh",
         ".ci/run",
     ];
     let out = Command::new("shellcheck")
@@ -377,4 +378,31 @@ fn the_release_pipeline_pins_what_it_runs_and_never_replaces_a_release() {
     );
     assert!(workflow.contains("never replaced"));
     assert!(workflow.contains("subject-checksums: dist/SHA256SUMS"));
+}
+
+/// scripts/test.sh runs the tests where only loopback and the two test addresses exist: nothing
+/// outside can be reached (no route), so no test calls a real API by mistake.
+#[test]
+fn the_tests_run_in_a_network_namespace_of_their_own() {
+    crate::support::netns::ensure();
+    for outside in [
+        "1.1.1.1:443",
+        "[2606:4700:4700::1111]:443",
+        "169.254.169.254:80",
+    ] {
+        let addr: std::net::SocketAddr = outside.parse().unwrap();
+        let err = std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(2))
+            .expect_err(outside);
+        assert_eq!(
+            err.kind(),
+            std::io::ErrorKind::NetworkUnreachable,
+            "{outside}: {err}"
+        );
+    }
+    let ci = std::fs::read_to_string(format!("{REPO}/.ci/run")).unwrap();
+    assert!(
+        ci.contains("bash scripts/test.sh"),
+        "CI runs the tests through the namespace"
+    );
+    assert!(!ci.contains("\ncargo test"), "no test run outside it");
 }

@@ -2,7 +2,7 @@
 //! DigitalOcean, supervisors on loopback) and a real Postgres, with a seeded random schedule of
 //! faults. Invariants are checked after every run. `OPS_SOAK_RUNS` (default 200) and
 //! `OPS_SOAK_SEED` (default 7) set the length and the schedule; the full soak is
-//! `OPS_SOAK_RUNS=1000 cargo test --release soak -- --nocapture`.
+//! `OPS_SOAK_RUNS=1000 scripts/test.sh --release soak -- --nocapture`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -1,7 +1,7 @@
 //! A tiny in-process HTTP server for fakes: each request is handed to a closure that returns
 //! (status, headers, body); every request is logged for assertions.
 
-use std::net::{IpAddr, Ipv4Addr, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::{Arc, Mutex};
 use std::thread;
 
@@ -70,6 +70,7 @@ impl FakeServer {
     }
 
     pub fn start_on(ip: IpAddr, port: u16, mut handler: Handler) -> FakeServer {
+        super::netns::ensure();
         let server = Arc::new(tiny_http::Server::http((ip, port)).expect("bind fake server"));
         let addr = match server.server_addr().to_ip() {
             Some(a) => a.to_string(),
@@ -129,48 +130,14 @@ pub fn loopback() -> IpAddr {
     IpAddr::V4(Ipv4Addr::LOCALHOST)
 }
 
-/// A local address that is not loopback, for fakes that must look reachable from a droplet
-/// (the webapp origin): the interface of the default route, else 192.0.2.77 added to `lo`.
-pub fn non_loopback() -> IpAddr {
-    static ADDR: std::sync::OnceLock<IpAddr> = std::sync::OnceLock::new();
-    *ADDR.get_or_init(|| {
-        if let Ok(sock) = UdpSocket::bind("0.0.0.0:0") {
-            if sock.connect("192.0.2.1:9").is_ok() {
-                if let Ok(local) = sock.local_addr() {
-                    if !local.ip().is_loopback() && !local.ip().is_unspecified() {
-                        return local.ip();
-                    }
-                }
-            }
-        }
-        public_looking()
-    })
-}
-
 /// A private (RFC 1918) local address, for a fake webapp ops may send its admin token to over
-/// plain http: 10.77.0.2, added to `lo` when the machine has no such address.
+/// plain http: 10.77.0.2, on the test namespace's `lo` (scripts/test.sh adds it).
 pub fn private() -> IpAddr {
-    static ADDR: std::sync::OnceLock<IpAddr> = std::sync::OnceLock::new();
-    *ADDR.get_or_init(|| local_address("10.77.0.2"))
+    super::netns::address(super::netns::PRIVATE)
 }
 
 /// A public-looking local address (TEST-NET-1, not private), for a fake webapp on plain http
-/// that must never receive a token: 192.0.2.77, added to `lo` when missing.
+/// that must never receive a token: 192.0.2.77, on the test namespace's `lo`.
 pub fn public_looking() -> IpAddr {
-    static ADDR: std::sync::OnceLock<IpAddr> = std::sync::OnceLock::new();
-    *ADDR.get_or_init(|| local_address("192.0.2.77"))
-}
-
-fn local_address(addr: &str) -> IpAddr {
-    let ip: IpAddr = addr.parse().unwrap();
-    if UdpSocket::bind((ip, 0)).is_err() {
-        let _ = std::process::Command::new("ip")
-            .args(["addr", "add", &format!("{addr}/32"), "dev", "lo"])
-            .status();
-    }
-    assert!(
-        UdpSocket::bind((ip, 0)).is_ok(),
-        "cannot bind {addr} (as root, tests add it to lo)"
-    );
-    ip
+    super::netns::address(super::netns::PUBLIC_LOOKING)
 }

@@ -5,6 +5,7 @@
 
 pub mod digitalocean;
 pub mod fake;
+pub mod netns;
 pub mod pg;
 pub mod pgwire;
 pub mod railway;
@@ -78,6 +79,7 @@ impl Run {
 
 impl Ops {
     pub fn new() -> Ops {
+        netns::ensure();
         let dir = tempfile::tempdir().expect("tempdir");
         let ops = Ops {
             dir,
