@@ -270,6 +270,13 @@ fn random<const N: usize>() -> anyhow::Result<[u8; N]> {
     Ok(buf)
 }
 
+/// 48 random bits as 12 hex digits: the part of a resource's name nobody can guess from the
+/// settings and the clock (a bake or fleet droplet, a snapshot). 12, not more: a bake droplet's
+/// name is its hostname, at most 63 characters.
+pub fn nonce() -> anyhow::Result<String> {
+    Ok(hex(&random::<6>()?))
+}
+
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -13,6 +13,7 @@ mod drain;
 mod extract;
 mod hardening;
 mod hardening3;
+mod hardening4;
 mod healing;
 mod image;
 mod monitoring;

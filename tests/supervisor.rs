@@ -577,13 +577,23 @@ fn dry_run_and_real_run_show_the_same_actions_from_one_plan() {
                 let text = a["action"].as_str().unwrap();
                 let masked: String = text
                     .split(' ')
-                    .map(|w| match w.rsplit_once('-') {
-                        Some((head, stamp))
-                            if stamp.len() == 12 && stamp.bytes().all(|b| b.is_ascii_digit()) =>
+                    .map(|w| {
+                        // `<tag>-<yymmddHHMMSS>-<12 random hex>`: the random part differs per run.
+                        let twelve = |s: &str, ok: fn(&u8) -> bool| {
+                            s.len() == 12 && s.bytes().all(|b| ok(&b))
+                        };
+                        match w
+                            .rsplit_once('-')
+                            .and_then(|(h, r)| Some((h.rsplit_once('-')?, r)))
                         {
-                            format!("{head}-<stamp>")
+                            Some(((head, stamp), random))
+                                if twelve(stamp, u8::is_ascii_digit)
+                                    && twelve(random, u8::is_ascii_hexdigit) =>
+                            {
+                                format!("{head}-<stamp>")
+                            }
+                            _ => w.to_string(),
                         }
-                        _ => w.to_string(),
                     })
                     .collect::<Vec<_>>()
                     .join(" ");

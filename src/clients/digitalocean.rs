@@ -8,7 +8,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use crate::clients::http::{Http, Request, Response, Retry};
+use crate::clients::http::{Http, Refusal, Request, Response, Retry};
 use crate::redact::Secret;
 
 const SERVICE: &str = "DigitalOcean API";
@@ -272,16 +272,17 @@ impl<'a> DigitalOcean<'a> {
             .or_else(|| resp.header("x-request-id").map(str::to_string))
             .map(|r| format!(", request id {r}"))
             .unwrap_or_default();
-        match (resp.status, parsed) {
-            (401, b) => anyhow!(
+        let message = match (resp.status, parsed) {
+            (401, b) => format!(
                 "DIGITALOCEAN_TOKEN was rejected: {} (create a token with read/write scope at cloud.digitalocean.com/account/api/tokens)",
                 b.map(|b| b.message).unwrap_or_else(|| "unauthorized".into())
             ),
             (status, Some(b)) if !b.message.is_empty() => {
-                anyhow!("{SERVICE}: {method} {path} answered HTTP {status} {}: {}{request_id}", b.id, b.message)
+                format!("{SERVICE}: {method} {path} answered HTTP {status} {}: {}{request_id}", b.id, b.message)
             }
-            (status, _) => anyhow!("{SERVICE}: {method} {path} answered HTTP {status}: {}{request_id}", resp.snippet()),
-        }
+            (status, _) => format!("{SERVICE}: {method} {path} answered HTTP {status}: {}{request_id}", resp.snippet()),
+        };
+        Refusal::or_error(resp.status, message)
     }
 
     fn json<T: DeserializeOwned>(&self, resp: &Response) -> anyhow::Result<T> {

@@ -341,6 +341,39 @@ impl Response {
     }
 }
 
+/// A server refused the request outright: a 4xx other than 408 (a timeout proves nothing).
+/// Nothing was made, so a name sent in it vouches for nothing afterwards; only a timeout, a
+/// transport error or a 5xx can hide a create that happened.
+#[derive(Debug)]
+pub struct Refusal {
+    pub status: u16,
+    pub message: String,
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Refusal {}
+
+impl Refusal {
+    /// The error for an answer with this status: a [`Refusal`] when the status refuses.
+    pub fn or_error(status: u16, message: String) -> anyhow::Error {
+        if (400..500).contains(&status) && status != 408 {
+            anyhow::Error::new(Refusal { status, message })
+        } else {
+            anyhow!(message)
+        }
+    }
+}
+
+/// Whether the request was refused outright (see [`Refusal`]).
+pub fn refused_outright(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| c.downcast_ref::<Refusal>().is_some())
+}
+
 /// The error for a 429 that ends the retries.
 pub fn rate_limited(service: &str, r: &Response, wait: Option<Duration>) -> anyhow::Error {
     let when = wait
@@ -352,7 +385,7 @@ pub fn rate_limited(service: &str, r: &Response, wait: Option<Duration>) -> anyh
             )
         })
         .unwrap_or_default();
-    anyhow!("{service}: rate limited (HTTP 429){when} (lower the cadence in jobs.yaml or raise the plan's limit)")
+    Refusal::or_error(429, format!("{service}: rate limited (HTTP 429){when} (lower the cadence in jobs.yaml or raise the plan's limit)"))
 }
 
 /// ±25 % jitter without a random-number crate: the clock's nanoseconds are noise enough.

@@ -21,6 +21,8 @@ pub enum DoFault {
     Html,
     Status(u16),
     Unprocessable(&'static str),
+    /// The create is made, and its answer lost: a 504 from the load balancer.
+    Lost,
 }
 
 #[derive(Debug, Clone)]
@@ -300,7 +302,8 @@ impl FakeDo {
                         world.faults.pop_front()
                     }
                 };
-                if let Some(f) = fault {
+                let lost = matches!(fault, Some(DoFault::Lost));
+                if let Some(f) = fault.filter(|_| !lost) {
                     return match f {
                         DoFault::RateLimit => {
                             error(429, "too_many_requests", "API rate limit exceeded.")
@@ -325,6 +328,7 @@ impl FakeDo {
                             "Server was unable to give you a response.",
                         ),
                         DoFault::Unprocessable(m) => error(422, "unprocessable_entity", m),
+                        DoFault::Lost => unreachable!(),
                     };
                 }
                 let path = req.path.clone();
@@ -438,6 +442,9 @@ impl FakeDo {
                         new["status"] = json!("new");
                         new["networks"] = json!({"v4": [], "v6": []});
                         world.droplets.push(d);
+                        if lost {
+                            return error(504, "gateway_timeout", "The gateway timed out.");
+                        }
                         Reply::json(
                             202,
                             json!({"droplet": new, "links": {"actions": [{"id": 1, "rel": "create", "href": format!("http://{base}/v2/actions/1")}]}}),

@@ -12,6 +12,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::clients::digitalocean::{DigitalOcean, Droplet, Image, ImageRef, NewDroplet};
+use crate::clients::http::refused_outright;
 use crate::cloudinit;
 use crate::sealed::fingerprint;
 use crate::settings::Settings;
@@ -96,7 +97,8 @@ impl Want {
         d.has_tag(&self.bake_tag) && d.name.starts_with(&self.prefix)
     }
 
-    /// Bake droplets and their snapshots are named `<prefix><key>-<yymmddHHMMSS>`.
+    /// Bake droplets and their snapshots are named `<prefix><key>-<12 random hex>`: nobody can
+    /// guess the name of the next one from the settings and the clock.
     fn keyed(&self) -> String {
         format!("{}{}-", self.prefix, self.key)
     }
@@ -138,9 +140,15 @@ pub struct Baked {
 /// reports the old ones for a person to delete.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Made {
+    /// Bake droplets whose id came back from ops' own create call: the only ones snapshotted.
     pub bakers: Vec<u64>,
-    /// A bake droplet's create sent, its answer not yet heard: (name, when, ms).
+    /// A bake droplet's create sent, its answer not yet heard: (name, when, ms). Forgotten when
+    /// DigitalOcean refuses the create outright (a 4xx: nothing was made).
     pub pending: Option<(String, i64)>,
+    /// Bake droplets found by the pending name (a create whose answer was lost): ops' own to
+    /// delete, never snapshotted (whoever saw the name listed could have made one like it).
+    #[serde(default)]
+    pub lost: Vec<u64>,
     pub images: Vec<u64>,
 }
 
@@ -150,29 +158,30 @@ impl Made {
     }
 
     fn baker(&self, want: &Want, d: &Droplet) -> bool {
-        if !want.looks_like_baker(d) {
-            return false;
-        }
-        // A lost create's answer, as for the fleet's droplets (owned.rs); an unreadable creation
-        // time proves nothing.
-        self.bakers.contains(&d.id)
-            || self.pending.as_ref().is_some_and(|(name, at)| {
-                *name == d.name
-                    && owned::created_ms(d).is_some_and(|c| c >= at - owned::PENDING_SKEW_MS)
-            })
+        want.looks_like_baker(d) && (self.bakers.contains(&d.id) || self.lost.contains(&d.id))
     }
 
-    /// A bake droplet found by its pending name (a create whose answer was lost) is recorded by
-    /// id, and the name no longer vouches for anything.
-    fn settle(&mut self, bakers: &[Droplet]) {
-        for d in bakers {
-            if !self.bakers.contains(&d.id) {
-                self.bakers.push(d.id);
-                self.pending = None;
-            }
+    /// A create whose answer was lost, as for the fleet's droplets (owned.rs): the droplet
+    /// listed under the pending name and created since the call (the earliest, if several) is
+    /// recorded by id in `lost`, and the name no longer vouches for anything.
+    fn settle(&mut self, listed: &[Droplet]) {
+        let Some((name, at)) = &self.pending else {
+            return;
+        };
+        if let Some(d) = owned::unheard(listed, name, *at) {
+            self.lost.push(d.id);
+            self.pending = None;
         }
     }
+
+    fn forget(&mut self, id: u64) {
+        self.bakers.retain(|b| *b != id);
+        self.lost.retain(|b| *b != id);
+    }
 }
+
+/// Why a bake droplet found by its pending name is deleted rather than snapshotted.
+const LOST: &str = "ops never heard its create's answer, and it snapshots only a bake droplet whose id its own create returned";
 
 /// A snapshot action in flight.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -298,7 +307,12 @@ fn step(
         current,
         bakers,
     } = survey(api, want, st, out)?;
-    st.made.settle(&bakers);
+    let (bakers, lost): (Vec<Droplet>, Vec<Droplet>) = bakers
+        .into_iter()
+        .partition(|d| st.made.bakers.contains(&d.id));
+    for d in &lost {
+        remove_baker(ctx, api, want, st, d.id, LOST, out)?;
+    }
     if let Some(cur) = current {
         // A bake droplet left over (a lost answer, a run killed mid-finish) costs money: gone.
         for b in &bakers {
@@ -368,7 +382,12 @@ struct Survey {
     bakers: Vec<Droplet>,
 }
 
-fn survey(api: &DigitalOcean, want: &Want, st: &Baked, out: &mut Tended) -> anyhow::Result<Survey> {
+fn survey(
+    api: &DigitalOcean,
+    want: &Want,
+    st: &mut Baked,
+    out: &mut Tended,
+) -> anyhow::Result<Survey> {
     let (images, strangers): (Vec<Image>, Vec<Image>) = api
         .private_images(&want.owner_tag)?
         .into_iter()
@@ -385,11 +404,14 @@ fn survey(api: &DigitalOcean, want: &Want, st: &Baked, out: &mut Tended) -> anyh
         .filter(|i| want.is_current(&st.made, i))
         .max_by(|a, b| a.created_at.cmp(&b.created_at))
         .cloned();
-    let listed = api.droplets_by_tag(&want.bake_tag)?;
-    let (bakers, strangers): (Vec<Droplet>, Vec<Droplet>) = listed
+    let listed: Vec<Droplet> = api
+        .droplets_by_tag(&want.bake_tag)?
         .into_iter()
         .filter(|d| want.looks_like_baker(d))
-        .partition(|d| st.made.baker(want, d));
+        .collect();
+    st.made.settle(&listed);
+    let (bakers, strangers): (Vec<Droplet>, Vec<Droplet>) =
+        listed.into_iter().partition(|d| st.made.baker(want, d));
     for d in &strangers {
         out.lines.push(format!(
             "droplet {} (id {}) carries our bake tag but ops did not create it: not touched",
@@ -471,7 +493,7 @@ fn snapshot_step(
         ));
         return Ok(());
     }
-    let name = format!("{}{}", want.keyed(), stamp());
+    let name = format!("{}{}", want.keyed(), crate::sealed::nonce()?);
     if ctx.dry_run {
         out.lines.push(format!(
             "would snapshot bake droplet {} (id {}, powered off) as image {name}",
@@ -575,7 +597,7 @@ fn start(
     now: i64,
     out: &mut Tended,
 ) -> anyhow::Result<()> {
-    let name = format!("{}{}", want.keyed(), stamp());
+    let name = format!("{}{}", want.keyed(), crate::sealed::nonce()?);
     let what = format!(
         "bake an image for supervisor {}: droplet {name} ({BAKE_SIZE}, {}, {}; its user-data holds no secret) installs Docker and pulls {}, powers off, is snapshotted (${PRICE_GB_MONTH}/GB-month) and deleted; until then new droplets start from {}",
         want.version,
@@ -594,16 +616,23 @@ fn start(
     // Known as ours before the call: a create whose answer is lost still made our droplet.
     st.made.pending = Some((name.clone(), now));
     keep(ctx, st)?;
-    let d = api.create_droplet(&NewDroplet {
-        name: name.clone(),
-        region: want.region.clone(),
-        size: BAKE_SIZE.into(),
-        image: ImageRef::Slug(want.base.clone()),
-        ssh_keys: s.supervisor_ssh_keys.clone(),
-        tags: vec![want.bake_tag.clone()],
-        user_data: cloudinit::render_bake(s, &want.version)?,
-        monitoring: false,
-    })?;
+    let d = api
+        .create_droplet(&NewDroplet {
+            name: name.clone(),
+            region: want.region.clone(),
+            size: BAKE_SIZE.into(),
+            image: ImageRef::Slug(want.base.clone()),
+            ssh_keys: s.supervisor_ssh_keys.clone(),
+            tags: vec![want.bake_tag.clone()],
+            user_data: cloudinit::render_bake(s, &want.version)?,
+            monitoring: false,
+        })
+        .inspect_err(|e| {
+            if refused_outright(e) {
+                // Refused: no droplet was made, and none may ever answer to the name.
+                st.made.pending = None;
+            }
+        })?;
     ctx.changed(
         "image.baking",
         format!("created bake droplet {} (id {}) to {what}", d.name, d.id),
@@ -664,7 +693,7 @@ fn remove_baker(
     out: &mut Tended,
 ) -> anyhow::Result<()> {
     let Some(d) = api.droplet(id)? else {
-        st.made.bakers.retain(|b| *b != id);
+        st.made.forget(id);
         return Ok(());
     };
     if !st.made.baker(want, &d) {
@@ -683,7 +712,7 @@ fn remove_baker(
         return Ok(());
     }
     api.delete_droplet(id)?;
-    st.made.bakers.retain(|b| *b != id);
+    st.made.forget(id);
     let done = format!("deleted bake droplet {} (id {id}): {why}", d.name);
     ctx.changed("image.bake_droplet_deleted", &done);
     out.lines.push(done);
@@ -780,10 +809,6 @@ pub fn stored(state: Option<&crate::state::State>) -> Option<Baked> {
     state
         .and_then(|s| s.kv_get(NAMESPACE, STATE_KEY).ok().flatten())
         .map(|(v, _)| v)
-}
-
-fn stamp() -> String {
-    chrono::Utc::now().format("%y%m%d%H%M%S").to_string()
 }
 
 fn minutes(ms: i64) -> String {

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::clients::digitalocean::{DigitalOcean, Droplet, Firewall, ImageRef, NewDroplet, Size};
-use crate::clients::http::{Http, Request, Retry};
+use crate::clients::http::{refused_outright, Http, Request, Retry};
 use crate::clients::postgres::Target;
 use crate::clients::webapp_db::{
     self, Fleet, QueueRead, QueueScan, Routing, RunScan, WorkerGroup, WorkerRuns,
@@ -986,7 +986,12 @@ fn observe(
         .unwrap_or_default();
     let mut obs = plan::Observation {
         now_ms: now_ms(),
-        stamp: now_utc.format("%y%m%d%H%M%S").to_string(),
+        // The second, and a part nobody can guess: a name is never known before ops sends it.
+        stamp: format!(
+            "{}-{}",
+            now_utc.format("%y%m%d%H%M%S"),
+            crate::sealed::nonce()?
+        ),
         droplets,
         foreign: foreign.into_iter().map(|d| (d.name, d.id)).collect(),
         owned,
@@ -1298,31 +1303,42 @@ fn create(
     };
     let mut from = String::new();
     owned::intend(ctx, name)?;
-    let d = match made.baked {
-        Some(id) => {
-            new.image = ImageRef::Id(id);
-            match api.create_droplet(&new) {
-                Ok(d) => {
-                    from = format!(", from the baked image {id}");
-                    d
+    let mut send = || -> anyhow::Result<Droplet> {
+        Ok(match made.baked {
+            Some(id) => {
+                new.image = ImageRef::Id(id);
+                match api.create_droplet(&new) {
+                    Ok(d) => {
+                        from = format!(", from the baked image {id}");
+                        d
+                    }
+                    Err(e) if refused(&e) => {
+                        log::warn!(
+                            "the baked image {id} was refused ({e:#}): creating {name} from {}",
+                            s.supervisor_image
+                        );
+                        from = format!(
+                            ", from {} (DigitalOcean refused the baked image {id}: {e:#})",
+                            s.supervisor_image
+                        );
+                        new.image = ImageRef::Slug(s.supervisor_image.clone());
+                        image::forget(ctx)?;
+                        api.create_droplet(&new)?
+                    }
+                    Err(e) => return Err(e),
                 }
-                Err(e) if refused(&e) => {
-                    log::warn!(
-                        "the baked image {id} was refused ({e:#}): creating {name} from {}",
-                        s.supervisor_image
-                    );
-                    from = format!(
-                        ", from {} (DigitalOcean refused the baked image {id}: {e:#})",
-                        s.supervisor_image
-                    );
-                    new.image = ImageRef::Slug(s.supervisor_image.clone());
-                    image::forget(ctx)?;
-                    api.create_droplet(&new)?
-                }
-                Err(e) => return Err(e),
             }
+            None => api.create_droplet(&new)?,
+        })
+    };
+    let d = match send() {
+        Ok(d) => d,
+        Err(e) => {
+            if refused_outright(&e) {
+                owned::refused_create(ctx, name)?;
+            }
+            return Err(e);
         }
-        None => api.create_droplet(&new)?,
     };
     owned::created(ctx, d.id, &d.name)?;
     ctx.changed(

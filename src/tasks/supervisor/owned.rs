@@ -94,26 +94,45 @@ const BY_NAME: &str = "no record of ops' droplets existed yet (the first run of 
 const UNHEARD: &str =
     "ops sent its create and never heard DigitalOcean's answer; it was created since";
 
-/// `<tag>-<yymmddHHMMSS>`, optionally `-<N>`: the names ops gives its droplets (plan.rs).
+/// `<tag>-<yymmddHHMMSS>-<12 random hex>` (before the random part, without it), optionally
+/// `-<N>`: the names ops gives its droplets (plan.rs).
 pub fn named_like_ours(name: &str, tag: &str) -> bool {
     let Some(rest) = name.strip_prefix(tag).and_then(|r| r.strip_prefix('-')) else {
         return false;
     };
-    let (stamp, n) = match rest.split_once('-') {
-        Some((s, n)) => (s, Some(n)),
-        None => (rest, None),
-    };
+    let mut parts = rest.split('-');
+    let stamp = parts.next().unwrap_or_default();
+    let mut next = parts.next();
+    let hex = |s: &str| s.len() == 12 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    if next.is_some_and(hex) {
+        next = parts.next();
+    }
     let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
     stamp.len() == 12
         && digits(stamp)
         && chrono::NaiveDateTime::parse_from_str(stamp, "%y%m%d%H%M%S").is_ok()
-        && n.is_none_or(|n| digits(n) && n.len() <= 4 && !n.starts_with('0'))
+        && next.is_none_or(|n| digits(n) && n.len() <= 4 && !n.starts_with('0'))
+        && parts.next().is_none()
 }
 
-pub(crate) fn created_ms(d: &Droplet) -> Option<i64> {
+fn created_ms(d: &Droplet) -> Option<i64> {
     chrono::DateTime::parse_from_rfc3339(&d.created_at)
         .ok()
         .map(|t| t.timestamp_millis())
+}
+
+/// The droplet a create whose answer was lost made: of those listed under its name, created
+/// since the call (an unreadable creation time proves nothing), the earliest. A later one of
+/// the same name was made by someone who saw ours listed; it stays a stranger.
+pub(crate) fn unheard<'a>(listed: &'a [Droplet], name: &str, at: i64) -> Option<&'a Droplet> {
+    listed
+        .iter()
+        .filter_map(|d| {
+            let c = created_ms(d)?;
+            (d.name == name && c >= at - PENDING_SKEW_MS).then_some((c, d))
+        })
+        .min_by_key(|(c, d)| (*c, d.id))
+        .map(|(_, d)| d)
 }
 
 /// Sorts the droplets listed with both our tags by the record (`None`: there is none yet).
@@ -121,6 +140,16 @@ pub fn sort(prev: Option<&Record>, listed: Vec<Droplet>, tag: &str, now: i64) ->
     let first_use = prev.is_none();
     let mut record = prev.cloned().unwrap_or_default();
     let listed_ids: Vec<u64> = listed.iter().map(|d| d.id).collect();
+    let fresh: Vec<Droplet> = listed
+        .iter()
+        .filter(|d| !record.has(d.id))
+        .cloned()
+        .collect();
+    let answers: Vec<(u64, String)> = record
+        .pending
+        .iter()
+        .filter_map(|p| unheard(&fresh, &p.name, p.at).map(|d| (d.id, p.name.clone())))
+        .collect();
     let mut seen = Seen::default();
     let mut ours = Vec::new();
     for d in listed {
@@ -128,12 +157,9 @@ pub fn sort(prev: Option<&Record>, listed: Vec<Droplet>, tag: &str, now: i64) ->
             ours.push(d);
             continue;
         }
-        let unheard = record.pending.iter().position(|p| {
-            p.name == d.name && created_ms(&d).is_some_and(|c| c >= p.at - PENDING_SKEW_MS)
-        });
-        let why = match unheard {
-            Some(i) => {
-                record.pending.remove(i);
+        let why = match answers.iter().find(|(id, _)| *id == d.id) {
+            Some((_, name)) => {
+                record.pending.retain(|p| p.name != *name);
                 UNHEARD
             }
             None if first_use && named_like_ours(&d.name, tag) => BY_NAME,
@@ -204,6 +230,15 @@ pub fn intend(ctx: &TaskCtx, name: &str) -> anyhow::Result<()> {
         name: name.to_string(),
         at: now_ms(),
     });
+    st.kv_set(NAMESPACE, KEY, &r, now_ms())
+}
+
+/// DigitalOcean refused the create outright (a 4xx): nothing was made, so the name is
+/// forgotten at once and no droplet named so later is ever taken as ops' own.
+pub fn refused_create(ctx: &TaskCtx, name: &str) -> anyhow::Result<()> {
+    let st = ctx.writable_state()?;
+    let mut r = load(Some(st)).unwrap_or_default();
+    r.pending.retain(|p| p.name != name);
     st.kv_set(NAMESPACE, KEY, &r, now_ms())
 }
 
@@ -303,6 +338,8 @@ mod tests {
             "trigger-supervisor-envabcde-260101000000",
             "trigger-supervisor-envabcde-261125150000-2",
             "trigger-supervisor-envabcde-261125150000-13",
+            "trigger-supervisor-envabcde-261125150000-0a1b2c3d4e5f",
+            "trigger-supervisor-envabcde-261125150000-0a1b2c3d4e5f-2",
         ] {
             assert!(named_like_ours(ok, TAG), "{ok}");
         }
@@ -316,6 +353,9 @@ mod tests {
             "trigger-supervisor-envabcde-261125150000-0",
             "trigger-supervisor-envabcde-261125150000-x",
             "trigger-supervisor-envabcde-261125150000-2-2",
+            "trigger-supervisor-envabcde-261125150000-0a1b2c3d4e5f-0a1b2c3d4e5f",
+            "trigger-supervisor-envabcde-261125150000-0A1B2C3D4E5F",
+            "trigger-supervisor-envabcde-261125150000-0a1b2c3d4e5-2",
             "trigger-supervisor-envabcde-26112515000a",
             "trigger-supervisor-envabcdef-261125150000",
             "prod-db-1",
@@ -377,6 +417,16 @@ mod tests {
         assert_eq!(ids(&s.ours), [8]);
         assert_eq!(s.seen.adopted[0].2, UNHEARD);
         assert!(s.record.pending.is_empty() && s.record.has(8));
+        // Someone who saw ours listed makes one of the same name: only the earlier is ours.
+        let copy = droplet(9, name, NOW - 10_000);
+        let s = sort(
+            Some(&prev),
+            vec![copy, droplet(8, name, NOW - 50_000)],
+            TAG,
+            NOW,
+        );
+        assert_eq!(ids(&s.ours), [8]);
+        assert_eq!(s.seen.unowned, [(name.to_string(), 9)]);
     }
 
     #[test]

@@ -249,7 +249,8 @@ pub enum View {
 #[derive(Debug, Clone)]
 pub struct Observation {
     pub now_ms: i64,
-    /// `yymmddHHMMSS` of now, for a new droplet's name.
+    /// `yymmddHHMMSS-<12 random hex>` of now, for a new droplet's name (the random part: nobody
+    /// can guess the name before ops sends its create).
     pub stamp: String,
     /// Droplets with both our tags.
     pub droplets: Vec<Seen>,
