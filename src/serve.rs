@@ -17,6 +17,7 @@ use crate::app::App;
 use crate::exit::{config_error, ExitCode};
 use crate::redact::redact;
 use crate::state::State;
+use crate::tasks::supervisor::store;
 
 pub const MAX_LIMIT: u32 = 1000;
 const DEFAULT_LIMIT: u32 = 50;
@@ -552,12 +553,7 @@ fn alert_and_slot_metrics(state: &State, out: &mut String) -> anyhow::Result<()>
 /// The droplets' health and last heartbeats, and the queues, as the last health run saw them.
 fn supervisor_metrics(state: &State, out: &mut String) -> anyhow::Result<()> {
     out.push_str("# HELP ops_supervisor_healthy 1 when the droplet passed its last health check.\n# TYPE ops_supervisor_healthy gauge\n");
-    if let Some((droplets, checked_at)) = state
-        .kv_get::<Vec<crate::tasks::supervisor::SeenDroplet>>(
-            crate::tasks::supervisor::NAMESPACE,
-            crate::tasks::supervisor::LAST_SEEN_KEY,
-        )?
-    {
+    if let Some((droplets, checked_at)) = store::last_droplets(state)? {
         for d in droplets.iter().filter(|d| !d.deleted) {
             let _ = writeln!(
                 out,
@@ -582,26 +578,20 @@ fn supervisor_metrics(state: &State, out: &mut String) -> anyhow::Result<()> {
         drain_metrics(out, &droplets);
         disk_metrics(out, &droplets);
     }
-    if let Some((sc, _)) = state.kv_get::<crate::tasks::supervisor::ScaleSeen>(
-        crate::tasks::supervisor::NAMESPACE,
-        crate::tasks::supervisor::SCALE_KEY,
-    )? {
+    if let Some((sc, _)) = store::scale(state)? {
         scale_metrics(out, &sc);
     }
-    if let Some(b) = crate::tasks::supervisor::image::stored(Some(state)) {
+    if let Some(b) = store::image(state) {
         image_metrics(out, &b);
     }
-    if let Some((q, _)) = state.kv_get::<crate::tasks::supervisor::FlowSeen>(
-        crate::tasks::supervisor::NAMESPACE,
-        crate::tasks::supervisor::QUEUE_KEY,
-    )? {
+    if let Some((q, _)) = store::queue(state)? {
         queue_metrics(out, &q);
     }
     Ok(())
 }
 
 /// Whether new droplets start from a baked image, and what our images cost.
-fn image_metrics(out: &mut String, b: &crate::tasks::supervisor::image::Baked) {
+fn image_metrics(out: &mut String, b: &store::Baked) {
     let _ = writeln!(
         out,
         "# HELP ops_supervisor_baked_image_ready 1 when new droplets start from a baked image of the wanted version.\n# TYPE ops_supervisor_baked_image_ready gauge\nops_supervisor_baked_image_ready {}",
@@ -615,7 +605,7 @@ fn image_metrics(out: &mut String, b: &crate::tasks::supervisor::image::Baked) {
 }
 
 /// The fleet's wanted and actual size, its bounds and its cost.
-fn scale_metrics(out: &mut String, sc: &crate::tasks::supervisor::ScaleSeen) {
+fn scale_metrics(out: &mut String, sc: &store::ScaleStatus) {
     let _ = write!(
         out,
         "# HELP ops_supervisor_droplets_wanted Droplets the load wants (clamped to min and max).\n# TYPE ops_supervisor_droplets_wanted gauge\nops_supervisor_droplets_wanted {}\n# HELP ops_supervisor_droplets_serving Droplets serving (not draining).\n# TYPE ops_supervisor_droplets_serving gauge\nops_supervisor_droplets_serving {}\n# HELP ops_supervisor_droplets_min The fleet's lower bound.\n# TYPE ops_supervisor_droplets_min gauge\nops_supervisor_droplets_min {}\n# HELP ops_supervisor_droplets_max The fleet's upper bound.\n# TYPE ops_supervisor_droplets_max gauge\nops_supervisor_droplets_max {}\n",
@@ -630,7 +620,7 @@ fn scale_metrics(out: &mut String, sc: &crate::tasks::supervisor::ScaleSeen) {
 }
 
 /// Runs per droplet and which droplets drain.
-fn drain_metrics(out: &mut String, droplets: &[crate::tasks::supervisor::SeenDroplet]) {
+fn drain_metrics(out: &mut String, droplets: &[store::DropletStatus]) {
     out.push_str("# HELP ops_supervisor_executing_runs Runs executing on the droplet per the webapp's database.\n# TYPE ops_supervisor_executing_runs gauge\n");
     for d in droplets.iter().filter(|d| !d.deleted) {
         if let Some(n) = d.executing_runs {
@@ -654,15 +644,19 @@ fn drain_metrics(out: &mut String, droplets: &[crate::tasks::supervisor::SeenDro
 
 /// Each droplet's free share of its root filesystem, and the bytes, as last read (droplets
 /// not read yet, or with no samples, have none).
-fn disk_metrics(out: &mut String, droplets: &[crate::tasks::supervisor::SeenDroplet]) {
-    use crate::tasks::supervisor::disk::DiskSeen;
-    let read: Vec<(&str, &DiskSeen)> = droplets
+fn disk_metrics(out: &mut String, droplets: &[store::DropletStatus]) {
+    use store::DiskStatus;
+    let read: Vec<(&str, &DiskStatus)> = droplets
         .iter()
         .filter(|d| !d.deleted)
         .filter_map(|d| Some((d.name.as_str(), d.disk.as_ref()?)))
         .filter(|(_, k)| k.free_ratio.is_some())
         .collect();
-    type Gauge = (&'static str, &'static str, fn(&DiskSeen) -> Option<String>);
+    type Gauge = (
+        &'static str,
+        &'static str,
+        fn(&DiskStatus) -> Option<String>,
+    );
     let gauges: [Gauge; 3] = [
         (
             "ops_supervisor_disk_free_ratio",
@@ -691,7 +685,7 @@ fn disk_metrics(out: &mut String, droplets: &[crate::tasks::supervisor::SeenDrop
 }
 
 /// Every managed queue with waiting runs (ours always), and whether runs reach our group.
-fn queue_metrics(out: &mut String, q: &crate::tasks::supervisor::FlowSeen) {
+fn queue_metrics(out: &mut String, q: &store::QueueStatus) {
     // Earlier versions kept only our queue's age: show it the same way.
     let rows: Vec<(String, u64, f64, bool)> = if q.queues.is_empty() {
         vec![(
@@ -775,7 +769,7 @@ fn longest_gap(cron: &crate::schedule::Cron, from: chrono::NaiveDateTime) -> i64
 
 /// The supervisor's circuit breaker: open or not, replacements in its window, all counted.
 fn breaker_metrics(app: &App, state: &State, out: &mut String) -> anyhow::Result<()> {
-    use crate::tasks::supervisor::{Breaker, BREAKER_KEY, NAMESPACE, REPLACEMENTS_COUNTER};
+    use store::REPLACEMENTS_COUNTER;
     let opts = app
         .config
         .profiles
@@ -792,10 +786,7 @@ fn breaker_metrics(app: &App, state: &State, out: &mut String) -> anyhow::Result
         state.counter(REPLACEMENTS_COUNTER)?
     );
     let Some(opts) = opts else { return Ok(()) };
-    let breaker: Breaker = state
-        .kv_get(NAMESPACE, BREAKER_KEY)?
-        .map(|(b, _)| b)
-        .unwrap_or_default();
+    let breaker = store::breaker(state)?;
     let now = crate::state::now_ms();
     let window = opts.replacement_window.as_millis() as i64;
     let recent = breaker

@@ -114,8 +114,7 @@ pub fn document(app: &App, state: Option<&State>) -> anyhow::Result<Value> {
                 .next()
                 .map(|a| json!({"at": rfc3339(a.created_at), "profile": a.profile, "kind": a.kind, "channel": a.channel, "delivered": a.delivered}))
                 .unwrap_or(Value::Null);
-            let queue = s
-                .kv_get::<supervisor::FlowSeen>(supervisor::NAMESPACE, supervisor::QUEUE_KEY)?
+            let queue = supervisor::store::queue(s)?
                 .map(|(q, at)| {
                     let mut v = serde_json::to_value(&q).unwrap_or(Value::Null);
                     v["checked_at"] = rfc3339(at);
@@ -169,10 +168,7 @@ fn trust_facts(app: &App, state: Option<&State>, doc: &mut Value) -> anyhow::Res
     });
     let sup = supervisor_task(app);
     if let (Some(s), Some((profile, opts))) = (state, sup) {
-        let breaker: supervisor::Breaker = s
-            .kv_get(supervisor::NAMESPACE, supervisor::BREAKER_KEY)?
-            .map(|(b, _)| b)
-            .unwrap_or_default();
+        let breaker = supervisor::store::breaker(s)?;
         let window = opts.replacement_window.as_millis() as i64;
         let mut within: Vec<i64> = breaker
             .replacements
@@ -326,24 +322,23 @@ fn short_time(v: &Value) -> String {
 
 /// What the last supervisor run saw: its droplets and the fleet's scale.
 fn supervisor_doc(s: &crate::state::State) -> anyhow::Result<Value> {
-    let scale = s
-        .kv_get::<supervisor::ScaleSeen>(supervisor::NAMESPACE, supervisor::SCALE_KEY)
+    let scale = supervisor::store::scale(s)
         .ok()
         .flatten()
         .map(|(v, _)| json!(v))
         .unwrap_or(Value::Null);
-    let image = supervisor::image::stored(Some(s))
+    let image = supervisor::store::image(s)
         .map(|b| image_doc(&b))
         .unwrap_or(Value::Null);
     Ok(
-        s.kv_get::<Vec<supervisor::SeenDroplet>>(supervisor::NAMESPACE, supervisor::LAST_SEEN_KEY)?
+        supervisor::store::last_droplets(s)?
             .map(|(d, at)| json!({"checked_at": rfc3339(at), "droplets": d, "scale": scale, "image": image}))
             .unwrap_or(Value::Null),
     )
 }
 
 /// The baked image as `status --json` shows it.
-fn image_doc(b: &supervisor::image::Baked) -> Value {
+fn image_doc(b: &supervisor::store::Baked) -> Value {
     json!({
         "image": b.image,
         "name": b.image_name,

@@ -47,7 +47,7 @@ pub enum Verdict {
 
 /// What `ops status` and `/metrics` show of a droplet's disk.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct DiskSeen {
+pub struct DiskStatus {
     /// `ok`, `low` or `unknown`.
     pub verdict: String,
     pub free_ratio: Option<f64>,
@@ -124,14 +124,14 @@ impl Reading {
         })
     }
 
-    pub fn seen(&self) -> DiskSeen {
+    pub fn status(&self) -> DiskStatus {
         let verdict = self.verdict();
         let (name, ratio, why) = match &verdict {
             Verdict::Ok { ratio } => ("ok", Some(*ratio), None),
             Verdict::Low { ratio } => ("low", Some(*ratio), None),
             Verdict::Unknown(why) => ("unknown", None, Some(why.clone())),
         };
-        DiskSeen {
+        DiskStatus {
             verdict: name.into(),
             free_ratio: ratio.map(|r| (r * 10_000.0).round() / 10_000.0),
             free_bytes: self.free_bytes.map(|b| b as u64),
@@ -214,7 +214,7 @@ mod tests {
         for r in cases {
             assert!(matches!(r.verdict(), Verdict::Unknown(_)), "{r:?}");
             assert_eq!(r.failure("sup-a", 7), None);
-            assert_eq!(r.seen().verdict, "unknown");
+            assert_eq!(r.status().verdict, "unknown");
             assert!(r.describe().starts_with("unknown ("), "{}", r.describe());
         }
         assert!(reading(None, None, 0).describe().contains("do-agent"));
@@ -239,7 +239,7 @@ mod tests {
 
     #[test]
     fn what_status_shows_carries_the_bytes_the_ratio_and_an_rfc3339_time() {
-        let s = reading(Some(16.0), Some(40.0), 0).seen();
+        let s = reading(Some(16.0), Some(40.0), 0).status();
         assert_eq!(s.verdict, "ok");
         assert_eq!(s.free_ratio, Some(0.4));
         assert_eq!(s.size_bytes, Some(40 * 1024 * 1024 * 1024));

@@ -36,7 +36,7 @@ pub struct Facts<'a> {
 
 /// Where runs go, as kept for `ops status` and `/metrics`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct RoutingSeen {
+pub struct RoutingStatus {
     /// The global default group's name and queue; `None` when the flag is unset.
     pub default_group: Option<String>,
     pub default_queue: Option<String>,
@@ -66,13 +66,13 @@ pub struct QueueRow {
 /// What this run found, kept in the state (key `queue`) for `ops status` and `/metrics`.
 /// The first three fields are those of earlier versions (read back unchanged).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct FlowSeen {
+pub struct QueueStatus {
     pub worker_group: String,
     pub master_queue: String,
     /// Our queue's oldest PENDING run; `None` when none waits (or the queues were not read).
     pub oldest_pending_secs: Option<f64>,
     #[serde(default)]
-    pub routing: Option<RoutingSeen>,
+    pub routing: Option<RoutingStatus>,
     #[serde(default)]
     pub routing_error: Option<String>,
     #[serde(default)]
@@ -85,7 +85,7 @@ pub struct FlowSeen {
 pub struct Findings {
     pub lines: Vec<String>,
     pub failures: Vec<String>,
-    pub seen: FlowSeen,
+    pub status: QueueStatus,
     /// What was read (for the run's detail).
     pub detail: Option<String>,
 }
@@ -132,10 +132,10 @@ fn named(list: &[String]) -> String {
 
 pub fn judge(f: &Facts, rules: &Rules) -> Findings {
     let mut out = Findings {
-        seen: FlowSeen {
+        status: QueueStatus {
             worker_group: f.ours.name.clone(),
             master_queue: f.ours.master_queue.clone(),
-            ..FlowSeen::default()
+            ..QueueStatus::default()
         },
         ..Findings::default()
     };
@@ -144,7 +144,7 @@ pub fn judge(f: &Facts, rules: &Rules) -> Findings {
         Err(why) => {
             out.lines
                 .push(format!("where runs go: unknown this run ({why})"));
-            out.seen.routing_error = Some(why.to_string());
+            out.status.routing_error = Some(why.to_string());
         }
     }
     match f.queues {
@@ -153,7 +153,7 @@ pub fn judge(f: &Facts, rules: &Rules) -> Findings {
             out.lines.push(format!(
                 "waiting runs: unknown this run ({why}); the heartbeat decision stands"
             ));
-            out.seen.queues_error = Some(why.to_string());
+            out.status.queues_error = Some(why.to_string());
         }
     }
     out
@@ -232,7 +232,7 @@ fn routing(ours: &WorkerGroup, r: &Routing, out: &mut Findings) {
             ours.name, ours.master_queue, ours.name, ours.name, ours.id
         ));
     }
-    out.seen.routing = Some(RoutingSeen {
+    out.status.routing = Some(RoutingStatus {
         default_group: default_row.map(|g| g.name.clone()),
         default_queue: default_row.map(|g| g.master_queue.clone()),
         default_is_ours,
@@ -267,7 +267,7 @@ fn queues(f: &Facts, depths: &[QueueDepth], rules: &Rules, out: &mut Findings) {
         .fold(None, |m: Option<f64>, x| Some(m.map_or(x, |m| m.max(x))));
     let ours_pending: u64 = ours_depths.iter().map(|d| d.pending).sum();
     let ours_row = owner(groups, &f.ours.master_queue);
-    out.seen.oldest_pending_secs = ours_oldest;
+    out.status.oldest_pending_secs = ours_oldest;
     out.lines.push(format!(
         "worker group {:?} (queue {}): {}",
         f.ours.name,
@@ -280,7 +280,7 @@ fn queues(f: &Facts, depths: &[QueueDepth], rules: &Rules, out: &mut Findings) {
             None => "no PENDING run".into(),
         }
     ));
-    out.seen.queues.push(QueueRow {
+    out.status.queues.push(QueueRow {
         queue: f.ours.master_queue.clone(),
         worker_group: f.ours.name.clone(),
         ours: true,
@@ -305,7 +305,7 @@ fn queues(f: &Facts, depths: &[QueueDepth], rules: &Rules, out: &mut Findings) {
         let served = age.is_some_and(|a| a < stale);
         let ours = is_ours_queue(&d.queue);
         if !ours {
-            out.seen.queues.push(QueueRow {
+            out.status.queues.push(QueueRow {
                 queue: d.queue.clone(),
                 worker_group: group.map_or_else(|| "?".into(), |g| g.name.clone()),
                 ours,
@@ -433,7 +433,7 @@ mod tests {
         ];
         for (default, projects, receives) in cases {
             let f = run(&routing(*default, projects), &[]);
-            let seen = f.seen.routing.clone().unwrap();
+            let seen = f.status.routing.clone().unwrap();
             assert_eq!(seen.ours_receives, *receives, "{default:?} {projects:?}");
             assert_eq!(
                 f.failures
@@ -453,7 +453,7 @@ mod tests {
             .iter()
             .any(|l| l == "projects routed elsewhere by their own default: legacy → bootstrap"));
         assert_eq!(
-            f.seen.routing.unwrap().projects_elsewhere,
+            f.status.routing.unwrap().projects_elsewhere,
             [("legacy".to_string(), "bootstrap".to_string())]
         );
     }
@@ -466,7 +466,7 @@ mod tests {
         assert!(f.failures[0].starts_with(
             "orphaned queue: 12 run(s) wait in queue main (worker group \"bootstrap\"), the oldest for 20m, and no supervisor serves it: its last heartbeat was 2h ago"
         ), "{}", f.failures[0]);
-        let row = f.seen.queues.iter().find(|q| q.queue == "main").unwrap();
+        let row = f.status.queues.iter().find(|q| q.queue == "main").unwrap();
         assert_eq!((row.pending, row.served), (12, false));
         // Younger than the threshold: a line, not a failure.
         let f = run(&r, &[depth("main", 1, 60.0)]);
@@ -505,8 +505,8 @@ mod tests {
     fn our_queue_is_always_listed_and_alerts_only_when_asked() {
         let r = routing(Some("g-ours"), &[]);
         let f = run(&r, &[]);
-        assert_eq!(f.seen.queues.len(), 1);
-        assert_eq!(f.seen.queues[0].pending, 0);
+        assert_eq!(f.status.queues.len(), 1);
+        assert_eq!(f.status.queues[0].pending, 0);
         assert!(f
             .lines
             .iter()
@@ -527,8 +527,8 @@ mod tests {
                 ..RULES
             },
         );
-        assert_eq!(f.seen.oldest_pending_secs, Some(1000.0));
-        assert_eq!(f.seen.queues[0].pending, 3);
+        assert_eq!(f.status.oldest_pending_secs, Some(1000.0));
+        assert_eq!(f.status.queues[0].pending, 3);
         assert!(f.failures[0]
             .starts_with("runs are waiting: the oldest PENDING run in queue ops-q has waited 16m"));
     }
@@ -545,7 +545,7 @@ mod tests {
             &RULES,
         );
         assert!(f.failures.is_empty());
-        assert_eq!(f.seen.queues_error.as_deref(), Some("statement timeout"));
+        assert_eq!(f.status.queues_error.as_deref(), Some("statement timeout"));
         assert!(f
             .lines
             .iter()

@@ -18,7 +18,8 @@ use crate::sealed::fingerprint;
 use crate::settings::Settings;
 use crate::state::now_ms;
 use crate::task::TaskCtx;
-use crate::tasks::supervisor::owned::{self, NAMESPACE};
+use crate::tasks::supervisor::owned;
+use crate::tasks::supervisor::store::{IMAGE_KEY as STATE_KEY, NAMESPACE};
 
 /// The bake droplet's size: the smallest, because a droplet made from a snapshot needs a disk at
 /// least the snapshot's `min_disk_size` (the bake droplet's disk), and none can be smaller.
@@ -36,7 +37,6 @@ pub const RETRY_AFTER_MS: i64 = 6 * 3_600_000;
 pub const PRICE_GB_MONTH: f64 = 0.06;
 /// Our images besides the current one that are kept (a version rolled back finds its image).
 pub const SPARES: usize = 1;
-pub const STATE_KEY: &str = "image";
 
 /// What image the settings want, and the names and tags that make it ours.
 #[derive(Debug, Clone)]

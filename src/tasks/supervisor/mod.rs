@@ -22,7 +22,7 @@ use crate::record::ConfigRecord;
 use crate::release;
 use crate::sealed::fingerprint;
 use crate::settings::Settings;
-use crate::state::{now_ms, State};
+use crate::state::now_ms;
 use crate::task::{ActionRecord, Outcome, Status, TaskCtx, Typed};
 use crate::tasks::extract;
 
@@ -36,45 +36,16 @@ pub mod owned;
 pub mod plan;
 pub mod presets;
 pub mod sim;
+pub mod store;
 
 use plan::{Action, Heartbeat, View};
 
-pub use flow::FlowSeen;
-
 pub use plan::{Streak, MANAGED_TAG};
-pub const NAMESPACE: &str = owned::NAMESPACE;
-pub const BREAKER_KEY: &str = "breaker";
-/// The counter of counted replacements, for `/metrics` (`ops_supervisor_replacements_total`).
-pub const REPLACEMENTS_COUNTER: &str = "supervisor_replacements";
-const FIREWALL_KEY: &str = "firewall";
-pub const LAST_SEEN_KEY: &str = "last_seen";
-pub const QUEUE_KEY: &str = "queue";
-const SCAN_KEY: &str = "queue_scan";
-
-/// What the last run saw, for `ops status`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct SeenDroplet {
-    pub id: u64,
-    pub name: String,
-    pub ip: Option<String>,
-    pub health: String,
-    pub fails: u32,
-    pub spec_current: bool,
-    pub age_secs: i64,
-    pub deleted: bool,
-    /// Seconds since the webapp's last heartbeat from it (`None`: never, or no webapp view).
-    #[serde(default)]
-    pub heartbeat_age_secs: Option<f64>,
-    /// Runs executing on it per the webapp's database (`None`: not known).
-    #[serde(default)]
-    pub executing_runs: Option<usize>,
-    /// It is draining: told to stop taking runs, deleted once idle.
-    #[serde(default)]
-    pub draining: bool,
-    /// Its root filesystem as last read (`None`: not read yet, e.g. younger than 5 minutes).
-    #[serde(default)]
-    pub disk: Option<disk::DiskSeen>,
-}
+use store::{
+    built_key, disk_key, droplet_key, load, save, Breaker, DropletStatus, FirewallChecked,
+    ScaleStatus, AUTO_SIZE_KEY, BREAKER_KEY, FIREWALL_KEY, LAST_SEEN_KEY, QUEUE_KEY,
+    REPLACEMENTS_COUNTER, SCALE_KEY, SCAN_KEY, SIZES_KEY,
+};
 
 /// Where the next read of the waiting runs starts (database clock, Unix seconds), and the runs
 /// seen waiting, re-read by primary key however old they get.
@@ -139,29 +110,15 @@ struct FlowRead {
 const FAILED_WITHIN: Duration = Duration::from_secs(3600);
 /// DigitalOcean's sizes change rarely: asked again at most daily, and only when a run needs a
 /// preset larger than small-1x (or SUPERVISOR_SIZE=auto).
-const SIZES_KEY: &str = "sizes";
 const SIZES_RECHECK_MS: i64 = 24 * 3_600_000;
 /// The size SUPERVISOR_SIZE=auto settled on (it only grows: a shrink would replace the fleet
 /// whenever the large runs pause).
-const AUTO_SIZE_KEY: &str = "auto_size";
 /// Where SUPERVISOR_SIZE=auto starts.
 pub const AUTO_DEFAULT_SIZE: &str = "s-2vcpu-2gb";
 
 /// How long a checked firewall is trusted before it is compared again.
 const FIREWALL_RECHECK_MS: i64 = 3_600_000;
 const HEALTH_TIMEOUT: Duration = Duration::from_secs(5);
-
-#[derive(Debug, Default, Serialize, Deserialize)]
-pub struct Breaker {
-    pub replacements: Vec<i64>,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-struct FirewallSeen {
-    id: String,
-    hash: String,
-    checked_at: i64,
-}
 
 /// `trigger-supervisor-<first 8 of the Railway environment id>` (`Settings::deployment_tag`:
 /// extract needs it too).
@@ -559,7 +516,7 @@ pub fn run(opts: &SupervisorOptions, ctx: &TaskCtx) -> anyhow::Result<Outcome> {
         .map(|q| format!(", {} waiting", q.waiting_seen))
         .unwrap_or_default();
     let seen = Observed {
-        flow: found.as_ref().map(|f| f.seen.clone()),
+        flow: found.as_ref().map(|f| f.status.clone()),
         scan: flow_read.and_then(|f| f.scan),
         sizes: fetched,
         auto_size: auto_grown,
@@ -671,9 +628,7 @@ fn known_sizes(
     if let Some(v) = fetched {
         return Ok(v.clone());
     }
-    let cached = ctx
-        .state
-        .and_then(|st| st.kv_get::<Vec<Size>>(NAMESPACE, SIZES_KEY).ok().flatten())
+    let cached = store::load_at::<Vec<Size>>(ctx.state, SIZES_KEY)
         .filter(|(_, at)| now_ms() - at < SIZES_RECHECK_MS)
         .map(|(v, _)| v);
     match cached {
@@ -686,25 +641,6 @@ fn known_sizes(
     }
 }
 
-/// What the fleet's size is this run when it scales by load (`min` < `max`): the count the
-/// load wants, the line saying why, and the creates beyond one that the account allows.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct ScaleSeen {
-    pub wanted: usize,
-    pub actual: usize,
-    pub min: usize,
-    pub max: usize,
-    pub why: String,
-    /// The fleet's cost per month (USD) from the sizes' `price_monthly`.
-    pub cost_monthly: Option<f64>,
-    /// The same for a fixed fleet of `max`.
-    pub cost_monthly_at_max: Option<f64>,
-    #[serde(default)]
-    pub scales: bool,
-}
-
-pub const SCALE_KEY: &str = "scale";
-
 /// The load's verdict on the fleet's size, and what it costs.
 #[allow(clippy::too_many_arguments)]
 fn scale(
@@ -716,30 +652,28 @@ fn scale(
     flow: Option<&FlowRead>,
     size: &str,
     fetched: &mut Option<Vec<Size>>,
-) -> (ScaleSeen, usize) {
+) -> (ScaleStatus, usize) {
     let serving: Vec<&plan::Seen> = obs
         .droplets
         .iter()
         .filter(|d| d.prev.drain.is_none() && !d.tags.iter().any(|t| t == drain::DRAINING_TAG))
         .collect();
     let actual = serving.len();
-    let mut seen = ScaleSeen {
+    let mut seen = ScaleStatus {
         wanted: actual.clamp(bounds.min, bounds.max),
         actual,
         min: bounds.min,
         max: bounds.max,
         scales: bounds.scales(),
-        ..ScaleSeen::default()
+        ..ScaleStatus::default()
     };
     // A fixed fleet's cost comes from sizes already known: a healthy cycle asks nothing more.
     let sizes = if bounds.scales() {
         known_sizes(ctx, api, fetched).ok()
     } else {
-        fetched.clone().or_else(|| {
-            ctx.state
-                .and_then(|st| st.kv_get::<Vec<Size>>(NAMESPACE, SIZES_KEY).ok().flatten())
-                .map(|(v, _)| v)
-        })
+        fetched
+            .clone()
+            .or_else(|| load::<Vec<Size>>(ctx.state, SIZES_KEY))
     };
     let price = |slug: &str| {
         sizes
@@ -1022,11 +956,11 @@ fn runs_on(flow: Option<&FlowRead>, name: &str) -> Option<Vec<String>> {
 
 /// What `apply` keeps for `ops status`, `/metrics` and the next read, besides the droplets.
 struct Observed {
-    flow: Option<FlowSeen>,
+    flow: Option<flow::QueueStatus>,
     scan: Option<ScanState>,
     sizes: Option<Vec<Size>>,
     auto_size: Option<String>,
-    scale: ScaleSeen,
+    scale: ScaleStatus,
     /// Each droplet's disk reading (kept or read this run).
     disks: BTreeMap<u64, disk::Reading>,
 }
@@ -1091,7 +1025,7 @@ fn apply(
         }
         let (done, applied) = match action {
             Action::ResetBreaker => {
-                ctx.writable_state()?.kv_delete(NAMESPACE, BREAKER_KEY)?;
+                store::delete(ctx.writable_state()?, BREAKER_KEY)?;
                 ("circuit breaker reset by --reset-breaker".to_string(), true)
             }
             Action::Delete {
@@ -1383,14 +1317,10 @@ fn save_observed(
         .filter(|a| !deleted.contains(&a.id))
         .flat_map(|a| [droplet_key(a.id), built_key(a.id), disk_key(a.id)])
         .collect();
-    for (key, _, _) in st.kv_list(NAMESPACE)? {
-        if key.starts_with("droplet:") && !keep.contains(&key) {
-            st.kv_delete(NAMESPACE, &key)?;
-        }
-    }
-    let seen: Vec<SeenDroplet> = assessed
+    store::prune(st, &keep)?;
+    let seen: Vec<DropletStatus> = assessed
         .iter()
-        .map(|a| SeenDroplet {
+        .map(|a| DropletStatus {
             id: a.id,
             name: a.name.clone(),
             ip: a.ip.clone(),
@@ -1402,29 +1332,29 @@ fn save_observed(
             heartbeat_age_secs: a.heartbeat_age,
             executing_runs: a.runs.as_ref().map(Vec::len),
             draining: a.streak.drain.is_some(),
-            disk: observed.disks.get(&a.id).map(disk::Reading::seen),
+            disk: observed.disks.get(&a.id).map(disk::Reading::status),
         })
         .collect();
-    st.kv_set(NAMESPACE, LAST_SEEN_KEY, &seen, now)?;
+    store::set(st, LAST_SEEN_KEY, &seen, now)?;
     match observed.flow {
-        Some(q) => st.kv_set(NAMESPACE, QUEUE_KEY, &q, now)?,
-        None => st.kv_delete(NAMESPACE, QUEUE_KEY)?,
+        Some(q) => store::set(st, QUEUE_KEY, &q, now)?,
+        None => store::delete(st, QUEUE_KEY)?,
     }
     if let Some(scan) = observed.scan {
-        st.kv_set(NAMESPACE, SCAN_KEY, &scan, now)?;
+        store::set(st, SCAN_KEY, &scan, now)?;
     }
     if let Some(sizes) = observed.sizes {
-        st.kv_set(NAMESPACE, SIZES_KEY, &sizes, now)?;
+        store::set(st, SIZES_KEY, &sizes, now)?;
     }
     if let Some(size) = observed.auto_size {
-        st.kv_set(NAMESPACE, AUTO_SIZE_KEY, &size, now)?;
+        store::set(st, AUTO_SIZE_KEY, &size, now)?;
     }
-    st.kv_set(NAMESPACE, SCALE_KEY, &observed.scale, now)?;
+    store::set(st, SCALE_KEY, &observed.scale, now)?;
     for a in assessed.iter().filter(|a| !deleted.contains(&a.id)) {
-        st.kv_set(NAMESPACE, &droplet_key(a.id), &a.streak, now)?;
+        store::set(st, &droplet_key(a.id), &a.streak, now)?;
     }
     for (id, reading) in &observed.disks {
-        st.kv_set(NAMESPACE, &disk_key(*id), reading, now)?;
+        store::set(st, &disk_key(*id), reading, now)?;
     }
     Ok(())
 }
@@ -1434,20 +1364,6 @@ const NO_WAY_TO_SEE: &str = "no way to see the supervisor: set DATABASE_URL (the
 /// Whether this configuration lets ops see the supervisors (for `ops check`).
 pub fn visibility_problem(s: &Settings) -> Option<&'static str> {
     (s.database_url.is_none() && s.supervisor_health_sources.is_empty()).then_some(NO_WAY_TO_SEE)
-}
-
-fn droplet_key(id: u64) -> String {
-    format!("droplet:{id}")
-}
-
-/// What a droplet was created with, field by field (for the plan's diff once it is stale).
-fn built_key(id: u64) -> String {
-    format!("droplet:{id}:built")
-}
-
-/// The droplet's last disk reading ([`disk::Reading`]).
-fn disk_key(id: u64) -> String {
-    format!("droplet:{id}:disk")
 }
 
 /// Each droplet's free disk: the reading kept in the state, read again only when due
@@ -1499,16 +1415,6 @@ fn read_disk(api: &DigitalOcean, id: u64, now: i64) -> disk::Reading {
         read_at_ms: now,
         error,
     }
-}
-
-fn load<T: serde::de::DeserializeOwned>(state: Option<&State>, key: &str) -> Option<T> {
-    state
-        .and_then(|s| s.kv_get(NAMESPACE, key).ok().flatten())
-        .map(|(v, _)| v)
-}
-
-fn save<T: Serialize>(ctx: &TaskCtx, key: &str, value: &T, now: i64) -> anyhow::Result<()> {
-    ctx.writable_state()?.kv_set(NAMESPACE, key, value, now)
 }
 
 /// `GET <origin>/healthcheck`: 200 `OK`, or why not (500 `ERROR` when the webapp's database
@@ -1622,7 +1528,7 @@ fn ensure_firewall(
 ) -> anyhow::Result<()> {
     let want = firewall_spec(s, tag);
     let hash = fingerprint(&[&rules_key(&want)]);
-    if let Some(seen) = load::<FirewallSeen>(ctx.state, FIREWALL_KEY) {
+    if let Some(seen) = load::<FirewallChecked>(ctx.state, FIREWALL_KEY) {
         if seen.hash == hash && now - seen.checked_at < FIREWALL_RECHECK_MS {
             return Ok(());
         }
@@ -1680,7 +1586,7 @@ fn ensure_firewall(
         save(
             ctx,
             FIREWALL_KEY,
-            &FirewallSeen {
+            &FirewallChecked {
                 id,
                 hash,
                 checked_at: now,

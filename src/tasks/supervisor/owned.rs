@@ -15,11 +15,8 @@ use crate::clients::digitalocean::Droplet;
 use crate::state::{now_ms, State};
 use crate::task::TaskCtx;
 
-/// The supervisor task's state namespace (`supervisor::NAMESPACE`).
-pub const NAMESPACE: &str = "supervisor";
-/// The state key of the record, in that namespace (not under `droplet:`, which
-/// `save_observed` prunes).
-pub const KEY: &str = "created";
+/// The record's state key (store.rs).
+use super::store::{CREATED_KEY as KEY, NAMESPACE};
 /// A recorded droplet DigitalOcean has not listed under our tag for this long is forgotten (not
 /// at once: a droplet just created, or one listing cut short, must not lose ops its fleet).
 const FORGET_AFTER_MS: i64 = 3_600_000;

@@ -1,0 +1,183 @@
+//! Every state key of the supervisor task, in one place: what each holds, who writes it, and
+//! the typed readers `ops status` and `/metrics` use (they never name a raw key).
+//!
+//! | key                  | holds                                            | written by |
+//! |----------------------|--------------------------------------------------|------------|
+//! | `breaker`            | [`Breaker`]: when replacements were counted      | apply      |
+//! | `firewall`           | [`FirewallChecked`]: the firewall last compared  | firewall   |
+//! | `last_seen`          | [`DropletStatus`] of each droplet, last run      | apply      |
+//! | `queue`              | [`QueueStatus`]: routing and waiting runs        | apply      |
+//! | `queue_scan`         | where the next read of waiting runs starts       | apply      |
+//! | `sizes`              | DigitalOcean's sizes, kept a day                 | apply      |
+//! | `auto_size`          | the size SUPERVISOR_SIZE=auto settled on         | apply      |
+//! | `scale`              | [`ScaleStatus`]: the load's verdict and cost     | apply      |
+//! | `created`            | [`owned::Record`]: the droplets ops created      | owned      |
+//! | `image`              | [`image::Baked`]: the baked image's record       | image      |
+//! | `droplet:{id}`       | [`Streak`]: the droplet's health streak          | apply      |
+//! | `droplet:{id}:built` | [`diff::Parts`]: what it was created with        | apply      |
+//! | `droplet:{id}:disk`  | [`disk::Reading`]: its last disk reading         | apply      |
+//!
+//! [`owned::Record`]: super::owned::Record
+//! [`image::Baked`]: super::image::Baked
+//! [`Streak`]: super::plan::Streak
+//! [`diff::Parts`]: super::diff::Parts
+//! [`disk::Reading`]: super::disk::Reading
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::state::State;
+use crate::task::TaskCtx;
+
+pub use super::disk::DiskStatus;
+pub use super::flow::QueueStatus;
+pub use super::image::Baked;
+
+/// The supervisor task's state namespace.
+pub const NAMESPACE: &str = "supervisor";
+pub const BREAKER_KEY: &str = "breaker";
+pub const FIREWALL_KEY: &str = "firewall";
+pub const LAST_SEEN_KEY: &str = "last_seen";
+pub const QUEUE_KEY: &str = "queue";
+pub const SCAN_KEY: &str = "queue_scan";
+pub const SIZES_KEY: &str = "sizes";
+pub const AUTO_SIZE_KEY: &str = "auto_size";
+pub const SCALE_KEY: &str = "scale";
+/// The ownership record (not under `droplet:`, which [`prune`] clears).
+pub const CREATED_KEY: &str = "created";
+pub const IMAGE_KEY: &str = "image";
+/// The counter of counted replacements, for `/metrics` (`ops_supervisor_replacements_total`).
+pub const REPLACEMENTS_COUNTER: &str = "supervisor_replacements";
+
+/// The droplet's health streak.
+pub fn droplet_key(id: u64) -> String {
+    format!("droplet:{id}")
+}
+
+/// What a droplet was created with, field by field (for the plan's diff once it is stale).
+pub fn built_key(id: u64) -> String {
+    format!("droplet:{id}:built")
+}
+
+/// The droplet's last disk reading.
+pub fn disk_key(id: u64) -> String {
+    format!("droplet:{id}:disk")
+}
+
+/// The circuit breaker: when replacements were counted (Unix ms).
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct Breaker {
+    pub replacements: Vec<i64>,
+}
+
+/// The firewall as last compared with the wanted rules.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct FirewallChecked {
+    pub id: String,
+    pub hash: String,
+    pub checked_at: i64,
+}
+
+/// One droplet as the last run saw it, for `ops status` and `/metrics`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DropletStatus {
+    pub id: u64,
+    pub name: String,
+    pub ip: Option<String>,
+    pub health: String,
+    pub fails: u32,
+    pub spec_current: bool,
+    pub age_secs: i64,
+    pub deleted: bool,
+    /// Seconds since the webapp's last heartbeat from it (`None`: never, or no webapp view).
+    #[serde(default)]
+    pub heartbeat_age_secs: Option<f64>,
+    /// Runs executing on it per the webapp's database (`None`: not known).
+    #[serde(default)]
+    pub executing_runs: Option<usize>,
+    /// It is draining: told to stop taking runs, deleted once idle.
+    #[serde(default)]
+    pub draining: bool,
+    /// Its root filesystem as last read (`None`: not read yet, e.g. younger than 5 minutes).
+    #[serde(default)]
+    pub disk: Option<DiskStatus>,
+}
+
+/// The fleet's size this run (the count the load wants when it scales by load, the line saying
+/// why) and what it costs, for `ops status` and `/metrics`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ScaleStatus {
+    pub wanted: usize,
+    pub actual: usize,
+    pub min: usize,
+    pub max: usize,
+    pub why: String,
+    /// The fleet's cost per month (USD) from the sizes' `price_monthly`.
+    pub cost_monthly: Option<f64>,
+    /// The same for a fixed fleet of `max`.
+    pub cost_monthly_at_max: Option<f64>,
+    #[serde(default)]
+    pub scales: bool,
+}
+
+/// A kept value; an unreadable one counts as none (the state's own rule).
+pub fn load<T: DeserializeOwned>(state: Option<&State>, key: &str) -> Option<T> {
+    state
+        .and_then(|s| s.kv_get(NAMESPACE, key).ok().flatten())
+        .map(|(v, _)| v)
+}
+
+/// A kept value and when it was written (Unix ms).
+pub fn load_at<T: DeserializeOwned>(state: Option<&State>, key: &str) -> Option<(T, i64)> {
+    state.and_then(|s| s.kv_get(NAMESPACE, key).ok().flatten())
+}
+
+pub fn save<T: Serialize>(ctx: &TaskCtx, key: &str, value: &T, now: i64) -> anyhow::Result<()> {
+    ctx.writable_state()?.kv_set(NAMESPACE, key, value, now)
+}
+
+pub fn set<T: Serialize>(st: &State, key: &str, value: &T, now: i64) -> anyhow::Result<()> {
+    st.kv_set(NAMESPACE, key, value, now)
+}
+
+pub fn delete(st: &State, key: &str) -> anyhow::Result<()> {
+    st.kv_delete(NAMESPACE, key)
+}
+
+/// Drops every `droplet:` key but those in `keep` (droplets gone or deleted).
+pub fn prune(st: &State, keep: &[String]) -> anyhow::Result<()> {
+    for (key, _, _) in st.kv_list(NAMESPACE)? {
+        if key.starts_with("droplet:") && !keep.iter().any(|k| *k == key) {
+            st.kv_delete(NAMESPACE, &key)?;
+        }
+    }
+    Ok(())
+}
+
+/// The droplets the last run saw, and when it ran (Unix ms).
+pub fn last_droplets(state: &State) -> anyhow::Result<Option<(Vec<DropletStatus>, i64)>> {
+    state.kv_get(NAMESPACE, LAST_SEEN_KEY)
+}
+
+/// The load's verdict and the fleet's cost, as the last run saw them.
+pub fn scale(state: &State) -> anyhow::Result<Option<(ScaleStatus, i64)>> {
+    state.kv_get(NAMESPACE, SCALE_KEY)
+}
+
+/// Routing and the waiting runs, as the last run read them.
+pub fn queue(state: &State) -> anyhow::Result<Option<(QueueStatus, i64)>> {
+    state.kv_get(NAMESPACE, QUEUE_KEY)
+}
+
+/// The circuit breaker's counted replacements (none when nothing is kept).
+pub fn breaker(state: &State) -> anyhow::Result<Breaker> {
+    Ok(state
+        .kv_get(NAMESPACE, BREAKER_KEY)?
+        .map(|(b, _)| b)
+        .unwrap_or_default())
+}
+
+/// The baked image's record.
+pub fn image(state: &State) -> Option<Baked> {
+    load(Some(state), IMAGE_KEY)
+}
