@@ -147,7 +147,7 @@ pub fn delete(st: &State, key: &str) -> anyhow::Result<()> {
 /// Drops every `droplet:` key but those in `keep` (droplets gone or deleted).
 pub fn prune(st: &State, keep: &[String]) -> anyhow::Result<()> {
     for (key, _, _) in st.kv_list(NAMESPACE)? {
-        if key.starts_with("droplet:") && !keep.iter().any(|k| *k == key) {
+        if key.starts_with("droplet:") && !keep.contains(&key) {
             st.kv_delete(NAMESPACE, &key)?;
         }
     }
