@@ -581,7 +581,7 @@ fn supervisor_metrics(state: &State, out: &mut String) -> anyhow::Result<()> {
     if let Some((sc, _)) = store::scale(state)? {
         scale_metrics(out, &sc);
     }
-    if let Some(b) = store::image(state) {
+    if let Some(b) = crate::tasks::supervisor::image::stored(Some(state)) {
         image_metrics(out, &b);
     }
     if let Some((q, _)) = store::queue(state)? {
@@ -591,7 +591,7 @@ fn supervisor_metrics(state: &State, out: &mut String) -> anyhow::Result<()> {
 }
 
 /// Whether new droplets start from a baked image, and what our images cost.
-fn image_metrics(out: &mut String, b: &store::Baked) {
+fn image_metrics(out: &mut String, b: &crate::tasks::supervisor::image::Baked) {
     let _ = writeln!(
         out,
         "# HELP ops_supervisor_baked_image_ready 1 when new droplets start from a baked image of the wanted version.\n# TYPE ops_supervisor_baked_image_ready gauge\nops_supervisor_baked_image_ready {}",

@@ -327,7 +327,7 @@ fn supervisor_doc(s: &crate::state::State) -> anyhow::Result<Value> {
         .flatten()
         .map(|(v, _)| json!(v))
         .unwrap_or(Value::Null);
-    let image = supervisor::store::image(s)
+    let image = supervisor::image::stored(Some(s))
         .map(|b| image_doc(&b))
         .unwrap_or(Value::Null);
     Ok(
@@ -338,7 +338,7 @@ fn supervisor_doc(s: &crate::state::State) -> anyhow::Result<Value> {
 }
 
 /// The baked image as `status --json` shows it.
-fn image_doc(b: &supervisor::store::Baked) -> Value {
+fn image_doc(b: &supervisor::image::Baked) -> Value {
     json!({
         "image": b.image,
         "name": b.image_name,

@@ -5,7 +5,11 @@
 //! `floor(maximumConcurrencyLimit × concurrencyLimitBurstFactor)` and its queue's
 //! `concurrencyLimit` allow it): more droplets would not start it, so it is not counted.
 
-use crate::clients::digitalocean::Size;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::facts::Machine;
 use crate::clients::webapp_db::{PresetNeed, ReadyGroup};
 use crate::tasks::supervisor::presets::{self, Preset};
 
@@ -108,7 +112,7 @@ fn typical(needs: &[PresetNeed]) -> Preset {
 pub fn wanted(
     bounds: Bounds,
     serving: usize,
-    size: &Size,
+    size: &Machine,
     executing: &[Option<String>],
     ready: &[ReadyGroup],
     needs: &[PresetNeed],
@@ -158,12 +162,139 @@ pub fn wanted(
     }
 }
 
+/// The fleet's size this run (the count the load wants when it scales by load, the line saying
+/// why) and what it costs, kept for `ops status` and `/metrics`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ScaleStatus {
+    pub wanted: usize,
+    pub actual: usize,
+    pub min: usize,
+    pub max: usize,
+    pub why: String,
+    /// The fleet's cost per month (USD) from the sizes' `price_monthly`.
+    pub cost_monthly: Option<f64>,
+    /// The same for a fixed fleet of `max`.
+    pub cost_monthly_at_max: Option<f64>,
+    #[serde(default)]
+    pub scales: bool,
+}
+
+/// DigitalOcean makes at most this many droplets at a time.
+pub const AT_ONCE: usize = 10;
+
+/// How many droplets to create: those wanted beyond the ones that serve (or will).
+pub fn to_create(wanted: usize, live: usize) -> usize {
+    wanted.saturating_sub(live)
+}
+
+/// Creates beyond the first this run (scaling out), at most [`AT_ONCE`] in all.
+pub fn beyond_first(wanted: usize, live: usize) -> usize {
+    to_create(wanted, live).saturating_sub(1).min(AT_ONCE - 1)
+}
+
+/// The account's droplet limit caps the creates beyond the first: `room` is how many more
+/// droplets it allows (or why that is unknown: then one create this run). The count allowed,
+/// and what the report adds when the limit bites.
+pub fn room_cap(extra: usize, room: Result<usize, String>) -> (usize, Option<String>) {
+    match room {
+        Ok(room) => {
+            let note = (room < extra + 1).then(|| {
+                format!(
+                    "; the account's droplet limit leaves room for {room}: raise it in DigitalOcean's settings"
+                )
+            });
+            (extra.min(room.saturating_sub(1)), note)
+        }
+        Err(e) => (
+            0,
+            Some(format!(
+                "; one create this run (droplet limit unknown: {e})"
+            )),
+        ),
+    }
+}
+
+/// What the runs ask of the fleet this run, per the webapp's database.
+#[derive(Debug, Clone, Copy)]
+pub struct Load<'a> {
+    /// The presets of the runs executing on our supervisors.
+    pub executing: &'a [Option<String>],
+    pub ready: &'a [ReadyGroup],
+    pub needs: &'a [PresetNeed],
+}
+
+/// The load's verdict on the fleet's size, and what it costs: `serving` are the droplets that
+/// serve (each with the size it was built with, when known), `size` the one this run builds
+/// with, `sizes` what the sizes cost (`None`: not known). Returns the status and the creates
+/// beyond the first that the count implies (before the account's room, [`room_cap`]).
+pub fn scale(
+    bounds: Bounds,
+    serving: &[Option<&str>],
+    size: &str,
+    sizes: Option<&[Machine]>,
+    load: Option<Load>,
+    scale_in_after: Duration,
+) -> (ScaleStatus, usize) {
+    let actual = serving.len();
+    let mut seen = ScaleStatus {
+        wanted: actual.clamp(bounds.min, bounds.max),
+        actual,
+        min: bounds.min,
+        max: bounds.max,
+        scales: bounds.scales(),
+        ..ScaleStatus::default()
+    };
+    let price = |slug: &str| {
+        sizes
+            .and_then(|all| all.iter().find(|z| z.slug == slug))
+            .map(|z| z.price_monthly)
+    };
+    seen.cost_monthly = serving
+        .iter()
+        .map(|built| price(built.unwrap_or(size)))
+        .sum::<Option<f64>>();
+    seen.cost_monthly_at_max = price(size).map(|p| p * bounds.max as f64);
+    if !bounds.scales() {
+        seen.wanted = bounds.max;
+        seen.why = format!("SUPERVISOR_COUNT={}", bounds.max);
+        return (seen, 0);
+    }
+    let current = sizes.and_then(|all| all.iter().find(|z| z.slug == size));
+    let (Some(load), Some(current)) = (load, current) else {
+        seen.why = "the load is unknown this run (no runs read, or no size from DigitalOcean): the fleet stays as it is".into();
+        return (seen, 0);
+    };
+    let w = wanted(
+        bounds,
+        actual,
+        current,
+        load.executing,
+        load.ready,
+        load.needs,
+    );
+    seen.wanted = w.count;
+    seen.why = match w.count.cmp(&actual) {
+        std::cmp::Ordering::Greater => format!("scale out {actual} → {}: {}", w.count, w.why),
+        std::cmp::Ordering::Less => format!(
+            "scale in {actual} → {}: {} (a droplet goes once it executed nothing for {}, drained)",
+            w.count,
+            w.why,
+            crate::duration::format(scale_in_after)
+        ),
+        std::cmp::Ordering::Equal => format!(
+            "fleet: {} droplet(s) wanted (min {}, max {}): {}",
+            w.count, bounds.min, bounds.max, w.why
+        ),
+    };
+    (seen, beyond_first(w.count, actual))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn size() -> Size {
-        Size {
+    fn size() -> Machine {
+        Machine {
             slug: "s-2vcpu-2gb".into(),
             vcpus: 2,
             memory: 2048,

@@ -85,8 +85,8 @@ impl Reading {
     }
 
     /// Whether a droplet with this last reading (or none) is read this run.
-    pub fn due(prev: Option<&Reading>, status: &str, age_secs: i64, now_ms: i64) -> bool {
-        if status != "active" || age_secs < READ_AFTER_AGE_SECS {
+    pub fn due(prev: Option<&Reading>, up: bool, age_secs: i64, now_ms: i64) -> bool {
+        if !up || age_secs < READ_AFTER_AGE_SECS {
             return false;
         }
         let Some(prev) = prev else {
@@ -223,18 +223,18 @@ mod tests {
     #[test]
     fn a_reading_is_kept_twenty_minutes_a_low_one_five_and_young_or_inactive_droplets_wait() {
         let old = READ_AFTER_AGE_SECS;
-        assert!(Reading::due(None, "active", old, NOW));
-        assert!(!Reading::due(None, "active", old - 1, NOW), "too young");
-        assert!(!Reading::due(None, "new", old, NOW));
-        assert!(!Reading::due(None, "off", old, NOW));
+        assert!(Reading::due(None, true, old, NOW));
+        assert!(!Reading::due(None, true, old - 1, NOW), "too young");
+        assert!(!Reading::due(None, false, old, NOW));
+        assert!(!Reading::due(None, false, old, NOW));
         let fine = reading(Some(16.0), Some(40.0), REREAD_MS - 1);
-        assert!(!Reading::due(Some(&fine), "active", old, NOW));
+        assert!(!Reading::due(Some(&fine), true, old, NOW));
         let fine = reading(Some(16.0), Some(40.0), REREAD_MS);
-        assert!(Reading::due(Some(&fine), "active", old, NOW));
+        assert!(Reading::due(Some(&fine), true, old, NOW));
         let low = reading(Some(1.0), Some(40.0), REREAD_LOW_MS);
-        assert!(Reading::due(Some(&low), "active", old, NOW));
+        assert!(Reading::due(Some(&low), true, old, NOW));
         let unknown = reading(None, None, REREAD_LOW_MS);
-        assert!(!Reading::due(Some(&unknown), "active", old, NOW));
+        assert!(!Reading::due(Some(&unknown), true, old, NOW));
     }
 
     #[test]

@@ -46,8 +46,8 @@ pub struct Drain {
 #[derive(Debug, Clone)]
 pub struct Facts<'a> {
     pub name: &'a str,
-    /// DigitalOcean's status: `off` once the drain service let the shutdown finish.
-    pub status: &'a str,
+    /// It shut down (DigitalOcean `off`): the drain service let the shutdown finish.
+    pub off: bool,
     /// Runs on it per the webapp's database (friendly ids); `None`: not known this run.
     pub runs: Option<&'a [String]>,
     pub drain: &'a Drain,
@@ -83,7 +83,7 @@ fn named(runs: &[String]) -> String {
 pub fn step(f: &Facts) -> Step {
     let elapsed_ms = (f.now_ms - f.drain.started_ms).max(0);
     let elapsed = Duration::from_millis(elapsed_ms as u64);
-    if f.status == "off" {
+    if f.off {
         return Step::Delete(format!(
             "drained ({}): it stopped taking runs and shut down once none was left, after {}",
             f.drain.reason,
@@ -157,7 +157,7 @@ mod tests {
     ) -> Facts<'a> {
         Facts {
             name: "sup-a",
-            status,
+            off: status == "off",
             runs,
             drain: d,
             now_ms: NOW,

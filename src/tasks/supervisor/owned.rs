@@ -70,7 +70,7 @@ impl Record {
 
 /// What the ownership check found this run, for the plan's lines and the task's warning.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct Seen {
+pub struct Found {
     /// Droplets with both our tags and no record: (name, id).
     pub unowned: Vec<(String, u64)>,
     /// Droplets taken into the record this run: (name, id, why).
@@ -81,7 +81,7 @@ pub struct Seen {
 #[derive(Debug)]
 pub struct Sorted {
     pub ours: Vec<Droplet>,
-    pub seen: Seen,
+    pub seen: Found,
     pub record: Record,
     /// The record differs from the stored one (or none was stored).
     pub changed: bool,
@@ -147,7 +147,7 @@ pub fn sort(prev: Option<&Record>, listed: Vec<Droplet>, tag: &str, now: i64) ->
         .iter()
         .filter_map(|p| unheard(&fresh, &p.name, p.at).map(|d| (d.id, p.name.clone())))
         .collect();
-    let mut seen = Seen::default();
+    let mut seen = Found::default();
     let mut ours = Vec::new();
     for d in listed {
         if record.has(d.id) {
@@ -267,7 +267,7 @@ pub fn refused(verb: &str, name: &str, id: u64) -> String {
 }
 
 /// The plan's lines: each adoption, and each droplet with our tags that is not ops' own.
-pub fn lines(seen: &Seen) -> Vec<String> {
+pub fn lines(seen: &Found) -> Vec<String> {
     let mut out: Vec<String> = seen
         .adopted
         .iter()
@@ -283,7 +283,7 @@ pub fn lines(seen: &Seen) -> Vec<String> {
 pub const UNOWNED: &str = "carries our tags but ops did not create it";
 
 /// The task's warning: our tags on droplets that are not ops' own.
-pub fn warning(seen: &Seen) -> Option<String> {
+pub fn warning(seen: &Found) -> Option<String> {
     if seen.unowned.is_empty() {
         return None;
     }
@@ -488,7 +488,7 @@ mod tests {
 
     #[test]
     fn the_warning_names_every_unowned_droplet() {
-        let seen = Seen {
+        let seen = Found {
             unowned: vec![("a".into(), 1), ("b".into(), 2)],
             adopted: vec![],
         };
@@ -497,7 +497,7 @@ mod tests {
             w.starts_with("our tags are on droplets ops did not create: a (id 1), b (id 2). "),
             "{w}"
         );
-        assert_eq!(warning(&Seen::default()), None);
+        assert_eq!(warning(&Found::default()), None);
         assert_eq!(lines(&seen).len(), 2);
     }
 }

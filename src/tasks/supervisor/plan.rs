@@ -1,236 +1,22 @@
-//! The supervisor's health decisions, pure: facts observed this run (time included) in, a
-//! verdict out. No IO, no clock. docs/supervisor.md has the same table in prose.
-//!
-//! | signal (first that applies)               | in boot grace¹ | otherwise |
-//! |-------------------------------------------|----------------|-----------|
-//! | not `active` or no public IPv4            | booting        | failing   |
-//! | heartbeat younger than `stale_after`      | healthy        | healthy   |
-//! | heartbeat older than `stale_after`        | (never²)       | failing: silent for N |
-//! | webapp never heard of it                  | booting        | failing: never heard |
-//! | no webapp view, `/health` 200             | healthy        | healthy   |
-//! | no webapp view, `/health` failed          | booting        | failing   |
-//! | no webapp view, no `/health`              | unknown        | unknown   |
-//!
-//! ¹ younger than `boot_grace` and never seen healthy: the grace ends at the first healthy
-//! observation (a past `last_ok`, or any heartbeat at all). ² a heartbeat ends the grace.
-//! Healthy resets the failure streak; failing adds one; booting and unknown leave it alone.
+//! The fleet, pure: from everything observed this run (time included) to the actions (at most
+//! one delete and one create, more when scaling out), the report lines and the findings that
+//! fail the task. One droplet's health is health.rs; what an action says and does, action.rs.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::duration;
 use crate::release;
-use crate::tasks::supervisor::drain::{self, Drain, CAPABLE_TAG, DRAINING_TAG};
+use crate::tasks::supervisor::drain::{self, Drain, DRAINING_TAG};
 
+use super::capacity;
 use super::diff;
+use super::facts::{Instance, Power};
+use super::health::{ago, assess, Facts};
 
-use serde::{Deserialize, Serialize};
+pub use super::health::{confirm_wait, Health, Heartbeat, Rules, Streak, CONFIRM_WITHIN};
 
 /// Our droplets carry this tag (and the deployment tag); nothing else is ever touched.
 pub const MANAGED_TAG: &str = crate::settings::MANAGED_TAG;
-
-/// Per-droplet health streak, kept between runs.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct Streak {
-    pub fails: u32,
-    pub last_ok: Option<i64>,
-    pub last_error: Option<String>,
-    /// Set while the droplet drains (told to stop taking runs; deleted once idle).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub drain: Option<Drain>,
-    /// Since when the webapp's database has shown no run on it (Unix ms); `None`: busy or
-    /// not known.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub idle_since: Option<i64>,
-}
-
-/// What the webapp's database says of one droplet.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Heartbeat {
-    /// No webapp view this run (no DATABASE_URL, token unknown, tables missing): the reason.
-    NoView,
-    /// No `WorkerInstance` row with this name, or one that never heartbeated.
-    Never,
-    /// Seconds since `lastHeartbeatAt`, as the database's clock says.
-    Age(f64),
-    /// Never heard in our group, but heartbeating into another one (it holds that group's
-    /// token: a host that lost ops' state, say): neither counted nor replaced.
-    Elsewhere { group: String, age: f64 },
-}
-
-/// The facts about one droplet, all observed before deciding.
-#[derive(Debug, Clone)]
-pub struct Facts<'a> {
-    pub name: &'a str,
-    /// DigitalOcean's status (`new`, `active`, `off`, `archive`).
-    pub status: &'a str,
-    pub has_ip: bool,
-    pub age_secs: i64,
-    pub heartbeat: Heartbeat,
-    /// `GET /health` on port 8020, when SUPERVISOR_HEALTH_SOURCES lets ops in; `None`: not checked.
-    pub http: Option<Result<(), String>>,
-    /// The streak kept from earlier runs.
-    pub prev: &'a Streak,
-    /// Now, in Unix milliseconds (for the streak's `last_ok`).
-    pub now_ms: i64,
-}
-
-#[derive(Debug, Clone, Copy)]
-pub struct Rules {
-    pub boot_grace: Duration,
-    pub stale_after: Duration,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Health {
-    Healthy,
-    Booting,
-    Failing,
-    /// Nothing can see it this run: never replaced on that account.
-    Unknown,
-    /// Silent, but the webapp is the likely cause (it is down, or stopped recording every
-    /// heartbeat): not counted, never replaced on that account.
-    Held,
-    /// Leaving for a planned reason: told to stop taking runs, deleted once idle. Neither
-    /// serving capacity nor failing.
-    Draining,
-}
-
-#[derive(Debug, Clone)]
-pub struct Verdict {
-    pub health: Health,
-    pub note: String,
-    pub streak: Streak,
-}
-
-fn ago(secs: f64) -> String {
-    duration::format(Duration::from_secs(secs.max(1.0) as u64))
-}
-
-/// One droplet's health this run.
-pub fn assess(f: &Facts, rules: &Rules) -> Verdict {
-    let heard = matches!(f.heartbeat, Heartbeat::Age(_));
-    let grace = rules.boot_grace.as_secs() as i64;
-    let in_grace = f.age_secs < grace && f.prev.last_ok.is_none() && !heard;
-    let grace_left = || {
-        format!(
-            "{} left of the {} grace",
-            duration::format(Duration::from_secs((grace - f.age_secs).max(1) as u64)),
-            duration::format(rules.boot_grace)
-        )
-    };
-    let http_ok = matches!(f.http, Some(Ok(())));
-    let (health, note) = if f.status != "active" || !f.has_ip {
-        if in_grace {
-            (
-                Health::Booting,
-                format!(
-                    "booting (status {}, {} old)",
-                    f.status,
-                    ago(f.age_secs as f64)
-                ),
-            )
-        } else {
-            (
-                Health::Failing,
-                format!(
-                    "still {} without a public IPv4 after {}",
-                    f.status,
-                    ago(f.age_secs as f64)
-                ),
-            )
-        }
-    } else {
-        match (&f.heartbeat, &f.http) {
-            (Heartbeat::Age(a), http) if *a < rules.stale_after.as_secs_f64() => {
-                let mut note = format!("healthy (last heartbeat {} ago)", ago(*a));
-                if let Some(Err(e)) = http {
-                    note.push_str(&format!("; but /health failed: {e}"));
-                }
-                (Health::Healthy, note)
-            }
-            (Heartbeat::Age(a), _) => (
-                Health::Failing,
-                format!(
-                    "{}silent to the webapp for {} (stale after {}): check the droplet (docker compose logs supervisor) and that it still reaches TRIGGER_API_URL",
-                    if http_ok { "answers /health but is " } else { "" },
-                    ago(*a),
-                    duration::format(rules.stale_after)
-                ),
-            ),
-            (Heartbeat::Elsewhere { group, age }, _) => (
-                Health::Unknown,
-                format!(
-                    "heartbeating into group {group} (last heartbeat {} ago), not ours: it holds that group's token, so ops neither counts nor replaces it",
-                    ago(*age)
-                ),
-            ),
-            (Heartbeat::Never, _) if in_grace => (
-                Health::Booting,
-                format!("booting (the webapp has not heard from it yet; {})", grace_left()),
-            ),
-            (Heartbeat::Never, _) => (
-                Health::Failing,
-                format!(
-                    "{}the webapp has never heard from {}: check its token, MANAGED_WORKER_SECRET and TRIGGER_API_URL",
-                    if http_ok { "answers /health but " } else { "" },
-                    f.name
-                ),
-            ),
-            (Heartbeat::NoView, Some(Ok(()))) => (Health::Healthy, "healthy (/health 200)".into()),
-            (Heartbeat::NoView, Some(Err(e))) if in_grace => {
-                (Health::Booting, format!("booting ({e}; {})", grace_left()))
-            }
-            (Heartbeat::NoView, Some(Err(e))) => (Health::Failing, e.clone()),
-            (Heartbeat::NoView, None) => (
-                Health::Unknown,
-                "health unknown: no webapp view and no /health check this run".into(),
-            ),
-        }
-    };
-    let mut streak = f.prev.clone();
-    match health {
-        Health::Healthy => {
-            streak.fails = 0;
-            streak.last_ok = Some(f.now_ms);
-            streak.last_error = None;
-        }
-        Health::Failing => {
-            streak.fails = streak.fails.saturating_add(1);
-            streak.last_error = Some(note.clone());
-        }
-        Health::Booting | Health::Unknown | Health::Held | Health::Draining => {}
-    }
-    Verdict {
-        health,
-        note,
-        streak,
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// The fleet: from everything observed this run to the actions (at most one delete and one
-// create), the report lines and the findings that fail the task.
-
-/// One of our droplets as observed this run.
-#[derive(Debug, Clone)]
-pub struct Seen {
-    pub id: u64,
-    pub name: String,
-    pub status: String,
-    pub ip: Option<String>,
-    pub tags: Vec<String>,
-    pub age_secs: i64,
-    /// The streak kept from earlier runs.
-    pub prev: Streak,
-    /// What it was built with, as far as known (for the plan's field diff).
-    pub built: diff::Parts,
-    pub heartbeat: Heartbeat,
-    /// `GET /health`, when SUPERVISOR_HEALTH_SOURCES lets ops in; `None`: not checked.
-    pub http: Option<Result<(), String>>,
-    /// The runs executing on it per the webapp's database (friendly ids); `None`: not known.
-    pub runs: Option<Vec<String>>,
-}
 
 /// The webapp's view of our supervisors (one Postgres statement).
 #[derive(Debug, Clone, PartialEq)]
@@ -252,13 +38,13 @@ pub struct Observation {
     /// `yymmddHHMMSS-<12 random hex>` of now, for a new droplet's name (the random part: nobody
     /// can guess the name before ops sends its create).
     pub stamp: String,
-    /// Droplets with both our tags.
-    pub droplets: Vec<Seen>,
+    /// Droplets with both our tags (and ops' record of creating them).
+    pub droplets: Vec<Instance>,
     /// Droplets with the deployment tag but not `ops-managed`: (name, id).
     pub foreign: Vec<(String, u64)>,
     /// Droplets with both our tags that ops has no record of creating (never acted on, never
     /// in `droplets`), and those adopted into the record this run.
-    pub owned: super::owned::Seen,
+    pub owned: super::owned::Found,
     pub view: View,
     /// When the circuit breaker counted replacements (Unix ms).
     pub replacements: Vec<i64>,
@@ -310,6 +96,25 @@ pub struct Spec {
     pub extra_creates: usize,
     /// Why the fleet wants `count` (for the report), when it scales by load.
     pub scale_line: Option<String>,
+}
+
+impl Spec {
+    /// The tags a droplet made to this spec carries (what the create sends): the deployment's,
+    /// ops', the spec's, the version's, the drain service's when its supervisor can drain, and
+    /// the 10 s heartbeat's.
+    pub fn tags(&self) -> Vec<String> {
+        let mut tags = vec![
+            self.tag.clone(),
+            MANAGED_TAG.into(),
+            self.spec_tag.clone(),
+            release::version_tag(&self.version.tag),
+        ];
+        if crate::cloudinit::drains(&self.version.tag) {
+            tags.push(drain::CAPABLE_TAG.into());
+        }
+        tags.push(crate::cloudinit::BEAT_TAG.into());
+        tags
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -376,8 +181,12 @@ impl Action {
                 format!("delete droplet {name} (id {id}): {reason}")
             }
             Action::Create { name, reason, .. } => format!(
-                "create droplet {name} ({}, {}, {}, supervisor {}, tags {} {MANAGED_TAG} {}): {reason}",
-                spec.size, spec.region, spec.image, spec.version.tag, spec.tag, spec.spec_tag
+                "create droplet {name} ({}, {}, {}, supervisor {}, tags {}): {reason}",
+                spec.size,
+                spec.region,
+                spec.image,
+                spec.version.tag,
+                spec.tags().join(" ")
             ),
             Action::Drain {
                 id,
@@ -441,8 +250,7 @@ pub struct Assessed {
     pub built: diff::Parts,
     /// Runs executing on it (friendly ids); `None`: not known this run.
     pub runs: Option<Vec<String>>,
-    /// DigitalOcean's status.
-    pub status: String,
+    pub power: Power,
     /// Can be told to stop taking runs (created with the drain service).
     pub capable: bool,
 }
@@ -579,16 +387,22 @@ pub fn plan(obs: &Observation, spec: &Spec) -> Plan {
     p
 }
 
-/// More serving droplets than `max + 1` carry our tags: ops acts on none of them.
+/// More serving droplets than `max + 1` carry our tags (the draining ones do not count): ops
+/// acts on none of them, and asks nothing more about them.
+pub fn too_many(droplets: &[Instance], spec: &Spec) -> bool {
+    droplets.iter().filter(|d| !d.draining()).count() > spec.count.max(spec.max) + 1
+}
+
+/// Why ops refuses to act, when [`too_many`].
 fn refusal(obs: &Observation, spec: &Spec) -> Option<String> {
-    let serving_seen = obs.droplets.iter().filter(|d| !is_draining(d)).count();
-    if serving_seen <= spec.count.max(spec.max) + 1 {
+    if !too_many(&obs.droplets, spec) {
         return None;
     }
+    let serving_seen = obs.droplets.iter().filter(|d| !d.draining()).count();
     let list: Vec<String> = obs
         .droplets
         .iter()
-        .filter(|d| !is_draining(d))
+        .filter(|d| !d.draining())
         .map(|d| {
             format!(
                 "{} (id {}, {})",
@@ -629,7 +443,7 @@ fn scale_out(
         .iter()
         .filter(|a| a.current && a.health != Health::Failing && !dead(a, spec))
         .count();
-    let more = spec.count.saturating_sub(live + 1).min(spec.extra_creates);
+    let more = capacity::beyond_first(spec.count, live).min(spec.extra_creates);
     let mut taken: Vec<String> = all.iter().map(|a| a.name.clone()).collect();
     taken.push(name.clone());
     let mut out = Vec::new();
@@ -685,10 +499,6 @@ fn mark_draining(all: &mut [Assessed], action: Option<&Action>, now_ms: i64) {
     }
 }
 
-fn is_draining(d: &Seen) -> bool {
-    d.prev.drain.is_some() || d.tags.iter().any(|t| t == DRAINING_TAG)
-}
-
 /// The draining droplets: each deleted once drained (or its timeout passed), else a line.
 fn finish_drains(
     assessed: &mut [Assessed],
@@ -703,7 +513,7 @@ fn finish_drains(
         };
         let step = drain::step(&drain::Facts {
             name: &a.name,
-            status: &a.status,
+            off: a.power == Power::Off,
             runs: a.runs.as_deref(),
             drain: &d,
             now_ms: obs.now_ms,
@@ -932,7 +742,7 @@ fn assess_all(obs: &Observation, spec: &Spec) -> Vec<Assessed> {
             let verdict = assess(
                 &Facts {
                     name: &d.name,
-                    status: &d.status,
+                    power: &d.power,
                     has_ip: d.ip.is_some(),
                     age_secs: d.age_secs,
                     heartbeat: d.heartbeat.clone(),
@@ -942,7 +752,7 @@ fn assess_all(obs: &Observation, spec: &Spec) -> Vec<Assessed> {
                 },
                 &spec.rules,
             );
-            let (health, streak, note) = if is_draining(d) {
+            let (health, streak, note) = if d.draining() {
                 let mut streak = d.prev.clone();
                 let drain = streak.drain.get_or_insert_with(|| Drain {
                     started_ms: obs.now_ms,
@@ -968,18 +778,18 @@ fn assess_all(obs: &Observation, spec: &Spec) -> Vec<Assessed> {
                 ip: d.ip.clone(),
                 health,
                 streak,
-                current: d.tags.contains(&spec.spec_tag),
+                current: d.current(&spec.spec_tag),
                 age_secs: d.age_secs,
                 note,
                 heartbeat_age: match d.heartbeat {
                     Heartbeat::Age(a) => Some(a),
                     _ => None,
                 },
-                version: release::version_of(&d.tags),
+                version: d.version.clone(),
                 built: d.built.clone(),
                 runs: d.runs.clone(),
-                status: d.status.clone(),
-                capable: d.tags.iter().any(|t| t == CAPABLE_TAG),
+                power: d.power.clone(),
+                capable: d.capable,
             }
         })
         .collect();
@@ -1141,7 +951,7 @@ fn choose_create(
         .iter()
         .filter(|a| a.current && relied_on(a))
         .count();
-    if live_current >= spec.count || remaining.len() > spec.count {
+    if capacity::to_create(spec.count, live_current) == 0 || remaining.len() > spec.count {
         return None;
     }
     let failing = remaining
@@ -1226,288 +1036,6 @@ fn droplet_line(a: &Assessed, spec: &Spec) -> String {
     )
 }
 
-/// A heartbeat this close to `stale` is confirmed in the same run: ops waits until it would be
-/// stale and reads the heartbeats again (one short statement), instead of leaving the silence to
-/// the next check a minute later. Healthy heartbeats (every 10 s, or 30 s for older droplets)
-/// never come this close, so a healthy cycle never waits.
-pub const CONFIRM_WITHIN: Duration = Duration::from_secs(15);
-
-/// How long to wait before reading the heartbeats again, if a heartbeat is within
-/// `CONFIRM_WITHIN` of `stale` (the wait ends just past it).
-pub fn confirm_wait(ages: &BTreeMap<String, Option<f64>>, stale: Duration) -> Option<Duration> {
-    let stale = stale.as_secs_f64();
-    // Never more than half of `stale_after`: a short one set by the operator (20s) must not
-    // make healthy 10 s heartbeats wait.
-    let window = CONFIRM_WITHIN.as_secs_f64().min(stale / 2.0);
-    ages.values()
-        .flatten()
-        .filter(|a| **a < stale && **a >= stale - window)
-        .map(|a| stale - a)
-        .reduce(f64::max)
-        .map(|w| Duration::from_secs_f64(w + 0.5))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_a_heartbeat_close_to_stale_is_confirmed_and_the_wait_ends_just_past_it() {
-        let ages = |v: &[f64]| -> BTreeMap<String, Option<f64>> {
-            v.iter()
-                .enumerate()
-                .map(|(i, a)| (format!("d{i}"), Some(*a)))
-                .chain([("never".to_string(), None)])
-                .collect()
-        };
-        let stale = Duration::from_secs(30);
-        // Healthy 10 s heartbeats never wait; nor one already stale (it is failing now).
-        assert_eq!(confirm_wait(&ages(&[0.5, 9.9, 14.9]), stale), None);
-        assert_eq!(confirm_wait(&ages(&[31.0]), stale), None);
-        assert_eq!(
-            confirm_wait(&ages(&[3.0, 20.0, 16.0]), stale),
-            Some(Duration::from_secs_f64(14.5))
-        );
-        // A short stale_after set by the operator: the window is its second half.
-        let short = Duration::from_secs(20);
-        assert_eq!(confirm_wait(&ages(&[9.0]), short), None);
-        assert_eq!(
-            confirm_wait(&ages(&[12.0]), short),
-            Some(Duration::from_secs_f64(8.5))
-        );
-        // Droplets beating every 30 s (stale after 1m): only past 45 s.
-        let stale = Duration::from_secs(60);
-        assert_eq!(confirm_wait(&ages(&[30.4, 44.0]), stale), None);
-        assert_eq!(
-            confirm_wait(&ages(&[50.0]), stale),
-            Some(Duration::from_secs_f64(10.5))
-        );
-    }
-
-    const NOW: i64 = 1_800_000_000_000;
-    const RULES: Rules = Rules {
-        boot_grace: Duration::from_secs(600),
-        stale_after: Duration::from_secs(120),
-    };
-
-    struct Case {
-        status: &'static str,
-        has_ip: bool,
-        age: i64,
-        heartbeat: Heartbeat,
-        http: Option<Result<(), String>>,
-        seen_ok: bool,
-        fails: u32,
-    }
-
-    impl Default for Case {
-        fn default() -> Case {
-            Case {
-                status: "active",
-                has_ip: true,
-                age: 3600,
-                heartbeat: Heartbeat::Age(10.0),
-                http: None,
-                seen_ok: true,
-                fails: 0,
-            }
-        }
-    }
-
-    fn run(c: Case) -> Verdict {
-        let prev = Streak {
-            fails: c.fails,
-            last_ok: c.seen_ok.then_some(NOW - 60_000),
-            last_error: None,
-            drain: None,
-            idle_since: None,
-        };
-        assess(
-            &Facts {
-                name: "sup-1",
-                status: c.status,
-                has_ip: c.has_ip,
-                age_secs: c.age,
-                heartbeat: c.heartbeat,
-                http: c.http,
-                prev: &prev,
-                now_ms: NOW,
-            },
-            &RULES,
-        )
-    }
-
-    fn check(c: Case, health: Health, note: &str, fails: u32) {
-        let v = run(c);
-        assert_eq!(v.health, health, "{}", v.note);
-        assert!(v.note.contains(note), "{:?} lacks {note:?}", v.note);
-        assert_eq!(v.streak.fails, fails, "{}", v.note);
-    }
-
-    #[test]
-    fn fresh_heartbeat_is_healthy_and_resets_the_streak() {
-        let v = run(Case {
-            fails: 2,
-            ..Case::default()
-        });
-        assert_eq!(v.health, Health::Healthy);
-        assert_eq!((v.streak.fails, v.streak.last_ok), (0, Some(NOW)));
-        assert!(v.note.contains("last heartbeat 10s ago"), "{}", v.note);
-    }
-
-    #[test]
-    fn stale_heartbeat_is_failing_with_the_silence_named() {
-        let c = Case {
-            heartbeat: Heartbeat::Age(600.0),
-            fails: 1,
-            ..Case::default()
-        };
-        check(c, Health::Failing, "silent to the webapp for 10m", 2);
-    }
-
-    #[test]
-    fn answers_health_but_silent_says_exactly_that() {
-        let c = Case {
-            heartbeat: Heartbeat::Age(600.0),
-            http: Some(Ok(())),
-            ..Case::default()
-        };
-        check(
-            c,
-            Health::Failing,
-            "answers /health but is silent to the webapp",
-            1,
-        );
-        let never = Case {
-            heartbeat: Heartbeat::Never,
-            http: Some(Ok(())),
-            ..Case::default()
-        };
-        check(
-            never,
-            Health::Failing,
-            "answers /health but the webapp has never heard",
-            1,
-        );
-    }
-
-    #[test]
-    fn never_heard_after_the_grace_is_failing_with_the_fix() {
-        let c = Case {
-            heartbeat: Heartbeat::Never,
-            seen_ok: false,
-            ..Case::default()
-        };
-        check(
-            c,
-            Health::Failing,
-            "never heard from sup-1: check its token, MANAGED_WORKER_SECRET and TRIGGER_API_URL",
-            1,
-        );
-    }
-
-    #[test]
-    fn never_heard_within_the_grace_is_booting() {
-        let c = Case {
-            heartbeat: Heartbeat::Never,
-            seen_ok: false,
-            age: 60,
-            ..Case::default()
-        };
-        check(c, Health::Booting, "9m left of the 10m grace", 0);
-    }
-
-    #[test]
-    fn grace_ends_at_the_first_healthy_observation() {
-        // Seen healthy once (by either signal), then silent at 1 minute old: failing at once.
-        let c = Case {
-            heartbeat: Heartbeat::Never,
-            age: 60,
-            ..Case::default()
-        };
-        check(c, Health::Failing, "never heard", 1);
-        let by_heartbeat = Case {
-            heartbeat: Heartbeat::Age(200.0),
-            age: 300,
-            seen_ok: false,
-            ..Case::default()
-        };
-        check(by_heartbeat, Health::Failing, "silent", 1);
-        let by_http = Case {
-            heartbeat: Heartbeat::NoView,
-            http: Some(Err("GET refused".into())),
-            age: 30,
-            ..Case::default()
-        };
-        check(by_http, Health::Failing, "GET refused", 1);
-    }
-
-    #[test]
-    fn not_active_is_booting_in_grace_and_failing_after() {
-        let c = Case {
-            status: "new",
-            has_ip: false,
-            age: 40,
-            seen_ok: false,
-            heartbeat: Heartbeat::Never,
-            ..Case::default()
-        };
-        check(c, Health::Booting, "booting (status new, 40s old)", 0);
-        let late = Case {
-            status: "new",
-            has_ip: false,
-            age: 900,
-            seen_ok: false,
-            heartbeat: Heartbeat::Never,
-            ..Case::default()
-        };
-        check(
-            late,
-            Health::Failing,
-            "still new without a public IPv4 after 15m",
-            1,
-        );
-    }
-
-    #[test]
-    fn http_alone_decides_without_a_webapp_view() {
-        let ok = Case {
-            heartbeat: Heartbeat::NoView,
-            http: Some(Ok(())),
-            ..Case::default()
-        };
-        check(ok, Health::Healthy, "/health 200", 0);
-        let booting = Case {
-            heartbeat: Heartbeat::NoView,
-            http: Some(Err("refused".into())),
-            seen_ok: false,
-            age: 10,
-            ..Case::default()
-        };
-        check(booting, Health::Booting, "booting (refused", 0);
-    }
-
-    #[test]
-    fn healthy_heartbeat_notes_a_failed_health_get() {
-        let c = Case {
-            http: Some(Err("timed out".into())),
-            ..Case::default()
-        };
-        check(c, Health::Healthy, "but /health failed: timed out", 0);
-    }
-
-    #[test]
-    fn no_signal_at_all_is_unknown_and_keeps_the_streak() {
-        let c = Case {
-            heartbeat: Heartbeat::NoView,
-            http: None,
-            fails: 2,
-            ..Case::default()
-        };
-        check(c, Health::Unknown, "health unknown", 2);
-    }
-}
-
 /// The fleet decision, one case per test: observations in, actions and findings out.
 #[cfg(test)]
 mod fleet_tests {
@@ -1548,18 +1076,16 @@ mod fleet_tests {
     }
 
     /// A droplet an hour old with the current spec, heartbeating 10 s ago, seen healthy before.
-    fn healthy(id: u64) -> Seen {
-        Seen {
+    fn healthy(id: u64) -> Instance {
+        Instance {
             id,
             name: format!("sup-{id}"),
-            status: "active".into(),
+            power: Power::Up,
             ip: Some(format!("192.0.2.{id}")),
-            tags: vec![
-                "trigger-supervisor-envabcde".into(),
-                MANAGED_TAG.into(),
-                SPEC_TAG.into(),
-                "ops-version:v4_5_12".into(),
-            ],
+            drain_marked: false,
+            specs: vec![SPEC_TAG.into()],
+            version: Some("v4.5.12".into()),
+            capable: false,
             age_secs: 3600 + id as i64,
             prev: Streak {
                 fails: 0,
@@ -1575,24 +1101,21 @@ mod fleet_tests {
         }
     }
 
-    fn silent(id: u64, fails: u32) -> Seen {
+    fn silent(id: u64, fails: u32) -> Instance {
         let mut d = healthy(id);
         d.heartbeat = Heartbeat::Age(900.0);
         d.prev.fails = fails;
         d
     }
 
-    fn stale(mut d: Seen, version: &str) -> Seen {
-        d.tags = vec![
-            "trigger-supervisor-envabcde".into(),
-            MANAGED_TAG.into(),
-            "ops-spec-old".into(),
-            release::version_tag(version),
-        ];
+    fn stale(mut d: Instance, version: &str) -> Instance {
+        d.specs = vec!["ops-spec-old".into()];
+        d.version = Some(version.into());
+        d.capable = false;
         d
     }
 
-    fn obs(droplets: Vec<Seen>) -> Observation {
+    fn obs(droplets: Vec<Instance>) -> Observation {
         Observation {
             now_ms: NOW,
             stamp: "261125150000".into(),
@@ -1628,14 +1151,14 @@ mod fleet_tests {
         }
     }
 
-    fn with_runs(mut d: Seen, runs: &[&str]) -> Seen {
+    fn with_runs(mut d: Instance, runs: &[&str]) -> Instance {
         d.runs = Some(runs.iter().map(|r| r.to_string()).collect());
-        d.tags.push(CAPABLE_TAG.into());
+        d.capable = true;
         d
     }
 
-    fn draining(mut d: Seen, started_ago_secs: i64) -> Seen {
-        d.tags.push(DRAINING_TAG.into());
+    fn draining(mut d: Instance, started_ago_secs: i64) -> Instance {
+        d.drain_marked = true;
         d.prev.drain = Some(Drain {
             started_ms: NOW - started_ago_secs * 1000,
             reason: "spec drift".into(),
@@ -1712,7 +1235,7 @@ mod fleet_tests {
         }
     }
 
-    fn idle_for(mut d: Seen, secs: i64) -> Seen {
+    fn idle_for(mut d: Instance, secs: i64) -> Instance {
         d = with_runs(d, &[]);
         d.prev.idle_since = Some(NOW - secs * 1000);
         d
@@ -1777,7 +1300,7 @@ mod fleet_tests {
     #[test]
     fn a_drained_droplet_is_deleted_when_off_idle_or_past_the_timeout() {
         let mut off = draining(with_runs(stale(healthy(1), "v4.5.10"), &[]), 300);
-        off.status = "off".into();
+        off.power = Power::Off;
         assert_eq!(
             kinds(&plan(&obs(vec![off, healthy(2)]), &draining_spec())),
             ["delete 1"]

@@ -4,7 +4,7 @@
 //! refuses a container asking for more CPUs than the host has, so such a run bounces between
 //! supervisors and ends in `SYSTEM_FAILURE`. Values: `@trigger.dev/platform` (docs/supervisor.md).
 
-use crate::clients::digitalocean::Size;
+use super::facts::Machine;
 use crate::clients::webapp_db::PresetNeed;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -90,19 +90,19 @@ pub fn resolve(raw: Option<&str>) -> Preset {
 
 /// Whether a run of this preset can start on a droplet of this size: enough CPUs (Docker's
 /// hard check) and enough memory.
-pub fn fits(p: &Preset, s: &Size) -> bool {
+pub fn fits(p: &Preset, s: &Machine) -> bool {
     p.cpu <= f64::from(s.vcpus) && p.memory_gb * 1024.0 <= s.memory as f64
 }
 
 /// How many runs of this preset one droplet of this size takes at once (by CPU and memory).
-pub fn per_droplet(p: &Preset, s: &Size) -> u32 {
+pub fn per_droplet(p: &Preset, s: &Machine) -> u32 {
     let by_cpu = f64::from(s.vcpus) / p.cpu;
     let by_mem = s.memory as f64 / (p.memory_gb * 1024.0);
     by_cpu.min(by_mem).floor().max(0.0) as u32
 }
 
 /// The cheapest size available in `region` that fits `p` (fewest CPUs on a tie).
-pub fn smallest_fitting<'a>(p: &Preset, sizes: &'a [Size], region: &str) -> Option<&'a Size> {
+pub fn smallest_fitting<'a>(p: &Preset, sizes: &'a [Machine], region: &str) -> Option<&'a Machine> {
     sizes
         .iter()
         .filter(|s| s.available && (s.regions.is_empty() || s.regions.iter().any(|r| r == region)))
@@ -124,7 +124,7 @@ pub struct Misfit {
 }
 
 /// The presets the runs need that `size` cannot take, largest first.
-pub fn misfits(needs: &[PresetNeed], size: &Size) -> Vec<Misfit> {
+pub fn misfits(needs: &[PresetNeed], size: &Machine) -> Vec<Misfit> {
     let mut out: Vec<Misfit> = Vec::new();
     for n in needs {
         let p = resolve(n.preset.as_deref());
@@ -172,7 +172,7 @@ pub fn largest(needs: &[PresetNeed]) -> Preset {
 }
 
 /// `4 vCPU, 8 GB`.
-pub fn describe_size(s: &Size) -> String {
+pub fn describe_size(s: &Machine) -> String {
     format!("{} vCPU, {} GB", s.vcpus, gb(s.memory as f64 / 1024.0))
 }
 
@@ -184,12 +184,96 @@ pub fn gb(v: f64) -> String {
     }
 }
 
+/// What the preset check found: lines, failures, and a bigger size for SUPERVISOR_SIZE=auto.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Fit {
+    pub lines: Vec<String>,
+    pub failures: Vec<String>,
+    pub auto_size: Option<String>,
+}
+
+/// Whether the preset check needs the platform's sizes: only when some run needs more than
+/// small-1x.
+pub fn needs_sizes(needs: &[PresetNeed]) -> bool {
+    let largest = largest(needs);
+    largest.cpu > DEFAULT.cpu || largest.memory_gb > DEFAULT.memory_gb
+}
+
+/// Do our group's waiting (and recently system-failed) runs fit the droplets' `size`? `sizes`
+/// are the platform's (or why they are unknown); with `auto`, a size too small grows to the
+/// smallest that fits, else the task fails naming it.
+pub fn fit(
+    needs: &[PresetNeed],
+    sizes: Result<&[Machine], String>,
+    size: &str,
+    region: &str,
+    auto: bool,
+) -> Fit {
+    let mut fit = Fit::default();
+    let sizes = match sizes {
+        Ok(v) => v,
+        Err(e) => {
+            fit.lines
+                .push(format!("machine presets not checked this run: {e}"));
+            return fit;
+        }
+    };
+    let Some(current) = sizes.iter().find(|z| z.slug == size) else {
+        fit.failures.push(format!(
+            "SUPERVISOR_SIZE={size} is not a DigitalOcean size (GET /v2/sizes): set one such as s-2vcpu-2gb"
+        ));
+        return fit;
+    };
+    for m in &misfits(needs, current) {
+        let head = misfit_line(m, size, current);
+        match smallest_fitting(&m.preset, sizes, region) {
+            Some(b) if auto => {
+                if fit.auto_size.is_none() {
+                    fit.lines.push(format!(
+                        "{head}; SUPERVISOR_SIZE=auto: the droplets become {} ({}, ${}/month), drained and replaced one by one",
+                        b.slug,
+                        describe_size(b),
+                        b.price_monthly
+                    ));
+                    fit.auto_size = Some(b.slug.clone());
+                }
+            }
+            Some(b) => fit.failures.push(format!(
+                "{head}: set SUPERVISOR_SIZE={} (the smallest size that fits, {}, ${}/month) or SUPERVISOR_SIZE=auto",
+                b.slug,
+                describe_size(b),
+                b.price_monthly
+            )),
+            None => fit.failures.push(format!(
+                "{head}: no size available in {region} fits it; use a smaller preset or another SUPERVISOR_REGION"
+            )),
+        }
+    }
+    fit
+}
+
+/// What one misfit does to its runs.
+fn misfit_line(m: &Misfit, size: &str, current: &Machine) -> String {
+    let counts = match (m.waiting, m.failed) {
+        (w, 0) => format!("{w} waiting run(s)"),
+        (0, f) => format!("{f} run(s) failed by the system in the last hour"),
+        (w, f) => format!("{w} waiting run(s) and {f} failed by the system in the last hour"),
+    };
+    format!(
+        "{counts} need machine preset {} ({} vCPU, {} GB), more than the droplets' size {size} ({}): Docker refuses such a container, so these runs bounce between supervisors and end in SYSTEM_FAILURE",
+        m.preset.name,
+        gb(m.preset.cpu),
+        gb(m.preset.memory_gb),
+        describe_size(current)
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn size(slug: &str, vcpus: u32, memory: u64, price: f64) -> Size {
-        Size {
+    fn size(slug: &str, vcpus: u32, memory: u64, price: f64) -> Machine {
+        Machine {
             slug: slug.into(),
             vcpus,
             memory,

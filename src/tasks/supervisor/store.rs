@@ -11,17 +11,12 @@
 //! | `sizes`              | DigitalOcean's sizes, kept a day                 | apply      |
 //! | `auto_size`          | the size SUPERVISOR_SIZE=auto settled on         | apply      |
 //! | `scale`              | [`ScaleStatus`]: the load's verdict and cost     | apply      |
-//! | `created`            | [`owned::Record`]: the droplets ops created      | owned      |
-//! | `image`              | [`image::Baked`]: the baked image's record       | image      |
-//! | `droplet:{id}`       | [`Streak`]: the droplet's health streak          | apply      |
-//! | `droplet:{id}:built` | [`diff::Parts`]: what it was created with        | apply      |
-//! | `droplet:{id}:disk`  | [`disk::Reading`]: its last disk reading         | apply      |
-//!
-//! [`owned::Record`]: super::owned::Record
-//! [`image::Baked`]: super::image::Baked
-//! [`Streak`]: super::plan::Streak
-//! [`diff::Parts`]: super::diff::Parts
-//! [`disk::Reading`]: super::disk::Reading
+//! | `created`            | `owned::Record`: the droplets ops created      | owned      |
+//! | `image`              | `image::Baked`: the baked image's record (read | image      |
+//! |                      | through `image::stored`: image.rs keeps it)      |            |
+//! | `droplet:{id}`       | `plan::Streak`: the droplet's health streak          | apply      |
+//! | `droplet:{id}:built` | `diff::Parts`: what it was created with        | apply      |
+//! | `droplet:{id}:disk`  | `disk::Reading`: its last disk reading         | apply      |
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -29,9 +24,9 @@ use serde::{Deserialize, Serialize};
 use crate::state::State;
 use crate::task::TaskCtx;
 
+pub use super::capacity::ScaleStatus;
 pub use super::disk::DiskStatus;
 pub use super::flow::QueueStatus;
-pub use super::image::Baked;
 
 /// The supervisor task's state namespace.
 pub const NAMESPACE: &str = "supervisor";
@@ -103,23 +98,6 @@ pub struct DropletStatus {
     pub disk: Option<DiskStatus>,
 }
 
-/// The fleet's size this run (the count the load wants when it scales by load, the line saying
-/// why) and what it costs, for `ops status` and `/metrics`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct ScaleStatus {
-    pub wanted: usize,
-    pub actual: usize,
-    pub min: usize,
-    pub max: usize,
-    pub why: String,
-    /// The fleet's cost per month (USD) from the sizes' `price_monthly`.
-    pub cost_monthly: Option<f64>,
-    /// The same for a fixed fleet of `max`.
-    pub cost_monthly_at_max: Option<f64>,
-    #[serde(default)]
-    pub scales: bool,
-}
-
 /// A kept value; an unreadable one counts as none (the state's own rule).
 pub fn load<T: DeserializeOwned>(state: Option<&State>, key: &str) -> Option<T> {
     state
@@ -175,9 +153,4 @@ pub fn breaker(state: &State) -> anyhow::Result<Breaker> {
         .kv_get(NAMESPACE, BREAKER_KEY)?
         .map(|(b, _)| b)
         .unwrap_or_default())
-}
-
-/// The baked image's record.
-pub fn image(state: &State) -> Option<Baked> {
-    load(Some(state), IMAGE_KEY)
 }

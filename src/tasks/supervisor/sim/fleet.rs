@@ -5,9 +5,9 @@
 use std::time::Duration;
 
 use crate::release;
-use crate::tasks::supervisor::drain::{CAPABLE_TAG, DRAINING_TAG};
+use crate::tasks::supervisor::facts::{Instance, Power};
 use crate::tasks::supervisor::plan::{
-    self, Action, Heartbeat, Observation, Rules, Seen, Spec, Streak, View,
+    self, Action, Heartbeat, Observation, Rules, Spec, Streak, View,
 };
 
 pub(super) const CHECK_EVERY: u64 = 60;
@@ -230,29 +230,21 @@ pub(super) fn observe(
         .filter(|d| t >= d.created)
         .map(|d| {
             let active = t >= d.created + ACTIVE_AFTER;
-            let mut tags = vec![
-                TAG.into(),
-                plan::MANAGED_TAG.into(),
-                d.spec_tag.into(),
-                release::version_tag("v4.5.12"),
-                CAPABLE_TAG.into(),
-            ];
-            if d.draining.is_some() {
-                tags.push(DRAINING_TAG.into());
-            }
-            Seen {
+            Instance {
                 id: d.id,
                 name: d.name.clone(),
-                status: if d.off(t) {
-                    "off"
+                power: if d.off(t) {
+                    Power::Off
                 } else if active {
-                    "active"
+                    Power::Up
                 } else {
-                    "new"
-                }
-                .into(),
+                    Power::Other("new".into())
+                },
                 ip: active.then(|| format!("192.0.2.{}", d.id)),
-                tags,
+                drain_marked: d.draining.is_some(),
+                specs: vec![d.spec_tag.into()],
+                version: Some("v4.5.12".into()),
+                capable: true,
                 age_secs: (t - d.created) as i64,
                 prev: d.streak.clone(),
                 built: Default::default(),

@@ -1,6 +1,6 @@
-//! The fleet under load: runs arriving, an environment limit, droplets booting, and the real
-//! `capacity::wanted` and `plan::plan` deciding each minute, as `scale()` in the task does
-//! (wanted count, `max`, `scale_in_after` 15m, creates beyond the first). No IO, no clock.
+//! The fleet under load: runs arriving, an environment limit, droplets booting, and the task's
+//! own `decide::decide` deciding each minute (the load's verdict through `capacity::scale`, the
+//! account's room, `plan::plan`; `scale_in_after` 15m). No IO, no clock.
 //!
 //! Every run is small-1x (0.5 vCPU, 0.5 GB), so a droplet of the default size (s-2vcpu-2gb:
 //! 2 vCPU, 2 GB, $18/month) takes 4 at once, and takes them from its supervisor's start (it
@@ -15,10 +15,11 @@ use super::fleet::{
     follow, minutes, observe, spec, Droplet, Policy, Result as Counts, BAKED_BOOT, BOOT,
     CHECK_EVERY, CURRENT, FLEET_AGE,
 };
-use crate::clients::digitalocean::Size;
-use crate::clients::webapp_db::{PresetNeed, ReadyGroup};
-use crate::tasks::supervisor::capacity::{self, Bounds};
-use crate::tasks::supervisor::plan;
+use crate::clients::webapp_db::{PresetNeed, ReadyGroup, RunOnWorker, WorkerRuns};
+use crate::tasks::supervisor::capacity::Bounds;
+use crate::tasks::supervisor::decide::{self, Cloud};
+use crate::tasks::supervisor::facts::Machine;
+use crate::tasks::supervisor::plan::{self, Observation};
 
 const STEP: u64 = 5;
 const PER_DROPLET: usize = 4;
@@ -87,11 +88,16 @@ pub struct Outcome {
 }
 
 /// The default SUPERVISOR_SIZE as `GET /v2/sizes` lists it (memory in MB).
-fn size() -> Size {
-    serde_json::from_value(serde_json::json!({
-        "slug": "s-2vcpu-2gb", "vcpus": 2, "memory": 2048, "disk": 60, "price_monthly": PRICE_MONTHLY
-    }))
-    .expect("a size")
+fn size() -> Machine {
+    Machine {
+        slug: "s-2vcpu-2gb".into(),
+        vcpus: 2,
+        memory: 2048,
+        disk: 60,
+        price_monthly: PRICE_MONTHLY,
+        regions: Vec::new(),
+        available: true,
+    }
 }
 
 pub fn cost(hours: f64) -> f64 {
@@ -109,41 +115,82 @@ fn initial(min: usize, beat: u64) -> Vec<Droplet> {
         .collect()
 }
 
-/// The task's `scale()`: the count the load wants, the creates beyond the first.
-fn scaled(bounds: Bounds, fleet: &[Droplet], t: u64, queued: &[u64]) -> plan::Spec {
-    let serving = fleet
+/// The account the simulation runs in: the default size, room for every droplet.
+struct SimCloud;
+
+impl Cloud for SimCloud {
+    fn machines(&self) -> std::result::Result<Vec<Machine>, String> {
+        Ok(vec![size()])
+    }
+
+    fn known_machines(&self) -> Option<Vec<Machine>> {
+        Some(vec![size()])
+    }
+
+    fn room(&self) -> std::result::Result<usize, String> {
+        Ok(MAX)
+    }
+}
+
+/// What the webapp's database would say at `t`: the runs on the droplets, the runs waiting
+/// past `scale_out_after` under the environment limit, and what the waiting runs need.
+pub(super) fn runs(fleet: &[Droplet], t: u64, queued: &[u64]) -> WorkerRuns {
+    let on_workers: Vec<RunOnWorker> = fleet
         .iter()
-        .filter(|d| t >= d.created && d.draining.is_none())
-        .count();
-    let executing: Vec<Option<String>> = fleet
-        .iter()
-        .flat_map(|d| d.in_flight(t))
-        .map(|_| None)
+        .flat_map(|d| {
+            d.in_flight(t).into_iter().map(|i| RunOnWorker {
+                id: format!("run_{}_{i}", d.id),
+                friendly_id: format!("run_{}_{i}", d.id),
+                instance: Some(d.name.clone()),
+                status: "EXECUTING".into(),
+                preset: None,
+            })
+        })
         .collect();
+    let running = on_workers.len() as u64;
     let ready = queued.iter().filter(|a| t - **a > SCALE_OUT_AFTER).count() as u64;
-    let groups = [ReadyGroup {
-        environment: "env".into(),
-        queue: "task/work".into(),
-        waiting: ready,
-        env_limit: Some(ENV_LIMIT),
-        env_paused: Some(false),
-        queue_limit: None,
-        queue_paused: Some(false),
-        running_env: executing.len() as u64,
-        running_queue: executing.len() as u64,
-    }];
-    let needs = [PresetNeed {
-        kind: "waiting".into(),
-        preset: None,
-        runs: queued.len() as u64,
-    }];
-    let w = capacity::wanted(bounds, serving, &size(), &executing, &groups, &needs);
-    let mut s = spec(Policy::Now, CURRENT, w.count);
-    s.max = bounds.max;
-    s.scale_in_after = Some(Duration::from_secs(SCALE_IN_AFTER));
-    s.extra_creates = w.count.saturating_sub(serving + 1).min(9);
-    s.scale_line = Some(w.why);
-    s
+    WorkerRuns {
+        on_workers,
+        needs: vec![PresetNeed {
+            kind: "waiting".into(),
+            preset: None,
+            runs: queued.len() as u64,
+        }],
+        track_ids: Vec::new(),
+        ready: vec![ReadyGroup {
+            environment: "env".into(),
+            queue: "task/work".into(),
+            waiting: ready,
+            env_limit: Some(ENV_LIMIT),
+            env_paused: Some(false),
+            queue_limit: None,
+            queue_paused: Some(false),
+            running_env: running,
+            running_queue: running,
+        }],
+    }
+}
+
+/// The task's own decision (decide.rs: the preset fit, the load's verdict, the plan) on what
+/// the simulation observes at `t`.
+pub(super) fn decided(bounds: Bounds, obs: &Observation, runs: &WorkerRuns) -> plan::Plan {
+    let base = spec(Policy::Now, CURRENT, bounds.min);
+    let desired = |_: &str| base.clone();
+    decide::decide(
+        &decide::Inputs {
+            obs,
+            spec: &desired,
+            size: &size().slug,
+            auto: false,
+            region: &base.region,
+            bounds,
+            stale_after: base.rules.stale_after,
+            scale_in_after: Duration::from_secs(SCALE_IN_AFTER),
+            runs: Some(runs),
+        },
+        &SimCloud,
+    )
+    .plan
 }
 
 /// One load on a fleet of [`min`, `max`], its droplets made from Ubuntu or the baked image;
@@ -181,9 +228,8 @@ pub fn run(traffic: Traffic, min: usize, baked: bool, phase: u64) -> Outcome {
                 .filter(|&i| started[i].is_none() && arrivals[i] <= t)
                 .map(|i| arrivals[i])
                 .collect();
-            let s = scaled(bounds, &fleet, t, &queued);
             let obs = observe(&fleet, t, None, &replacements);
-            let p = plan::plan(&obs, &s);
+            let p = decided(bounds, &obs, &runs(&fleet, t, &queued));
             follow(
                 &p,
                 t,

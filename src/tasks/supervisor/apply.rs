@@ -1,0 +1,434 @@
+//! All writes, in the plan's order (or, in a dry run, what they would be), then the state,
+//! then the firewall and one step of the baked image. The only place the fleet changes.
+
+use std::collections::BTreeMap;
+
+use anyhow::bail;
+
+use crate::clients::digitalocean::{DigitalOcean, Droplet, ImageRef, NewDroplet, Size};
+use crate::clients::http::refused_outright;
+use crate::cloudinit;
+use crate::config::SupervisorOptions;
+use crate::record::ConfigRecord;
+use crate::state::now_ms;
+use crate::task::{ActionRecord, Outcome, Status, TaskCtx, Typed};
+
+use super::plan::{self, Action, MANAGED_TAG};
+use super::store::{
+    self, built_key, disk_key, droplet_key, save, Breaker, DropletStatus, ScaleStatus,
+    AUTO_SIZE_KEY, BREAKER_KEY, LAST_SEEN_KEY, QUEUE_KEY, REPLACEMENTS_COUNTER, SCALE_KEY,
+    SCAN_KEY, SIZES_KEY,
+};
+use super::webapp::ScanState;
+use super::{disk, drain, firewall, flow, image, owned};
+
+/// What `apply` keeps for `ops status`, `/metrics` and the next read, besides the droplets.
+pub struct Kept {
+    pub flow: Option<flow::QueueStatus>,
+    pub scan: Option<ScanState>,
+    pub sizes: Option<Vec<Size>>,
+    pub auto_size: Option<String>,
+    pub scale: ScaleStatus,
+    /// Each droplet's disk reading (kept or read this run).
+    pub disks: BTreeMap<u64, disk::Reading>,
+}
+
+/// The baked image new droplets start from this run, if there is one for what is wanted.
+fn baked(ctx: &TaskCtx, want: &Option<image::Want>) -> Option<u64> {
+    let want = want.as_ref()?;
+    image::stored(ctx.state)?.usable(want)
+}
+
+/// One step of the baked image; its trouble is a warning, never the fleet's failure.
+fn tend_image(ctx: &TaskCtx, api: &DigitalOcean, want: &image::Want, outcome: &mut Outcome) {
+    let t = image::tend(ctx, api, want);
+    outcome.detail.extend(t.lines);
+    outcome.warnings.extend(t.warnings);
+    if t.planned && outcome.status == Status::Ok {
+        outcome.status = Status::Planned;
+    }
+}
+
+/// What a dry run says of one action.
+fn would(
+    action: &Action,
+    what: String,
+    baked: Option<u64>,
+    lines: &mut Vec<String>,
+) -> ActionRecord {
+    if let Action::Create {
+        name,
+        replaces: Some((old, why)),
+        ..
+    } = action
+    {
+        lines.push(format!(
+            "would replace droplet {old} ({why}): {name} comes up first, {old} goes once it is healthy"
+        ));
+    }
+    let what = match (action, baked) {
+        (Action::Create { .. }, Some(id)) => format!("{what}, from the baked image {id}"),
+        _ => what,
+    };
+    let rec = ActionRecord::planned(action.typed(), what);
+    lines.push(rec.would());
+    rec
+}
+
+/// All writes, in the plan's order (or, in a dry run, what they would be), then the state, then
+/// one step of the baked image.
+pub fn apply(
+    plan: plan::Plan,
+    spec: &plan::Spec,
+    ctx: &TaskCtx,
+    api: &DigitalOcean,
+    record: &ConfigRecord,
+    opts: &SupervisorOptions,
+    kept: Kept,
+) -> anyhow::Result<Outcome> {
+    if let Some(why) = &plan.refused {
+        bail!("{why}");
+    }
+    let bake = opts
+        .bake
+        .then(|| image::Want::of(ctx.settings, &spec.tag, &spec.version.tag));
+    let baked = baked(ctx, &bake);
+    let s = ctx.settings;
+    let now = now_ms();
+    let mut lines = plan.lines.clone();
+    let mut records = Vec::new();
+    let mut planned = false;
+    let mut created = false;
+    let mut replacements = plan.replacements.clone();
+    for action in &plan.actions {
+        let what = action.describe(spec);
+        if ctx.dry_run {
+            records.push(would(action, what, baked, &mut lines));
+            planned = true;
+            continue;
+        }
+        let (done, applied) = match action {
+            Action::ResetBreaker => {
+                store::delete(ctx.writable_state()?, BREAKER_KEY)?;
+                ("circuit breaker reset by --reset-breaker".to_string(), true)
+            }
+            Action::Delete {
+                id,
+                name,
+                reason,
+                replacement,
+            } => {
+                let (done, applied, counted) =
+                    delete(ctx, api, spec, *id, name, reason, *replacement)?;
+                if applied {
+                    ctx.changed("droplet.deleted", done.clone());
+                }
+                if counted {
+                    count_replacement(ctx, &mut replacements, now)?;
+                }
+                (done, applied)
+            }
+            Action::Drain {
+                id,
+                name,
+                reason,
+                signal,
+                runs,
+                ..
+            } => start_drain(ctx, api, spec, *id, name, reason, *signal, runs.as_deref())?,
+            Action::Create {
+                name,
+                reason,
+                standby_for,
+                ..
+            } => {
+                created = true;
+                let counted = standby_for.is_some();
+                let done = create(
+                    ctx,
+                    api,
+                    spec,
+                    record,
+                    &CreateRequest {
+                        name,
+                        reason,
+                        counted,
+                        baked,
+                    },
+                    &mut replacements,
+                )?;
+                (done, true)
+            }
+        };
+        lines.push(done.clone());
+        records.push(if applied {
+            ActionRecord::done(action.typed(), what, done)
+        } else {
+            ActionRecord::not_done(action.typed(), what, done)
+        });
+    }
+    if !ctx.dry_run {
+        keep(ctx, &plan.assessed, plan.deletes().collect(), kept, now)?;
+    }
+    let mut failures = plan.failures.clone();
+    if opts.firewall && (!plan.assessed.is_empty() || created || planned) {
+        if let Err(e) = firewall::ensure(api, ctx, s, &spec.tag, now, &mut lines, &mut planned) {
+            failures.push(format!("firewall: {e:#}"));
+        }
+    }
+    let mut outcome = if failures.is_empty() {
+        Outcome::lines(if planned { Status::Planned } else { Status::Ok }, lines)
+    } else {
+        failures.append(&mut lines);
+        Outcome::lines(Status::Failed, failures)
+    };
+    outcome.actions = records;
+    if let Some(want) = &bake {
+        // After the fleet's own actions: the fleet never waits for the image.
+        tend_image(ctx, api, want, &mut outcome);
+    }
+    Ok(outcome)
+}
+
+/// Re-reads before deleting: acts only on a droplet that still carries both tags and that ops
+/// recorded creating. Returns the line, whether it was deleted, and whether that counts as a
+/// replacement.
+fn delete(
+    ctx: &TaskCtx,
+    api: &DigitalOcean,
+    spec: &plan::Spec,
+    id: u64,
+    name: &str,
+    reason: &str,
+    replacement: bool,
+) -> anyhow::Result<(String, bool, bool)> {
+    Ok(match api.droplet(id)? {
+        Some(_) if !owned::recorded(ctx.state, id) => {
+            (owned::refused("deleting", name, id), false, false)
+        }
+        Some(f) if f.has_tag(&spec.tag) && f.has_tag(MANAGED_TAG) => {
+            api.delete_droplet(id)?;
+            log::warn!("deleted droplet {name} (id {id}): {reason}");
+            (
+                format!("deleted droplet {name} (id {id}): {reason}"),
+                true,
+                replacement,
+            )
+        }
+        Some(_) => (
+            format!("not deleting droplet {name}: it lost our tags since it was listed"),
+            false,
+            false,
+        ),
+        None => (format!("droplet {name} is already gone"), false, false),
+    })
+}
+
+/// Tags the droplet draining (the tag survives a lost state) and, when it can be told, sends
+/// the shutdown its drain service waits in; only a droplet ops recorded creating. Returns the
+/// line and whether it drains.
+#[allow(clippy::too_many_arguments)]
+fn start_drain(
+    ctx: &TaskCtx,
+    api: &DigitalOcean,
+    spec: &plan::Spec,
+    id: u64,
+    name: &str,
+    reason: &str,
+    signal: bool,
+    runs: Option<&[String]>,
+) -> anyhow::Result<(String, bool)> {
+    if !owned::recorded(ctx.state, id) {
+        return Ok((owned::refused("draining", name, id), false));
+    }
+    api.create_tag(drain::DRAINING_TAG)?;
+    api.tag_droplet(drain::DRAINING_TAG, id)?;
+    if signal {
+        api.droplet_action(id, "shutdown")?;
+    }
+    let done = format!(
+        "draining droplet {name} (id {id}): {reason}; {}; {}; deleted once idle or after {}",
+        plan::runs_line(runs),
+        if signal {
+            "told it to stop taking runs (DigitalOcean shutdown: its drain service waits for the runs on it)"
+        } else {
+            "it predates ops' drain: waiting until it is idle"
+        },
+        crate::duration::format(spec.drain_timeout)
+    );
+    log::warn!("draining droplet {name} (id {id}): {reason}");
+    ctx.changed("droplet.draining", done.clone());
+    Ok((done, true))
+}
+
+/// One replacement for the circuit breaker (kept at once, so a crash cannot forget it) and for
+/// `ops_supervisor_replacements_total`.
+fn count_replacement(ctx: &TaskCtx, replacements: &mut Vec<i64>, now: i64) -> anyhow::Result<()> {
+    ctx.writable_state()?.count(REPLACEMENTS_COUNTER, now)?;
+    replacements.push(now);
+    save(
+        ctx,
+        BREAKER_KEY,
+        &Breaker {
+            replacements: replacements.clone(),
+        },
+        now,
+    )
+}
+
+/// What a create is for: the droplet's name, why, whether the breaker counts it, and the baked
+/// image to start from (`None`: `SUPERVISOR_IMAGE`).
+struct CreateRequest<'a> {
+    name: &'a str,
+    reason: &'a str,
+    counted: bool,
+    baked: Option<u64>,
+}
+
+/// Creates one droplet with our tags and the user-data; a replacement made before its droplet
+/// goes (make before break) is counted by the circuit breaker now. From the baked image when
+/// there is one; when DigitalOcean refuses it (gone, or a disk too small: a 4xx, so no droplet
+/// was made), from `SUPERVISOR_IMAGE` in the same run.
+fn create(
+    ctx: &TaskCtx,
+    api: &DigitalOcean,
+    spec: &plan::Spec,
+    record: &ConfigRecord,
+    made: &CreateRequest,
+    replacements: &mut Vec<i64>,
+) -> anyhow::Result<String> {
+    let s = ctx.settings;
+    let name = made.name;
+    let mut new = NewDroplet {
+        name: name.to_string(),
+        region: s.supervisor_region.clone(),
+        size: spec.size.clone(),
+        image: ImageRef::Slug(s.supervisor_image.clone()),
+        ssh_keys: s.supervisor_ssh_keys.clone(),
+        tags: spec.tags(),
+        user_data: cloudinit::render(record, s, name)?,
+        monitoring: true,
+    };
+    let mut from = String::new();
+    owned::intend(ctx, name)?;
+    let mut send = || -> anyhow::Result<Droplet> {
+        Ok(match made.baked {
+            Some(id) => {
+                new.image = ImageRef::Id(id);
+                match api.create_droplet(&new) {
+                    Ok(d) => {
+                        from = format!(", from the baked image {id}");
+                        d
+                    }
+                    Err(e) if refused(&e) => {
+                        log::warn!(
+                            "the baked image {id} was refused ({e:#}): creating {name} from {}",
+                            s.supervisor_image
+                        );
+                        from = format!(
+                            ", from {} (DigitalOcean refused the baked image {id}: {e:#})",
+                            s.supervisor_image
+                        );
+                        new.image = ImageRef::Slug(s.supervisor_image.clone());
+                        image::forget(ctx)?;
+                        api.create_droplet(&new)?
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            None => api.create_droplet(&new)?,
+        })
+    };
+    let d = match send() {
+        Ok(d) => d,
+        Err(e) => {
+            if refused_outright(&e) {
+                owned::refused_create(ctx, name)?;
+            }
+            return Err(e);
+        }
+    };
+    owned::created(ctx, d.id, &d.name)?;
+    ctx.changed(
+        "droplet.created",
+        format!(
+            "created droplet {} (id {}{from}): {}",
+            d.name, d.id, made.reason
+        ),
+    );
+    save(ctx, &built_key(d.id), &spec.parts, now_ms())?;
+    if made.counted {
+        count_replacement(ctx, replacements, now_ms())?;
+    }
+    Ok(format!(
+        "created droplet {} (id {}, {}, {}{from}): {}",
+        d.name, d.id, spec.size, s.supervisor_region, made.reason
+    ))
+}
+
+/// DigitalOcean refused the image itself (no droplet was made): a 400, 404 or 422 that names
+/// the image (not, say, the droplet limit).
+fn refused(e: &anyhow::Error) -> bool {
+    let m = e.to_string();
+    ["HTTP 400", "HTTP 404", "HTTP 422"]
+        .iter()
+        .any(|c| m.contains(c))
+        && m.to_ascii_lowercase().contains("image")
+}
+
+/// Streaks for the droplets that exist (dropped for those gone or deleted), what was seen for
+/// `ops status`, and the queue.
+fn keep(
+    ctx: &TaskCtx,
+    assessed: &[plan::Assessed],
+    deleted: Vec<u64>,
+    observed: Kept,
+    now: i64,
+) -> anyhow::Result<()> {
+    let st = ctx.writable_state()?;
+    let keep: Vec<String> = assessed
+        .iter()
+        .filter(|a| !deleted.contains(&a.id))
+        .flat_map(|a| [droplet_key(a.id), built_key(a.id), disk_key(a.id)])
+        .collect();
+    store::prune(st, &keep)?;
+    let seen: Vec<DropletStatus> = assessed
+        .iter()
+        .map(|a| DropletStatus {
+            id: a.id,
+            name: a.name.clone(),
+            ip: a.ip.clone(),
+            health: format!("{:?}", a.health).to_ascii_lowercase(),
+            fails: a.streak.fails,
+            spec_current: a.current,
+            age_secs: a.age_secs,
+            deleted: deleted.contains(&a.id),
+            heartbeat_age_secs: a.heartbeat_age,
+            executing_runs: a.runs.as_ref().map(Vec::len),
+            draining: a.streak.drain.is_some(),
+            disk: observed.disks.get(&a.id).map(disk::Reading::status),
+        })
+        .collect();
+    store::set(st, LAST_SEEN_KEY, &seen, now)?;
+    match observed.flow {
+        Some(q) => store::set(st, QUEUE_KEY, &q, now)?,
+        None => store::delete(st, QUEUE_KEY)?,
+    }
+    if let Some(scan) = observed.scan {
+        store::set(st, SCAN_KEY, &scan, now)?;
+    }
+    if let Some(sizes) = observed.sizes {
+        store::set(st, SIZES_KEY, &sizes, now)?;
+    }
+    if let Some(size) = observed.auto_size {
+        store::set(st, AUTO_SIZE_KEY, &size, now)?;
+    }
+    store::set(st, SCALE_KEY, &observed.scale, now)?;
+    for a in assessed.iter().filter(|a| !deleted.contains(&a.id)) {
+        store::set(st, &droplet_key(a.id), &a.streak, now)?;
+    }
+    for (id, reading) in &observed.disks {
+        store::set(st, &disk_key(*id), reading, now)?;
+    }
+    Ok(())
+}

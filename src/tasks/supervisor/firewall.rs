@@ -1,0 +1,166 @@
+//! The fleet's firewall: nothing inbound unless asked (the workload port for the health
+//! checker's addresses, ssh from SUPERVISOR_SSH_SOURCES), compared at most hourly.
+
+use serde_json::json;
+
+use crate::clients::digitalocean::{DigitalOcean, Firewall};
+use crate::cloudinit;
+use crate::sealed::fingerprint;
+use crate::settings::Settings;
+use crate::task::TaskCtx;
+
+use super::store::{self, FirewallChecked, FIREWALL_KEY};
+
+/// How long a checked firewall is trusted before it is compared again.
+const FIREWALL_RECHECK_MS: i64 = 3_600_000;
+
+fn firewall_spec(s: &Settings, tag: &str) -> Firewall {
+    // Nothing inbound unless asked: the workload port only for the health checker's addresses,
+    // ssh only from SUPERVISOR_SSH_SOURCES.
+    let mut inbound = Vec::new();
+    if !s.supervisor_health_sources.is_empty() {
+        inbound.push(json!({"protocol": "tcp", "ports": cloudinit::HEALTH_PORT.to_string(), "sources": {"addresses": s.supervisor_health_sources}}));
+    }
+    if !s.supervisor_ssh_sources.is_empty() {
+        inbound.push(json!({"protocol": "tcp", "ports": "22", "sources": {"addresses": s.supervisor_ssh_sources}}));
+    }
+    let everywhere = json!({"addresses": ["0.0.0.0/0", "::/0"]});
+    Firewall {
+        id: String::new(),
+        name: format!("{tag}-fw"),
+        inbound_rules: inbound,
+        outbound_rules: vec![
+            json!({"protocol": "tcp", "ports": "0", "destinations": everywhere}),
+            json!({"protocol": "udp", "ports": "0", "destinations": everywhere}),
+            json!({"protocol": "icmp", "destinations": everywhere}),
+        ],
+        tags: vec![tag.to_string()],
+    }
+}
+
+/// Normalised rules, for comparing what DigitalOcean returns (extra fields, "all" ports) with
+/// what we want.
+fn rules_key(fw: &Firewall) -> String {
+    let norm = |rules: &[serde_json::Value], side: &str| -> Vec<String> {
+        let mut v: Vec<String> = rules
+            .iter()
+            .map(|r| {
+                let ports = r["ports"].as_str().unwrap_or("0");
+                let ports = if ports == "all" { "0" } else { ports };
+                let mut addrs: Vec<String> = r[side]["addresses"]
+                    .as_array()
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|x| x.as_str().map(str::to_string))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                addrs.sort();
+                format!(
+                    "{}:{}:{}",
+                    r["protocol"].as_str().unwrap_or(""),
+                    if r["protocol"] == "icmp" { "" } else { ports },
+                    addrs.join(",")
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let mut tags = fw.tags.clone();
+    tags.sort();
+    format!(
+        "{:?}|{:?}|{:?}",
+        norm(&fw.inbound_rules, "sources"),
+        norm(&fw.outbound_rules, "destinations"),
+        tags
+    )
+}
+
+pub fn ensure(
+    api: &DigitalOcean,
+    ctx: &TaskCtx,
+    s: &Settings,
+    tag: &str,
+    now: i64,
+    lines: &mut Vec<String>,
+    planned: &mut bool,
+) -> anyhow::Result<()> {
+    let want = firewall_spec(s, tag);
+    let hash = fingerprint(&[&rules_key(&want)]);
+    if let Some(seen) = store::load::<FirewallChecked>(ctx.state, FIREWALL_KEY) {
+        if seen.hash == hash && now - seen.checked_at < FIREWALL_RECHECK_MS {
+            return Ok(());
+        }
+    }
+    let id = match api.firewall_by_name(&want.name)? {
+        Some(have) if rules_key(&have) == rules_key(&want) => {
+            lines.push(format!("firewall {}: up to date", want.name));
+            have.id
+        }
+        Some(have) => {
+            if ctx.dry_run {
+                lines.push(format!(
+                    "would update firewall {} to the wanted rules",
+                    want.name
+                ));
+                *planned = true;
+                return Ok(());
+            }
+            api.update_firewall(&have.id, &want)?;
+            let done = format!(
+                "updated firewall {} (8020 from {}, ssh from {})",
+                want.name,
+                sources(&s.supervisor_health_sources),
+                sources(&s.supervisor_ssh_sources)
+            );
+            ctx.changed("firewall.updated", &done);
+            lines.push(done);
+            have.id
+        }
+        None => {
+            if ctx.dry_run {
+                lines.push(format!(
+                    "would create firewall {} (8020 from {}, ssh from {})",
+                    want.name,
+                    sources(&s.supervisor_health_sources),
+                    sources(&s.supervisor_ssh_sources)
+                ));
+                *planned = true;
+                return Ok(());
+            }
+            api.create_tag(tag)?;
+            api.create_firewall(&want)?;
+            let done = format!(
+                "created firewall {} (8020 from {}, ssh from {})",
+                want.name,
+                sources(&s.supervisor_health_sources),
+                sources(&s.supervisor_ssh_sources)
+            );
+            ctx.changed("firewall.created", &done);
+            lines.push(done);
+            String::new()
+        }
+    };
+    if !ctx.dry_run {
+        store::save(
+            ctx,
+            FIREWALL_KEY,
+            &FirewallChecked {
+                id,
+                hash,
+                checked_at: now,
+            },
+            now,
+        )?;
+    }
+    Ok(())
+}
+
+fn sources(list: &[String]) -> String {
+    if list.is_empty() {
+        "nowhere".into()
+    } else {
+        list.join(" ")
+    }
+}
