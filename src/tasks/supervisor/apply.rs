@@ -10,6 +10,7 @@ use crate::clients::http::refused_outright;
 use crate::cloudinit;
 use crate::config::SupervisorOptions;
 use crate::record::ConfigRecord;
+use crate::settings::Settings;
 use crate::state::now_ms;
 use crate::task::{ActionRecord, Outcome, Status, TaskCtx, Typed};
 
@@ -299,16 +300,7 @@ fn create(
 ) -> anyhow::Result<String> {
     let s = ctx.settings;
     let name = made.name;
-    let mut new = NewDroplet {
-        name: name.to_string(),
-        region: s.supervisor_region.clone(),
-        size: spec.size.clone(),
-        image: ImageRef::Slug(s.supervisor_image.clone()),
-        ssh_keys: s.supervisor_ssh_keys.clone(),
-        tags: spec.tags(),
-        user_data: cloudinit::render(record, s, name)?,
-        monitoring: true,
-    };
+    let mut new = new_droplet(s, spec, name, cloudinit::render(record, s, name)?);
     let mut from = String::new();
     owned::intend(ctx, name)?;
     let mut send = || -> anyhow::Result<Droplet> {
@@ -364,6 +356,21 @@ fn create(
         "created droplet {} (id {}, {}, {}{from}): {}",
         d.name, d.id, spec.size, s.supervisor_region, made.reason
     ))
+}
+
+/// The create request: the spec's size and tags (the ones `Action::describe` names), the
+/// settings' region, image and keys, and the user-data.
+pub fn new_droplet(s: &Settings, spec: &plan::Spec, name: &str, user_data: String) -> NewDroplet {
+    NewDroplet {
+        name: name.to_string(),
+        region: s.supervisor_region.clone(),
+        size: spec.size.clone(),
+        image: ImageRef::Slug(s.supervisor_image.clone()),
+        ssh_keys: s.supervisor_ssh_keys.clone(),
+        tags: spec.tags(),
+        user_data,
+        monitoring: true,
+    }
 }
 
 /// DigitalOcean refused the image itself (no droplet was made): a 400, 404 or 422 that names

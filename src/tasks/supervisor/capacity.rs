@@ -379,4 +379,87 @@ mod tests {
         assert!(Bounds::new(1, Some(3), Some(2)).is_err());
         assert!(Bounds::new(1, Some(0), Some(0)).is_err());
     }
+
+    const SCALE_IN: Duration = Duration::from_secs(900);
+
+    #[test]
+    fn a_fixed_fleet_wants_its_count_and_costs_what_its_sizes_cost() {
+        let fixed = Bounds { min: 2, max: 2 };
+        let sizes = [size()];
+        let built = [Some("s-2vcpu-2gb"), None];
+        let (s, extra) = scale(fixed, &built, "s-2vcpu-2gb", Some(&sizes), None, SCALE_IN);
+        assert_eq!((s.wanted, s.actual, extra, s.scales), (2, 2, 0, false));
+        assert_eq!(s.why, "SUPERVISOR_COUNT=2");
+        assert_eq!(s.cost_monthly, Some(36.0));
+        assert_eq!(s.cost_monthly_at_max, Some(36.0));
+        // A droplet of a size whose price is not known: the fleet's cost is not either.
+        let (s, _) = scale(
+            fixed,
+            &[Some("s-8vcpu-16gb")],
+            "s-2vcpu-2gb",
+            Some(&sizes),
+            None,
+            SCALE_IN,
+        );
+        assert_eq!(s.cost_monthly, None);
+    }
+
+    #[test]
+    fn scaling_by_load_says_why_and_how_many_creates_beyond_the_first_the_count_implies() {
+        let sizes = [size()];
+        let groups = [group(30, None, 0)];
+        let busy = Load {
+            executing: &[],
+            ready: &groups,
+            needs: &[],
+        };
+        let (s, extra) = scale(
+            B,
+            &[None],
+            "s-2vcpu-2gb",
+            Some(&sizes),
+            Some(busy),
+            SCALE_IN,
+        );
+        assert_eq!((s.wanted, s.actual, extra), (3, 1, 1));
+        assert!(
+            s.why
+                .starts_with("scale out 1 → 3: 30 run(s) can start now"),
+            "{}",
+            s.why
+        );
+        let idle = Load {
+            executing: &[],
+            ready: &[],
+            needs: &[],
+        };
+        let three = [None, None, None];
+        let (s, extra) = scale(B, &three, "s-2vcpu-2gb", Some(&sizes), Some(idle), SCALE_IN);
+        assert_eq!((s.wanted, extra), (1, 0));
+        assert!(
+            s.why.starts_with("scale in 3 → 1") && s.why.contains("executed nothing for 15m"),
+            "{}",
+            s.why
+        );
+        // No runs read, or the size not among the platform's: the fleet stays as it is.
+        for (size_slug, load) in [("s-2vcpu-2gb", None), ("s-9vcpu", Some(busy))] {
+            let (s, extra) = scale(B, &[None, None], size_slug, Some(&sizes), load, SCALE_IN);
+            assert_eq!((s.wanted, extra), (2, 0));
+            assert!(s.why.starts_with("the load is unknown"), "{}", s.why);
+        }
+    }
+
+    #[test]
+    fn creates_beyond_the_first_stop_at_ten_at_once_and_at_the_accounts_room() {
+        assert_eq!((to_create(3, 1), to_create(1, 3)), (2, 0));
+        assert_eq!((beyond_first(3, 1), beyond_first(1, 1)), (1, 0));
+        assert_eq!(beyond_first(40, 0), AT_ONCE - 1);
+        assert_eq!(room_cap(4, Ok(10)), (4, None));
+        let (n, note) = room_cap(4, Ok(2));
+        assert_eq!(n, 1);
+        assert!(note.unwrap().contains("leaves room for 2"));
+        let (n, note) = room_cap(4, Err("HTTP 500".into()));
+        assert_eq!(n, 0);
+        assert!(note.unwrap().contains("droplet limit unknown: HTTP 500"));
+    }
 }

@@ -164,3 +164,54 @@ fn sources(list: &[String]) -> String {
         list.join(" ")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wall(inbound: Vec<serde_json::Value>, outbound: Vec<serde_json::Value>) -> Firewall {
+        Firewall {
+            id: String::new(),
+            name: "t-fw".into(),
+            inbound_rules: inbound,
+            outbound_rules: outbound,
+            tags: vec!["t".into()],
+        }
+    }
+
+    #[test]
+    fn the_rules_key_ignores_what_digitalocean_adds_and_the_order_but_not_an_address() {
+        let everywhere = json!({"addresses": ["0.0.0.0/0", "::/0"]});
+        let want = wall(
+            vec![
+                json!({"protocol": "tcp", "ports": "22", "sources": {"addresses": ["203.0.113.1", "198.51.100.0/24"]}}),
+            ],
+            vec![
+                json!({"protocol": "tcp", "ports": "0", "destinations": everywhere}),
+                json!({"protocol": "icmp", "destinations": everywhere}),
+            ],
+        );
+        // As DigitalOcean answers: `all` for every port, ports on icmp, fields of its own, and
+        // its own order.
+        let mut have = wall(
+            vec![
+                json!({"protocol": "tcp", "ports": "22", "sources": {"addresses": ["198.51.100.0/24", "203.0.113.1"], "droplet_ids": []}}),
+            ],
+            vec![
+                json!({"protocol": "icmp", "ports": "0", "destinations": {"addresses": ["::/0", "0.0.0.0/0"]}}),
+                json!({"protocol": "tcp", "ports": "all", "destinations": {"addresses": ["0.0.0.0/0", "::/0"], "load_balancer_uids": []}}),
+            ],
+        );
+        have.id = "fw-1".into();
+        assert_eq!(rules_key(&have), rules_key(&want));
+        let mut wider = want.clone();
+        wider.inbound_rules[0]["sources"]["addresses"] = json!(["203.0.113.1", "0.0.0.0/0"]);
+        assert_ne!(rules_key(&wider), rules_key(&want));
+        let mut other_port = want.clone();
+        other_port.inbound_rules[0]["ports"] = json!("2222");
+        assert_ne!(rules_key(&other_port), rules_key(&want));
+        let mut other_tag = want.clone();
+        other_tag.tags = vec!["u".into()];
+        assert_ne!(rules_key(&other_tag), rules_key(&want));
+    }
+}

@@ -122,9 +122,19 @@ pub fn observe(
     })
 }
 
-/// One droplet in ops' words: its status and tags read here, once; its streak and what it was
-/// built with from the state. The webapp's heartbeat, the runs on it and `/health` come later.
+/// One droplet in ops' words, with its streak and what it was built with from the state.
 fn instance(ctx: &TaskCtx, d: &Droplet, now: chrono::DateTime<chrono::Utc>) -> Instance {
+    let mut i = listed(d, now);
+    i.prev = load(ctx.state, &droplet_key(d.id)).unwrap_or_default();
+    i.built = load::<diff::Parts>(ctx.state, &built_key(d.id))
+        .unwrap_or_default()
+        .or(i.built);
+    i
+}
+
+/// One droplet as DigitalOcean lists it, in ops' words: its status and tags are read here,
+/// once. The state's streak, the webapp's heartbeat, the runs on it and `/health` come later.
+pub fn listed(d: &Droplet, now: chrono::DateTime<chrono::Utc>) -> Instance {
     Instance {
         id: d.id,
         name: d.name.clone(),
@@ -144,13 +154,8 @@ fn instance(ctx: &TaskCtx, d: &Droplet, now: chrono::DateTime<chrono::Utc>) -> I
             .collect(),
         version: release::version_of(&d.tags),
         capable: d.has_tag(drain::CAPABLE_TAG),
-        prev: load(ctx.state, &droplet_key(d.id)).unwrap_or_default(),
-        built: load::<diff::Parts>(ctx.state, &built_key(d.id))
-            .unwrap_or_default()
-            .or(diff::Parts::listed(
-                &d.size_slug,
-                d.region.as_ref().map(|r| r.slug.as_str()),
-            )),
+        prev: Default::default(),
+        built: diff::Parts::listed(&d.size_slug, d.region.as_ref().map(|r| r.slug.as_str())),
         heartbeat: Heartbeat::NoView,
         http: None,
         runs: None,

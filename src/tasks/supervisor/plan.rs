@@ -1755,4 +1755,35 @@ mod fleet_tests {
         );
         assert_eq!(p.assessed[0].health, Health::Unknown);
     }
+
+    #[test]
+    fn a_dry_run_names_exactly_the_tags_the_create_sends() {
+        let env = crate::envfile::Env::from_pairs([("X", "")]);
+        let s = crate::settings::Settings::from_env(&env).unwrap();
+        // A version whose supervisor drains (the drain tag too), and one before that.
+        for version in ["v4.5.12", "v4.0.0"] {
+            let spec = Spec {
+                version: release::supervisor_version(Some(version), None),
+                ..spec()
+            };
+            let create = Action::Create {
+                name: "sup-new".into(),
+                reason: "scale out".into(),
+                replaces: None,
+                standby_for: None,
+            };
+            let sent = super::super::apply::new_droplet(&s, &spec, "sup-new", String::new()).tags;
+            let said = create.describe(&spec);
+            assert!(
+                said.contains(&format!("tags {}): scale out", sent.join(" "))),
+                "{said:?} does not name {sent:?}"
+            );
+            assert_eq!(
+                sent.contains(&drain::CAPABLE_TAG.to_string()),
+                version == "v4.5.12",
+                "{sent:?}"
+            );
+            assert!(sent.contains(&crate::cloudinit::BEAT_TAG.to_string()));
+        }
+    }
 }

@@ -339,4 +339,39 @@ mod tests {
         assert_eq!(per_droplet(&resolve(Some("medium-1x")), &s), 1);
         assert_eq!(per_droplet(&resolve(Some("large-1x")), &s), 0);
     }
+
+    #[test]
+    fn the_preset_fit_grows_an_auto_size_or_fails_naming_the_smallest_size_that_fits() {
+        let sizes = vec![
+            size("s-1vcpu-2gb", 1, 2048, 12.0),
+            size("s-2vcpu-4gb", 2, 4096, 24.0),
+            size("s-4vcpu-8gb", 4, 8192, 48.0),
+        ];
+        let needs = [need("waiting", Some("large-1x"), 3)];
+        assert!(needs_sizes(&needs));
+        assert!(!needs_sizes(&[need("waiting", Some("small-1x"), 5)]));
+        let f = fit(&needs, Ok(&sizes), "s-1vcpu-2gb", "nyc1", false);
+        assert_eq!((f.lines.len(), f.auto_size.as_deref()), (0, None));
+        assert!(
+            f.failures[0].starts_with("3 waiting run(s) need machine preset large-1x")
+                && f.failures[0].contains("set SUPERVISOR_SIZE=s-4vcpu-8gb"),
+            "{:?}",
+            f.failures
+        );
+        let f = fit(&needs, Ok(&sizes), "s-1vcpu-2gb", "nyc1", true);
+        assert_eq!(f.auto_size.as_deref(), Some("s-4vcpu-8gb"));
+        assert!(f.failures.is_empty(), "{:?}", f.failures);
+        assert!(f.lines[0].contains("SUPERVISOR_SIZE=auto: the droplets become s-4vcpu-8gb"));
+        let f = fit(&needs, Ok(&sizes[..2]), "s-1vcpu-2gb", "nyc1", true);
+        assert!(
+            f.failures[0].contains("no size available in nyc1 fits it"),
+            "{:?}",
+            f.failures
+        );
+        let f = fit(&needs, Ok(&sizes), "s-nope", "nyc1", false);
+        assert!(f.failures[0].starts_with("SUPERVISOR_SIZE=s-nope is not a DigitalOcean size"));
+        let f = fit(&needs, Err("HTTP 500".into()), "s-1vcpu-2gb", "nyc1", false);
+        assert_eq!(f.lines, ["machine presets not checked this run: HTTP 500"]);
+        assert!(f.failures.is_empty());
+    }
 }

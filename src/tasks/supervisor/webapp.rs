@@ -146,12 +146,10 @@ fn confirm(
     let Some(wait) = plan::confirm_wait(&watched, stale) else {
         return Ok(seen);
     };
-    // Only with time to spare: the run's deadline is for acting, not for waiting.
-    if ctx
+    let left = ctx
         .deadline
-        .saturating_duration_since(std::time::Instant::now())
-        < wait * 4
-    {
+        .saturating_duration_since(std::time::Instant::now());
+    if !worth_waiting(left, wait) {
         return Ok(seen);
     }
     log::info!(
@@ -388,4 +386,24 @@ pub fn other_groups(f: &FlowRead) -> Vec<(String, f64)> {
         .filter(|g| g.id != f.ours.id)
         .filter_map(|g| g.heartbeat_age_secs.map(|a| (g.name.clone(), a)))
         .collect()
+}
+
+/// Whether a confirming wait fits what is left of the run's deadline: only with time to spare
+/// (four times the wait), as the deadline is for acting, not for waiting.
+pub fn worth_waiting(left: Duration, wait: Duration) -> bool {
+    left >= wait * 4
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_heartbeat_is_confirmed_only_with_four_times_the_wait_left_before_the_deadline() {
+        let wait = Duration::from_secs(10);
+        assert!(worth_waiting(Duration::from_secs(40), wait));
+        assert!(worth_waiting(Duration::from_secs(300), wait));
+        assert!(!worth_waiting(Duration::from_secs(39), wait));
+        assert!(!worth_waiting(Duration::ZERO, wait));
+    }
 }

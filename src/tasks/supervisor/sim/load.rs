@@ -196,6 +196,17 @@ pub(super) fn decided(bounds: Bounds, obs: &Observation, runs: &WorkerRuns) -> p
 /// One load on a fleet of [`min`, `max`], its droplets made from Ubuntu or the baked image;
 /// the load starts `phase` seconds after a check.
 pub fn run(traffic: Traffic, min: usize, baked: bool, phase: u64) -> Outcome {
+    run_checked(traffic, min, baked, phase, &mut |_, _, _| {})
+}
+
+/// [`run`], showing each check's observation, runs and plan to `checked`.
+fn run_checked(
+    traffic: Traffic,
+    min: usize,
+    baked: bool,
+    phase: u64,
+    checked: &mut dyn FnMut(&Observation, &WorkerRuns, &plan::Plan),
+) -> Outcome {
     let t0 = FLEET_AGE + 60;
     let bounds = Bounds { min, max: MAX };
     let beat = Policy::Now.beat();
@@ -229,7 +240,9 @@ pub fn run(traffic: Traffic, min: usize, baked: bool, phase: u64) -> Outcome {
                 .map(|i| arrivals[i])
                 .collect();
             let obs = observe(&fleet, t, None, &replacements);
-            let p = decided(bounds, &obs, &runs(&fleet, t, &queued));
+            let runs = runs(&fleet, t, &queued);
+            let p = decided(bounds, &obs, &runs);
+            checked(&obs, &runs, &p);
             follow(
                 &p,
                 t,
@@ -372,6 +385,58 @@ mod tests {
                 "<!-- simulation-load:end -->",
             ),
             &table(),
+        );
+    }
+
+    /// One scenario both ways: at every check of a burst, the droplets as the simulation knows
+    /// them, and the same droplets as DigitalOcean lists them (status, tags) read by the task's
+    /// observe, are decided by the task's decide alike.
+    #[test]
+    fn a_burst_is_decided_alike_from_the_simulations_facts_and_from_digitaloceans_listing() {
+        let bounds = Bounds { min: 0, max: MAX };
+        let now = chrono::Utc::now();
+        let mut checks = 0;
+        let mut acted = 0;
+        run_checked(Traffic::Burst, 0, true, 0, &mut |obs, runs, p| {
+            let mut listed = obs.clone();
+            for d in listed.droplets.iter_mut() {
+                let mut tags = vec![
+                    super::super::fleet::TAG.to_string(),
+                    plan::MANAGED_TAG.into(),
+                    d.specs[0].clone(),
+                    crate::release::version_tag(d.version.as_deref().unwrap_or_default()),
+                    crate::tasks::supervisor::drain::CAPABLE_TAG.into(),
+                ];
+                if d.drain_marked {
+                    tags.push(crate::tasks::supervisor::drain::DRAINING_TAG.into());
+                }
+                let created = now - chrono::Duration::seconds(d.age_secs);
+                let droplet: crate::clients::digitalocean::Droplet =
+                    serde_json::from_value(serde_json::json!({
+                        "id": d.id,
+                        "name": d.name,
+                        "status": d.power.word(),
+                        "created_at": created.to_rfc3339(),
+                        "tags": tags,
+                        "networks": {"v4": d.ip.iter().map(|ip| serde_json::json!({"ip_address": ip, "type": "public"})).collect::<Vec<_>>()},
+                    }))
+                    .expect("a droplet as DigitalOcean lists it");
+                let mut seen = crate::tasks::supervisor::observe::listed(&droplet, now);
+                seen.prev = d.prev.clone();
+                seen.built = d.built.clone();
+                seen.heartbeat = d.heartbeat.clone();
+                seen.runs = d.runs.clone();
+                *d = seen;
+            }
+            let task = decided(bounds, &listed, runs);
+            assert_eq!(task.actions, p.actions, "at {}", obs.now_ms);
+            assert_eq!(task.lines, p.lines, "at {}", obs.now_ms);
+            checks += 1;
+            acted += usize::from(!p.actions.is_empty());
+        });
+        assert!(
+            checks > 100 && acted > 5,
+            "{checks} checks, {acted} with actions"
         );
     }
 }
