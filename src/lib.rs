@@ -15,6 +15,7 @@ pub mod envfile;
 pub mod exit;
 pub mod lock;
 pub mod logging;
+pub mod manifests;
 pub mod notify;
 pub mod privilege;
 pub mod problems;

@@ -173,14 +173,34 @@ impl Http {
         }
     }
 
+    /// An agent with its own TLS settings (a cluster's CA as the only root, a client
+    /// certificate) that connects only where `policy` allows.
+    pub fn with_tls(tls: ureq::tls::TlsConfig, policy: AddressPolicy) -> Http {
+        let resolver = Guarded {
+            policy,
+            inner: Default::default(),
+        };
+        let config = Self::builder().tls_config(tls).build();
+        Http {
+            agent: ureq::Agent::with_parts(
+                config,
+                ureq::unversioned::transport::DefaultConnector::new(),
+                resolver,
+            ),
+        }
+    }
+
     fn config() -> ureq::config::Config {
+        Self::builder().build()
+    }
+
+    fn builder() -> ureq::config::ConfigBuilder<ureq::typestate::AgentScope> {
         ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_global(Some(MAX_CALL_TIMEOUT))
             .timeout_connect(Some(Duration::from_secs(10)))
             .user_agent(concat!("trigger-ops/", env!("CARGO_PKG_VERSION")))
             .max_redirects(0)
-            .build()
     }
 
     /// Sends `req`, retrying as its policy allows until `deadline`. A non-2xx answer that is

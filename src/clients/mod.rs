@@ -2,6 +2,7 @@
 
 pub mod digitalocean;
 pub mod http;
+pub mod kubernetes;
 pub mod postgres;
 pub mod railway;
 pub mod webapp_db;
