@@ -16,6 +16,8 @@ mod hardening3;
 mod hardening4;
 mod healing;
 mod image;
+mod kubernetes;
+mod kubernetes_contract;
 mod monitoring;
 mod operator;
 mod ownership;

@@ -5,6 +5,7 @@
 
 pub mod digitalocean;
 pub mod fake;
+pub mod kubernetes;
 pub mod netns;
 pub mod pg;
 pub mod pgwire;
