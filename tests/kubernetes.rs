@@ -34,21 +34,7 @@ fn kube(fake: &FakeKube) -> Kube {
 }
 
 fn record(token: &str) -> ConfigRecord {
-    ConfigRecord {
-        worker_token: Secret::new(token),
-        token_source: "test".into(),
-        token_found_at: 0,
-        managed_secret: Secret::new(SECRET),
-        api_origin: "https://trigger.example.com".into(),
-        otel_endpoint: "https://trigger.example.com/otel".into(),
-        registry_host: None,
-        registry_username: None,
-        registry_password: None,
-        webapp_service: "webapp".into(),
-        fingerprint: "f".into(),
-        extracted_at: 0,
-        webapp_version: Some("v4.5.12".into()),
-    }
+    crate::support::kubernetes::record(token, SECRET, false)
 }
 
 fn spec<'a>(record: &'a ConfigRecord, version: &'a str) -> Spec<'a> {

@@ -18,21 +18,11 @@ use crate::support::kubernetes::{pki, FakeKube};
 const TOKEN: &str = "kube-token-contract-01";
 
 fn record(registry: bool) -> ConfigRecord {
-    ConfigRecord {
-        worker_token: Secret::new("tr_wgt_contracttoken00001"),
-        token_source: "test".into(),
-        token_found_at: 0,
-        managed_secret: Secret::new("managed-secret-contract"),
-        api_origin: "https://trigger.example.com".into(),
-        otel_endpoint: "https://trigger.example.com/otel".into(),
-        registry_host: registry.then(|| "registry.example.com".into()),
-        registry_username: registry.then(|| "deploy".into()),
-        registry_password: registry.then(|| Secret::new("registry-password-contract")),
-        webapp_service: "webapp".into(),
-        fingerprint: "f".into(),
-        extracted_at: 0,
-        webapp_version: Some("v4.5.12".into()),
-    }
+    crate::support::kubernetes::record(
+        "tr_wgt_contracttoken00001",
+        "managed-secret-contract",
+        registry,
+    )
 }
 
 /// The objects of both shapes: a DOKS cluster (tainted runs pool, a supervisor pool, a

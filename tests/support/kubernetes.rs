@@ -22,6 +22,30 @@ use serde_json::{json, Map, Value};
 
 use crate::support::webapp::{Beating, Webapp};
 
+/// An extracted record as ops keeps it, with a registry that needs credentials or not.
+pub fn record(
+    token: &str,
+    managed_secret: &str,
+    registry: bool,
+) -> trigger_ops::record::ConfigRecord {
+    use trigger_ops::redact::Secret;
+    trigger_ops::record::ConfigRecord {
+        worker_token: Secret::new(token),
+        token_source: "test".into(),
+        token_found_at: 0,
+        managed_secret: Secret::new(managed_secret),
+        api_origin: "https://trigger.example.com".into(),
+        otel_endpoint: "https://trigger.example.com/otel".into(),
+        registry_host: registry.then(|| "registry.example.com".into()),
+        registry_username: registry.then(|| "deploy".into()),
+        registry_password: registry.then(|| Secret::new("registry-password-kube")),
+        webapp_service: "webapp".into(),
+        fingerprint: "f".into(),
+        extracted_at: 0,
+        webapp_version: Some("v4.5.12".into()),
+    }
+}
+
 /// The version the fake reports at `/version` (DOKS `1.34.1-do.0`).
 pub const MAJOR: &str = "1";
 pub const MINOR: &str = "34";
@@ -755,21 +779,26 @@ fn param(query: &str, name: &str) -> Option<String> {
 }
 
 fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
     let mut out = Vec::new();
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            if let Ok(b) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
-                out.push(b);
-                i += 3;
-                continue;
+    let mut bytes = s.bytes();
+    while let Some(b) = bytes.next() {
+        if b != b'%' {
+            out.push(b);
+            continue;
+        }
+        let hex: Vec<u8> = bytes.by_ref().take(2).collect();
+        match std::str::from_utf8(&hex)
+            .ok()
+            .and_then(|h| u8::from_str_radix(h, 16).ok())
+        {
+            Some(v) if hex.len() == 2 => out.push(v),
+            _ => {
+                out.push(b'%');
+                out.extend(hex);
             }
         }
-        out.push(if bytes[i] == b'+' { b' ' } else { bytes[i] });
-        i += 1;
     }
-    String::from_utf8_lossy(&out).to_string()
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// `key=value`, `key==value`, `key!=value`, `key` (exists), comma-joined.
