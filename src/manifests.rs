@@ -29,13 +29,15 @@ pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "trigger-o
 pub const RUN_POD_LABEL: (&str, &str) = ("app", "task-run");
 /// The node label run pods select (`nodeSelector: {nodetype: <value>}`).
 pub const NODETYPE_KEY: &str = "nodetype";
-/// The runs pool's label value and taint (DOKS pools carry them; on another cluster the
-/// operator labels and taints the nodes meant for runs).
-pub const RUNS_NODETYPE: &str = "trigger-runs";
-pub const RUNS_TAINT: (&str, &str, &str) = ("trigger-ops/runs", "true", "NoSchedule");
+/// `KUBERNETES_WORKER_NODETYPE_LABEL`'s default in the supervisor's env.ts: the value of the
+/// runs nodes' `nodetype` label (DOKS runs pools carry it, with the taint [`Taint::runs`]; on
+/// another cluster the operator labels, and may taint, the nodes meant for runs).
+pub const DEFAULT_NODETYPE: &str = "v4-worker";
 /// The pod template's annotation whose change restarts the supervisor: the fingerprint of the
 /// Secret's content and the registry credentials.
 pub const FINGERPRINT_ANNOTATION: &str = "trigger-ops/config-fingerprint";
+/// The Deployment's annotation: the fingerprint of every object ops applied with it.
+pub const OBJECTS_ANNOTATION: &str = "trigger-ops/objects-fingerprint";
 /// The workload API's port, whose `/health` the probes read (as on droplets).
 pub const WORKLOAD_PORT: u16 = crate::cloudinit::HEALTH_PORT;
 /// DigitalOcean's metadata service, which run pods must not reach (it serves the droplet's
@@ -51,11 +53,12 @@ pub struct Taint {
 }
 
 impl Taint {
-    pub fn runs() -> Taint {
+    /// The runs nodes' taint: `nodetype=<label>:NoSchedule`, so only run pods land there.
+    pub fn runs(nodetype: &str) -> Taint {
         Taint {
-            key: RUNS_TAINT.0.into(),
-            value: RUNS_TAINT.1.into(),
-            effect: RUNS_TAINT.2.into(),
+            key: NODETYPE_KEY.into(),
+            value: nodetype.into(),
+            effect: "NoSchedule".into(),
         }
     }
 
@@ -133,7 +136,9 @@ impl Spec<'_> {
     }
 }
 
-/// Every object ops applies, in apply order.
+/// Every object ops applies, in apply order. The Deployment, last, carries the fingerprint of
+/// them all ([`OBJECTS_ANNOTATION`]): a healthy run reads the Deployment anyway, and applies
+/// nothing when the fingerprint is the one it would write.
 pub fn objects(spec: &Spec) -> Vec<Value> {
     let mut out = vec![
         namespace(spec),
@@ -143,8 +148,25 @@ pub fn objects(spec: &Spec) -> Vec<Value> {
         secret(spec),
     ];
     out.extend(spec.pull_secret());
-    out.extend([service(spec), network_policy(spec), deployment(spec)]);
+    out.extend([service(spec), network_policy(spec)]);
+    let mut d = deployment(spec);
+    out.push(d.clone());
+    d["metadata"]["annotations"] = json!({OBJECTS_ANNOTATION: objects_fingerprint(&out)});
+    out.pop();
+    out.push(d);
     out
+}
+
+/// The fingerprint of the objects as ops builds them (never of what the server adds).
+pub fn objects_fingerprint(objects: &[Value]) -> String {
+    let texts: Vec<String> = objects.iter().map(Value::to_string).collect();
+    let parts: Vec<&str> = texts.iter().map(String::as_str).collect();
+    crate::sealed::fingerprint(&parts)
+}
+
+/// The fingerprint a live Deployment carries, `None` when it carries none.
+pub fn applied_fingerprint(live: &Value) -> Option<&str> {
+    live["metadata"]["annotations"][OBJECTS_ANNOTATION].as_str()
 }
 
 pub fn namespace(spec: &Spec) -> Value {
@@ -483,8 +505,8 @@ mod tests {
             namespace: DEFAULT_NAMESPACE,
             version: "v4.5.12",
             record,
-            nodetype: RUNS_NODETYPE,
-            runs_taint: Some(Taint::runs()),
+            nodetype: DEFAULT_NODETYPE,
+            runs_taint: Some(Taint::runs(DEFAULT_NODETYPE)),
             supervisor_nodes: None,
         }
     }
@@ -522,6 +544,29 @@ mod tests {
     }
 
     #[test]
+    fn the_deployment_carries_the_fingerprint_of_every_object() {
+        let r = record();
+        let all = objects(&spec(&r));
+        let d = all.last().unwrap();
+        let mut without = all.clone();
+        without.last_mut().unwrap()["metadata"]
+            .as_object_mut()
+            .unwrap()
+            .remove("annotations");
+        assert_eq!(
+            applied_fingerprint(d),
+            Some(objects_fingerprint(&without).as_str())
+        );
+        let mut other = record();
+        other.managed_secret = Secret::new("managed-secret-rotated");
+        let changed = objects(&spec(&other));
+        assert_ne!(
+            applied_fingerprint(changed.last().unwrap()),
+            applied_fingerprint(d)
+        );
+    }
+
+    #[test]
     fn the_role_grants_pods_and_nothing_more() {
         let r = record();
         let role = role(&spec(&r));
@@ -554,7 +599,7 @@ mod tests {
         );
         assert_eq!(
             env_value(&d, "KUBERNETES_RUNNER_TOLERATIONS")["value"],
-            "trigger-ops/runs=true:NoSchedule"
+            "nodetype=v4-worker:NoSchedule"
         );
         assert_eq!(
             env_value(&d, "TRIGGER_WORKLOAD_API_DOMAIN")["value"],

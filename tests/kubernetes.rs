@@ -42,8 +42,8 @@ fn spec<'a>(record: &'a ConfigRecord, version: &'a str) -> Spec<'a> {
         namespace: NS,
         version,
         record,
-        nodetype: manifests::RUNS_NODETYPE,
-        runs_taint: Some(Taint::runs()),
+        nodetype: manifests::DEFAULT_NODETYPE,
+        runs_taint: Some(Taint::runs(manifests::DEFAULT_NODETYPE)),
         supervisor_nodes: None,
     }
 }
@@ -162,7 +162,7 @@ fn a_version_change_rolls_a_new_supervisor_and_touches_no_run_pod() {
         .as_str()
         .unwrap()
         .to_string();
-    fake.add_node("runs-1", &[("nodetype", "trigger-runs")], "3900m", "7Gi");
+    fake.add_node("runs-1", &[("nodetype", "v4-worker")], "3900m", "7Gi");
     fake.add_run_pod(NS, "runner-run_1", Some("runs-1"), "small-1x");
     fake.add_run_pod(NS, "runner-run_2", None, "large-2x");
     let before = fake.object("pods", NS, "runner-run_1").unwrap();
@@ -335,7 +335,7 @@ fn lists_select_by_label_and_field_across_pages() {
     let k = kube(&fake);
     k.apply(&json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}}))
         .unwrap();
-    fake.add_node("runs-1", &[("nodetype", "trigger-runs")], "3900m", "7Gi");
+    fake.add_node("runs-1", &[("nodetype", "v4-worker")], "3900m", "7Gi");
     for i in 0..1100 {
         let node = (i % 2 == 0).then_some("runs-1");
         fake.add_run_pod(NS, &format!("runner-run_{i:04}"), node, "small-1x");
@@ -380,18 +380,8 @@ fn lists_select_by_label_and_field_across_pages() {
 fn cordon_marks_the_node_unschedulable_and_delete_removes_only_what_is_named() {
     let fake = FakeKube::start(TOKEN);
     let k = kube(&fake);
-    fake.add_node(
-        "runs-old-1",
-        &[("nodetype", "trigger-runs")],
-        "1900m",
-        "3Gi",
-    );
-    fake.add_node(
-        "runs-new-1",
-        &[("nodetype", "trigger-runs")],
-        "3900m",
-        "7Gi",
-    );
+    fake.add_node("runs-old-1", &[("nodetype", "v4-worker")], "1900m", "3Gi");
+    fake.add_node("runs-new-1", &[("nodetype", "v4-worker")], "3900m", "7Gi");
     let node = k.cordon("runs-old-1").unwrap();
     assert!(node.spec.unschedulable);
     let cordoned = k

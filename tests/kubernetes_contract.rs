@@ -33,15 +33,15 @@ fn every_object() -> Vec<Value> {
         namespace: "trigger",
         version: "v4.5.12",
         record: &doks,
-        nodetype: manifests::RUNS_NODETYPE,
-        runs_taint: Some(Taint::runs()),
-        supervisor_nodes: Some(("trigger-ops/pool", "supervisor")),
+        nodetype: manifests::DEFAULT_NODETYPE,
+        runs_taint: Some(Taint::runs(manifests::DEFAULT_NODETYPE)),
+        supervisor_nodes: Some((manifests::NODETYPE_KEY, "ops-supervisor")),
     };
     let b = Spec {
         namespace: "trigger-prod",
         version: "v4.5.12",
         record: &plain,
-        nodetype: "v4-worker",
+        nodetype: "trigger-runs",
         runs_taint: None,
         supervisor_nodes: None,
     };
@@ -120,7 +120,7 @@ fn the_schema_check_refuses_an_unknown_field() {
         namespace: "trigger",
         version: "v4.5.12",
         record: &r,
-        nodetype: "v4-worker",
+        nodetype: "trigger-runs",
         runs_taint: None,
         supervisor_nodes: None,
     };
@@ -149,8 +149,8 @@ fn the_supervisors_variables_are_ones_trigger_dev_reads() {
         namespace: "trigger",
         version: "v4.5.12",
         record: &r,
-        nodetype: manifests::RUNS_NODETYPE,
-        runs_taint: Some(Taint::runs()),
+        nodetype: manifests::DEFAULT_NODETYPE,
+        runs_taint: Some(Taint::runs(manifests::DEFAULT_NODETYPE)),
         supervisor_nodes: None,
     };
     let names = manifests::env_names(&spec);
