@@ -323,6 +323,7 @@ impl FakeKube {
     }
 
     fn start_with(token: &str, cert: &str, key: &str) -> FakeKube {
+        super::netns::ensure();
         let config = server_config(cert, key);
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let url = format!("https://{}", listener.local_addr().unwrap());
