@@ -595,7 +595,7 @@ mod tests {
         assert_eq!(env_value(&d, "KUBERNETES_FORCE_ENABLED")["value"], "true");
         assert_eq!(
             env_value(&d, "KUBERNETES_WORKER_NODETYPE_LABEL")["value"],
-            "trigger-runs"
+            "v4-worker"
         );
         assert_eq!(
             env_value(&d, "KUBERNETES_RUNNER_TOLERATIONS")["value"],

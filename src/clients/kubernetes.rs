@@ -846,6 +846,37 @@ impl Credentials {
             .map_err(|e| anyhow!("kubeconfig {}: {e}", path.display()))
     }
 
+    /// Credentials given as a kubeconfig's `*-data` fields are (base64 of PEM), as DigitalOcean's
+    /// `GET /v2/kubernetes/clusters/{id}/credentials` gives them: a token when there is one, else
+    /// the client certificate and key.
+    pub fn from_data(
+        server: &str,
+        ca_data: &str,
+        token: Option<&Secret>,
+        cert_data: Option<&str>,
+        key_data: Option<&Secret>,
+    ) -> anyhow::Result<Credentials> {
+        let ca_pem = decode(ca_data, "certificate_authority_data")?;
+        let user = match (token, cert_data, key_data) {
+            (Some(t), _, _) if !t.expose().trim().is_empty() => User::Token(t.clone()),
+            (_, Some(cert), Some(key)) => User::Certificate {
+                cert_pem: decode(cert, "client_certificate_data")?,
+                key_pem: Secret::new(
+                    String::from_utf8(decode(key.expose(), "client_key_data")?)
+                        .map_err(|_| anyhow!("client_key_data is not PEM text"))?,
+                ),
+            },
+            _ => bail!(
+                "{SERVICE}: the credentials have neither a token nor a client certificate and key"
+            ),
+        };
+        Ok(Credentials {
+            server: check_server(server)?,
+            ca_pem,
+            user,
+        })
+    }
+
     fn parse_kubeconfig(text: &str, dir: &Path) -> anyhow::Result<Credentials> {
         let config: Kubeconfig =
             serde_yaml::from_str(text).map_err(|e| anyhow!("not a kubeconfig ({e})"))?;
@@ -968,6 +999,36 @@ mod tests {
         assert!(
             matches!(c.user, User::Certificate { ref cert_pem, ref key_pem } if cert_pem == b"CERT" && key_pem.expose() == "KEYKEYKEY")
         );
+    }
+
+    #[test]
+    fn credentials_given_as_data_fields_prefer_the_token() {
+        let b = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+        let token = Secret::new("doks-token-abcdef");
+        let c = Credentials::from_data(
+            "https://x.k8s.example.com",
+            &b(CA),
+            Some(&token),
+            None,
+            None,
+        )
+        .unwrap();
+        assert!(matches!(c.user, User::Token(_)));
+        let key = Secret::new(b("KEYKEYKEY"));
+        let c = Credentials::from_data(
+            "https://x.k8s.example.com/",
+            &b(CA),
+            None,
+            Some(&b("CERT")),
+            Some(&key),
+        )
+        .unwrap();
+        assert_eq!(c.server, "https://x.k8s.example.com");
+        assert!(
+            matches!(c.user, User::Certificate { ref key_pem, .. } if key_pem.expose() == "KEYKEYKEY")
+        );
+        assert!(Credentials::from_data("https://x", "%%", Some(&token), None, None).is_err());
+        assert!(Credentials::from_data("https://x", &b(CA), None, None, None).is_err());
     }
 
     #[test]
