@@ -1,10 +1,14 @@
 #!/usr/bin/env python3
-"""Checks two architecture rules on src/, and prints the module graph.
+"""Checks four architecture rules on src/, and prints the module graph.
 
 1. No import cycle between modules. An edge A -> B is any `crate::B…` path in A (tests
    excluded), `super::…` to a parent, `use child::…`, and a parent's `mod child;` declaration.
    Rust's module tree allows a child to use its parent; we do not: shared types live below both.
-2. No function longer than 120 lines (signature to closing brace).
+2. No function longer than 80 lines (signature to closing brace), tests included.
+3. No file with more than 900 lines of code: lines that are neither blank nor only a comment,
+   its `#[cfg(test)] mod …` apart.
+4. The supervisor's pure modules (the decisions and the simulation) name no DigitalOcean client
+   type: they read ops' own facts (tasks/supervisor/facts.rs), so another platform can feed them.
 
   python3 scripts/architecture.py          check; exit 1 on a violation
   python3 scripts/architecture.py --graph  also print every module's dependencies
@@ -13,7 +17,13 @@ import os
 import re
 import sys
 
-MAX_FN_LINES = 120
+MAX_FN_LINES = 80
+MAX_FILE_CODE = 900
+PURE = [
+    "tasks::supervisor::" + m
+    for m in ("capacity", "decide", "diff", "disk", "drain", "facts", "flow", "health", "plan",
+              "presets", "sim", "sim::fleet", "sim::load")
+]
 src_dir = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src")
 
 modules = {}
@@ -104,6 +114,16 @@ for name, (path, text) in modules.items():
         if k - i + 1 > MAX_FN_LINES:
             long_fns.append(f"{os.path.relpath(path, src_dir)}:{i + 1} fn {m.group(2)}: {k - i + 1} lines")
 
+big_files = []
+leaky = []
+for name, (path, text) in modules.items():
+    code = re.sub(r"#\[cfg\(test\)\]\s*mod \w+ \{.*", "", text, flags=re.S)
+    n = sum(1 for l in code.split("\n") if l.strip() and not l.strip().startswith("//"))
+    if n > MAX_FILE_CODE:
+        big_files.append(f"{os.path.relpath(path, src_dir)}: {n} lines of code")
+    if name in PURE and re.search(r"clients::digitalocean", code):
+        leaky.append(f"{os.path.relpath(path, src_dir)} names clients::digitalocean")
+
 if "--graph" in sys.argv:
     for name in sorted(edges):
         print(f"{name} -> {', '.join(sorted(edges[name])) or '-'}")
@@ -116,6 +136,13 @@ if long_fns:
     ok = False
     for f in long_fns:
         print(f"function over {MAX_FN_LINES} lines: {f}")
+for f in big_files:
+    ok = False
+    print(f"file over {MAX_FILE_CODE} lines of code: {f}")
+for f in leaky:
+    ok = False
+    print(f"DigitalOcean client type in a pure module: {f}")
 print(f"{len(modules)} modules, {sum(len(e) for e in edges.values())} edges: "
-      + ("no cycle, no function over 120 lines" if ok else "violations above"))
+      + (f"no cycle, no function over {MAX_FN_LINES} lines, no file over {MAX_FILE_CODE} lines "
+         "of code, no DigitalOcean client type in the pure modules" if ok else "violations above"))
 sys.exit(0 if ok else 1)

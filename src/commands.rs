@@ -248,6 +248,28 @@ pub fn check(app: &App, strict: bool, json_out: bool) -> anyhow::Result<ExitCode
     if !s.is_active {
         c.warn("IS_ACTIVE=false: every run exits at once with \"monitoring disabled\"");
     }
+    let (missing, uses_supervisor) = missing_settings(app, &mut c);
+    if uses_supervisor && s.digitalocean_token.is_some() {
+        if let Some(problem) = crate::tasks::supervisor::visibility_problem(s) {
+            c.fail(problem);
+            return c.finish("check", ExitCode::Config);
+        }
+    }
+    if strict && missing > 0 {
+        // The package enables its timers only when this passes: nothing that would fail every
+        // minute starts before the env file is filled in.
+        c.fail(format!(
+            "--strict: {missing} setting(s) the enabled profiles need are missing"
+        ));
+        return c.finish("check", ExitCode::Config);
+    }
+    c.finish("check", ExitCode::Success)
+}
+
+/// The settings the enabled profiles' tasks need and lack, each a warning: how many, and
+/// whether a supervisor task is enabled.
+fn missing_settings(app: &App, c: &mut Checklist) -> (usize, bool) {
+    let s = &app.settings;
     let kinds: Vec<&str> = app
         .config
         .profiles
@@ -280,21 +302,7 @@ pub fn check(app: &App, strict: bool, json_out: bool) -> anyhow::Result<ExitCode
         c.warn(msg);
         missing += 1;
     }
-    if uses("supervisor") && s.digitalocean_token.is_some() {
-        if let Some(problem) = crate::tasks::supervisor::visibility_problem(s) {
-            c.fail(problem);
-            return c.finish("check", ExitCode::Config);
-        }
-    }
-    if strict && missing > 0 {
-        // The package enables its timers only when this passes: nothing that would fail every
-        // minute starts before the env file is filled in.
-        c.fail(format!(
-            "--strict: {missing} setting(s) the enabled profiles need are missing"
-        ));
-        return c.finish("check", ExitCode::Config);
-    }
-    c.finish("check", ExitCode::Success)
+    (missing, uses("supervisor"))
 }
 
 pub fn completions(shell: clap_complete::Shell) -> anyhow::Result<ExitCode> {

@@ -521,33 +521,7 @@ impl<'de> Deserialize<'de> for Task {
                         "task has no `kind:` (one of extract, replication, supervisor, exec)",
                     )
                 })?;
-                let options = serde_yaml::Value::Mapping(rest);
-                let fail = |e: serde_yaml::Error| {
-                    de::Error::custom(format!("{kind} task: {}", strip_location(&e.to_string())))
-                };
-                let spec = match kind.as_str() {
-                    "exec" => TaskSpec::Exec(serde_yaml::from_value(options).map_err(fail)?),
-                    "extract" => TaskSpec::Extract(serde_yaml::from_value(options).map_err(fail)?),
-                    "replication" => {
-                        TaskSpec::Replication(serde_yaml::from_value(options).map_err(fail)?)
-                    }
-                    "supervisor" => {
-                        TaskSpec::Supervisor(serde_yaml::from_value(options).map_err(fail)?)
-                    }
-                    other => return Err(de::Error::custom(unknown_kind(other))),
-                };
-                if let TaskSpec::Exec(exec) = &spec {
-                    validate_exec(exec).map_err(de::Error::custom)?;
-                }
-                if let TaskSpec::Supervisor(sup) = &spec {
-                    if let (Some(lo), Some(hi)) = (sup.min, sup.max) {
-                        if lo > hi || hi == 0 {
-                            return Err(de::Error::custom(format!(
-                                "supervisor task: min {lo} and max {hi} must satisfy min ≤ max and max ≥ 1"
-                            )));
-                        }
-                    }
-                }
+                let spec = task_spec(&kind, rest).map_err(de::Error::custom)?;
                 Ok(Task {
                     name: name.unwrap_or_else(|| kind.clone()),
                     enabled,
@@ -563,6 +537,90 @@ impl<'de> Deserialize<'de> for Task {
         }
         d.deserialize_any(V)
     }
+}
+
+/// One profile's name, tasks, description and ping URL, each refused with its place in the
+/// file.
+fn check_profile(text: &str, shown: &str, name: &str, p: &RawProfile) -> anyhow::Result<()> {
+    let at = |needle: &str, nth: usize| -> String {
+        find_key(text, needle, nth)
+            .map(|(l, c)| format!(":{l}:{c}"))
+            .unwrap_or_default()
+    };
+    if name.is_empty()
+        || name.len() > 64
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+    {
+        return Err(config_error(format!(
+            "{shown}{}: invalid profile name {name:?} (use 1-64 characters from a-z, 0-9 and -)",
+            at(name, 1)
+        )));
+    }
+    if p.tasks.is_empty() {
+        return Err(config_error(format!(
+            "{shown}{}: profile {name:?} has no tasks (add tasks: [supervisor] or similar, or set enabled: false)",
+            at(name, 1)
+        )));
+    }
+    // The description goes into systemd units that run as root: a line break there
+    // would be a directive of its own.
+    if p.description.chars().any(char::is_control) {
+        let profile_line = find_key(text, name, 1).map_or(0, |(l, _)| l);
+        let at = find_key_after(text, "description", profile_line, 1)
+            .map(|(l, c)| format!(":{l}:{c}"))
+            .unwrap_or_default();
+        return Err(config_error(format!(
+            "{shown}{at}: profile {name:?}: the description contains a control character (a line break, carriage return or tab): write it on one line"
+        )));
+    }
+    if let Some(url) = &p.ping_url {
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(config_error(format!(
+                "{shown}{}: profile {name:?}: ping_url {url:?} is not an http(s) URL",
+                at("ping_url", 1)
+            )));
+        }
+    }
+    let mut seen: Vec<&str> = Vec::new();
+    for task in &p.tasks {
+        if seen.contains(&task.name.as_str()) {
+            return Err(config_error(format!(
+                "{shown}{}: profile {name:?} has two tasks named {:?} (give one a distinct name:)",
+                at(name, 1),
+                task.name
+            )));
+        }
+        seen.push(&task.name);
+    }
+    Ok(())
+}
+
+/// A task's options, parsed for its kind and validated (exec's command, supervisor's bounds).
+fn task_spec(kind: &str, rest: serde_yaml::Mapping) -> Result<TaskSpec, String> {
+    let options = serde_yaml::Value::Mapping(rest);
+    let fail = |e: serde_yaml::Error| format!("{kind} task: {}", strip_location(&e.to_string()));
+    let spec = match kind {
+        "exec" => TaskSpec::Exec(serde_yaml::from_value(options).map_err(fail)?),
+        "extract" => TaskSpec::Extract(serde_yaml::from_value(options).map_err(fail)?),
+        "replication" => TaskSpec::Replication(serde_yaml::from_value(options).map_err(fail)?),
+        "supervisor" => TaskSpec::Supervisor(serde_yaml::from_value(options).map_err(fail)?),
+        other => return Err(unknown_kind(other)),
+    };
+    if let TaskSpec::Exec(exec) = &spec {
+        validate_exec(exec)?;
+    }
+    if let TaskSpec::Supervisor(sup) = &spec {
+        if let (Some(lo), Some(hi)) = (sup.min, sup.max) {
+            if lo > hi || hi == 0 {
+                return Err(format!(
+                    "supervisor task: min {lo} and max {hi} must satisfy min ≤ max and max ≥ 1"
+                ));
+            }
+        }
+    }
+    Ok(spec)
 }
 
 fn unknown_kind(kind: &str) -> String {
@@ -665,53 +723,7 @@ impl JobsConfig {
                     at(&name, 2)
                 )));
             }
-            if name.is_empty()
-                || name.len() > 64
-                || !name
-                    .chars()
-                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-            {
-                return Err(config_error(format!(
-                    "{shown}{}: invalid profile name {name:?} (use 1-64 characters from a-z, 0-9 and -)",
-                    at(&name, 1)
-                )));
-            }
-            if p.tasks.is_empty() {
-                return Err(config_error(format!(
-                    "{shown}{}: profile {name:?} has no tasks (add tasks: [supervisor] or similar, or set enabled: false)",
-                    at(&name, 1)
-                )));
-            }
-            // The description goes into systemd units that run as root: a line break there
-            // would be a directive of its own.
-            if p.description.chars().any(char::is_control) {
-                let profile_line = find_key(text, &name, 1).map_or(0, |(l, _)| l);
-                let at = find_key_after(text, "description", profile_line, 1)
-                    .map(|(l, c)| format!(":{l}:{c}"))
-                    .unwrap_or_default();
-                return Err(config_error(format!(
-                    "{shown}{at}: profile {name:?}: the description contains a control character (a line break, carriage return or tab): write it on one line"
-                )));
-            }
-            if let Some(url) = &p.ping_url {
-                if !(url.starts_with("http://") || url.starts_with("https://")) {
-                    return Err(config_error(format!(
-                        "{shown}{}: profile {name:?}: ping_url {url:?} is not an http(s) URL",
-                        at("ping_url", 1)
-                    )));
-                }
-            }
-            let mut seen: Vec<&str> = Vec::new();
-            for task in &p.tasks {
-                if seen.contains(&task.name.as_str()) {
-                    return Err(config_error(format!(
-                        "{shown}{}: profile {name:?} has two tasks named {:?} (give one a distinct name:)",
-                        at(&name, 1),
-                        task.name
-                    )));
-                }
-                seen.push(&task.name);
-            }
+            check_profile(text, shown, &name, &p)?;
             profiles.push(Profile {
                 name,
                 cron: p.cron.0,

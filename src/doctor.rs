@@ -36,22 +36,7 @@ pub fn run(app: &App, json: bool) -> anyhow::Result<ExitCode> {
         ))
     });
 
-    match &s.railway_token {
-        None => r.line(Err("Railway: RAILWAY_API_TOKEN (or RAILWAY_TOKEN) is not set: create a token at railway.com/account/tokens".into())),
-        Some((auth, token)) => {
-            let railway = Railway::new(&http, &s.railway_api_url, (*auth, token), deadline());
-            r.line(railway.whoami().map(|who| format!("Railway token valid ({who})")).map_err(|e| format!("Railway: {e:#}")));
-            match s.railway_ids() {
-                Ok((project, _)) => r.line(
-                    railway
-                        .services(project)
-                        .map(|list| format!("Railway project {project} visible: services {}", list.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ")))
-                        .map_err(|e| format!("Railway project {project}: {e:#} (check RAILWAY_PROJECT_ID and the token's scope)")),
-                ),
-                Err(e) => r.line(Err(format!("Railway: {e:#}"))),
-            }
-        }
-    }
+    railway_check(&mut r, &http, s, deadline());
 
     match &s.digitalocean_token {
         None => r.line(Err("DigitalOcean: DIGITALOCEAN_TOKEN is not set: create a read/write token at cloud.digitalocean.com/account/api/tokens".into())),
@@ -94,6 +79,26 @@ pub fn run(app: &App, json: bool) -> anyhow::Result<ExitCode> {
         return r.finish("doctor", ExitCode::TaskFailed);
     }
     r.finish("doctor", ExitCode::Success)
+}
+
+/// The Railway token, and the project it should see.
+fn railway_check(r: &mut Checklist, http: &Http, s: &crate::settings::Settings, deadline: Instant) {
+    match &s.railway_token {
+        None => r.line(Err("Railway: RAILWAY_API_TOKEN (or RAILWAY_TOKEN) is not set: create a token at railway.com/account/tokens".into())),
+        Some((auth, token)) => {
+            let railway = Railway::new(http, &s.railway_api_url, (*auth, token), deadline);
+            r.line(railway.whoami().map(|who| format!("Railway token valid ({who})")).map_err(|e| format!("Railway: {e:#}")));
+            match s.railway_ids() {
+                Ok((project, _)) => r.line(
+                    railway
+                        .services(project)
+                        .map(|list| format!("Railway project {project} visible: services {}", list.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ")))
+                        .map_err(|e| format!("Railway project {project}: {e:#} (check RAILWAY_PROJECT_ID and the token's scope)")),
+                ),
+                Err(e) => r.line(Err(format!("Railway: {e:#}"))),
+            }
+        }
+    }
 }
 
 /// What a droplet is created with, checked against DigitalOcean's own lists: a size, region,

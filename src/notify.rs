@@ -163,6 +163,28 @@ fn cause(summary: &RunSummary) -> Option<String> {
     Some(digest::cut(&redact(first), 300).to_string())
 }
 
+/// Each failed task's lines (none when the run recovered or only changed things).
+fn failed_sections(summary: &RunSummary, kind: Kind) -> Vec<Section> {
+    if matches!(kind, Kind::Recovered | Kind::Info) {
+        Vec::new()
+    } else {
+        summary
+            .tasks
+            .iter()
+            .filter(|t| t.status == Status::Failed)
+            .map(|t| Section {
+                title: format!("• {} ({})", t.name, t.kind),
+                lines: t
+                    .detail
+                    .iter()
+                    .filter(|l| !is_counter(&t.kind, l))
+                    .map(|l| redact(l))
+                    .collect(),
+            })
+            .collect()
+    }
+}
+
 /// The run's digest, structured so each channel can cut it to its limit.
 fn digest(
     summary: &RunSummary,
@@ -197,24 +219,7 @@ fn digest(
             }
         ),
     };
-    let mut sections: Vec<Section> = if matches!(kind, Kind::Recovered | Kind::Info) {
-        Vec::new()
-    } else {
-        summary
-            .tasks
-            .iter()
-            .filter(|t| t.status == Status::Failed)
-            .map(|t| Section {
-                title: format!("• {} ({})", t.name, t.kind),
-                lines: t
-                    .detail
-                    .iter()
-                    .filter(|l| !is_counter(&t.kind, l))
-                    .map(|l| redact(l))
-                    .collect(),
-            })
-            .collect()
-    };
+    let mut sections = failed_sections(summary, kind);
     if !changes.is_empty() {
         let title = match kind {
             Kind::Recovered => "• what ops did while it failed",

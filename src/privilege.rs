@@ -98,18 +98,22 @@ pub fn switch(state_dir: &Path, as_root: bool) -> anyhow::Result<Switched> {
             bail!("still able to regain root after switching to user {uid}: refusing to go on");
         }
     }
-    // The owner's identity for what ops and its exec tasks read from the environment.
-    if let Some((name, home)) = &user {
-        let name = name.to_string_lossy().into_owned();
-        std::env::set_var("HOME", home);
-        std::env::set_var("USER", &name);
-        std::env::set_var("LOGNAME", &name);
-    }
+    become_owner(user.as_ref());
     log::info!(
         "running as uid {uid} (gid {gid}), the owner of {}, exactly as the timer does (--as-root keeps root)",
         state_dir.display()
     );
     Ok(Switched::To { uid, gid })
+}
+
+/// The owner's identity for what ops and its exec tasks read from the environment.
+fn become_owner(user: Option<&(std::ffi::CString, std::path::PathBuf)>) {
+    if let Some((name, home)) = user {
+        let name = name.to_string_lossy().into_owned();
+        std::env::set_var("HOME", home);
+        std::env::set_var("USER", &name);
+        std::env::set_var("LOGNAME", &name);
+    }
 }
 
 /// The user's name and home directory from the password database.

@@ -48,6 +48,36 @@ fn problem(kind: &'static str, text: String, profile: Option<&str>, at: &Value) 
     }
 }
 
+/// The circuit breaker, when open: the supervisor's own line (`own_line`) names the droplet
+/// and how to look at it.
+fn breaker(doc: &Value, now_ms: i64, own_line: Option<&str>) -> Option<Problem> {
+    let breaker = &doc["breaker"];
+    if breaker["open"] != true {
+        return None;
+    }
+
+    let closes = match ms(&breaker["closes_at"]) {
+        Some(at) => format!("it closes by itself {}", relative(at, now_ms)),
+        None => "it stays open".to_string(),
+    };
+    // The supervisor's own line names the droplet and how to look at it.
+    let text = match own_line {
+        Some(l) => format!("{l} ({closes})"),
+        None => format!(
+            "circuit breaker open: {} replacements within {}, so no unhealthy droplet is replaced; {closes}, or `ops run {} --reset-breaker` once the cause is fixed",
+            breaker["replacements"].as_array().map_or(0, Vec::len),
+            breaker["window"].as_str().unwrap_or("?"),
+            breaker["profile"].as_str().unwrap_or("<profile>")
+        ),
+    };
+    Some(problem(
+        "breaker",
+        text,
+        breaker["profile"].as_str(),
+        &Value::Null,
+    ))
+}
+
 /// Every problem that stands, most urgent first.
 pub fn find(doc: &Value, now_ms: i64) -> Vec<Problem> {
     let mut out = Vec::new();
@@ -57,29 +87,7 @@ pub fn find(doc: &Value, now_ms: i64) -> Vec<Problem> {
         .map(|a| a.iter().filter_map(Value::as_str).collect())
         .unwrap_or_default();
     let line = |prefix: &str| lines.iter().find(|l| l.starts_with(prefix)).copied();
-    let breaker = &doc["breaker"];
-    if breaker["open"] == true {
-        let closes = match ms(&breaker["closes_at"]) {
-            Some(at) => format!("it closes by itself {}", relative(at, now_ms)),
-            None => "it stays open".to_string(),
-        };
-        // The supervisor's own line names the droplet and how to look at it.
-        let text = match line("circuit breaker open") {
-            Some(l) => format!("{l} ({closes})"),
-            None => format!(
-                "circuit breaker open: {} replacements within {}, so no unhealthy droplet is replaced; {closes}, or `ops run {} --reset-breaker` once the cause is fixed",
-                breaker["replacements"].as_array().map_or(0, Vec::len),
-                breaker["window"].as_str().unwrap_or("?"),
-                breaker["profile"].as_str().unwrap_or("<profile>")
-            ),
-        };
-        out.push(problem(
-            "breaker",
-            text,
-            breaker["profile"].as_str(),
-            &Value::Null,
-        ));
-    }
+    out.extend(breaker(doc, now_ms, line("circuit breaker open")));
     for (kind, prefix) in [
         ("refusing", "refusing to act"),
         ("webapp_down", "the webapp is the likely cause"),

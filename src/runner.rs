@@ -127,6 +127,44 @@ pub fn run(app: &App, name: &str, opts: &RunOptions) -> anyhow::Result<ExitCode>
     drop(watchdog);
 
     let ok = summary.status != "failed";
+    let auto_disable = count_streak(app, &mut ps, name, ok, now);
+    ps.save(&state, name, now)?;
+    tell(app, &state, profile, &summary, &host, now);
+    let code = finish_output(&summary, json, crate::logging::stdout_is_journal(&app.env));
+    if auto_disable && !json {
+        println!(
+            "{name}: auto-disabled after {} healthy runs (ops enable {name} to resume)",
+            ps.healthy_streak
+        );
+    }
+    Ok(code)
+}
+
+/// After the run: the alert channels, and the dead man's switch.
+fn tell(app: &App, state: &State, profile: &Profile, summary: &RunSummary, host: &str, now: i64) {
+    let ok = summary.status != "failed";
+    if let Err(e) = notify::after_run(
+        &app.settings,
+        state,
+        summary,
+        profile.renotify_after,
+        host,
+        now,
+    ) {
+        log::warn!("{}: alerting failed: {e:#}", profile.name);
+    }
+    if let Some(url) = &profile.ping_url {
+        // The summary rides along: the dead man's switch's page shows what the run did.
+        notify::ping(
+            url,
+            if ok { "" } else { "/fail" },
+            Some(&report::run_table(summary)),
+        );
+    }
+}
+
+/// The profile's healthy streak after this run, and whether AUTO_DISABLE disables it now.
+fn count_streak(app: &App, ps: &mut ProfileState, name: &str, ok: bool, now: i64) -> bool {
     ps.skipped_streak = 0;
     ps.healthy_streak = if ok {
         ps.healthy_streak.saturating_add(1)
@@ -141,33 +179,7 @@ pub fn run(app: &App, name: &str, opts: &RunOptions) -> anyhow::Result<ExitCode>
         ps.changed_at = now;
         log::warn!("{name}: {} healthy runs in a row with AUTO_DISABLE=true: the profile disables itself until `ops enable {name}`", ps.healthy_streak);
     }
-    ps.save(&state, name, now)?;
-    if let Err(e) = notify::after_run(
-        &app.settings,
-        &state,
-        &summary,
-        profile.renotify_after,
-        &host,
-        now,
-    ) {
-        log::warn!("{name}: alerting failed: {e:#}");
-    }
-    if let Some(url) = &profile.ping_url {
-        // The summary rides along: the dead man's switch's page shows what the run did.
-        notify::ping(
-            url,
-            if ok { "" } else { "/fail" },
-            Some(&report::run_table(&summary)),
-        );
-    }
-    let code = finish_output(&summary, json, crate::logging::stdout_is_journal(&app.env));
-    if auto_disable && !json {
-        println!(
-            "{name}: auto-disabled after {} healthy runs (ops enable {name} to resume)",
-            ps.healthy_streak
-        );
-    }
-    Ok(code)
+    auto_disable
 }
 
 /// `--dry-run`: the state read-only (or none), nobody told, nothing written.

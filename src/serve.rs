@@ -443,6 +443,24 @@ fn metrics(app: &App, state: Option<&State>) -> anyhow::Result<String> {
         out.push_str("# no state database yet\n");
         return Ok(out);
     };
+    profile_metrics(app, state, &mut out)?;
+    out.push_str("# HELP ops_task_failures_total Failed task results recorded since the state database was created (pruning never lowers it).\n# TYPE ops_task_failures_total counter\n");
+    for (profile, task, n) in state.task_failures()? {
+        let _ = writeln!(
+            out,
+            "ops_task_failures_total{{profile=\"{}\",task=\"{}\"}} {n}",
+            label(&profile),
+            label(&task)
+        );
+    }
+    breaker_metrics(app, state, &mut out)?;
+    alert_and_slot_metrics(state, &mut out)?;
+    supervisor_metrics(state, &mut out)?;
+    Ok(out)
+}
+
+/// Each profile's last run, its tasks and its state (streak, disabled, period).
+fn profile_metrics(app: &App, state: &State, out: &mut String) -> anyhow::Result<()> {
     out.push_str("# HELP ops_last_run_timestamp_seconds Start of the last run of a profile, by its status.\n# TYPE ops_last_run_timestamp_seconds gauge\n");
     let mut durations = String::new();
     let mut streaks = String::new();
@@ -512,19 +530,7 @@ fn metrics(app: &App, state: Option<&State>) -> anyhow::Result<String> {
         let _ = writeln!(out, "# HELP {metric} {help}\n# TYPE {metric} {kind}");
         out.push_str(body);
     }
-    out.push_str("# HELP ops_task_failures_total Failed task results recorded since the state database was created (pruning never lowers it).\n# TYPE ops_task_failures_total counter\n");
-    for (profile, task, n) in state.task_failures()? {
-        let _ = writeln!(
-            out,
-            "ops_task_failures_total{{profile=\"{}\",task=\"{}\"}} {n}",
-            label(&profile),
-            label(&task)
-        );
-    }
-    breaker_metrics(app, state, &mut out)?;
-    alert_and_slot_metrics(state, &mut out)?;
-    supervisor_metrics(state, &mut out)?;
-    Ok(out)
+    Ok(())
 }
 
 /// Undelivered alerts per channel, and what the replication slot retains.

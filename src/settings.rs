@@ -103,38 +103,9 @@ impl Settings {
     }
 
     pub fn from_env(env: &Env) -> anyhow::Result<Settings> {
-        let railway_token = match (env.get("RAILWAY_API_TOKEN"), env.get("RAILWAY_TOKEN")) {
-            (Some(_), Some(_)) => return Err(config_error(
-                "RAILWAY_API_TOKEN and RAILWAY_TOKEN are both set: keep one (RAILWAY_API_TOKEN \
-                     for an account/workspace token, RAILWAY_TOKEN for a project token)",
-            )),
-            (Some(t), None) => Some((RailwayAuth::Account, Secret::new(t))),
-            (None, Some(t)) => Some((RailwayAuth::Project, Secret::new(t))),
-            (None, None) => None,
-        };
-        let trigger_worker_token = match env.get("TRIGGER_WORKER_TOKEN") {
-            Some(t) if !is_worker_token(t) => {
-                crate::redact::register(t);
-                return Err(config_error(
-                    "TRIGGER_WORKER_TOKEN does not look like a worker token: expected tr_wgt_ \
-                     followed by letters and digits (unset it to let ops find the token)",
-                ));
-            }
-            t => t.map(Secret::new),
-        };
-        let trigger_version = match env.get("TRIGGER_VERSION") {
-            Some(v)
-                if v.len() > 128
-                    || !v
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)) =>
-            {
-                return Err(config_error(format!(
-                    "TRIGGER_VERSION={v:?} is not an image tag (letters, digits, '.', '_', '-'): use a release such as {DEFAULT_TRIGGER_VERSION}, or unset it to follow the webapp's version"
-                )))
-            }
-            v => v.map(str::to_string),
-        };
+        let railway_token = railway_token(env)?;
+        let trigger_worker_token = worker_token(env)?;
+        let trigger_version = trigger_version(env)?;
         let docker_proxy_image = env
             .get("SUPERVISOR_DOCKER_PROXY_IMAGE")
             .unwrap_or(DEFAULT_DOCKER_PROXY_IMAGE)
@@ -144,15 +115,7 @@ impl Settings {
                 "SUPERVISOR_DOCKER_PROXY_IMAGE: {e} (e.g. {DEFAULT_DOCKER_PROXY_IMAGE}, optionally with @sha256:<digest>)"
             )));
         }
-        let ops_lock = match env.get("OPS_LOCK") {
-            None => None,
-            Some(v @ ("local" | "postgres")) => Some(v.to_string()),
-            Some(v) => {
-                return Err(config_error(format!(
-                    "OPS_LOCK={v:?} is invalid: use local or postgres"
-                )))
-            }
-        };
+        let ops_lock = ops_lock(env)?;
         Ok(Settings {
             is_active: parse_bool(env, "IS_ACTIVE", true)?,
             auto_disable: parse_bool(env, "AUTO_DISABLE", false)?,
@@ -223,6 +186,63 @@ impl Settings {
             )),
         }
     }
+}
+
+/// The Railway token, and whether it is an account/workspace or a project token.
+fn railway_token(env: &Env) -> anyhow::Result<Option<(RailwayAuth, Secret)>> {
+    Ok(
+        match (env.get("RAILWAY_API_TOKEN"), env.get("RAILWAY_TOKEN")) {
+            (Some(_), Some(_)) => return Err(config_error(
+                "RAILWAY_API_TOKEN and RAILWAY_TOKEN are both set: keep one (RAILWAY_API_TOKEN \
+                 for an account/workspace token, RAILWAY_TOKEN for a project token)",
+            )),
+            (Some(t), None) => Some((RailwayAuth::Account, Secret::new(t))),
+            (None, Some(t)) => Some((RailwayAuth::Project, Secret::new(t))),
+            (None, None) => None,
+        },
+    )
+}
+
+/// TRIGGER_WORKER_TOKEN, refused unless it looks like a worker token.
+fn worker_token(env: &Env) -> anyhow::Result<Option<Secret>> {
+    Ok(match env.get("TRIGGER_WORKER_TOKEN") {
+        Some(t) if !is_worker_token(t) => {
+            crate::redact::register(t);
+            return Err(config_error(
+                "TRIGGER_WORKER_TOKEN does not look like a worker token: expected tr_wgt_ \
+                 followed by letters and digits (unset it to let ops find the token)",
+            ));
+        }
+        t => t.map(Secret::new),
+    })
+}
+
+/// OPS_LOCK, when set: `local` or `postgres`.
+fn ops_lock(env: &Env) -> anyhow::Result<Option<String>> {
+    match env.get("OPS_LOCK") {
+        None => Ok(None),
+        Some(v @ ("local" | "postgres")) => Ok(Some(v.to_string())),
+        Some(v) => Err(config_error(format!(
+            "OPS_LOCK={v:?} is invalid: use local or postgres"
+        ))),
+    }
+}
+
+/// TRIGGER_VERSION, refused unless it is an image tag.
+fn trigger_version(env: &Env) -> anyhow::Result<Option<String>> {
+    Ok(match env.get("TRIGGER_VERSION") {
+        Some(v)
+            if v.len() > 128
+                || !v
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)) =>
+        {
+            return Err(config_error(format!(
+                "TRIGGER_VERSION={v:?} is not an image tag (letters, digits, '.', '_', '-'): use a release such as {DEFAULT_TRIGGER_VERSION}, or unset it to follow the webapp's version"
+            )))
+        }
+        v => v.map(str::to_string),
+    })
 }
 
 /// `tr_wgt_` followed by at least one ASCII letter or digit, and nothing else.

@@ -36,37 +36,7 @@ struct ProfileStatus {
 /// The status document, shared by `ops status --json` and `ops serve`'s `/v1/status`.
 pub fn document(app: &App, state: Option<&State>) -> anyhow::Result<Value> {
     let now = chrono::Local::now().naive_local();
-    let mut profiles = Vec::new();
-    for p in &app.config.profiles {
-        let ps = state
-            .map(|s| ProfileState::load(s, &p.name))
-            .unwrap_or_default();
-        let last = match state {
-            Some(s) => s.history(Some(&p.name), 1)?.into_iter().next(),
-            None => None,
-        };
-        profiles.push(ProfileStatus {
-            name: p.name.clone(),
-            cron: p.cron.as_str().to_string(),
-            scheduled: p.enabled,
-            next_run: p.enabled.then(|| p.cron.next_after(now).and_then(crate::timefmt::local_naive_rfc3339)).flatten(),
-            last_run: last
-                .map(|r| {
-                    json!({
-                        "started_at": rfc3339(r.started_at),
-                        "status": r.status,
-                        "duration_ms": r.finished_at.map(|f| (f - r.started_at).max(0)),
-                        "failed_tasks": r.tasks.iter().filter(|t| t.status == "failed").map(|t| t.task.clone()).collect::<Vec<_>>(),
-                        "first_failure": (r.status == "failed").then(|| r.tasks.iter().find(|t| t.status == "failed").and_then(|t| t.detail.lines().next()).unwrap_or(&r.summary).to_string()),
-                    })
-                })
-                .unwrap_or(Value::Null),
-            healthy_streak: ps.healthy_streak,
-            skipped_streak: ps.skipped_streak,
-            disabled: ps.disabled,
-            auto_disabled: ps.auto_disabled,
-        });
-    }
+    let profiles = profile_docs(app, state, now)?;
     let events = match state {
         Some(s) => serde_json::to_value(s.events(
             Some(crate::state::now_ms() - EVENTS_SHOWN_MS),
@@ -89,21 +59,7 @@ pub fn document(app: &App, state: Option<&State>) -> anyhow::Result<Value> {
             let token = extract::token_info(s, &app.settings)
                 .map(|t| json!({"source": t.source, "found_at": if t.found_at > 0 { rfc3339(t.found_at) } else { Value::Null }}))
                 .unwrap_or(Value::Null);
-            let record = extract::record_info(s)?
-                .map(|r| {
-                    let chosen = crate::release::supervisor_version(app.settings.trigger_version.as_deref(), r.webapp_version.as_deref());
-                    json!({
-                        "extracted_at": rfc3339(r.extracted_at), "api_origin": r.api_origin, "fingerprint": r.fingerprint,
-                        "worker_group": r.worker_group,
-                        "webapp_version": r.webapp_version, "webapp_release": r.webapp_release,
-                        "supervisor_version": {
-                            "tag": chosen.tag,
-                            "source": format!("{:?}", chosen.source).to_ascii_lowercase(),
-                            "summary": crate::release::describe(app.settings.trigger_version.as_deref(), r.webapp_version.as_deref()),
-                        },
-                    })
-                })
-                .unwrap_or(Value::Null);
+            let record = record_doc(app, s)?;
             let replication = s
                 .last_task_result("replication")?
                 .map(|(at, status, detail)| json!({"at": rfc3339(at), "status": status, "summary": replication_summary(&status, &detail)}))
@@ -141,6 +97,65 @@ pub fn document(app: &App, state: Option<&State>) -> anyhow::Result<Value> {
     });
     trust_facts(app, state, &mut doc)?;
     Ok(doc)
+}
+
+/// Each profile: its schedule, its last run and its state.
+fn profile_docs(
+    app: &App,
+    state: Option<&State>,
+    now: chrono::NaiveDateTime,
+) -> anyhow::Result<Vec<ProfileStatus>> {
+    let mut profiles = Vec::new();
+    for p in &app.config.profiles {
+        let ps = state
+            .map(|s| ProfileState::load(s, &p.name))
+            .unwrap_or_default();
+        let last = match state {
+            Some(s) => s.history(Some(&p.name), 1)?.into_iter().next(),
+            None => None,
+        };
+        profiles.push(ProfileStatus {
+            name: p.name.clone(),
+            cron: p.cron.as_str().to_string(),
+            scheduled: p.enabled,
+            next_run: p.enabled.then(|| p.cron.next_after(now).and_then(crate::timefmt::local_naive_rfc3339)).flatten(),
+            last_run: last
+                .map(|r| {
+                    json!({
+                        "started_at": rfc3339(r.started_at),
+                        "status": r.status,
+                        "duration_ms": r.finished_at.map(|f| (f - r.started_at).max(0)),
+                        "failed_tasks": r.tasks.iter().filter(|t| t.status == "failed").map(|t| t.task.clone()).collect::<Vec<_>>(),
+                        "first_failure": (r.status == "failed").then(|| r.tasks.iter().find(|t| t.status == "failed").and_then(|t| t.detail.lines().next()).unwrap_or(&r.summary).to_string()),
+                    })
+                })
+                .unwrap_or(Value::Null),
+            healthy_streak: ps.healthy_streak,
+            skipped_streak: ps.skipped_streak,
+            disabled: ps.disabled,
+            auto_disabled: ps.auto_disabled,
+        });
+    }
+    Ok(profiles)
+}
+
+/// The config record extract keeps, and the supervisor version it makes.
+fn record_doc(app: &App, s: &State) -> anyhow::Result<Value> {
+    Ok(extract::record_info(s)?
+        .map(|r| {
+            let chosen = crate::release::supervisor_version(app.settings.trigger_version.as_deref(), r.webapp_version.as_deref());
+            json!({
+                "extracted_at": rfc3339(r.extracted_at), "api_origin": r.api_origin, "fingerprint": r.fingerprint,
+                "worker_group": r.worker_group,
+                "webapp_version": r.webapp_version, "webapp_release": r.webapp_release,
+                "supervisor_version": {
+                    "tag": chosen.tag,
+                    "source": format!("{:?}", chosen.source).to_ascii_lowercase(),
+                    "summary": crate::release::describe(app.settings.trigger_version.as_deref(), r.webapp_version.as_deref()),
+                },
+            })
+        })
+        .unwrap_or(Value::Null))
 }
 
 /// The first supervisor task of the enabled profiles (else any): its options, its profile.

@@ -38,6 +38,51 @@ pub struct Target {
     pub shown: String,
 }
 
+/// libpq's `sslmode`.
+fn ssl_mode(v: &str) -> anyhow::Result<SslMode> {
+    Ok(match v {
+        "disable" => SslMode::Disable,
+        "allow" | "prefer" => SslMode::Prefer,
+        "require" => SslMode::Require,
+        "verify-ca" => SslMode::VerifyCa,
+        "verify-full" => SslMode::VerifyFull,
+        other => bail!("DATABASE_URL has sslmode={other:?}: use disable, prefer, require, verify-ca or verify-full"),
+    })
+}
+
+/// libpq's `channel_binding`.
+fn binding(v: &str) -> anyhow::Result<ChannelBinding> {
+    Ok(match v {
+        "disable" => ChannelBinding::Disable,
+        "prefer" => ChannelBinding::Prefer,
+        "require" => ChannelBinding::Require,
+        other => {
+            bail!("DATABASE_URL has channel_binding={other:?}: use disable, prefer or require")
+        }
+    })
+}
+
+/// What the driver is given: the URL without the parameters ops reads itself, or libpq's
+/// key=value words.
+fn driver_url(is_url: bool, base: &str, kept: &[(String, String)]) -> String {
+    if is_url {
+        let query: Vec<String> = kept
+            .iter()
+            .map(|(k, v)| format!("{k}={}", crate::clients::http::percent_encode(v)))
+            .collect();
+        if query.is_empty() {
+            base.to_string()
+        } else {
+            format!("{base}?{}", query.join("&"))
+        }
+    } else {
+        kept.iter()
+            .map(|(k, v)| format!("{k}='{}'", v.replace('\\', "\\\\").replace('\'', "\\'")))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+}
+
 impl Target {
     pub fn parse(url: &Secret) -> anyhow::Result<Target> {
         let raw = url.expose().trim();
@@ -64,27 +109,11 @@ impl Target {
         let mut kept: Vec<(String, String)> = Vec::new();
         for (k, v) in pairs {
             match k.as_str() {
-                "sslmode" => {
-                    ssl = Some(match v.as_str() {
-                        "disable" => SslMode::Disable,
-                        "allow" | "prefer" => SslMode::Prefer,
-                        "require" => SslMode::Require,
-                        "verify-ca" => SslMode::VerifyCa,
-                        "verify-full" => SslMode::VerifyFull,
-                        other => bail!("DATABASE_URL has sslmode={other:?}: use disable, prefer, require, verify-ca or verify-full"),
-                    })
-                }
+                "sslmode" => ssl = Some(ssl_mode(&v)?),
                 "sslrootcert" => root_cert = Some(v),
                 // Prisma's `schema`: where the webapp's tables live, so our search path.
                 "schema" => schema = Some(schema_name(&v)?),
-                "channel_binding" => {
-                    channel_binding = Some(match v.as_str() {
-                        "disable" => ChannelBinding::Disable,
-                        "prefer" => ChannelBinding::Prefer,
-                        "require" => ChannelBinding::Require,
-                        other => bail!("DATABASE_URL has channel_binding={other:?}: use disable, prefer or require"),
-                    })
-                }
+                "channel_binding" => channel_binding = Some(binding(&v)?),
                 k if IGNORED_PARAMS.contains(&k) => {}
                 k if DRIVER_PARAMS.contains(&k) => kept.push((k.to_string(), v)),
                 other => bail!(
@@ -93,22 +122,7 @@ impl Target {
                 ),
             }
         }
-        let driver_url = if is_url {
-            let query: Vec<String> = kept
-                .iter()
-                .map(|(k, v)| format!("{k}={}", crate::clients::http::percent_encode(v)))
-                .collect();
-            if query.is_empty() {
-                base.to_string()
-            } else {
-                format!("{base}?{}", query.join("&"))
-            }
-        } else {
-            kept.iter()
-                .map(|(k, v)| format!("{k}='{}'", v.replace('\\', "\\\\").replace('\'', "\\'")))
-                .collect::<Vec<_>>()
-                .join(" ")
-        };
+        let driver_url = driver_url(is_url, base, &kept);
         let mut config = Config::from_str(&driver_url)
             .map_err(|e| anyhow!("DATABASE_URL is not a valid Postgres URL: {} (expected postgresql://user:password@host:port/db)", redact(&e.to_string())))?;
         let (ssl, implied_require) = protect(&mut config, ssl, channel_binding);

@@ -128,7 +128,62 @@ pub fn run(opts: &ExecOptions, ctx: &TaskCtx) -> anyhow::Result<Outcome> {
     let stdout = spawn_tail(child.stdout.take());
     let stderr = spawn_tail(child.stderr.take());
 
-    let deadline = started + timeout;
+    let (status, timed_out) = wait_or_kill(&mut child, pgid, started + timeout)?;
+    // Children that outlive the leader keep the pipes open; give them a moment, then end them.
+    let out = stdout.finish(pgid);
+    let err = stderr.finish(pgid);
+    CHILD_GROUP.store(0, Ordering::SeqCst);
+
+    let (status_kind, headline) = headline(status, timed_out, started, &shown, &shown_timeout);
+    let mut detail = vec![headline];
+    detail.extend(out.into_iter().map(|l| format!("stdout | {l}")));
+    detail.extend(err.into_iter().map(|l| format!("stderr | {l}")));
+    Ok(Outcome::lines(status_kind, detail))
+}
+
+/// How the command ended, in one line.
+fn headline(
+    status: ExitStatus,
+    timed_out: bool,
+    started: Instant,
+    shown: &str,
+    shown_timeout: &str,
+) -> (Status, String) {
+    let elapsed = duration::format(Duration::from_millis(started.elapsed().as_millis() as u64));
+    if timed_out {
+        (
+            Status::Failed,
+            format!(
+                "timed out after {shown_timeout}: process group killed (SIGTERM, then SIGKILL after {}s)",
+                KILL_GRACE.as_secs()
+            ),
+        )
+    } else if status.success() {
+        (Status::Ok, format!("exit 0 after {elapsed}"))
+    } else if let Some(code) = status.code() {
+        (
+            Status::Failed,
+            format!("exit {code} after {elapsed}: {shown}"),
+        )
+    } else {
+        use std::os::unix::process::ExitStatusExt;
+        (
+            Status::Failed,
+            format!(
+                "killed by signal {} after {elapsed}: {shown}",
+                status.signal().unwrap_or(0)
+            ),
+        )
+    }
+}
+
+/// Waits for the child until `deadline`; past it, the process group gets SIGTERM, then SIGKILL
+/// after `KILL_GRACE`. Its exit status, and whether it timed out.
+fn wait_or_kill(
+    child: &mut std::process::Child,
+    pgid: i32,
+    deadline: Instant,
+) -> anyhow::Result<(ExitStatus, bool)> {
     let mut timed_out = false;
     let mut poll = Duration::from_millis(2);
     let status: ExitStatus = loop {
@@ -157,41 +212,7 @@ pub fn run(opts: &ExecOptions, ctx: &TaskCtx) -> anyhow::Result<Outcome> {
         thread::sleep(poll.min(deadline - now));
         poll = (poll * 2).min(Duration::from_millis(50));
     };
-    // Children that outlive the leader keep the pipes open; give them a moment, then end them.
-    let out = stdout.finish(pgid);
-    let err = stderr.finish(pgid);
-    CHILD_GROUP.store(0, Ordering::SeqCst);
-
-    let elapsed = duration::format(Duration::from_millis(started.elapsed().as_millis() as u64));
-    let (status_kind, headline) = if timed_out {
-        (
-            Status::Failed,
-            format!(
-                "timed out after {shown_timeout}: process group killed (SIGTERM, then SIGKILL after {}s)",
-                KILL_GRACE.as_secs()
-            ),
-        )
-    } else if status.success() {
-        (Status::Ok, format!("exit 0 after {elapsed}"))
-    } else if let Some(code) = status.code() {
-        (
-            Status::Failed,
-            format!("exit {code} after {elapsed}: {shown}"),
-        )
-    } else {
-        use std::os::unix::process::ExitStatusExt;
-        (
-            Status::Failed,
-            format!(
-                "killed by signal {} after {elapsed}: {shown}",
-                status.signal().unwrap_or(0)
-            ),
-        )
-    };
-    let mut detail = vec![headline];
-    detail.extend(out.into_iter().map(|l| format!("stdout | {l}")));
-    detail.extend(err.into_iter().map(|l| format!("stderr | {l}")));
-    Ok(Outcome::lines(status_kind, detail))
+    Ok((status, timed_out))
 }
 
 fn signal_group(pgid: i32, signal: i32) {

@@ -50,6 +50,27 @@ pub fn tokens(logs: &[LogLine]) -> Vec<String> {
     newest_first
 }
 
+/// Every `tr_wgt_…` token in `text`, in order.
+pub fn tokens_in(text: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let bytes = text.as_bytes();
+    let mut from = 0;
+    while let Some(pos) = text[from..].find("tr_wgt_") {
+        let start = from + pos;
+        let before_ok = start == 0 || !bytes[start - 1].is_ascii_alphanumeric();
+        let body = start + "tr_wgt_".len();
+        let end = text[body..]
+            .find(|c: char| !c.is_ascii_alphanumeric())
+            .map(|e| body + e)
+            .unwrap_or(text.len());
+        if before_ok && end > body {
+            out.push(&text[start..end]);
+        }
+        from = end.max(body);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

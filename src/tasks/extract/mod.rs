@@ -19,249 +19,36 @@ use crate::clients::webapp_db::{self, TokenLookup, WorkerGroup};
 use crate::config::ExtractOptions;
 use crate::record::ConfigRecord;
 use crate::redact::Secret;
-use crate::sealed::{ct_eq, fingerprint, Sealer};
+use crate::sealed::{ct_eq, Sealer};
 use crate::settings::{is_worker_token, Settings};
-use crate::state::{now_ms, State};
+use crate::state::now_ms;
 use crate::task::{ActionRecord, Outcome, Status, TaskCtx, Typed};
 
 pub mod banner;
 pub mod origin;
 pub mod plan;
+pub mod store;
+pub mod webapp;
 
-use origin::{Reach, Resolution};
+pub use banner::tokens_in;
 pub use plan::{is_public_url, url_host};
 use plan::{Action, Freshness, LogsToken, TokenChoice, Verdict};
+use store::{
+    cached_token, record_fingerprint, reseal_legacy, sealer, stored_values, token_hash,
+    StoredRecord, StoredToken, DEFAULT_PENDING_KEY, FIELD_REGISTRY, FIELD_SECRET, FIELD_TOKEN,
+    LEGACY_DONE_KEY, RECORD_KEY, TOKEN_KEY,
+};
+pub use store::{load_record, record_info, token_info, RecordInfo, TokenInfo, NAMESPACE};
+pub(crate) use webapp::webapp_client;
+use webapp::{
+    create_worker_group, lookup, observe_origin, origin_checks, serving, Created, OriginChecks,
+};
 
-pub const NAMESPACE: &str = "config";
-const RECORD_KEY: &str = "record";
-const TOKEN_KEY: &str = "worker_token";
-/// A group ops created whose making-default failed: retried at every run until it succeeds.
-const DEFAULT_PENDING_KEY: &str = "make_default_pending";
-/// Set once every cached secret has been re-sealed in the current format: legacy values are
-/// refused from then on.
-const LEGACY_DONE_KEY: &str = "legacy_resealed";
-
-/// The key, refusing the legacy format once the migration is recorded as done.
-fn sealer(
-    state: Option<&State>,
-    dir: &std::path::Path,
-    create: bool,
-) -> anyhow::Result<Option<Sealer>> {
-    let mut sealer = Sealer::load(dir, create)?;
-    let done = state
-        .and_then(|st| st.kv_get::<bool>(NAMESPACE, LEGACY_DONE_KEY).ok().flatten())
-        .is_some_and(|(d, _)| d);
-    if let (Some(se), true) = (sealer.as_mut(), done) {
-        se.refuse_legacy();
-    }
-    Ok(sealer)
-}
-/// Associated data of each sealed field: a sealed value opens only in its own field.
-const FIELD_SECRET: &str = "config.record.managed_secret";
-const FIELD_REGISTRY: &str = "config.record.registry_password";
-const FIELD_TOKEN: &str = "config.worker_token";
 const WEBAPP_NAMES: &[&str] = &["trigger.dev", "webapp", "trigger"];
 const REGISTRY_NAMES: &[&str] = &["registry", "docker-registry"];
 /// Log lines fetched per query, and deployments searched.
 const LOG_PAGE: u32 = 500;
 const MAX_DEPLOYMENTS: u32 = 10;
-
-/// What is stored: secrets sealed, the manual token never stored at all.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct StoredRecord {
-    managed_secret: String,
-    api_origin: String,
-    otel_endpoint: String,
-    registry_host: Option<String>,
-    registry_username: Option<String>,
-    registry_password: Option<String>,
-    webapp_service: String,
-    webapp_service_id: String,
-    registry_service_id: Option<String>,
-    token_hash: String,
-    fingerprint: String,
-    extracted_at: i64,
-    /// The worker group the webapp's database says the token belongs to (when DATABASE_URL is
-    /// set and the tables exist).
-    #[serde(default)]
-    worker_group: Option<WorkerGroup>,
-    /// The webapp's release (`vX.Y.Z`) read from its Railway source; `None`: unknown.
-    #[serde(default)]
-    webapp_version: Option<String>,
-    /// Where that came from, or why it is unknown.
-    #[serde(default)]
-    webapp_release: Option<String>,
-    /// Its checks failed: the next run reads Railway again whatever its age, so a fix made
-    /// there shows at once.
-    #[serde(default)]
-    failed: bool,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct StoredToken {
-    token: String,
-    source: String,
-    found_at: i64,
-}
-
-/// Status facts for `ops status`: where the token came from and when, never the token.
-#[derive(Debug, Clone, Serialize)]
-pub struct TokenInfo {
-    pub source: String,
-    pub found_at: i64,
-}
-
-pub fn token_info(state: &State, settings: &Settings) -> Option<TokenInfo> {
-    if settings.trigger_worker_token.is_some() {
-        return Some(TokenInfo {
-            source: "manual".into(),
-            found_at: 0,
-        });
-    }
-    let (t, _): (StoredToken, i64) = state.kv_get(NAMESPACE, TOKEN_KEY).ok()??;
-    Some(TokenInfo {
-        source: t.source,
-        found_at: t.found_at,
-    })
-}
-
-/// The stored record's facts without secrets, for `ops status`.
-#[derive(Debug, Clone, Serialize)]
-pub struct RecordInfo {
-    pub extracted_at: i64,
-    pub api_origin: String,
-    pub fingerprint: String,
-    pub worker_group: Option<WorkerGroup>,
-    pub webapp_version: Option<String>,
-    pub webapp_release: Option<String>,
-}
-
-pub fn record_info(state: &State) -> anyhow::Result<Option<RecordInfo>> {
-    Ok(state
-        .kv_get::<StoredRecord>(NAMESPACE, RECORD_KEY)?
-        .map(|(r, _)| RecordInfo {
-            extracted_at: r.extracted_at,
-            api_origin: r.api_origin,
-            fingerprint: r.fingerprint,
-            worker_group: r.worker_group,
-            webapp_version: r.webapp_version,
-            webapp_release: r.webapp_release,
-        }))
-}
-
-/// The stored record with secrets unsealed and the manual token applied; `None` when
-/// nothing has been extracted yet.
-pub fn load_record(
-    state: &State,
-    state_dir: &std::path::Path,
-    settings: &Settings,
-) -> anyhow::Result<Option<ConfigRecord>> {
-    let Some((rec, _)) = state.kv_get::<StoredRecord>(NAMESPACE, RECORD_KEY)? else {
-        return Ok(None);
-    };
-    let Some(sealer) = sealer(Some(state), state_dir, false)? else {
-        return Ok(None);
-    };
-    let (token, source, found_at) = match (
-        &settings.trigger_worker_token,
-        cached_token(state, &sealer)?,
-    ) {
-        (Some(t), _) => (t.clone(), "manual".to_string(), 0),
-        (None, Some(t)) => (Secret::new(t.token), t.source, t.found_at),
-        (None, None) => return Ok(None),
-    };
-    Ok(Some(ConfigRecord {
-        worker_token: token,
-        token_source: source,
-        token_found_at: found_at,
-        managed_secret: Secret::new(sealer.open(FIELD_SECRET, &rec.managed_secret)?),
-        api_origin: rec.api_origin,
-        otel_endpoint: rec.otel_endpoint,
-        registry_host: rec.registry_host,
-        registry_username: rec.registry_username,
-        registry_password: rec
-            .registry_password
-            .map(|p| sealer.open(FIELD_REGISTRY, &p).map(Secret::new))
-            .transpose()?,
-        webapp_service: rec.webapp_service,
-        fingerprint: rec.fingerprint,
-        extracted_at: rec.extracted_at,
-        webapp_version: rec.webapp_version,
-    }))
-}
-
-fn cached_token(state: &State, sealer: &Sealer) -> anyhow::Result<Option<StoredToken>> {
-    let Some((mut t, _)) = state.kv_get::<StoredToken>(NAMESPACE, TOKEN_KEY)? else {
-        return Ok(None);
-    };
-    match sealer.open(FIELD_TOKEN, &t.token) {
-        Ok(plain) if is_worker_token(&plain) => {
-            t.token = Secret::new(plain).expose().to_string();
-            Ok(Some(t))
-        }
-        Ok(_) | Err(_) => {
-            log::warn!("the cached worker token is unreadable; looking for it again");
-            Ok(None)
-        }
-    }
-}
-
-/// Re-seals, once, values stored in the legacy sealed format; true when something changed.
-fn reseal_legacy(state: &State, se: &Sealer, now: i64) -> anyhow::Result<bool> {
-    let mut changed = false;
-    if let Some((mut rec, _)) = state.kv_get::<StoredRecord>(NAMESPACE, RECORD_KEY)? {
-        let legacy = crate::sealed::is_legacy(&rec.managed_secret)
-            || rec
-                .registry_password
-                .as_deref()
-                .is_some_and(crate::sealed::is_legacy);
-        if legacy {
-            rec.managed_secret =
-                se.seal(FIELD_SECRET, &se.open(FIELD_SECRET, &rec.managed_secret)?)?;
-            if let Some(p) = &rec.registry_password {
-                rec.registry_password =
-                    Some(se.seal(FIELD_REGISTRY, &se.open(FIELD_REGISTRY, p)?)?);
-            }
-            state.kv_set(NAMESPACE, RECORD_KEY, &rec, now)?;
-            changed = true;
-        }
-    }
-    if let Some((mut t, _)) = state.kv_get::<StoredToken>(NAMESPACE, TOKEN_KEY)? {
-        if crate::sealed::is_legacy(&t.token) {
-            t.token = se.seal(FIELD_TOKEN, &se.open(FIELD_TOKEN, &t.token)?)?;
-            state.kv_set(NAMESPACE, TOKEN_KEY, &t, now)?;
-            changed = true;
-        }
-    }
-    if changed {
-        log::info!("re-sealed the cached secrets in the current format");
-    }
-    Ok(changed)
-}
-
-fn token_hash(token: &str) -> String {
-    fingerprint(&["worker-token", token])
-}
-
-fn record_fingerprint(
-    token: &str,
-    secret: &str,
-    origin: &str,
-    otel: &str,
-    reg: &Option<String>,
-    user: &Option<String>,
-    pass: &Option<String>,
-) -> String {
-    fingerprint(&[
-        token,
-        secret,
-        origin,
-        otel,
-        reg.as_deref().unwrap_or(""),
-        user.as_deref().unwrap_or(""),
-        pass.as_deref().unwrap_or(""),
-    ])
-}
 
 /// What a run reports and does, gathered as it goes.
 #[derive(Default)]
@@ -316,13 +103,6 @@ struct Token {
     found_at: i64,
     /// The worker group ops has just created for it through the admin API.
     created: Option<Created>,
-}
-
-/// A worker group created through the admin API (`workerGroup` in the answer).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct Created {
-    id: String,
-    name: String,
 }
 
 pub fn run(opts: &ExtractOptions, ctx: &TaskCtx) -> anyhow::Result<Outcome> {
@@ -576,6 +356,65 @@ fn resolve(ctx: &TaskCtx, railway: &Railway, web: &mut Webapp) -> anyhow::Result
     })
 }
 
+/// No token in the logs, and an admin token: a worker group created through the webapp's
+/// admin API (a dry run says it would, and would make it the default).
+fn create_group(
+    ctx: &TaskCtx,
+    http: &Http,
+    checks: &OriginChecks,
+    admin: &Secret,
+    make_default: bool,
+    report: &mut Report,
+) -> anyhow::Result<Option<Token>> {
+    let origin = checks.origin.as_str();
+    let s = ctx.settings;
+    let now = now_ms();
+    if let Err(why) = &checks.admin {
+        bail!("no worker token in the webapp's logs, and {why}");
+    }
+    if !ctx.allow_new_worker_group {
+        let seen = serving(ctx, http)?;
+        if let Some(why) = plan::new_group_guard(&seen, &s.worker_group_name, ctx.profile) {
+            bail!("{why}");
+        }
+    }
+    let action = Action::CreateWorkerGroup {
+        name: s.worker_group_name.clone(),
+        origin: origin.to_string(),
+    };
+    if !report.act(ctx, &action) {
+        if make_default {
+            report.act(
+                ctx,
+                &Action::MakeDefault {
+                    name: s.worker_group_name.clone(),
+                    origin: origin.to_string(),
+                },
+            );
+        }
+        return Ok(None);
+    }
+    let (value, created) = create_worker_group(ctx, origin, admin, &s.worker_group_name)?;
+    ctx.changed(
+        "worker_group.created",
+        format!(
+            "created worker group {:?} through the webapp's admin API ({})",
+            s.worker_group_name,
+            http::origin(origin)
+        ),
+    );
+    report.lines.push(format!(
+        "worker token: created worker group {:?} through the admin API",
+        s.worker_group_name
+    ));
+    Ok(Some(Token {
+        value,
+        source: "admin".into(),
+        found_at: now,
+        created,
+    }))
+}
+
 /// No manual or cached token: the newest in the webapp's logs (when the webapp knows it), else
 /// a worker group created through the admin API. `None`: planned in a dry run.
 fn find_token(
@@ -587,7 +426,6 @@ fn find_token(
     make_default: bool,
     report: &mut Report,
 ) -> anyhow::Result<Option<Token>> {
-    let origin = checks.origin.as_str();
     let s = ctx.settings;
     let now = now_ms();
     let (project, environment) = s.railway_ids()?;
@@ -623,54 +461,36 @@ fn find_token(
             }))
         }
         (TokenChoice::CreateGroup, Some(admin)) => {
-            if let Err(why) = &checks.admin {
-                bail!("no worker token in the webapp's logs, and {why}");
-            }
-            if !ctx.allow_new_worker_group {
-                let seen = serving(ctx, http)?;
-                if let Some(why) = plan::new_group_guard(&seen, &s.worker_group_name, ctx.profile) {
-                    bail!("{why}");
-                }
-            }
-            let action = Action::CreateWorkerGroup {
-                name: s.worker_group_name.clone(),
-                origin: origin.to_string(),
-            };
-            if !report.act(ctx, &action) {
-                if make_default {
-                    report.act(
-                        ctx,
-                        &Action::MakeDefault {
-                            name: s.worker_group_name.clone(),
-                            origin: origin.to_string(),
-                        },
-                    );
-                }
-                return Ok(None);
-            }
-            let (value, created) = create_worker_group(ctx, origin, admin, &s.worker_group_name)?;
-            ctx.changed(
-                "worker_group.created",
-                format!(
-                    "created worker group {:?} through the webapp's admin API ({})",
-                    s.worker_group_name,
-                    http::origin(origin)
-                ),
-            );
-            report.lines.push(format!(
-                "worker token: created worker group {:?} through the admin API",
-                s.worker_group_name
-            ));
-            Ok(Some(Token {
-                value,
-                source: "admin".into(),
-                found_at: now,
-                created,
-            }))
+            create_group(ctx, http, checks, admin, make_default, report)
         }
         (TokenChoice::None(why), _) => bail!("{why}"),
         _ => bail!("internal: no token source"),
     }
+}
+
+/// A worker group created this run becomes the global default (unless `make_default: false`,
+/// or the token failed its checks); a failure is kept and retried at the next run.
+fn made_default(
+    ctx: &TaskCtx,
+    opts: &ExtractOptions,
+    pending: Pending,
+    token_ok: bool,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    if opts.make_default && token_ok {
+        // The token is cached by now: a failure here loses nothing and is retried.
+        if let Err(e) = make_default(ctx, &pending, report) {
+            report.failures.push(format!("{e:#}"));
+            ctx.writable_state()?
+                .kv_set(NAMESPACE, DEFAULT_PENDING_KEY, &pending, now_ms())?;
+        }
+    } else if !opts.make_default {
+        report.lines.push(format!(
+            "worker group {:?} was not made the global default (make_default: false): its supervisors receive only the runs of projects routed to it",
+            pending.group.name
+        ));
+    }
+    Ok(())
 }
 
 /// Reads Railway and builds the record; stores it (with what changed) unless dry run.
@@ -713,23 +533,11 @@ fn extract(
         None => Verdict::default(),
     };
     if let Some(created) = token.as_ref().and_then(|t| t.created.clone()) {
-        if opts.make_default && verdict.failure.is_none() {
-            // The token is cached by now: a failure here loses nothing and is retried.
-            let pending = Pending {
-                group: created,
-                origin: values.origin.clone(),
-            };
-            if let Err(e) = make_default(ctx, &pending, &mut report) {
-                report.failures.push(format!("{e:#}"));
-                ctx.writable_state()?
-                    .kv_set(NAMESPACE, DEFAULT_PENDING_KEY, &pending, now)?;
-            }
-        } else if !opts.make_default {
-            report.lines.push(format!(
-                "worker group {:?} was not made the global default (make_default: false): its supervisors receive only the runs of projects routed to it",
-                created.name
-            ));
-        }
+        let pending = Pending {
+            group: created,
+            origin: values.origin.clone(),
+        };
+        made_default(ctx, opts, pending, verdict.failure.is_none(), &mut report)?;
     }
     let token_value = token.as_ref().map(|t| t.value.clone()).unwrap_or_default();
     let release = web.instance.release();
@@ -924,24 +732,6 @@ fn store(
     Ok(())
 }
 
-/// The stored record's values, secrets opened where the key allows.
-fn stored_values(old: &StoredRecord, sealer: Option<&Sealer>) -> plan::Values {
-    let open = |field: &str, v: &str| sealer.and_then(|se| se.open(field, v).ok());
-    plan::Values {
-        token_hash: old.token_hash.clone(),
-        secret: open(FIELD_SECRET, &old.managed_secret),
-        origin: old.api_origin.clone(),
-        otel: old.otel_endpoint.clone(),
-        registry_host: old.registry_host.clone(),
-        registry_user: old.registry_username.clone(),
-        registry_password: old
-            .registry_password
-            .as_deref()
-            .and_then(|p| open(FIELD_REGISTRY, p)),
-        version: old.webapp_version.clone(),
-    }
-}
-
 fn describe_values(
     webapp: &str,
     v: &Resolved,
@@ -972,16 +762,6 @@ fn describe_values(
     ));
 }
 
-/// Asks the webapp's database (when `DATABASE_URL` is set) whether it knows `token`.
-fn lookup(ctx: &TaskCtx, token: &str) -> anyhow::Result<Option<TokenLookup>> {
-    let Some(url) = &ctx.settings.database_url else {
-        return Ok(None);
-    };
-    let target = Target::parse(url)?;
-    let mut client = target.connect(ctx.connect_timeout())?;
-    webapp_db::lookup_token(&mut client, token).map(Some)
-}
-
 /// The side-effect-free token check (observe), its verdict (plan), and dropping a cached token
 /// the webapp does not know (apply).
 fn check_token(
@@ -1004,111 +784,6 @@ fn check_token(
     Ok(verdict)
 }
 
-/// What ops found of the origin before sending anything there.
-struct OriginChecks {
-    origin: String,
-    failures: Vec<String>,
-    lines: Vec<String>,
-    /// Whether TRIGGER_ADMIN_TOKEN may go there; `Err` says why not.
-    admin: Result<(), String>,
-}
-
-/// The values' checks, the origin's addresses, then `GET <origin>/healthcheck` when the task
-/// asks for it and the origin is public.
-fn origin_checks(
-    ctx: &TaskCtx,
-    opts: &ExtractOptions,
-    secret: &str,
-    api_origin: &str,
-    webapp: &str,
-) -> OriginChecks {
-    let mut failures = plan::value_checks(secret, api_origin, webapp);
-    let mut lines = Vec::new();
-    // Only an origin a droplet can reach is resolved, asked, or handed a token.
-    let observed = if is_public_url(api_origin) {
-        observe_origin(api_origin, webapp)
-            .map_err(|e| failures.push(e))
-            .ok()
-    } else {
-        None
-    };
-    let admin = match observed {
-        Some((parsed, res)) => {
-            let sendable = match &res {
-                Resolution::Reach(Reach::Loopback) => Err(format!(
-                    "API origin {api_origin} resolves to a loopback address: not reachable from a droplet; set API_ORIGIN on {webapp:?} to its public https:// URL"
-                )),
-                Resolution::Forbidden(why) => Err(why.clone()),
-                Resolution::Unresolved(why) => Err(format!("webapp health check failed: {why}")),
-                Resolution::Reach(_) => Ok(()),
-            };
-            match sendable {
-                Ok(()) if opts.check_webapp => {
-                    failures.extend(webapp_health(ctx, api_origin, &mut lines))
-                }
-                Ok(()) => {}
-                // Without the health check an unresolved host is only the admin API's concern.
-                Err(_) if !opts.check_webapp && matches!(res, Resolution::Unresolved(_)) => {}
-                Err(why) => failures.push(why),
-            }
-            origin::admin_token_allowed(api_origin, &parsed, &res, &failures)
-        }
-        None => Err(format!(
-            "TRIGGER_ADMIN_TOKEN is not sent to {api_origin}: the checks above failed; fix them first"
-        )),
-    };
-    OriginChecks {
-        origin: api_origin.to_string(),
-        failures,
-        lines,
-        admin,
-    }
-}
-
-/// An HTTP client for the webapp's origin: it connects only where `origin::connect_allowed` says.
-pub(crate) fn webapp_client(admin_token: bool) -> Http {
-    Http::guarded(std::sync::Arc::new(
-        move |scheme: &str, ips: &[std::net::IpAddr]| {
-            origin::connect_allowed(scheme, ips, admin_token)
-        },
-    ))
-}
-
-/// `GET <origin>/healthcheck`. The answer's body is never repeated: whoever sets `API_ORIGIN`
-/// would read it in the alerts.
-fn webapp_health(ctx: &TaskCtx, api_origin: &str, lines: &mut Vec<String>) -> Option<String> {
-    let url = format!("{api_origin}/healthcheck");
-    let req = Request::new("webapp", "GET", &url)
-        .retry(Retry::Never)
-        .timeout(std::time::Duration::from_secs(5));
-    match webapp_client(false).send(&req, ctx.deadline) {
-        Ok(r) if r.status == 200 && r.body.trim() == "OK" => {
-            lines.push(format!("webapp {url}: 200 OK"));
-            None
-        }
-        Ok(r) => Some(format!(
-            "webapp health check failed: GET {url} answered HTTP {} (not \"200 OK\"; the body is not shown)",
-            r.status
-        )),
-        Err(e) => Some(format!("webapp health check failed: GET {url}: {e:#}")),
-    }
-}
-
-/// Parses the origin and resolves its host with the system resolver (the HTTP client's).
-fn observe_origin(api_origin: &str, service: &str) -> Result<(origin::Origin, Resolution), String> {
-    use std::net::ToSocketAddrs;
-    let o = origin::parse(api_origin, service)?;
-    let addrs = match o.ip {
-        Some(ip) => Ok(vec![ip]),
-        None => (o.host.as_str(), o.port)
-            .to_socket_addrs()
-            .map(|a| a.map(|sa| sa.ip()).collect())
-            .map_err(|e| format!("cannot resolve {}: {e}", o.host)),
-    };
-    let res = origin::resolution(api_origin, addrs);
-    Ok((o, res))
-}
-
 fn describe_source(source: &str, found_at: i64, now: i64) -> String {
     match source {
         "manual" => "TRIGGER_WORKER_TOKEN (manual)".into(),
@@ -1124,27 +799,6 @@ fn name_matches(stored: &str, configured: Option<&str>, common: &[&str]) -> bool
         Some(c) => c.eq_ignore_ascii_case(stored),
         None => common.iter().any(|c| c.eq_ignore_ascii_case(stored)),
     }
-}
-
-/// Every `tr_wgt_…` token in `text`, in order.
-pub fn tokens_in(text: &str) -> Vec<&str> {
-    let mut out = Vec::new();
-    let bytes = text.as_bytes();
-    let mut from = 0;
-    while let Some(pos) = text[from..].find("tr_wgt_") {
-        let start = from + pos;
-        let before_ok = start == 0 || !bytes[start - 1].is_ascii_alphanumeric();
-        let body = start + "tr_wgt_".len();
-        let end = text[body..]
-            .find(|c: char| !c.is_ascii_alphanumeric())
-            .map(|e| body + e)
-            .unwrap_or(text.len());
-        if before_ok && end > body {
-            out.push(&text[start..end]);
-        }
-        from = end.max(body);
-    }
-    out
 }
 
 /// A bootstrap banner's token, where it was found, and what the webapp says of it.
@@ -1191,115 +845,6 @@ fn search_logs(
         }
     }
     Ok(found)
-}
-
-fn create_worker_group(
-    ctx: &TaskCtx,
-    origin: &str,
-    admin: &Secret,
-    name: &str,
-) -> anyhow::Result<(String, Option<Created>)> {
-    let url = format!("{origin}/admin/api/v1/workers");
-    let req = Request::new("webapp admin API", "POST", &url)
-        .header("authorization", format!("Bearer {}", admin.expose()))
-        .json(&json!({ "name": name }))
-        .retry(Retry::OnlyRateLimit);
-    let resp = webapp_client(true).send(&req, ctx.deadline)?;
-    if resp.status == 400 && resp.body.to_ascii_lowercase().contains("already exists") {
-        bail!(
-            "worker group {name:?} already exists, and its token is shown only once: set WORKER_GROUP_NAME to a new name (e.g. {name}-2) so ops creates a fresh group, or set TRIGGER_WORKER_TOKEN"
-        );
-    }
-    if resp.status == 401 || resp.status == 403 {
-        bail!("TRIGGER_ADMIN_TOKEN was rejected by {} (HTTP {}): it must be a personal access token of an admin user", http::origin(&url), resp.status);
-    }
-    if !resp.ok() {
-        bail!(
-            "creating worker group {name:?}: POST {url} answered HTTP {} (the body is not shown)",
-            resp.status
-        );
-    }
-    #[derive(Deserialize)]
-    struct Answer {
-        token: Plain,
-        #[serde(rename = "workerGroup")]
-        worker_group: Option<Group>,
-    }
-    #[derive(Deserialize)]
-    struct Plain {
-        plaintext: String,
-    }
-    #[derive(Deserialize)]
-    struct Group {
-        id: Option<String>,
-    }
-    let answer: Answer = serde_json::from_str(&resp.body).map_err(|_| {
-        anyhow!("creating worker group {name:?}: POST {url} answered HTTP {} with no token in it (the body is not shown)", resp.status)
-    })?;
-    crate::redact::register(&answer.token.plaintext);
-    let created = answer.worker_group.and_then(|g| g.id).map(|id| Created {
-        id,
-        name: name.to_string(),
-    });
-    Ok((answer.token.plaintext, created))
-}
-
-/// Who serves runs before ops creates a group (reads only): the droplets ops manages (by
-/// DigitalOcean's tags) and which group each heartbeats into, and the global default group's
-/// youngest heartbeat. Nothing to see without DATABASE_URL; a read that fails stops the create
-/// (not knowing is no reason to re-route).
-fn serving(ctx: &TaskCtx, http: &Http) -> anyhow::Result<plan::Serving> {
-    let s = ctx.settings;
-    let Some(url) = &s.database_url else {
-        return Ok(plan::Serving::default());
-    };
-    let cannot = |e: anyhow::Error| {
-        anyhow!("cannot tell whether other supervisors serve runs before creating a worker group: {e:#}")
-    };
-    let names: Vec<String> = match &s.digitalocean_token {
-        Some(token) => {
-            let api = crate::clients::digitalocean::DigitalOcean::new(
-                http,
-                &s.digitalocean_api_url,
-                token,
-                ctx.deadline,
-            );
-            let tag = s.deployment_tag();
-            api.droplets_by_tag(&tag)
-                .map_err(cannot)?
-                .into_iter()
-                .filter(|d| d.has_tag(&tag) && d.has_tag(crate::settings::MANAGED_TAG))
-                .map(|d| d.name)
-                .collect()
-        }
-        None => Vec::new(),
-    };
-    let mut client = Target::parse(url)?
-        .connect(ctx.connect_timeout())
-        .map_err(cannot)?;
-    let droplets = webapp_db::heartbeats_elsewhere(&mut client, &names, "")
-        .map_err(cannot)?
-        .into_iter()
-        .map(|(name, e)| (name, e.group, e.age_secs))
-        .collect();
-    let routing = webapp_db::routing(&mut client).map_err(cannot)?;
-    let default_group = match routing.default_group_id {
-        Some(id) => {
-            let ages = webapp_db::group_heartbeats(&mut client, std::slice::from_ref(&id))
-                .map_err(cannot)?;
-            let name = routing
-                .groups
-                .iter()
-                .find(|g| g.id == id)
-                .map_or(id.clone(), |g| g.name.clone());
-            ages.get(&id).map(|a| (name, *a))
-        }
-        None => None,
-    };
-    Ok(plan::Serving {
-        droplets,
-        default_group,
-    })
 }
 
 /// A group to make the global default, and the webapp origin to ask.

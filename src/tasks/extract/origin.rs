@@ -41,6 +41,26 @@ pub enum Resolution {
     Unresolved(String),
 }
 
+/// The host and the port's text of an authority (`[v6]:port`, `host:port`, `host`), or why
+/// it is malformed.
+fn host_and_port(authority: &str) -> Result<(&str, Option<&str>), &'static str> {
+    let Some(v6) = authority.strip_prefix('[') else {
+        return Ok(match authority.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (authority, None),
+        });
+    };
+    let (addr, after) = v6.split_once(']').ok_or("has an unclosed IPv6 address")?;
+    let port = match after {
+        "" => None,
+        p => Some(
+            p.strip_prefix(':')
+                .ok_or("has text after its IPv6 address")?,
+        ),
+    };
+    Ok((addr, port))
+}
+
 /// `http(s)://host[:port]`, or the line that says what is wrong and how to fix it.
 pub fn parse(origin: &str, service: &str) -> Result<Origin, String> {
     let refuse = |why: &str| {
@@ -62,24 +82,7 @@ pub fn parse(origin: &str, service: &str) -> Result<Origin, String> {
     if authority.contains('@') {
         return Err(refuse("carries credentials"));
     }
-    let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
-        let (addr, after) = v6
-            .split_once(']')
-            .ok_or_else(|| refuse("has an unclosed IPv6 address"))?;
-        let port = match after {
-            "" => None,
-            p => Some(
-                p.strip_prefix(':')
-                    .ok_or_else(|| refuse("has text after its IPv6 address"))?,
-            ),
-        };
-        (addr, port)
-    } else {
-        match authority.rsplit_once(':') {
-            Some((h, p)) => (h, Some(p)),
-            None => (authority, None),
-        }
-    };
+    let (host, port) = host_and_port(authority).map_err(refuse)?;
     let port = match port {
         None => {
             if https {

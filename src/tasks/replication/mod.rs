@@ -104,6 +104,42 @@ pub fn run(opts: &ReplicationOptions, ctx: &TaskCtx) -> anyhow::Result<Outcome> 
     apply(&plan, opts, ctx, &target, client, &names)
 }
 
+/// One SQL action: run (`fix` and not a dry run), planned (a dry run), or drift reported.
+fn run_sql(
+    action: &Action,
+    execute: bool,
+    ctx: &TaskCtx,
+    client: &mut postgres::Client,
+    lines: &mut Vec<String>,
+    planned: &mut bool,
+) -> anyhow::Result<String> {
+    let sql = action.sql().unwrap_or_default();
+    Ok(if execute {
+        client
+            .batch_execute(&sql)
+            .map_err(|e| privilege_error(&e, &sql, action.kind()))?;
+        if *action == Action::SetWalLevel {
+            // ALTER SYSTEM cannot share a transaction; the reload marks it pending.
+            client
+                .batch_execute("SELECT pg_reload_conf()")
+                .map_err(|e| anyhow!("pg_reload_conf() failed: {}", describe(&e)))?;
+        }
+        lines.push(format!("fixed: {sql}"));
+        ctx.changed(
+            action.event_kind(),
+            format!("ran on the webapp's Postgres: {sql}"),
+        );
+        "done".to_string()
+    } else if ctx.dry_run {
+        *planned = true;
+        lines.push(format!("would run: {sql}"));
+        "planned (dry run)".to_string()
+    } else {
+        lines.push(format!("drift, would run (fix: false): {sql}"));
+        "not done (fix: false)".to_string()
+    })
+}
+
 /// Runs the plan's steps in order: notes reported, SQL executed (or, in a dry run or with
 /// `fix: false`, listed), the restart done through Railway.
 fn apply(
@@ -155,31 +191,7 @@ fn apply(
                 }
             }
         } else {
-            let sql = action.sql().unwrap_or_default();
-            if execute {
-                client
-                    .batch_execute(&sql)
-                    .map_err(|e| privilege_error(&e, &sql, action.kind()))?;
-                if *action == Action::SetWalLevel {
-                    // ALTER SYSTEM cannot share a transaction; the reload marks it pending.
-                    client
-                        .batch_execute("SELECT pg_reload_conf()")
-                        .map_err(|e| anyhow!("pg_reload_conf() failed: {}", describe(&e)))?;
-                }
-                lines.push(format!("fixed: {sql}"));
-                ctx.changed(
-                    action.event_kind(),
-                    format!("ran on the webapp's Postgres: {sql}"),
-                );
-                "done".to_string()
-            } else if ctx.dry_run {
-                planned = true;
-                lines.push(format!("would run: {sql}"));
-                "planned (dry run)".to_string()
-            } else {
-                lines.push(format!("drift, would run (fix: false): {sql}"));
-                "not done (fix: false)".to_string()
-            }
+            run_sql(action, execute, ctx, &mut client, &mut lines, &mut planned)?
         };
         records.push(if result == "done" {
             ActionRecord::done(action.typed(), what, result)
@@ -353,13 +365,26 @@ fn restart(
         format!("{done} to apply wal_level = logical"),
     );
     lines.push(done);
+    wait_until_back(opts, &railway, &deployment.id, target, deadline, lines)
+}
+
+/// After the restart: polls the deployment, then Postgres, until `wal_level` reads `logical`
+/// (or the deadline passes).
+fn wait_until_back(
+    opts: &ReplicationOptions,
+    railway: &Railway,
+    deployment: &str,
+    target: &Target,
+    deadline: Instant,
+    lines: &mut Vec<String>,
+) -> anyhow::Result<Restart> {
     let started = Instant::now();
     let mut wait = Duration::from_millis(500);
     let mut last = String::from("not checked yet");
     while Instant::now() < deadline {
         std::thread::sleep(wait.min(deadline.saturating_duration_since(Instant::now())));
         wait = (wait * 2).min(Duration::from_secs(5));
-        match railway.deployment(&deployment.id) {
+        match railway.deployment(deployment) {
             Ok(d)
                 if matches!(
                     d.status,

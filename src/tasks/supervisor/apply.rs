@@ -101,6 +101,14 @@ pub fn apply(
     let mut planned = false;
     let mut created = false;
     let mut replacements = plan.replacements.clone();
+    let at = At {
+        ctx,
+        api,
+        spec,
+        record,
+        baked,
+        now,
+    };
     for action in &plan.actions {
         let what = action.describe(spec);
         if ctx.dry_run {
@@ -108,59 +116,8 @@ pub fn apply(
             planned = true;
             continue;
         }
-        let (done, applied) = match action {
-            Action::ResetBreaker => {
-                store::delete(ctx.writable_state()?, BREAKER_KEY)?;
-                ("circuit breaker reset by --reset-breaker".to_string(), true)
-            }
-            Action::Delete {
-                id,
-                name,
-                reason,
-                replacement,
-            } => {
-                let (done, applied, counted) =
-                    delete(ctx, api, spec, *id, name, reason, *replacement)?;
-                if applied {
-                    ctx.changed("droplet.deleted", done.clone());
-                }
-                if counted {
-                    count_replacement(ctx, &mut replacements, now)?;
-                }
-                (done, applied)
-            }
-            Action::Drain {
-                id,
-                name,
-                reason,
-                signal,
-                runs,
-                ..
-            } => start_drain(ctx, api, spec, *id, name, reason, *signal, runs.as_deref())?,
-            Action::Create {
-                name,
-                reason,
-                standby_for,
-                ..
-            } => {
-                created = true;
-                let counted = standby_for.is_some();
-                let done = create(
-                    ctx,
-                    api,
-                    spec,
-                    record,
-                    &CreateRequest {
-                        name,
-                        reason,
-                        counted,
-                        baked,
-                    },
-                    &mut replacements,
-                )?;
-                (done, true)
-            }
-        };
+        created |= matches!(action, Action::Create { .. });
+        let (done, applied) = act(&at, action, &mut replacements)?;
         lines.push(done.clone());
         records.push(if applied {
             ActionRecord::done(action.typed(), what, done)
@@ -172,7 +129,7 @@ pub fn apply(
         keep(ctx, &plan.assessed, plan.deletes().collect(), kept, now)?;
     }
     let mut failures = plan.failures.clone();
-    if opts.firewall && (!plan.assessed.is_empty() || created || planned) {
+    if firewall::due(opts.firewall, !plan.assessed.is_empty(), created || planned) {
         if let Err(e) = firewall::ensure(api, ctx, s, &spec.tag, now, &mut lines, &mut planned) {
             failures.push(format!("firewall: {e:#}"));
         }
@@ -189,6 +146,81 @@ pub fn apply(
         tend_image(ctx, api, want, &mut outcome);
     }
     Ok(outcome)
+}
+
+/// What one action needs from the run.
+struct At<'a> {
+    ctx: &'a TaskCtx<'a>,
+    api: &'a DigitalOcean<'a>,
+    spec: &'a plan::Spec,
+    record: &'a ConfigRecord,
+    baked: Option<u64>,
+    now: i64,
+}
+
+/// Performs one action: the line, and whether it was done.
+fn act(at: &At, action: &Action, replacements: &mut Vec<i64>) -> anyhow::Result<(String, bool)> {
+    Ok(match action {
+        Action::ResetBreaker => {
+            store::delete(at.ctx.writable_state()?, BREAKER_KEY)?;
+            ("circuit breaker reset by --reset-breaker".to_string(), true)
+        }
+        Action::Delete {
+            id,
+            name,
+            reason,
+            replacement,
+        } => {
+            let (done, applied, counted) =
+                delete(at.ctx, at.api, at.spec, *id, name, reason, *replacement)?;
+            if applied {
+                at.ctx.changed("droplet.deleted", done.clone());
+            }
+            if counted {
+                count_replacement(at.ctx, replacements, at.now)?;
+            }
+            (done, applied)
+        }
+        Action::Drain {
+            id,
+            name,
+            reason,
+            signal,
+            runs,
+            ..
+        } => start_drain(
+            at.ctx,
+            at.api,
+            at.spec,
+            *id,
+            name,
+            reason,
+            *signal,
+            runs.as_deref(),
+        )?,
+        Action::Create {
+            name,
+            reason,
+            standby_for,
+            ..
+        } => {
+            let counted = standby_for.is_some();
+            let done = create(
+                at.ctx,
+                at.api,
+                at.spec,
+                at.record,
+                &CreateRequest {
+                    name,
+                    reason,
+                    counted,
+                    baked: at.baked,
+                },
+                replacements,
+            )?;
+            (done, true)
+        }
+    })
 }
 
 /// Re-reads before deleting: acts only on a droplet that still carries both tags and that ops

@@ -77,6 +77,13 @@ fn rules_key(fw: &Firewall) -> String {
     )
 }
 
+/// Whether the firewall is compared this run: when the task manages it (`firewall: true`) and
+/// there is a fleet to guard (droplets seen, or one created or planned this run). An empty
+/// project is left alone.
+pub fn due(managed: bool, droplets_seen: bool, creating: bool) -> bool {
+    managed && (droplets_seen || creating)
+}
+
 pub fn ensure(
     api: &DigitalOcean,
     ctx: &TaskCtx,
@@ -177,6 +184,14 @@ mod tests {
             outbound_rules: outbound,
             tags: vec!["t".into()],
         }
+    }
+
+    #[test]
+    fn the_firewall_is_compared_only_when_managed_and_there_is_a_fleet_to_guard() {
+        assert!(due(true, true, false));
+        assert!(due(true, false, true), "the first droplet is being created");
+        assert!(!due(true, false, false), "an empty project is left alone");
+        assert!(!due(false, true, true), "firewall: false");
     }
 
     #[test]

@@ -249,17 +249,19 @@ fn owner<'a>(groups: &'a [GroupRow], queue: &str) -> Option<&'a GroupRow> {
     })
 }
 
-fn queues(f: &Facts, depths: &[QueueDepth], rules: &Rules, out: &mut Findings) {
-    let groups: &[GroupRow] = match f.routing {
-        Ok(r) => &r.groups,
-        Err(_) => &[],
-    };
+/// Our group's queue: its line, its row and its optional alert.
+fn our_queue(
+    f: &Facts,
+    depths: &[QueueDepth],
+    rules: &Rules,
+    groups: &[GroupRow],
+    out: &mut Findings,
+) {
     let stale = rules.stale_after.as_secs_f64();
     let is_ours_queue = |q: &str| {
         q == f.ours.master_queue
             || q.strip_suffix(":scheduled") == Some(f.ours.master_queue.as_str())
     };
-    // Ours first, always (a line and a metric even when nothing waits).
     let ours_depths: Vec<&QueueDepth> = depths.iter().filter(|d| is_ours_queue(&d.queue)).collect();
     let ours_oldest = ours_depths
         .iter()
@@ -299,6 +301,20 @@ fn queues(f: &Facts, depths: &[QueueDepth], rules: &Rules, out: &mut Findings) {
             ));
         }
     }
+}
+
+fn queues(f: &Facts, depths: &[QueueDepth], rules: &Rules, out: &mut Findings) {
+    let groups: &[GroupRow] = match f.routing {
+        Ok(r) => &r.groups,
+        Err(_) => &[],
+    };
+    let stale = rules.stale_after.as_secs_f64();
+    let is_ours_queue = |q: &str| {
+        q == f.ours.master_queue
+            || q.strip_suffix(":scheduled") == Some(f.ours.master_queue.as_str())
+    };
+    // Ours first, always (a line and a metric even when nothing waits).
+    our_queue(f, depths, rules, groups, out);
     for d in depths.iter().filter(|d| d.pending > 0) {
         let group = owner(groups, &d.queue);
         let age = group.and_then(|g| g.heartbeat_age_secs);

@@ -76,6 +76,45 @@ pub fn assess(f: &Facts, rules: &Rules) -> Verdict {
     let heard = matches!(f.heartbeat, Heartbeat::Age(_));
     let grace = rules.boot_grace.as_secs() as i64;
     let in_grace = f.age_secs < grace && f.prev.last_ok.is_none() && !heard;
+    let (health, note) = if !f.power.up() || !f.has_ip {
+        not_up(f, in_grace)
+    } else {
+        by_signal(f, rules, in_grace)
+    };
+    let streak = next_streak(f, health, &note);
+    Verdict {
+        health,
+        note,
+        streak,
+    }
+}
+
+/// Not up, or without a public IPv4: booting in its grace, failing after.
+fn not_up(f: &Facts, in_grace: bool) -> (Health, String) {
+    if in_grace {
+        (
+            Health::Booting,
+            format!(
+                "booting (status {}, {} old)",
+                f.power.word(),
+                ago(f.age_secs as f64)
+            ),
+        )
+    } else {
+        (
+            Health::Failing,
+            format!(
+                "still {} without a public IPv4 after {}",
+                f.power.word(),
+                ago(f.age_secs as f64)
+            ),
+        )
+    }
+}
+
+/// Up: the heartbeat decides, else `/health`.
+fn by_signal(f: &Facts, rules: &Rules, in_grace: bool) -> (Health, String) {
+    let grace = rules.boot_grace.as_secs() as i64;
     let grace_left = || {
         format!(
             "{} left of the {} grace",
@@ -84,74 +123,56 @@ pub fn assess(f: &Facts, rules: &Rules) -> Verdict {
         )
     };
     let http_ok = matches!(f.http, Some(Ok(())));
-    let (health, note) = if !f.power.up() || !f.has_ip {
-        if in_grace {
-            (
-                Health::Booting,
-                format!(
-                    "booting (status {}, {} old)",
-                    f.power.word(),
-                    ago(f.age_secs as f64)
-                ),
-            )
-        } else {
-            (
-                Health::Failing,
-                format!(
-                    "still {} without a public IPv4 after {}",
-                    f.power.word(),
-                    ago(f.age_secs as f64)
-                ),
-            )
-        }
-    } else {
-        match (&f.heartbeat, &f.http) {
-            (Heartbeat::Age(a), http) if *a < rules.stale_after.as_secs_f64() => {
-                let mut note = format!("healthy (last heartbeat {} ago)", ago(*a));
-                if let Some(Err(e)) = http {
-                    note.push_str(&format!("; but /health failed: {e}"));
-                }
-                (Health::Healthy, note)
+    match (&f.heartbeat, &f.http) {
+        (Heartbeat::Age(a), http) if *a < rules.stale_after.as_secs_f64() => {
+            let mut note = format!("healthy (last heartbeat {} ago)", ago(*a));
+            if let Some(Err(e)) = http {
+                note.push_str(&format!("; but /health failed: {e}"));
             }
-            (Heartbeat::Age(a), _) => (
-                Health::Failing,
-                format!(
-                    "{}silent to the webapp for {} (stale after {}): check the droplet (docker compose logs supervisor) and that it still reaches TRIGGER_API_URL",
-                    if http_ok { "answers /health but is " } else { "" },
-                    ago(*a),
-                    duration::format(rules.stale_after)
-                ),
-            ),
-            (Heartbeat::Elsewhere { group, age }, _) => (
-                Health::Unknown,
-                format!(
-                    "heartbeating into group {group} (last heartbeat {} ago), not ours: it holds that group's token, so ops neither counts nor replaces it",
-                    ago(*age)
-                ),
-            ),
-            (Heartbeat::Never, _) if in_grace => (
-                Health::Booting,
-                format!("booting (the webapp has not heard from it yet; {})", grace_left()),
-            ),
-            (Heartbeat::Never, _) => (
-                Health::Failing,
-                format!(
-                    "{}the webapp has never heard from {}: check its token, MANAGED_WORKER_SECRET and TRIGGER_API_URL",
-                    if http_ok { "answers /health but " } else { "" },
-                    f.name
-                ),
-            ),
-            (Heartbeat::NoView, Some(Ok(()))) => (Health::Healthy, "healthy (/health 200)".into()),
-            (Heartbeat::NoView, Some(Err(e))) if in_grace => {
-                (Health::Booting, format!("booting ({e}; {})", grace_left()))
-            }
-            (Heartbeat::NoView, Some(Err(e))) => (Health::Failing, e.clone()),
-            (Heartbeat::NoView, None) => (
-                Health::Unknown,
-                "health unknown: no webapp view and no /health check this run".into(),
-            ),
+            (Health::Healthy, note)
         }
-    };
+        (Heartbeat::Age(a), _) => (
+            Health::Failing,
+            format!(
+                "{}silent to the webapp for {} (stale after {}): check the droplet (docker compose logs supervisor) and that it still reaches TRIGGER_API_URL",
+                if http_ok { "answers /health but is " } else { "" },
+                ago(*a),
+                duration::format(rules.stale_after)
+            ),
+        ),
+        (Heartbeat::Elsewhere { group, age }, _) => (
+            Health::Unknown,
+            format!(
+                "heartbeating into group {group} (last heartbeat {} ago), not ours: it holds that group's token, so ops neither counts nor replaces it",
+                ago(*age)
+            ),
+        ),
+        (Heartbeat::Never, _) if in_grace => (
+            Health::Booting,
+            format!("booting (the webapp has not heard from it yet; {})", grace_left()),
+        ),
+        (Heartbeat::Never, _) => (
+            Health::Failing,
+            format!(
+                "{}the webapp has never heard from {}: check its token, MANAGED_WORKER_SECRET and TRIGGER_API_URL",
+                if http_ok { "answers /health but " } else { "" },
+                f.name
+            ),
+        ),
+        (Heartbeat::NoView, Some(Ok(()))) => (Health::Healthy, "healthy (/health 200)".into()),
+        (Heartbeat::NoView, Some(Err(e))) if in_grace => {
+            (Health::Booting, format!("booting ({e}; {})", grace_left()))
+        }
+        (Heartbeat::NoView, Some(Err(e))) => (Health::Failing, e.clone()),
+        (Heartbeat::NoView, None) => (
+            Health::Unknown,
+            "health unknown: no webapp view and no /health check this run".into(),
+        ),
+    }
+}
+
+/// Healthy resets the failure streak; failing adds one; booting and unknown leave it alone.
+fn next_streak(f: &Facts, health: Health, note: &str) -> Streak {
     let mut streak = f.prev.clone();
     match health {
         Health::Healthy => {
@@ -161,15 +182,11 @@ pub fn assess(f: &Facts, rules: &Rules) -> Verdict {
         }
         Health::Failing => {
             streak.fails = streak.fails.saturating_add(1);
-            streak.last_error = Some(note.clone());
+            streak.last_error = Some(note.to_string());
         }
         Health::Booting | Health::Unknown | Health::Held | Health::Draining => {}
     }
-    Verdict {
-        health,
-        note,
-        streak,
-    }
+    streak
 }
 
 /// A heartbeat this close to `stale` is confirmed in the same run: ops waits until it would be

@@ -287,20 +287,8 @@ fn step(
     if st.image.is_some() && st.baker.is_none() && now - st.checked_at < RECHECK_MS {
         return Ok(());
     }
-    if let Some((at, why)) = &st.failed {
-        // After an API error: `retry_at`; after a failed bake (its droplet gone): 6 h.
-        let retry = st
-            .retry_at
-            .or((st.baker.is_none()).then_some(at + RETRY_AFTER_MS))
-            .unwrap_or(0);
-        if now < retry {
-            out.lines.push(format!(
-                "baked image: the last try failed ({why}); the next try is in {}; new droplets start from {} meanwhile",
-                minutes(retry - now),
-                st.usable(want).map_or(want.base.clone(), |id| format!("image {id}"))
-            ));
-            return Ok(());
-        }
+    if waiting_to_retry(want, st, now, out) {
+        return Ok(());
     }
     let Survey {
         mut images,
@@ -349,29 +337,62 @@ fn step(
         .unwrap_or(now - baker.age_secs(chrono::Utc::now()) * 1000);
     st.baker_since = Some(since);
     if baker.status != "off" {
-        if now - since > BAKE_TIMEOUT_MS {
-            fail(
-                ctx,
-                api,
-                want,
-                st,
-                baker.id,
-                &format!("bake droplet {} did not power off within {}: its cloud-init failed (read /var/log/cloud-init-output.log on it next time, or set bake: false)", baker.name, minutes(BAKE_TIMEOUT_MS)),
-                now,
-                out,
-            )?;
-        } else {
-            out.lines.push(format!(
-                "baked image: bake droplet {} (id {}) is installing Docker and pulling {} ({} so far)",
-                baker.name,
-                baker.id,
-                want.images.join(", "),
-                minutes(now - since)
-            ));
-        }
-        return Ok(());
+        return baking(ctx, api, want, st, &baker, (since, now), out);
     }
     snapshot_step(ctx, api, want, st, &baker, &mut images, now, out)
+}
+
+/// After a failed try, until its retry time (after an API error: `retry_at`; after a failed
+/// bake, its droplet gone: 6 h): the line saying so.
+fn waiting_to_retry(want: &Want, st: &Baked, now: i64, out: &mut Tended) -> bool {
+    let Some((at, why)) = &st.failed else {
+        return false;
+    };
+    let retry = st
+        .retry_at
+        .or((st.baker.is_none()).then_some(at + RETRY_AFTER_MS))
+        .unwrap_or(0);
+    if now >= retry {
+        return false;
+    }
+    out.lines.push(format!(
+        "baked image: the last try failed ({why}); the next try is in {}; new droplets start from {} meanwhile",
+        minutes(retry - now),
+        st.usable(want).map_or(want.base.clone(), |id| format!("image {id}"))
+    ));
+    true
+}
+
+/// The bake droplet is still up (installing, pulling): waited for, up to `BAKE_TIMEOUT_MS`.
+fn baking(
+    ctx: &TaskCtx,
+    api: &DigitalOcean,
+    want: &Want,
+    st: &mut Baked,
+    baker: &Droplet,
+    (since, now): (i64, i64),
+    out: &mut Tended,
+) -> anyhow::Result<()> {
+    if now - since > BAKE_TIMEOUT_MS {
+        return fail(
+            ctx,
+            api,
+            want,
+            st,
+            baker.id,
+            &format!("bake droplet {} did not power off within {}: its cloud-init failed (read /var/log/cloud-init-output.log on it next time, or set bake: false)", baker.name, minutes(BAKE_TIMEOUT_MS)),
+            now,
+            out,
+        );
+    }
+    out.lines.push(format!(
+        "baked image: bake droplet {} (id {}) is installing Docker and pulling {} ({} so far)",
+        baker.name,
+        baker.id,
+        want.images.join(", "),
+        minutes(now - since)
+    ));
+    Ok(())
 }
 
 /// What DigitalOcean holds of ours: the images ops baked, the current one among them, and
@@ -493,6 +514,19 @@ fn snapshot_step(
         ));
         return Ok(());
     }
+    start_snapshot(ctx, api, want, st, baker, now, out)
+}
+
+/// Asks DigitalOcean to snapshot the powered-off bake droplet (a dry run says it would).
+fn start_snapshot(
+    ctx: &TaskCtx,
+    api: &DigitalOcean,
+    want: &Want,
+    st: &mut Baked,
+    baker: &Droplet,
+    now: i64,
+    out: &mut Tended,
+) -> anyhow::Result<()> {
     let name = format!("{}{}", want.keyed(), crate::sealed::nonce()?);
     if ctx.dry_run {
         out.lines.push(format!(

@@ -287,17 +287,7 @@ pub fn plan(obs: &Observation, spec: &Spec) -> Plan {
         lines: vec![spec.version_line.clone()],
         ..Plan::default()
     };
-    let window = spec.replacement_window.as_millis() as i64;
-    if spec.reset_breaker {
-        p.actions.push(Action::ResetBreaker);
-    } else {
-        p.replacements = obs
-            .replacements
-            .iter()
-            .copied()
-            .filter(|t| obs.now_ms - t < window)
-            .collect();
-    }
+    breaker(obs, spec, &mut p);
     p.lines.extend(foreign_lines(&obs.foreign, &spec.tag));
     p.lines.extend(super::owned::lines(&obs.owned));
     if let Some(why) = refusal(obs, spec) {
@@ -356,8 +346,34 @@ pub fn plan(obs: &Observation, spec: &Spec) -> Plan {
             "the webapp is the likely cause, not the supervisors: {why}. Nothing is replaced and no failure is counted while it lasts; check the webapp on Railway (its deployments, logs and database)"
         ));
     }
-    let deleted = delete.as_ref().and_then(Action::leaving).map(|(id, _)| id);
-    let standby = create.as_ref().and_then(|c| match c {
+    unhealthy_findings(&mut p, spec, delete.as_ref(), create.as_ref());
+    p.actions.extend(finished);
+    p.actions.extend(delete);
+    p.actions.extend(create);
+    p.actions.extend(more);
+    p
+}
+
+/// The circuit breaker's replacements within its window, or its reset.
+fn breaker(obs: &Observation, spec: &Spec, p: &mut Plan) {
+    let window = spec.replacement_window.as_millis() as i64;
+    if spec.reset_breaker {
+        p.actions.push(Action::ResetBreaker);
+    } else {
+        p.replacements = obs
+            .replacements
+            .iter()
+            .copied()
+            .filter(|t| obs.now_ms - t < window)
+            .collect();
+    }
+}
+
+/// Each droplet failing and not yet replaced fails the task (the alert comes on the first
+/// failed check), saying whether its replacement starts now.
+fn unhealthy_findings(p: &mut Plan, spec: &Spec, delete: Option<&Action>, create: Option<&Action>) {
+    let deleted = delete.and_then(Action::leaving).map(|(id, _)| id);
+    let standby = create.and_then(|c| match c {
         Action::Create { standby_for, .. } => standby_for.clone(),
         _ => None,
     });
@@ -380,11 +396,6 @@ pub fn plan(obs: &Observation, spec: &Spec) -> Plan {
             ));
         }
     }
-    p.actions.extend(finished);
-    p.actions.extend(delete);
-    p.actions.extend(create);
-    p.actions.extend(more);
-    p
 }
 
 /// More serving droplets than `max + 1` carry our tags (the draining ones do not count): ops
@@ -830,34 +841,19 @@ fn choose_delete(
     replacements: &[i64],
     failures: &mut Vec<String>,
 ) -> Option<(Action, Why)> {
-    let delete = |a: &Assessed, reason: String, replacement: bool| Action::Delete {
-        id: a.id,
-        name: a.name.clone(),
-        reason,
-        replacement,
-    };
-    let healthy_without = |skip: u64| {
-        all.iter()
-            .filter(|a| a.id != skip && a.health == Health::Healthy)
-            .count()
-    };
-    // Droplets other than `skip` that carry (or will carry) the load: current and not dead.
-    let live_without = |skip: u64| {
-        all.iter()
-            .filter(|a| a.id != skip && a.current && !dead(a, spec))
-            .count()
-    };
     if let Some(a) = all.iter().find(|a| dead(a, spec)) {
         if !breaker_open {
             let reason = format!(
                 "unhealthy: {} consecutive failed health checks ({})",
                 a.streak.fails, a.note
             );
-            // Counted when a create follows; a standby created earlier was counted then.
-            return Some((
-                delete(a, reason, live_without(a.id) < spec.count),
-                Why::Dead,
-            ));
+            // Droplets other than this one that carry (or will carry) the load: current and
+            // not dead. Counted when a create follows; a standby created earlier was counted then.
+            let live = all
+                .iter()
+                .filter(|o| o.id != a.id && o.current && !dead(o, spec))
+                .count();
+            return Some((delete(a, reason, live < spec.count), Why::Dead));
         }
         failures.push(format!(
             "circuit breaker open: {} replacements within {}; droplet {} is unhealthy but will not be replaced. Investigate (ssh root@{} 'cloud-init status --long; docker compose -f /opt/trigger/docker-compose.yml logs --tail 100'), then run `ops run {} --reset-breaker`",
@@ -868,65 +864,93 @@ fn choose_delete(
             spec.profile
         ));
     }
-    // Make before break: a failing droplet goes as soon as the others are healthy enough.
-    if spec.standby {
-        if let Some(a) = all
-            .iter()
-            .find(|a| a.health == Health::Failing && healthy_without(a.id) >= spec.count)
-        {
-            let reason = format!(
-                "unhealthy ({}/{}: {}); its replacement is healthy",
-                a.streak.fails, spec.unhealthy_after, a.note
-            );
-            return Some((delete(a, reason, false), Why::Failing));
-        }
+    failing_delete(all, spec)
+        .or_else(|| stale_delete(all, spec))
+        .or_else(|| surplus_delete(all, spec, now_ms))
+}
+
+fn delete(a: &Assessed, reason: String, replacement: bool) -> Action {
+    Action::Delete {
+        id: a.id,
+        name: a.name.clone(),
+        reason,
+        replacement,
     }
-    // Rolling replace: drop the oldest stale droplet once the rest can carry the load.
-    if let Some(a) = all.iter().find(|a| !a.current) {
-        let healthy_current = all.iter().any(|o| o.current && o.health == Health::Healthy);
-        if healthy_without(a.id) >= spec.count && healthy_current {
-            let reason = format!(
-                "spec drift ({}): replaced by a healthy droplet with the current spec",
-                drift_why(a, spec)
-            );
-            return Some((delete(a, reason, false), Why::Planned));
-        }
+}
+
+/// The healthy droplets other than `skip`.
+fn healthy_without(all: &[Assessed], skip: u64) -> usize {
+    all.iter()
+        .filter(|a| a.id != skip && a.health == Health::Healthy)
+        .count()
+}
+
+/// Make before break: a failing droplet goes as soon as the others are healthy enough.
+fn failing_delete(all: &[Assessed], spec: &Spec) -> Option<(Action, Why)> {
+    if !spec.standby {
+        return None;
     }
-    // A surplus (a standby whose droplet recovered, say): the newest goes, the least likely to
-    // be running tasks; never one the load needs.
+    let a = all
+        .iter()
+        .find(|a| a.health == Health::Failing && healthy_without(all, a.id) >= spec.count)?;
+    let reason = format!(
+        "unhealthy ({}/{}: {}); its replacement is healthy",
+        a.streak.fails, spec.unhealthy_after, a.note
+    );
+    Some((delete(a, reason, false), Why::Failing))
+}
+
+/// Rolling replace: the oldest stale droplet goes once the rest can carry the load.
+fn stale_delete(all: &[Assessed], spec: &Spec) -> Option<(Action, Why)> {
+    let a = all.iter().find(|a| !a.current)?;
+    let healthy_current = all.iter().any(|o| o.current && o.health == Health::Healthy);
+    if healthy_without(all, a.id) < spec.count || !healthy_current {
+        return None;
+    }
+    let reason = format!(
+        "spec drift ({}): replaced by a healthy droplet with the current spec",
+        drift_why(a, spec)
+    );
+    Some((delete(a, reason, false), Why::Planned))
+}
+
+/// A surplus (a standby whose droplet recovered, say): the newest goes, the least likely to
+/// be running tasks; never one the load needs. Scaling in: the newest droplet that executed
+/// nothing for `scale_in_after`.
+fn surplus_delete(all: &[Assessed], spec: &Spec, now_ms: i64) -> Option<(Action, Why)> {
     let current: Vec<&Assessed> = all.iter().filter(|a| a.current).collect();
-    if current.len() > spec.count {
-        if let Some(idle_for) = spec.scale_in_after {
-            // Scaling in: the newest droplet that executed nothing for `scale_in_after`.
-            let idle = |a: &&&Assessed| {
-                a.health == Health::Healthy
-                    && a.streak
-                        .idle_since
-                        .is_some_and(|t| now_ms - t >= idle_for.as_millis() as i64)
-            };
-            if let Some(a) = current.iter().rev().find(idle) {
-                if healthy_without(a.id) >= spec.count {
-                    let reason = format!(
-                        "scale in: {}; it executed nothing for {}",
-                        spec.scale_line
-                            .as_deref()
-                            .unwrap_or("the load needs fewer droplets"),
-                        duration::format(idle_for)
-                    );
-                    return Some((delete(a, reason, false), Why::ScaleIn));
-                }
-            }
-        } else if let Some(newest) = current.last() {
-            if healthy_without(newest.id) >= spec.count {
-                let reason = format!(
-                    "more than SUPERVISOR_COUNT={} droplets with the current spec",
-                    spec.count
-                );
-                return Some((delete(newest, reason, false), Why::Planned));
-            }
-        }
+    if current.len() <= spec.count {
+        return None;
     }
-    None
+    let Some(idle_for) = spec.scale_in_after else {
+        let newest = current.last()?;
+        if healthy_without(all, newest.id) < spec.count {
+            return None;
+        }
+        let reason = format!(
+            "more than SUPERVISOR_COUNT={} droplets with the current spec",
+            spec.count
+        );
+        return Some((delete(newest, reason, false), Why::Planned));
+    };
+    let idle = |a: &&&Assessed| {
+        a.health == Health::Healthy
+            && a.streak
+                .idle_since
+                .is_some_and(|t| now_ms - t >= idle_for.as_millis() as i64)
+    };
+    let a = current.iter().rev().find(idle)?;
+    if healthy_without(all, a.id) < spec.count {
+        return None;
+    }
+    let reason = format!(
+        "scale in: {}; it executed nothing for {}",
+        spec.scale_line
+            .as_deref()
+            .unwrap_or("the load needs fewer droplets"),
+        duration::format(idle_for)
+    );
+    Some((delete(a, reason, false), Why::ScaleIn))
 }
 
 /// At most one create: when fewer live current droplets than wanted remain and one more fits.

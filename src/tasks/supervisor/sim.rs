@@ -93,6 +93,23 @@ impl Scenario {
     }
 }
 
+/// The fleet a scenario starts with, its event set at `at`.
+fn initial_fleet(scenario: Scenario, policy: Policy, at: u64) -> Vec<Droplet> {
+    let initial = if scenario == Scenario::Surplus { 3 } else { 2 };
+    let mut fleet: Vec<Droplet> = (1..=initial)
+        .map(|id| Droplet::initial(id, policy.beat()))
+        .collect();
+    match scenario {
+        Scenario::Dies { offset } | Scenario::DiesBaked { offset } => {
+            fleet[0].dies = Some(at + offset)
+        }
+        Scenario::CreatesRefused => fleet[0].dies = Some(at),
+        Scenario::Blip => fleet[0].lost.push((at, at + 90)),
+        _ => {}
+    }
+    fleet
+}
+
 /// Runs one scenario under one policy.
 pub fn run(scenario: Scenario, policy: Policy) -> Result {
     // The simulation starts at FLEET_AGE so every time is positive.
@@ -106,18 +123,7 @@ pub fn run(scenario: Scenario, policy: Policy) -> Result {
         Scenario::CreatesRefused => Some((at, at + 600)),
         _ => None,
     };
-    let initial = if scenario == Scenario::Surplus { 3 } else { 2 };
-    let mut fleet: Vec<Droplet> = (1..=initial)
-        .map(|id| Droplet::initial(id, policy.beat()))
-        .collect();
-    match scenario {
-        Scenario::Dies { offset } | Scenario::DiesBaked { offset } => {
-            fleet[0].dies = Some(at + offset)
-        }
-        Scenario::CreatesRefused => fleet[0].dies = Some(at),
-        Scenario::Blip => fleet[0].lost.push((at, at + 90)),
-        _ => {}
-    }
+    let mut fleet = initial_fleet(scenario, policy, at);
     let last_beat = fleet[0]
         .dies
         .and_then(|d| fleet[0].recorded(d, webapp_down).last());
