@@ -204,7 +204,6 @@ fn act(at: &At, action: &Action, replacements: &mut Vec<i64>) -> anyhow::Result<
             standby_for,
             ..
         } => {
-            let counted = standby_for.is_some();
             let done = create(
                 at.ctx,
                 at.api,
@@ -213,11 +212,13 @@ fn act(at: &At, action: &Action, replacements: &mut Vec<i64>) -> anyhow::Result<
                 &CreateRequest {
                     name,
                     reason,
-                    counted,
                     baked: at.baked,
                 },
-                replacements,
             )?;
+            // A replacement made before its droplet goes (make before break) counts now.
+            if standby_for.is_some() {
+                count_replacement(at.ctx, replacements, now_ms())?;
+            }
             (done, true)
         }
     })
@@ -309,17 +310,15 @@ fn count_replacement(ctx: &TaskCtx, replacements: &mut Vec<i64>, now: i64) -> an
     )
 }
 
-/// What a create is for: the droplet's name, why, whether the breaker counts it, and the baked
+/// What a create is for: the droplet's name, why, and the baked
 /// image to start from (`None`: `SUPERVISOR_IMAGE`).
 struct CreateRequest<'a> {
     name: &'a str,
     reason: &'a str,
-    counted: bool,
     baked: Option<u64>,
 }
 
-/// Creates one droplet with our tags and the user-data; a replacement made before its droplet
-/// goes (make before break) is counted by the circuit breaker now. From the baked image when
+/// Creates one droplet with our tags and the user-data. From the baked image when
 /// there is one; when DigitalOcean refuses it (gone, or a disk too small: a 4xx, so no droplet
 /// was made), from `SUPERVISOR_IMAGE` in the same run.
 fn create(
@@ -328,7 +327,6 @@ fn create(
     spec: &plan::Spec,
     record: &ConfigRecord,
     made: &CreateRequest,
-    replacements: &mut Vec<i64>,
 ) -> anyhow::Result<String> {
     let s = ctx.settings;
     let name = made.name;
@@ -381,9 +379,6 @@ fn create(
         ),
     );
     save(ctx, &built_key(d.id), &spec.parts, now_ms())?;
-    if made.counted {
-        count_replacement(ctx, replacements, now_ms())?;
-    }
     Ok(format!(
         "created droplet {} (id {}, {}, {}{from}): {}",
         d.name, d.id, spec.size, s.supervisor_region, made.reason

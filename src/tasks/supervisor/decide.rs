@@ -140,20 +140,59 @@ pub fn loaded(
 
 /// The findings after the plan's own: the preset fit's, then the webapp's (routing and queues),
 /// whose failures are only detail while the webapp itself is blamed: one failure names it.
-pub fn findings(d: &mut Decision, webapp: Option<&mut flow::Findings>) {
-    d.plan.lines.append(&mut d.fit.lines);
-    d.plan.failures.append(&mut d.fit.failures);
+pub fn findings(plan: &mut Plan, fit: &mut Fit, webapp: Option<&mut flow::Findings>) {
+    plan.lines.append(&mut fit.lines);
+    plan.failures.append(&mut fit.failures);
     let Some(f) = webapp else {
         return;
     };
-    d.plan.lines.append(&mut f.lines);
-    if d.plan.webapp_blamed {
-        d.plan.lines.extend(
+    plan.lines.append(&mut f.lines);
+    if plan.webapp_blamed {
+        plan.lines.extend(
             f.failures
                 .drain(..)
                 .map(|l| format!("while the webapp is down: {l}")),
         );
     } else {
-        d.plan.failures.append(&mut f.failures);
+        plan.failures.append(&mut f.failures);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn found() -> (Plan, Fit, flow::Findings) {
+        let plan = Plan {
+            lines: vec!["droplet sup-1: failing".into()],
+            failures: vec!["the webapp is the likely cause".into()],
+            ..Plan::default()
+        };
+        let fit = Fit {
+            lines: vec!["machine presets not checked this run".into()],
+            ..Fit::default()
+        };
+        let webapp = flow::Findings {
+            lines: vec!["worker group g: no PENDING run".into()],
+            failures: vec!["orphaned queue: 3 run(s) wait in queue q".into()],
+            ..flow::Findings::default()
+        };
+        (plan, fit, webapp)
+    }
+
+    #[test]
+    fn while_the_webapp_is_blamed_what_its_outage_does_to_the_queues_is_detail_not_a_failure() {
+        let (mut plan, mut fit, mut webapp) = found();
+        findings(&mut plan, &mut fit, Some(&mut webapp));
+        assert_eq!(plan.failures.len(), 2, "{:?}", plan.failures);
+        assert_eq!(plan.lines[1], "machine presets not checked this run");
+        let (mut plan, mut fit, mut webapp) = found();
+        plan.webapp_blamed = true;
+        findings(&mut plan, &mut fit, Some(&mut webapp));
+        assert_eq!(plan.failures, ["the webapp is the likely cause"]);
+        assert_eq!(
+            plan.lines.last().map(String::as_str),
+            Some("while the webapp is down: orphaned queue: 3 run(s) wait in queue q")
+        );
     }
 }

@@ -62,7 +62,7 @@ pub fn run(opts: &SupervisorOptions, ctx: &TaskCtx) -> anyhow::Result<Outcome> {
     );
     let disks = observe::disks(ctx, &api, &mut decision.plan);
     let mut found = world.flow.as_ref().map(|f| webapp::judge_flow(opts, f));
-    decide::findings(&mut decision, found.as_mut());
+    decide::findings(&mut decision.plan, &mut decision.fit, found.as_mut());
     let healthy = decision
         .plan
         .assessed
