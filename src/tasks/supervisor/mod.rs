@@ -15,6 +15,7 @@ use crate::config::SupervisorOptions;
 use crate::release;
 use crate::task::{Outcome, TaskCtx};
 
+pub mod action;
 pub mod apply;
 pub mod capacity;
 pub mod decide;
@@ -32,6 +33,7 @@ pub mod owned;
 pub mod plan;
 pub mod presets;
 pub mod sim;
+pub mod spec;
 pub mod store;
 pub mod webapp;
 
