@@ -193,6 +193,20 @@ pub enum Cmd {
         /// The profile of jobs.yaml to stop (ops list shows them)
         profile: String,
     },
+    /// Replay the last days of runs through the supervisor settings and a few alternatives:
+    /// waits, droplet-hours and cost (reads the webapp's database, changes nothing)
+    #[command(after_help = concat!(
+        exit_codes!("0  replayed", "1  the webapp's database or DigitalOcean could not be read"),
+        "\n\nNeeds DATABASE_URL (read only: one statement over the window of \"TaskRun\") and SUPERVISOR_SIZE's\nprice: the sizes the supervisor task saved, else DIGITALOCEAN_TOKEN (GET /v2/sizes)."
+    ))]
+    Simulate {
+        /// How many days back to replay (1 to 31)
+        #[arg(long, default_value_t = 7, value_parser = clap::value_parser!(u32).range(1..=31))]
+        days: u32,
+        /// One JSON document: {"schema_version", "settings": [...], "timeline": [...]}, waits in seconds
+        #[arg(long)]
+        json: bool,
+    },
     /// Read-only HTTP API: /healthz, /v1/runs, /v1/alerts, /v1/events, /v1/status, /metrics
     #[command(after_help = exit_codes!("(runs until stopped)"))]
     Serve {

@@ -32,6 +32,7 @@ pub mod schedule;
 pub mod sealed;
 pub mod serve;
 pub mod settings;
+pub mod simulate;
 pub mod state;
 pub mod status;
 pub mod summary;
@@ -107,6 +108,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             | Cmd::Serve { .. }
             | Cmd::Doctor { .. }
             | Cmd::RenderCloudInit { .. }
+            | Cmd::Simulate { .. }
     ) {
         // Only the command line or the process environment may keep root: never the env file,
         // which the state directory's owner may be able to write.
@@ -170,6 +172,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Enable { profile } => commands::set_enabled(&app, profile, true),
         Cmd::Disable { profile } => commands::set_enabled(&app, profile, false),
         Cmd::Serve { listen } => serve::run(&app, listen),
+        Cmd::Simulate { days, json } => simulate::run(&app, *days, *json),
         Cmd::Completions { .. } | Cmd::Manpage => unreachable!("handled above"),
     }
 }

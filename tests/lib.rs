@@ -29,6 +29,7 @@ mod runner;
 mod runs_flow;
 mod scale;
 mod schedules;
+mod simulate;
 mod soak;
 mod supervisor;
 mod supervisor_health;

@@ -347,6 +347,84 @@ SELECT
      LEFT JOIN LATERAL (SELECT COALESCE(sum(x.n), 0)::bigint AS n FROM running x
                          WHERE x.env = r.env AND x.q = r.q) rq ON true)::text"#;
 
+/// Runs created in the last `$1` days, per minute and preset, for `ops simulate`: one pass over
+/// the window through the BRIN index on `createdAt` (materialized once, read twice), never the
+/// whole table. A run's preset is its `machinePreset` (written at every dequeue), else small-1x
+/// (Trigger.dev's default); its length `completedAt - startedAt` (`startedAt` is set at dequeue)
+/// where both are known. `$2` names our group's queues (empty: every run). The limit is the
+/// sum of `floor(maximumConcurrencyLimit × concurrencyLimitBurstFactor)` over the environments
+/// those runs belong to (`NULL`: no such row).
+pub const ARRIVALS_SQL: &str = r#"WITH w AS MATERIALIZED (
+  SELECT r."createdAt", r."startedAt", r."completedAt", r."machinePreset", r."runtimeEnvironmentId"
+    FROM "TaskRun" r
+   WHERE r."createdAt" >= timezone('UTC', now()) - make_interval(days => $1)
+     AND (cardinality($2::text[]) = 0 OR r."masterQueue" = ANY($2))
+), m AS (
+  SELECT floor(EXTRACT(EPOCH FROM w."createdAt") / 60)::bigint AS minute,
+         COALESCE(w."machinePreset", 'small-1x') AS preset, count(*) AS n,
+         COALESCE(sum(EXTRACT(EPOCH FROM (w."completedAt" - w."startedAt")))
+                    FILTER (WHERE w."completedAt" >= w."startedAt"), 0)::float8 AS secs,
+         count(*) FILTER (WHERE w."completedAt" >= w."startedAt") AS timed
+    FROM w GROUP BY 1, 2
+)
+SELECT
+  (SELECT json_agg(json_build_array(m.minute, m.preset, m.n, m.secs, m.timed)
+                   ORDER BY m.minute, m.preset) FROM m)::text,
+  (SELECT sum(floor(e."maximumConcurrencyLimit" * e."concurrencyLimitBurstFactor"))::bigint
+     FROM "RuntimeEnvironment" e
+    WHERE e."id" IN (SELECT DISTINCT w."runtimeEnvironmentId" FROM w)),
+  floor(EXTRACT(EPOCH FROM timezone('UTC', now())))::bigint"#;
+
+/// The runs of one minute (Unix minutes, the database's clock) and one preset.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MinuteRuns {
+    pub minute: i64,
+    pub preset: String,
+    pub runs: u64,
+    /// Seconds run in all by the `timed` runs whose start and end are known.
+    pub secs: f64,
+    pub timed: u64,
+}
+
+/// What the runs of a window were.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Arrivals {
+    pub minutes: Vec<MinuteRuns>,
+    pub env_limit: Option<u64>,
+    /// The database's clock (Unix seconds).
+    pub now: i64,
+}
+
+/// The runs of the last `days` of `queues` (empty: all), per minute and preset, in a read-only
+/// transaction with its own statement timeout and sequential scans priced out.
+pub fn arrivals(
+    client: &mut Client,
+    days: u32,
+    queues: &[String],
+    timeout: Duration,
+) -> anyhow::Result<Arrivals> {
+    let days = i32::try_from(days).unwrap_or(i32::MAX);
+    let r = bounded(client, timeout, |tx| {
+        tx.query_one(ARRIVALS_SQL, &[&days, &queues])
+    })
+    .map_err(|e| anyhow!("reading the runs' arrivals (\"TaskRun\"): {}", describe(&e)))?;
+    let rows: Vec<(i64, String, u64, f64, u64)> = json_list(r.get(0), "arrivals")?;
+    Ok(Arrivals {
+        minutes: rows
+            .into_iter()
+            .map(|(minute, preset, runs, secs, timed)| MinuteRuns {
+                minute,
+                preset,
+                runs,
+                secs,
+                timed,
+            })
+            .collect(),
+        env_limit: r.get::<_, Option<i64>>(1).map(|l| l.max(0) as u64),
+        now: r.get(2),
+    })
+}
+
 /// SQLSTATEs that mean "this schema is not Trigger.dev v4's (yet)".
 fn missing_schema(e: &postgres::Error) -> Option<String> {
     let db = e.as_db_error()?;

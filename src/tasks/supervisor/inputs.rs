@@ -7,6 +7,7 @@ use crate::redact::Secret;
 use crate::release;
 use crate::sealed::fingerprint;
 use crate::settings::Settings;
+use crate::state::State;
 use crate::task::TaskCtx;
 use crate::tasks::extract;
 
@@ -121,6 +122,15 @@ pub struct Inputs<'a> {
     pub size: String,
 }
 
+/// The size new droplets get: SUPERVISOR_SIZE, or for `auto` the size it settled on.
+pub fn size(state: Option<&State>, s: &Settings) -> String {
+    if s.supervisor_size == "auto" {
+        load::<String>(state, AUTO_SIZE_KEY).unwrap_or_else(|| AUTO_DEFAULT_SIZE.into())
+    } else {
+        s.supervisor_size.clone()
+    }
+}
+
 /// The token, the config record (the one extract read earlier in this profile run, stored or
 /// planned in a dry run, else the stored one), the bounds and the size; a configuration that
 /// lets ops see nothing is refused.
@@ -140,11 +150,7 @@ pub fn resolve<'a>(opts: &SupervisorOptions, ctx: &TaskCtx<'a>) -> anyhow::Resul
         return Err(crate::exit::config_error(why));
     }
     let auto = s.supervisor_size == "auto";
-    let size = if auto {
-        load::<String>(ctx.state, AUTO_SIZE_KEY).unwrap_or_else(|| AUTO_DEFAULT_SIZE.into())
-    } else {
-        s.supervisor_size.clone()
-    };
+    let size = size(ctx.state, s);
     let bounds = capacity::Bounds::new(s.supervisor_count, opts.min, opts.max)
         .map_err(crate::exit::config_error)?;
     Ok(Inputs {

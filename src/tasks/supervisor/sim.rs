@@ -16,6 +16,7 @@ use super::plan;
 
 mod fleet;
 pub mod load;
+pub mod replay;
 
 use fleet::{
     follow, minutes, observe_confirmed, spec, Droplet, BOOT, CHECK_EVERY, CURRENT, FLEET_AGE,
@@ -260,6 +261,25 @@ pub fn table() -> String {
     out
 }
 
+/// docs/supervisor.md holds `want` between the markers (`OPS_UPDATE_DOCS=1` writes it).
+#[cfg(test)]
+pub(crate) fn docs_carry((begin, end): (&str, &str), want: &str) {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/supervisor.md");
+    let doc = std::fs::read_to_string(path).expect("docs/supervisor.md");
+    let start = doc.find(begin).expect("begin marker") + begin.len();
+    let stop = doc.find(end).expect("end marker");
+    if std::env::var_os("OPS_UPDATE_DOCS").is_some() {
+        let new = format!("{}{want}{}", &doc[..start], &doc[stop..]);
+        std::fs::write(path, new).expect("write docs/supervisor.md");
+        return;
+    }
+    assert_eq!(
+        &doc[start..stop],
+        want,
+        "docs/supervisor.md is out of date: OPS_UPDATE_DOCS=1 cargo test --lib simulation"
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -377,27 +397,9 @@ mod tests {
     /// docs/supervisor.md carries the table between markers; `OPS_UPDATE_DOCS=1` rewrites it.
     #[test]
     fn the_table_in_the_docs_is_the_simulations() {
-        docs_carry(
+        super::docs_carry(
             ("<!-- simulation:begin -->\n", "<!-- simulation:end -->"),
             &table(),
-        );
-    }
-
-    /// docs/supervisor.md holds `want` between the markers (`OPS_UPDATE_DOCS=1` writes it).
-    pub(super) fn docs_carry((begin, end): (&str, &str), want: &str) {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/supervisor.md");
-        let doc = std::fs::read_to_string(path).expect("docs/supervisor.md");
-        let start = doc.find(begin).expect("begin marker") + begin.len();
-        let stop = doc.find(end).expect("end marker");
-        if std::env::var_os("OPS_UPDATE_DOCS").is_some() {
-            let new = format!("{}{want}{}", &doc[..start], &doc[stop..]);
-            std::fs::write(path, new).expect("write docs/supervisor.md");
-            return;
-        }
-        assert_eq!(
-            &doc[start..stop],
-            want,
-            "docs/supervisor.md is out of date: OPS_UPDATE_DOCS=1 cargo test --lib simulation"
         );
     }
 }

@@ -160,6 +160,25 @@ impl Droplet {
         }
     }
 
+    /// Its last heartbeat the webapp recorded by `t` (included): `recorded(..).last()`, found
+    /// from the end, so a droplet a week old costs a check no more than a new one.
+    pub(super) fn last_recorded(&self, t: u64, webapp_down: Option<(u64, u64)>) -> Option<u64> {
+        let first = self.start() + self.beat;
+        let until = match self.dies {
+            Some(d) => t.min(d.checked_sub(1)?),
+            None => t,
+        };
+        let lost = |h: &u64| {
+            webapp_down.is_some_and(|(a, b)| (a..b).contains(h))
+                || self.lost.iter().any(|(a, b)| (*a..*b).contains(h))
+        };
+        let last = until.checked_sub(first)? / self.beat;
+        (0..=last)
+            .rev()
+            .map(|k| first + k * self.beat)
+            .find(|h| !lost(h))
+    }
+
     /// The heartbeats it sends up to `t` (included) that the webapp records.
     pub(super) fn recorded(
         &self,
@@ -248,7 +267,7 @@ pub(super) fn observe(
                 age_secs: (t - d.created) as i64,
                 prev: d.streak.clone(),
                 built: Default::default(),
-                heartbeat: match d.recorded(t, webapp_down).last() {
+                heartbeat: match d.last_recorded(t, webapp_down) {
                     Some(h) => Heartbeat::Age((t - h) as f64),
                     None => Heartbeat::Never,
                 },
@@ -388,4 +407,28 @@ fn apply(
 
 pub(super) fn minutes(secs: u64) -> String {
     format!("{:.1}", secs as f64 / 60.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_last_heartbeat_found_from_the_end_is_the_last_one_recorded() {
+        let mut d = Droplet::initial(1, 10);
+        d.lost.push((5_000, 5_090));
+        let mut dead = Droplet::initial(2, 30);
+        dead.dies = Some(4_000);
+        for down in [None, Some((6_000, 6_600)), Some((0, 100_000))] {
+            for t in (0..8_000).step_by(7) {
+                for d in [&d, &dead] {
+                    assert_eq!(
+                        d.last_recorded(t, down),
+                        d.recorded(t, down).last(),
+                        "t {t}, down {down:?}"
+                    );
+                }
+            }
+        }
+    }
 }

@@ -11,24 +11,21 @@
 
 use std::time::Duration;
 
-use super::fleet::{
-    follow, minutes, observe, spec, Droplet, Policy, Result as Counts, BAKED_BOOT, BOOT,
-    CHECK_EVERY, CURRENT, FLEET_AGE,
-};
-use crate::clients::webapp_db::{PresetNeed, ReadyGroup, RunOnWorker, WorkerRuns};
+use super::fleet::minutes;
+use super::replay::{self, Arrival, Settings};
+use crate::clients::webapp_db::WorkerRuns;
 use crate::tasks::supervisor::capacity::Bounds;
-use crate::tasks::supervisor::decide::{self, Cloud};
 use crate::tasks::supervisor::facts::Machine;
 use crate::tasks::supervisor::plan::{self, Observation};
+use crate::tasks::supervisor::presets;
 
-const STEP: u64 = 5;
-const PER_DROPLET: usize = 4;
 pub const ENV_LIMIT: u64 = 50;
 pub const MAX: usize = 13;
 const PRICE_MONTHLY: f64 = 18.0;
 const HOURS_A_MONTH: f64 = 730.0;
 const SCALE_OUT_AFTER: u64 = 30;
 const SCALE_IN_AFTER: u64 = 15 * 60;
+const DRAIN_TIMEOUT: u64 = 3600;
 /// When the load starts (seconds after the simulation starts).
 const LOAD_AT: u64 = 600;
 
@@ -104,93 +101,31 @@ pub fn cost(hours: f64) -> f64 {
     hours * PRICE_MONTHLY / HOURS_A_MONTH
 }
 
-/// The supervisor dequeues from its start until it is told to drain.
-fn takes_runs(d: &Droplet, t: u64) -> bool {
-    t >= d.start() && d.draining.is_none() && d.deleted.is_none() && !d.off(t)
-}
-
-fn initial(min: usize, beat: u64) -> Vec<Droplet> {
-    (1..=min as u64)
-        .map(|id| Droplet::initial(id, beat))
-        .collect()
-}
-
-/// The account the simulation runs in: the default size, room for every droplet.
-struct SimCloud;
-
-impl Cloud for SimCloud {
-    fn machines(&self) -> std::result::Result<Vec<Machine>, String> {
-        Ok(vec![size()])
-    }
-
-    fn known_machines(&self) -> Option<Vec<Machine>> {
-        Some(vec![size()])
-    }
-
-    fn room(&self) -> std::result::Result<usize, String> {
-        Ok(MAX)
+/// The settings of these tables: [`min`, `MAX`], the default size, the environment limit.
+pub fn settings(min: usize, baked: bool) -> Settings {
+    Settings {
+        bounds: Bounds { min, max: MAX },
+        size: size(),
+        env_limit: Some(ENV_LIMIT),
+        baked,
+        scale_out_after: Duration::from_secs(SCALE_OUT_AFTER),
+        scale_in_after: Duration::from_secs(SCALE_IN_AFTER),
+        drain_timeout: Duration::from_secs(DRAIN_TIMEOUT),
     }
 }
 
-/// What the webapp's database would say at `t`: the runs on the droplets, the runs waiting
-/// past `scale_out_after` under the environment limit, and what the waiting runs need.
-pub(super) fn runs(fleet: &[Droplet], t: u64, queued: &[u64]) -> WorkerRuns {
-    let on_workers: Vec<RunOnWorker> = fleet
-        .iter()
-        .flat_map(|d| {
-            d.in_flight(t).into_iter().map(|i| RunOnWorker {
-                id: format!("run_{}_{i}", d.id),
-                friendly_id: format!("run_{}_{i}", d.id),
-                instance: Some(d.name.clone()),
-                status: "EXECUTING".into(),
-                preset: None,
+impl Traffic {
+    /// The runs, every one small-1x.
+    pub fn runs(&self) -> Vec<Arrival> {
+        self.arrivals()
+            .into_iter()
+            .map(|at| Arrival {
+                at,
+                len: self.run_len(),
+                preset: presets::DEFAULT,
             })
-        })
-        .collect();
-    let running = on_workers.len() as u64;
-    let ready = queued.iter().filter(|a| t - **a > SCALE_OUT_AFTER).count() as u64;
-    WorkerRuns {
-        on_workers,
-        needs: vec![PresetNeed {
-            kind: "waiting".into(),
-            preset: None,
-            runs: queued.len() as u64,
-        }],
-        track_ids: Vec::new(),
-        ready: vec![ReadyGroup {
-            environment: "env".into(),
-            queue: "task/work".into(),
-            waiting: ready,
-            env_limit: Some(ENV_LIMIT),
-            env_paused: Some(false),
-            queue_limit: None,
-            queue_paused: Some(false),
-            running_env: running,
-            running_queue: running,
-        }],
+            .collect()
     }
-}
-
-/// The task's own decision (decide.rs: the preset fit, the load's verdict, the plan) on what
-/// the simulation observes at `t`.
-pub(super) fn decided(bounds: Bounds, obs: &Observation, runs: &WorkerRuns) -> plan::Plan {
-    let base = spec(Policy::Now, CURRENT, bounds.min);
-    let desired = |_: &str| base.clone();
-    decide::decide(
-        &decide::Inputs {
-            obs,
-            spec: &desired,
-            size: &size().slug,
-            auto: false,
-            region: &base.region,
-            bounds,
-            stale_after: base.rules.stale_after,
-            scale_in_after: Duration::from_secs(SCALE_IN_AFTER),
-            runs: Some(runs),
-        },
-        &SimCloud,
-    )
-    .plan
 }
 
 /// One load on a fleet of [`min`, `max`], its droplets made from Ubuntu or the baked image;
@@ -207,76 +142,23 @@ fn run_checked(
     phase: u64,
     checked: &mut dyn FnMut(&Observation, &WorkerRuns, &plan::Plan),
 ) -> Outcome {
-    let t0 = FLEET_AGE + 60;
-    let bounds = Bounds { min, max: MAX };
-    let beat = Policy::Now.beat();
-    let boot = if baked { BAKED_BOOT } else { BOOT };
-    let arrivals: Vec<u64> = traffic.arrivals().iter().map(|a| t0 + a + phase).collect();
-    let mut started: Vec<Option<u64>> = vec![None; arrivals.len()];
-    let mut fleet = initial(min, beat);
-    let mut gone: Vec<(u64, u64)> = Vec::new();
-    let mut replacements: Vec<i64> = Vec::new();
-    let mut counts = Counts::default();
-    let end = t0 + traffic.length();
-    let mut t = t0;
-    while t < end {
-        // The run engine hands a run to a supervisor with room while the environment has room.
-        let mut running: usize = fleet.iter().map(|d| d.in_flight(t).len()).sum();
-        for d in fleet.iter_mut().filter(|d| takes_runs(d, t)) {
-            while d.in_flight(t).len() < PER_DROPLET && (running as u64) < ENV_LIMIT {
-                let Some(i) =
-                    (0..arrivals.len()).find(|&i| started[i].is_none() && arrivals[i] <= t)
-                else {
-                    break;
-                };
-                started[i] = Some(t);
-                d.runs.push((t, t + traffic.run_len()));
-                running += 1;
-            }
-        }
-        if (t - t0) % CHECK_EVERY == 0 {
-            let queued: Vec<u64> = (0..arrivals.len())
-                .filter(|&i| started[i].is_none() && arrivals[i] <= t)
-                .map(|i| arrivals[i])
-                .collect();
-            let obs = observe(&fleet, t, None, &replacements);
-            let runs = runs(&fleet, t, &queued);
-            let p = decided(bounds, &obs, &runs);
-            checked(&obs, &runs, &p);
-            follow(
-                &p,
-                t,
-                (CURRENT, boot, beat),
-                None,
-                &mut fleet,
-                &mut replacements,
-                &mut counts,
-            );
-            gone.extend(
-                fleet
-                    .iter()
-                    .filter_map(|d| d.deleted.map(|at| (d.created.max(t0), at))),
-            );
-            fleet.retain(|d| d.deleted.is_none());
-        }
-        t += STEP;
-    }
-    let hours = gone
-        .iter()
-        .copied()
-        .chain(fleet.iter().map(|d| (d.created.max(t0), end)))
-        .map(|(from, to)| to.saturating_sub(from) as f64 / 3600.0)
-        .sum();
-    let wait = |i: usize| started[i].map_or(end - arrivals[i], |s| s - arrivals[i]);
+    let r = replay::run_checked(
+        &traffic.runs(),
+        traffic.length(),
+        &settings(min, baked),
+        phase,
+        &mut |(obs, runs, p)| checked(obs, runs, p),
+    );
+    let last = r.waits.len() - 1;
     Outcome {
-        first_wait: wait(0),
-        last_wait: wait(arrivals.len() - 1),
-        longest_wait: (0..arrivals.len()).map(wait).max().unwrap_or(0),
-        droplet_hours: hours,
+        first_wait: r.waits[0],
+        last_wait: r.waits[last],
+        longest_wait: r.waits.iter().copied().max().unwrap_or(0),
+        droplet_hours: r.droplet_hours,
         fixed_hours: MAX as f64 * traffic.length() as f64 / 3600.0,
-        created: counts.created,
-        killed: counts.killed,
-        unstarted: started.iter().filter(|s| s.is_none()).count(),
+        created: r.created,
+        killed: r.killed,
+        unstarted: r.unstarted,
     }
 }
 
@@ -335,6 +217,7 @@ pub fn table() -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::super::fleet::{BAKED_BOOT, BOOT};
     use super::*;
 
     #[test]
@@ -379,7 +262,7 @@ mod tests {
     /// docs/supervisor.md carries the table between markers; `OPS_UPDATE_DOCS=1` rewrites it.
     #[test]
     fn the_scaling_table_in_the_docs_is_the_simulations() {
-        super::super::tests::docs_carry(
+        super::super::docs_carry(
             (
                 "<!-- simulation-load:begin -->\n",
                 "<!-- simulation-load:end -->",
@@ -393,7 +276,6 @@ mod tests {
     /// observe, are decided by the task's decide alike.
     #[test]
     fn a_burst_is_decided_alike_from_the_simulations_facts_and_from_digitaloceans_listing() {
-        let bounds = Bounds { min: 0, max: MAX };
         let now = chrono::Utc::now();
         let mut checks = 0;
         let mut acted = 0;
@@ -428,7 +310,7 @@ mod tests {
                 seen.runs = d.runs.clone();
                 *d = seen;
             }
-            let task = decided(bounds, &listed, runs);
+            let task = replay::decided(&settings(0, true), &listed, runs);
             assert_eq!(task.actions, p.actions, "at {}", obs.now_ms);
             assert_eq!(task.lines, p.lines, "at {}", obs.now_ms);
             checks += 1;

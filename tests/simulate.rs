@@ -1,0 +1,167 @@
+//! `ops simulate` (issue 35): the operator's own week of runs, read once from Trigger.dev's
+//! production schema in a real PostgreSQL, replayed through their supervisor settings.
+
+use std::time::Instant;
+
+use crate::extract::LOG_TOKEN;
+use crate::supervisor::webapp_db;
+use crate::support::digitalocean::{FakeDo, DO_TOKEN};
+use crate::support::webapp::{self, Webapp, QUEUE};
+use crate::support::Ops;
+
+const JOBS: &str = "version: 1\nprofiles:\n  health:\n    cron: '* * * * *'\n    tasks:\n      - {kind: supervisor, min: 0, max: 13, bake: true}\n";
+
+fn operator(db: &Webapp, api: &FakeDo) -> Ops {
+    let mut ops = Ops::new();
+    ops.jobs(JOBS);
+    ops.env("DATABASE_URL", &db.url)
+        .env("TRIGGER_WORKER_TOKEN", LOG_TOKEN)
+        .env("DIGITALOCEAN_TOKEN", DO_TOKEN)
+        .env("DIGITALOCEAN_API_URL", &api.server.url());
+    ops
+}
+
+/// `n` runs of our queue in environment `env1`, the i-th created `at(i)` (SQL over `i`, an
+/// interval back from the start of the current minute), each `secs` long once started.
+fn runs(c: &mut postgres::Client, n: i64, at: &str, secs: f64) {
+    c.execute(
+        &format!(
+            r#"INSERT INTO "TaskRun" (id, "friendlyId", status, "masterQueue", "createdAt", "queuedAt",
+                 "startedAt", "completedAt", "updatedAt", "machinePreset", payload,
+                 "runtimeEnvironmentId", "projectId", "taskIdentifier", "spanId", "traceId", queue, engine)
+               SELECT 's' || i, 'run_s' || i, 'COMPLETED_SUCCESSFULLY', $2, t, t, t + interval '1 second',
+                      t + interval '1 second' + make_interval(secs => $3), t, 'small-1x', '{{}}',
+                      'env1', 'p1', 'task', md5(i::text), md5((i * 7)::text), 'task/task', 'V2'
+                 FROM generate_series(0, $1::bigint - 1) AS i,
+                 LATERAL (SELECT date_trunc('minute', timezone('UTC', now())) - ({at}) AS t) AS x"#
+        ),
+        &[&n, &QUEUE, &secs],
+    )
+    .unwrap();
+    c.batch_execute(r#"VACUUM ANALYZE "TaskRun""#).unwrap();
+    webapp::settle_statistics(c);
+}
+
+fn seq_scans(c: &mut postgres::Client) -> i64 {
+    c.query_one(
+        r#"SELECT seq_scan FROM pg_stat_user_tables WHERE relid = '"TaskRun"'::regclass"#,
+        &[],
+    )
+    .unwrap()
+    .get(0)
+}
+
+#[test]
+fn a_week_of_a_million_runs_is_replayed_through_the_created_at_index_without_a_sequential_scan() {
+    let db = webapp_db();
+    let api = FakeDo::start();
+    let mut c = postgres::Client::connect(&db.url, postgres::NoTls).unwrap();
+    webapp::limits(&mut c, 50, None, false);
+    // 1,000,000 runs evenly over the last week, 2 minutes each.
+    runs(
+        &mut c,
+        1_000_000,
+        "make_interval(secs => 604000 * (1 - i::float8 / 1000000)) - interval '1 minute'",
+        120.0,
+    );
+    // The statement ops runs, planned as ops runs it (its read-only transaction's settings).
+    let mut tx = c.transaction().unwrap();
+    tx.batch_execute("SET LOCAL statement_timeout = 60000; SET LOCAL enable_seqscan = off")
+        .unwrap();
+    let queues = vec![QUEUE.to_string(), format!("{QUEUE}:scheduled")];
+    let plan: Vec<String> = tx
+        .query(
+            &format!("EXPLAIN {}", trigger_ops::clients::webapp_db::ARRIVALS_SQL),
+            &[&7i32, &queues],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    tx.rollback().unwrap();
+    let plan = plan.join("\n");
+    assert!(
+        plan.contains("Bitmap Index Scan on \"TaskRun_createdAt_idx\""),
+        "{plan}"
+    );
+    assert!(!plan.contains("Seq Scan on \"TaskRun\""), "{plan}");
+    let before = seq_scans(&mut c);
+    let ops = operator(&db, &api);
+    let t0 = Instant::now();
+    let run = ops.run(&["simulate", "--days", "7", "--json"]);
+    let took = t0.elapsed();
+    run.expect_code(0);
+    eprintln!(
+        "ops simulate --days 7 on 1,000,000 runs: {:.2} s",
+        took.as_secs_f64()
+    );
+    webapp::settle_statistics(&mut c);
+    assert_eq!(seq_scans(&mut c), before, "ops scanned \"TaskRun\" whole");
+    let doc = run.json();
+    assert_eq!(doc["runs"], 1_000_000, "{doc}");
+    assert_eq!(doc["env_limit"], 50);
+    assert_eq!(
+        doc["scope"],
+        "worker group ops-test-group (queue ops-test-queue)"
+    );
+    let settings = doc["settings"].as_array().unwrap();
+    assert_eq!(settings[0]["label"], "yours");
+    assert_eq!(settings.len(), 5, "{doc}");
+    for s in settings {
+        assert_eq!(s["runs_killed_by_ops"], 0, "{s}");
+    }
+    // 100 runs a minute of 2 minutes each: 200 at once, held to the limit of 50.
+    assert!(
+        settings[0]["peak_droplets"].as_u64().unwrap() >= 13,
+        "{doc}"
+    );
+    assert!(
+        !run.all().contains(&db.url),
+        "the database URL is never printed"
+    );
+}
+
+/// The docs' loads in the database, replayed by the binary: the output is the docs' text.
+#[test]
+fn the_docs_scenarios_replayed_from_postgres_equal_the_docs() {
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/supervisor.md"))
+        .unwrap();
+    let api = FakeDo::start();
+    // 10 minutes into the day's window: 200 runs of 3 minutes within one minute, and a
+    // 2-minute run every 30 minutes for 8 hours.
+    for (marker, n, at, secs) in [
+        (
+            "simulate-burst",
+            200,
+            "interval '1430 minutes' - make_interval(secs => i * 0.3)",
+            180.0,
+        ),
+        (
+            "simulate-night",
+            16,
+            "interval '1430 minutes' - make_interval(mins => i::int * 30)",
+            120.0,
+        ),
+    ] {
+        let db = webapp_db();
+        let mut c = postgres::Client::connect(&db.url, postgres::NoTls).unwrap();
+        webapp::limits(&mut c, 50, None, false);
+        runs(&mut c, n, at, secs);
+        let run = operator(&db, &api).run(&["simulate", "--days", "1"]);
+        run.expect_code(0);
+        let begin = format!("<!-- {marker}:begin -->\n```\n");
+        let start = doc.find(&begin).expect("begin marker") + begin.len();
+        let stop = doc.find(&format!("```\n<!-- {marker}:end -->")).unwrap();
+        assert_eq!(run.stdout, doc[start..stop], "{marker}");
+    }
+}
+
+#[test]
+fn without_database_url_simulate_is_a_configuration_error_naming_the_fix() {
+    let ops = Ops::new();
+    ops.jobs(JOBS);
+    ops.run(&["simulate"])
+        .expect_code(2)
+        .expect_stderr("DATABASE_URL is not set")
+        .expect_stderr("set DATABASE_URL");
+}
