@@ -242,7 +242,7 @@ impl<'a> DigitalOcean<'a> {
         }
     }
 
-    fn send(
+    pub(crate) fn send(
         &self,
         method: &'static str,
         path_and_query: &str,
@@ -285,7 +285,7 @@ impl<'a> DigitalOcean<'a> {
         Refusal::or_error(resp.status, message)
     }
 
-    fn json<T: DeserializeOwned>(&self, resp: &Response) -> anyhow::Result<T> {
+    pub(crate) fn json<T: DeserializeOwned>(&self, resp: &Response) -> anyhow::Result<T> {
         serde_json::from_str(&resp.body)
             .map_err(|e| anyhow!("{SERVICE}: unexpected answer ({e}): {}", resp.snippet()))
     }
@@ -429,7 +429,11 @@ impl<'a> DigitalOcean<'a> {
     }
 
     /// Every item under `key` of a paginated listing, following `links.pages.next`.
-    fn list_all<T: DeserializeOwned>(&self, first: &str, key: &str) -> anyhow::Result<Vec<T>> {
+    pub(crate) fn list_all<T: DeserializeOwned>(
+        &self,
+        first: &str,
+        key: &str,
+    ) -> anyhow::Result<Vec<T>> {
         let mut out = Vec::new();
         let mut path = first.to_string();
         for _ in 0..100 {

@@ -1,6 +1,7 @@
 //! Typed clients for the outside APIs. They know nothing of tasks.
 
 pub mod digitalocean;
+pub mod doks;
 pub mod http;
 pub mod kubernetes;
 pub mod postgres;

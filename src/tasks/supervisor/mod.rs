@@ -28,6 +28,7 @@ pub mod flow;
 pub mod health;
 pub mod image;
 pub mod inputs;
+pub mod kubernetes;
 pub mod observe;
 pub mod owned;
 pub mod plan;

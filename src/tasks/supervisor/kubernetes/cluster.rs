@@ -1,0 +1,676 @@
+//! Which DigitalOcean Kubernetes cluster the supervisor runs on, pure. `cluster: <id or name>`
+//! adopts one; without it ops creates one (named after the deployment tag, tagged, in
+//! `SUPERVISOR_REGION`, the newest version DigitalOcean offers, `ha` sent explicitly, a
+//! maintenance window and surge upgrades) and records it as its own. **No step ever deletes a
+//! cluster**, ops' own included: there is no such step, nor a client call for it.
+//!
+//! The record (`supervisor/doks`, beside the droplet record) is what ops created: the cluster
+//! (or the one adopted), the node pools (only these may ever be deleted), and the create sent
+//! whose answer was not heard, so a lost answer never makes a second cluster.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::clients::doks::{
+    AutoscalerConfig, Cluster, ClusterState, MaintenancePolicy, NewCluster, NewNodePool, Options,
+    Version,
+};
+use crate::state::State;
+
+/// The record's key in the supervisor's state namespace.
+pub const KEY: &str = "doks";
+/// A create whose answer was lost: a cluster of that name is ops' own when DigitalOcean says it
+/// was created no earlier than this before the call (clocks differ).
+const PENDING_SKEW_MS: i64 = 3_600_000;
+/// The maintenance window when `maintenance:` is not set: Sunday 04:00 UTC, the quietest hour
+/// of most teams' week (DOKS windows last 4 hours).
+pub const DEFAULT_MAINTENANCE_DAY: &str = "sunday";
+pub const DEFAULT_MAINTENANCE_START: &str = "04:00";
+
+/// What the task asks for.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClusterSpec {
+    /// `cluster: <id or name>`: adopt that cluster instead of creating one.
+    pub adopt: Option<String>,
+    /// The name of a cluster ops creates (the deployment tag).
+    pub name: String,
+    /// Its tags (the deployment tag and ops' managed tag).
+    pub tags: Vec<String>,
+    pub region: String,
+    /// `ha: true`; sent as false otherwise (it cannot be turned off once on).
+    pub ha: bool,
+    /// `day` and `HH:MM` UTC.
+    pub maintenance: (String, String),
+    /// `scale_in_after`: how long a node must be unneeded before the autoscaler removes it.
+    pub scale_in_after: Duration,
+}
+
+/// What ops keeps about DigitalOcean Kubernetes between runs.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Record {
+    #[serde(default)]
+    pub cluster: Option<Recorded>,
+    /// A cluster create sent whose answer was not heard: (name, Unix ms).
+    #[serde(default)]
+    pub pending: Option<(String, i64)>,
+    /// Node pools ops created (by id): the only ones it ever cordons or deletes.
+    #[serde(default)]
+    pub pools: Vec<PoolEntry>,
+    /// Node pool creates sent whose answer was not heard: (name, Unix ms).
+    #[serde(default)]
+    pub pending_pools: Vec<(String, i64)>,
+    /// Pools ops is retiring (a size change): when their nodes were first cordoned.
+    #[serde(default)]
+    pub retiring: Vec<Retiring>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Recorded {
+    pub id: String,
+    pub name: String,
+    /// ops created it (false: adopted through `cluster:`).
+    pub created: bool,
+    /// When it was recorded (Unix ms).
+    pub at: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PoolEntry {
+    pub id: String,
+    pub name: String,
+    pub size: String,
+    pub at: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Retiring {
+    pub id: String,
+    /// When its nodes were first cordoned (Unix ms): `drain_timeout` counts from here.
+    pub since: i64,
+}
+
+impl Record {
+    pub fn owns_pool(&self, id: &str) -> bool {
+        self.pools.iter().any(|p| p.id == id)
+    }
+
+    /// A pool DigitalOcean answered for: recorded as ops' own.
+    pub fn pool_created(&mut self, id: &str, name: &str, size: &str, now: i64) {
+        self.pending_pools.retain(|(n, _)| n != name);
+        if !self.owns_pool(id) {
+            self.pools.push(PoolEntry {
+                id: id.into(),
+                name: name.into(),
+                size: size.into(),
+                at: now,
+            });
+        }
+    }
+
+    /// A pool deleted (or found gone): forgotten.
+    pub fn pool_gone(&mut self, id: &str) {
+        self.pools.retain(|p| p.id != id);
+        self.retiring.retain(|r| r.id != id);
+    }
+
+    /// The cluster DigitalOcean answered for: recorded as ops' own.
+    pub fn cluster_created(&mut self, c: &Cluster, now: i64) {
+        self.pending = None;
+        self.cluster = Some(Recorded {
+            id: c.id.clone(),
+            name: c.name.clone(),
+            created: true,
+            at: now,
+        });
+        for p in &c.node_pools {
+            self.pool_created(&p.id, &p.name, &p.size, now);
+        }
+    }
+}
+
+/// The record as last saved (`None`: none yet, or unreadable). Losing it is safe: the cluster
+/// is then found by name and refused rather than duplicated, and no pool is ops' own.
+pub fn load(state: &State) -> anyhow::Result<Option<Record>> {
+    Ok(state.kv_get(super::super::NAMESPACE, KEY)?.map(|(r, _)| r))
+}
+
+pub fn save(state: &State, record: &Record, now: i64) -> anyhow::Result<()> {
+    state.kv_set(super::super::NAMESPACE, KEY, record, now)
+}
+
+/// How to find the cluster this run: one request in the steady state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lookup {
+    /// `GET /v2/kubernetes/clusters/{id}`.
+    Id(String),
+    /// The listing, matched by name.
+    Name(String),
+}
+
+pub fn lookup(spec: &ClusterSpec, record: &Record) -> Lookup {
+    match (&spec.adopt, &record.cluster) {
+        (Some(key), Some(r)) if &r.id == key || &r.name == key => Lookup::Id(r.id.clone()),
+        (Some(key), _) if crate::clients::doks::is_cluster_id(key) => Lookup::Id(key.clone()),
+        (Some(key), _) => Lookup::Name(key.clone()),
+        (None, Some(r)) if r.created => Lookup::Id(r.id.clone()),
+        (None, _) => Lookup::Name(spec.name.clone()),
+    }
+}
+
+/// What to do about the cluster.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Step {
+    /// Work on this cluster; `ready` once DigitalOcean says `running` (or `upgrading` /
+    /// `degraded`: its API answers). `note`: what to tell the operator.
+    Use {
+        cluster: Box<Cluster>,
+        ready: bool,
+        note: Option<String>,
+    },
+    /// Create one (`new_cluster` makes the body from the options).
+    Create,
+    /// The cluster ops created is gone from DigitalOcean: forget it (the next run creates one).
+    Forget { name: String, id: String },
+    /// Stop, with one line saying why and the fix.
+    Refuse(String),
+}
+
+/// Decides from the record and what the lookup found, and returns the record to keep.
+pub fn decide(
+    spec: &ClusterSpec,
+    prev: &Record,
+    found: Option<Cluster>,
+    now: i64,
+) -> (Step, Record) {
+    let mut record = prev.clone();
+    if let Some(key) = &spec.adopt {
+        let Some(c) = found else {
+            return (
+                Step::Refuse(format!(
+                    "cluster {key:?} (jobs.yaml `cluster:`) is not in this DigitalOcean account: give the id or name `doctl kubernetes cluster list` shows, or remove `cluster:` to let ops create one"
+                )),
+                record,
+            );
+        };
+        let adopted = record.cluster.as_ref().is_none_or(|r| r.id != c.id);
+        if adopted {
+            record.cluster = Some(Recorded {
+                id: c.id.clone(),
+                name: c.name.clone(),
+                created: false,
+                at: now,
+            });
+        }
+        return (
+            use_step(
+                c,
+                adopted.then(|| "adopted (jobs.yaml `cluster:`); ops never deletes it".to_string()),
+            ),
+            record,
+        );
+    }
+    match (prev.cluster.as_ref().filter(|r| r.created), found) {
+        (Some(_), Some(c)) if c.status.state == ClusterState::Deleted => (
+            Step::Forget {
+                name: c.name,
+                id: c.id,
+            },
+            record,
+        ),
+        (Some(_), Some(c)) => (use_step(c, None), record),
+        (Some(r), None) => (
+            Step::Forget {
+                name: r.name.clone(),
+                id: r.id.clone(),
+            },
+            record,
+        ),
+        (None, Some(c)) => {
+            let unheard = prev.pending.as_ref().is_some_and(|(name, at)| {
+                name == &c.name && created_ms(&c).is_some_and(|t| t >= at - PENDING_SKEW_MS)
+            });
+            if unheard {
+                record.cluster_created(&c, now);
+                return (
+                    use_step(
+                        c,
+                        Some("ops sent its create and never heard DigitalOcean's answer; the cluster was created since: recorded as ops' own".into()),
+                    ),
+                    record,
+                );
+            }
+            (
+                Step::Refuse(format!(
+                    "a cluster named {:?} ({}) exists that ops has no record of creating: adopt it with `cluster: {}` in jobs.yaml, or rename it in DigitalOcean",
+                    c.name, c.id, c.name
+                )),
+                record,
+            )
+        }
+        (None, None) => (Step::Create, record),
+    }
+}
+
+fn created_ms(c: &Cluster) -> Option<i64> {
+    chrono::DateTime::parse_from_rfc3339(&c.created_at)
+        .ok()
+        .map(|t| t.timestamp_millis())
+}
+
+fn use_step(c: Cluster, note: Option<String>) -> Step {
+    let (ready, why) = match c.status.state {
+        ClusterState::Running => (true, None),
+        ClusterState::Upgrading => (true, Some("DigitalOcean is upgrading it".to_string())),
+        ClusterState::Degraded => (
+            true,
+            Some(format!("DigitalOcean reports it degraded{}", message(&c))),
+        ),
+        ClusterState::Provisioning => (
+            false,
+            Some("DigitalOcean is still provisioning it (usually 5-10 minutes)".into()),
+        ),
+        ClusterState::Error => (
+            false,
+            Some(format!(
+                "DigitalOcean reports an error{}: see the cluster in the control panel",
+                message(&c)
+            )),
+        ),
+        ClusterState::Deleting | ClusterState::Deleted => {
+            (false, Some("DigitalOcean is deleting it".into()))
+        }
+        ClusterState::Other => (false, Some(format!("its state is unknown{}", message(&c)))),
+    };
+    let note = match (note, why) {
+        (Some(a), Some(b)) => Some(format!("{a}; {b}")),
+        (a, b) => a.or(b),
+    };
+    Step::Use {
+        cluster: Box::new(c),
+        ready,
+        note,
+    }
+}
+
+fn message(c: &Cluster) -> String {
+    c.status
+        .message
+        .as_deref()
+        .filter(|m| !m.is_empty())
+        .map(|m| format!(" ({})", m.escape_debug()))
+        .unwrap_or_default()
+}
+
+/// The newest version DigitalOcean offers (by upstream version, then its revision).
+pub fn newest_version(options: &Options) -> Option<&Version> {
+    options
+        .versions
+        .iter()
+        .filter_map(|v| v.key().map(|k| (k, v)))
+        .max_by_key(|(k, _)| *k)
+        .map(|(_, v)| v)
+}
+
+/// The body of the create: both pools in it (a cluster needs one node at least). `Err`: one
+/// line saying why not and the fix.
+pub fn new_cluster(
+    spec: &ClusterSpec,
+    options: &Options,
+    pools: Vec<NewNodePool>,
+) -> Result<NewCluster, String> {
+    if !options.regions.iter().any(|r| r.slug == spec.region) {
+        let offered: Vec<&str> = options.regions.iter().map(|r| r.slug.as_str()).collect();
+        return Err(format!(
+            "SUPERVISOR_REGION={} has no DigitalOcean Kubernetes; regions that do: {}",
+            spec.region,
+            offered.join(", ")
+        ));
+    }
+    let version = newest_version(options).ok_or(
+        "DigitalOcean offers no Kubernetes version (GET /v2/kubernetes/options): try again later",
+    )?;
+    for p in &pools {
+        if !options.sizes.iter().any(|s| s.slug == p.size) {
+            return Err(format!(
+                "size {} (node pool {}) is not offered for DigitalOcean Kubernetes: set SUPERVISOR_SIZE to one `doctl kubernetes options sizes` lists",
+                p.size, p.name
+            ));
+        }
+    }
+    Ok(NewCluster {
+        name: spec.name.clone(),
+        region: spec.region.clone(),
+        version: version.slug.clone(),
+        tags: spec.tags.clone(),
+        node_pools: pools,
+        maintenance_policy: MaintenancePolicy {
+            day: spec.maintenance.0.clone(),
+            start_time: spec.maintenance.1.clone(),
+            duration: None,
+        },
+        // Patch upgrades drain every node, evicting the runs on it: ops reports the upgrades
+        // available and the operator picks the hour (docs/kubernetes.md).
+        auto_upgrade: false,
+        surge_upgrade: true,
+        ha: spec.ha,
+        cluster_autoscaler_configuration: AutoscalerConfig {
+            scale_down_unneeded_time: Some(go_duration(spec.scale_in_after)),
+            scale_down_utilization_threshold: None,
+        },
+    })
+}
+
+/// A duration as Go prints it (`10m0s`, `1h30m0s`, `45s`): what the autoscaler's
+/// `scale_down_unneeded_time` takes.
+pub fn go_duration(d: Duration) -> String {
+    let s = d.as_secs();
+    let (h, m, s) = (s / 3600, s / 60 % 60, s % 60);
+    match (h, m) {
+        (0, 0) => format!("{s}s"),
+        (0, _) => format!("{m}m{s}s"),
+        _ => format!("{h}h{m}m{s}s"),
+    }
+}
+
+/// The `day HH:MM` of `maintenance:`, checked; `Err` names the valid values.
+pub fn parse_maintenance(text: &str) -> Result<(String, String), String> {
+    const DAYS: [&str; 8] = [
+        "any",
+        "monday",
+        "tuesday",
+        "wednesday",
+        "thursday",
+        "friday",
+        "saturday",
+        "sunday",
+    ];
+    let mut words = text.split_whitespace();
+    let (Some(day), Some(time), None) = (words.next(), words.next(), words.next()) else {
+        return Err(format!(
+            "maintenance {text:?}: expected a day and a UTC time, e.g. \"sunday 04:00\""
+        ));
+    };
+    let day = day.to_ascii_lowercase();
+    if !DAYS.contains(&day.as_str()) {
+        return Err(format!(
+            "maintenance day {day:?}: use one of {}",
+            DAYS.join(", ")
+        ));
+    }
+    let ok = chrono::NaiveTime::parse_from_str(time, "%H:%M").is_ok() && time.len() == 5;
+    if !ok {
+        return Err(format!(
+            "maintenance time {time:?}: use HH:MM in UTC, e.g. 04:00"
+        ));
+    }
+    Ok((day, time.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clients::doks::{ClusterStatus, OptionSlug};
+
+    const ID: &str = "bd5f5959-5e1e-4205-a714-a914373942af";
+
+    fn spec() -> ClusterSpec {
+        ClusterSpec {
+            adopt: None,
+            name: "trigger-supervisor-abcd1234".into(),
+            tags: vec!["trigger-supervisor-abcd1234".into(), "ops-managed".into()],
+            region: "nyc1".into(),
+            ha: false,
+            maintenance: ("sunday".into(), "04:00".into()),
+            scale_in_after: Duration::from_secs(600),
+        }
+    }
+
+    fn cluster(name: &str, state: ClusterState, created_at: &str) -> Cluster {
+        Cluster {
+            id: ID.into(),
+            name: name.into(),
+            region: "nyc1".into(),
+            version: "1.34.1-do.0".into(),
+            endpoint: String::new(),
+            tags: vec![],
+            node_pools: vec![],
+            status: ClusterStatus {
+                state,
+                message: None,
+            },
+            created_at: created_at.into(),
+            ha: Some(false),
+            auto_upgrade: None,
+            surge_upgrade: None,
+            maintenance_policy: None,
+            cluster_autoscaler_configuration: None,
+        }
+    }
+
+    fn own(created: bool) -> Record {
+        Record {
+            cluster: Some(Recorded {
+                id: ID.into(),
+                name: "trigger-supervisor-abcd1234".into(),
+                created,
+                at: 0,
+            }),
+            ..Record::default()
+        }
+    }
+
+    fn options() -> Options {
+        let v = |s: &str| Version {
+            slug: s.into(),
+            kubernetes_version: s.split('-').next().unwrap().into(),
+            supported_features: vec![],
+        };
+        let slug = |s: &str| OptionSlug {
+            name: s.into(),
+            slug: s.into(),
+        };
+        Options {
+            versions: vec![
+                v("1.33.5-do.2"),
+                v("1.34.1-do.0"),
+                v("1.34.1-do.1"),
+                v("latest"),
+            ],
+            regions: vec![slug("nyc1"), slug("fra1")],
+            sizes: vec![slug("s-2vcpu-2gb"), slug("s-4vcpu-8gb")],
+        }
+    }
+
+    #[test]
+    fn the_lookup_is_one_get_by_id_once_the_cluster_is_recorded() {
+        let s = spec();
+        assert_eq!(lookup(&s, &Record::default()), Lookup::Name(s.name.clone()));
+        assert_eq!(lookup(&s, &own(true)), Lookup::Id(ID.into()));
+        let adopt = ClusterSpec {
+            adopt: Some("prod".into()),
+            ..spec()
+        };
+        assert_eq!(
+            lookup(&adopt, &Record::default()),
+            Lookup::Name("prod".into())
+        );
+        let by_id = ClusterSpec {
+            adopt: Some(ID.into()),
+            ..spec()
+        };
+        assert_eq!(lookup(&by_id, &Record::default()), Lookup::Id(ID.into()));
+        // Adopted by name once, then read by its id.
+        let mut adopted = own(false);
+        adopted.cluster.as_mut().unwrap().name = "prod".into();
+        assert_eq!(lookup(&adopt, &adopted), Lookup::Id(ID.into()));
+    }
+
+    #[test]
+    fn no_cluster_and_no_record_creates_one() {
+        let (step, record) = decide(&spec(), &Record::default(), None, 1000);
+        assert_eq!(step, Step::Create);
+        assert_eq!(record, Record::default());
+    }
+
+    #[test]
+    fn a_cluster_of_our_name_ops_did_not_create_is_refused_not_taken() {
+        let c = cluster(
+            "trigger-supervisor-abcd1234",
+            ClusterState::Running,
+            "2026-01-01T00:00:00Z",
+        );
+        let (step, record) = decide(&spec(), &Record::default(), Some(c), 1000);
+        let Step::Refuse(line) = step else {
+            panic!("{step:?}")
+        };
+        assert!(
+            line.contains("adopt it with `cluster: trigger-supervisor-abcd1234`"),
+            "{line}"
+        );
+        assert!(record.cluster.is_none());
+    }
+
+    #[test]
+    fn a_create_whose_answer_was_lost_is_found_by_name_and_recorded() {
+        let sent = chrono::DateTime::parse_from_rfc3339("2026-05-01T10:00:00Z")
+            .unwrap()
+            .timestamp_millis();
+        let prev = Record {
+            pending: Some(("trigger-supervisor-abcd1234".into(), sent)),
+            ..Record::default()
+        };
+        let c = cluster(
+            "trigger-supervisor-abcd1234",
+            ClusterState::Provisioning,
+            "2026-05-01T10:00:05Z",
+        );
+        let (step, record) = decide(&spec(), &prev, Some(c.clone()), sent + 60_000);
+        assert!(matches!(step, Step::Use { ready: false, .. }), "{step:?}");
+        assert_eq!(
+            record.cluster.as_ref().map(|r| (r.id.as_str(), r.created)),
+            Some((ID, true))
+        );
+        assert_eq!(record.pending, None);
+        // One made long before the create was sent is someone else's.
+        let old = cluster(
+            "trigger-supervisor-abcd1234",
+            ClusterState::Running,
+            "2026-04-01T00:00:00Z",
+        );
+        assert!(matches!(
+            decide(&spec(), &prev, Some(old), sent).0,
+            Step::Refuse(_)
+        ));
+    }
+
+    #[test]
+    fn our_cluster_is_used_when_running_and_waited_for_while_provisioning() {
+        let running = cluster("x", ClusterState::Running, "");
+        assert!(matches!(
+            decide(&spec(), &own(true), Some(running), 0).0,
+            Step::Use {
+                ready: true,
+                note: None,
+                ..
+            }
+        ));
+        let provisioning = cluster("x", ClusterState::Provisioning, "");
+        let (step, _) = decide(&spec(), &own(true), Some(provisioning), 0);
+        let Step::Use { ready, note, .. } = step else {
+            panic!()
+        };
+        assert!(!ready && note.unwrap().contains("provisioning"));
+        let error = cluster("x", ClusterState::Error, "");
+        assert!(matches!(
+            decide(&spec(), &own(true), Some(error), 0).0,
+            Step::Use { ready: false, .. }
+        ));
+    }
+
+    #[test]
+    fn our_cluster_gone_is_forgotten_never_deleted_or_silently_replaced_in_the_same_run() {
+        let (step, _) = decide(&spec(), &own(true), None, 0);
+        assert_eq!(
+            step,
+            Step::Forget {
+                name: "trigger-supervisor-abcd1234".into(),
+                id: ID.into()
+            }
+        );
+        let deleted = cluster("x", ClusterState::Deleted, "");
+        assert!(matches!(
+            decide(&spec(), &own(true), Some(deleted), 0).0,
+            Step::Forget { .. }
+        ));
+    }
+
+    #[test]
+    fn cluster_adopts_by_id_or_name_and_a_missing_one_is_a_clear_refusal() {
+        let adopt = ClusterSpec {
+            adopt: Some("prod".into()),
+            ..spec()
+        };
+        let c = cluster("prod", ClusterState::Running, "");
+        let (step, record) = decide(&adopt, &Record::default(), Some(c), 5);
+        let Step::Use { note, ready, .. } = step else {
+            panic!()
+        };
+        assert!(ready && note.unwrap().contains("adopted"));
+        let r = record.cluster.unwrap();
+        assert_eq!((r.id.as_str(), r.created), (ID, false));
+        let (step, _) = decide(&adopt, &Record::default(), None, 5);
+        let Step::Refuse(line) = step else { panic!() };
+        assert!(
+            line.contains("\"prod\"") && line.contains("remove `cluster:`"),
+            "{line}"
+        );
+    }
+
+    #[test]
+    fn the_create_takes_the_newest_version_sends_ha_and_maps_scale_in_after() {
+        let body = new_cluster(&spec(), &options(), vec![]).unwrap();
+        assert_eq!(body.version, "1.34.1-do.1");
+        assert!(!body.ha && body.surge_upgrade && !body.auto_upgrade);
+        assert_eq!(
+            body.cluster_autoscaler_configuration
+                .scale_down_unneeded_time
+                .as_deref(),
+            Some("10m0s")
+        );
+        assert_eq!(body.maintenance_policy.day, "sunday");
+        let ha = ClusterSpec { ha: true, ..spec() };
+        assert!(new_cluster(&ha, &options(), vec![]).unwrap().ha);
+        let sfo = ClusterSpec {
+            region: "sfo9".into(),
+            ..spec()
+        };
+        let e = new_cluster(&sfo, &options(), vec![]).unwrap_err();
+        assert!(
+            e.contains("SUPERVISOR_REGION=sfo9") && e.contains("nyc1, fra1"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn go_durations_read_as_the_autoscaler_expects() {
+        assert_eq!(go_duration(Duration::from_secs(45)), "45s");
+        assert_eq!(go_duration(Duration::from_secs(600)), "10m0s");
+        assert_eq!(go_duration(Duration::from_secs(5400)), "1h30m0s");
+    }
+
+    #[test]
+    fn maintenance_windows_are_a_day_and_a_utc_time() {
+        assert_eq!(
+            parse_maintenance("Sunday 04:00").unwrap(),
+            ("sunday".to_string(), "04:00".to_string())
+        );
+        assert!(parse_maintenance("someday 04:00")
+            .unwrap_err()
+            .contains("any, monday"));
+        assert!(parse_maintenance("sunday 4pm")
+            .unwrap_err()
+            .contains("HH:MM"));
+        assert!(parse_maintenance("sunday").is_err());
+    }
+}

@@ -1,0 +1,701 @@
+//! The cluster's node pools, pure. Two pools: a small fixed one for the supervisor, and the runs
+//! pool, auto-scaled between the task's `min` and `max`, labelled `nodetype=<label>` (the
+//! nodeSelector Trigger.dev gives every run pod) and tainted `nodetype=<label>:NoSchedule`
+//! (which the supervisor's runner tolerations match), so only run pods land there.
+//!
+//! DigitalOcean cannot change a pool's size: a new `SUPERVISOR_SIZE` is a new pool first, then
+//! the old pool's nodes cordoned, then the old pool deleted once no `app=task-run` pod remains
+//! on it or `drain_timeout` passes. Only pools ops created and recorded are ever cordoned or
+//! deleted.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use crate::clients::digitalocean::Size;
+use crate::clients::doks::{NewNodePool, NodePool, Options, Taint, TaintEffect};
+use crate::tasks::supervisor::presets::Preset;
+
+use super::cluster::{Record, Retiring};
+
+/// The label key Trigger.dev's run pods select nodes by (`apps/supervisor/src/workloadManager/
+/// kubernetes.ts`: `nodeSelector: {nodetype: KUBERNETES_WORKER_NODETYPE_LABEL}`).
+pub const NODETYPE_KEY: &str = "nodetype";
+/// `KUBERNETES_WORKER_NODETYPE_LABEL`'s default in the supervisor's env.ts.
+pub const DEFAULT_NODETYPE: &str = "v4-worker";
+/// The supervisor's pool: its name, label value and size (one node: the supervisor needs
+/// little, and DOKS' own per-node pods need the rest).
+pub const SUPERVISOR_POOL: &str = "ops-supervisor";
+pub const SUPERVISOR_NODETYPE: &str = "ops-supervisor";
+pub const SUPERVISOR_POOL_SIZE: &str = "s-2vcpu-2gb";
+/// Runs pools are named `ops-runs-<size>`: a new size is a new name.
+pub const RUNS_POOL_PREFIX: &str = "ops-runs-";
+/// Trigger.dev's run pod requests: CPU × 0.75, memory × 1 (`KUBERNETES_CPU_REQUEST_RATIO`,
+/// `KUBERNETES_MEMORY_REQUEST_RATIO` defaults).
+pub const CPU_REQUEST_RATIO: f64 = 0.75;
+pub const MEMORY_REQUEST_RATIO: f64 = 1.0;
+
+/// What the task asks of the pools.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PoolSpec {
+    /// The deployment tag (each pool carries it).
+    pub tag: String,
+    /// The runs pool's size (`SUPERVISOR_SIZE`, `auto` already resolved by `auto_size`).
+    pub runs_size: String,
+    pub min: u32,
+    pub max: u32,
+    /// `KUBERNETES_WORKER_NODETYPE_LABEL`.
+    pub nodetype: String,
+    pub drain_timeout: Duration,
+}
+
+pub fn runs_pool_name(size: &str) -> String {
+    format!("{RUNS_POOL_PREFIX}{size}")
+}
+
+/// The taint on the runs pool's nodes.
+pub fn runs_taint(nodetype: &str) -> Taint {
+    Taint {
+        key: NODETYPE_KEY.into(),
+        value: nodetype.into(),
+        effect: TaintEffect::NoSchedule,
+    }
+}
+
+/// `KUBERNETES_RUNNER_TOLERATIONS` for the supervisor: `key=value:Effect`, matching the taint.
+pub fn runner_tolerations(nodetype: &str) -> String {
+    format!("{NODETYPE_KEY}={nodetype}:NoSchedule")
+}
+
+pub fn supervisor_pool(spec: &PoolSpec) -> NewNodePool {
+    NewNodePool {
+        name: SUPERVISOR_POOL.into(),
+        size: SUPERVISOR_POOL_SIZE.into(),
+        count: 1,
+        tags: vec![spec.tag.clone()],
+        labels: BTreeMap::from([(NODETYPE_KEY.into(), SUPERVISOR_NODETYPE.into())]),
+        taints: vec![],
+        auto_scale: false,
+        min_nodes: None,
+        max_nodes: None,
+    }
+}
+
+pub fn runs_pool(spec: &PoolSpec) -> NewNodePool {
+    let max = spec.max.max(1);
+    let min = spec.min.min(max);
+    NewNodePool {
+        name: runs_pool_name(&spec.runs_size),
+        size: spec.runs_size.clone(),
+        count: min,
+        tags: vec![spec.tag.clone()],
+        labels: BTreeMap::from([(NODETYPE_KEY.into(), spec.nodetype.clone())]),
+        taints: vec![runs_taint(&spec.nodetype)],
+        auto_scale: true,
+        min_nodes: Some(min),
+        max_nodes: Some(max),
+    }
+}
+
+/// What to do to the pools, in order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// `POST …/node_pools` (recorded as ops' own when DigitalOcean answers).
+    Create(NewNodePool),
+    /// Cordon these Kubernetes nodes of a pool being retired (`spec.unschedulable: true`).
+    Cordon { pool: String, nodes: Vec<String> },
+    /// `DELETE …/node_pools/{id}`: DigitalOcean drains and deletes its nodes.
+    Delete {
+        id: String,
+        name: String,
+        why: String,
+    },
+}
+
+/// The pools' plan: actions, lines for the operator, and the record to keep.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Plan {
+    pub actions: Vec<Action>,
+    pub lines: Vec<String>,
+    pub record: Record,
+}
+
+/// The run pods (`app=task-run`) on each node, by node name, as the Kubernetes API lists them.
+pub type RunPods = BTreeMap<String, Vec<String>>;
+
+/// Plans the pools from DigitalOcean's listing, the record, the run pods on each node and the
+/// nodes already cordoned.
+pub fn plan(
+    spec: &PoolSpec,
+    pools: &[NodePool],
+    prev: &Record,
+    pods: &RunPods,
+    cordoned: &BTreeSet<String>,
+    now: i64,
+) -> Plan {
+    let mut record = prev.clone();
+    let mut out = Plan::default();
+    // A pool ops sent a create for and never heard back about is its own.
+    for p in pools {
+        if record.pending_pools.iter().any(|(n, _)| n == &p.name) && !record.owns_pool(&p.id) {
+            record.pool_created(&p.id, &p.name, &p.size, now);
+            out.lines.push(format!(
+                "node pool {} ({}): created by ops' last create whose answer was lost; recorded",
+                p.name, p.id
+            ));
+        }
+    }
+    // Recorded pools DigitalOcean no longer lists are gone.
+    let listed: BTreeSet<&str> = pools.iter().map(|p| p.id.as_str()).collect();
+    record.pools.retain(|e| listed.contains(e.id.as_str()));
+    record.retiring.retain(|r| listed.contains(r.id.as_str()));
+
+    if !pools.iter().any(|p| p.name == SUPERVISOR_POOL) {
+        out.actions.push(Action::Create(supervisor_pool(spec)));
+    }
+    let wanted = runs_pool_name(&spec.runs_size);
+    let new_pool = pools.iter().find(|p| p.name == wanted);
+    match new_pool {
+        None => out.actions.push(Action::Create(runs_pool(spec))),
+        Some(p) if !record.owns_pool(&p.id) => out.lines.push(format!(
+            "node pool {} ({}) is not ops' own (no record of creating it): it serves runs if its label and taint match, and ops never changes or deletes it",
+            p.name, p.id
+        )),
+        Some(_) => {}
+    }
+    for old in pools
+        .iter()
+        .filter(|p| p.name.starts_with(RUNS_POOL_PREFIX) && p.name != wanted)
+    {
+        if !record.owns_pool(&old.id) {
+            out.lines.push(format!(
+                "node pool {} ({}) is not ops' own (no record of creating it): left as it is",
+                old.name, old.id
+            ));
+            continue;
+        }
+        // The new pool first: the old one is retired only once the new one exists.
+        if new_pool.is_none() {
+            out.lines.push(format!(
+                "node pool {}: retired once {wanted} exists",
+                old.name
+            ));
+            continue;
+        }
+        let since = match record.retiring.iter().find(|r| r.id == old.id) {
+            Some(r) => r.since,
+            None => {
+                record.retiring.push(Retiring {
+                    id: old.id.clone(),
+                    since: now,
+                });
+                now
+            }
+        };
+        let nodes: Vec<String> = old
+            .nodes
+            .iter()
+            .map(|n| n.name.trim().to_string())
+            .filter(|n| !n.is_empty())
+            .collect();
+        let uncordoned: Vec<String> = nodes
+            .iter()
+            .filter(|n| !cordoned.contains(*n))
+            .cloned()
+            .collect();
+        if !uncordoned.is_empty() {
+            out.actions.push(Action::Cordon {
+                pool: old.name.clone(),
+                nodes: uncordoned,
+            });
+        }
+        let running: Vec<&str> = nodes
+            .iter()
+            .filter_map(|n| pods.get(n))
+            .flatten()
+            .map(String::as_str)
+            .collect();
+        let waited = Duration::from_millis(now.saturating_sub(since).max(0) as u64);
+        if running.is_empty() {
+            out.actions.push(Action::Delete {
+                id: old.id.clone(),
+                name: old.name.clone(),
+                why: format!(
+                    "SUPERVISOR_SIZE is now {}: no run pod is left on it",
+                    spec.runs_size
+                ),
+            });
+        } else if waited >= spec.drain_timeout {
+            out.actions.push(Action::Delete {
+                id: old.id.clone(),
+                name: old.name.clone(),
+                why: format!(
+                    "SUPERVISOR_SIZE is now {}: drain_timeout ({}s) passed with run pods still on it: {} (DigitalOcean's drain evicts them; Trigger.dev retries them)",
+                    spec.runs_size,
+                    spec.drain_timeout.as_secs(),
+                    running.join(", ")
+                ),
+            });
+        } else {
+            let left = spec.drain_timeout.saturating_sub(waited).as_secs();
+            out.lines.push(format!(
+                "node pool {} (cordoned): waiting for run pods {} to end; deleted then, or in {left}s at the latest (drain_timeout)",
+                old.name,
+                running.join(", ")
+            ));
+        }
+    }
+    out.record = record;
+    out
+}
+
+/// What a node of this size leaves for pods: (CPUs, GiB). DigitalOcean publishes no
+/// allocatable figures in its API, so this is ops' conservative estimate: the kubelet's
+/// reservation on the usual ladder (memory: 25 % of the first 4 GiB, 20 % of the next 4, 10 %
+/// of the next 8, 6 % above; CPU: 6 % of the first core, 1 % of the second, 0.5 % of the next
+/// two, 0.25 % above) plus 0.5 GiB and 0.3 CPU for DOKS' own pods on every node.
+pub fn allocatable(s: &Size) -> (f64, f64) {
+    let ladder = |total: f64, steps: &[(f64, f64)], rest: f64| {
+        let (mut left, mut reserved) = (total, 0.0);
+        for &(width, share) in steps {
+            let part = left.min(width);
+            reserved += part * share;
+            left -= part;
+        }
+        reserved + left.max(0.0) * rest
+    };
+    let mem = s.memory as f64 / 1024.0;
+    let cpu = f64::from(s.vcpus);
+    let mem_reserved = ladder(mem, &[(4.0, 0.25), (4.0, 0.20), (8.0, 0.10)], 0.06) + 0.5;
+    let cpu_reserved = ladder(cpu, &[(1.0, 0.06), (1.0, 0.01), (2.0, 0.005)], 0.0025) + 0.3;
+    ((cpu - cpu_reserved).max(0.0), (mem - mem_reserved).max(0.0))
+}
+
+/// Whether a run pod of this preset can be scheduled on an empty node of this size (its
+/// requests against the node's allocatable).
+pub fn fits_node(p: &Preset, s: &Size) -> bool {
+    let (cpu, mem) = allocatable(s);
+    p.cpu * CPU_REQUEST_RATIO <= cpu && p.memory_gb * MEMORY_REQUEST_RATIO <= mem
+}
+
+/// `SUPERVISOR_SIZE=auto`: the runs pool's size, the cheapest DigitalOcean offers for
+/// Kubernetes in `region` whose allocatable fits the largest preset waiting. It only grows: the
+/// current size is kept while it fits (a shrink would replace the pool whenever the large
+/// runs pause). `None`: no offered size fits.
+pub fn auto_size(
+    largest: &Preset,
+    options: &Options,
+    catalog: &[Size],
+    region: &str,
+    current: Option<&str>,
+) -> Option<String> {
+    let offered = |s: &&Size| {
+        options.sizes.iter().any(|o| o.slug == s.slug)
+            && s.available
+            && (s.regions.is_empty() || s.regions.iter().any(|r| r == region))
+    };
+    if let Some(cur) = current.and_then(|c| catalog.iter().find(|s| s.slug == c)) {
+        if fits_node(largest, cur) {
+            return Some(cur.slug.clone());
+        }
+    }
+    catalog
+        .iter()
+        .filter(offered)
+        .filter(|s| fits_node(largest, s))
+        .min_by(|a, b| {
+            a.price_monthly
+                .total_cmp(&b.price_monthly)
+                .then(a.vcpus.cmp(&b.vcpus))
+                .then(a.memory.cmp(&b.memory))
+        })
+        .map(|s| s.slug.clone())
+}
+
+/// The HA control plane's price (DigitalOcean's pricing: about $40 a month; the control plane
+/// itself is free).
+pub const HA_MONTHLY_USD: f64 = 40.0;
+
+/// What the cluster costs a month: every node at its size's price, plus the HA control plane.
+/// Sizes the catalog does not know count as 0 and are named in the second value.
+pub fn monthly_cost(pools: &[NodePool], catalog: &[Size], ha: bool) -> (f64, Vec<String>) {
+    let mut unknown = Vec::new();
+    let mut total = if ha { HA_MONTHLY_USD } else { 0.0 };
+    for p in pools {
+        match catalog.iter().find(|s| s.slug == p.size) {
+            Some(s) => total += s.price_monthly * p.nodes.len() as f64,
+            None => unknown.push(p.size.clone()),
+        }
+    }
+    (total, unknown)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clients::doks::{Node, NodeState, NodeStatus, OptionSlug};
+    use crate::tasks::supervisor::presets::resolve;
+
+    fn spec(size: &str) -> PoolSpec {
+        PoolSpec {
+            tag: "trigger-supervisor-abcd1234".into(),
+            runs_size: size.into(),
+            min: 0,
+            max: 5,
+            nodetype: "v4-worker".into(),
+            drain_timeout: Duration::from_secs(3600),
+        }
+    }
+
+    fn pool(id: &str, name: &str, size: &str, nodes: &[&str]) -> NodePool {
+        NodePool {
+            id: id.into(),
+            name: name.into(),
+            size: size.into(),
+            count: nodes.len() as u32,
+            tags: vec![],
+            labels: BTreeMap::new(),
+            taints: vec![],
+            auto_scale: true,
+            min_nodes: 0,
+            max_nodes: 5,
+            nodes: nodes
+                .iter()
+                .map(|n| Node {
+                    id: format!("id-{n}"),
+                    name: n.to_string(),
+                    status: NodeStatus {
+                        state: NodeState::Running,
+                    },
+                    droplet_id: "1".into(),
+                    created_at: String::new(),
+                })
+                .collect(),
+        }
+    }
+
+    fn owning(ids: &[(&str, &str, &str)]) -> Record {
+        let mut r = Record::default();
+        for (id, name, size) in ids {
+            r.pool_created(id, name, size, 0);
+        }
+        r
+    }
+
+    fn size(slug: &str, vcpus: u32, memory: u64, price: f64) -> Size {
+        Size {
+            slug: slug.into(),
+            vcpus,
+            memory,
+            disk: 50,
+            price_monthly: price,
+            regions: vec!["nyc1".into()],
+            available: true,
+        }
+    }
+
+    fn catalog() -> Vec<Size> {
+        vec![
+            size("s-1vcpu-2gb", 1, 2048, 12.0),
+            size("s-2vcpu-2gb", 2, 2048, 18.0),
+            size("s-2vcpu-4gb", 2, 4096, 24.0),
+            size("s-4vcpu-8gb", 4, 8192, 48.0),
+            size("c-4", 4, 8192, 84.0),
+            size("s-8vcpu-16gb", 8, 16384, 96.0),
+        ]
+    }
+
+    fn options(slugs: &[&str]) -> Options {
+        Options {
+            versions: vec![],
+            regions: vec![],
+            sizes: slugs
+                .iter()
+                .map(|s| OptionSlug {
+                    name: s.to_string(),
+                    slug: s.to_string(),
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn an_empty_cluster_gets_the_supervisor_pool_and_a_tainted_autoscaled_runs_pool() {
+        let p = plan(
+            &spec("s-4vcpu-8gb"),
+            &[],
+            &Record::default(),
+            &RunPods::new(),
+            &BTreeSet::new(),
+            0,
+        );
+        let [Action::Create(sup), Action::Create(runs)] = p.actions.as_slice() else {
+            panic!("{:?}", p.actions)
+        };
+        assert_eq!(
+            (sup.name.as_str(), sup.count, sup.auto_scale),
+            ("ops-supervisor", 1, false)
+        );
+        assert!(sup.taints.is_empty());
+        assert_eq!(runs.name, "ops-runs-s-4vcpu-8gb");
+        assert_eq!(
+            (runs.auto_scale, runs.min_nodes, runs.max_nodes),
+            (true, Some(0), Some(5))
+        );
+        assert_eq!(
+            runs.labels.get("nodetype").map(String::as_str),
+            Some("v4-worker")
+        );
+        assert_eq!(runs.taints, vec![runs_taint("v4-worker")]);
+        assert_eq!(
+            runner_tolerations("v4-worker"),
+            "nodetype=v4-worker:NoSchedule"
+        );
+    }
+
+    #[test]
+    fn a_steady_cluster_needs_nothing() {
+        let pools = [
+            pool("a", "ops-supervisor", "s-2vcpu-2gb", &["sup-1"]),
+            pool("b", "ops-runs-s-4vcpu-8gb", "s-4vcpu-8gb", &["runs-1"]),
+        ];
+        let rec = owning(&[
+            ("a", "ops-supervisor", "s-2vcpu-2gb"),
+            ("b", "ops-runs-s-4vcpu-8gb", "s-4vcpu-8gb"),
+        ]);
+        let p = plan(
+            &spec("s-4vcpu-8gb"),
+            &pools,
+            &rec,
+            &RunPods::new(),
+            &BTreeSet::new(),
+            0,
+        );
+        assert!(p.actions.is_empty() && p.lines.is_empty(), "{p:?}");
+        assert_eq!(p.record, rec);
+    }
+
+    #[test]
+    fn a_size_change_creates_the_new_pool_first_and_leaves_the_old_alone_until_it_exists() {
+        let pools = [
+            pool("a", "ops-supervisor", "s-2vcpu-2gb", &["sup-1"]),
+            pool("b", "ops-runs-s-2vcpu-4gb", "s-2vcpu-4gb", &["old-1"]),
+        ];
+        let rec = owning(&[
+            ("a", "ops-supervisor", "s-2vcpu-2gb"),
+            ("b", "ops-runs-s-2vcpu-4gb", "s-2vcpu-4gb"),
+        ]);
+        let p = plan(
+            &spec("s-4vcpu-8gb"),
+            &pools,
+            &rec,
+            &RunPods::new(),
+            &BTreeSet::new(),
+            0,
+        );
+        assert!(matches!(p.actions.as_slice(), [Action::Create(n)] if n.size == "s-4vcpu-8gb"));
+        assert!(p.record.retiring.is_empty());
+    }
+
+    #[test]
+    fn the_old_pool_is_cordoned_then_deleted_after_its_last_run_pod() {
+        let pools = [
+            pool("a", "ops-supervisor", "s-2vcpu-2gb", &["sup-1"]),
+            pool(
+                "b",
+                "ops-runs-s-2vcpu-4gb",
+                "s-2vcpu-4gb",
+                &["old-1", "old-2"],
+            ),
+            pool("c", "ops-runs-s-4vcpu-8gb", "s-4vcpu-8gb", &[]),
+        ];
+        let rec = owning(&[
+            ("a", "ops-supervisor", "s-2vcpu-2gb"),
+            ("b", "ops-runs-s-2vcpu-4gb", "s-2vcpu-4gb"),
+            ("c", "ops-runs-s-4vcpu-8gb", "s-4vcpu-8gb"),
+        ]);
+        let pods = RunPods::from([("old-2".to_string(), vec!["runner-run_abc".to_string()])]);
+        let p = plan(
+            &spec("s-4vcpu-8gb"),
+            &pools,
+            &rec,
+            &pods,
+            &BTreeSet::new(),
+            1000,
+        );
+        assert_eq!(
+            p.actions,
+            vec![Action::Cordon {
+                pool: "ops-runs-s-2vcpu-4gb".into(),
+                nodes: vec!["old-1".into(), "old-2".into()]
+            }]
+        );
+        assert!(p.lines[0].contains("runner-run_abc"), "{:?}", p.lines);
+        assert_eq!(
+            p.record.retiring,
+            vec![Retiring {
+                id: "b".into(),
+                since: 1000
+            }]
+        );
+        // Next run: cordoned, the run ended: deleted.
+        let cordoned = BTreeSet::from(["old-1".to_string(), "old-2".to_string()]);
+        let p = plan(
+            &spec("s-4vcpu-8gb"),
+            &pools,
+            &p.record,
+            &RunPods::new(),
+            &cordoned,
+            2000,
+        );
+        let [Action::Delete { id, why, .. }] = p.actions.as_slice() else {
+            panic!("{:?}", p.actions)
+        };
+        assert_eq!(id, "b");
+        assert!(why.contains("no run pod is left"), "{why}");
+    }
+
+    #[test]
+    fn drain_timeout_deletes_the_old_pool_naming_the_runs_still_on_it() {
+        let pools = [
+            pool("a", "ops-supervisor", "s-2vcpu-2gb", &["sup-1"]),
+            pool("b", "ops-runs-s-2vcpu-4gb", "s-2vcpu-4gb", &["old-1"]),
+            pool("c", "ops-runs-s-4vcpu-8gb", "s-4vcpu-8gb", &[]),
+        ];
+        let mut rec = owning(&[
+            ("a", "ops-supervisor", "s-2vcpu-2gb"),
+            ("b", "ops-runs-s-2vcpu-4gb", "s-2vcpu-4gb"),
+            ("c", "ops-runs-s-4vcpu-8gb", "s-4vcpu-8gb"),
+        ]);
+        rec.retiring.push(Retiring {
+            id: "b".into(),
+            since: 0,
+        });
+        let pods = RunPods::from([("old-1".to_string(), vec!["runner-run_long".to_string()])]);
+        let cordoned = BTreeSet::from(["old-1".to_string()]);
+        let early = plan(
+            &spec("s-4vcpu-8gb"),
+            &pools,
+            &rec,
+            &pods,
+            &cordoned,
+            3_599_000,
+        );
+        assert!(
+            early.actions.is_empty() && early.lines[0].contains("in 1s"),
+            "{early:?}"
+        );
+        let late = plan(
+            &spec("s-4vcpu-8gb"),
+            &pools,
+            &rec,
+            &pods,
+            &cordoned,
+            3_600_000,
+        );
+        let [Action::Delete { why, .. }] = late.actions.as_slice() else {
+            panic!("{:?}", late.actions)
+        };
+        assert!(
+            why.contains("drain_timeout (3600s)") && why.contains("runner-run_long"),
+            "{why}"
+        );
+    }
+
+    #[test]
+    fn pools_ops_did_not_create_are_never_cordoned_or_deleted() {
+        let pools = [
+            pool("a", "ops-supervisor", "s-2vcpu-2gb", &["sup-1"]),
+            pool("x", "ops-runs-s-2vcpu-4gb", "s-2vcpu-4gb", &["theirs-1"]),
+            pool("c", "ops-runs-s-4vcpu-8gb", "s-4vcpu-8gb", &[]),
+        ];
+        let rec = owning(&[
+            ("a", "ops-supervisor", "s-2vcpu-2gb"),
+            ("c", "ops-runs-s-4vcpu-8gb", "s-4vcpu-8gb"),
+        ]);
+        let p = plan(
+            &spec("s-4vcpu-8gb"),
+            &pools,
+            &rec,
+            &RunPods::new(),
+            &BTreeSet::new(),
+            0,
+        );
+        assert!(p.actions.is_empty(), "{:?}", p.actions);
+        assert!(p.lines[0].contains("not ops' own"), "{:?}", p.lines);
+    }
+
+    #[test]
+    fn a_pool_create_whose_answer_was_lost_is_recorded_when_listed_and_a_gone_pool_forgotten() {
+        let mut rec = owning(&[("gone", "ops-runs-s-1vcpu-2gb", "s-1vcpu-2gb")]);
+        rec.pending_pools.push(("ops-runs-s-4vcpu-8gb".into(), 0));
+        rec.retiring.push(Retiring {
+            id: "gone".into(),
+            since: 0,
+        });
+        let pools = [
+            pool("a", "ops-supervisor", "s-2vcpu-2gb", &[]),
+            pool("c", "ops-runs-s-4vcpu-8gb", "s-4vcpu-8gb", &[]),
+        ];
+        let p = plan(
+            &spec("s-4vcpu-8gb"),
+            &pools,
+            &rec,
+            &RunPods::new(),
+            &BTreeSet::new(),
+            9,
+        );
+        assert!(p.record.owns_pool("c") && !p.record.owns_pool("gone"));
+        assert!(p.record.pending_pools.is_empty() && p.record.retiring.is_empty());
+    }
+
+    #[test]
+    fn auto_takes_the_cheapest_offered_size_whose_allocatable_fits_the_largest_preset() {
+        let all = options(&[
+            "s-1vcpu-2gb",
+            "s-2vcpu-2gb",
+            "s-2vcpu-4gb",
+            "s-4vcpu-8gb",
+            "c-4",
+            "s-8vcpu-16gb",
+        ]);
+        let small = resolve(Some("small-1x"));
+        assert_eq!(
+            auto_size(&small, &all, &catalog(), "nyc1", None).as_deref(),
+            Some("s-1vcpu-2gb")
+        );
+        // medium-2x requests 1.5 CPU and 4 GiB: a 4 GB node leaves too little memory.
+        let medium = resolve(Some("medium-2x"));
+        assert!(!fits_node(&medium, &catalog()[2]));
+        assert_eq!(
+            auto_size(&medium, &all, &catalog(), "nyc1", None).as_deref(),
+            Some("s-4vcpu-8gb")
+        );
+        let large2 = resolve(Some("large-2x"));
+        assert_eq!(auto_size(&large2, &all, &catalog(), "nyc1", None), None);
+        // Only sizes the options offer, only in the region.
+        let few = options(&["s-8vcpu-16gb"]);
+        assert_eq!(
+            auto_size(&medium, &few, &catalog(), "nyc1", None).as_deref(),
+            Some("s-8vcpu-16gb")
+        );
+        assert_eq!(auto_size(&medium, &all, &catalog(), "sfo3", None), None);
+        // It only grows: a larger current size that fits is kept.
+        assert_eq!(
+            auto_size(&small, &all, &catalog(), "nyc1", Some("s-4vcpu-8gb")).as_deref(),
+            Some("s-4vcpu-8gb")
+        );
+    }
+
+    #[test]
+    fn the_monthly_cost_is_nodes_times_price_plus_ha() {
+        let pools = [
+            pool("a", "ops-supervisor", "s-2vcpu-2gb", &["sup-1"]),
+            pool("b", "ops-runs-s-4vcpu-8gb", "s-4vcpu-8gb", &["r1", "r2"]),
+            pool("z", "other", "gpu-h100x1-80gb", &["g"]),
+        ];
+        let (cost, unknown) = monthly_cost(&pools, &catalog(), false);
+        assert_eq!(cost, 18.0 + 2.0 * 48.0);
+        assert_eq!(unknown, vec!["gpu-h100x1-80gb".to_string()]);
+        assert_eq!(monthly_cost(&pools[..1], &catalog(), true).0, 58.0);
+    }
+}
