@@ -9,6 +9,8 @@ mod config_errors;
 mod conventions;
 mod deploy;
 mod disk;
+mod do_openapi;
+mod doks;
 mod drain;
 mod extract;
 mod hardening;

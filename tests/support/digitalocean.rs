@@ -109,6 +109,8 @@ pub struct DoWorld {
     /// Each droplet's root filesystem as its monitoring agent reports it: (free, size) bytes.
     /// A droplet not here reports nothing (no agent): the metrics' result is empty.
     pub disks: std::collections::HashMap<u64, (u64, u64)>,
+    /// DigitalOcean Kubernetes (`/v2/kubernetes/…`, tests/support/doks.rs).
+    pub doks: super::doks::DoksWorld,
 }
 
 /// A private image as `GET /v2/images?private=true` returns it (the spec's Image model).
@@ -282,6 +284,7 @@ impl FakeDo {
             refuse_image_deletes: false,
             refuse_snapshots: false,
             disks: Default::default(),
+            doks: Default::default(),
         }));
         let w = Arc::clone(&world);
         let addr_cell: Arc<Mutex<String>> = Arc::new(Mutex::new(String::new()));
@@ -335,6 +338,9 @@ impl FakeDo {
                 let route = path.split('?').next().unwrap_or("").to_string();
                 let base = addr_for_handler.lock().unwrap().clone();
                 match (req.method.as_str(), route.as_str()) {
+                    (_, r) if r.starts_with("/v2/kubernetes/") => {
+                        super::doks::route(&mut world.doks, req, &base)
+                    }
                     ("GET", "/v2/account") => Reply::json(
                         200,
                         json!({"account": {"uuid": "u1", "email": "ops@example.com", "status": "active", "droplet_limit": 25}}),

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod digitalocean;
+pub mod doks;
 pub mod fake;
 pub mod kubernetes;
 pub mod netns;

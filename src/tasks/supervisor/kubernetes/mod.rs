@@ -5,4 +5,5 @@
 
 pub mod cluster;
 pub mod credentials;
+pub mod doks;
 pub mod pools;

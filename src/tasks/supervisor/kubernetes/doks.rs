@@ -1,0 +1,306 @@
+//! DigitalOcean Kubernetes' observe and apply around the pure decisions (`cluster`, `pools`):
+//! one run's DigitalOcean requests and changes. A healthy run makes one request (the cluster by
+//! id, its pools and nodes included); the credentials come from the sealed store. A dry run
+//! reads but changes nothing, in DigitalOcean or in ops' state, and says what it would do.
+//!
+//! Two steps, because the pools' plan needs what only the cluster's API knows (the run pods on
+//! each node, the nodes cordoned): `tend_cluster`, then the Kubernetes side reads the cluster,
+//! then `tend_pools`, whose cordons the Kubernetes side performs.
+
+use std::collections::BTreeSet;
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+
+use crate::clients::digitalocean::{DigitalOcean, Size};
+use crate::clients::doks::{Cluster, Options};
+use crate::state::State;
+use crate::tasks::supervisor::presets::Preset;
+
+use super::cluster::{self, ClusterSpec, Lookup, Record, Step};
+use super::pools::{self, Action, PoolSpec, RunPods};
+
+/// What the cluster step came to.
+#[derive(Debug)]
+pub enum Found {
+    /// The cluster, ready (`running`, or `upgrading`/`degraded`: its API answers).
+    Ready(Box<Cluster>),
+    /// Not ready yet (provisioning, just created, or in error): nothing else this run.
+    Waiting,
+    /// A refusal with its fix (the task fails with it).
+    Refused(String),
+}
+
+/// One run's DigitalOcean side: what it found, changed (each an event) and would change.
+#[derive(Debug, Default)]
+pub struct Report {
+    /// Changes made in DigitalOcean (each one an event).
+    pub changes: Vec<String>,
+    /// What a dry run would change, and what the operator should know.
+    pub lines: Vec<String>,
+    /// Nodes the Kubernetes side must cordon: (pool, node names).
+    pub cordon: Vec<(String, Vec<String>)>,
+}
+
+fn record_of(state: &State) -> anyhow::Result<Record> {
+    Ok(cluster::load(state)?.unwrap_or_default())
+}
+
+/// Finds, adopts or creates the cluster. Saves the record unless `dry_run`.
+pub fn tend_cluster(
+    api: &DigitalOcean,
+    state: &State,
+    spec: &ClusterSpec,
+    pools: &PoolSpec,
+    now: i64,
+    dry_run: bool,
+    report: &mut Report,
+) -> anyhow::Result<Found> {
+    let prev = record_of(state)?;
+    let found = match cluster::lookup(spec, &prev) {
+        Lookup::Id(id) => api.cluster(&id)?,
+        Lookup::Name(name) => api.cluster_by_key(&name)?,
+    };
+    let (step, mut record) = cluster::decide(spec, &prev, found, now);
+    let out = match step {
+        Step::Use {
+            cluster,
+            ready,
+            note,
+        } => {
+            if let Some(n) = note {
+                report
+                    .lines
+                    .push(format!("cluster {} ({}): {n}", cluster.name, cluster.id));
+            }
+            if ready {
+                Found::Ready(cluster)
+            } else {
+                Found::Waiting
+            }
+        }
+        Step::Refuse(line) => Found::Refused(line),
+        Step::Forget { name, id } => {
+            record.cluster = None;
+            record.pools.clear();
+            record.retiring.clear();
+            report.lines.push(format!(
+                "cluster {name} ({id}), which ops created, is gone from DigitalOcean: forgotten; the next run creates a new one"
+            ));
+            if !dry_run {
+                report.changes.push(format!(
+                    "forgot cluster {name} ({id}): gone from DigitalOcean"
+                ));
+            }
+            Found::Waiting
+        }
+        Step::Create => {
+            let options = api.kubernetes_options()?;
+            let body = cluster::new_cluster(
+                spec,
+                &options,
+                vec![pools::supervisor_pool(pools), pools::runs_pool(pools)],
+            );
+            let body = match body {
+                Ok(b) => b,
+                Err(line) => return Ok(Found::Refused(line)),
+            };
+            let what = format!(
+                "cluster {} ({}, DOKS {}, ha {}, maintenance {} {} UTC, surge upgrades) with node pools {}",
+                body.name,
+                body.region,
+                body.version,
+                body.ha,
+                body.maintenance_policy.day,
+                body.maintenance_policy.start_time,
+                body.node_pools
+                    .iter()
+                    .map(describe_pool)
+                    .collect::<Vec<_>>()
+                    .join(" and ")
+            );
+            if dry_run {
+                report.lines.push(format!("would create {what}"));
+                return Ok(Found::Waiting);
+            }
+            // Recorded before the call: an answer lost on the way still finds it as ops' own.
+            record.pending = Some((body.name.clone(), now));
+            cluster::save(state, &record, now)?;
+            let made = api
+                .create_cluster(&body)
+                .with_context(|| format!("creating {what}"))?;
+            record.cluster_created(&made, now);
+            report
+                .changes
+                .push(format!("created {what} as {}", made.id));
+            Found::Waiting
+        }
+    };
+    if !dry_run && record != prev {
+        cluster::save(state, &record, now)?;
+    }
+    Ok(out)
+}
+
+fn describe_pool(p: &crate::clients::doks::NewNodePool) -> String {
+    if p.auto_scale {
+        format!(
+            "{} ({}, {}..{} nodes, label nodetype={}, taint NoSchedule)",
+            p.name,
+            p.size,
+            p.min_nodes.unwrap_or(0),
+            p.max_nodes.unwrap_or(0),
+            p.labels.get(pools::NODETYPE_KEY).map_or("", String::as_str)
+        )
+    } else {
+        format!("{} ({}, {} node)", p.name, p.size, p.count)
+    }
+}
+
+/// Plans and applies the pools of a ready cluster: creates and deletes in DigitalOcean (each
+/// recorded as it succeeds), cordons handed to the Kubernetes side in `report.cordon`.
+#[allow(clippy::too_many_arguments)]
+pub fn tend_pools(
+    api: &DigitalOcean,
+    state: &State,
+    cluster: &Cluster,
+    spec: &PoolSpec,
+    pods: &RunPods,
+    cordoned: &BTreeSet<String>,
+    now: i64,
+    dry_run: bool,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    let prev = record_of(state)?;
+    let plan = pools::plan(spec, &cluster.node_pools, &prev, pods, cordoned, now);
+    report.lines.extend(plan.lines);
+    let mut record = plan.record;
+    let mut failed = None;
+    for action in plan.actions {
+        match action {
+            Action::Create(p) => {
+                let what = format!("node pool {}", describe_pool(&p));
+                if dry_run {
+                    report.lines.push(format!("would create {what}"));
+                    continue;
+                }
+                record.pending_pools.retain(|(n, _)| n != &p.name);
+                record.pending_pools.push((p.name.clone(), now));
+                cluster::save(state, &record, now)?;
+                match api.create_node_pool(&cluster.id, &p) {
+                    Ok(made) => {
+                        record.pool_created(&made.id, &made.name, &made.size, now);
+                        report
+                            .changes
+                            .push(format!("created {what} as {}", made.id));
+                    }
+                    Err(e) => {
+                        failed = Some(e.context(format!("creating {what}")));
+                        break;
+                    }
+                }
+            }
+            Action::Cordon { pool, nodes } => {
+                if dry_run {
+                    report.lines.push(format!(
+                        "would cordon {} of node pool {pool}",
+                        nodes.join(", ")
+                    ));
+                }
+                report.cordon.push((pool, nodes));
+            }
+            Action::Delete { id, name, why } => {
+                // Only a pool in the record: the plan never names another, and this holds it.
+                if !record.owns_pool(&id) {
+                    continue;
+                }
+                if dry_run {
+                    report
+                        .lines
+                        .push(format!("would delete node pool {name} ({id}): {why}"));
+                    continue;
+                }
+                match api.delete_node_pool(&cluster.id, &id) {
+                    Ok(()) => {
+                        record.pool_gone(&id);
+                        report
+                            .changes
+                            .push(format!("deleted node pool {name} ({id}): {why}"));
+                    }
+                    Err(e) => {
+                        failed = Some(e.context(format!("deleting node pool {name}")));
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    if !dry_run && record != prev {
+        cluster::save(state, &record, now)?;
+    }
+    failed.map_or(Ok(()), Err)
+}
+
+/// The options and the droplet catalog `SUPERVISOR_SIZE=auto` chooses from, kept a day.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct SizesSeen {
+    options: Options,
+    catalog: Vec<Size>,
+    at: i64,
+}
+
+const SIZES_KEY: &str = "doks_sizes";
+const SIZES_RECHECK_MS: i64 = 24 * 3_600_000;
+
+/// The runs pool's size: `SUPERVISOR_SIZE`, or for `auto` the cheapest offered size whose
+/// allocatable fits `largest` (asked of DigitalOcean at most daily). `Err`: one line with the fix.
+pub fn runs_size(
+    api: &DigitalOcean,
+    state: &State,
+    setting: &str,
+    largest: &Preset,
+    region: &str,
+    current: Option<&str>,
+    now: i64,
+    dry_run: bool,
+) -> anyhow::Result<Result<String, String>> {
+    if setting != "auto" {
+        return Ok(Ok(setting.to_string()));
+    }
+    let kept: Option<SizesSeen> = state
+        .kv_get(super::super::NAMESPACE, SIZES_KEY)?
+        .map(|(s, _)| s)
+        .filter(|s: &SizesSeen| now - s.at < SIZES_RECHECK_MS);
+    let seen = match kept {
+        Some(s) => s,
+        None => {
+            let s = SizesSeen {
+                options: api.kubernetes_options()?,
+                catalog: api.sizes()?,
+                at: now,
+            };
+            if !dry_run {
+                state.kv_set(super::super::NAMESPACE, SIZES_KEY, &s, now)?;
+            }
+            s
+        }
+    };
+    Ok(
+        pools::auto_size(largest, &seen.options, &seen.catalog, region, current).ok_or_else(|| {
+            format!(
+                "SUPERVISOR_SIZE=auto: no size DigitalOcean offers for Kubernetes in {region} fits a {} run ({} CPU, {} GB): set SUPERVISOR_SIZE to a larger size, or move those runs to a smaller machine",
+                largest.name, largest.cpu, largest.memory_gb
+            )
+        }),
+    )
+}
+
+/// The runs pool's size ops created last (for `auto`, which only grows).
+pub fn current_runs_size(state: &State) -> anyhow::Result<Option<String>> {
+    Ok(record_of(state)?
+        .pools
+        .iter()
+        .filter(|p| p.name.starts_with(pools::RUNS_POOL_PREFIX))
+        .max_by_key(|p| p.at)
+        .map(|p| p.size.clone()))
+}
