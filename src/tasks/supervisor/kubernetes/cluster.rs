@@ -132,11 +132,13 @@ impl Record {
 /// The record as last saved (`None`: none yet, or unreadable). Losing it is safe: the cluster
 /// is then found by name and refused rather than duplicated, and no pool is ops' own.
 pub fn load(state: &State) -> anyhow::Result<Option<Record>> {
-    Ok(state.kv_get(super::super::NAMESPACE, KEY)?.map(|(r, _)| r))
+    Ok(state
+        .kv_get(crate::tasks::supervisor::owned::NAMESPACE, KEY)?
+        .map(|(r, _)| r))
 }
 
 pub fn save(state: &State, record: &Record, now: i64) -> anyhow::Result<()> {
-    state.kv_set(super::super::NAMESPACE, KEY, record, now)
+    state.kv_set(crate::tasks::supervisor::owned::NAMESPACE, KEY, record, now)
 }
 
 /// How to find the cluster this run: one request in the steady state.

@@ -40,7 +40,9 @@ pub fn usable(stored_cluster: &str, cluster: &str, expires_ms: Option<i64>, now:
 /// The kept credentials when still usable for `cluster` (`None`: absent, expiring, for another
 /// cluster, or unreadable: fetched again).
 pub fn kept(state: &State, sealer: &Sealer, cluster: &str, now: i64) -> Option<Credentials> {
-    let (sealed, _): (String, i64) = state.kv_get(super::super::NAMESPACE, KEY).ok()??;
+    let (sealed, _): (String, i64) = state
+        .kv_get(crate::tasks::supervisor::owned::NAMESPACE, KEY)
+        .ok()??;
     let plain = sealer.open(FIELD, &sealed).ok()?;
     let s: Stored = serde_json::from_str(&plain).ok()?;
     if !usable(&s.cluster, cluster, Some(s.expires_ms), now) {
@@ -78,12 +80,17 @@ fn keep(
         expires_ms,
     };
     let sealed = sealer.seal(FIELD, &serde_json::to_string(&stored)?)?;
-    state.kv_set(super::super::NAMESPACE, KEY, &sealed, now)
+    state.kv_set(
+        crate::tasks::supervisor::owned::NAMESPACE,
+        KEY,
+        &sealed,
+        now,
+    )
 }
 
 /// Forgets the kept credentials (the API server refused them: a 401).
 pub fn forget(state: &State) -> anyhow::Result<()> {
-    state.kv_delete(super::super::NAMESPACE, KEY)
+    state.kv_delete(crate::tasks::supervisor::owned::NAMESPACE, KEY)
 }
 
 /// The credentials for `cluster`: the kept ones while usable, else fresh from DigitalOcean

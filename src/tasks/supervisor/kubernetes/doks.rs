@@ -268,7 +268,7 @@ pub fn runs_size(
         return Ok(Ok(setting.to_string()));
     }
     let kept: Option<SizesSeen> = state
-        .kv_get(super::super::NAMESPACE, SIZES_KEY)?
+        .kv_get(crate::tasks::supervisor::owned::NAMESPACE, SIZES_KEY)?
         .map(|(s, _)| s)
         .filter(|s: &SizesSeen| now - s.at < SIZES_RECHECK_MS);
     let seen = match kept {
@@ -280,7 +280,12 @@ pub fn runs_size(
                 at: now,
             };
             if !dry_run {
-                state.kv_set(super::super::NAMESPACE, SIZES_KEY, &s, now)?;
+                state.kv_set(
+                    crate::tasks::supervisor::owned::NAMESPACE,
+                    SIZES_KEY,
+                    &s,
+                    now,
+                )?;
             }
             s
         }

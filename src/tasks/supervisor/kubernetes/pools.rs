@@ -171,81 +171,93 @@ pub fn plan(
                 "node pool {} ({}) is not ops' own (no record of creating it): left as it is",
                 old.name, old.id
             ));
-            continue;
-        }
-        // The new pool first: the old one is retired only once the new one exists.
-        if new_pool.is_none() {
+        } else if new_pool.is_none() {
+            // The new pool first: the old one is retired only once the new one exists.
             out.lines.push(format!(
                 "node pool {}: retired once {wanted} exists",
                 old.name
             ));
-            continue;
-        }
-        let since = match record.retiring.iter().find(|r| r.id == old.id) {
-            Some(r) => r.since,
-            None => {
-                record.retiring.push(Retiring {
-                    id: old.id.clone(),
-                    since: now,
-                });
-                now
-            }
-        };
-        let nodes: Vec<String> = old
-            .nodes
-            .iter()
-            .map(|n| n.name.trim().to_string())
-            .filter(|n| !n.is_empty())
-            .collect();
-        let uncordoned: Vec<String> = nodes
-            .iter()
-            .filter(|n| !cordoned.contains(*n))
-            .cloned()
-            .collect();
-        if !uncordoned.is_empty() {
-            out.actions.push(Action::Cordon {
-                pool: old.name.clone(),
-                nodes: uncordoned,
-            });
-        }
-        let running: Vec<&str> = nodes
-            .iter()
-            .filter_map(|n| pods.get(n))
-            .flatten()
-            .map(String::as_str)
-            .collect();
-        let waited = Duration::from_millis(now.saturating_sub(since).max(0) as u64);
-        if running.is_empty() {
-            out.actions.push(Action::Delete {
-                id: old.id.clone(),
-                name: old.name.clone(),
-                why: format!(
-                    "SUPERVISOR_SIZE is now {}: no run pod is left on it",
-                    spec.runs_size
-                ),
-            });
-        } else if waited >= spec.drain_timeout {
-            out.actions.push(Action::Delete {
-                id: old.id.clone(),
-                name: old.name.clone(),
-                why: format!(
-                    "SUPERVISOR_SIZE is now {}: drain_timeout ({}s) passed with run pods still on it: {} (DigitalOcean's drain evicts them; Trigger.dev retries them)",
-                    spec.runs_size,
-                    spec.drain_timeout.as_secs(),
-                    running.join(", ")
-                ),
-            });
         } else {
-            let left = spec.drain_timeout.saturating_sub(waited).as_secs();
-            out.lines.push(format!(
-                "node pool {} (cordoned): waiting for run pods {} to end; deleted then, or in {left}s at the latest (drain_timeout)",
-                old.name,
-                running.join(", ")
-            ));
+            retire(spec, old, &mut record, pods, cordoned, now, &mut out);
         }
     }
     out.record = record;
     out
+}
+
+/// One step of retiring an old runs pool ops owns: cordon its nodes, then delete it once no run
+/// pod is left on it or `drain_timeout` has passed since the first cordon.
+fn retire(
+    spec: &PoolSpec,
+    old: &NodePool,
+    record: &mut Record,
+    pods: &RunPods,
+    cordoned: &BTreeSet<String>,
+    now: i64,
+    out: &mut Plan,
+) {
+    let since = match record.retiring.iter().find(|r| r.id == old.id) {
+        Some(r) => r.since,
+        None => {
+            record.retiring.push(Retiring {
+                id: old.id.clone(),
+                since: now,
+            });
+            now
+        }
+    };
+    let nodes: Vec<String> = old
+        .nodes
+        .iter()
+        .map(|n| n.name.trim().to_string())
+        .filter(|n| !n.is_empty())
+        .collect();
+    let uncordoned: Vec<String> = nodes
+        .iter()
+        .filter(|n| !cordoned.contains(*n))
+        .cloned()
+        .collect();
+    if !uncordoned.is_empty() {
+        out.actions.push(Action::Cordon {
+            pool: old.name.clone(),
+            nodes: uncordoned,
+        });
+    }
+    let running: Vec<&str> = nodes
+        .iter()
+        .filter_map(|n| pods.get(n))
+        .flatten()
+        .map(String::as_str)
+        .collect();
+    let waited = Duration::from_millis(now.saturating_sub(since).max(0) as u64);
+    if running.is_empty() {
+        out.actions.push(Action::Delete {
+            id: old.id.clone(),
+            name: old.name.clone(),
+            why: format!(
+                "SUPERVISOR_SIZE is now {}: no run pod is left on it",
+                spec.runs_size
+            ),
+        });
+    } else if waited >= spec.drain_timeout {
+        out.actions.push(Action::Delete {
+            id: old.id.clone(),
+            name: old.name.clone(),
+            why: format!(
+                "SUPERVISOR_SIZE is now {}: drain_timeout ({}s) passed with run pods still on it: {} (DigitalOcean's drain evicts them; Trigger.dev retries them)",
+                spec.runs_size,
+                spec.drain_timeout.as_secs(),
+                running.join(", ")
+            ),
+        });
+    } else {
+        let left = spec.drain_timeout.saturating_sub(waited).as_secs();
+        out.lines.push(format!(
+            "node pool {} (cordoned): waiting for run pods {} to end; deleted then, or in {left}s at the latest (drain_timeout)",
+            old.name,
+            running.join(", ")
+        ));
+    }
 }
 
 /// What a node of this size leaves for pods: (CPUs, GiB). DigitalOcean publishes no
