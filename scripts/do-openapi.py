@@ -29,6 +29,7 @@ OPERATIONS = [
     ("get", "/v2/kubernetes/clusters/{cluster_id}", "200"),
     ("get", "/v2/kubernetes/clusters/{cluster_id}/node_pools", "200"),
     ("post", "/v2/kubernetes/clusters/{cluster_id}/node_pools", "201"),
+    ("put", "/v2/kubernetes/clusters/{cluster_id}/node_pools/{node_pool_id}", "202"),
     ("delete", "/v2/kubernetes/clusters/{cluster_id}/node_pools/{node_pool_id}", "204"),
     ("get", "/v2/kubernetes/clusters/{cluster_id}/credentials", "200"),
     ("get", "/v2/kubernetes/clusters/{cluster_id}/upgrades", "200"),

@@ -158,7 +158,7 @@ fn specs(size: &str, ha: bool) -> (cluster::ClusterSpec, pools::PoolSpec) {
             runs_size: size.into(),
             min: 0,
             max: 4,
-            nodetype: "v4-worker".into(),
+            nodetype: "trigger-runs".into(),
             drain_timeout: Duration::from_secs(3600),
         },
     )
@@ -206,6 +206,38 @@ fn every_doks_request_body_ops_builds_matches_digitaloceans_openapi() {
         );
         assert!(e.is_empty(), "{e:#?}\n{pool:#}");
     }
+    // The update brings a pool ops owns back to its bounds, label and taint.
+    let (_, ps) = specs("s-4vcpu-8gb", false);
+    let mut live: trigger_ops::clients::doks::NodePool = serde_json::from_value(json!({
+        "id": "cdda885e-7663-40c8-bc74-3a036c66545d", "name": "ops-runs-s-4vcpu-8gb",
+        "size": "s-4vcpu-8gb", "count": 2, "auto_scale": false, "nodes": []}))
+    .unwrap();
+    live.labels.insert("team".into(), "a".into());
+    let mut record = cluster::Record::default();
+    record.pool_created(&live.id, &live.name, &live.size, 0);
+    let plan = pools::plan(
+        &ps,
+        &[live],
+        &record,
+        &Default::default(),
+        &Default::default(),
+        0,
+    );
+    let update = plan
+        .actions
+        .iter()
+        .find_map(|a| match a {
+            pools::Action::Update { body, .. } => Some(serde_json::to_value(body).unwrap()),
+            _ => None,
+        })
+        .expect("an update");
+    let e = check(
+        "PUT /v2/kubernetes/clusters/{cluster_id}/node_pools/{node_pool_id}",
+        "request",
+        &update,
+        Dir::Request,
+    );
+    assert!(e.is_empty(), "{e:#?}\n{update:#}");
     // The query parameters ops sends exist.
     assert_eq!(
         operation("GET /v2/kubernetes/clusters/{cluster_id}/credentials")["query"],

@@ -63,7 +63,7 @@ impl World {
                 runs_size: "s-2vcpu-4gb".into(),
                 min: 0,
                 max: 3,
-                nodetype: "v4-worker".into(),
+                nodetype: "trigger-runs".into(),
                 drain_timeout: Duration::from_secs(3600),
             },
         }
@@ -191,10 +191,10 @@ fn a_new_deployment_gets_a_cluster_that_comes_up_running_with_its_two_pools() {
     assert_eq!((sup.nodes.len(), sup.auto_scale), (1, false));
     assert_eq!(sup.labels["nodetype"], "ops-supervisor");
     assert!(runs.auto_scale && runs.min_nodes == 0 && runs.max_nodes == 3);
-    assert_eq!(runs.labels["nodetype"], "v4-worker");
+    assert_eq!(runs.labels["nodetype"], "trigger-runs");
     assert_eq!(
         runs.taints,
-        serde_json::json!([{"key": "nodetype", "value": "v4-worker", "effect": "NoSchedule"}])
+        serde_json::json!([{"key": "trigger-ops/runs", "value": "true", "effect": "NoSchedule"}])
     );
     assert_eq!(
         w.record().pools.len(),
@@ -495,4 +495,91 @@ fn rate_limited_reads_wait_as_digitalocean_asks_and_then_go_on() {
     let r = w.run(&RunPods::new(), &BTreeSet::new(), false);
     assert!(matches!(r.found, Found::Ready(_)));
     assert_eq!(r.requests, 2, "the 429, then the read again");
+}
+
+#[test]
+fn the_task_min_and_max_reach_the_runs_pool_and_upgrades_are_read_once_a_day() {
+    let mut w = World::new();
+    w.settle();
+    w.pools.min = 1;
+    w.pools.max = 6;
+    let r = w.run(&RunPods::new(), &BTreeSet::new(), true);
+    assert_eq!(r.mutations, 0);
+    assert!(
+        r.report
+            .lines
+            .iter()
+            .any(|l| l.starts_with("would update node pool ops-runs-s-2vcpu-4gb: nodes 0..3")),
+        "{:?}",
+        r.report.lines
+    );
+    let r = w.run(&RunPods::new(), &BTreeSet::new(), false);
+    assert_eq!(r.mutations, 1);
+    let runs = w.fake.with(|d| {
+        d.doks.clusters[0]
+            .pool("ops-runs-s-2vcpu-4gb")
+            .unwrap()
+            .clone()
+    });
+    assert_eq!(
+        (runs.min_nodes, runs.max_nodes, runs.nodes.len()),
+        (1, 6, 1)
+    );
+    assert_eq!(w.run(&RunPods::new(), &BTreeSet::new(), false).mutations, 0);
+    // Upgrades: the fake's cluster is on the newest version; an older one has two.
+    let id = w.cluster_id();
+    let url = w.fake.server.url();
+    let api = DigitalOcean::new(
+        &w.http,
+        &url,
+        &w.token,
+        Instant::now() + Duration::from_secs(30),
+    );
+    let now = trigger_ops::state::now_ms();
+    assert!(doks::upgrades(&api, &w.state, &id, now, false)
+        .unwrap()
+        .is_empty());
+    let old = w.fake.with(|d| {
+        let id = d.doks.add_cluster("older", &[]);
+        d.doks.clusters.last_mut().unwrap().version = "1.33.5-do.2".into();
+        id
+    });
+    let asked = w.fake.gets();
+    assert_eq!(
+        doks::upgrades(&api, &w.state, &old, now, false).unwrap(),
+        vec!["1.34.1-do.0", "1.34.1-do.1"]
+    );
+    assert_eq!(
+        doks::upgrades(&api, &w.state, &old, now + 3_600_000, false)
+            .unwrap()
+            .len(),
+        2
+    );
+    assert_eq!(w.fake.gets(), asked + 1, "asked once a day");
+}
+
+#[test]
+fn supervisor_size_auto_picks_the_cheapest_node_that_fits_the_largest_preset_waiting() {
+    let w = World::new();
+    let url = w.fake.server.url();
+    let api = DigitalOcean::new(
+        &w.http,
+        &url,
+        &w.token,
+        Instant::now() + Duration::from_secs(30),
+    );
+    let now = trigger_ops::state::now_ms();
+    let medium = trigger_ops::tasks::supervisor::presets::resolve(Some("medium-2x"));
+    let size = doks::runs_size(&api, &w.state, "auto", &medium, "nyc1", now, false).unwrap();
+    assert_eq!(size.as_deref(), Ok("s-4vcpu-8gb"));
+    let asked = w.fake.gets();
+    let large2 = trigger_ops::tasks::supervisor::presets::resolve(Some("large-2x"));
+    let none = doks::runs_size(&api, &w.state, "auto", &large2, "nyc1", now, false).unwrap();
+    assert!(none
+        .unwrap_err()
+        .contains("no size DigitalOcean offers for Kubernetes in nyc1 fits a large-2x run"));
+    assert_eq!(w.fake.gets(), asked, "options and sizes kept a day");
+    let fixed =
+        doks::runs_size(&api, &w.state, "s-2vcpu-4gb", &large2, "nyc1", now, false).unwrap();
+    assert_eq!(fixed.as_deref(), Ok("s-2vcpu-4gb"));
 }

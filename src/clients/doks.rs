@@ -242,6 +242,22 @@ pub struct NewNodePool {
     pub max_nodes: Option<u32>,
 }
 
+/// `PUT /v2/kubernetes/clusters/{id}/node_pools/{pool}`: everything but the size (which
+/// DigitalOcean cannot change).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct NodePoolUpdate {
+    pub name: String,
+    pub count: u32,
+    pub tags: Vec<String>,
+    pub labels: BTreeMap<String, String>,
+    pub taints: Vec<Taint>,
+    pub auto_scale: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub min_nodes: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_nodes: Option<u32>,
+}
+
 /// `GET /v2/kubernetes/clusters/{id}/credentials`: the API server, the CA to trust (and only
 /// it), and a token until `expires_at`. Never printed: its `Debug` shows no secret.
 #[derive(Clone)]
@@ -484,6 +500,31 @@ impl DigitalOcean<'_> {
         let body = serde_json::to_value(new)?;
         let resp = scoped(
             self.send("POST", &path, Some(&body), Retry::OnlyRateLimit),
+            "kubernetes:update",
+        )?;
+        Ok(self.json::<One>(&resp)?.node_pool)
+    }
+
+    /// `PUT /v2/kubernetes/clusters/{id}/node_pools/{pool}` → 202 with the pool (a replace of
+    /// the same values is harmless: retried).
+    pub fn update_node_pool(
+        &self,
+        cluster: &str,
+        pool: &str,
+        update: &NodePoolUpdate,
+    ) -> anyhow::Result<NodePool> {
+        #[derive(Deserialize)]
+        struct One {
+            node_pool: NodePool,
+        }
+        let path = format!(
+            "/v2/kubernetes/clusters/{}/node_pools/{}",
+            percent_encode(cluster),
+            percent_encode(pool)
+        );
+        let body = serde_json::to_value(update)?;
+        let resp = scoped(
+            self.send("PUT", &path, Some(&body), Retry::Idempotent),
             "kubernetes:update",
         )?;
         Ok(self.json::<One>(&resp)?.node_pool)

@@ -1,6 +1,7 @@
 //! The fake DigitalOcean's Kubernetes endpoints (DOKS), served by `FakeDo` under
 //! `/v2/kubernetes/`: options, clusters (paginated, by id), create (strict about the body, as
-//! the spec's `cluster` model), node pools (list, create, delete), credentials with tokens that
+//! the spec's `cluster` model), node pools (list, create, update without a size, delete),
+//! credentials with tokens that
 //! expire, and available upgrades. A new cluster is `provisioning` for `provision_after`, then
 //! `running`; a pool's nodes are `provisioning` without a name for `node_after`, then
 //! `running` with one. Answers follow digitalocean/openapi (the `do_openapi` test checks them).
@@ -156,6 +157,8 @@ pub struct DoksWorld {
     pub creates: Vec<Value>,
     /// (cluster id, body) of node pool creates.
     pub pool_creates: Vec<(String, Value)>,
+    /// (cluster id, body) of node pool updates.
+    pub pool_updates: Vec<(String, Value)>,
     /// (cluster id, pool id, pool name) of node pool deletes.
     pub pool_deletes: Vec<(String, String, String)>,
     pub issued: Vec<Issued>,
@@ -177,6 +180,7 @@ impl Default for DoksWorld {
             page_max: 200,
             creates: Vec::new(),
             pool_creates: Vec::new(),
+            pool_updates: Vec::new(),
             pool_deletes: Vec::new(),
             issued: Vec::new(),
             token_life: None,
@@ -519,6 +523,45 @@ pub fn route(w: &mut DoksWorld, req: &Seen, base: &str) -> Reply {
                     let answer = p.json(&id);
                     w.clusters[ci].pools.push(p);
                     Reply::json(201, json!({"node_pool": answer}))
+                }
+                ("PUT", ["node_pools", pool]) => {
+                    let Ok(b) = body() else {
+                        return error(400, "bad_request", "invalid JSON body");
+                    };
+                    if b.get("size").is_some() {
+                        return unprocessable("a node pool's size cannot be changed");
+                    }
+                    let mut check = b.clone();
+                    check["size"] = json!(SIZES[0]);
+                    if let Err(m) = check_pool(&check) {
+                        return unprocessable(&m);
+                    }
+                    let after = w.node_after;
+                    let Some(pi) = w.clusters[ci].pools.iter().position(|p| p.id == *pool) else {
+                        return not_found();
+                    };
+                    let count = b["count"].as_u64().unwrap_or(0) as usize;
+                    let name = w.clusters[ci].pools[pi].name.clone();
+                    while w.clusters[ci].pools[pi].nodes.len() < count {
+                        let n = w.node(&name, after);
+                        w.clusters[ci].pools[pi].nodes.push(n);
+                    }
+                    let p = &mut w.clusters[ci].pools[pi];
+                    p.nodes.truncate(count);
+                    p.name = b["name"].as_str().unwrap_or_default().into();
+                    p.tags = strings(&b["tags"]);
+                    p.labels = if b["labels"].is_object() {
+                        b["labels"].clone()
+                    } else {
+                        Value::Null
+                    };
+                    p.taints = b.get("taints").cloned().unwrap_or(json!([]));
+                    p.auto_scale = b["auto_scale"].as_bool().unwrap_or(false);
+                    p.min_nodes = b["min_nodes"].as_u64().unwrap_or(0);
+                    p.max_nodes = b["max_nodes"].as_u64().unwrap_or(0);
+                    let answer = p.json(&id);
+                    w.pool_updates.push((id.clone(), b));
+                    Reply::json(202, json!({"node_pool": answer}))
                 }
                 ("DELETE", ["node_pools", pool]) => {
                     match w.clusters[ci].pools.iter().position(|p| p.id == *pool) {

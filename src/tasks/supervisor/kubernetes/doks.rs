@@ -200,6 +200,28 @@ pub fn tend_pools(
                     }
                 }
             }
+            Action::Update {
+                id,
+                name,
+                body,
+                why,
+            } => {
+                if dry_run {
+                    report
+                        .lines
+                        .push(format!("would update node pool {name}: {why}"));
+                    continue;
+                }
+                match api.update_node_pool(&cluster.id, &id, &body) {
+                    Ok(_) => report
+                        .changes
+                        .push(format!("updated node pool {name}: {why}")),
+                    Err(e) => {
+                        failed = Some(e.context(format!("updating node pool {name}")));
+                        break;
+                    }
+                }
+            }
             Action::Cordon { pool, nodes } => {
                 if dry_run {
                     report.lines.push(format!(
@@ -253,20 +275,21 @@ const SIZES_KEY: &str = "doks_sizes";
 const SIZES_RECHECK_MS: i64 = 24 * 3_600_000;
 
 /// The runs pool's size: `SUPERVISOR_SIZE`, or for `auto` the cheapest offered size whose
-/// allocatable fits `largest` (asked of DigitalOcean at most daily). `Err`: one line with the fix.
+/// allocatable fits `largest` (asked of DigitalOcean at most daily; it only grows from the runs
+/// pool ops made last). `Err`: one line with the fix.
 pub fn runs_size(
     api: &DigitalOcean,
     state: &State,
     setting: &str,
     largest: &Preset,
     region: &str,
-    current: Option<&str>,
     now: i64,
     dry_run: bool,
 ) -> anyhow::Result<Result<String, String>> {
     if setting != "auto" {
         return Ok(Ok(setting.to_string()));
     }
+    let current = current_runs_size(state)?;
     let kept: Option<SizesSeen> = state
         .kv_get(crate::tasks::supervisor::owned::NAMESPACE, SIZES_KEY)?
         .map(|(s, _)| s)
@@ -291,7 +314,7 @@ pub fn runs_size(
         }
     };
     Ok(
-        pools::auto_size(largest, &seen.options, &seen.catalog, region, current).ok_or_else(|| {
+        pools::auto_size(largest, &seen.options, &seen.catalog, region, current.as_deref()).ok_or_else(|| {
             format!(
                 "SUPERVISOR_SIZE=auto: no size DigitalOcean offers for Kubernetes in {region} fits a {} run ({} CPU, {} GB): set SUPERVISOR_SIZE to a larger size, or move those runs to a smaller machine",
                 largest.name, largest.cpu, largest.memory_gb
@@ -301,11 +324,57 @@ pub fn runs_size(
 }
 
 /// The runs pool's size ops created last (for `auto`, which only grows).
-pub fn current_runs_size(state: &State) -> anyhow::Result<Option<String>> {
+fn current_runs_size(state: &State) -> anyhow::Result<Option<String>> {
     Ok(record_of(state)?
         .pools
         .iter()
         .filter(|p| p.name.starts_with(pools::RUNS_POOL_PREFIX))
         .max_by_key(|p| p.at)
         .map(|p| p.size.clone()))
+}
+
+/// The DOKS versions the cluster may be upgraded to, as last read.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct UpgradesSeen {
+    cluster: String,
+    versions: Vec<String>,
+    at: i64,
+}
+
+const UPGRADES_KEY: &str = "doks_upgrades";
+const UPGRADES_RECHECK_MS: i64 = 24 * 3_600_000;
+
+/// The versions DigitalOcean offers to upgrade `cluster` to (newest last), asked at most daily
+/// (so a healthy run stays at one DigitalOcean request on all but one run a day). ops never
+/// starts an upgrade: it drains every node (docs/kubernetes.md).
+pub fn upgrades(
+    api: &DigitalOcean,
+    state: &State,
+    cluster: &str,
+    now: i64,
+    dry_run: bool,
+) -> anyhow::Result<Vec<String>> {
+    let kept: Option<UpgradesSeen> = state
+        .kv_get(crate::tasks::supervisor::owned::NAMESPACE, UPGRADES_KEY)?
+        .map(|(s, _)| s)
+        .filter(|s: &UpgradesSeen| s.cluster == cluster && now - s.at < UPGRADES_RECHECK_MS);
+    if let Some(s) = kept {
+        return Ok(s.versions);
+    }
+    let mut versions = api.available_upgrades(cluster)?;
+    versions.sort_by_key(|v| v.key());
+    let seen = UpgradesSeen {
+        cluster: cluster.into(),
+        versions: versions.into_iter().map(|v| v.slug).collect(),
+        at: now,
+    };
+    if !dry_run {
+        state.kv_set(
+            crate::tasks::supervisor::owned::NAMESPACE,
+            UPGRADES_KEY,
+            &seen,
+            now,
+        )?;
+    }
+    Ok(seen.versions)
 }

@@ -1,7 +1,9 @@
 //! The cluster's node pools, pure. Two pools: a small fixed one for the supervisor, and the runs
 //! pool, auto-scaled between the task's `min` and `max`, labelled `nodetype=<label>` (the
-//! nodeSelector Trigger.dev gives every run pod) and tainted `nodetype=<label>:NoSchedule`
-//! (which the supervisor's runner tolerations match), so only run pods land there.
+//! nodeSelector Trigger.dev gives every run pod: `KUBERNETES_WORKER_NODETYPE_LABEL`) and
+//! tainted `trigger-ops/runs=true:NoSchedule` (which the supervisor's
+//! `KUBERNETES_RUNNER_TOLERATIONS` match), so only run pods land there. The values are the
+//! ones the supervisor's objects use (`manifests.rs`).
 //!
 //! DigitalOcean cannot change a pool's size: a new `SUPERVISOR_SIZE` is a new pool first, then
 //! the old pool's nodes cordoned, then the old pool deleted once no `app=task-run` pod remains
@@ -12,7 +14,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use crate::clients::digitalocean::Size;
-use crate::clients::doks::{NewNodePool, NodePool, Options, Taint, TaintEffect};
+use crate::clients::doks::{NewNodePool, NodePool, NodePoolUpdate, Options, Taint, TaintEffect};
 use crate::tasks::supervisor::presets::Preset;
 
 use super::cluster::{Record, Retiring};
@@ -20,8 +22,10 @@ use super::cluster::{Record, Retiring};
 /// The label key Trigger.dev's run pods select nodes by (`apps/supervisor/src/workloadManager/
 /// kubernetes.ts`: `nodeSelector: {nodetype: KUBERNETES_WORKER_NODETYPE_LABEL}`).
 pub const NODETYPE_KEY: &str = "nodetype";
-/// `KUBERNETES_WORKER_NODETYPE_LABEL`'s default in the supervisor's env.ts.
-pub const DEFAULT_NODETYPE: &str = "v4-worker";
+/// The runs pool's `nodetype` value ops gives `KUBERNETES_WORKER_NODETYPE_LABEL`.
+pub const RUNS_NODETYPE: &str = "trigger-runs";
+/// The runs pool's taint: (key, value); effect NoSchedule.
+pub const RUNS_TAINT: (&str, &str) = ("trigger-ops/runs", "true");
 /// The supervisor's pool: its name, label value and size (one node: the supervisor needs
 /// little, and DOKS' own per-node pods need the rest).
 pub const SUPERVISOR_POOL: &str = "ops-supervisor";
@@ -53,17 +57,17 @@ pub fn runs_pool_name(size: &str) -> String {
 }
 
 /// The taint on the runs pool's nodes.
-pub fn runs_taint(nodetype: &str) -> Taint {
+pub fn runs_taint() -> Taint {
     Taint {
-        key: NODETYPE_KEY.into(),
-        value: nodetype.into(),
+        key: RUNS_TAINT.0.into(),
+        value: RUNS_TAINT.1.into(),
         effect: TaintEffect::NoSchedule,
     }
 }
 
 /// `KUBERNETES_RUNNER_TOLERATIONS` for the supervisor: `key=value:Effect`, matching the taint.
-pub fn runner_tolerations(nodetype: &str) -> String {
-    format!("{NODETYPE_KEY}={nodetype}:NoSchedule")
+pub fn runner_tolerations() -> String {
+    format!("{}={}:NoSchedule", RUNS_TAINT.0, RUNS_TAINT.1)
 }
 
 pub fn supervisor_pool(spec: &PoolSpec) -> NewNodePool {
@@ -89,7 +93,7 @@ pub fn runs_pool(spec: &PoolSpec) -> NewNodePool {
         count: min,
         tags: vec![spec.tag.clone()],
         labels: BTreeMap::from([(NODETYPE_KEY.into(), spec.nodetype.clone())]),
-        taints: vec![runs_taint(&spec.nodetype)],
+        taints: vec![runs_taint()],
         auto_scale: true,
         min_nodes: Some(min),
         max_nodes: Some(max),
@@ -101,6 +105,14 @@ pub fn runs_pool(spec: &PoolSpec) -> NewNodePool {
 pub enum Action {
     /// `POST …/node_pools` (recorded as ops' own when DigitalOcean answers).
     Create(NewNodePool),
+    /// `PUT …/node_pools/{id}`: the runs pool ops owns back to its bounds, label and taint
+    /// (the task's `min`/`max` changed, or someone edited the pool).
+    Update {
+        id: String,
+        name: String,
+        body: NodePoolUpdate,
+        why: String,
+    },
     /// Cordon these Kubernetes nodes of a pool being retired (`spec.unschedulable: true`).
     Cordon { pool: String, nodes: Vec<String> },
     /// `DELETE …/node_pools/{id}`: DigitalOcean drains and deletes its nodes.
@@ -160,7 +172,7 @@ pub fn plan(
             "node pool {} ({}) is not ops' own (no record of creating it): it serves runs if its label and taint match, and ops never changes or deletes it",
             p.name, p.id
         )),
-        Some(_) => {}
+        Some(p) => out.actions.extend(drift(spec, p)),
     }
     for old in pools
         .iter()
@@ -183,6 +195,55 @@ pub fn plan(
     }
     out.record = record;
     out
+}
+
+/// The runs pool ops owns, brought back to what the task says when it differs.
+fn drift(spec: &PoolSpec, p: &NodePool) -> Option<Action> {
+    let want = runs_pool(spec);
+    let (min, max) = (want.min_nodes.unwrap_or(0), want.max_nodes.unwrap_or(1));
+    let mut why = Vec::new();
+    if !p.auto_scale || p.min_nodes != min || p.max_nodes != max {
+        why.push(format!(
+            "nodes {}..{} (auto-scaled: {}) should be {min}..{max} (the task's min and max)",
+            p.min_nodes, p.max_nodes, p.auto_scale
+        ));
+    }
+    if p.labels.get(NODETYPE_KEY) != want.labels.get(NODETYPE_KEY) {
+        why.push(format!(
+            "its label {NODETYPE_KEY} should be {}",
+            spec.nodetype
+        ));
+    }
+    if !p.taints.contains(&runs_taint()) {
+        why.push(format!("its taint should be {}", runner_tolerations()));
+    }
+    if why.is_empty() {
+        return None;
+    }
+    let mut labels = p.labels.clone();
+    labels.extend(want.labels);
+    let mut taints: Vec<Taint> = p
+        .taints
+        .iter()
+        .filter(|t| t.key != RUNS_TAINT.0)
+        .cloned()
+        .collect();
+    taints.push(runs_taint());
+    Some(Action::Update {
+        id: p.id.clone(),
+        name: p.name.clone(),
+        body: NodePoolUpdate {
+            name: p.name.clone(),
+            count: p.count.clamp(min, max),
+            tags: want.tags,
+            labels,
+            taints,
+            auto_scale: true,
+            min_nodes: Some(min),
+            max_nodes: Some(max),
+        },
+        why: why.join("; "),
+    })
 }
 
 /// One step of retiring an old runs pool ops owns: cordon its nodes, then delete it once no run
@@ -353,20 +414,26 @@ mod tests {
             runs_size: size.into(),
             min: 0,
             max: 5,
-            nodetype: "v4-worker".into(),
+            nodetype: RUNS_NODETYPE.into(),
             drain_timeout: Duration::from_secs(3600),
         }
     }
 
+    /// A pool as DigitalOcean lists it; a runs pool as ops made it (label, taint, 0..5).
     fn pool(id: &str, name: &str, size: &str, nodes: &[&str]) -> NodePool {
+        let runs = name.starts_with(RUNS_POOL_PREFIX);
         NodePool {
             id: id.into(),
             name: name.into(),
             size: size.into(),
             count: nodes.len() as u32,
             tags: vec![],
-            labels: BTreeMap::new(),
-            taints: vec![],
+            labels: if runs {
+                BTreeMap::from([(NODETYPE_KEY.to_string(), RUNS_NODETYPE.to_string())])
+            } else {
+                BTreeMap::new()
+            },
+            taints: if runs { vec![runs_taint()] } else { vec![] },
             auto_scale: true,
             min_nodes: 0,
             max_nodes: 5,
@@ -455,13 +522,10 @@ mod tests {
         );
         assert_eq!(
             runs.labels.get("nodetype").map(String::as_str),
-            Some("v4-worker")
+            Some("trigger-runs")
         );
-        assert_eq!(runs.taints, vec![runs_taint("v4-worker")]);
-        assert_eq!(
-            runner_tolerations("v4-worker"),
-            "nodetype=v4-worker:NoSchedule"
-        );
+        assert_eq!(runs.taints, vec![runs_taint()]);
+        assert_eq!(runner_tolerations(), "trigger-ops/runs=true:NoSchedule");
     }
 
     #[test]
@@ -484,6 +548,70 @@ mod tests {
         );
         assert!(p.actions.is_empty() && p.lines.is_empty(), "{p:?}");
         assert_eq!(p.record, rec);
+    }
+
+    #[test]
+    fn the_runs_pool_follows_the_tasks_min_and_max_and_gets_its_label_and_taint_back() {
+        let runs = pool("b", "ops-runs-s-4vcpu-8gb", "s-4vcpu-8gb", &["r1", "r2"]);
+        let pools = [
+            pool("a", "ops-supervisor", "s-2vcpu-2gb", &["sup-1"]),
+            runs.clone(),
+        ];
+        let rec = owning(&[
+            ("a", "ops-supervisor", "s-2vcpu-2gb"),
+            ("b", "ops-runs-s-4vcpu-8gb", "s-4vcpu-8gb"),
+        ]);
+        let mut s = spec("s-4vcpu-8gb");
+        s.nodetype = RUNS_NODETYPE.into();
+        assert!(plan(&s, &pools, &rec, &RunPods::new(), &BTreeSet::new(), 0)
+            .actions
+            .is_empty());
+        s.min = 1;
+        s.max = 8;
+        let p = plan(&s, &pools, &rec, &RunPods::new(), &BTreeSet::new(), 0);
+        let [Action::Update { id, body, why, .. }] = p.actions.as_slice() else {
+            panic!("{:?}", p.actions)
+        };
+        assert_eq!(id, "b");
+        assert_eq!(
+            (body.min_nodes, body.max_nodes, body.count),
+            (Some(1), Some(8), 2)
+        );
+        assert!(why.contains("0..5") && why.contains("1..8"), "{why}");
+        // Someone removed the taint from the pool ops owns: put back, other taints kept.
+        let mut edited = runs;
+        edited.taints = vec![Taint {
+            key: "team".into(),
+            value: "a".into(),
+            effect: TaintEffect::PreferNoSchedule,
+        }];
+        let pools = [
+            pool("a", "ops-supervisor", "s-2vcpu-2gb", &["sup-1"]),
+            edited,
+        ];
+        let p = plan(
+            &spec("s-4vcpu-8gb"),
+            &pools,
+            &rec,
+            &RunPods::new(),
+            &BTreeSet::new(),
+            0,
+        );
+        let [Action::Update { body, why, .. }] = p.actions.as_slice() else {
+            panic!("{:?}", p.actions)
+        };
+        assert_eq!(body.taints.len(), 2);
+        assert!(why.contains("taint"), "{why}");
+        // A pool ops does not own is never updated.
+        let p = plan(
+            &s,
+            &pools,
+            &Record::default(),
+            &RunPods::new(),
+            &BTreeSet::new(),
+            0,
+        );
+        assert!(!p.actions.iter().any(|a| matches!(a, Action::Update { .. })));
     }
 
     #[test]
