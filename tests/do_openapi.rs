@@ -6,15 +6,13 @@
 //! something it did not).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{json, Value};
-use trigger_ops::clients::digitalocean::DigitalOcean;
-use trigger_ops::clients::http::Http;
-use trigger_ops::redact::Secret;
 use trigger_ops::tasks::supervisor::kubernetes::{cluster, pools};
 
-use crate::support::digitalocean::{FakeDo, DO_TOKEN};
+use crate::support::digitalocean::DO_TOKEN;
+use crate::support::doks::Client;
 
 const SPEC: &str = include_str!("fixtures/do-openapi.json");
 
@@ -165,16 +163,7 @@ fn specs(size: &str, ha: bool) -> (cluster::ClusterSpec, pools::PoolSpec) {
 }
 
 fn options() -> trigger_ops::clients::doks::Options {
-    let fake = FakeDo::start();
-    let (http, token) = (Http::new(), Secret::new(DO_TOKEN));
-    let url = fake.server.url();
-    let api = DigitalOcean::new(
-        &http,
-        &url,
-        &token,
-        Instant::now() + Duration::from_secs(20),
-    );
-    api.kubernetes_options().unwrap()
+    Client::start().api().kubernetes_options().unwrap()
 }
 
 #[test]
@@ -295,15 +284,8 @@ fn the_check_refuses_what_digitalocean_would_not_take() {
 
 #[test]
 fn the_fake_doks_answers_as_digitaloceans_openapi_says() {
-    let fake = FakeDo::start();
-    let (http, token) = (Http::new(), Secret::new(DO_TOKEN));
-    let url = fake.server.url();
-    let api = DigitalOcean::new(
-        &http,
-        &url,
-        &token,
-        Instant::now() + Duration::from_secs(20),
-    );
+    let c = Client::start();
+    let (api, fake, url) = (c.api(), &c.fake, &c.url);
     let (cs, ps) = specs("s-4vcpu-8gb", false);
     let body = cluster::new_cluster(
         &cs,

@@ -8,7 +8,6 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use trigger_ops::clients::digitalocean::DigitalOcean;
-use trigger_ops::clients::http::Http;
 use trigger_ops::redact::Secret;
 use trigger_ops::sealed::Sealer;
 use trigger_ops::state::State;
@@ -17,16 +16,15 @@ use trigger_ops::tasks::supervisor::kubernetes::credentials;
 use trigger_ops::tasks::supervisor::kubernetes::doks::{self, Found, Report};
 use trigger_ops::tasks::supervisor::kubernetes::pools::{PoolSpec, RunPods};
 
-use crate::support::digitalocean::{DoFault, FakeDo, DO_TOKEN};
+use crate::support::digitalocean::{DoFault, DO_TOKEN};
+use crate::support::doks::Client;
 
 const TAG: &str = "trigger-supervisor-abcd1234";
 
 struct World {
-    fake: FakeDo,
+    c: Client,
     dir: tempfile::TempDir,
     state: State,
-    http: Http,
-    token: Secret,
     cluster: ClusterSpec,
     pools: PoolSpec,
 }
@@ -39,16 +37,26 @@ struct Ran {
     mutations: usize,
 }
 
+impl Ran {
+    /// Whether a line of the report starts with `start` (the lines are shown on failure).
+    #[track_caller]
+    fn says(&self, start: &str) {
+        assert!(
+            self.report.lines.iter().any(|l| l.starts_with(start)),
+            "no line starts with {start:?}: {:?}",
+            self.report.lines
+        );
+    }
+}
+
 impl World {
     fn new() -> World {
         let dir = tempfile::tempdir().unwrap();
         let state = State::open(dir.path()).unwrap();
         World {
-            fake: FakeDo::start(),
+            c: Client::start(),
             state,
             dir,
-            http: Http::new(),
-            token: Secret::new(DO_TOKEN),
             cluster: ClusterSpec {
                 adopt: None,
                 name: TAG.into(),
@@ -71,14 +79,8 @@ impl World {
 
     /// One run: the cluster, then (when it is ready) the pools, with the Kubernetes facts.
     fn run(&self, pods: &RunPods, cordoned: &BTreeSet<String>, dry_run: bool) -> Ran {
-        let url = self.fake.server.url();
-        let api = DigitalOcean::new(
-            &self.http,
-            &url,
-            &self.token,
-            Instant::now() + Duration::from_secs(30),
-        );
-        let (before, muts) = (self.fake.server.requests().len(), self.fake.mutations());
+        let api = self.c.api();
+        let (before, muts) = (self.c.fake.server.requests().len(), self.c.fake.mutations());
         let now = trigger_ops::state::now_ms();
         let mut report = Report::default();
         let found = doks::tend_cluster(
@@ -108,8 +110,8 @@ impl World {
         Ran {
             found,
             report,
-            requests: self.fake.server.requests().len() - before,
-            mutations: self.fake.mutations() - muts,
+            requests: self.c.fake.server.requests().len() - before,
+            mutations: self.c.fake.mutations() - muts,
         }
     }
 
@@ -138,7 +140,7 @@ impl World {
 #[test]
 fn a_new_deployment_gets_a_cluster_that_comes_up_running_with_its_two_pools() {
     let w = World::new();
-    w.fake
+    w.c.fake
         .with(|d| d.doks.provision_after = Duration::from_millis(1500));
     let first = w.run(&RunPods::new(), &BTreeSet::new(), false);
     assert!(matches!(first.found, Found::Waiting));
@@ -150,7 +152,7 @@ fn a_new_deployment_gets_a_cluster_that_comes_up_running_with_its_two_pools() {
         "{:?}",
         first.report.changes
     );
-    let body = w.fake.with(|d| d.doks.creates[0].clone());
+    let body = w.c.fake.with(|d| d.doks.creates[0].clone());
     assert_eq!(body["ha"], false);
     assert_eq!(body["surge_upgrade"], true);
     assert_eq!(body["auto_upgrade"], false);
@@ -181,7 +183,7 @@ fn a_new_deployment_gets_a_cluster_that_comes_up_running_with_its_two_pools() {
         "a healthy run is one GET"
     );
     let id = w.cluster_id();
-    let (sup, runs) = w.fake.with(|d| {
+    let (sup, runs) = w.c.fake.with(|d| {
         let c = d.doks.clusters.iter().find(|c| c.id == id).unwrap().clone();
         (
             c.pool("ops-supervisor").unwrap().clone(),
@@ -208,9 +210,9 @@ fn a_size_change_makes_a_new_pool_cordons_the_old_and_deletes_it_after_its_last_
     let mut w = World::new();
     w.settle();
     let id = w.cluster_id();
-    w.fake
+    w.c.fake
         .with(|d| d.doks.scale(&id, "ops-runs-s-2vcpu-4gb", 2));
-    let old_nodes = w.fake.with(|d| {
+    let old_nodes = w.c.fake.with(|d| {
         d.doks.clusters[0]
             .pool("ops-runs-s-2vcpu-4gb")
             .unwrap()
@@ -261,7 +263,7 @@ fn a_size_change_makes_a_new_pool_cordons_the_old_and_deletes_it_after_its_last_
         "{:?}",
         r.report.changes
     );
-    let (deletes, pools) = w.fake.with(|d| {
+    let (deletes, pools) = w.c.fake.with(|d| {
         (
             d.doks.pool_deletes.clone(),
             d.doks.clusters[0]
@@ -275,7 +277,7 @@ fn a_size_change_makes_a_new_pool_cordons_the_old_and_deletes_it_after_its_last_
     assert_eq!(deletes[0].2, "ops-runs-s-2vcpu-4gb");
     assert_eq!(pools, vec!["ops-supervisor", "ops-runs-s-4vcpu-8gb"]);
     assert!(
-        !w.fake
+        !w.c.fake
             .server
             .requests()
             .iter()
@@ -300,14 +302,7 @@ fn a_dry_run_makes_no_digitalocean_change_and_writes_no_state() {
     w.pools.runs_size = "s-4vcpu-8gb".into();
     let r = w.run(&RunPods::new(), &BTreeSet::new(), true);
     assert_eq!(r.mutations, 0);
-    assert!(
-        r.report
-            .lines
-            .iter()
-            .any(|l| l.starts_with("would create node pool ops-runs-s-4vcpu-8gb")),
-        "{:?}",
-        r.report.lines
-    );
+    r.says("would create node pool ops-runs-s-4vcpu-8gb");
     let before = w.record();
     assert_eq!(w.run(&RunPods::new(), &BTreeSet::new(), true).mutations, 0);
     assert_eq!(w.record(), before);
@@ -319,19 +314,13 @@ fn an_expired_credential_is_replaced_by_a_fresh_one_and_a_kept_one_costs_no_requ
     w.settle();
     let id = w.cluster_id();
     let sealer = Sealer::load(w.dir.path(), true).unwrap().unwrap();
-    let url = w.fake.server.url();
-    let api = DigitalOcean::new(
-        &w.http,
-        &url,
-        &w.token,
-        Instant::now() + Duration::from_secs(30),
-    );
+    let api = w.c.api();
     let now = trigger_ops::state::now_ms();
     let first = credentials::get(&api, &w.state, Some(&sealer), &id, now, false, false).unwrap();
     let token = first.token.clone().unwrap();
-    assert!(w.fake.with(|d| d.doks.token_valid(&id, token.expose())));
+    assert!(w.c.fake.with(|d| d.doks.token_valid(&id, token.expose())));
     assert!(first.ca_pem().unwrap().contains("BEGIN CERTIFICATE"));
-    let asked = w.fake.with(|d| d.doks.issued.len());
+    let asked = w.c.fake.with(|d| d.doks.issued.len());
     // Kept: no request.
     let again = credentials::get(
         &api,
@@ -344,19 +333,19 @@ fn an_expired_credential_is_replaced_by_a_fresh_one_and_a_kept_one_costs_no_requ
     )
     .unwrap();
     assert_eq!(again.token.unwrap().expose(), token.expose());
-    assert_eq!(w.fake.with(|d| d.doks.issued.len()), asked);
+    assert_eq!(w.c.fake.with(|d| d.doks.issued.len()), asked);
     // Near its expiry (4 h asked; fetched again in its last half hour): a fresh one.
     let later = now + (credentials::EXPIRY_SECS as i64) * 1000 - 20 * 60_000;
     let fresh = credentials::get(&api, &w.state, Some(&sealer), &id, later, false, false).unwrap();
     assert_ne!(fresh.token.clone().unwrap().expose(), token.expose());
-    assert_eq!(w.fake.with(|d| d.doks.issued.len()), asked + 1);
+    assert_eq!(w.c.fake.with(|d| d.doks.issued.len()), asked + 1);
     // The API server refused one (a 401): fetched again at once.
-    w.fake
+    w.c.fake
         .with(|d| d.doks.token_life = Some(Duration::from_millis(200)));
     let short = credentials::get(&api, &w.state, Some(&sealer), &id, later, false, true).unwrap();
     std::thread::sleep(Duration::from_millis(300));
     assert!(
-        !w.fake.with(|d| d
+        !w.c.fake.with(|d| d
             .doks
             .token_valid(&id, short.token.as_ref().unwrap().expose())),
         "expired"
@@ -366,7 +355,7 @@ fn an_expired_credential_is_replaced_by_a_fresh_one_and_a_kept_one_costs_no_requ
         renewed.token.as_ref().unwrap().expose(),
         short.token.as_ref().unwrap().expose()
     );
-    assert_eq!(w.fake.with(|d| d.doks.issued.len()), asked + 3);
+    assert_eq!(w.c.fake.with(|d| d.doks.issued.len()), asked + 3);
     // A dry run may fetch (a read) but keeps nothing.
     credentials::forget(&w.state).unwrap();
     credentials::get(&api, &w.state, Some(&sealer), &id, later, true, false).unwrap();
@@ -379,13 +368,7 @@ fn no_secret_reaches_a_report_an_error_or_the_state_database() {
     w.settle();
     let id = w.cluster_id();
     let sealer = Sealer::load(w.dir.path(), true).unwrap().unwrap();
-    let url = w.fake.server.url();
-    let api = DigitalOcean::new(
-        &w.http,
-        &url,
-        &w.token,
-        Instant::now() + Duration::from_secs(30),
-    );
+    let api = w.c.api();
     let creds = credentials::get(
         &api,
         &w.state,
@@ -419,8 +402,8 @@ fn no_secret_reaches_a_report_an_error_or_the_state_database() {
     let wrong =
         Secret::new("dop_v1_0000000000000000000000000000000000000000000000000000000000000bad");
     let bad = DigitalOcean::new(
-        &w.http,
-        &url,
+        &w.c.http,
+        &w.c.url,
         &wrong,
         Instant::now() + Duration::from_secs(10),
     );
@@ -434,7 +417,7 @@ fn no_secret_reaches_a_report_an_error_or_the_state_database() {
 #[test]
 fn cluster_adopts_a_cluster_by_name_across_pages_and_leaves_its_own_pools_alone() {
     let mut w = World::new();
-    let theirs = w.fake.with(|d| {
+    let theirs = w.c.fake.with(|d| {
         d.doks.page_max = 1;
         d.doks.add_cluster("alpha", &[]);
         d.doks.add_cluster("beta", &[]);
@@ -460,7 +443,10 @@ fn cluster_adopts_a_cluster_by_name_across_pages_and_leaves_its_own_pools_alone(
     // From now on one GET by id; pool-a stays as it was.
     let r = w.run(&RunPods::new(), &BTreeSet::new(), false);
     assert_eq!((r.requests, r.mutations), (1, 0));
-    assert!(w.fake.with(|d| d.doks.clusters[2].pool("pool-a").is_some()));
+    assert!(w
+        .c
+        .fake
+        .with(|d| d.doks.clusters[2].pool("pool-a").is_some()));
     // A name nobody has: one line with the fix.
     w.cluster.adopt = Some("nope".into());
     let Found::Refused(line) = w.run(&RunPods::new(), &BTreeSet::new(), false).found else {
@@ -475,7 +461,7 @@ fn cluster_adopts_a_cluster_by_name_across_pages_and_leaves_its_own_pools_alone(
 #[test]
 fn a_cluster_of_our_name_made_by_someone_else_is_refused_never_duplicated() {
     let w = World::new();
-    w.fake
+    w.c.fake
         .with(|d| d.doks.add_cluster(TAG, &[("pool-a", "s-2vcpu-2gb", 1)]));
     let Found::Refused(line) = w.run(&RunPods::new(), &BTreeSet::new(), false).found else {
         panic!()
@@ -484,14 +470,14 @@ fn a_cluster_of_our_name_made_by_someone_else_is_refused_never_duplicated() {
         line.contains(&format!("adopt it with `cluster: {TAG}`")),
         "{line}"
     );
-    assert_eq!(w.fake.mutations(), 0);
+    assert_eq!(w.c.fake.mutations(), 0);
 }
 
 #[test]
 fn rate_limited_reads_wait_as_digitalocean_asks_and_then_go_on() {
     let w = World::new();
     w.settle();
-    w.fake.with(|d| d.faults.push_back(DoFault::RateLimit));
+    w.c.fake.with(|d| d.faults.push_back(DoFault::RateLimit));
     let r = w.run(&RunPods::new(), &BTreeSet::new(), false);
     assert!(matches!(r.found, Found::Ready(_)));
     assert_eq!(r.requests, 2, "the 429, then the read again");
@@ -505,17 +491,10 @@ fn the_task_min_and_max_reach_the_runs_pool_and_upgrades_are_read_once_a_day() {
     w.pools.max = 6;
     let r = w.run(&RunPods::new(), &BTreeSet::new(), true);
     assert_eq!(r.mutations, 0);
-    assert!(
-        r.report
-            .lines
-            .iter()
-            .any(|l| l.starts_with("would update node pool ops-runs-s-2vcpu-4gb: nodes 0..3")),
-        "{:?}",
-        r.report.lines
-    );
+    r.says("would update node pool ops-runs-s-2vcpu-4gb: nodes 0..3");
     let r = w.run(&RunPods::new(), &BTreeSet::new(), false);
     assert_eq!(r.mutations, 1);
-    let runs = w.fake.with(|d| {
+    let runs = w.c.fake.with(|d| {
         d.doks.clusters[0]
             .pool("ops-runs-s-2vcpu-4gb")
             .unwrap()
@@ -528,23 +507,17 @@ fn the_task_min_and_max_reach_the_runs_pool_and_upgrades_are_read_once_a_day() {
     assert_eq!(w.run(&RunPods::new(), &BTreeSet::new(), false).mutations, 0);
     // Upgrades: the fake's cluster is on the newest version; an older one has two.
     let id = w.cluster_id();
-    let url = w.fake.server.url();
-    let api = DigitalOcean::new(
-        &w.http,
-        &url,
-        &w.token,
-        Instant::now() + Duration::from_secs(30),
-    );
+    let api = w.c.api();
     let now = trigger_ops::state::now_ms();
     assert!(doks::upgrades(&api, &w.state, &id, now, false)
         .unwrap()
         .is_empty());
-    let old = w.fake.with(|d| {
+    let old = w.c.fake.with(|d| {
         let id = d.doks.add_cluster("older", &[]);
         d.doks.clusters.last_mut().unwrap().version = "1.33.5-do.2".into();
         id
     });
-    let asked = w.fake.gets();
+    let asked = w.c.fake.gets();
     assert_eq!(
         doks::upgrades(&api, &w.state, &old, now, false).unwrap(),
         vec!["1.34.1-do.0", "1.34.1-do.1"]
@@ -555,30 +528,24 @@ fn the_task_min_and_max_reach_the_runs_pool_and_upgrades_are_read_once_a_day() {
             .len(),
         2
     );
-    assert_eq!(w.fake.gets(), asked + 1, "asked once a day");
+    assert_eq!(w.c.fake.gets(), asked + 1, "asked once a day");
 }
 
 #[test]
 fn supervisor_size_auto_picks_the_cheapest_node_that_fits_the_largest_preset_waiting() {
     let w = World::new();
-    let url = w.fake.server.url();
-    let api = DigitalOcean::new(
-        &w.http,
-        &url,
-        &w.token,
-        Instant::now() + Duration::from_secs(30),
-    );
+    let api = w.c.api();
     let now = trigger_ops::state::now_ms();
     let medium = trigger_ops::tasks::supervisor::presets::resolve(Some("medium-2x"));
     let size = doks::runs_size(&api, &w.state, "auto", &medium, "nyc1", now, false).unwrap();
     assert_eq!(size.as_deref(), Ok("s-4vcpu-8gb"));
-    let asked = w.fake.gets();
+    let asked = w.c.fake.gets();
     let large2 = trigger_ops::tasks::supervisor::presets::resolve(Some("large-2x"));
     let none = doks::runs_size(&api, &w.state, "auto", &large2, "nyc1", now, false).unwrap();
     assert!(none
         .unwrap_err()
         .contains("no size DigitalOcean offers for Kubernetes in nyc1 fits a large-2x run"));
-    assert_eq!(w.fake.gets(), asked, "options and sizes kept a day");
+    assert_eq!(w.c.fake.gets(), asked, "options and sizes kept a day");
     let fixed =
         doks::runs_size(&api, &w.state, "s-2vcpu-4gb", &large2, "nyc1", now, false).unwrap();
     assert_eq!(fixed.as_deref(), Ok("s-2vcpu-4gb"));

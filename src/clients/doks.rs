@@ -226,20 +226,20 @@ pub struct NewCluster {
 }
 
 /// A node pool to create, in a new cluster or in an existing one
-/// (`POST /v2/kubernetes/clusters/{id}/node_pools`).
+/// (`POST /v2/kubernetes/clusters/{id}/node_pools`): a size and the rest.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct NewNodePool {
-    pub name: String,
     pub size: String,
-    pub count: u32,
-    pub tags: Vec<String>,
-    pub labels: BTreeMap<String, String>,
-    pub taints: Vec<Taint>,
-    pub auto_scale: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub min_nodes: Option<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub max_nodes: Option<u32>,
+    #[serde(flatten)]
+    pub pool: NodePoolUpdate,
+}
+
+impl std::ops::Deref for NewNodePool {
+    type Target = NodePoolUpdate;
+
+    fn deref(&self) -> &NodePoolUpdate {
+        &self.pool
+    }
 }
 
 /// `PUT /v2/kubernetes/clusters/{id}/node_pools/{pool}`: everything but the size (which
@@ -380,6 +380,12 @@ pub fn is_cluster_id(key: &str) -> bool {
             .all(|p| p.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
+/// `{"node_pool": …}`: the answer to a pool's create or update.
+#[derive(Deserialize)]
+struct OnePool {
+    node_pool: NodePool,
+}
+
 fn not_found(e: &anyhow::Error) -> bool {
     e.to_string().contains("HTTP 404")
 }
@@ -397,18 +403,41 @@ fn scoped<T>(r: anyhow::Result<T>, scope: &str) -> anyhow::Result<T> {
     })
 }
 
+/// `/v2/kubernetes/clusters/{id}` followed by `rest`.
+fn cluster_path(cluster: &str, rest: &str) -> String {
+    format!("/v2/kubernetes/clusters/{}{rest}", percent_encode(cluster))
+}
+
 impl DigitalOcean<'_> {
+    /// A GET whose answer is `T`; a 403 names `scope`.
+    fn read<T: serde::de::DeserializeOwned>(&self, path: &str, scope: &str) -> anyhow::Result<T> {
+        let resp = scoped(self.send("GET", path, None, Retry::Idempotent), scope)?;
+        self.json(&resp)
+    }
+
+    /// A POST or PUT of `body` whose answer is `T`.
+    fn write<T: serde::de::DeserializeOwned>(
+        &self,
+        method: &'static str,
+        path: &str,
+        body: &impl Serialize,
+        retry: Retry,
+        scope: &str,
+    ) -> anyhow::Result<T> {
+        let body = serde_json::to_value(body)?;
+        let resp = scoped(self.send(method, path, Some(&body), retry), scope)?;
+        self.json(&resp)
+    }
+
     /// `GET /v2/kubernetes/options`.
     pub fn kubernetes_options(&self) -> anyhow::Result<Options> {
         #[derive(Deserialize)]
         struct Body {
             options: Options,
         }
-        let resp = scoped(
-            self.send("GET", "/v2/kubernetes/options", None, Retry::Idempotent),
-            "kubernetes:read",
-        )?;
-        Ok(self.json::<Body>(&resp)?.options)
+        Ok(self
+            .read::<Body>("/v2/kubernetes/options", "kubernetes:read")?
+            .options)
     }
 
     /// Every cluster of the account (`GET /v2/kubernetes/clusters`, paginated).
@@ -429,12 +458,8 @@ impl DigitalOcean<'_> {
         struct One {
             kubernetes_cluster: Cluster,
         }
-        let path = format!("/v2/kubernetes/clusters/{}", percent_encode(id));
-        match scoped(
-            self.send("GET", &path, None, Retry::Idempotent),
-            "kubernetes:read",
-        ) {
-            Ok(r) => Ok(Some(self.json::<One>(&r)?.kubernetes_cluster)),
+        match self.read::<One>(&cluster_path(id, ""), "kubernetes:read") {
+            Ok(one) => Ok(Some(one.kubernetes_cluster)),
             Err(e) if not_found(&e) => Ok(None),
             Err(e) => Err(e),
         }
@@ -455,17 +480,14 @@ impl DigitalOcean<'_> {
         struct One {
             kubernetes_cluster: Cluster,
         }
-        let body = serde_json::to_value(new)?;
-        let resp = scoped(
-            self.send(
-                "POST",
-                "/v2/kubernetes/clusters",
-                Some(&body),
-                Retry::OnlyRateLimit,
-            ),
+        let one: One = self.write(
+            "POST",
+            "/v2/kubernetes/clusters",
+            new,
+            Retry::OnlyRateLimit,
             "kubernetes:create",
         )?;
-        Ok(self.json::<One>(&resp)?.kubernetes_cluster)
+        Ok(one.kubernetes_cluster)
     }
 
     /// `GET /v2/kubernetes/clusters/{id}/node_pools`.
@@ -475,34 +497,21 @@ impl DigitalOcean<'_> {
             #[serde(default, deserialize_with = "null_as_default")]
             node_pools: Vec<NodePool>,
         }
-        let path = format!(
-            "/v2/kubernetes/clusters/{}/node_pools",
-            percent_encode(cluster)
-        );
-        let resp = scoped(
-            self.send("GET", &path, None, Retry::Idempotent),
-            "kubernetes:read",
-        )?;
-        Ok(self.json::<Body>(&resp)?.node_pools)
+        let body: Body = self.read(&cluster_path(cluster, "/node_pools"), "kubernetes:read")?;
+        Ok(body.node_pools)
     }
 
     /// `POST /v2/kubernetes/clusters/{id}/node_pools` → 201 with the pool. Not retried after a
     /// timeout (the pool may exist: the caller lists the pools by name before trying again).
     pub fn create_node_pool(&self, cluster: &str, new: &NewNodePool) -> anyhow::Result<NodePool> {
-        #[derive(Deserialize)]
-        struct One {
-            node_pool: NodePool,
-        }
-        let path = format!(
-            "/v2/kubernetes/clusters/{}/node_pools",
-            percent_encode(cluster)
-        );
-        let body = serde_json::to_value(new)?;
-        let resp = scoped(
-            self.send("POST", &path, Some(&body), Retry::OnlyRateLimit),
+        let one: OnePool = self.write(
+            "POST",
+            &cluster_path(cluster, "/node_pools"),
+            new,
+            Retry::OnlyRateLimit,
             "kubernetes:update",
         )?;
-        Ok(self.json::<One>(&resp)?.node_pool)
+        Ok(one.node_pool)
     }
 
     /// `PUT /v2/kubernetes/clusters/{id}/node_pools/{pool}` → 202 with the pool (a replace of
@@ -513,32 +522,17 @@ impl DigitalOcean<'_> {
         pool: &str,
         update: &NodePoolUpdate,
     ) -> anyhow::Result<NodePool> {
-        #[derive(Deserialize)]
-        struct One {
-            node_pool: NodePool,
-        }
-        let path = format!(
-            "/v2/kubernetes/clusters/{}/node_pools/{}",
-            percent_encode(cluster),
-            percent_encode(pool)
-        );
-        let body = serde_json::to_value(update)?;
-        let resp = scoped(
-            self.send("PUT", &path, Some(&body), Retry::Idempotent),
-            "kubernetes:update",
-        )?;
-        Ok(self.json::<One>(&resp)?.node_pool)
+        let path = cluster_path(cluster, &format!("/node_pools/{}", percent_encode(pool)));
+        let one: OnePool =
+            self.write("PUT", &path, update, Retry::Idempotent, "kubernetes:update")?;
+        Ok(one.node_pool)
     }
 
     /// `DELETE /v2/kubernetes/clusters/{id}/node_pools/{pool}` → 204; DigitalOcean then drains
     /// and deletes its nodes. A pool already gone is fine. (There is deliberately no call that
     /// deletes a cluster.)
     pub fn delete_node_pool(&self, cluster: &str, pool: &str) -> anyhow::Result<()> {
-        let path = format!(
-            "/v2/kubernetes/clusters/{}/node_pools/{}",
-            percent_encode(cluster),
-            percent_encode(pool)
-        );
+        let path = cluster_path(cluster, &format!("/node_pools/{}", percent_encode(pool)));
         match scoped(
             self.send("DELETE", &path, None, Retry::Idempotent),
             "kubernetes:update",
@@ -552,15 +546,11 @@ impl DigitalOcean<'_> {
     /// `GET /v2/kubernetes/clusters/{id}/credentials?expiry_seconds=N`: a token valid for
     /// `expiry_seconds` (DigitalOcean's default, for 0, is 7 days).
     pub fn credentials(&self, cluster: &str, expiry_seconds: u64) -> anyhow::Result<Credentials> {
-        let path = format!(
-            "/v2/kubernetes/clusters/{}/credentials?expiry_seconds={expiry_seconds}",
-            percent_encode(cluster)
+        let path = cluster_path(
+            cluster,
+            &format!("/credentials?expiry_seconds={expiry_seconds}"),
         );
-        let resp = scoped(
-            self.send("GET", &path, None, Retry::Idempotent),
-            "kubernetes:access_cluster",
-        )?;
-        let creds: Credentials = self.json(&resp)?;
+        let creds: Credentials = self.read(&path, "kubernetes:access_cluster")?;
         if creds.server.is_empty() {
             return Err(anyhow!(
                 "DigitalOcean API: the credentials of cluster {cluster} name no API server (is it still provisioning?)"
@@ -577,15 +567,8 @@ impl DigitalOcean<'_> {
             #[serde(default, deserialize_with = "null_as_default")]
             available_upgrade_versions: Vec<Version>,
         }
-        let path = format!(
-            "/v2/kubernetes/clusters/{}/upgrades",
-            percent_encode(cluster)
-        );
-        let resp = scoped(
-            self.send("GET", &path, None, Retry::Idempotent),
-            "kubernetes:read",
-        )?;
-        Ok(self.json::<Body>(&resp)?.available_upgrade_versions)
+        let body: Body = self.read(&cluster_path(cluster, "/upgrades"), "kubernetes:read")?;
+        Ok(body.available_upgrade_versions)
     }
 }
 
@@ -661,15 +644,17 @@ mod tests {
     #[test]
     fn ha_is_always_sent_and_pool_bounds_only_when_autoscaled() {
         let pool = NewNodePool {
-            name: "fixed".into(),
             size: "s-2vcpu-2gb".into(),
-            count: 1,
-            tags: vec![],
-            labels: BTreeMap::new(),
-            taints: vec![],
-            auto_scale: false,
-            min_nodes: None,
-            max_nodes: None,
+            pool: NodePoolUpdate {
+                name: "fixed".into(),
+                count: 1,
+                tags: vec![],
+                labels: BTreeMap::new(),
+                taints: vec![],
+                auto_scale: false,
+                min_nodes: None,
+                max_nodes: None,
+            },
         };
         let body = serde_json::to_value(NewCluster {
             name: "c".into(),

@@ -651,3 +651,33 @@ pub fn base64(bytes: &[u8]) -> String {
     }
     out
 }
+
+/// The fake DigitalOcean and a client of it, as ops would make one.
+pub struct Client {
+    pub fake: super::digitalocean::FakeDo,
+    pub http: trigger_ops::clients::http::Http,
+    pub token: trigger_ops::redact::Secret,
+    pub url: String,
+}
+
+impl Client {
+    pub fn start() -> Client {
+        let fake = super::digitalocean::FakeDo::start();
+        let url = fake.server.url();
+        Client {
+            fake,
+            http: trigger_ops::clients::http::Http::new(),
+            token: trigger_ops::redact::Secret::new(super::digitalocean::DO_TOKEN),
+            url,
+        }
+    }
+
+    pub fn api(&self) -> trigger_ops::clients::digitalocean::DigitalOcean<'_> {
+        trigger_ops::clients::digitalocean::DigitalOcean::new(
+            &self.http,
+            &self.url,
+            &self.token,
+            Instant::now() + Duration::from_secs(30),
+        )
+    }
+}

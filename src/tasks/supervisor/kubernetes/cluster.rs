@@ -377,16 +377,6 @@ pub fn go_duration(d: Duration) -> String {
 
 /// The `day HH:MM` of `maintenance:`, checked; `Err` names the valid values.
 pub fn parse_maintenance(text: &str) -> Result<(String, String), String> {
-    const DAYS: [&str; 8] = [
-        "any",
-        "monday",
-        "tuesday",
-        "wednesday",
-        "thursday",
-        "friday",
-        "saturday",
-        "sunday",
-    ];
     let mut words = text.split_whitespace();
     let (Some(day), Some(time), None) = (words.next(), words.next(), words.next()) else {
         return Err(format!(
@@ -394,10 +384,11 @@ pub fn parse_maintenance(text: &str) -> Result<(String, String), String> {
         ));
     };
     let day = day.to_ascii_lowercase();
-    if !DAYS.contains(&day.as_str()) {
+    let known = day == "any"
+        || (day.len() > 3 && day.parse::<chrono::Weekday>().is_ok() && day.ends_with("day"));
+    if !known {
         return Err(format!(
-            "maintenance day {day:?}: use one of {}",
-            DAYS.join(", ")
+            "maintenance day {day:?}: use any, or a day of the week in full (monday … sunday)"
         ));
     }
     let ok = chrono::NaiveTime::parse_from_str(time, "%H:%M").is_ok() && time.len() == 5;
@@ -669,7 +660,8 @@ mod tests {
         );
         assert!(parse_maintenance("someday 04:00")
             .unwrap_err()
-            .contains("any, monday"));
+            .contains("use any, or a day"));
+        assert!(parse_maintenance("mon 04:00").is_err());
         assert!(parse_maintenance("sunday 4pm")
             .unwrap_err()
             .contains("HH:MM"));

@@ -263,16 +263,42 @@ pub fn tend_pools(
     failed.map_or(Ok(()), Err)
 }
 
-/// The options and the droplet catalog `SUPERVISOR_SIZE=auto` chooses from, kept a day.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct SizesSeen {
-    options: Options,
-    catalog: Vec<Size>,
+/// An answer DigitalOcean changes rarely, kept a day under `key` for `scope` (a cluster id, or
+/// empty): read again once older, or kept for another scope.
+#[derive(Serialize, Deserialize)]
+struct Daily<T> {
+    scope: String,
+    value: T,
     at: i64,
 }
 
-const SIZES_KEY: &str = "doks_sizes";
-const SIZES_RECHECK_MS: i64 = 24 * 3_600_000;
+const DAY_MS: i64 = 24 * 3_600_000;
+
+fn daily<T: Serialize + serde::de::DeserializeOwned>(
+    state: &State,
+    key: &str,
+    scope: &str,
+    now: i64,
+    dry_run: bool,
+    fetch: impl FnOnce() -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    let ns = crate::tasks::supervisor::owned::NAMESPACE;
+    if let Some((kept, _)) = state.kv_get::<Daily<T>>(ns, key)? {
+        if kept.scope == scope && now - kept.at < DAY_MS {
+            return Ok(kept.value);
+        }
+    }
+    let value = fetch()?;
+    let kept = Daily {
+        scope: scope.into(),
+        value,
+        at: now,
+    };
+    if !dry_run {
+        state.kv_set(ns, key, &kept, now)?;
+    }
+    Ok(kept.value)
+}
 
 /// The runs pool's size: `SUPERVISOR_SIZE`, or for `auto` the cheapest offered size whose
 /// allocatable fits `largest` (asked of DigitalOcean at most daily; it only grows from the runs
@@ -290,31 +316,12 @@ pub fn runs_size(
         return Ok(Ok(setting.to_string()));
     }
     let current = current_runs_size(state)?;
-    let kept: Option<SizesSeen> = state
-        .kv_get(crate::tasks::supervisor::owned::NAMESPACE, SIZES_KEY)?
-        .map(|(s, _)| s)
-        .filter(|s: &SizesSeen| now - s.at < SIZES_RECHECK_MS);
-    let seen = match kept {
-        Some(s) => s,
-        None => {
-            let s = SizesSeen {
-                options: api.kubernetes_options()?,
-                catalog: api.sizes()?,
-                at: now,
-            };
-            if !dry_run {
-                state.kv_set(
-                    crate::tasks::supervisor::owned::NAMESPACE,
-                    SIZES_KEY,
-                    &s,
-                    now,
-                )?;
-            }
-            s
-        }
-    };
+    let (options, catalog): (Options, Vec<Size>) =
+        daily(state, "doks_sizes", "", now, dry_run, || {
+            Ok((api.kubernetes_options()?, api.sizes()?))
+        })?;
     Ok(
-        pools::auto_size(largest, &seen.options, &seen.catalog, region, current.as_deref()).ok_or_else(|| {
+        pools::auto_size(largest, &options, &catalog, region, current.as_deref()).ok_or_else(|| {
             format!(
                 "SUPERVISOR_SIZE=auto: no size DigitalOcean offers for Kubernetes in {region} fits a {} run ({} CPU, {} GB): set SUPERVISOR_SIZE to a larger size, or move those runs to a smaller machine",
                 largest.name, largest.cpu, largest.memory_gb
@@ -333,17 +340,6 @@ fn current_runs_size(state: &State) -> anyhow::Result<Option<String>> {
         .map(|p| p.size.clone()))
 }
 
-/// The DOKS versions the cluster may be upgraded to, as last read.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-struct UpgradesSeen {
-    cluster: String,
-    versions: Vec<String>,
-    at: i64,
-}
-
-const UPGRADES_KEY: &str = "doks_upgrades";
-const UPGRADES_RECHECK_MS: i64 = 24 * 3_600_000;
-
 /// The versions DigitalOcean offers to upgrade `cluster` to (newest last), asked at most daily
 /// (so a healthy run stays at one DigitalOcean request on all but one run a day). ops never
 /// starts an upgrade: it drains every node (docs/kubernetes.md).
@@ -354,27 +350,9 @@ pub fn upgrades(
     now: i64,
     dry_run: bool,
 ) -> anyhow::Result<Vec<String>> {
-    let kept: Option<UpgradesSeen> = state
-        .kv_get(crate::tasks::supervisor::owned::NAMESPACE, UPGRADES_KEY)?
-        .map(|(s, _)| s)
-        .filter(|s: &UpgradesSeen| s.cluster == cluster && now - s.at < UPGRADES_RECHECK_MS);
-    if let Some(s) = kept {
-        return Ok(s.versions);
-    }
-    let mut versions = api.available_upgrades(cluster)?;
-    versions.sort_by_key(|v| v.key());
-    let seen = UpgradesSeen {
-        cluster: cluster.into(),
-        versions: versions.into_iter().map(|v| v.slug).collect(),
-        at: now,
-    };
-    if !dry_run {
-        state.kv_set(
-            crate::tasks::supervisor::owned::NAMESPACE,
-            UPGRADES_KEY,
-            &seen,
-            now,
-        )?;
-    }
-    Ok(seen.versions)
+    daily(state, "doks_upgrades", cluster, now, dry_run, || {
+        let mut versions = api.available_upgrades(cluster)?;
+        versions.sort_by_key(|v| v.key());
+        Ok(versions.into_iter().map(|v| v.slug).collect())
+    })
 }

@@ -72,15 +72,17 @@ pub fn runner_tolerations() -> String {
 
 pub fn supervisor_pool(spec: &PoolSpec) -> NewNodePool {
     NewNodePool {
-        name: SUPERVISOR_POOL.into(),
         size: SUPERVISOR_POOL_SIZE.into(),
-        count: 1,
-        tags: vec![spec.tag.clone()],
-        labels: BTreeMap::from([(NODETYPE_KEY.into(), SUPERVISOR_NODETYPE.into())]),
-        taints: vec![],
-        auto_scale: false,
-        min_nodes: None,
-        max_nodes: None,
+        pool: NodePoolUpdate {
+            name: SUPERVISOR_POOL.into(),
+            count: 1,
+            tags: vec![spec.tag.clone()],
+            labels: BTreeMap::from([(NODETYPE_KEY.into(), SUPERVISOR_NODETYPE.into())]),
+            taints: vec![],
+            auto_scale: false,
+            min_nodes: None,
+            max_nodes: None,
+        },
     }
 }
 
@@ -88,15 +90,17 @@ pub fn runs_pool(spec: &PoolSpec) -> NewNodePool {
     let max = spec.max.max(1);
     let min = spec.min.min(max);
     NewNodePool {
-        name: runs_pool_name(&spec.runs_size),
         size: spec.runs_size.clone(),
-        count: min,
-        tags: vec![spec.tag.clone()],
-        labels: BTreeMap::from([(NODETYPE_KEY.into(), spec.nodetype.clone())]),
-        taints: vec![runs_taint()],
-        auto_scale: true,
-        min_nodes: Some(min),
-        max_nodes: Some(max),
+        pool: NodePoolUpdate {
+            name: runs_pool_name(&spec.runs_size),
+            count: min,
+            tags: vec![spec.tag.clone()],
+            labels: BTreeMap::from([(NODETYPE_KEY.into(), spec.nodetype.clone())]),
+            taints: vec![runs_taint()],
+            auto_scale: true,
+            min_nodes: Some(min),
+            max_nodes: Some(max),
+        },
     }
 }
 
@@ -199,7 +203,7 @@ pub fn plan(
 
 /// The runs pool ops owns, brought back to what the task says when it differs.
 fn drift(spec: &PoolSpec, p: &NodePool) -> Option<Action> {
-    let want = runs_pool(spec);
+    let want = runs_pool(spec).pool;
     let (min, max) = (want.min_nodes.unwrap_or(0), want.max_nodes.unwrap_or(1));
     let mut why = Vec::new();
     if !p.auto_scale || p.min_nodes != min || p.max_nodes != max {
@@ -452,24 +456,26 @@ mod tests {
         }
     }
 
-    fn owning(ids: &[(&str, &str, &str)]) -> Record {
+    /// The record of ops having created these of `pools`.
+    fn owning(pools: &[NodePool], ids: &[&str]) -> Record {
         let mut r = Record::default();
-        for (id, name, size) in ids {
-            r.pool_created(id, name, size, 0);
+        for p in pools.iter().filter(|p| ids.contains(&p.id.as_str())) {
+            r.pool_created(&p.id, &p.name, &p.size, 0);
         }
         r
     }
 
+    /// The plan with no run pod anywhere and nothing cordoned.
+    fn quiet(spec: &PoolSpec, pools: &[NodePool], rec: &Record) -> Plan {
+        plan(spec, pools, rec, &RunPods::new(), &BTreeSet::new(), 0)
+    }
+
     fn size(slug: &str, vcpus: u32, memory: u64, price: f64) -> Size {
-        Size {
-            slug: slug.into(),
-            vcpus,
-            memory,
-            disk: 50,
-            price_monthly: price,
-            regions: vec!["nyc1".into()],
-            available: true,
-        }
+        serde_json::from_value(
+            serde_json::json!({"slug": slug, "vcpus": vcpus, "memory": memory,
+            "price_monthly": price, "regions": ["nyc1"]}),
+        )
+        .unwrap()
     }
 
     fn catalog() -> Vec<Size> {
@@ -499,14 +505,7 @@ mod tests {
 
     #[test]
     fn an_empty_cluster_gets_the_supervisor_pool_and_a_tainted_autoscaled_runs_pool() {
-        let p = plan(
-            &spec("s-4vcpu-8gb"),
-            &[],
-            &Record::default(),
-            &RunPods::new(),
-            &BTreeSet::new(),
-            0,
-        );
+        let p = quiet(&spec("s-4vcpu-8gb"), &[], &Record::default());
         let [Action::Create(sup), Action::Create(runs)] = p.actions.as_slice() else {
             panic!("{:?}", p.actions)
         };
@@ -534,18 +533,8 @@ mod tests {
             pool("a", "ops-supervisor", "s-2vcpu-2gb", &["sup-1"]),
             pool("b", "ops-runs-s-4vcpu-8gb", "s-4vcpu-8gb", &["runs-1"]),
         ];
-        let rec = owning(&[
-            ("a", "ops-supervisor", "s-2vcpu-2gb"),
-            ("b", "ops-runs-s-4vcpu-8gb", "s-4vcpu-8gb"),
-        ]);
-        let p = plan(
-            &spec("s-4vcpu-8gb"),
-            &pools,
-            &rec,
-            &RunPods::new(),
-            &BTreeSet::new(),
-            0,
-        );
+        let rec = owning(&pools, &["a", "b"]);
+        let p = quiet(&spec("s-4vcpu-8gb"), &pools, &rec);
         assert!(p.actions.is_empty() && p.lines.is_empty(), "{p:?}");
         assert_eq!(p.record, rec);
     }
@@ -557,18 +546,13 @@ mod tests {
             pool("a", "ops-supervisor", "s-2vcpu-2gb", &["sup-1"]),
             runs.clone(),
         ];
-        let rec = owning(&[
-            ("a", "ops-supervisor", "s-2vcpu-2gb"),
-            ("b", "ops-runs-s-4vcpu-8gb", "s-4vcpu-8gb"),
-        ]);
+        let rec = owning(&pools, &["a", "b"]);
         let mut s = spec("s-4vcpu-8gb");
         s.nodetype = RUNS_NODETYPE.into();
-        assert!(plan(&s, &pools, &rec, &RunPods::new(), &BTreeSet::new(), 0)
-            .actions
-            .is_empty());
+        assert!(quiet(&s, &pools, &rec).actions.is_empty());
         s.min = 1;
         s.max = 8;
-        let p = plan(&s, &pools, &rec, &RunPods::new(), &BTreeSet::new(), 0);
+        let p = quiet(&s, &pools, &rec);
         let [Action::Update { id, body, why, .. }] = p.actions.as_slice() else {
             panic!("{:?}", p.actions)
         };
@@ -589,28 +573,14 @@ mod tests {
             pool("a", "ops-supervisor", "s-2vcpu-2gb", &["sup-1"]),
             edited,
         ];
-        let p = plan(
-            &spec("s-4vcpu-8gb"),
-            &pools,
-            &rec,
-            &RunPods::new(),
-            &BTreeSet::new(),
-            0,
-        );
+        let p = quiet(&spec("s-4vcpu-8gb"), &pools, &rec);
         let [Action::Update { body, why, .. }] = p.actions.as_slice() else {
             panic!("{:?}", p.actions)
         };
         assert_eq!(body.taints.len(), 2);
         assert!(why.contains("taint"), "{why}");
         // A pool ops does not own is never updated.
-        let p = plan(
-            &s,
-            &pools,
-            &Record::default(),
-            &RunPods::new(),
-            &BTreeSet::new(),
-            0,
-        );
+        let p = quiet(&s, &pools, &Record::default());
         assert!(!p.actions.iter().any(|a| matches!(a, Action::Update { .. })));
     }
 
@@ -620,18 +590,8 @@ mod tests {
             pool("a", "ops-supervisor", "s-2vcpu-2gb", &["sup-1"]),
             pool("b", "ops-runs-s-2vcpu-4gb", "s-2vcpu-4gb", &["old-1"]),
         ];
-        let rec = owning(&[
-            ("a", "ops-supervisor", "s-2vcpu-2gb"),
-            ("b", "ops-runs-s-2vcpu-4gb", "s-2vcpu-4gb"),
-        ]);
-        let p = plan(
-            &spec("s-4vcpu-8gb"),
-            &pools,
-            &rec,
-            &RunPods::new(),
-            &BTreeSet::new(),
-            0,
-        );
+        let rec = owning(&pools, &["a", "b"]);
+        let p = quiet(&spec("s-4vcpu-8gb"), &pools, &rec);
         assert!(matches!(p.actions.as_slice(), [Action::Create(n)] if n.size == "s-4vcpu-8gb"));
         assert!(p.record.retiring.is_empty());
     }
@@ -648,11 +608,7 @@ mod tests {
             ),
             pool("c", "ops-runs-s-4vcpu-8gb", "s-4vcpu-8gb", &[]),
         ];
-        let rec = owning(&[
-            ("a", "ops-supervisor", "s-2vcpu-2gb"),
-            ("b", "ops-runs-s-2vcpu-4gb", "s-2vcpu-4gb"),
-            ("c", "ops-runs-s-4vcpu-8gb", "s-4vcpu-8gb"),
-        ]);
+        let rec = owning(&pools, &["a", "b", "c"]);
         let pods = RunPods::from([("old-2".to_string(), vec!["runner-run_abc".to_string()])]);
         let p = plan(
             &spec("s-4vcpu-8gb"),
@@ -701,11 +657,7 @@ mod tests {
             pool("b", "ops-runs-s-2vcpu-4gb", "s-2vcpu-4gb", &["old-1"]),
             pool("c", "ops-runs-s-4vcpu-8gb", "s-4vcpu-8gb", &[]),
         ];
-        let mut rec = owning(&[
-            ("a", "ops-supervisor", "s-2vcpu-2gb"),
-            ("b", "ops-runs-s-2vcpu-4gb", "s-2vcpu-4gb"),
-            ("c", "ops-runs-s-4vcpu-8gb", "s-4vcpu-8gb"),
-        ]);
+        let mut rec = owning(&pools, &["a", "b", "c"]);
         rec.retiring.push(Retiring {
             id: "b".into(),
             since: 0,
@@ -748,25 +700,16 @@ mod tests {
             pool("x", "ops-runs-s-2vcpu-4gb", "s-2vcpu-4gb", &["theirs-1"]),
             pool("c", "ops-runs-s-4vcpu-8gb", "s-4vcpu-8gb", &[]),
         ];
-        let rec = owning(&[
-            ("a", "ops-supervisor", "s-2vcpu-2gb"),
-            ("c", "ops-runs-s-4vcpu-8gb", "s-4vcpu-8gb"),
-        ]);
-        let p = plan(
-            &spec("s-4vcpu-8gb"),
-            &pools,
-            &rec,
-            &RunPods::new(),
-            &BTreeSet::new(),
-            0,
-        );
+        let rec = owning(&pools, &["a", "c"]);
+        let p = quiet(&spec("s-4vcpu-8gb"), &pools, &rec);
         assert!(p.actions.is_empty(), "{:?}", p.actions);
         assert!(p.lines[0].contains("not ops' own"), "{:?}", p.lines);
     }
 
     #[test]
     fn a_pool_create_whose_answer_was_lost_is_recorded_when_listed_and_a_gone_pool_forgotten() {
-        let mut rec = owning(&[("gone", "ops-runs-s-1vcpu-2gb", "s-1vcpu-2gb")]);
+        let mut rec = Record::default();
+        rec.pool_created("gone", "ops-runs-s-1vcpu-2gb", "s-1vcpu-2gb", 0);
         rec.pending_pools.push(("ops-runs-s-4vcpu-8gb".into(), 0));
         rec.retiring.push(Retiring {
             id: "gone".into(),
@@ -776,28 +719,15 @@ mod tests {
             pool("a", "ops-supervisor", "s-2vcpu-2gb", &[]),
             pool("c", "ops-runs-s-4vcpu-8gb", "s-4vcpu-8gb", &[]),
         ];
-        let p = plan(
-            &spec("s-4vcpu-8gb"),
-            &pools,
-            &rec,
-            &RunPods::new(),
-            &BTreeSet::new(),
-            9,
-        );
+        let p = quiet(&spec("s-4vcpu-8gb"), &pools, &rec);
         assert!(p.record.owns_pool("c") && !p.record.owns_pool("gone"));
         assert!(p.record.pending_pools.is_empty() && p.record.retiring.is_empty());
     }
 
     #[test]
     fn auto_takes_the_cheapest_offered_size_whose_allocatable_fits_the_largest_preset() {
-        let all = options(&[
-            "s-1vcpu-2gb",
-            "s-2vcpu-2gb",
-            "s-2vcpu-4gb",
-            "s-4vcpu-8gb",
-            "c-4",
-            "s-8vcpu-16gb",
-        ]);
+        let slugs: Vec<String> = catalog().into_iter().map(|s| s.slug).collect();
+        let all = options(&slugs.iter().map(String::as_str).collect::<Vec<_>>());
         let small = resolve(Some("small-1x"));
         assert_eq!(
             auto_size(&small, &all, &catalog(), "nyc1", None).as_deref(),
