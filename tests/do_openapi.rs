@@ -156,7 +156,7 @@ fn specs(size: &str, ha: bool) -> (cluster::ClusterSpec, pools::PoolSpec) {
             runs_size: size.into(),
             min: 0,
             max: 4,
-            nodetype: "trigger-runs".into(),
+            nodetype: "v4-worker".into(),
             drain_timeout: Duration::from_secs(3600),
         },
     )

@@ -71,7 +71,7 @@ impl World {
                 runs_size: "s-2vcpu-4gb".into(),
                 min: 0,
                 max: 3,
-                nodetype: "trigger-runs".into(),
+                nodetype: "v4-worker".into(),
                 drain_timeout: Duration::from_secs(3600),
             },
         }
@@ -193,10 +193,10 @@ fn a_new_deployment_gets_a_cluster_that_comes_up_running_with_its_two_pools() {
     assert_eq!((sup.nodes.len(), sup.auto_scale), (1, false));
     assert_eq!(sup.labels["nodetype"], "ops-supervisor");
     assert!(runs.auto_scale && runs.min_nodes == 0 && runs.max_nodes == 3);
-    assert_eq!(runs.labels["nodetype"], "trigger-runs");
+    assert_eq!(runs.labels["nodetype"], "v4-worker");
     assert_eq!(
         runs.taints,
-        serde_json::json!([{"key": "trigger-ops/runs", "value": "true", "effect": "NoSchedule"}])
+        serde_json::json!([{"key": "nodetype", "value": "v4-worker", "effect": "NoSchedule"}])
     );
     assert_eq!(
         w.record().pools.len(),

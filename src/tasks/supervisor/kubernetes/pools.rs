@@ -1,7 +1,7 @@
 //! The cluster's node pools, pure. Two pools: a small fixed one for the supervisor, and the runs
 //! pool, auto-scaled between the task's `min` and `max`, labelled `nodetype=<label>` (the
 //! nodeSelector Trigger.dev gives every run pod: `KUBERNETES_WORKER_NODETYPE_LABEL`) and
-//! tainted `trigger-ops/runs=true:NoSchedule` (which the supervisor's
+//! tainted `nodetype=<label>:NoSchedule` (which the supervisor's
 //! `KUBERNETES_RUNNER_TOLERATIONS` match), so only run pods land there. The values are the
 //! ones the supervisor's objects use (`manifests.rs`).
 //!
@@ -22,10 +22,9 @@ use super::cluster::{Record, Retiring};
 /// The label key Trigger.dev's run pods select nodes by (`apps/supervisor/src/workloadManager/
 /// kubernetes.ts`: `nodeSelector: {nodetype: KUBERNETES_WORKER_NODETYPE_LABEL}`).
 pub const NODETYPE_KEY: &str = "nodetype";
-/// The runs pool's `nodetype` value ops gives `KUBERNETES_WORKER_NODETYPE_LABEL`.
-pub const RUNS_NODETYPE: &str = "trigger-runs";
-/// The runs pool's taint: (key, value); effect NoSchedule.
-pub const RUNS_TAINT: (&str, &str) = ("trigger-ops/runs", "true");
+/// `KUBERNETES_WORKER_NODETYPE_LABEL`'s default in the supervisor's env.ts: the runs pool's
+/// `nodetype` value unless the task sets another.
+pub const DEFAULT_NODETYPE: &str = "v4-worker";
 /// The supervisor's pool: its name, label value and size (one node: the supervisor needs
 /// little, and DOKS' own per-node pods need the rest).
 pub const SUPERVISOR_POOL: &str = "ops-supervisor";
@@ -56,18 +55,18 @@ pub fn runs_pool_name(size: &str) -> String {
     format!("{RUNS_POOL_PREFIX}{size}")
 }
 
-/// The taint on the runs pool's nodes.
-pub fn runs_taint() -> Taint {
+/// The taint on the runs pool's nodes: `nodetype=<label>:NoSchedule`.
+pub fn runs_taint(nodetype: &str) -> Taint {
     Taint {
-        key: RUNS_TAINT.0.into(),
-        value: RUNS_TAINT.1.into(),
+        key: NODETYPE_KEY.into(),
+        value: nodetype.into(),
         effect: TaintEffect::NoSchedule,
     }
 }
 
 /// `KUBERNETES_RUNNER_TOLERATIONS` for the supervisor: `key=value:Effect`, matching the taint.
-pub fn runner_tolerations() -> String {
-    format!("{}={}:NoSchedule", RUNS_TAINT.0, RUNS_TAINT.1)
+pub fn runner_tolerations(nodetype: &str) -> String {
+    format!("{NODETYPE_KEY}={nodetype}:NoSchedule")
 }
 
 pub fn supervisor_pool(spec: &PoolSpec) -> NewNodePool {
@@ -96,7 +95,7 @@ pub fn runs_pool(spec: &PoolSpec) -> NewNodePool {
             count: min,
             tags: vec![spec.tag.clone()],
             labels: BTreeMap::from([(NODETYPE_KEY.into(), spec.nodetype.clone())]),
-            taints: vec![runs_taint()],
+            taints: vec![runs_taint(&spec.nodetype)],
             auto_scale: true,
             min_nodes: Some(min),
             max_nodes: Some(max),
@@ -218,8 +217,12 @@ fn drift(spec: &PoolSpec, p: &NodePool) -> Option<Action> {
             spec.nodetype
         ));
     }
-    if !p.taints.contains(&runs_taint()) {
-        why.push(format!("its taint should be {}", runner_tolerations()));
+    let taint = runs_taint(&spec.nodetype);
+    if !p.taints.contains(&taint) {
+        why.push(format!(
+            "its taint should be {}",
+            runner_tolerations(&spec.nodetype)
+        ));
     }
     if why.is_empty() {
         return None;
@@ -229,10 +232,10 @@ fn drift(spec: &PoolSpec, p: &NodePool) -> Option<Action> {
     let mut taints: Vec<Taint> = p
         .taints
         .iter()
-        .filter(|t| t.key != RUNS_TAINT.0)
+        .filter(|t| t.key != NODETYPE_KEY)
         .cloned()
         .collect();
-    taints.push(runs_taint());
+    taints.push(taint);
     Some(Action::Update {
         id: p.id.clone(),
         name: p.name.clone(),
@@ -418,7 +421,7 @@ mod tests {
             runs_size: size.into(),
             min: 0,
             max: 5,
-            nodetype: RUNS_NODETYPE.into(),
+            nodetype: DEFAULT_NODETYPE.into(),
             drain_timeout: Duration::from_secs(3600),
         }
     }
@@ -433,11 +436,15 @@ mod tests {
             count: nodes.len() as u32,
             tags: vec![],
             labels: if runs {
-                BTreeMap::from([(NODETYPE_KEY.to_string(), RUNS_NODETYPE.to_string())])
+                BTreeMap::from([(NODETYPE_KEY.to_string(), DEFAULT_NODETYPE.to_string())])
             } else {
                 BTreeMap::new()
             },
-            taints: if runs { vec![runs_taint()] } else { vec![] },
+            taints: if runs {
+                vec![runs_taint(DEFAULT_NODETYPE)]
+            } else {
+                vec![]
+            },
             auto_scale: true,
             min_nodes: 0,
             max_nodes: 5,
@@ -521,10 +528,13 @@ mod tests {
         );
         assert_eq!(
             runs.labels.get("nodetype").map(String::as_str),
-            Some("trigger-runs")
+            Some("v4-worker")
         );
-        assert_eq!(runs.taints, vec![runs_taint()]);
-        assert_eq!(runner_tolerations(), "trigger-ops/runs=true:NoSchedule");
+        assert_eq!(runs.taints, vec![runs_taint("v4-worker")]);
+        assert_eq!(
+            runner_tolerations("v4-worker"),
+            "nodetype=v4-worker:NoSchedule"
+        );
     }
 
     #[test]
@@ -548,7 +558,7 @@ mod tests {
         ];
         let rec = owning(&pools, &["a", "b"]);
         let mut s = spec("s-4vcpu-8gb");
-        s.nodetype = RUNS_NODETYPE.into();
+        s.nodetype = DEFAULT_NODETYPE.into();
         assert!(quiet(&s, &pools, &rec).actions.is_empty());
         s.min = 1;
         s.max = 8;
