@@ -17,6 +17,11 @@
 //! | `droplet:{id}`       | `plan::Streak`: the droplet's health streak          | apply      |
 //! | `droplet:{id}:built` | `diff::Parts`: what it was created with        | apply      |
 //! | `droplet:{id}:disk`  | `disk::Reading`: its last disk reading         | apply      |
+//! | `doks`               | `kubernetes::cluster::Record`: the DOKS cluster  | kubernetes |
+//! |                      | and node pools ops created or adopted            |            |
+//! | `doks_credentials`   | the cluster's API credentials, sealed            | kubernetes |
+//! | `doks_sizes`         | DOKS options and droplet sizes, kept a day       | kubernetes |
+//! | `doks_upgrades`      | the cluster's available upgrades, kept a day     | kubernetes |
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -41,6 +46,12 @@ pub const SCALE_KEY: &str = "scale";
 /// The ownership record (not under `droplet:`, which [`prune`] clears).
 pub const CREATED_KEY: &str = "created";
 pub const IMAGE_KEY: &str = "image";
+/// DigitalOcean Kubernetes (`kubernetes/`): the record, the sealed credentials, the options
+/// and sizes, the upgrades.
+pub const DOKS_KEY: &str = "doks";
+pub const DOKS_CREDENTIALS_KEY: &str = "doks_credentials";
+pub const DOKS_SIZES_KEY: &str = "doks_sizes";
+pub const DOKS_UPGRADES_KEY: &str = "doks_upgrades";
 /// The counter of counted replacements, for `/metrics` (`ops_supervisor_replacements_total`).
 pub const REPLACEMENTS_COUNTER: &str = "supervisor_replacements";
 

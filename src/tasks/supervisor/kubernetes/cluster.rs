@@ -18,8 +18,7 @@ use crate::clients::doks::{
 };
 use crate::state::State;
 
-/// The record's key in the supervisor's state namespace.
-pub const KEY: &str = "doks";
+use crate::tasks::supervisor::store::{DOKS_KEY as KEY, NAMESPACE};
 /// A create whose answer was lost: a cluster of that name is ops' own when DigitalOcean says it
 /// was created no earlier than this before the call (clocks differ).
 const PENDING_SKEW_MS: i64 = 3_600_000;
@@ -132,13 +131,11 @@ impl Record {
 /// The record as last saved (`None`: none yet, or unreadable). Losing it is safe: the cluster
 /// is then found by name and refused rather than duplicated, and no pool is ops' own.
 pub fn load(state: &State) -> anyhow::Result<Option<Record>> {
-    Ok(state
-        .kv_get(crate::tasks::supervisor::owned::NAMESPACE, KEY)?
-        .map(|(r, _)| r))
+    Ok(state.kv_get(NAMESPACE, KEY)?.map(|(r, _)| r))
 }
 
 pub fn save(state: &State, record: &Record, now: i64) -> anyhow::Result<()> {
-    state.kv_set(crate::tasks::supervisor::owned::NAMESPACE, KEY, record, now)
+    state.kv_set(NAMESPACE, KEY, record, now)
 }
 
 /// How to find the cluster this run: one request in the steady state.

@@ -10,13 +10,13 @@ use crate::clients::doks::Credentials;
 use crate::redact::Secret;
 use crate::sealed::Sealer;
 use crate::state::State;
+use crate::tasks::supervisor::store::{DOKS_CREDENTIALS_KEY as KEY, NAMESPACE};
 
 /// The token's life as asked of DigitalOcean (its default is 7 days: too long for a secret
 /// kept on disk, even sealed).
 pub const EXPIRY_SECS: u64 = 4 * 3600;
 /// Fetched again this long before expiry: longer than any run, so a token never expires mid-run.
 pub const REFRESH_BEFORE_MS: i64 = 30 * 60_000;
-const KEY: &str = "doks_credentials";
 /// The sealed field (bound into the seal: the value cannot be moved to another field).
 const FIELD: &str = "supervisor.doks_credentials";
 
@@ -40,9 +40,7 @@ pub fn usable(stored_cluster: &str, cluster: &str, expires_ms: Option<i64>, now:
 /// The kept credentials when still usable for `cluster` (`None`: absent, expiring, for another
 /// cluster, or unreadable: fetched again).
 pub fn kept(state: &State, sealer: &Sealer, cluster: &str, now: i64) -> Option<Credentials> {
-    let (sealed, _): (String, i64) = state
-        .kv_get(crate::tasks::supervisor::owned::NAMESPACE, KEY)
-        .ok()??;
+    let (sealed, _): (String, i64) = state.kv_get(NAMESPACE, KEY).ok()??;
     let plain = sealer.open(FIELD, &sealed).ok()?;
     let s: Stored = serde_json::from_str(&plain).ok()?;
     if !usable(&s.cluster, cluster, Some(s.expires_ms), now) {
@@ -80,17 +78,12 @@ fn keep(
         expires_ms,
     };
     let sealed = sealer.seal(FIELD, &serde_json::to_string(&stored)?)?;
-    state.kv_set(
-        crate::tasks::supervisor::owned::NAMESPACE,
-        KEY,
-        &sealed,
-        now,
-    )
+    state.kv_set(NAMESPACE, KEY, &sealed, now)
 }
 
 /// Forgets the kept credentials (the API server refused them: a 401).
 pub fn forget(state: &State) -> anyhow::Result<()> {
-    state.kv_delete(crate::tasks::supervisor::owned::NAMESPACE, KEY)
+    state.kv_delete(NAMESPACE, KEY)
 }
 
 /// The credentials for `cluster`: the kept ones while usable, else fresh from DigitalOcean
@@ -144,10 +137,7 @@ mod tests {
         }))
         .unwrap();
         keep(&state, &sealer, "c1", &c, 0).unwrap();
-        let (raw, _): (String, i64) = state
-            .kv_get(crate::tasks::supervisor::NAMESPACE, KEY)
-            .unwrap()
-            .unwrap();
+        let (raw, _): (String, i64) = state.kv_get(NAMESPACE, KEY).unwrap().unwrap();
         assert!(raw.starts_with("sealed2:") && !raw.contains("dok8s-kept"));
         let back = kept(&state, &sealer, "c1", 0).unwrap();
         assert_eq!(back.token.unwrap().expose(), "dok8s-kept-token-0123456789");

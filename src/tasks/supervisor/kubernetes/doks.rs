@@ -16,6 +16,7 @@ use crate::clients::digitalocean::{DigitalOcean, Size};
 use crate::clients::doks::{Cluster, Options};
 use crate::state::State;
 use crate::tasks::supervisor::presets::Preset;
+use crate::tasks::supervisor::store::{DOKS_SIZES_KEY, DOKS_UPGRADES_KEY, NAMESPACE};
 
 use super::cluster::{self, ClusterSpec, Lookup, Record, Step};
 use super::pools::{self, Action, PoolSpec, RunPods};
@@ -282,7 +283,7 @@ fn daily<T: Serialize + serde::de::DeserializeOwned>(
     dry_run: bool,
     fetch: impl FnOnce() -> anyhow::Result<T>,
 ) -> anyhow::Result<T> {
-    let ns = crate::tasks::supervisor::owned::NAMESPACE;
+    let ns = NAMESPACE;
     if let Some((kept, _)) = state.kv_get::<Daily<T>>(ns, key)? {
         if kept.scope == scope && now - kept.at < DAY_MS {
             return Ok(kept.value);
@@ -317,7 +318,7 @@ pub fn runs_size(
     }
     let current = current_runs_size(state)?;
     let (options, catalog): (Options, Vec<Size>) =
-        daily(state, "doks_sizes", "", now, dry_run, || {
+        daily(state, DOKS_SIZES_KEY, "", now, dry_run, || {
             Ok((api.kubernetes_options()?, api.sizes()?))
         })?;
     Ok(
@@ -350,7 +351,7 @@ pub fn upgrades(
     now: i64,
     dry_run: bool,
 ) -> anyhow::Result<Vec<String>> {
-    daily(state, "doks_upgrades", cluster, now, dry_run, || {
+    daily(state, DOKS_UPGRADES_KEY, cluster, now, dry_run, || {
         let mut versions = api.available_upgrades(cluster)?;
         versions.sort_by_key(|v| v.key());
         Ok(versions.into_iter().map(|v| v.slug).collect())
