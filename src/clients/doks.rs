@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 
-use anyhow::{anyhow, Context};
+use anyhow::anyhow;
 use serde::{Deserialize, Serialize};
 
 use crate::clients::digitalocean::{DigitalOcean, PER_PAGE};
@@ -326,41 +326,17 @@ impl Credentials {
             .map(|t| t.timestamp_millis())
     }
 
-    /// The CA certificate as PEM (`certificate_authority_data` is base64 of it).
-    pub fn ca_pem(&self) -> anyhow::Result<String> {
-        let bytes = base64_decode(&self.certificate_authority_data)
-            .context("DigitalOcean's certificate_authority_data is not base64")?;
-        let pem = String::from_utf8(bytes).context("the cluster's CA is not PEM text")?;
-        if !pem.contains("-----BEGIN CERTIFICATE-----") {
-            anyhow::bail!("the cluster's CA from DigitalOcean is not a PEM certificate");
-        }
-        Ok(pem)
+    /// The Kubernetes client's credentials: the cluster's CA as the only root, the token (or,
+    /// on older clusters, the client certificate and key).
+    pub fn for_api(&self) -> anyhow::Result<crate::clients::kubernetes::Credentials> {
+        crate::clients::kubernetes::Credentials::from_data(
+            &self.server,
+            &self.certificate_authority_data,
+            self.token.as_ref(),
+            self.client_certificate_data.as_deref(),
+            self.client_key_data.as_ref(),
+        )
     }
-}
-
-/// Standard base64 (padding optional, whitespace ignored); `None` on any other character.
-pub fn base64_decode(text: &str) -> Option<Vec<u8>> {
-    let mut out = Vec::with_capacity(text.len() * 3 / 4);
-    let (mut acc, mut bits) = (0u32, 0u32);
-    for b in text.bytes().filter(|b| !b.is_ascii_whitespace()) {
-        let v = match b {
-            b'A'..=b'Z' => b - b'A',
-            b'a'..=b'z' => b - b'a' + 26,
-            b'0'..=b'9' => b - b'0' + 52,
-            b'+' => 62,
-            b'/' => 63,
-            b'=' => break,
-            _ => return None,
-        };
-        acc = (acc << 6) | u32::from(v);
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-            acc &= (1 << bits) - 1;
-        }
-    }
-    Some(out)
 }
 
 fn null_as_default<'de, D, T>(d: D) -> Result<T, D::Error>
@@ -624,14 +600,6 @@ mod tests {
                     .timestamp_millis()
             )
         );
-    }
-
-    #[test]
-    fn base64_decodes_with_and_without_padding() {
-        assert_eq!(base64_decode("aGVsbG8=").unwrap(), b"hello");
-        assert_eq!(base64_decode("aGVsbG8").unwrap(), b"hello");
-        assert_eq!(base64_decode("aGVs\nbG8h").unwrap(), b"hello!");
-        assert!(base64_decode("aGV*").is_none());
     }
 
     #[test]

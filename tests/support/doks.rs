@@ -598,7 +598,7 @@ pub fn route(w: &mut DoksWorld, req: &Seen, base: &str) -> Reply {
                         .unwrap_or_else(|| format!("https://{id}.k8s.ondigitalocean.com"));
                     Reply::json(
                         200,
-                        json!({"server": server, "certificate_authority_data": base64(w.ca_pem.as_bytes()),
+                        json!({"server": server, "certificate_authority_data": base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &w.ca_pem),
                                "client_certificate_data": null, "client_key_data": null,
                                "token": token, "expires_at": expires_at}),
                     )
@@ -628,28 +628,6 @@ pub fn route(w: &mut DoksWorld, req: &Seen, base: &str) -> Reply {
         }
         _ => not_found(),
     }
-}
-
-/// Standard base64 with padding.
-pub fn base64(bytes: &[u8]) -> String {
-    const ABC: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for chunk in bytes.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(ABC[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
 }
 
 /// The fake DigitalOcean and a client of it, as ops would make one.

@@ -20,11 +20,9 @@ use crate::tasks::supervisor::presets::Preset;
 use super::cluster::{Record, Retiring};
 
 /// The label key Trigger.dev's run pods select nodes by (`apps/supervisor/src/workloadManager/
-/// kubernetes.ts`: `nodeSelector: {nodetype: KUBERNETES_WORKER_NODETYPE_LABEL}`).
-pub const NODETYPE_KEY: &str = "nodetype";
-/// `KUBERNETES_WORKER_NODETYPE_LABEL`'s default in the supervisor's env.ts: the runs pool's
-/// `nodetype` value unless the task sets another.
-pub const DEFAULT_NODETYPE: &str = "v4-worker";
+/// kubernetes.ts`: `nodeSelector: {nodetype: KUBERNETES_WORKER_NODETYPE_LABEL}`), and that
+/// variable's default (`v4-worker`): the supervisor's objects use the same (`manifests.rs`).
+pub use crate::manifests::{DEFAULT_NODETYPE, NODETYPE_KEY};
 /// The supervisor's pool: its name, label value and size (one node: the supervisor needs
 /// little, and DOKS' own per-node pods need the rest).
 pub const SUPERVISOR_POOL: &str = "ops-supervisor";
