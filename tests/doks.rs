@@ -13,7 +13,7 @@ use trigger_ops::sealed::Sealer;
 use trigger_ops::state::State;
 use trigger_ops::tasks::supervisor::kubernetes::cluster::{self, ClusterSpec};
 use trigger_ops::tasks::supervisor::kubernetes::credentials;
-use trigger_ops::tasks::supervisor::kubernetes::doks::{self, Found, Report};
+use trigger_ops::tasks::supervisor::kubernetes::doks::{self, Ctx, Found, KubeFacts, Report};
 use trigger_ops::tasks::supervisor::kubernetes::pools::{PoolSpec, RunPods};
 
 use crate::support::digitalocean::{DoFault, DO_TOKEN};
@@ -77,35 +77,29 @@ impl World {
         }
     }
 
+    fn ctx<'a>(&'a self, api: &'a DigitalOcean<'a>, now: i64, dry_run: bool) -> Ctx<'a> {
+        Ctx {
+            api,
+            state: &self.state,
+            now,
+            dry_run,
+        }
+    }
+
     /// One run: the cluster, then (when it is ready) the pools, with the Kubernetes facts.
     fn run(&self, pods: &RunPods, cordoned: &BTreeSet<String>, dry_run: bool) -> Ran {
         let api = self.c.api();
         let (before, muts) = (self.c.fake.server.requests().len(), self.c.fake.mutations());
         let now = trigger_ops::state::now_ms();
         let mut report = Report::default();
-        let found = doks::tend_cluster(
-            &api,
-            &self.state,
-            &self.cluster,
-            &self.pools,
-            now,
-            dry_run,
-            &mut report,
-        )
-        .unwrap();
+        let ctx = self.ctx(&api, now, dry_run);
+        let found = doks::tend_cluster(&ctx, &self.cluster, &self.pools, &mut report).unwrap();
         if let Found::Ready(c) = &found {
-            doks::tend_pools(
-                &api,
-                &self.state,
-                c,
-                &self.pools,
-                pods,
-                cordoned,
-                now,
-                dry_run,
-                &mut report,
-            )
-            .unwrap();
+            let facts = KubeFacts {
+                pods: pods.clone(),
+                cordoned: cordoned.clone(),
+            };
+            doks::tend_pools(&ctx, c, &self.pools, &facts, &mut report).unwrap();
         }
         Ran {
             found,
@@ -316,33 +310,25 @@ fn an_expired_credential_is_replaced_by_a_fresh_one_and_a_kept_one_costs_no_requ
     let sealer = Sealer::load(w.dir.path(), true).unwrap().unwrap();
     let api = w.c.api();
     let now = trigger_ops::state::now_ms();
-    let first = credentials::get(&api, &w.state, Some(&sealer), &id, now, false, false).unwrap();
+    let first = credentials::get(&w.ctx(&api, now, false), Some(&sealer), &id, false).unwrap();
     let token = first.token.clone().unwrap();
     assert!(w.c.fake.with(|d| d.doks.token_valid(&id, token.expose())));
     first.for_api().expect("usable by the Kubernetes client");
     let asked = w.c.fake.with(|d| d.doks.issued.len());
     // Kept: no request.
-    let again = credentials::get(
-        &api,
-        &w.state,
-        Some(&sealer),
-        &id,
-        now + 60_000,
-        false,
-        false,
-    )
-    .unwrap();
+    let again =
+        credentials::get(&w.ctx(&api, now + 60_000, false), Some(&sealer), &id, false).unwrap();
     assert_eq!(again.token.unwrap().expose(), token.expose());
     assert_eq!(w.c.fake.with(|d| d.doks.issued.len()), asked);
     // Near its expiry (4 h asked; fetched again in its last half hour): a fresh one.
     let later = now + (credentials::EXPIRY_SECS as i64) * 1000 - 20 * 60_000;
-    let fresh = credentials::get(&api, &w.state, Some(&sealer), &id, later, false, false).unwrap();
+    let fresh = credentials::get(&w.ctx(&api, later, false), Some(&sealer), &id, false).unwrap();
     assert_ne!(fresh.token.clone().unwrap().expose(), token.expose());
     assert_eq!(w.c.fake.with(|d| d.doks.issued.len()), asked + 1);
     // The API server refused one (a 401): fetched again at once.
     w.c.fake
         .with(|d| d.doks.token_life = Some(Duration::from_millis(200)));
-    let short = credentials::get(&api, &w.state, Some(&sealer), &id, later, false, true).unwrap();
+    let short = credentials::get(&w.ctx(&api, later, false), Some(&sealer), &id, true).unwrap();
     std::thread::sleep(Duration::from_millis(300));
     assert!(
         !w.c.fake.with(|d| d
@@ -350,7 +336,7 @@ fn an_expired_credential_is_replaced_by_a_fresh_one_and_a_kept_one_costs_no_requ
             .token_valid(&id, short.token.as_ref().unwrap().expose())),
         "expired"
     );
-    let renewed = credentials::get(&api, &w.state, Some(&sealer), &id, later, false, true).unwrap();
+    let renewed = credentials::get(&w.ctx(&api, later, false), Some(&sealer), &id, true).unwrap();
     assert_ne!(
         renewed.token.as_ref().unwrap().expose(),
         short.token.as_ref().unwrap().expose()
@@ -358,7 +344,7 @@ fn an_expired_credential_is_replaced_by_a_fresh_one_and_a_kept_one_costs_no_requ
     assert_eq!(w.c.fake.with(|d| d.doks.issued.len()), asked + 3);
     // A dry run may fetch (a read) but keeps nothing.
     credentials::forget(&w.state).unwrap();
-    credentials::get(&api, &w.state, Some(&sealer), &id, later, true, false).unwrap();
+    credentials::get(&w.ctx(&api, later, true), Some(&sealer), &id, false).unwrap();
     assert!(credentials::kept(&w.state, &sealer, &id, later).is_none());
 }
 
@@ -370,12 +356,9 @@ fn no_secret_reaches_a_report_an_error_or_the_state_database() {
     let sealer = Sealer::load(w.dir.path(), true).unwrap().unwrap();
     let api = w.c.api();
     let creds = credentials::get(
-        &api,
-        &w.state,
+        &w.ctx(&api, trigger_ops::state::now_ms(), false),
         Some(&sealer),
         &id,
-        trigger_ops::state::now_ms(),
-        false,
         false,
     )
     .unwrap();
@@ -509,7 +492,7 @@ fn the_task_min_and_max_reach_the_runs_pool_and_upgrades_are_read_once_a_day() {
     let id = w.cluster_id();
     let api = w.c.api();
     let now = trigger_ops::state::now_ms();
-    assert!(doks::upgrades(&api, &w.state, &id, now, false)
+    assert!(doks::upgrades(&w.ctx(&api, now, false), &id)
         .unwrap()
         .is_empty());
     let old = w.c.fake.with(|d| {
@@ -519,11 +502,11 @@ fn the_task_min_and_max_reach_the_runs_pool_and_upgrades_are_read_once_a_day() {
     });
     let asked = w.c.fake.gets();
     assert_eq!(
-        doks::upgrades(&api, &w.state, &old, now, false).unwrap(),
+        doks::upgrades(&w.ctx(&api, now, false), &old).unwrap(),
         vec!["1.34.1-do.0", "1.34.1-do.1"]
     );
     assert_eq!(
-        doks::upgrades(&api, &w.state, &old, now + 3_600_000, false)
+        doks::upgrades(&w.ctx(&api, now + 3_600_000, false), &old)
             .unwrap()
             .len(),
         2
@@ -537,16 +520,15 @@ fn supervisor_size_auto_picks_the_cheapest_node_that_fits_the_largest_preset_wai
     let api = w.c.api();
     let now = trigger_ops::state::now_ms();
     let medium = trigger_ops::tasks::supervisor::presets::resolve(Some("medium-2x"));
-    let size = doks::runs_size(&api, &w.state, "auto", &medium, "nyc1", now, false).unwrap();
+    let size = doks::runs_size(&w.ctx(&api, now, false), "auto", &medium, "nyc1").unwrap();
     assert_eq!(size.as_deref(), Ok("s-4vcpu-8gb"));
     let asked = w.c.fake.gets();
     let large2 = trigger_ops::tasks::supervisor::presets::resolve(Some("large-2x"));
-    let none = doks::runs_size(&api, &w.state, "auto", &large2, "nyc1", now, false).unwrap();
+    let none = doks::runs_size(&w.ctx(&api, now, false), "auto", &large2, "nyc1").unwrap();
     assert!(none
         .unwrap_err()
         .contains("no size DigitalOcean offers for Kubernetes in nyc1 fits a large-2x run"));
     assert_eq!(w.c.fake.gets(), asked, "options and sizes kept a day");
-    let fixed =
-        doks::runs_size(&api, &w.state, "s-2vcpu-4gb", &large2, "nyc1", now, false).unwrap();
+    let fixed = doks::runs_size(&w.ctx(&api, now, false), "s-2vcpu-4gb", &large2, "nyc1").unwrap();
     assert_eq!(fixed.as_deref(), Ok("s-2vcpu-4gb"));
 }

@@ -5,12 +5,13 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::clients::digitalocean::DigitalOcean;
 use crate::clients::doks::Credentials;
 use crate::redact::Secret;
 use crate::sealed::Sealer;
 use crate::state::State;
 use crate::tasks::supervisor::store::{DOKS_CREDENTIALS_KEY as KEY, NAMESPACE};
+
+use super::doks::Ctx;
 
 /// The token's life as asked of DigitalOcean (its default is 7 days: too long for a secret
 /// kept on disk, even sealed).
@@ -87,26 +88,23 @@ pub fn forget(state: &State) -> anyhow::Result<()> {
 }
 
 /// The credentials for `cluster`: the kept ones while usable, else fresh from DigitalOcean
-/// (kept sealed unless `dry_run`, which writes nothing). `fresh`: skip the kept ones (after a
+/// (kept sealed unless a dry run, which writes nothing). `fresh`: skip the kept ones (after a
 /// 401 from the API server).
 pub fn get(
-    api: &DigitalOcean,
-    state: &State,
+    ctx: &Ctx,
     sealer: Option<&Sealer>,
     cluster: &str,
-    now: i64,
-    dry_run: bool,
     fresh: bool,
 ) -> anyhow::Result<Credentials> {
     if !fresh {
-        if let Some(c) = sealer.and_then(|s| kept(state, s, cluster, now)) {
+        if let Some(c) = sealer.and_then(|s| kept(ctx.state, s, cluster, ctx.now)) {
             return Ok(c);
         }
     }
-    let c = api.credentials(cluster, EXPIRY_SECS)?;
-    if !dry_run {
+    let c = ctx.api.credentials(cluster, EXPIRY_SECS)?;
+    if !ctx.dry_run {
         if let Some(s) = sealer {
-            keep(state, s, cluster, &c, now)?;
+            keep(ctx.state, s, cluster, &c, ctx.now)?;
         }
     }
     Ok(c)

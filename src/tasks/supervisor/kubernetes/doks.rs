@@ -43,26 +43,38 @@ pub struct Report {
     pub cordon: Vec<(String, Vec<String>)>,
 }
 
-fn record_of(state: &State) -> anyhow::Result<Record> {
-    Ok(cluster::load(state)?.unwrap_or_default())
+/// One run's means: the DigitalOcean client, ops' state, the time, and whether it is a dry run
+/// (which reads but writes nothing, in DigitalOcean or in the state).
+pub struct Ctx<'a> {
+    pub api: &'a DigitalOcean<'a>,
+    pub state: &'a State,
+    pub now: i64,
+    pub dry_run: bool,
 }
 
-/// Finds, adopts or creates the cluster. Saves the record unless `dry_run`.
+impl Ctx<'_> {
+    fn record(&self) -> anyhow::Result<Record> {
+        Ok(cluster::load(self.state)?.unwrap_or_default())
+    }
+
+    fn save(&self, record: &Record) -> anyhow::Result<()> {
+        cluster::save(self.state, record, self.now)
+    }
+}
+
+/// Finds, adopts or creates the cluster. Saves the record unless a dry run.
 pub fn tend_cluster(
-    api: &DigitalOcean,
-    state: &State,
+    ctx: &Ctx,
     spec: &ClusterSpec,
     pools: &PoolSpec,
-    now: i64,
-    dry_run: bool,
     report: &mut Report,
 ) -> anyhow::Result<Found> {
-    let prev = record_of(state)?;
+    let prev = ctx.record()?;
     let found = match cluster::lookup(spec, &prev) {
-        Lookup::Id(id) => api.cluster(&id)?,
-        Lookup::Name(name) => api.cluster_by_key(&name)?,
+        Lookup::Id(id) => ctx.api.cluster(&id)?,
+        Lookup::Name(name) => ctx.api.cluster_by_key(&name)?,
     };
-    let (step, mut record) = cluster::decide(spec, &prev, found, now);
+    let (step, mut record) = cluster::decide(spec, &prev, found, ctx.now);
     let out = match step {
         Step::Use {
             cluster,
@@ -88,59 +100,69 @@ pub fn tend_cluster(
             report.lines.push(format!(
                 "cluster {name} ({id}), which ops created, is gone from DigitalOcean: forgotten; the next run creates a new one"
             ));
-            if !dry_run {
+            if !ctx.dry_run {
                 report.changes.push(format!(
                     "forgot cluster {name} ({id}): gone from DigitalOcean"
                 ));
             }
             Found::Waiting
         }
-        Step::Create => {
-            let options = api.kubernetes_options()?;
-            let body = cluster::new_cluster(
-                spec,
-                &options,
-                vec![pools::supervisor_pool(pools), pools::runs_pool(pools)],
-            );
-            let body = match body {
-                Ok(b) => b,
-                Err(line) => return Ok(Found::Refused(line)),
-            };
-            let what = format!(
-                "cluster {} ({}, DOKS {}, ha {}, maintenance {} {} UTC, surge upgrades) with node pools {}",
-                body.name,
-                body.region,
-                body.version,
-                body.ha,
-                body.maintenance_policy.day,
-                body.maintenance_policy.start_time,
-                body.node_pools
-                    .iter()
-                    .map(describe_pool)
-                    .collect::<Vec<_>>()
-                    .join(" and ")
-            );
-            if dry_run {
-                report.lines.push(format!("would create {what}"));
-                return Ok(Found::Waiting);
-            }
-            // Recorded before the call: an answer lost on the way still finds it as ops' own.
-            record.pending = Some((body.name.clone(), now));
-            cluster::save(state, &record, now)?;
-            let made = api
-                .create_cluster(&body)
-                .with_context(|| format!("creating {what}"))?;
-            record.cluster_created(&made, now);
-            report
-                .changes
-                .push(format!("created {what} as {}", made.id));
-            Found::Waiting
-        }
+        Step::Create => create(ctx, spec, pools, &mut record, report)?,
     };
-    if !dry_run && record != prev {
-        cluster::save(state, &record, now)?;
+    if !ctx.dry_run && record != prev {
+        ctx.save(&record)?;
     }
     Ok(out)
+}
+
+/// Creates the cluster with both pools (a dry run says it would); the create is recorded
+/// before it is sent, so an answer lost on the way still finds it as ops' own.
+fn create(
+    ctx: &Ctx,
+    spec: &ClusterSpec,
+    pools: &PoolSpec,
+    record: &mut Record,
+    report: &mut Report,
+) -> anyhow::Result<Found> {
+    let options = ctx.api.kubernetes_options()?;
+    let body = cluster::new_cluster(
+        spec,
+        &options,
+        vec![pools::supervisor_pool(pools), pools::runs_pool(pools)],
+    );
+    let body = match body {
+        Ok(b) => b,
+        Err(line) => return Ok(Found::Refused(line)),
+    };
+    let what = format!(
+        "cluster {} ({}, DOKS {}, ha {}, maintenance {} {} UTC, surge upgrades) with node pools {}",
+        body.name,
+        body.region,
+        body.version,
+        body.ha,
+        body.maintenance_policy.day,
+        body.maintenance_policy.start_time,
+        body.node_pools
+            .iter()
+            .map(describe_pool)
+            .collect::<Vec<_>>()
+            .join(" and ")
+    );
+    if ctx.dry_run {
+        report.lines.push(format!("would create {what}"));
+        return Ok(Found::Waiting);
+    }
+    record.pending = Some((body.name.clone(), ctx.now));
+    ctx.save(record)?;
+    let made = ctx
+        .api
+        .create_cluster(&body)
+        .with_context(|| format!("creating {what}"))?;
+    record.cluster_created(&made, ctx.now);
+    report
+        .changes
+        .push(format!("created {what} as {}", made.id));
+    Ok(Found::Waiting)
 }
 
 fn describe_pool(p: &crate::clients::doks::NewNodePool) -> String {
@@ -158,110 +180,119 @@ fn describe_pool(p: &crate::clients::doks::NewNodePool) -> String {
     }
 }
 
-/// Plans and applies the pools of a ready cluster: creates and deletes in DigitalOcean (each
-/// recorded as it succeeds), cordons handed to the Kubernetes side in `report.cordon`.
-#[allow(clippy::too_many_arguments)]
+/// What the Kubernetes side read of a ready cluster: the run pods on each node, and the nodes
+/// already cordoned.
+#[derive(Debug, Clone, Default)]
+pub struct KubeFacts {
+    pub pods: RunPods,
+    pub cordoned: BTreeSet<String>,
+}
+
+/// Plans and applies the pools of a ready cluster: creates, updates and deletes in
+/// DigitalOcean (each recorded as it succeeds; the first failure ends the run's changes),
+/// cordons handed to the Kubernetes side in `report.cordon`.
 pub fn tend_pools(
-    api: &DigitalOcean,
-    state: &State,
+    ctx: &Ctx,
     cluster: &Cluster,
     spec: &PoolSpec,
-    pods: &RunPods,
-    cordoned: &BTreeSet<String>,
-    now: i64,
-    dry_run: bool,
+    facts: &KubeFacts,
     report: &mut Report,
 ) -> anyhow::Result<()> {
-    let prev = record_of(state)?;
-    let plan = pools::plan(spec, &cluster.node_pools, &prev, pods, cordoned, now);
+    let prev = ctx.record()?;
+    let plan = pools::plan(
+        spec,
+        &cluster.node_pools,
+        &prev,
+        &facts.pods,
+        &facts.cordoned,
+        ctx.now,
+    );
     report.lines.extend(plan.lines);
     let mut record = plan.record;
-    let mut failed = None;
+    let mut result = Ok(());
     for action in plan.actions {
-        match action {
-            Action::Create(p) => {
-                let what = format!("node pool {}", describe_pool(&p));
-                if dry_run {
-                    report.lines.push(format!("would create {what}"));
-                    continue;
-                }
-                record.pending_pools.retain(|(n, _)| n != &p.name);
-                record.pending_pools.push((p.name.clone(), now));
-                cluster::save(state, &record, now)?;
-                match api.create_node_pool(&cluster.id, &p) {
-                    Ok(made) => {
-                        record.pool_created(&made.id, &made.name, &made.size, now);
-                        report
-                            .changes
-                            .push(format!("created {what} as {}", made.id));
-                    }
-                    Err(e) => {
-                        failed = Some(e.context(format!("creating {what}")));
-                        break;
-                    }
-                }
-            }
-            Action::Update {
-                id,
-                name,
-                body,
-                why,
-            } => {
-                if dry_run {
-                    report
-                        .lines
-                        .push(format!("would update node pool {name}: {why}"));
-                    continue;
-                }
-                match api.update_node_pool(&cluster.id, &id, &body) {
-                    Ok(_) => report
-                        .changes
-                        .push(format!("updated node pool {name}: {why}")),
-                    Err(e) => {
-                        failed = Some(e.context(format!("updating node pool {name}")));
-                        break;
-                    }
-                }
-            }
-            Action::Cordon { pool, nodes } => {
-                if dry_run {
-                    report.lines.push(format!(
-                        "would cordon {} of node pool {pool}",
-                        nodes.join(", ")
-                    ));
-                }
-                report.cordon.push((pool, nodes));
-            }
-            Action::Delete { id, name, why } => {
-                // Only a pool in the record: the plan never names another, and this holds it.
-                if !record.owns_pool(&id) {
-                    continue;
-                }
-                if dry_run {
-                    report
-                        .lines
-                        .push(format!("would delete node pool {name} ({id}): {why}"));
-                    continue;
-                }
-                match api.delete_node_pool(&cluster.id, &id) {
-                    Ok(()) => {
-                        record.pool_gone(&id);
-                        report
-                            .changes
-                            .push(format!("deleted node pool {name} ({id}): {why}"));
-                    }
-                    Err(e) => {
-                        failed = Some(e.context(format!("deleting node pool {name}")));
-                        break;
-                    }
-                }
-            }
+        result = apply(ctx, &cluster.id, action, &mut record, report);
+        if result.is_err() {
+            break;
         }
     }
-    if !dry_run && record != prev {
-        cluster::save(state, &record, now)?;
+    if !ctx.dry_run && record != prev {
+        ctx.save(&record)?;
     }
-    failed.map_or(Ok(()), Err)
+    result
+}
+
+/// One pool action (a dry run says what it would do).
+fn apply(
+    ctx: &Ctx,
+    cluster: &str,
+    action: Action,
+    record: &mut Record,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    let would = match action {
+        Action::Cordon { pool, nodes } => {
+            if ctx.dry_run {
+                report.lines.push(format!(
+                    "would cordon {} of node pool {pool}",
+                    nodes.join(", ")
+                ));
+            }
+            report.cordon.push((pool, nodes));
+            return Ok(());
+        }
+        // Only a pool in the record: the plan never names another, and this holds it.
+        Action::Delete { id, .. } if !record.owns_pool(&id) => return Ok(()),
+        Action::Create(p) => {
+            let what = format!("node pool {}", describe_pool(&p));
+            if !ctx.dry_run {
+                record.pending_pools.retain(|(n, _)| n != &p.name);
+                record.pending_pools.push((p.name.clone(), ctx.now));
+                ctx.save(record)?;
+                let made = ctx
+                    .api
+                    .create_node_pool(cluster, &p)
+                    .with_context(|| format!("creating {what}"))?;
+                record.pool_created(&made.id, &made.name, &made.size, ctx.now);
+                report
+                    .changes
+                    .push(format!("created {what} as {}", made.id));
+            }
+            format!("would create {what}")
+        }
+        Action::Update {
+            id,
+            name,
+            body,
+            why,
+        } => {
+            if !ctx.dry_run {
+                ctx.api
+                    .update_node_pool(cluster, &id, &body)
+                    .with_context(|| format!("updating node pool {name}"))?;
+                report
+                    .changes
+                    .push(format!("updated node pool {name}: {why}"));
+            }
+            format!("would update node pool {name}: {why}")
+        }
+        Action::Delete { id, name, why } => {
+            if !ctx.dry_run {
+                ctx.api
+                    .delete_node_pool(cluster, &id)
+                    .with_context(|| format!("deleting node pool {name}"))?;
+                record.pool_gone(&id);
+                report
+                    .changes
+                    .push(format!("deleted node pool {name} ({id}): {why}"));
+            }
+            format!("would delete node pool {name} ({id}): {why}")
+        }
+    };
+    if ctx.dry_run {
+        report.lines.push(would);
+    }
+    Ok(())
 }
 
 /// An answer DigitalOcean changes rarely, kept a day under `key` for `scope` (a cluster id, or
@@ -276,16 +307,13 @@ struct Daily<T> {
 const DAY_MS: i64 = 24 * 3_600_000;
 
 fn daily<T: Serialize + serde::de::DeserializeOwned>(
-    state: &State,
+    ctx: &Ctx,
     key: &str,
     scope: &str,
-    now: i64,
-    dry_run: bool,
     fetch: impl FnOnce() -> anyhow::Result<T>,
 ) -> anyhow::Result<T> {
-    let ns = NAMESPACE;
-    if let Some((kept, _)) = state.kv_get::<Daily<T>>(ns, key)? {
-        if kept.scope == scope && now - kept.at < DAY_MS {
+    if let Some((kept, _)) = ctx.state.kv_get::<Daily<T>>(NAMESPACE, key)? {
+        if kept.scope == scope && ctx.now - kept.at < DAY_MS {
             return Ok(kept.value);
         }
     }
@@ -293,10 +321,10 @@ fn daily<T: Serialize + serde::de::DeserializeOwned>(
     let kept = Daily {
         scope: scope.into(),
         value,
-        at: now,
+        at: ctx.now,
     };
-    if !dry_run {
-        state.kv_set(ns, key, &kept, now)?;
+    if !ctx.dry_run {
+        ctx.state.kv_set(NAMESPACE, key, &kept, ctx.now)?;
     }
     Ok(kept.value)
 }
@@ -305,22 +333,18 @@ fn daily<T: Serialize + serde::de::DeserializeOwned>(
 /// allocatable fits `largest` (asked of DigitalOcean at most daily; it only grows from the runs
 /// pool ops made last). `Err`: one line with the fix.
 pub fn runs_size(
-    api: &DigitalOcean,
-    state: &State,
+    ctx: &Ctx,
     setting: &str,
     largest: &Preset,
     region: &str,
-    now: i64,
-    dry_run: bool,
 ) -> anyhow::Result<Result<String, String>> {
     if setting != "auto" {
         return Ok(Ok(setting.to_string()));
     }
-    let current = current_runs_size(state)?;
-    let (options, catalog): (Options, Vec<Size>) =
-        daily(state, DOKS_SIZES_KEY, "", now, dry_run, || {
-            Ok((api.kubernetes_options()?, api.sizes()?))
-        })?;
+    let current = current_runs_size(ctx)?;
+    let (options, catalog): (Options, Vec<Size>) = daily(ctx, DOKS_SIZES_KEY, "", || {
+        Ok((ctx.api.kubernetes_options()?, ctx.api.sizes()?))
+    })?;
     Ok(
         pools::auto_size(largest, &options, &catalog, region, current.as_deref()).ok_or_else(|| {
             format!(
@@ -332,8 +356,9 @@ pub fn runs_size(
 }
 
 /// The runs pool's size ops created last (for `auto`, which only grows).
-fn current_runs_size(state: &State) -> anyhow::Result<Option<String>> {
-    Ok(record_of(state)?
+fn current_runs_size(ctx: &Ctx) -> anyhow::Result<Option<String>> {
+    Ok(ctx
+        .record()?
         .pools
         .iter()
         .filter(|p| p.name.starts_with(pools::RUNS_POOL_PREFIX))
@@ -344,15 +369,9 @@ fn current_runs_size(state: &State) -> anyhow::Result<Option<String>> {
 /// The versions DigitalOcean offers to upgrade `cluster` to (newest last), asked at most daily
 /// (so a healthy run stays at one DigitalOcean request on all but one run a day). ops never
 /// starts an upgrade: it drains every node (docs/kubernetes.md).
-pub fn upgrades(
-    api: &DigitalOcean,
-    state: &State,
-    cluster: &str,
-    now: i64,
-    dry_run: bool,
-) -> anyhow::Result<Vec<String>> {
-    daily(state, DOKS_UPGRADES_KEY, cluster, now, dry_run, || {
-        let mut versions = api.available_upgrades(cluster)?;
+pub fn upgrades(ctx: &Ctx, cluster: &str) -> anyhow::Result<Vec<String>> {
+    daily(ctx, DOKS_UPGRADES_KEY, cluster, || {
+        let mut versions = ctx.api.available_upgrades(cluster)?;
         versions.sort_by_key(|v| v.key());
         Ok(versions.into_iter().map(|v| v.slug).collect())
     })
