@@ -8,7 +8,8 @@ use serde_json::Value;
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Problem {
-    /// `breaker`, `refusing`, `webapp_down`, `routing`, `unowned_droplet`, `other_group`,
+    /// `breaker`, `refusing`, `webapp_down`, `routing`, `unowned_droplet`, `unrecorded_drain`,
+    /// `other_group`,
     /// `orphaned_queue`, `failing_profile`.
     pub kind: &'static str,
     pub text: String,
@@ -102,15 +103,24 @@ pub fn find(doc: &Value, now_ms: i64) -> Vec<Problem> {
             ));
         }
     }
-    for l in lines.iter().filter(|l| {
-        l.starts_with("droplet ") && l.contains(crate::tasks::supervisor::owned::UNOWNED)
-    }) {
-        out.push(problem(
-            "unowned_droplet",
-            l.to_string(),
-            sup["profile"].as_str(),
-            &sup["at"],
-        ));
+    for (kind, words) in [
+        ("unowned_droplet", crate::tasks::supervisor::owned::UNOWNED),
+        (
+            "unrecorded_drain",
+            crate::tasks::supervisor::plan::DRAIN_UNRECORDED,
+        ),
+    ] {
+        for l in lines
+            .iter()
+            .filter(|l| l.starts_with("droplet ") && l.contains(words))
+        {
+            out.push(problem(
+                kind,
+                l.to_string(),
+                sup["profile"].as_str(),
+                &sup["at"],
+            ));
+        }
     }
     for l in lines
         .iter()

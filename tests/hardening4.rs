@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use crate::image::bake;
 use crate::supervisor::{fleet, Fleet};
 use crate::support::digitalocean::DoFault;
 
@@ -151,4 +152,145 @@ fn a_fleet_create_refused_outright_forgets_its_name_so_a_droplet_planted_under_i
         "droplet {name} (id {planted}) carries our tags but ops did not create it"
     ));
     assert!(!run.stdout.contains("taken as ops' own"), "{}", run.all());
+}
+
+fn tag_droplet(f: &Fleet, id: u64, tag: &str) {
+    f.api.with(|w| {
+        w.droplets
+            .iter_mut()
+            .find(|d| d.id == id)
+            .unwrap()
+            .tags
+            .push(tag.into())
+    });
+}
+
+fn problems_of_kind(f: &Fleet, kind: &str) -> Vec<Value> {
+    let doc = f.run(&["status", "--json"]).json();
+    doc["problems"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|p| p["kind"] == kind)
+        .cloned()
+        .collect()
+}
+
+/// Anyone who can tag adds `ops-draining` to a healthy droplet of ours: ops never started that
+/// drain, so the droplet serves on, untouched, and the tag is reported.
+#[test]
+fn a_draining_tag_ops_never_recorded_leaves_the_droplet_serving_and_is_reported() {
+    let f = fleet("boot_grace: 10m");
+    let (a, _sup) = f.one_healthy();
+    tag_droplet(&f, a, "ops-draining");
+    for _ in 0..3 {
+        let run = f.health();
+        run.expect_code(0)
+            .expect_stdout("carries ops-draining but ops never started draining it")
+            .expect_stdout("healthy (last heartbeat");
+        assert!(
+            run.stdout.contains("warnings") || run.all().contains("whoever tagged it"),
+            "{}",
+            run.all()
+        );
+    }
+    assert!(f.deletes().is_empty(), "deleted: {:?}", f.deletes());
+    assert_eq!(f.creates().len(), 1, "no replacement: it still serves");
+    assert!(
+        f.api.with(|w| w.actions.is_empty()),
+        "no shutdown, no action at all"
+    );
+    let problems = problems_of_kind(&f, "unrecorded_drain");
+    assert_eq!(problems.len(), 1, "{problems:?}");
+}
+
+/// The state database is lost while a droplet drains: the run fails naming the fix, the drain
+/// goes on (it may be real), and its delete counts in the circuit breaker.
+#[test]
+fn a_lost_state_with_a_draining_droplet_fails_the_run_with_the_fix_and_the_delete_counts() {
+    let f = fleet("boot_grace: 10m");
+    let (a, _sup) = f.one_healthy();
+    tag_droplet(&f, a, "ops-draining");
+    f.s.ops
+        .sqlite()
+        .execute("DELETE FROM kv WHERE namespace = 'supervisor'", [])
+        .unwrap();
+    let run = f.health();
+    run.expect_code(1)
+        .expect_stdout("ops' state has no record of starting that drain")
+        .expect_stdout("doctl compute droplet untag");
+    f.api
+        .with(|w| w.droplets.iter_mut().find(|d| d.id == a).unwrap().off = true);
+    f.health().expect_code(0).expect_stdout("deleted droplet");
+    assert_eq!(f.deletes(), [a]);
+    let doc = f.run(&["status", "--json"]).json();
+    assert_eq!(
+        doc["breaker"]["replacements"].as_array().map(Vec::len),
+        Some(1),
+        "{}",
+        doc["breaker"]
+    );
+}
+
+/// The bake droplet of this fleet: (id, name).
+fn baker(f: &Fleet) -> (u64, String) {
+    f.api.with(|w| {
+        w.droplets
+            .iter()
+            .find(|d| d.name.contains("-bake-"))
+            .map(|d| (d.id, d.name.clone()))
+            .expect("a bake droplet")
+    })
+}
+
+/// A fleet whose bake droplet was just created and stays at work (until a test says).
+fn baking() -> (Fleet, u64, String) {
+    let f = fleet("boot_grace: 10m, bake: true");
+    f.api
+        .with(|w| w.bake_after = std::time::Duration::from_secs(3600));
+    f.health()
+        .expect_code(0)
+        .expect_stdout("created bake droplet");
+    let (id, name) = baker(&f);
+    (f, id, name)
+}
+
+/// Someone takes a live snapshot of the bake droplet named as ops names its images (so it keeps
+/// what the seal removes): only the snapshot ops requested becomes the image.
+#[test]
+fn only_the_snapshot_of_the_name_ops_requested_becomes_the_image() {
+    let (f, id, name) = baking();
+    let planted = f.api.with(|w| {
+        let planted = w.add_image(&format!("{name}-live"), &[], "2026-01-01T00:00:00Z");
+        w.images
+            .iter_mut()
+            .find(|i| i.id == planted)
+            .unwrap()
+            .droplet = id;
+        // …and the droplet powers itself off as a bake does.
+        w.droplets.iter_mut().find(|d| d.id == id).unwrap().off = true;
+        planted
+    });
+    let steps = bake(&f);
+    assert!(steps.contains("snapshotting bake droplet"), "{steps}");
+    let doc = f.run(&["status", "--json"]).json();
+    let image = doc["supervisor"]["image"]["image"].as_u64().unwrap();
+    assert_ne!(image, planted, "{steps}");
+}
+
+/// Someone powers the bake droplet off (before its seal, say): its snapshot is never taken.
+#[test]
+fn a_bake_droplet_with_power_actions_ops_did_not_send_is_refused() {
+    let (f, id, name) = baking();
+    f.api.with(|w| {
+        w.actions.push((id, "power_off".into()));
+        w.droplets.iter_mut().find(|d| d.id == id).unwrap().off = true;
+    });
+    let run = f.health();
+    run.expect_code(0)
+        .expect_stdout(&format!(
+            "bake droplet {name} (id {id}) had actions ops did not send (power_off"
+        ))
+        .expect_stdout(&format!("deleted bake droplet {name}"));
+    assert!(!snapshotted(&f, id), "{}", run.all());
 }

@@ -9,7 +9,7 @@ use crate::supervisor::{cloud_init_schema, fleet, Fleet};
 use crate::support::digitalocean::DoFault;
 
 /// Runs the health profile until the image is ready (each run takes one step of the bake).
-fn bake(f: &Fleet) -> String {
+pub fn bake(f: &Fleet) -> String {
     let mut seen = String::new();
     for _ in 0..6 {
         let run = f.health();

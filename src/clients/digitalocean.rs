@@ -145,6 +145,9 @@ pub struct Action {
     pub status: String,
     #[serde(default)]
     pub started_at: String,
+    /// `create`, `snapshot`, `power_off`, `shutdown`, `power_on`, `reboot`, `rebuild` …
+    #[serde(default, rename = "type")]
+    pub kind: String,
 }
 
 /// The image a droplet is made from: a public image's slug, or a private image's id.
@@ -570,6 +573,14 @@ impl<'a> DigitalOcean<'a> {
             Err(e) if e.to_string().contains("HTTP 404") => Ok(None),
             Err(e) => Err(e),
         }
+    }
+
+    /// `GET /v2/droplets/{id}/actions`: every action taken on one droplet, by anyone.
+    pub fn droplet_actions(&self, id: u64) -> anyhow::Result<Vec<Action>> {
+        self.list_all(
+            &format!("/v2/droplets/{id}/actions?page=1&per_page={PER_PAGE}"),
+            "actions",
+        )
     }
 
     /// `GET /v2/droplets/{id}/snapshots`: the snapshots taken of one droplet.

@@ -642,6 +642,41 @@ impl FakeDo {
                             ),
                         }
                     }
+                    ("GET", r) if r.starts_with("/v2/droplets/") && r.ends_with("/actions") => {
+                        let id: u64 = r
+                            .trim_start_matches("/v2/droplets/")
+                            .trim_end_matches("/actions")
+                            .parse()
+                            .unwrap_or(0);
+                        let Some(d) = world.droplets.iter().find(|d| d.id == id) else {
+                            return error(
+                                404,
+                                "not_found",
+                                "The resource you requested could not be found.",
+                            );
+                        };
+                        let action = |id: u64, kind: &str, at: &str| {
+                            json!({"id": id, "status": "completed", "type": kind, "started_at": at,
+                                   "completed_at": at, "resource_id": d.id, "resource_type": "droplet",
+                                   "region": {"slug": "nyc1", "name": "New York 1"}, "region_slug": "nyc1"})
+                        };
+                        let mut all = vec![action(36804600 + id, "create", &d.created_at)];
+                        let mut snaps = world.snapshots.iter().filter(|s| s.droplet == id);
+                        for (i, (_, kind)) in
+                            world.actions.iter().filter(|(on, _)| *on == id).enumerate()
+                        {
+                            let n = match kind.as_str() {
+                                "snapshot" => snaps.next().map_or(0, |s| s.action),
+                                _ => 36900000 + i as u64,
+                            };
+                            all.push(action(n, kind, &d.created_at));
+                        }
+                        let total = all.len();
+                        Reply::json(
+                            200,
+                            json!({"actions": all, "links": {}, "meta": {"total": total}}),
+                        )
+                    }
                     ("GET", r) if r.starts_with("/v2/droplets/") && r.ends_with("/snapshots") => {
                         let id: u64 = r
                             .trim_start_matches("/v2/droplets/")

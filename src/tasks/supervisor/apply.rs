@@ -187,15 +187,12 @@ fn act(at: &At, action: &Action, replacements: &mut Vec<i64>) -> anyhow::Result<
             reason,
             signal,
             runs,
-            ..
+            replacement,
         } => start_drain(
-            at.ctx,
-            at.api,
-            at.spec,
-            *id,
-            name,
+            at,
+            (*id, name),
             reason,
-            *signal,
+            (*signal, *replacement),
             runs.as_deref(),
         )?,
         Action::Create {
@@ -258,23 +255,27 @@ fn delete(
     })
 }
 
-/// Tags the droplet draining (the tag survives a lost state) and, when it can be told, sends
-/// the shutdown its drain service waits in; only a droplet ops recorded creating. Returns the
-/// line and whether it drains.
-#[allow(clippy::too_many_arguments)]
+/// Records the drain, tags the droplet draining and, when it can be told, sends the shutdown its
+/// drain service waits in; only a droplet ops recorded creating. Returns the line and whether
+/// it drains.
 fn start_drain(
-    ctx: &TaskCtx,
-    api: &DigitalOcean,
-    spec: &plan::Spec,
-    id: u64,
-    name: &str,
+    at: &At,
+    (id, name): (u64, &str),
     reason: &str,
-    signal: bool,
+    (signal, replacement): (bool, bool),
     runs: Option<&[String]>,
 ) -> anyhow::Result<(String, bool)> {
+    let (ctx, api, spec) = (at.ctx, at.api, at.spec);
     if !owned::recorded(ctx.state, id) {
         return Ok((owned::refused("draining", name, id), false));
     }
+    // Recorded before the tag and the shutdown: the tag alone is never trusted.
+    let drain = drain::Drain {
+        started_ms: now_ms(),
+        reason: reason.to_string(),
+        replacement,
+    };
+    store::record_drain(ctx, id, drain)?;
     api.create_tag(drain::DRAINING_TAG)?;
     api.tag_droplet(drain::DRAINING_TAG, id)?;
     if signal {

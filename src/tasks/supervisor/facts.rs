@@ -56,7 +56,9 @@ pub struct Instance {
     pub power: Power,
     pub ip: Option<String>,
     pub age_secs: i64,
-    /// Marked draining on the platform (the mark survives a lost state database).
+    /// Marked draining on the platform. The mark alone proves nothing (anyone who may tag can
+    /// set it): only a drain the state recorded counts ([`Instance::draining`]); a mark without
+    /// one is reported (plan.rs, `unrecorded_drains`).
     pub drain_marked: bool,
     /// The specs it says it was built to (`ops-spec-…`): current when one is this run's.
     pub specs: Vec<String>,
@@ -76,9 +78,9 @@ pub struct Instance {
 }
 
 impl Instance {
-    /// On its way out: draining by the state's record or by its mark.
+    /// On its way out: a drain ops' state recorded starting.
     pub fn draining(&self) -> bool {
-        self.prev.drain.is_some() || self.drain_marked
+        self.prev.drain.is_some()
     }
 
     /// Built to this run's spec.

@@ -458,7 +458,16 @@ fn snapshot_step(
     now: i64,
     out: &mut Tended,
 ) -> anyhow::Result<()> {
-    let ours = |name: &str| name.starts_with(&want.keyed());
+    let foreign = foreign_actions(&api.droplet_actions(baker.id)?, st);
+    if !foreign.is_empty() {
+        let why = format!(
+            "bake droplet {} (id {}) had actions ops did not send ({}): someone may have changed what its snapshot would hold, so it is not used",
+            baker.name,
+            baker.id,
+            foreign.join(", ")
+        );
+        return fail(ctx, api, want, st, baker.id, &why, now, out);
+    }
     let status = match &st.snapshot {
         Some(sn) => api.action(sn.action)?.map(|a| a.status),
         None => None,
@@ -490,17 +499,12 @@ fn snapshot_step(
             return Ok(());
         }
     }
-    // Completed, or never asked as far as the state knows (a lost state): is it there?
+    // Completed: is it there? Only the snapshot of the name ops requested (its random part
+    // is known to nobody else); another of the droplet, however named, is not ours.
     let snaps = api.droplet_snapshots(baker.id)?;
     let found = snaps
         .iter()
-        .filter(|s| {
-            ours(&s.name)
-                || st
-                    .snapshot
-                    .as_ref()
-                    .is_some_and(|sn| s.name == sn.name || s.created_at == sn.started_at)
-        })
+        .filter(|s| st.snapshot.as_ref().is_some_and(|sn| s.name == sn.name))
         .max_by(|a, b| a.created_at.cmp(&b.created_at));
     if let Some(snap) = found {
         return finish(
@@ -555,6 +559,21 @@ fn start_snapshot(
         at: now,
     });
     Ok(())
+}
+
+/// The actions on a bake droplet ops did not send: any but its create and ops' own snapshot
+/// (it powers itself off from inside, which is no action). A power action from someone else
+/// (a power off before the seal, a power cycle after it) could leave keys or anything else in
+/// the snapshot.
+fn foreign_actions(actions: &[crate::clients::digitalocean::Action], st: &Baked) -> Vec<String> {
+    actions
+        .iter()
+        .filter(|a| a.kind != "create")
+        .filter(|a| {
+            !(a.kind == "snapshot" && st.snapshot.as_ref().is_some_and(|sn| sn.action == a.id))
+        })
+        .map(|a| format!("{} (action {})", a.kind, a.id))
+        .collect()
 }
 
 /// The snapshot exists: tag it ours, delete the bake droplet and the images beyond the spare.

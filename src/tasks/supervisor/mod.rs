@@ -95,7 +95,7 @@ pub fn run(opts: &SupervisorOptions, ctx: &TaskCtx) -> anyhow::Result<Outcome> {
         opts,
         kept,
     )?;
-    outcome.warnings.extend(owned::warning(&world.obs.owned));
+    outcome.warnings.extend(plan::warnings(&world.obs));
     outcome.summary = Some(format!(
         "{healthy}/{} healthy{waiting}",
         decision.spec.count

@@ -87,7 +87,7 @@ pub struct Sorted {
     pub changed: bool,
 }
 
-const BY_NAME: &str = "no record of ops' droplets existed yet (the first run of this version, or a new state database), and it is named as ops names its droplets";
+pub(crate) const BY_NAME: &str = "no record of ops' droplets existed yet (the first run of this version, or a new state database), and it is named as ops names its droplets";
 const UNHEARD: &str =
     "ops sent its create and never heard DigitalOcean's answer; it was created since";
 

@@ -120,7 +120,9 @@ pub fn plan(obs: &Observation, spec: &Spec) -> Plan {
         return p;
     }
     view_findings(&obs.view, spec, &mut p);
-    p.assessed = assess_all(obs, spec);
+    let breaker_open = p.replacements.len() as u32 >= spec.max_replacements;
+    unrecorded_drains(obs, breaker_open, &mut p);
+    p.assessed = assess_all(obs, spec, breaker_open);
     let blame = if spec.blame_webapp {
         webapp_blame(obs, spec, &p.assessed)
     } else {
@@ -131,7 +133,6 @@ pub fn plan(obs: &Observation, spec: &Spec) -> Plan {
         p.webapp_blamed = true;
     }
     let elsewhere = elsewhere_findings(obs);
-    let breaker_open = p.replacements.len() as u32 >= spec.max_replacements;
     let finished = finish_drains(&mut p.assessed, obs, spec, &mut p.lines);
     let serving = serving(&p.assessed);
     let (delete, create) = if blame.is_some() || !elsewhere.is_empty() {
@@ -569,8 +570,81 @@ fn view_findings(view: &View, spec: &Spec, p: &mut Plan) {
     }
 }
 
+/// How the plan names a droplet whose `ops-draining` tag ops never set (`ops status` finds it by
+/// these words).
+pub const DRAIN_UNRECORDED: &str = "carries ops-draining but ops never started draining it";
+
+/// Ops' state knew nothing of the droplet before this run: it was adopted by its name (a new or
+/// lost state database).
+fn unknown_before(obs: &Observation, id: u64) -> bool {
+    obs.owned
+        .adopted
+        .iter()
+        .any(|(_, a, why)| *a == id && *why == super::owned::BY_NAME)
+}
+
+/// A mark without a recorded drain that is honoured all the same: the state knew nothing of the
+/// droplet (lost), so the drain may be real; never while the breaker is open (its delete counts).
+fn lost_drain(d: &Instance, obs: &Observation, breaker_open: bool) -> bool {
+    !d.draining() && d.drain_marked && unknown_before(obs, d.id) && !breaker_open
+}
+
+/// Each `ops-draining` mark without a recorded drain: with the state intact someone tagged it (a
+/// line, a warning, a status problem; the droplet serves on); with the state lost the run fails
+/// naming the fix.
+fn unrecorded_drains(obs: &Observation, breaker_open: bool, p: &mut Plan) {
+    for d in obs
+        .droplets
+        .iter()
+        .filter(|d| !d.draining() && d.drain_marked)
+    {
+        if unknown_before(obs, d.id) {
+            let what = if breaker_open {
+                "ops leaves it alone while the circuit breaker is open"
+            } else {
+                "ops goes on draining it (it may be real) and counts its delete in the circuit breaker"
+            };
+            p.failures.push(format!(
+                "droplet {} (id {}) carries {DRAINING_TAG} but ops' state has no record of starting that drain (a new or lost state database): {what}. If ops did not start it, remove the tag now: {}; restore the state directory from a backup if you have one",
+                d.name, d.id, untag(d.id)
+            ));
+            continue;
+        }
+        p.lines.push(format!(
+            "droplet {} (id {}) {DRAIN_UNRECORDED}: left alone, it serves as before (remove the tag: {})",
+            d.name,
+            d.id,
+            untag(d.id)
+        ));
+    }
+}
+
+fn untag(id: u64) -> String {
+    format!("doctl compute droplet untag {id} --tag-name {DRAINING_TAG}")
+}
+
+/// The task's warnings: our tags on droplets ops did not create, and `ops-draining` on droplets
+/// ops never started draining (its state intact).
+pub fn warnings(obs: &Observation) -> Vec<String> {
+    let mut out: Vec<String> = super::owned::warning(&obs.owned).into_iter().collect();
+    out.extend(
+        obs.droplets
+            .iter()
+            .filter(|d| !d.draining() && d.drain_marked && !unknown_before(obs, d.id))
+            .map(|d| {
+                format!(
+                    "droplet {} (id {}) {DRAIN_UNRECORDED}: ops never drains or deletes it for the tag alone; whoever tagged it can tag any droplet in the team: check who did, then {}",
+                    d.name,
+                    d.id,
+                    untag(d.id)
+                )
+            }),
+    );
+    out
+}
+
 /// Every droplet's health, oldest first.
-fn assess_all(obs: &Observation, spec: &Spec) -> Vec<Assessed> {
+fn assess_all(obs: &Observation, spec: &Spec, breaker_open: bool) -> Vec<Assessed> {
     let mut out: Vec<Assessed> = obs
         .droplets
         .iter()
@@ -588,12 +662,14 @@ fn assess_all(obs: &Observation, spec: &Spec) -> Vec<Assessed> {
                 },
                 &spec.rules,
             );
-            let (health, streak, note) = if d.draining() {
+            let (health, streak, note) = if d.draining() || lost_drain(d, obs, breaker_open) {
                 let mut streak = d.prev.clone();
                 let drain = streak.drain.get_or_insert_with(|| Drain {
                     started_ms: obs.now_ms,
-                    reason: format!("tagged {DRAINING_TAG}, found without a record of when"),
-                    replacement: false,
+                    reason: format!(
+                        "tagged {DRAINING_TAG} while ops' state had no record of it (a new or lost state database)"
+                    ),
+                    replacement: true,
                 });
                 let note = format!("draining: {}", drain.reason);
                 (Health::Draining, streak, note)

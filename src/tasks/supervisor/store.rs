@@ -14,7 +14,8 @@
 //! | `created`            | `owned::Record`: the droplets ops created      | owned      |
 //! | `image`              | `image::Baked`: the baked image's record (read | image      |
 //! |                      | through `image::stored`: image.rs keeps it)      |            |
-//! | `droplet:{id}`       | `plan::Streak`: the droplet's health streak          | apply      |
+//! | `droplet:{id}`       | `plan::Streak`: the droplet's health streak, and | apply      |
+//! |                      | its drain ([`record_drain`], before the tag)     |            |
 //! | `droplet:{id}:built` | `diff::Parts`: what it was created with        | apply      |
 //! | `droplet:{id}:disk`  | `disk::Reading`: its last disk reading         | apply      |
 //! | `doks`               | `kubernetes::cluster::Record`: the DOKS cluster  | kubernetes |
@@ -131,6 +132,15 @@ pub fn set<T: Serialize>(st: &State, key: &str, value: &T, now: i64) -> anyhow::
 
 pub fn delete(st: &State, key: &str) -> anyhow::Result<()> {
     st.kv_delete(NAMESPACE, key)
+}
+
+/// A drain ops starts, kept in the droplet's streak at once (before its tag and shutdown): only
+/// a recorded drain is honoured, so a run that fails after them still knows it started it.
+pub fn record_drain(ctx: &TaskCtx, id: u64, drain: super::drain::Drain) -> anyhow::Result<()> {
+    let key = droplet_key(id);
+    let mut streak: super::facts::Streak = load(ctx.state, &key).unwrap_or_default();
+    streak.drain.get_or_insert(drain);
+    save(ctx, &key, &streak, crate::state::now_ms())
 }
 
 /// Drops every `droplet:` key but those in `keep` (droplets gone or deleted).
