@@ -76,7 +76,7 @@ pub fn main() -> i32 {
         Ok(code) => code.into(),
         Err(e) => {
             let code = exit::classify(&e);
-            eprintln!("ops: {}", redact::redact(&format!("{e:#}")));
+            eprintln!("ops: {}", redact::line(&format!("{e:#}")));
             code.into()
         }
     }

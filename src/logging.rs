@@ -6,7 +6,7 @@
 use std::io::Write;
 
 use crate::envfile::Env;
-use crate::redact::redact;
+use crate::redact::line;
 
 pub fn init(env: &Env) {
     let filter = env
@@ -26,7 +26,7 @@ pub fn init(env: &Env) {
         }
     }
     builder.format(move |buf, record| {
-        let msg = redact(&record.args().to_string());
+        let msg = line(&record.args().to_string());
         let level = record.level().as_str().to_ascii_lowercase();
         if journal {
             writeln!(buf, "{}{level}: {msg}", priority(record.level()))

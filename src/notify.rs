@@ -12,7 +12,7 @@ use serde_json::json;
 
 use crate::clients::http::{Http, Request, Retry};
 use crate::digest::{self, Channel, Digest, Section};
-use crate::redact::redact;
+use crate::redact::{line, redact};
 use crate::settings::Settings;
 use crate::state::{EventRecord, State};
 use crate::summary::RunSummary;
@@ -160,7 +160,7 @@ fn is_counter(kind: &str, line: &str) -> bool {
 fn cause(summary: &RunSummary) -> Option<String> {
     let t = summary.tasks.iter().find(|t| t.status == Status::Failed)?;
     let first = t.detail.first()?;
-    Some(digest::cut(&redact(first), 300).to_string())
+    Some(digest::cut(&line(first), 300).to_string())
 }
 
 /// Each failed task's lines (none when the run recovered or only changed things).
@@ -178,7 +178,7 @@ fn failed_sections(summary: &RunSummary, kind: Kind) -> Vec<Section> {
                     .detail
                     .iter()
                     .filter(|l| !is_counter(&t.kind, l))
-                    .map(|l| redact(l))
+                    .map(|l| line(l))
                     .collect(),
             })
             .collect()
@@ -237,7 +237,7 @@ fn digest(
                             "{} {}: {}",
                             crate::report::local_time(e.at).get(11..16).unwrap_or(""),
                             e.task,
-                            redact(&e.message)
+                            line(&e.message)
                         )
                     })
                     .collect(),
@@ -278,7 +278,7 @@ impl<'a> Announcer<'a> {
 impl crate::task::Announce for Announcer<'_> {
     fn announce(&self, text: &str) {
         let d = Digest {
-            headline: redact(&format!("⚠️ ops ({}, {}): {text}", self.profile, self.host)),
+            headline: line(&format!("⚠️ ops ({}, {}): {text}", self.profile, self.host)),
             sections: Vec::new(),
             profile: self.profile.to_string(),
         };
@@ -463,7 +463,7 @@ fn deliver(
         .tasks
         .iter()
         .filter(|t| t.status == Status::Failed)
-        .map(|t| json!({"task": t.name, "kind": t.kind, "detail": t.detail.iter().filter(|l| !is_counter(&t.kind, l)).take(DIGEST_LINES).map(|l| digest::shorten(&redact(l))).collect::<Vec<_>>()}))
+        .map(|t| json!({"task": t.name, "kind": t.kind, "detail": t.detail.iter().filter(|l| !is_counter(&t.kind, l)).take(DIGEST_LINES).map(|l| digest::shorten(&line(l))).collect::<Vec<_>>()}))
         .collect();
     let msg = Message {
         digest,

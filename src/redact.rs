@@ -62,6 +62,40 @@ pub fn redact(text: &str) -> String {
     mask_assignments(&mask_url_passwords(&out))
 }
 
+/// One line of output as every sink takes it (a log line, a task's report line, an event, an
+/// alert, a metric's label): secrets masked, then every control character escaped. Whatever
+/// ops read outside (DigitalOcean's names and tags, Railway's values, the webapp's rows, a
+/// command's output) reaches the operator only through here, so none of it can start a line of
+/// its own (`\n<0>` is an emergency in the journal), move a terminal's cursor or reorder text.
+/// The one place that escapes; idempotent.
+pub fn line(text: &str) -> String {
+    escape_controls(&redact(text))
+}
+
+/// `\n`, `\r`, `\t` as such; any other control character, Unicode line or paragraph separator
+/// or bidirectional override as `\u{…}`. A backslash stays as it is.
+pub fn escape_controls(text: &str) -> String {
+    if !text.chars().any(unsafe_char) {
+        return text.to_string();
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if unsafe_char(c) => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn unsafe_char(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{2028}' | '\u{2029}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
 /// Whether a variable's name says its value is a secret (`*TOKEN*`, `*SECRET*`, `*PASSWORD*`,
 /// `*KEY*`). `SUPERVISOR_SSH_KEYS` holds public key ids, not secrets: masking those numbers
 /// would only mangle droplet ids in output.
@@ -231,6 +265,19 @@ pub fn install_panic_hook() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_line_from_outside_never_breaks_into_two_and_escaping_twice_changes_nothing() {
+        let evil = "drop\n<0>EMERGENCY\r\t\u{1b}[2J\u{202e}x\u{2028}y \\n kept";
+        let once = line(evil);
+        assert_eq!(
+            once,
+            "drop\\n<0>EMERGENCY\\r\\t\\u{1b}[2J\\u{202e}x\\u{2028}y \\n kept"
+        );
+        assert!(!once.chars().any(unsafe_char));
+        assert_eq!(line(&once), once);
+        assert_eq!(line("plain é ✓"), "plain é ✓");
+    }
 
     #[test]
     fn secret_assignments_are_masked_by_name_whatever_their_length() {

@@ -11,7 +11,7 @@ use crate::exit::ExitCode;
 use crate::lock;
 use crate::notify;
 use crate::profiles::ProfileState;
-use crate::redact::redact;
+use crate::redact::{line, redact};
 use crate::report;
 use crate::state::{self, State, TaskRecord};
 use crate::task::{self, Outcome, Status, TaskCtx};
@@ -290,18 +290,19 @@ fn execute(
         let t0 = Instant::now();
         let outcome = run_task(app, profile, task, &run);
         let elapsed = t0.elapsed().as_millis() as u64;
-        let detail: Vec<String> = outcome.detail.iter().map(|l| redact(l)).collect();
+        // Each line escaped here: the report, history, `--json`, alerts and the ping read these.
+        let detail: Vec<String> = outcome.detail.iter().map(|l| line(l)).collect();
         let actions: Vec<task::ActionRecord> = outcome
             .actions
             .iter()
             .map(|a| task::ActionRecord {
-                action: redact(&a.action),
-                result: redact(&a.result),
+                action: line(&a.action),
+                result: line(&a.result),
                 ..a.clone()
             })
             .collect();
         let summary = task_summary(&outcome, &detail, &actions, opts.dry_run);
-        let warnings: Vec<String> = outcome.warnings.iter().map(|w| redact(w)).collect();
+        let warnings: Vec<String> = outcome.warnings.iter().map(|w| line(w)).collect();
         match outcome.status {
             Status::Failed => log::error!("{}/{}: failed: {summary}", profile.name, task.name),
             status => log::info!(
@@ -356,7 +357,7 @@ fn task_summary(
         return headline;
     }
     if let Some(s) = &outcome.summary {
-        return redact(s);
+        return line(s);
     }
     let one = TaskSummary {
         name: String::new(),

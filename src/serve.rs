@@ -425,10 +425,12 @@ fn route(app: &App, target: &str) -> anyhow::Result<Reply> {
     })
 }
 
+/// A label's value: escaped as every output line is (no control character), then as the
+/// exposition format asks (backslash and quote).
 fn label(v: &str) -> String {
-    v.replace('\\', "\\\\")
+    crate::redact::line(v)
+        .replace('\\', "\\\\")
         .replace('"', "\\\"")
-        .replace('\n', "\\n")
 }
 
 fn metrics(app: &App, state: Option<&State>) -> anyhow::Result<String> {

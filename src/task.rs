@@ -285,7 +285,7 @@ impl TaskCtx<'_> {
     /// loses none, and announced to the alert channels after the run, one message per run.
     /// A dry run changes nothing, so it records nothing.
     pub fn changed(&self, kind: &str, message: impl Into<String>) {
-        let message = crate::redact::redact(&message.into());
+        let message = crate::redact::line(&message.into());
         log::warn!("{}/{}: changed: {message}", self.profile, self.task);
         let Ok(state) = self.writable_state() else {
             log::error!("internal: change {kind:?} reported in a dry run: {message}");

@@ -3,11 +3,12 @@
 
 use std::time::Duration;
 
-use serde_json::Value;
+use serde_json::{json, Value};
 
 use crate::image::bake;
 use crate::supervisor::{fleet, Fleet};
 use crate::support::digitalocean::DoFault;
+use crate::support::fake::{loopback, FakeServer, Reply, Seen};
 
 const TAG: &str = "trigger-supervisor-envabcde";
 const DROPLET_LIMIT: &str = "creating this/these droplet(s) will exceed your droplet limit";
@@ -293,4 +294,124 @@ fn a_bake_droplet_with_power_actions_ops_did_not_send_is_refused() {
         ))
         .expect_stdout(&format!("deleted bake droplet {name}"));
     assert!(!snapshotted(&f, id), "{}", run.all());
+}
+
+/// Every string in a JSON value.
+fn strings(v: &Value, out: &mut Vec<String>) {
+    match v {
+        Value::String(s) => out.push(s.clone()),
+        Value::Array(a) => a.iter().for_each(|x| strings(x, out)),
+        Value::Object(o) => o.values().for_each(|x| strings(x, out)),
+        _ => {}
+    }
+}
+
+fn sent_strings(s: &FakeServer) -> Vec<String> {
+    let mut out = Vec::new();
+    for r in s.requests() {
+        strings(
+            &serde_json::from_str(&r.body).unwrap_or(Value::Null),
+            &mut out,
+        );
+    }
+    out
+}
+
+const EVIL: &str = "\n<0>EMERGENCY: ops was taken over @everyone\u{1b}[2J";
+
+/// A name DigitalOcean answers with a line break in it (renamed behind ops' back) reaches no
+/// sink as a line of its own: not the journal, not Telegram, not the webhook, not a metric.
+#[test]
+fn control_characters_from_outside_are_escaped_in_the_journal_messages_and_metrics() {
+    let tg = FakeServer::start(
+        loopback(),
+        Box::new(|_req: &Seen| Reply::json(200, json!({"ok": true, "result": {"message_id": 1}}))),
+    );
+    let hook = FakeServer::start(loopback(), Box::new(|_req: &Seen| Reply::text(204, "")));
+    let mut f = fleet("boot_grace: 10m");
+    let (a, _sup) = f.one_healthy();
+    f.api.with(|w| {
+        let d = w.droplets.iter_mut().find(|d| d.id == a).unwrap();
+        d.name.push_str(EVIL);
+        d.created_at = (chrono::Utc::now() - chrono::Duration::hours(1))
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        // A full disk: the failure line names the droplet, and a message goes out.
+        w.disks.insert(a, (1 << 20, 50 << 30));
+    });
+    f.s.ops
+        .env("OPS_WEBHOOK_URL", &format!("{}/hook", hook.url()))
+        .env("TELEGRAM_BOT_TOKEN", "123456:telegram-bot-secret-token")
+        .env("TELEGRAM_CHAT_ID", "-100123")
+        .env("TELEGRAM_API_URL", &tg.url())
+        .env("JOURNAL_STREAM", "1:2");
+    let run = f.health();
+    run.expect_code(1).expect_stdout("disk");
+    assert!(
+        !run.all().lines().any(|l| l.starts_with("<0>")),
+        "a line of its own:\n{}",
+        run.all()
+    );
+    assert!(run.stderr.contains("\\n<0>EMERGENCY"), "{}", run.stderr);
+    for (channel, sent) in [
+        ("telegram", sent_strings(&tg)),
+        ("webhook", sent_strings(&hook)),
+    ] {
+        assert!(!sent.is_empty(), "nothing sent to {channel}");
+        for s in &sent {
+            assert!(
+                !s.contains('\u{1b}') && !s.lines().any(|l| l.starts_with("<0>")),
+                "{channel}: {s}"
+            );
+        }
+        assert!(
+            sent.iter().any(|s| s.contains("\\n<0>EMERGENCY")),
+            "{channel} names the droplet, escaped: {sent:?}"
+        );
+    }
+    let (_served, addr) = crate::operator::Served::start(&f.s.ops);
+    let (_, metrics) = crate::operator::request(&addr, "GET", "/metrics");
+    assert!(metrics.contains("EMERGENCY"), "{metrics}");
+    assert!(
+        !metrics.lines().any(|l| l.starts_with("<0>")) && !metrics.contains('\u{1b}'),
+        "{metrics}"
+    );
+}
+
+/// A bake droplet renamed with a line break in its name: the event of its snapshot, and the log
+/// line that announces it, hold the name escaped.
+#[test]
+fn control_characters_from_outside_are_escaped_in_events() {
+    let mut f = fleet("boot_grace: 10m, bake: true");
+    f.api
+        .with(|w| w.bake_after = std::time::Duration::from_secs(3600));
+    f.health()
+        .expect_code(0)
+        .expect_stdout("created bake droplet");
+    let (id, _) = baker(&f);
+    f.api.with(|w| {
+        let d = w.droplets.iter_mut().find(|d| d.id == id).unwrap();
+        d.name.push_str(EVIL);
+        d.off = true;
+    });
+    f.s.ops.env("JOURNAL_STREAM", "1:2");
+    let run = f.health();
+    run.expect_code(0)
+        .expect_stdout("snapshotting bake droplet");
+    assert!(
+        !run.all().lines().any(|l| l.starts_with("<0>")),
+        "{}",
+        run.all()
+    );
+    let events = f.run(&["events", "--json"]).json();
+    let mut all = Vec::new();
+    strings(&events, &mut all);
+    assert!(
+        all.iter().any(|s| s.contains("\\n<0>EMERGENCY")),
+        "{events}"
+    );
+    assert!(
+        all.iter()
+            .all(|s| !s.contains('\n') && !s.contains('\u{1b}')),
+        "{events}"
+    );
 }
