@@ -42,6 +42,9 @@ pub struct Profile {
     pub timeout: Duration,
     pub enabled: bool,
     pub ping_url: Option<String>,
+    /// The end-of-run ping carries the run's table (droplet addresses, the webapp's origin, SQL)
+    /// to the third party: only when asked.
+    pub ping_body: bool,
     /// While a profile keeps failing, a reminder goes out this often.
     pub renotify_after: Duration,
     pub tasks: Vec<Task>,
@@ -414,6 +417,8 @@ struct RawProfile {
     enabled: bool,
     #[serde(default)]
     ping_url: Option<String>,
+    #[serde(default)]
+    ping_body: bool,
     #[serde(default, deserialize_with = "de_opt_duration")]
     renotify_after: Option<Duration>,
     tasks: Vec<Task>,
@@ -731,6 +736,7 @@ impl JobsConfig {
                 timeout: p.timeout.unwrap_or(DEFAULT_PROFILE_TIMEOUT),
                 enabled: p.enabled,
                 ping_url: p.ping_url,
+                ping_body: p.ping_body,
                 renotify_after: p.renotify_after.unwrap_or(DEFAULT_RENOTIFY_AFTER),
                 tasks: p.tasks,
             });

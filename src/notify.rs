@@ -363,8 +363,9 @@ pub fn send_telegram(
             ),
         )),
     };
-    // Task output mentions nobody.
+    // Task output mentions nobody, in the headline (the first failure line) as in the sections.
     let mut defused = msg.digest.clone();
+    defused.headline = digest::telegram_defuse(&defused.headline);
     for s in &mut defused.sections {
         for l in &mut s.lines {
             *l = digest::telegram_defuse(l);

@@ -154,12 +154,10 @@ fn tell(app: &App, state: &State, profile: &Profile, summary: &RunSummary, host:
         log::warn!("{}: alerting failed: {e:#}", profile.name);
     }
     if let Some(url) = &profile.ping_url {
-        // The summary rides along: the dead man's switch's page shows what the run did.
-        notify::ping(
-            url,
-            if ok { "" } else { "/fail" },
-            Some(&report::run_table(summary)),
-        );
+        // The summary rides along only with `ping_body: true`: it names droplet addresses, the
+        // webapp's origin and SQL, and the ping goes to a third party.
+        let body = profile.ping_body.then(|| report::run_table(summary));
+        notify::ping(url, if ok { "" } else { "/fail" }, body.as_deref());
     }
 }
 

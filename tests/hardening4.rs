@@ -9,6 +9,7 @@ use crate::image::bake;
 use crate::supervisor::{fleet, Fleet};
 use crate::support::digitalocean::DoFault;
 use crate::support::fake::{loopback, FakeServer, Reply, Seen};
+use crate::support::{exec_profile, Ops};
 
 const TAG: &str = "trigger-supervisor-envabcde";
 const DROPLET_LIMIT: &str = "creating this/these droplet(s) will exceed your droplet limit";
@@ -413,5 +414,149 @@ fn control_characters_from_outside_are_escaped_in_events() {
         all.iter()
             .all(|s| !s.contains('\n') && !s.contains('\u{1b}')),
         "{events}"
+    );
+}
+
+/// Someone removes our tags from ops' current image: ops finds it by its recorded id, tags it
+/// again, and bakes nothing (images are listed by tag; an untagged recorded one was neither
+/// current nor pruned, and a new one was baked every day).
+#[test]
+fn an_untagged_current_image_is_tagged_again_not_baked_again() {
+    let f = fleet("boot_grace: 10m, bake: true");
+    f.health().expect_code(0);
+    let _sup = f.serve(f.ids()[0], true);
+    bake(&f);
+    let image = f.api.with(|w| {
+        let i = &mut w.images[0];
+        let tags = std::mem::take(&mut i.tags);
+        (i.id, tags)
+    });
+    // The daily listing is due.
+    f.s.ops
+        .sqlite()
+        .execute(
+            "UPDATE kv SET value = json_set(value, '$.checked_at', 0) WHERE namespace = 'supervisor' AND key = 'image'",
+            [],
+        )
+        .unwrap();
+    let bakes = || {
+        create_requests(&f)
+            .iter()
+            .filter(|c| c["name"].as_str().unwrap_or("").contains("-bake-"))
+            .count()
+    };
+    let before = bakes();
+    let run = f.health();
+    run.expect_code(0).expect_stdout("tagged it again");
+    for _ in 0..2 {
+        f.health().expect_code(0);
+    }
+    assert_eq!(bakes(), before, "no bake again");
+    let now = f.api.with(|w| {
+        w.images
+            .iter()
+            .find(|i| i.id == image.0)
+            .unwrap()
+            .tags
+            .clone()
+    });
+    for t in &image.1 {
+        assert!(now.contains(t), "{t} back on the image: {now:?}");
+    }
+    let doc = f.run(&["status", "--json"]).json();
+    assert_eq!(doc["supervisor"]["image"]["image"], json!(image.0));
+}
+
+/// The bake droplet carries only `<tag>-bake`: the cloud firewall covers that tag too, so its
+/// SSH is never open to the internet while it bakes.
+#[test]
+fn the_cloud_firewall_covers_the_bake_droplet() {
+    let f = fleet("boot_grace: 10m, bake: true");
+    f.health()
+        .expect_code(0)
+        .expect_stdout("created bake droplet");
+    let fw = f.api.with(|w| w.firewalls.clone());
+    assert_eq!(fw.len(), 1, "{fw:?}");
+    let tags: Vec<&str> = fw[0]["tags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    let bake_tag = format!("{TAG}-bake");
+    assert!(
+        tags.contains(&TAG) && tags.contains(&bake_tag.as_str()),
+        "{tags:?}"
+    );
+}
+
+/// `ping_url` sends the run's table (droplet addresses, the origin, SQL) to a third party only
+/// when the profile says `ping_body: true`.
+#[test]
+fn ping_url_sends_no_body_unless_asked() {
+    let hc = FakeServer::start(loopback(), Box::new(|_req: &Seen| Reply::text(200, "OK")));
+    let ops = Ops::new();
+    ops.jobs(&exec_profile(
+        "p",
+        &["echo", "10.0.0.5 secret-ish detail"],
+        &format!("ping_url: {}/ping/abc", hc.url()),
+    ));
+    ops.run(&["run", "p"]).expect_code(0);
+    let reqs = hc.requests();
+    assert_eq!(reqs.len(), 2, "{reqs:?}");
+    assert!(
+        reqs.iter().all(|r| r.method == "GET" && r.body.is_empty()),
+        "{reqs:?}"
+    );
+    ops.jobs(&exec_profile(
+        "p",
+        &["echo", "10.0.0.5 secret-ish detail"],
+        &format!("ping_url: {}/ping/abc\n    ping_body: true", hc.url()),
+    ));
+    ops.run(&["run", "p"]).expect_code(0);
+    let last = hc.requests().pop().unwrap();
+    assert_eq!(last.method, "POST");
+    assert!(last.body.contains("profile p: ok in"), "{}", last.body);
+}
+
+/// The first failure line leads the Telegram message: its `@mentions` are defused like the
+/// sections' are.
+#[test]
+fn the_telegram_headline_mentions_nobody() {
+    let tg = FakeServer::start(
+        loopback(),
+        Box::new(|_req: &Seen| Reply::json(200, json!({"ok": true, "result": {"message_id": 1}}))),
+    );
+    let mut ops = Ops::new();
+    ops.env("TELEGRAM_BOT_TOKEN", "123456:telegram-bot-secret-token")
+        .env("TELEGRAM_CHAT_ID", "-100123")
+        .env("TELEGRAM_API_URL", &tg.url());
+    ops.jobs(&exec_profile(
+        "p",
+        &["sh", "-c", "echo '@everyone @ops_admins look'; exit 1"],
+        "",
+    ));
+    ops.run(&["run", "p"]).expect_code(1);
+    let sent = sent_strings(&tg);
+    let text = sent.iter().find(|s| s.contains("look")).expect("sent");
+    let headline = text.lines().next().unwrap();
+    assert!(headline.contains("look"), "the output leads: {text}");
+    assert!(
+        !text.contains("@everyone") && !text.contains("@ops_admins"),
+        "{text}"
+    );
+}
+
+/// `/v1/events` is readable by any local user, as `/v1/status` is: deploy.md says so beside
+/// serve's listen address.
+#[test]
+fn deploy_md_says_who_can_read_serve() {
+    let doc =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/deploy.md")).unwrap();
+    let at = doc.find("127.0.0.1:8923").expect("serve's listen address");
+    let near = &doc[at.saturating_sub(1500)..(at + 1500).min(doc.len())];
+    assert!(
+        near.contains("/v1/events") && near.contains("any local user"),
+        "{near}"
     );
 }

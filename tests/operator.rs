@@ -131,7 +131,10 @@ fn a_webhook_that_is_down_changes_nothing_but_is_recorded() {
 fn heartbeats_hit_start_success_and_fail() {
     let hc = server(200);
     let ops = Ops::new();
-    let flag = flaky(&ops, &format!("    ping_url: {}/ping/abc\n", hc.url()));
+    let flag = flaky(
+        &ops,
+        &format!("    ping_url: {}/ping/abc\n    ping_body: true\n", hc.url()),
+    );
     ops.run(&["run", "p"]).expect_code(1);
     std::fs::write(&flag, "").unwrap();
     ops.run(&["run", "p"]).expect_code(0);
@@ -145,7 +148,8 @@ fn heartbeats_hit_start_success_and_fail() {
             "/ping/abc"
         ]
     );
-    // The end of a run is a POST of its summary, which healthchecks.io shows beside the ping.
+    // With `ping_body: true` the end of a run is a POST of its summary, which healthchecks.io
+    // shows beside the ping.
     let reqs = hc.requests();
     assert_eq!(reqs[0].method, "GET");
     assert_eq!(reqs[1].method, "POST");

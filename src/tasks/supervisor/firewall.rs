@@ -34,7 +34,9 @@ fn firewall_spec(s: &Settings, tag: &str) -> Firewall {
             json!({"protocol": "udp", "ports": "0", "destinations": everywhere}),
             json!({"protocol": "icmp", "destinations": everywhere}),
         ],
-        tags: vec![tag.to_string()],
+        // The bake droplet too (it carries only its own tag): its SSH is never open to the
+        // internet while it bakes.
+        tags: vec![tag.to_string(), super::image::bake_tag(tag)],
     }
 }
 
@@ -114,6 +116,9 @@ pub fn ensure(
                 *planned = true;
                 return Ok(());
             }
+            for t in &want.tags {
+                api.create_tag(t)?;
+            }
             api.update_firewall(&have.id, &want)?;
             let done = format!(
                 "updated firewall {} (8020 from {}, ssh from {})",
@@ -136,7 +141,9 @@ pub fn ensure(
                 *planned = true;
                 return Ok(());
             }
-            api.create_tag(tag)?;
+            for t in &want.tags {
+                api.create_tag(t)?;
+            }
             api.create_firewall(&want)?;
             let done = format!(
                 "created firewall {} (8020 from {}, ssh from {})",

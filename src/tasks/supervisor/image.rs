@@ -57,6 +57,11 @@ pub struct Want {
     pub images: Vec<String>,
 }
 
+/// The tag of the bake droplet (and nothing else): `<deployment tag>-bake`.
+pub fn bake_tag(deployment_tag: &str) -> String {
+    format!("{deployment_tag}-bake")
+}
+
 impl Want {
     pub fn of(s: &Settings, deployment_tag: &str, version: &str) -> Want {
         let images = cloudinit::images(s, version);
@@ -72,7 +77,7 @@ impl Want {
             key,
             version: version.to_string(),
             owner_tag: format!("{deployment_tag}-image"),
-            bake_tag: format!("{deployment_tag}-bake"),
+            bake_tag: bake_tag(deployment_tag),
             prefix: format!("{deployment_tag}-bake-"),
             base: s.supervisor_image.clone(),
             region: s.supervisor_region.clone(),
@@ -86,9 +91,15 @@ impl Want {
         i.tags.contains(&self.owner_tag) && i.name.starts_with(&self.prefix)
     }
 
+    /// Our image of this key: recorded, named for the key, and tagged for no other key (our
+    /// tags may be gone: someone removed them; it is tagged again).
     fn is_current(&self, made: &Made, i: &Image) -> bool {
         made.image(self, i)
-            && i.tags.contains(&self.key_tag)
+            && i.name.starts_with(&self.keyed())
+            && !i
+                .tags
+                .iter()
+                .any(|t| t.starts_with("ops-bake-") && *t != self.key_tag)
             && i.status.as_deref().is_none_or(|s| s == "available")
             && (i.regions.is_empty() || i.regions.contains(&self.region))
     }
@@ -153,8 +164,9 @@ pub struct Made {
 }
 
 impl Made {
+    /// An image ops baked: its id recorded (our tags may be gone), our name.
     pub fn image(&self, want: &Want, i: &Image) -> bool {
-        want.looks_ours(i) && self.images.contains(&i.id)
+        self.images.contains(&i.id) && i.name.starts_with(&want.prefix)
     }
 
     fn baker(&self, want: &Want, d: &Droplet) -> bool {
@@ -309,6 +321,7 @@ fn step(
         st.baker = None;
         st.baker_since = None;
         st.snapshot = None;
+        retag(ctx, api, want, &cur, out)?;
         prune(ctx, api, want, st, &mut images, cur.id, out)?;
         ready(st, &cur, &images, now);
         return Ok(());
@@ -409,10 +422,21 @@ fn survey(
     st: &mut Baked,
     out: &mut Tended,
 ) -> anyhow::Result<Survey> {
-    let (images, strangers): (Vec<Image>, Vec<Image>) = api
-        .private_images(&want.owner_tag)?
+    let mut listed = api.private_images(&want.owner_tag)?;
+    // Images are listed by our tag; one of ours someone untagged is still ours to use, count
+    // and prune: read by its recorded id (no request while the tags are there).
+    for id in st.made.images.clone() {
+        if listed.iter().any(|i| i.id == id) {
+            continue;
+        }
+        match api.image(&id.to_string())? {
+            Some(i) => listed.push(i),
+            None => st.made.images.retain(|m| *m != id),
+        }
+    }
+    let (images, strangers): (Vec<Image>, Vec<Image>) = listed
         .into_iter()
-        .filter(|i| want.looks_ours(i))
+        .filter(|i| st.made.image(want, i) || want.looks_ours(i))
         .partition(|i| st.made.image(want, i));
     for i in &strangers {
         out.lines.push(format!(
@@ -768,6 +792,47 @@ fn remove_baker(
     st.made.forget(id);
     let done = format!("deleted bake droplet {} (id {id}): {why}", d.name);
     ctx.changed("image.bake_droplet_deleted", &done);
+    out.lines.push(done);
+    Ok(())
+}
+
+/// Our current image without our tags (someone removed them): tagged again, not baked again.
+fn retag(
+    ctx: &TaskCtx,
+    api: &DigitalOcean,
+    want: &Want,
+    cur: &Image,
+    out: &mut Tended,
+) -> anyhow::Result<()> {
+    let missing: Vec<&String> = [&want.owner_tag, &want.key_tag]
+        .into_iter()
+        .filter(|t| !cur.tags.contains(t))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let tags = missing
+        .iter()
+        .map(|t| t.as_str())
+        .collect::<Vec<_>>()
+        .join(", ");
+    if ctx.dry_run {
+        out.lines.push(format!(
+            "would tag image {} (id {}) again with {tags}",
+            cur.name, cur.id
+        ));
+        out.planned = true;
+        return Ok(());
+    }
+    for t in missing {
+        api.create_tag(t)?;
+        api.tag_image(t, cur.id)?;
+    }
+    let done = format!(
+        "baked image {} (id {}) had lost {tags}: tagged it again",
+        cur.name, cur.id
+    );
+    ctx.changed("image.retagged", &done);
     out.lines.push(done);
     Ok(())
 }
