@@ -107,8 +107,9 @@ pub fn find(doc: &Value, now_ms: i64) -> Vec<Problem> {
         ("unowned_droplet", crate::tasks::supervisor::owned::UNOWNED),
         (
             "unrecorded_drain",
-            crate::tasks::supervisor::plan::DRAIN_UNRECORDED,
+            crate::tasks::supervisor::marks::DRAIN_UNRECORDED,
         ),
+        ("other_group", " heartbeats into worker group "),
     ] {
         for l in lines
             .iter()
@@ -121,17 +122,6 @@ pub fn find(doc: &Value, now_ms: i64) -> Vec<Problem> {
                 &sup["at"],
             ));
         }
-    }
-    for l in lines
-        .iter()
-        .filter(|l| l.starts_with("droplet ") && l.contains(" heartbeats into worker group "))
-    {
-        out.push(problem(
-            "other_group",
-            l.to_string(),
-            sup["profile"].as_str(),
-            &sup["at"],
-        ));
     }
     if line("runs never reach these supervisors").is_none()
         && doc["routing"]["ours_receives"] == false

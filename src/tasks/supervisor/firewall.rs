@@ -116,9 +116,7 @@ pub fn ensure(
                 *planned = true;
                 return Ok(());
             }
-            for t in &want.tags {
-                api.create_tag(t)?;
-            }
+            create_tags(api, &want)?;
             api.update_firewall(&have.id, &want)?;
             let done = format!(
                 "updated firewall {} (8020 from {}, ssh from {})",
@@ -141,9 +139,7 @@ pub fn ensure(
                 *planned = true;
                 return Ok(());
             }
-            for t in &want.tags {
-                api.create_tag(t)?;
-            }
+            create_tags(api, &want)?;
             api.create_firewall(&want)?;
             let done = format!(
                 "created firewall {} (8020 from {}, ssh from {})",
@@ -177,6 +173,14 @@ fn sources(list: &[String]) -> String {
     } else {
         list.join(" ")
     }
+}
+
+/// The firewall's tags exist before it names them (the bake tag may not yet).
+fn create_tags(api: &DigitalOcean, fw: &Firewall) -> anyhow::Result<()> {
+    for t in &fw.tags {
+        api.create_tag(t)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -29,6 +29,7 @@ pub mod health;
 pub mod image;
 pub mod inputs;
 pub mod kubernetes;
+pub mod marks;
 pub mod observe;
 pub mod owned;
 pub mod plan;
@@ -95,7 +96,9 @@ pub fn run(opts: &SupervisorOptions, ctx: &TaskCtx) -> anyhow::Result<Outcome> {
         opts,
         kept,
     )?;
-    outcome.warnings.extend(plan::warnings(&world.obs));
+    outcome
+        .warnings
+        .extend(marks::warnings(&world.obs.droplets, &world.obs.owned));
     outcome.summary = Some(format!(
         "{healthy}/{} healthy{waiting}",
         decision.spec.count

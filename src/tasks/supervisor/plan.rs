@@ -6,12 +6,13 @@ use std::time::Duration;
 
 use crate::duration;
 use crate::release;
-use crate::tasks::supervisor::drain::{self, Drain, DRAINING_TAG};
+use crate::tasks::supervisor::drain::{self, Drain};
 
 use super::capacity;
 use super::diff;
 use super::facts::{Instance, Power};
 use super::health::{ago, assess, Facts};
+use super::marks;
 
 pub use super::action::{runs_line, Action};
 pub use super::health::{confirm_wait, Health, Heartbeat, Rules, Streak, CONFIRM_WITHIN};
@@ -121,13 +122,13 @@ pub fn plan(obs: &Observation, spec: &Spec) -> Plan {
     }
     view_findings(&obs.view, spec, &mut p);
     let breaker_open = p.replacements.len() as u32 >= spec.max_replacements;
-    unrecorded_drains(obs, breaker_open, &mut p);
+    let (lines, failures) = marks::unrecorded_drains(&obs.droplets, &obs.owned, breaker_open);
+    p.lines.extend(lines);
+    p.failures.extend(failures);
     p.assessed = assess_all(obs, spec, breaker_open);
-    let blame = if spec.blame_webapp {
-        webapp_blame(obs, spec, &p.assessed)
-    } else {
-        None
-    };
+    let blame = (spec.blame_webapp)
+        .then(|| webapp_blame(obs, spec, &p.assessed))
+        .flatten();
     if let Some(why) = &blame {
         hold(&mut p.assessed, obs, why);
         p.webapp_blamed = true;
@@ -570,79 +571,6 @@ fn view_findings(view: &View, spec: &Spec, p: &mut Plan) {
     }
 }
 
-/// How the plan names a droplet whose `ops-draining` tag ops never set (`ops status` finds it by
-/// these words).
-pub const DRAIN_UNRECORDED: &str = "carries ops-draining but ops never started draining it";
-
-/// Ops' state knew nothing of the droplet before this run: it was adopted by its name (a new or
-/// lost state database).
-fn unknown_before(obs: &Observation, id: u64) -> bool {
-    obs.owned
-        .adopted
-        .iter()
-        .any(|(_, a, why)| *a == id && *why == super::owned::BY_NAME)
-}
-
-/// A mark without a recorded drain that is honoured all the same: the state knew nothing of the
-/// droplet (lost), so the drain may be real; never while the breaker is open (its delete counts).
-fn lost_drain(d: &Instance, obs: &Observation, breaker_open: bool) -> bool {
-    !d.draining() && d.drain_marked && unknown_before(obs, d.id) && !breaker_open
-}
-
-/// Each `ops-draining` mark without a recorded drain: with the state intact someone tagged it (a
-/// line, a warning, a status problem; the droplet serves on); with the state lost the run fails
-/// naming the fix.
-fn unrecorded_drains(obs: &Observation, breaker_open: bool, p: &mut Plan) {
-    for d in obs
-        .droplets
-        .iter()
-        .filter(|d| !d.draining() && d.drain_marked)
-    {
-        if unknown_before(obs, d.id) {
-            let what = if breaker_open {
-                "ops leaves it alone while the circuit breaker is open"
-            } else {
-                "ops goes on draining it (it may be real) and counts its delete in the circuit breaker"
-            };
-            p.failures.push(format!(
-                "droplet {} (id {}) carries {DRAINING_TAG} but ops' state has no record of starting that drain (a new or lost state database): {what}. If ops did not start it, remove the tag now: {}; restore the state directory from a backup if you have one",
-                d.name, d.id, untag(d.id)
-            ));
-            continue;
-        }
-        p.lines.push(format!(
-            "droplet {} (id {}) {DRAIN_UNRECORDED}: left alone, it serves as before (remove the tag: {})",
-            d.name,
-            d.id,
-            untag(d.id)
-        ));
-    }
-}
-
-fn untag(id: u64) -> String {
-    format!("doctl compute droplet untag {id} --tag-name {DRAINING_TAG}")
-}
-
-/// The task's warnings: our tags on droplets ops did not create, and `ops-draining` on droplets
-/// ops never started draining (its state intact).
-pub fn warnings(obs: &Observation) -> Vec<String> {
-    let mut out: Vec<String> = super::owned::warning(&obs.owned).into_iter().collect();
-    out.extend(
-        obs.droplets
-            .iter()
-            .filter(|d| !d.draining() && d.drain_marked && !unknown_before(obs, d.id))
-            .map(|d| {
-                format!(
-                    "droplet {} (id {}) {DRAIN_UNRECORDED}: ops never drains or deletes it for the tag alone; whoever tagged it can tag any droplet in the team: check who did, then {}",
-                    d.name,
-                    d.id,
-                    untag(d.id)
-                )
-            }),
-    );
-    out
-}
-
 /// Every droplet's health, oldest first.
 fn assess_all(obs: &Observation, spec: &Spec, breaker_open: bool) -> Vec<Assessed> {
     let mut out: Vec<Assessed> = obs
@@ -662,13 +590,11 @@ fn assess_all(obs: &Observation, spec: &Spec, breaker_open: bool) -> Vec<Assesse
                 },
                 &spec.rules,
             );
-            let (health, streak, note) = if d.draining() || lost_drain(d, obs, breaker_open) {
+            let (health, streak, note) = if marks::draining(d, &obs.owned, breaker_open) {
                 let mut streak = d.prev.clone();
                 let drain = streak.drain.get_or_insert_with(|| Drain {
                     started_ms: obs.now_ms,
-                    reason: format!(
-                        "tagged {DRAINING_TAG} while ops' state had no record of it (a new or lost state database)"
-                    ),
+                    reason: marks::LOST_REASON.into(),
                     replacement: true,
                 });
                 let note = format!("draining: {}", drain.reason);
