@@ -47,7 +47,21 @@ pub struct Profile {
     pub ping_body: bool,
     /// While a profile keeps failing, a reminder goes out this often.
     pub renotify_after: Duration,
+    /// Which changes ops made are told to the alert channels on their own.
+    pub notify_changes: NotifyChanges,
     pub tasks: Vec<Task>,
+}
+
+/// `notify_changes`: every change a message (`all`), only those a person must know now
+/// (`important`: the others ride along with the next message, or in one daily summary), or
+/// none (events only). Failures, escalations and recoveries are told whatever it says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NotifyChanges {
+    All,
+    #[default]
+    Important,
+    None,
 }
 
 pub const DEFAULT_RENOTIFY_AFTER: Duration = Duration::from_secs(6 * 3600);
@@ -237,6 +251,13 @@ pub struct SupervisorOptions {
     /// A droplet that executed nothing for this long may go when the load no longer needs it.
     #[serde(default = "default_scale_in_after", deserialize_with = "de_duration")]
     pub scale_in_after: Duration,
+    /// Runs that could start and have waited this long while the fleet is at `max` (or the
+    /// account's droplet limit) are a problem, warned of once per episode; `off` disables.
+    #[serde(
+        default = "default_capped_alert_after",
+        deserialize_with = "de_duration_or_off"
+    )]
+    pub capped_alert_after: Option<Duration>,
     /// Keep a baked image (Docker and this version's images pulled, no secret) that new
     /// droplets start from; off unless set (the bundled jobs.yaml sets it).
     #[serde(default)]
@@ -294,6 +315,9 @@ impl SupervisorOptions {
             STALE_AFTER
         })
     }
+}
+fn default_capped_alert_after() -> Option<Duration> {
+    Some(Duration::from_secs(300))
 }
 fn default_orphan_alert_after() -> Option<Duration> {
     Some(Duration::from_secs(300))
@@ -421,6 +445,8 @@ struct RawProfile {
     ping_body: bool,
     #[serde(default, deserialize_with = "de_opt_duration")]
     renotify_after: Option<Duration>,
+    #[serde(default)]
+    notify_changes: NotifyChanges,
     tasks: Vec<Task>,
 }
 
@@ -738,6 +764,7 @@ impl JobsConfig {
                 ping_url: p.ping_url,
                 ping_body: p.ping_body,
                 renotify_after: p.renotify_after.unwrap_or(DEFAULT_RENOTIFY_AFTER),
+                notify_changes: p.notify_changes,
                 tasks: p.tasks,
             });
         }

@@ -344,7 +344,7 @@ pub fn near_misses<'a>(
 }
 
 /// Levenshtein distance (insertions, deletions, substitutions).
-fn edits(a: &str, b: &str) -> usize {
+pub(crate) fn edits(a: &str, b: &str) -> usize {
     let b: Vec<char> = b.chars().collect();
     let mut row: Vec<usize> = (0..=b.len()).collect();
     for (i, ca) in a.chars().enumerate() {

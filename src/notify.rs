@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::clients::http::{Http, Request, Retry};
+use crate::config::NotifyChanges;
 use crate::digest::{self, Channel, Digest, Section};
 use crate::redact::{line, redact};
 use crate::settings::Settings;
@@ -44,6 +45,8 @@ pub enum Kind {
     Recovered,
     /// Nothing failed newly, but ops changed something outside itself this run.
     Info,
+    /// Routine changes held back (`notify_changes: important`), told once they are a day old.
+    Summary,
 }
 
 impl Kind {
@@ -54,6 +57,7 @@ impl Kind {
             Kind::Reminder => "reminder",
             Kind::Recovered => "recovered",
             Kind::Info => "info",
+            Kind::Summary => "summary",
         }
     }
 }
@@ -83,6 +87,7 @@ pub fn after_run(
     state: &State,
     summary: &RunSummary,
     renotify_after: Duration,
+    notify_changes: NotifyChanges,
     host: &str,
     now: i64,
 ) -> anyhow::Result<()> {
@@ -105,7 +110,12 @@ pub fn after_run(
         _ => None,
     };
     let pending = state.unannounced_events(key)?;
-    let Some(kind) = kind.or((!pending.is_empty()).then_some(Kind::Info)) else {
+    let Some(kind) = kind.or(told(notify_changes, &pending, now)) else {
+        if notify_changes == NotifyChanges::None {
+            // Events only: nothing is kept back for a later message.
+            let ids: Vec<i64> = pending.iter().map(|e| e.id).collect();
+            state.mark_announced(&ids, now)?;
+        }
         if failed && streak.failing && streak.signature.is_empty() {
             // A streak from before signatures: learn this one, so the next change is told.
             streak.signature = sig;
@@ -132,13 +142,46 @@ pub fn after_run(
     }
     let ids: Vec<i64> = pending.iter().map(|e| e.id).collect();
     state.mark_announced(&ids, now)?;
-    if kind == Kind::Info {
+    if matches!(kind, Kind::Info | Kind::Summary) {
         return Ok(());
     }
     streak.last_sent = now;
     streak.failing = failed;
     streak.signature = if failed { sig } else { String::new() };
     state.kv_set(NAMESPACE, key, &streak, now)
+}
+
+/// Routine changes held back this long are told in one summary.
+const SUMMARY_AFTER_MS: i64 = 24 * 3_600_000;
+
+/// Whether the changes not told yet make a message of their own, and which (docs/what-ops-changes.md).
+fn told(setting: NotifyChanges, pending: &[EventRecord], now: i64) -> Option<Kind> {
+    match setting {
+        _ if pending.is_empty() => None,
+        NotifyChanges::All => Some(Kind::Info),
+        NotifyChanges::Important if pending.iter().any(|e| important(&e.kind)) => Some(Kind::Info),
+        NotifyChanges::Important if pending.iter().any(|e| now - e.at >= SUMMARY_AFTER_MS) => {
+            Some(Kind::Summary)
+        }
+        NotifyChanges::Important | NotifyChanges::None => None,
+    }
+}
+
+/// The changes a person must know now: anything done to the webapp's Postgres, where runs go
+/// (a worker group, the default), a droplet taken over or replaced because it died, a drain cut
+/// short with runs on it. The rest (scaling between min and max, drained deletes, bake steps, a
+/// planned version roll, the firewall) is routine work inside the operator's own bounds.
+pub fn important(kind: &str) -> bool {
+    kind.starts_with("postgres.")
+        || matches!(
+            kind,
+            "routing.default_changed"
+                | "worker_group.created"
+                | "droplet.adopted"
+                | "droplet.replaced"
+                | "droplet.replacement_created"
+                | "droplet.drain_timed_out"
+        )
 }
 
 /// Lines of task output that only count things (`DigitalOcean requests: 5, Postgres sessions:
@@ -165,7 +208,7 @@ fn cause(summary: &RunSummary) -> Option<String> {
 
 /// Each failed task's lines (none when the run recovered or only changed things).
 fn failed_sections(summary: &RunSummary, kind: Kind) -> Vec<Section> {
-    if matches!(kind, Kind::Recovered | Kind::Info) {
+    if matches!(kind, Kind::Recovered | Kind::Info | Kind::Summary) {
         Vec::new()
     } else {
         summary
@@ -217,6 +260,13 @@ fn digest(
                 1 => "one thing".to_string(),
                 n => format!("{n} things"),
             }
+        ),
+        Kind::Summary => format!(
+            "ℹ️ ops: profile {p}: {} routine change(s) on {host} since {} (told once a day; notify_changes: all tells each)",
+            changes.len(),
+            changes
+                .first()
+                .map_or_else(|| when.clone(), |e| crate::report::local_time(e.at))
         ),
     };
     let mut sections = failed_sections(summary, kind);
@@ -636,6 +686,74 @@ pub fn test_alert(settings: &Settings, host: &str) -> (usize, usize) {
 
 #[cfg(test)]
 mod tests {
+    fn event(kind: &str, at: i64) -> EventRecord {
+        EventRecord {
+            id: at,
+            at,
+            profile: "p".into(),
+            task: "supervisor".into(),
+            kind: kind.into(),
+            message: "m".into(),
+            announced_at: None,
+        }
+    }
+
+    #[test]
+    fn routine_changes_wait_for_an_important_one_or_the_daily_summary() {
+        use NotifyChanges::{All, Important};
+        let now = 10 * SUMMARY_AFTER_MS;
+        let routine = [event("droplet.created", now - 60_000)];
+        assert_eq!(told(All, &routine, now), Some(Kind::Info));
+        assert_eq!(told(Important, &routine, now), None);
+        assert_eq!(told(NotifyChanges::None, &routine, now), None);
+        let with_important = [routine[0].clone(), event("droplet.replaced", now)];
+        assert_eq!(told(Important, &with_important, now), Some(Kind::Info));
+        let a_day_old = [event("droplet.deleted", now - SUMMARY_AFTER_MS)];
+        assert_eq!(told(Important, &a_day_old, now), Some(Kind::Summary));
+        assert_eq!(told(Important, &[], now), None);
+    }
+
+    #[test]
+    fn the_docs_say_which_change_is_which() {
+        let doc = include_str!("../docs/what-ops-changes.md");
+        for kind in [
+            "postgres.setting",
+            "postgres.restarted",
+            "postgres.replica_identity",
+            "postgres.publication",
+            "worker_group.created",
+            "routing.default_changed",
+            "droplet.adopted",
+            "droplet.replaced",
+            "droplet.replacement_created",
+            "droplet.drain_timed_out",
+        ] {
+            assert!(important(kind), "{kind}");
+            assert!(
+                doc.contains(&format!("**`{kind}`**")),
+                "{kind} is not bold in the docs"
+            );
+        }
+        for kind in [
+            "droplet.created",
+            "droplet.deleted",
+            "firewall.created",
+            "firewall.updated",
+            "image.baking",
+            "image.baked",
+        ] {
+            assert!(!important(kind), "{kind}");
+            assert!(
+                doc.contains(&format!("`{kind}`")),
+                "{kind} is not in the docs"
+            );
+            assert!(
+                !doc.contains(&format!("**`{kind}`**")),
+                "{kind} is bold in the docs"
+            );
+        }
+    }
+
     use super::*;
     use crate::summary::TaskSummary;
 

@@ -9,8 +9,7 @@ use serde_json::Value;
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Problem {
     /// `breaker`, `refusing`, `webapp_down`, `routing`, `unowned_droplet`, `unrecorded_drain`,
-    /// `other_group`,
-    /// `orphaned_queue`, `failing_profile`.
+    /// `other_group`, `capped`, `orphaned_queue`, `failing_profile`.
     pub kind: &'static str,
     pub text: String,
     /// The profile it is about, when one is.
@@ -131,6 +130,15 @@ pub fn find(doc: &Value, now_ms: i64) -> Vec<Problem> {
             "runs never reach our supervisors: no default and no project routes to their worker group".into(),
             sup["profile"].as_str(),
             &doc["queue"]["checked_at"],
+        ));
+    }
+    let scale = &doc["supervisor"]["scale"];
+    if let Some(text) = scale["capped"]["text"].as_str() {
+        out.push(problem(
+            "capped",
+            text.to_string(),
+            sup["profile"].as_str(),
+            &doc["supervisor"]["checked_at"],
         ));
     }
     out.extend(orphans(doc, now_ms));

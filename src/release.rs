@@ -201,7 +201,7 @@ pub fn upgrade_reason(source: &Source, old: Option<&str>, new: &str) -> Option<S
     if old == new {
         return None;
     }
-    let verb = if numeric(new) > numeric(old) {
+    let verb = if numbers(new) > numbers(old) {
         "upgraded"
     } else {
         "changed"
@@ -213,7 +213,8 @@ pub fn upgrade_reason(source: &Source, old: Option<&str>, new: &str) -> Option<S
     })
 }
 
-fn numeric(v: &str) -> Vec<u64> {
+/// A release's three numbers, for ordering (`v4.10.0` after `v4.9.0`).
+pub fn numbers(v: &str) -> Vec<u64> {
     v.trim_start_matches('v')
         .split(['.', '-'])
         .take(3)

@@ -148,6 +148,7 @@ fn tell(app: &App, state: &State, profile: &Profile, summary: &RunSummary, host:
         state,
         summary,
         profile.renotify_after,
+        profile.notify_changes,
         host,
         now,
     ) {

@@ -619,6 +619,11 @@ fn scale_metrics(out: &mut String, sc: &store::ScaleStatus) {
         "# HELP ops_supervisor_droplets_wanted Droplets the load wants (clamped to min and max).\n# TYPE ops_supervisor_droplets_wanted gauge\nops_supervisor_droplets_wanted {}\n# HELP ops_supervisor_droplets_serving Droplets serving (not draining).\n# TYPE ops_supervisor_droplets_serving gauge\nops_supervisor_droplets_serving {}\n# HELP ops_supervisor_droplets_min The fleet's lower bound.\n# TYPE ops_supervisor_droplets_min gauge\nops_supervisor_droplets_min {}\n# HELP ops_supervisor_droplets_max The fleet's upper bound.\n# TYPE ops_supervisor_droplets_max gauge\nops_supervisor_droplets_max {}\n",
         sc.wanted, sc.actual, sc.min, sc.max
     );
+    let _ = write!(
+        out,
+        "# HELP ops_supervisor_capped_runs Runs that could start and waited past capped_alert_after while the fleet was at max or the account's droplet limit (0: none).\n# TYPE ops_supervisor_capped_runs gauge\nops_supervisor_capped_runs {}\n",
+        sc.capped.as_ref().map_or(0, |c| c.runs)
+    );
     if let Some(c) = sc.cost_monthly {
         let _ = write!(
             out,

@@ -266,6 +266,8 @@ pub struct TaskCtx<'a> {
 #[derive(Default)]
 pub struct Handoff {
     pub record: std::cell::RefCell<Option<ConfigRecord>>,
+    /// Why extract refused the webapp's values this run (a dry run stores no refusal either).
+    pub refused: std::cell::RefCell<Option<Vec<String>>>,
 }
 
 impl TaskCtx<'_> {

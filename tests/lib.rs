@@ -22,6 +22,7 @@ mod kubernetes;
 mod kubernetes_contract;
 mod monitoring;
 mod operator;
+mod operator2;
 mod ownership;
 mod railway_schema;
 mod release;

@@ -58,7 +58,7 @@ fn an_image_source_with_a_release_tag_sets_the_supervisor_version() {
         .expect_stdout("changed since the last extraction: webapp version v4.5.12 → v4.5.10");
     f.run(&["run", "health"])
         .expect_code(0)
-        .expect_stdout("supervisor version v4.5.10 (the webapp's)");
+        .expect_stdout("supervisor version v4.5.10 (the webapp's, read from Railway ");
     assert!(user_data(&f, 0).contains("image: ghcr.io/triggerdotdev/supervisor:v4.5.10"));
     assert!(tags(&f, 0).contains(&"ops-version:v4_5_10".to_string()));
 

@@ -203,6 +203,8 @@ fn a_postgres_restart_waits_for_its_window_is_announced_before_it_starts_and_is_
 #[test]
 fn a_dry_run_records_no_event_and_tells_nobody() {
     let f = fleet("boot_grace: 10m");
+    // Every change told: the first create and the firewall are routine otherwise.
+    crate::operator2::notify_changes(&f, "all");
     let hook = webhook();
     let mut f = f;
     f.s.ops
@@ -243,6 +245,7 @@ fn a_dry_run_records_no_event_and_tells_nobody() {
 #[test]
 fn the_breaker_opening_is_a_new_message_before_renotify_after_and_recovery_says_what_ops_did() {
     let mut f = fleet("boot_grace: 10m, stale_after: 1s, unhealthy_after: 2, max_replacements: 1");
+    crate::operator2::notify_changes(&f, "all");
     let hook = webhook();
     f.s.ops
         .env("OPS_WEBHOOK_URL", &format!("{}/hook", hook.url()));

@@ -97,10 +97,7 @@ pub fn freshness(
     refresh: Duration,
     forced: bool,
 ) -> Freshness {
-    let Some(age) = age_ms else {
-        return Freshness::Stale { note: None };
-    };
-    if forced {
+    if forced && age_ms.is_some() {
         return Freshness::Stale {
             note: Some("--refresh: reading Railway whatever the record's age".into()),
         };
@@ -110,6 +107,9 @@ pub fn freshness(
             note: Some("the last extraction's checks failed: reading Railway again (the refresh interval applies to good records only)".into()),
         };
     }
+    let Some(age) = age_ms else {
+        return Freshness::Stale { note: None };
+    };
     if same_token && age >= 0 && (age as u128) < refresh.as_millis() {
         Freshness::Fresh { age_ms: age }
     } else {

@@ -16,6 +16,8 @@ use super::plan;
 pub const NAMESPACE: &str = "config";
 
 pub(super) const RECORD_KEY: &str = "record";
+/// The last extraction's refusal of the webapp's values ([`Refusal`]).
+pub(super) const REFUSED_KEY: &str = "refused";
 
 pub(super) const TOKEN_KEY: &str = "worker_token";
 
@@ -262,4 +264,21 @@ pub(super) fn stored_values(old: &StoredRecord, sealer: Option<&Sealer>) -> plan
             .and_then(|p| open(FIELD_REGISTRY, p)),
         version: old.webapp_version.clone(),
     }
+}
+
+/// Why extract refused the webapp's values (an origin no droplet can reach, a published
+/// secret): the supervisor deploys nothing until an extraction accepts them.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Refusal {
+    pub at: i64,
+    pub reasons: Vec<String>,
+}
+
+/// The standing refusal, if the last extraction refused the webapp's values.
+pub fn refusal_of(state: &State) -> Option<Refusal> {
+    state
+        .kv_get::<Refusal>(NAMESPACE, REFUSED_KEY)
+        .ok()
+        .flatten()
+        .map(|(r, _)| r)
 }

@@ -29,6 +29,9 @@ pub(super) fn lookup(ctx: &TaskCtx, token: &str) -> anyhow::Result<Option<TokenL
 pub(super) struct OriginChecks {
     pub(super) origin: String,
     pub(super) failures: Vec<String>,
+    /// The failures that are the values' own (an origin no droplet can reach, a published
+    /// secret), not the webapp's state now: nothing is deployed from such values.
+    pub(super) refused: Vec<String>,
     pub(super) lines: Vec<String>,
     /// Whether TRIGGER_ADMIN_TOKEN may go there; `Err` says why not.
     pub(super) admin: Result<(), String>,
@@ -44,11 +47,15 @@ pub(super) fn origin_checks(
     webapp: &str,
 ) -> OriginChecks {
     let mut failures = plan::value_checks(secret, api_origin, webapp);
+    let mut refused = failures.clone();
     let mut lines = Vec::new();
     // Only an origin a droplet can reach is resolved, asked, or handed a token.
     let observed = if is_public_url(api_origin) {
         observe_origin(api_origin, webapp)
-            .map_err(|e| failures.push(e))
+            .map_err(|e| {
+                refused.push(e.clone());
+                failures.push(e)
+            })
             .ok()
     } else {
         None
@@ -70,7 +77,12 @@ pub(super) fn origin_checks(
                 Ok(()) => {}
                 // Without the health check an unresolved host is only the admin API's concern.
                 Err(_) if !opts.check_webapp && matches!(res, Resolution::Unresolved(_)) => {}
-                Err(why) => failures.push(why),
+                Err(why) => {
+                    if !matches!(res, Resolution::Unresolved(_)) {
+                        refused.push(why.clone());
+                    }
+                    failures.push(why)
+                }
             }
             origin::admin_token_allowed(api_origin, &parsed, &res, &failures)
         }
@@ -81,6 +93,7 @@ pub(super) fn origin_checks(
     OriginChecks {
         origin: api_origin.to_string(),
         failures,
+        refused,
         lines,
         admin,
     }

@@ -174,7 +174,8 @@ fn act(at: &At, action: &Action, replacements: &mut Vec<i64>) -> anyhow::Result<
             let (done, applied, counted) =
                 delete(at.ctx, at.api, at.spec, *id, name, reason, *replacement)?;
             if applied {
-                at.ctx.changed("droplet.deleted", done.clone());
+                at.ctx
+                    .changed(delete_kind(*replacement, reason), done.clone());
             }
             if counted {
                 count_replacement(at.ctx, replacements, at.now)?;
@@ -219,6 +220,20 @@ fn act(at: &At, action: &Action, replacements: &mut Vec<i64>) -> anyhow::Result<
             (done, true)
         }
     })
+}
+
+/// The event of a delete: a replacement the circuit breaker counts (a dead droplet) and a drain
+/// cut short with runs on it are for a person now (`notify::important`); the rest is routine.
+fn delete_kind(replacement: bool, reason: &str) -> &'static str {
+    if replacement {
+        "droplet.replaced"
+    } else if reason.starts_with(super::drain::TIMED_OUT)
+        && reason.contains(super::drain::RUNS_LEFT)
+    {
+        "droplet.drain_timed_out"
+    } else {
+        "droplet.deleted"
+    }
 }
 
 /// Re-reads before deleting: acts only on a droplet that still carries both tags and that ops
@@ -373,7 +388,11 @@ fn create(
     };
     owned::created(ctx, d.id, &d.name)?;
     ctx.changed(
-        "droplet.created",
+        if made.counted {
+            "droplet.replacement_created"
+        } else {
+            "droplet.created"
+        },
         format!(
             "created droplet {} (id {}{from}): {}",
             d.name, d.id, made.reason

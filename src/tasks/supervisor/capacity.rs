@@ -48,6 +48,8 @@ impl Bounds {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Wanted {
     pub count: usize,
+    /// What the load needs before the bounds clamp it.
+    pub need: usize,
     /// Runs that could start now (waiting past `scale_out_after`, not held back).
     pub startable: u64,
     /// Runs waiting past `scale_out_after` that a limit or a pause holds back.
@@ -154,6 +156,7 @@ pub fn wanted(
     }
     Wanted {
         count,
+        need,
         startable: can,
         held,
         executing: executing.len() as u64,
@@ -177,6 +180,31 @@ pub struct ScaleStatus {
     pub cost_monthly_at_max: Option<f64>,
     #[serde(default)]
     pub scales: bool,
+    /// Droplets the load needs before the bounds clamp it, and the runs that could start.
+    #[serde(default)]
+    pub need: usize,
+    #[serde(default)]
+    pub startable: u64,
+    /// The droplets the account's limit left room for, when it was asked this run.
+    #[serde(default)]
+    pub room: Option<usize>,
+    /// Runs wait because the fleet cannot grow ([`super::capped`]).
+    #[serde(default)]
+    pub capped: Option<super::capped::Capped>,
+}
+
+impl ScaleStatus {
+    /// What the capped judgment reads of this verdict, with the oldest wait in our queues.
+    pub fn capped_facts(&self, oldest_wait_secs: Option<f64>) -> super::capped::Facts {
+        super::capped::Facts {
+            startable: self.startable,
+            need: self.need,
+            max: self.max,
+            room: self.room,
+            serving: self.actual,
+            oldest_wait_secs,
+        }
+    }
 }
 
 /// DigitalOcean makes at most this many droplets at a time.
@@ -273,6 +301,7 @@ pub fn scale(
         load.needs,
     );
     seen.wanted = w.count;
+    (seen.need, seen.startable) = (w.need, w.startable);
     seen.why = match w.count.cmp(&actual) {
         std::cmp::Ordering::Greater => format!("scale out {actual} → {}: {}", w.count, w.why),
         std::cmp::Ordering::Less => format!(

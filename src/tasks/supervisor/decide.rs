@@ -114,7 +114,9 @@ fn scale(i: &Inputs, cloud: &dyn Cloud, size: &str) -> (ScaleStatus, usize) {
     if extra == 0 {
         return (status, 0);
     }
-    let (extra, note) = capacity::room_cap(extra, cloud.room());
+    let room = cloud.room();
+    status.room = room.as_ref().ok().copied();
+    let (extra, note) = capacity::room_cap(extra, room);
     status.why.push_str(&note.unwrap_or_default());
     (status, extra)
 }

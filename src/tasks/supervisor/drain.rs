@@ -79,6 +79,11 @@ fn named(runs: &[String]) -> String {
     s
 }
 
+/// How the delete of a droplet whose drain ran out of time begins.
+pub const TIMED_OUT: &str = "drain timeout";
+/// In that reason, what says runs were still on it.
+pub const RUNS_LEFT: &str = "still on it will be retried";
+
 /// The next step for a draining droplet.
 pub fn step(f: &Facts) -> Step {
     let elapsed_ms = (f.now_ms - f.drain.started_ms).max(0);
@@ -104,14 +109,14 @@ pub fn step(f: &Facts) -> Step {
         let runs = match f.runs {
             Some([]) => "no run is known to execute on it".to_string(),
             Some(r) => format!(
-                "{} run(s) still on it will be retried by Trigger.dev from the start: {}",
+                "{} run(s) {RUNS_LEFT} by Trigger.dev from the start: {}",
                 r.len(),
                 named(r)
             ),
             None => "the runs on it are unknown this run (no webapp view)".to_string(),
         };
         return Step::Delete(format!(
-            "drain timeout ({}) passed ({}): {runs}",
+            "{TIMED_OUT} ({}) passed ({}): {runs}",
             duration::format(f.timeout),
             f.drain.reason
         ));

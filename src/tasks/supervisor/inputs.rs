@@ -115,6 +115,8 @@ pub fn visibility_problem(s: &Settings) -> Option<&'static str> {
 pub struct Inputs<'a> {
     pub token: &'a Secret,
     pub record: ConfigRecord,
+    /// Extract read the record from Railway earlier in this run (a fresh reading itself).
+    pub record_fresh: bool,
     pub bounds: capacity::Bounds,
     /// SUPERVISOR_SIZE=auto: the size grows to fit the runs.
     pub auto: bool,
@@ -139,13 +141,7 @@ pub fn resolve<'a>(opts: &SupervisorOptions, ctx: &TaskCtx<'a>) -> anyhow::Resul
     let token = s.digitalocean_token.as_ref().ok_or_else(|| {
         crate::exit::not_configured("set DIGITALOCEAN_TOKEN (a read/write API token from cloud.digitalocean.com/account/api/tokens)")
     })?;
-    let handed = ctx.handoff.record.borrow().clone();
-    let record = match (handed, ctx.state) {
-        (Some(r), _) => Some(r),
-        (None, Some(st)) => extract::load_record(st, ctx.state_dir, s)?,
-        (None, None) => None,
-    }
-    .ok_or_else(|| anyhow::anyhow!("no config record yet: run the extract task first (put extract before supervisor in the profile, or `ops run extract`)"))?;
+    let (record, record_fresh) = accepted_record(ctx)?;
     if let Some(why) = visibility_problem(s) {
         return Err(crate::exit::config_error(why));
     }
@@ -156,8 +152,74 @@ pub fn resolve<'a>(opts: &SupervisorOptions, ctx: &TaskCtx<'a>) -> anyhow::Resul
     Ok(Inputs {
         token,
         record,
+        record_fresh,
         bounds,
         auto,
         size,
     })
+}
+
+/// The record extract read earlier in this profile run (stored, or planned in a dry run), else
+/// the stored one; never values extract refused (this run, or the last extraction). True when
+/// extract read it from Railway in this run.
+fn accepted_record(ctx: &TaskCtx) -> anyhow::Result<(ConfigRecord, bool)> {
+    let handed = ctx.handoff.record.borrow().clone();
+    if handed.is_none() {
+        let refused = ctx
+            .handoff
+            .refused
+            .borrow()
+            .clone()
+            .or_else(|| ctx.state.and_then(extract::refusal_of).map(|r| r.reasons));
+        if let Some(r) = refused {
+            anyhow::bail!(
+                "the webapp's config was refused by extract, so nothing is deployed from it: {}; then `ops run extract` (the fleet is left as it is)",
+                r.join("; ")
+            );
+        }
+    }
+    match (handed, ctx.state) {
+        (Some(r), _) => Some((r, true)),
+        (None, Some(st)) => {
+            extract::load_record(st, ctx.state_dir, ctx.settings)?.map(|r| (r, false))
+        }
+        (None, None) => None,
+    }
+    .ok_or_else(|| anyhow::anyhow!("no config record yet: run the extract task first (put extract before supervisor in the profile, or `ops run extract`)"))
+}
+
+/// The webapp version this run goes by: the record's, unless that would change the fleet's
+/// version, when Railway is asked once ([`super::version`]); a fresh reading is kept in the
+/// record. Returns the line saying where the version came from, when the usual one does not.
+pub fn settle_version(
+    ctx: &TaskCtx,
+    input: &mut Inputs,
+    obs: &plan::Observation,
+) -> Option<String> {
+    use super::version;
+    let running: Vec<String> = obs
+        .droplets
+        .iter()
+        .filter(|d| !d.draining())
+        .filter_map(|d| d.version.clone())
+        .collect();
+    let facts = version::Facts {
+        pin: ctx.settings.trigger_version.as_deref(),
+        recorded: input.record.webapp_version.as_deref(),
+        record_age_ms: crate::state::now_ms() - input.record.extracted_at,
+        record_fresh: input.record_fresh,
+        running: &running,
+    };
+    let reading = version::needs_reading(&facts)
+        .then(|| extract::webapp_release_now(ctx).map_err(|e| format!("{e:#}")));
+    if let (Some(Ok(r)), false) = (&reading, ctx.dry_run) {
+        if r.version.is_some() {
+            if let Err(e) = extract::note_webapp_release(ctx, r) {
+                log::warn!("the webapp's version read now was not kept: {e:#}");
+            }
+        }
+    }
+    let (v, line) = version::settle(&facts, reading);
+    input.record.webapp_version = v;
+    line
 }

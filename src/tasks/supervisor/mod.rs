@@ -13,11 +13,14 @@ use crate::clients::digitalocean::DigitalOcean;
 use crate::clients::http::Http;
 use crate::config::SupervisorOptions;
 use crate::release;
+use crate::state::now_ms;
 use crate::task::{Outcome, TaskCtx};
 
 pub mod action;
 pub mod apply;
 pub mod capacity;
+pub mod capped;
+pub mod catalog;
 pub mod decide;
 pub mod diff;
 pub mod disk;
@@ -37,6 +40,7 @@ pub mod presets;
 pub mod sim;
 pub mod spec;
 pub mod store;
+pub mod version;
 pub mod webapp;
 
 pub use inputs::{deployment_tag, spec_tag, visibility_problem, AUTO_DEFAULT_SIZE};
@@ -44,12 +48,19 @@ pub use plan::{Streak, MANAGED_TAG};
 
 pub fn run(opts: &SupervisorOptions, ctx: &TaskCtx) -> anyhow::Result<Outcome> {
     let s = ctx.settings;
-    let input = inputs::resolve(opts, ctx)?;
+    let mut input = inputs::resolve(opts, ctx)?;
     let http = Http::new();
     let api = DigitalOcean::new(&http, &s.digitalocean_api_url, input.token, ctx.deadline);
-    let spec = |size: &str| inputs::spec(opts, ctx, &input.record, size, input.bounds);
-    let world = observe::observe(ctx, &api, &http, opts, &spec(&input.size), &input.record)?;
     let account = observe::Account::new(ctx, &api);
+    observe::check_catalog(ctx, &api, &account, &input.size)?;
+    let listed = inputs::spec(opts, ctx, &input.record, &input.size, input.bounds);
+    let world = observe::observe(ctx, &api, &http, opts, &listed, &input.record)?;
+    let version_line = inputs::settle_version(ctx, &mut input, &world.obs);
+    let spec = |size: &str| {
+        let mut spec = inputs::spec(opts, ctx, &input.record, size, input.bounds);
+        spec.version_line = version_line.clone().unwrap_or(spec.version_line);
+        spec
+    };
     let mut decision = decide::decide(
         &decide::Inputs {
             obs: &world.obs,
@@ -64,6 +75,11 @@ pub fn run(opts: &SupervisorOptions, ctx: &TaskCtx) -> anyhow::Result<Outcome> {
         },
         &account,
     );
+    let prev =
+        store::load::<store::ScaleStatus>(ctx.state, store::SCALE_KEY).and_then(|p| p.capped);
+    let oldest = world.flow.as_ref().and_then(observe::oldest_wait);
+    let facts = decision.scale.capped_facts(oldest);
+    decision.scale.capped = capped::judge(&facts, opts.capped_alert_after, prev.as_ref(), now_ms());
     let disks = observe::disks(ctx, &api, &mut decision.plan);
     let mut found = world.flow.as_ref().map(|f| webapp::judge_flow(opts, f));
     decide::findings(&mut decision.plan, &mut decision.fit, found.as_mut());
@@ -87,6 +103,7 @@ pub fn run(opts: &SupervisorOptions, ctx: &TaskCtx) -> anyhow::Result<Outcome> {
         scale: decision.scale.clone(),
         disks,
     };
+    let capped = decision.scale.capped.clone();
     let mut outcome = apply::apply(
         decision.plan,
         &decision.spec,
@@ -99,6 +116,10 @@ pub fn run(opts: &SupervisorOptions, ctx: &TaskCtx) -> anyhow::Result<Outcome> {
     outcome
         .warnings
         .extend(marks::warnings(&world.obs.droplets, &world.obs.owned));
+    // A capped episode is warned of on the run it begins only.
+    outcome
+        .warnings
+        .extend(capped.filter(|_| prev.is_none()).map(|c| c.text));
     outcome.summary = Some(format!(
         "{healthy}/{} healthy{waiting}",
         decision.spec.count

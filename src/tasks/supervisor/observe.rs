@@ -20,9 +20,11 @@ use crate::tasks::extract;
 use super::decide::Cloud;
 use super::facts::{Instance, Machine, Power};
 use super::plan::{self, Heartbeat, Observation, Spec, View, MANAGED_TAG};
-use super::store::{self, built_key, disk_key, droplet_key, load, Breaker, BREAKER_KEY, SIZES_KEY};
+use super::store::{
+    self, built_key, disk_key, droplet_key, load, Breaker, BREAKER_KEY, CATALOG_KEY, SIZES_KEY,
+};
 use super::webapp::{self, FlowRead};
-use super::{diff, disk, drain, owned};
+use super::{catalog, diff, disk, drain, owned};
 
 /// DigitalOcean's sizes change rarely: asked again at most daily, and only when a run needs a
 /// preset larger than small-1x (or SUPERVISOR_SIZE=auto).
@@ -347,4 +349,65 @@ pub fn counts(w: &World, api: &DigitalOcean) -> String {
             ""
         }
     )
+}
+
+/// SUPERVISOR_SIZE (as resolved), SUPERVISOR_REGION and SUPERVISOR_IMAGE against DigitalOcean's
+/// lists before anything is planned ([`catalog`]): a wrong one is a configuration error (exit
+/// 2). A passed combination is kept a day; lists that cannot be read leave it to the next run.
+pub fn check_catalog(
+    ctx: &TaskCtx,
+    api: &DigitalOcean,
+    account: &Account,
+    size: &str,
+) -> anyhow::Result<()> {
+    let s = ctx.settings;
+    let now = now_ms();
+    let want = catalog::Checked {
+        size: size.to_string(),
+        region: s.supervisor_region.clone(),
+        image: s.supervisor_image.clone(),
+        at_ms: now,
+    };
+    if load::<catalog::Checked>(ctx.state, CATALOG_KEY).is_some_and(|c| c.covers(&want, now)) {
+        return Ok(());
+    }
+    let read = known_sizes(ctx, api, &mut account.fetched.borrow_mut())
+        .map_err(|e| anyhow::anyhow!(e))
+        .and_then(|sizes| Ok((sizes, api.regions()?, api.image(&want.image)?)));
+    let (sizes, regions, image) = match read {
+        Ok(r) => r,
+        Err(e) => {
+            log::warn!("SUPERVISOR_SIZE, SUPERVISOR_REGION and SUPERVISOR_IMAGE not checked this run: {e:#}");
+            return Ok(());
+        }
+    };
+    let lists = catalog::Lists {
+        sizes: &sizes,
+        regions: &regions,
+        image: image.as_ref(),
+    };
+    let problems = catalog::problems(&want, &lists);
+    if !problems.is_empty() {
+        return Err(crate::exit::config_error(problems.join("; ")));
+    }
+    if !ctx.dry_run {
+        store::save(ctx, CATALOG_KEY, &want, now)?;
+    }
+    Ok(())
+}
+
+/// How long the oldest run waiting in our group's queues has waited (`None`: none, or no read).
+pub fn oldest_wait(f: &FlowRead) -> Option<f64> {
+    let ours = &f.ours.master_queue;
+    f.queues
+        .as_ref()
+        .ok()?
+        .depths
+        .iter()
+        .filter(|d| {
+            d.pending > 0
+                && (&d.queue == ours || d.queue.strip_suffix(":scheduled") == Some(ours.as_str()))
+        })
+        .map(|d| d.oldest_wait_secs)
+        .reduce(f64::max)
 }

@@ -11,6 +11,8 @@
 //! | `sizes`              | DigitalOcean's sizes, kept a day                 | apply      |
 //! | `auto_size`          | the size SUPERVISOR_SIZE=auto settled on         | apply      |
 //! | `scale`              | [`ScaleStatus`]: the load's verdict and cost     | apply      |
+//! | `catalog_checked`    | `catalog::Checked`: the values DigitalOcean's    | observe    |
+//! |                      | lists passed, kept a day                         |            |
 //! | `created`            | `owned::Record`: the droplets ops created      | owned      |
 //! | `image`              | `image::Baked`: the baked image's record (read | image      |
 //! |                      | through `image::stored`: image.rs keeps it)      |            |
@@ -44,6 +46,8 @@ pub const SCAN_KEY: &str = "queue_scan";
 pub const SIZES_KEY: &str = "sizes";
 pub const AUTO_SIZE_KEY: &str = "auto_size";
 pub const SCALE_KEY: &str = "scale";
+/// The size, region and image DigitalOcean's lists last passed (`catalog::Checked`).
+pub const CATALOG_KEY: &str = "catalog_checked";
 /// The ownership record (not under `droplet:`, which [`prune`] clears).
 pub const CREATED_KEY: &str = "created";
 pub const IMAGE_KEY: &str = "image";
