@@ -132,15 +132,7 @@ pub fn find(doc: &Value, now_ms: i64) -> Vec<Problem> {
             &doc["queue"]["checked_at"],
         ));
     }
-    let scale = &doc["supervisor"]["scale"];
-    if let Some(text) = scale["capped"]["text"].as_str() {
-        out.push(problem(
-            "capped",
-            text.to_string(),
-            sup["profile"].as_str(),
-            &doc["supervisor"]["checked_at"],
-        ));
-    }
+    out.extend(capped(doc));
     out.extend(orphans(doc, now_ms));
     for p in doc["profiles"].as_array().into_iter().flatten() {
         let last = &p["last_run"];
@@ -164,6 +156,17 @@ pub fn find(doc: &Value, now_ms: i64) -> Vec<Problem> {
         ));
     }
     out
+}
+
+/// Runs waiting on a fleet that cannot grow (at `max`, or the account's droplet limit).
+fn capped(doc: &Value) -> Option<Problem> {
+    let text = doc["supervisor"]["scale"]["capped"]["text"].as_str()?;
+    Some(problem(
+        "capped",
+        text.to_string(),
+        doc["supervisor_run"]["profile"].as_str(),
+        &doc["supervisor"]["checked_at"],
+    ))
 }
 
 /// Queues with waiting runs that no supervisor serves.

@@ -36,12 +36,14 @@ use plan::{Action, Freshness, LogsToken, TokenChoice, Verdict};
 use store::{
     cached_token, record_fingerprint, reseal_legacy, sealer, stored_values, token_hash,
     StoredRecord, StoredToken, DEFAULT_PENDING_KEY, FIELD_REGISTRY, FIELD_SECRET, FIELD_TOKEN,
-    LEGACY_DONE_KEY, RECORD_KEY, REFUSED_KEY, TOKEN_KEY,
+    LEGACY_DONE_KEY, RECORD_KEY, TOKEN_KEY,
 };
 pub use store::{
-    load_record, record_info, refusal_of, token_info, RecordInfo, Refusal, TokenInfo, NAMESPACE,
+    load_record, note_webapp_release, record_info, refusal_of, token_info, RecordInfo, Refusal,
+    TokenInfo, NAMESPACE,
 };
 pub(crate) use webapp::webapp_client;
+pub use webapp::webapp_release_now;
 use webapp::{
     create_worker_group, lookup, observe_origin, origin_checks, serving, Created, OriginChecks,
 };
@@ -209,7 +211,7 @@ fn fresh(
     let verdict = check_token(ctx, token, now, &mut report)?;
     let checks = origin_checks(ctx, opts, &secret, &rec.api_origin, &rec.webapp_service);
     report.lines.extend(checks.lines);
-    refusal(ctx, &checks.refused, &mut report)?;
+    report.lines.extend(store::refusal(ctx, &checks.refused)?);
     let mut failures = checks.failures;
     failures.extend(verdict.failure.clone());
     let group_changed = verdict.group.is_some() && verdict.group != rec.worker_group;
@@ -589,7 +591,7 @@ fn keep(
     refused: &[String],
     report: &mut Report,
 ) -> anyhow::Result<()> {
-    refusal(ctx, refused, report)?;
+    report.lines.extend(store::refusal(ctx, refused)?);
     if refused.is_empty() {
         return store(ctx, draft, stored.as_ref(), sealer, report);
     }
@@ -597,68 +599,6 @@ fn keep(
         old.failed = true;
         ctx.writable_state()?
             .kv_set(NAMESPACE, RECORD_KEY, &old, draft.now)?;
-    }
-    Ok(())
-}
-
-/// Keeps this extraction's verdict on the values: a refusal (stored, or in a dry run handed to
-/// the supervisor) or, when they pass, the end of one.
-fn refusal(ctx: &TaskCtx, refused: &[String], report: &mut Report) -> anyhow::Result<()> {
-    if refused.is_empty() {
-        if !ctx.dry_run {
-            ctx.writable_state()?.kv_delete(NAMESPACE, REFUSED_KEY)?;
-        }
-        return Ok(());
-    }
-    report.lines.push(
-        "config record refused (not stored): the webapp's values failed the checks above; no supervisor is deployed from them until an extraction accepts them".into(),
-    );
-    *ctx.handoff.refused.borrow_mut() = Some(refused.to_vec());
-    if !ctx.dry_run {
-        let r = Refusal {
-            at: now_ms(),
-            reasons: refused.to_vec(),
-        };
-        ctx.writable_state()?
-            .kv_set(NAMESPACE, REFUSED_KEY, &r, r.at)?;
-    }
-    Ok(())
-}
-
-/// The webapp's release as Railway says it now: one request, by the stored record's service id.
-/// A version change is decided only on such a reading, never on the record's copy.
-pub fn webapp_release_now(ctx: &TaskCtx) -> anyhow::Result<crate::release::WebappRelease> {
-    let s = ctx.settings;
-    let Some(auth) = s.railway_token.as_ref() else {
-        bail!("no Railway token (RAILWAY_API_TOKEN or RAILWAY_TOKEN) to read it with");
-    };
-    let (project, environment) = s.railway_ids()?;
-    let (rec, _) = ctx
-        .state
-        .map(|st| st.kv_get::<StoredRecord>(NAMESPACE, RECORD_KEY))
-        .transpose()?
-        .flatten()
-        .ok_or_else(|| anyhow!("no stored config record names the webapp's service"))?;
-    let http = Http::new();
-    let railway = Railway::new(&http, &s.railway_api_url, (auth.0, &auth.1), ctx.deadline);
-    // The variables come along in the same request; none is kept or shown.
-    let (_, instance) = railway.webapp(project, environment, &rec.webapp_service_id)?;
-    Ok(instance.release())
-}
-
-/// Keeps a fresh reading of the webapp's release in the stored record (a real run), so the next
-/// runs need not ask again.
-pub fn note_webapp_release(
-    ctx: &TaskCtx,
-    release: &crate::release::WebappRelease,
-) -> anyhow::Result<()> {
-    let st = ctx.writable_state()?;
-    if let Some((mut rec, _)) = st.kv_get::<StoredRecord>(NAMESPACE, RECORD_KEY)? {
-        if rec.webapp_version != release.version {
-            rec.webapp_version = release.version.clone();
-            rec.webapp_release = Some(release.origin.clone());
-            st.kv_set(NAMESPACE, RECORD_KEY, &rec, now_ms())?;
-        }
     }
     Ok(())
 }

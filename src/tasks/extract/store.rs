@@ -282,3 +282,44 @@ pub fn refusal_of(state: &State) -> Option<Refusal> {
         .flatten()
         .map(|(r, _)| r)
 }
+
+/// Keeps a fresh reading of the webapp's release in the stored record (a real run), so the next
+/// runs need not ask again.
+pub fn note_webapp_release(
+    ctx: &crate::task::TaskCtx,
+    release: &crate::release::WebappRelease,
+) -> anyhow::Result<()> {
+    let st = ctx.writable_state()?;
+    if let Some((mut rec, _)) = st.kv_get::<StoredRecord>(NAMESPACE, RECORD_KEY)? {
+        if rec.webapp_version != release.version {
+            rec.webapp_version = release.version.clone();
+            rec.webapp_release = Some(release.origin.clone());
+            st.kv_set(NAMESPACE, RECORD_KEY, &rec, crate::state::now_ms())?;
+        }
+    }
+    Ok(())
+}
+
+/// Keeps this extraction's verdict on the values: a refusal (stored, or in a dry run handed to
+/// the supervisor) and the line saying so, or, when they pass, the end of one.
+pub(super) fn refusal(
+    ctx: &crate::task::TaskCtx,
+    refused: &[String],
+) -> anyhow::Result<Option<String>> {
+    if refused.is_empty() {
+        if !ctx.dry_run {
+            ctx.writable_state()?.kv_delete(NAMESPACE, REFUSED_KEY)?;
+        }
+        return Ok(None);
+    }
+    *ctx.handoff.refused.borrow_mut() = Some(refused.to_vec());
+    if !ctx.dry_run {
+        let r = Refusal {
+            at: crate::state::now_ms(),
+            reasons: refused.to_vec(),
+        };
+        ctx.writable_state()?
+            .kv_set(NAMESPACE, REFUSED_KEY, &r, r.at)?;
+    }
+    Ok(Some("config record refused (not stored): the webapp's values failed the checks above; no supervisor is deployed from them until an extraction accepts them".into()))
+}

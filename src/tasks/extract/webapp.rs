@@ -265,3 +265,34 @@ pub(super) struct Created {
     pub(super) id: String,
     pub(super) name: String,
 }
+
+/// The webapp's release as Railway says it now: one request, by the stored record's service id.
+/// A version change is decided only on such a reading, never on the record's copy.
+pub fn webapp_release_now(ctx: &TaskCtx) -> anyhow::Result<crate::release::WebappRelease> {
+    let s = ctx.settings;
+    let Some(auth) = s.railway_token.as_ref() else {
+        bail!("no Railway token (RAILWAY_API_TOKEN or RAILWAY_TOKEN) to read it with");
+    };
+    let (project, environment) = s.railway_ids()?;
+    let (rec, _) = ctx
+        .state
+        .map(|st| {
+            st.kv_get::<super::store::StoredRecord>(
+                super::store::NAMESPACE,
+                super::store::RECORD_KEY,
+            )
+        })
+        .transpose()?
+        .flatten()
+        .ok_or_else(|| anyhow!("no stored config record names the webapp's service"))?;
+    let http = Http::new();
+    let railway = crate::clients::railway::Railway::new(
+        &http,
+        &s.railway_api_url,
+        (auth.0, &auth.1),
+        ctx.deadline,
+    );
+    // The variables come along in the same request; none is kept or shown.
+    let (_, instance) = railway.webapp(project, environment, &rec.webapp_service_id)?;
+    Ok(instance.release())
+}

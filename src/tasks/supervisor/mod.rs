@@ -75,11 +75,7 @@ pub fn run(opts: &SupervisorOptions, ctx: &TaskCtx) -> anyhow::Result<Outcome> {
         },
         &account,
     );
-    let prev =
-        store::load::<store::ScaleStatus>(ctx.state, store::SCALE_KEY).and_then(|p| p.capped);
-    let oldest = world.flow.as_ref().and_then(observe::oldest_wait);
-    let facts = decision.scale.capped_facts(oldest);
-    decision.scale.capped = capped::judge(&facts, opts.capped_alert_after, prev.as_ref(), now_ms());
+    let capped_warning = judge_capped(ctx, opts, &mut decision.scale, &world);
     let disks = observe::disks(ctx, &api, &mut decision.plan);
     let mut found = world.flow.as_ref().map(|f| webapp::judge_flow(opts, f));
     decide::findings(&mut decision.plan, &mut decision.fit, found.as_mut());
@@ -103,7 +99,6 @@ pub fn run(opts: &SupervisorOptions, ctx: &TaskCtx) -> anyhow::Result<Outcome> {
         scale: decision.scale.clone(),
         disks,
     };
-    let capped = decision.scale.capped.clone();
     let mut outcome = apply::apply(
         decision.plan,
         &decision.spec,
@@ -116,10 +111,7 @@ pub fn run(opts: &SupervisorOptions, ctx: &TaskCtx) -> anyhow::Result<Outcome> {
     outcome
         .warnings
         .extend(marks::warnings(&world.obs.droplets, &world.obs.owned));
-    // A capped episode is warned of on the run it begins only.
-    outcome
-        .warnings
-        .extend(capped.filter(|_| prev.is_none()).map(|c| c.text));
+    outcome.warnings.extend(capped_warning);
     outcome.summary = Some(format!(
         "{healthy}/{} healthy{waiting}",
         decision.spec.count
@@ -132,4 +124,23 @@ pub fn run(opts: &SupervisorOptions, ctx: &TaskCtx) -> anyhow::Result<Outcome> {
     outcome.detail.extend(found.and_then(|f| f.detail));
     outcome.detail.push(observe::counts(&world, &api));
     Ok(outcome)
+}
+
+/// Whether runs wait on a fleet that cannot grow ([`capped`]), kept in the load's verdict; the
+/// warning on the run an episode begins only.
+fn judge_capped(
+    ctx: &TaskCtx,
+    opts: &SupervisorOptions,
+    scale: &mut store::ScaleStatus,
+    world: &observe::World,
+) -> Option<String> {
+    let prev =
+        store::load::<store::ScaleStatus>(ctx.state, store::SCALE_KEY).and_then(|p| p.capped);
+    let facts = scale.capped_facts(world.flow.as_ref().and_then(observe::oldest_wait));
+    scale.capped = capped::judge(&facts, opts.capped_alert_after, prev.as_ref(), now_ms());
+    scale
+        .capped
+        .as_ref()
+        .filter(|_| prev.is_none())
+        .map(|c| c.text.clone())
 }
