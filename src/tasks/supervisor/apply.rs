@@ -211,6 +211,7 @@ fn act(at: &At, action: &Action, replacements: &mut Vec<i64>) -> anyhow::Result<
                     name,
                     reason,
                     baked: at.baked,
+                    standby: standby_for.is_some(),
                 },
             )?;
             // A replacement made before its droplet goes (make before break) counts now.
@@ -332,6 +333,8 @@ struct CreateRequest<'a> {
     name: &'a str,
     reason: &'a str,
     baked: Option<u64>,
+    /// It replaces a failing droplet (make before break): an event a person is told of.
+    standby: bool,
 }
 
 /// Creates one droplet with our tags and the user-data. From the baked image when
@@ -388,7 +391,7 @@ fn create(
     };
     owned::created(ctx, d.id, &d.name)?;
     ctx.changed(
-        if made.counted {
+        if made.standby {
             "droplet.replacement_created"
         } else {
             "droplet.created"
