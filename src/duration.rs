@@ -67,14 +67,23 @@ pub fn since(text: &str, now_ms: i64) -> Result<i64, String> {
     ))
 }
 
-/// `1h30m`, `45s`, `120ms`: the shortest exact form.
+/// A duration as a person reads it: `120ms` under a second, `13.2s` under a minute, else whole
+/// units down to the second (`59m58s`, `1h30m`, `2d`). Machines get numbers with the unit in the
+/// key (`duration_ms`), never this.
 pub fn format(d: Duration) -> String {
     let ms = d.as_millis() as u64;
     if ms == 0 {
         return "0s".into();
     }
-    if ms % 1000 != 0 {
+    if ms < 1000 {
         return format!("{ms}ms");
+    }
+    if ms < 59_950 && ms % 1000 != 0 {
+        let tenths = (ms + 50) / 100;
+        return match tenths % 10 {
+            0 => format!("{}s", tenths / 10),
+            t => format!("{}.{t}s", tenths / 10),
+        };
     }
     let mut secs = ms / 1000;
     let mut out = String::new();
@@ -106,7 +115,11 @@ mod tests {
         assert_eq!(parse("1h30m").unwrap(), Duration::from_secs(5400));
         assert_eq!(parse("250ms").unwrap(), Duration::from_millis(250));
         assert_eq!(format(Duration::from_secs(5400)), "1h30m");
-        assert_eq!(format(Duration::from_millis(1500)), "1500ms");
+        assert_eq!(format(Duration::from_millis(1500)), "1.5s");
+        assert_eq!(format(Duration::from_millis(13_189)), "13.2s");
+        assert_eq!(format(Duration::from_millis(3_598_192)), "59m58s");
+        assert_eq!(format(Duration::from_millis(250)), "250ms");
+        assert_eq!(format(Duration::from_millis(7_200_000)), "2h");
         for bad in [
             "",
             "5",

@@ -4,14 +4,9 @@ use crate::state::{EventRecord, RunRecord};
 use crate::summary::{RunSummary, TaskSummary};
 use crate::task::{past, ActionRecord};
 
+/// Milliseconds as a person reads them (`crate::duration::format`).
 pub fn fmt_ms(ms: u64) -> String {
-    if ms < 1000 {
-        format!("{ms}ms")
-    } else if ms < 60_000 {
-        format!("{:.1}s", ms as f64 / 1000.0)
-    } else {
-        format!("{}m{:02}s", ms / 60_000, (ms % 60_000) / 1000)
-    }
+    crate::duration::format(std::time::Duration::from_millis(ms))
 }
 
 /// Local time with its offset (`2026-12-02 07:23:00 +01:00`).

@@ -295,6 +295,30 @@ fn wrap(first: &str, text: &str, width: usize, indent: &str) -> String {
     out
 }
 
+/// `line` in pieces of at most `width` characters, broken at a space (inside a word only when
+/// it has none), the later pieces indented; the spacing inside a piece (a table's) is kept.
+fn fold(line: &str, width: usize, indent: &str) -> String {
+    let mut out = String::new();
+    let mut rest: Vec<char> = line.chars().collect();
+    let mut room = width;
+    while rest.len() > room {
+        let cut = rest[..=room]
+            .iter()
+            .rposition(|c| *c == ' ')
+            .filter(|&i| i > 0)
+            .unwrap_or(room);
+        out.push_str(rest[..cut].iter().collect::<String>().trim_end());
+        out.push('\n');
+        out.push_str(indent);
+        let skip = rest[cut..].iter().take_while(|c| **c == ' ').count();
+        rest.drain(..cut + skip);
+        room = width - indent.chars().count();
+    }
+    out.extend(rest);
+    out.push('\n');
+    out
+}
+
 /// The problems first (wrapped, never cut: the fix is at the end), then what was read.
 fn problems_block(doc: &Value) -> String {
     let mut out = String::new();
@@ -407,12 +431,12 @@ fn human(doc: &Value) -> String {
         "times are local (UTC{})\n",
         chrono::Local::now().format("%:z")
     ));
-    // Keep every line inside 100 columns.
+    // Keep every line inside 100 columns: a long one wraps, its end (the reason, the fix) kept.
     let rest: String = out
         .lines()
         .map(|l| {
             if l.chars().count() > 100 {
-                format!("{}…\n", l.chars().take(99).collect::<String>())
+                fold(l, 100, "    ")
             } else {
                 format!("{l}\n")
             }
@@ -473,11 +497,17 @@ fn scale_line(scale: &Value) -> String {
         (Some(c), _) => format!("; ${c:.0}/month"),
         _ => String::new(),
     };
+    let why = scale["why"].as_str().unwrap_or("");
+    // The run's own line repeats the counts this line starts with.
+    let repeated = format!(
+        "fleet: {} droplet(s) wanted (min {}, max {}): ",
+        scale["wanted"], scale["min"], scale["max"]
+    );
     format!(
         "fleet: {} wanted, {} serving: {}{cost}\n",
         scale["wanted"],
         scale["actual"],
-        scale["why"].as_str().unwrap_or("")
+        why.strip_prefix(&repeated).unwrap_or(why)
     )
 }
 
@@ -740,4 +770,22 @@ fn facts_lines(doc: &Value) -> String {
         None => "last alert: none\n".into(),
     });
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_long_line_folds_at_spaces_and_keeps_its_end() {
+        let line = format!("{}  b {}", "a".repeat(60), "c ".repeat(40));
+        let folded = fold(&line, 100, "    ");
+        assert!(folded.lines().all(|l| l.chars().count() <= 100), "{folded}");
+        assert_eq!(
+            folded.split_whitespace().collect::<Vec<_>>(),
+            line.split_whitespace().collect::<Vec<_>>()
+        );
+        assert!(folded.starts_with(&format!("{}  b c", "a".repeat(60))));
+        assert_eq!(fold(&"x".repeat(150), 100, "  ").lines().count(), 2);
+    }
 }

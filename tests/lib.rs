@@ -23,6 +23,7 @@ mod kubernetes_contract;
 mod monitoring;
 mod operator;
 mod operator2;
+mod operator_reads;
 mod ownership;
 mod railway_schema;
 mod release;

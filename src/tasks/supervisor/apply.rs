@@ -255,7 +255,6 @@ fn delete(
         }
         Some(f) if f.has_tag(&spec.tag) && f.has_tag(MANAGED_TAG) => {
             api.delete_droplet(id)?;
-            log::warn!("deleted droplet {name} (id {id}): {reason}");
             (
                 format!("deleted droplet {name} (id {id}): {reason}"),
                 true,
@@ -307,7 +306,6 @@ fn start_drain(
         },
         crate::duration::format(spec.drain_timeout)
     );
-    log::warn!("draining droplet {name} (id {id}): {reason}");
     ctx.changed("droplet.draining", done.clone());
     Ok((done, true))
 }

@@ -133,8 +133,7 @@ pub fn step(f: &Facts) -> Step {
         None => "runs on it unknown this run".to_string(),
     };
     Step::Wait(format!(
-        "draining droplet {} ({}; {how}): {runs}; deleted once idle, or in {left} (drain_timeout {})",
-        f.name,
+        "draining ({}; {how}): {runs}; deleted once idle, or in {left} (drain_timeout {})",
         f.drain.reason,
         duration::format(f.timeout)
     ))

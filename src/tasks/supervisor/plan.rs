@@ -134,7 +134,8 @@ pub fn plan(obs: &Observation, spec: &Spec) -> Plan {
         p.webapp_blamed = true;
     }
     let elsewhere = elsewhere_findings(obs);
-    let finished = finish_drains(&mut p.assessed, obs, spec, &mut p.lines);
+    let breaker_open = p.replacements.len() as u32 >= spec.max_replacements;
+    let finished = finish_drains(&mut p.assessed, obs, spec);
     let serving = serving(&p.assessed);
     let (delete, create) = if blame.is_some() || !elsewhere.is_empty() {
         (None, None)
@@ -337,13 +338,9 @@ fn mark_draining(all: &mut [Assessed], action: Option<&Action>, now_ms: i64) {
     }
 }
 
-/// The draining droplets: each deleted once drained (or its timeout passed), else a line.
-fn finish_drains(
-    assessed: &mut [Assessed],
-    obs: &Observation,
-    spec: &Spec,
-    lines: &mut Vec<String>,
-) -> Vec<Action> {
+/// The draining droplets: each deleted once drained (or its timeout passed), else its note says
+/// how the drain goes.
+fn finish_drains(assessed: &mut [Assessed], obs: &Observation, spec: &Spec) -> Vec<Action> {
     let mut out = Vec::new();
     for a in assessed.iter_mut().filter(|a| a.health == Health::Draining) {
         let Some(d) = a.streak.drain.clone() else {
@@ -359,10 +356,8 @@ fn finish_drains(
             capable: a.capable,
         });
         match step {
-            drain::Step::Wait(line) => {
-                a.note = line.clone();
-                lines.push(line);
-            }
+            // The droplet's own line says it, once.
+            drain::Step::Wait(line) => a.note = line,
             drain::Step::Delete(reason) => out.push(Action::Delete {
                 id: a.id,
                 name: a.name.clone(),
@@ -1055,9 +1050,9 @@ mod fleet_tests {
         let p = plan(&obs(vec![d, healthy(2)]), &draining_spec());
         assert!(kinds(&p).is_empty(), "{:?}", kinds(&p));
         assert!(
-            p.lines
-                .iter()
-                .any(|l| l.contains("draining droplet sup-1") && l.contains("run_a")),
+            p.lines.iter().any(|l| l.starts_with("droplet sup-1 ")
+                && l.contains("): draining (")
+                && l.contains("run_a")),
             "{:?}",
             p.lines
         );
