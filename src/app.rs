@@ -21,21 +21,49 @@ pub struct App {
 
 impl App {
     pub fn load(cli: &Cli, env: Env, env_file: Option<PathBuf>) -> anyhow::Result<App> {
-        let config = match config_path(cli.config.as_deref()) {
-            Some(path) => JobsConfig::load(&path)?,
+        let (app, broken) = App::load_despite_jobs(cli, env, env_file)?;
+        match broken {
+            Some(e) => Err(e),
+            None => Ok(app),
+        }
+    }
+
+    /// As `load`, but a jobs.yaml that cannot be read or parsed leaves the app without
+    /// profiles and is handed back beside it: `ops status` still shows what the state holds
+    /// while the file is fixed.
+    pub fn load_despite_jobs(
+        cli: &Cli,
+        env: Env,
+        env_file: Option<PathBuf>,
+    ) -> anyhow::Result<(App, Option<anyhow::Error>)> {
+        let path = config_path(cli.config.as_deref());
+        let loaded = match &path {
+            Some(path) => JobsConfig::load(path),
             None => {
                 log::debug!("no jobs.yaml found: using the bundled one");
-                JobsConfig::parse(BUNDLED, "bundled jobs.yaml")?
+                JobsConfig::parse(BUNDLED, "bundled jobs.yaml")
             }
         };
+        let (config, broken) = match loaded {
+            Ok(c) => (c, None),
+            Err(e) => (
+                JobsConfig {
+                    path,
+                    lock: crate::config::LockMode::Local,
+                    profiles: Vec::new(),
+                },
+                Some(e),
+            ),
+        };
         let settings = Settings::from_env(&env)?;
-        Ok(App {
+        let app = App {
             config,
             settings,
             env,
             state_dir: state_dir(cli.state_dir.as_deref()),
             env_file,
-        })
+        };
+        Ok((app, broken))
     }
 }
 

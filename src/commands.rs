@@ -21,6 +21,16 @@ pub fn list(app: &App, json_out: bool) -> anyhow::Result<ExitCode> {
             .map(crate::timefmt::human_naive)
             .unwrap_or_else(|| "never".into())
     };
+    // Disabled by `ops disable` or auto-disabled: kept in the state, not in jobs.yaml.
+    let state = crate::state::State::open_read_only(&app.state_dir)
+        .ok()
+        .flatten();
+    let held = |p: &crate::config::Profile| {
+        state
+            .as_ref()
+            .and_then(|s| crate::profiles::ProfileState::load(s, &p.name).disabled_reason(&p.name))
+    };
+    let runs = |p: &crate::config::Profile| p.enabled && held(p).is_none();
     if json_out {
         let profiles: Vec<_> = app
             .config
@@ -30,8 +40,9 @@ pub fn list(app: &App, json_out: bool) -> anyhow::Result<ExitCode> {
                 json!({
                     "name": p.name,
                     "cron": p.cron.as_str(),
-                    "next_run": if p.enabled { p.cron.next_after(now).and_then(crate::timefmt::local_naive_rfc3339) } else { None },
+                    "next_run": if runs(p) { p.cron.next_after(now).and_then(crate::timefmt::local_naive_rfc3339) } else { None },
                     "enabled": p.enabled,
+                    "disabled_reason": held(p),
                     "timeout": crate::duration::format(p.timeout),
                     "tasks": p.tasks.iter().map(|t| json!({"name": t.name, "kind": t.kind(), "enabled": t.enabled})).collect::<Vec<_>>(),
                     "description": p.description,
@@ -58,8 +69,12 @@ pub fn list(app: &App, json_out: bool) -> anyhow::Result<ExitCode> {
         rows.push(vec![
             p.name.clone(),
             p.cron.as_str().to_string(),
-            if p.enabled { next(p) } else { "-".into() },
-            if p.enabled { "yes" } else { "no" }.into(),
+            if runs(p) { next(p) } else { "-".into() },
+            match (p.enabled, held(p)) {
+                (false, _) => "no (jobs.yaml)".into(),
+                (true, Some(why)) => why,
+                (true, None) => "yes".into(),
+            },
             p.tasks.len().to_string(),
             p.description.clone(),
         ]);
@@ -210,11 +225,11 @@ pub fn check(app: &App, strict: bool, json_out: bool) -> anyhow::Result<ExitCode
         None => c.note("no env file (using the process environment only)"),
     }
     c.ok("environment values are valid");
-    for (name, known) in crate::envfile::near_misses(app.env.file_vars().keys()) {
-        c.warn(format!(
-            "{name} in the env file is not a setting ops reads, so it is ignored: did you mean {known}?"
-        ));
+    let unknown = crate::envfile::unknown_names(&app.env);
+    for u in &unknown {
+        c.warn(u.message());
     }
+    let typos = unknown.iter().filter(|u| u.suggestion.is_some()).count();
     // Parsed as every run will: an unknown parameter would fail each of them.
     for (var, url) in [
         ("DATABASE_URL", &s.database_url),
@@ -254,6 +269,13 @@ pub fn check(app: &App, strict: bool, json_out: bool) -> anyhow::Result<ExitCode
             c.fail(problem);
             return c.finish("check", ExitCode::Config);
         }
+    }
+    if strict && typos > 0 {
+        // A misspelt setting is one ops runs without: the package must not start on it.
+        c.fail(format!(
+            "--strict: {typos} setting name(s) misspelt (fix them as suggested above)"
+        ));
+        return c.finish("check", ExitCode::Config);
     }
     if strict && missing > 0 {
         // The package enables its timers only when this passes: nothing that would fail every

@@ -145,7 +145,7 @@ pub fn parse(text: &str) -> Result<Vec<(String, String)>, (usize, String)> {
         let Some((key, value)) = line.split_once('=') else {
             return Err((
                 lineno,
-                "expected KEY=VALUE (comment the line out with # if it is not a variable)".into(),
+                "expected NAME=value (comment the line out with # if it is not a variable)".into(),
             ));
         };
         let key = key.trim();
@@ -343,6 +343,59 @@ pub fn near_misses<'a>(
         .collect()
 }
 
+/// A name set for ops that it does not read: a typo of one of its settings (`suggestion`), or a
+/// name with one of its prefixes that no setting has.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unknown {
+    pub name: String,
+    /// `the env file` or `the process environment`.
+    pub source: &'static str,
+    pub suggestion: Option<&'static str>,
+}
+
+impl Unknown {
+    pub fn message(&self) -> String {
+        match self.suggestion {
+            Some(known) => format!(
+                "{} in {} is not a setting ops reads, so it is ignored: did you mean {known}?",
+                self.name, self.source
+            ),
+            None => format!(
+                "{} in {} is not a setting ops reads, so it is ignored (see docs/configuration.md)",
+                self.name, self.source
+            ),
+        }
+    }
+}
+
+/// The prefixes of ops' own settings: another name with one of them is a mistake, wherever it
+/// is set.
+const OWN_PREFIXES: [&str; 3] = ["SUPERVISOR_", "OPS_", "TRIGGER_"];
+
+/// Names in the env file or the process environment that look meant for ops but that it does
+/// not read: typos of its settings (both sources) and unknown names with its prefixes. Other
+/// names are left alone (exec tasks read their own).
+pub fn unknown_names(env: &Env) -> Vec<Unknown> {
+    let suggest: BTreeMap<&str, &'static str> = near_misses(env.vars.keys()).into_iter().collect();
+    env.vars
+        .keys()
+        .filter(|n| !KNOWN_VARS.contains(&n.as_str()))
+        .filter_map(|n| {
+            let suggestion = suggest.get(n.as_str()).copied();
+            let own = OWN_PREFIXES.iter().any(|p| n.starts_with(p));
+            (suggestion.is_some() || own).then(|| Unknown {
+                name: n.clone(),
+                source: if env.from_file.contains_key(n) {
+                    "the env file"
+                } else {
+                    "the process environment"
+                },
+                suggestion,
+            })
+        })
+        .collect()
+}
+
 /// Levenshtein distance (insertions, deletions, substitutions).
 pub(crate) fn edits(a: &str, b: &str) -> usize {
     let b: Vec<char> = b.chars().collect();
@@ -383,6 +436,37 @@ mod known_names_tests {
             ]
         );
         assert_eq!(edits("kitten", "sitting"), 3);
+    }
+
+    #[test]
+    fn unknown_names_in_the_file_and_the_process_environment() {
+        let mut env = Env::from_pairs([
+            ("SUPERVISOR_FLAVOUR", "x"),
+            ("TRIGGER_VERSION", "v4.5.12"),
+            ("MY_APP_SETTING", "x"),
+            ("PATH", "/bin"),
+        ]);
+        env.from_file.insert("SUPERVISR_COUNT".into(), "2".into());
+        env.vars.insert("SUPERVISR_COUNT".into(), "2".into());
+        let found = unknown_names(&env);
+        assert_eq!(
+            found,
+            [
+                Unknown {
+                    name: "SUPERVISOR_FLAVOUR".into(),
+                    source: "the process environment",
+                    suggestion: None,
+                },
+                Unknown {
+                    name: "SUPERVISR_COUNT".into(),
+                    source: "the env file",
+                    suggestion: Some("SUPERVISOR_COUNT"),
+                },
+            ]
+        );
+        assert!(found[1]
+            .message()
+            .contains("did you mean SUPERVISOR_COUNT?"));
     }
 
     /// Every variable the example env file and the configuration reference name is known.

@@ -95,7 +95,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     for warning in env.warnings() {
         log::warn!("{warning}");
     }
-    let app = app::App::load(&cli, env, env_file)?;
+    // `ops status` shows the droplets and the last runs under a broken jobs.yaml's error.
+    let (app, broken_jobs) = if matches!(cli.command, Cmd::Status { .. }) {
+        app::App::load_despite_jobs(&cli, env, env_file)?
+    } else {
+        (app::App::load(&cli, env, env_file)?, None)
+    };
     // Commands that open the state directory run as its owner (see `privilege`).
     if matches!(
         cli.command,
@@ -119,6 +124,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         privilege::switch(&app.state_dir, as_root)?;
         app::check_state_dir(&app.state_dir)?;
+    }
+    if matches!(cli.command, Cmd::Run { .. }) {
+        // Once per run: `ops check` lists them too.
+        for u in crate::envfile::unknown_names(&app.env) {
+            log::warn!("{}", u.message());
+        }
     }
     match &cli.command {
         Cmd::Run {
@@ -168,7 +179,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Check { strict, json } => commands::check(&app, *strict, *json),
         Cmd::Doctor { json } => doctor::run(&app, *json),
         Cmd::TestAlert => commands::test_alert(&app),
-        Cmd::Status { json, check } => status::run(&app, *json, *check),
+        Cmd::Status { json, check } => status::run(&app, *json, *check, broken_jobs),
         Cmd::Enable { profile } => commands::set_enabled(&app, profile, true),
         Cmd::Disable { profile } => commands::set_enabled(&app, profile, false),
         Cmd::Serve { listen } => serve::run(&app, listen),

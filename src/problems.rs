@@ -9,7 +9,7 @@ use serde_json::Value;
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Problem {
     /// `breaker`, `refusing`, `webapp_down`, `routing`, `unowned_droplet`, `unrecorded_drain`,
-    /// `other_group`, `capped`, `orphaned_queue`, `failing_profile`.
+    /// `other_group`, `capped`, `orphaned_queue`, `disabled_profile`, `failing_profile`.
     pub kind: &'static str,
     pub text: String,
     /// The profile it is about, when one is.
@@ -134,6 +134,18 @@ pub fn find(doc: &Value, now_ms: i64) -> Vec<Problem> {
     }
     out.extend(capped(doc));
     out.extend(orphans(doc, now_ms));
+    // A notice rather than a fault, but nothing watches while it stands.
+    for p in doc["profiles"].as_array().into_iter().flatten() {
+        if let Some(why) = p["disabled_reason"].as_str() {
+            let name = p["name"].as_str().unwrap_or("");
+            out.push(problem(
+                "disabled_profile",
+                format!("profile {name} does not run: {why}"),
+                Some(name),
+                &Value::Null,
+            ));
+        }
+    }
     for p in doc["profiles"].as_array().into_iter().flatten() {
         let last = &p["last_run"];
         if last["status"] != "failed" {

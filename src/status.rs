@@ -31,6 +31,9 @@ struct ProfileStatus {
     skipped_streak: u32,
     disabled: bool,
     auto_disabled: bool,
+    /// Why it does not run (`ops disable`, or auto-disabled), with the way back.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    disabled_reason: Option<String>,
 }
 
 /// The status document, shared by `ops status --json` and `ops serve`'s `/v1/status`.
@@ -118,7 +121,7 @@ fn profile_docs(
             name: p.name.clone(),
             cron: p.cron.as_str().to_string(),
             scheduled: p.enabled,
-            next_run: p.enabled.then(|| p.cron.next_after(now).and_then(crate::timefmt::local_naive_rfc3339)).flatten(),
+            next_run: (p.enabled && !ps.disabled).then(|| p.cron.next_after(now).and_then(crate::timefmt::local_naive_rfc3339)).flatten(),
             last_run: last
                 .map(|r| {
                     json!({
@@ -134,6 +137,7 @@ fn profile_docs(
             skipped_streak: ps.skipped_streak,
             disabled: ps.disabled,
             auto_disabled: ps.auto_disabled,
+            disabled_reason: ps.disabled_reason(&p.name),
         });
     }
     Ok(profiles)
@@ -252,17 +256,52 @@ fn replication_summary(status: &str, detail: &str) -> String {
     }
 }
 
-/// `ops status [--json] [--check]`: `--check` exits 1 while any problem stands.
-pub fn run(app: &App, json_out: bool, check: bool) -> anyhow::Result<ExitCode> {
+/// The last runs shown under a jobs.yaml error (its profiles are unknown then).
+const RUNS_SHOWN_BROKEN: u32 = 10;
+
+/// `ops status [--json] [--check]`: `--check` exits 1 while any problem stands. With a jobs.yaml
+/// that cannot be read (`broken_jobs`), its error comes first, then what the state holds (the
+/// droplets, the last runs), and the exit is 2.
+pub fn run(
+    app: &App,
+    json_out: bool,
+    check: bool,
+    broken_jobs: Option<anyhow::Error>,
+) -> anyhow::Result<ExitCode> {
     let state = State::open_read_only(&app.state_dir)?;
-    let doc = document(app, state.as_ref())?;
+    let mut doc = document(app, state.as_ref())?;
+    let broken = broken_jobs.map(|e| format!("{e:#}"));
+    let runs = match (&broken, &state) {
+        (Some(_), Some(s)) => s.history(None, RUNS_SHOWN_BROKEN)?,
+        _ => Vec::new(),
+    };
+    if let Some(e) = &broken {
+        doc["config_error"] = json!(e);
+        doc["last_runs"] = serde_json::to_value(&runs)?;
+    }
     if json_out {
         println!(
             "{}",
             crate::redact::redact(&serde_json::to_string_pretty(&doc)?)
         );
     } else {
-        print!("{}", crate::redact::redact(&human(&doc)));
+        let mut text = String::new();
+        if let Some(e) = &broken {
+            text.push_str(&fold(
+                &format!("ops: configuration error: {e}"),
+                100,
+                "    ",
+            ));
+            text.push_str("what the state directory holds, while the file is fixed:\n");
+            text.push_str("last runs:\n");
+            text.push_str(&crate::report::history_table(&runs));
+            text.push('\n');
+        }
+        text.push_str(&human(&doc));
+        print!("{}", crate::redact::redact(&text));
+    }
+    if broken.is_some() {
+        return Ok(ExitCode::Config);
     }
     let problems = doc["problems"].as_array().map_or(0, Vec::len);
     Ok(if check && problems > 0 {
@@ -329,6 +368,9 @@ fn problems_block(doc: &Value) -> String {
                 out.push_str(&wrap("  ✗ ", p["text"].as_str().unwrap_or(""), 100, "    "));
             }
         }
+        _ if never_ran(doc) => out.push_str(
+            "nothing has run yet: no problem can be known (`ops run <profile>`, or wait for the timers)\n",
+        ),
         _ => out.push_str("no problems\n"),
     }
     let src = &doc["sources"];
@@ -346,6 +388,15 @@ fn problems_block(doc: &Value) -> String {
         src["config"].as_str().unwrap_or("?"),
     ));
     out
+}
+
+/// No profile has a run on record (a new install, or another state directory).
+fn never_ran(doc: &Value) -> bool {
+    doc["profiles"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .all(|p| p["last_run"].is_null())
 }
 
 fn short_time(v: &Value) -> String {

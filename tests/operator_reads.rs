@@ -138,3 +138,137 @@ fn a_change_is_logged_once_and_a_droplet_line_names_its_droplet_once() {
         .count();
     assert_eq!(logged, 1, "{}", deleted.stderr);
 }
+
+#[test]
+fn a_disabled_profile_is_shown_disabled_in_status_check_and_list() {
+    let ops = crate::support::Ops::new();
+    crate::operator::flaky(&ops, "");
+    std::fs::write(ops.path("healthy"), "").unwrap();
+    ops.run(&["status"])
+        .expect_code(0)
+        .expect_stdout("nothing has run yet");
+    ops.run(&["run", "p"]).expect_code(0);
+    ops.run(&["status", "--check"])
+        .expect_code(0)
+        .expect_stdout("no problems");
+    ops.run(&["disable", "p"]).expect_code(0);
+    let status = ops.run(&["status", "--check"]);
+    status
+        .expect_code(1)
+        .expect_stdout("PROBLEMS (1)")
+        .expect_stdout("profile p does not run: disabled (ops enable p to resume)");
+    assert!(!status.stdout.contains("no problems"), "{}", status.stdout);
+    let row = |run: &crate::support::Run| {
+        run.stdout
+            .lines()
+            .find(|l| l.starts_with("p "))
+            .unwrap_or_else(|| panic!("no row for p:\n{}", run.stdout))
+            .to_string()
+    };
+    let status_row = row(&status);
+    assert!(status_row.contains("disabled"), "{status_row}");
+    let list = ops.run(&["list"]);
+    list.expect_code(0);
+    let list_row = row(&list);
+    assert!(
+        list_row.contains("disabled (ops enable p to resume)") && !list_row.contains(" yes "),
+        "{list_row}"
+    );
+    assert!(list_row.contains(" - "), "no next run: {list_row}");
+    let json = ops.run(&["list", "--json"]).json();
+    assert!(json["profiles"][0]["next_run"].is_null());
+    ops.run(&["enable", "p"]).expect_code(0);
+    assert!(row(&ops.run(&["list"])).contains(" yes "));
+}
+
+#[test]
+fn status_under_a_broken_jobs_yaml_shows_the_droplets_and_the_last_runs_below_the_error() {
+    let f = fleet("boot_grace: 10m");
+    f.health().expect_code(0);
+    f.health().expect_code(0);
+    let name = name_of(&f, f.ids()[0]);
+    let short = name.strip_prefix("trigger-supervisor-").unwrap();
+    f.s.ops
+        .jobs("version: 1\nprofiles:\n  health:\n    cron: [not a cron\n");
+    let status = f.run(&["status"]);
+    status
+        .expect_code(2)
+        .expect_stdout("configuration error")
+        .expect_stdout("jobs.yaml:4")
+        .expect_stdout(short)
+        .expect_stdout("supervisor:ok");
+    let error_at = status.stdout.find("configuration error").unwrap();
+    assert!(error_at < status.stdout.find(short).unwrap());
+    let json = f.run(&["status", "--json"]);
+    json.expect_code(2);
+    let doc = json.json();
+    assert!(doc["config_error"].as_str().unwrap().contains("jobs.yaml"));
+    assert_eq!(doc["supervisor"]["droplets"][0]["name"], name.as_str());
+    assert_eq!(doc["last_runs"][0]["profile"], "health");
+}
+
+#[test]
+fn a_misspelt_setting_fails_check_strict_is_warned_once_by_run_and_noticed_in_the_process_environment(
+) {
+    let mut ops = crate::support::Ops::new();
+    crate::operator::flaky(&ops, "");
+    std::fs::write(ops.path("healthy"), "").unwrap();
+    ops.env_file("SUPERVISR_COUNT=2\n");
+    ops.run(&["check"])
+        .expect_code(0)
+        .expect_stdout("did you mean SUPERVISOR_COUNT?");
+    ops.run(&["check", "--strict"])
+        .expect_code(2)
+        .expect_stdout("SUPERVISR_COUNT");
+    let run = ops.run(&["run", "p"]);
+    run.expect_code(0);
+    assert_eq!(
+        run.stderr.matches("SUPERVISR_COUNT").count(),
+        1,
+        "{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("did you mean SUPERVISOR_COUNT?"));
+    ops.env_file("");
+    ops.env("SUPERVISOR_SIZ", "s-4vcpu-8gb")
+        .env("OPS_STATEDIR", "/tmp/x");
+    let check = ops.run(&["check", "--strict"]);
+    check
+        .expect_code(2)
+        .expect_stdout("SUPERVISOR_SIZ in the process environment")
+        .expect_stdout("did you mean SUPERVISOR_SIZE?")
+        .expect_stdout("OPS_STATEDIR");
+}
+
+#[test]
+fn an_env_file_error_reads_as_written() {
+    let ops = crate::support::Ops::new();
+    crate::operator::flaky(&ops, "");
+    ops.env_file("SUPERVISOR_COUNT=2\nthis line is not a variable\n");
+    let check = ops.run(&["check"]);
+    check
+        .expect_code(2)
+        .expect_stderr("ops.env:2")
+        .expect_stderr("expected NAME=value (comment the line out with #");
+    assert!(!check.stderr.contains("***"), "{}", check.stderr);
+}
+
+#[test]
+fn the_summary_names_every_outside_change_the_firewall_the_bake_and_the_drain() {
+    let mut f = fleet("boot_grace: 10m, bake: true");
+    f.run(&["run", "health", "--dry-run"])
+        .expect_code(0)
+        .expect_stdout("plan: create 1 droplet, create firewall, create 1 bake droplet\n");
+    f.health()
+        .expect_code(0)
+        .expect_stdout("applied: created 1 droplet, created firewall, created 1 bake droplet\n");
+    let a = f.ids()[0];
+    let _sup = f.serve(a, true);
+    f.health()
+        .expect_code(0)
+        .expect_stdout("applied: snapshotted bake droplet\n");
+    f.s.ops.env("TRIGGER_VERSION", "v4.6.0");
+    f.run(&["run", "health", "--dry-run"])
+        .expect_code(0)
+        .expect_stdout("plan: create 1 droplet, drain 1 droplet");
+}

@@ -604,7 +604,11 @@ fn dry_run_and_real_run_show_the_same_actions_from_one_plan() {
     let planned = actions(&f.run(&["run", "health", "--dry-run", "--json"]));
     assert_eq!(f.api.mutations(), 0);
     let done = actions(&f.run(&["run", "health", "--json"]));
-    assert_eq!(planned.len(), 1, "{planned:?}");
+    assert_eq!(
+        planned.len(),
+        2,
+        "the droplet and the firewall: {planned:?}"
+    );
     assert!(planned[0]
         .0
         .starts_with("create droplet trigger-supervisor-envabcde-<stamp> ("));

@@ -12,7 +12,7 @@ use crate::config::SupervisorOptions;
 use crate::record::ConfigRecord;
 use crate::settings::Settings;
 use crate::state::now_ms;
-use crate::task::{ActionRecord, Outcome, Status, TaskCtx, Typed};
+use crate::task::{ActionRecord, ActionType, Outcome, Status, TaskCtx, Typed};
 
 use super::plan::{self, Action, MANAGED_TAG};
 use super::store::{
@@ -44,19 +44,22 @@ fn baked(ctx: &TaskCtx, want: &Option<image::Want>) -> Option<u64> {
 fn tend_image(ctx: &TaskCtx, api: &DigitalOcean, want: &image::Want, outcome: &mut Outcome) {
     let t = image::tend(ctx, api, want);
     outcome.detail.extend(t.lines);
+    outcome.actions.extend(t.actions);
     outcome.warnings.extend(t.warnings);
     if t.planned && outcome.status == Status::Ok {
         outcome.status = Status::Planned;
     }
 }
 
-/// What a dry run says of one action.
+/// What a dry run says of one action. A rolling replace's create also plans the drain of the
+/// droplet it replaces (done by a later run, once the new one is healthy): the summary names it.
 fn would(
     action: &Action,
     what: String,
     baked: Option<u64>,
     lines: &mut Vec<String>,
-) -> ActionRecord {
+    records: &mut Vec<ActionRecord>,
+) {
     if let Action::Create {
         name,
         replaces: Some((old, why)),
@@ -73,7 +76,20 @@ fn would(
     };
     let rec = ActionRecord::planned(action.typed(), what);
     lines.push(rec.would());
-    rec
+    records.push(rec);
+    if let Action::Create {
+        name,
+        replaces: Some((old, why)),
+        ..
+    } = action
+    {
+        records.push(ActionRecord::planned(
+            ActionType::counted("drain", "droplet")
+                .name(old)
+                .reason(why.clone()),
+            format!("drain droplet {old} ({why}) once {name} is healthy (a later run)"),
+        ));
+    }
 }
 
 /// All writes, in the plan's order (or, in a dry run, what they would be), then the state, then
@@ -112,7 +128,7 @@ pub fn apply(
     for action in &plan.actions {
         let what = action.describe(spec);
         if ctx.dry_run {
-            records.push(would(action, what, baked, &mut lines));
+            would(action, what, baked, &mut lines, &mut records);
             planned = true;
             continue;
         }
@@ -130,8 +146,9 @@ pub fn apply(
     }
     let mut failures = plan.failures.clone();
     if firewall::due(opts.firewall, !plan.assessed.is_empty(), created || planned) {
-        if let Err(e) = firewall::ensure(api, ctx, s, &spec.tag, now, &mut lines, &mut planned) {
-            failures.push(format!("firewall: {e:#}"));
+        match firewall::ensure(api, ctx, s, &spec.tag, now, &mut lines, &mut planned) {
+            Ok(record) => records.extend(record),
+            Err(e) => failures.push(format!("firewall: {e:#}")),
         }
     }
     let mut outcome = if failures.is_empty() {

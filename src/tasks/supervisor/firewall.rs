@@ -7,7 +7,7 @@ use crate::clients::digitalocean::{DigitalOcean, Firewall};
 use crate::cloudinit;
 use crate::sealed::fingerprint;
 use crate::settings::Settings;
-use crate::task::TaskCtx;
+use crate::task::{past_tense, ActionRecord, ActionType, TaskCtx};
 
 use super::store::{self, FirewallChecked, FIREWALL_KEY};
 
@@ -86,6 +86,7 @@ pub fn due(managed: bool, droplets_seen: bool, creating: bool) -> bool {
     managed && (droplets_seen || creating)
 }
 
+/// The firewall as wanted; what it changed (or, in a dry run, would), for the run's summary.
 pub fn ensure(
     api: &DigitalOcean,
     ctx: &TaskCtx,
@@ -94,60 +95,55 @@ pub fn ensure(
     now: i64,
     lines: &mut Vec<String>,
     planned: &mut bool,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Option<ActionRecord>> {
     let want = firewall_spec(s, tag);
+    let typed = |verb| ActionType::named(verb, "firewall").name(&want.name);
+    let rules = format!(
+        "(8020 from {}, ssh from {})",
+        sources(&s.supervisor_health_sources),
+        sources(&s.supervisor_ssh_sources)
+    );
     let hash = fingerprint(&[&rules_key(&want)]);
     if let Some(seen) = store::load::<FirewallChecked>(ctx.state, FIREWALL_KEY) {
         if seen.hash == hash && now - seen.checked_at < FIREWALL_RECHECK_MS {
-            return Ok(());
+            return Ok(None);
         }
     }
+    let mut record = None;
     let id = match api.firewall_by_name(&want.name)? {
         Some(have) if rules_key(&have) == rules_key(&want) => {
             lines.push(format!("firewall {}: up to date", want.name));
             have.id
         }
         Some(have) => {
+            let what = format!("update firewall {} {rules}", want.name);
             if ctx.dry_run {
-                lines.push(format!(
-                    "would update firewall {} to the wanted rules",
-                    want.name
-                ));
+                let rec = ActionRecord::planned(typed("update"), what);
+                lines.push(rec.would());
                 *planned = true;
-                return Ok(());
+                return Ok(Some(rec));
             }
             create_tags(api, &want)?;
             api.update_firewall(&have.id, &want)?;
-            let done = format!(
-                "updated firewall {} (8020 from {}, ssh from {})",
-                want.name,
-                sources(&s.supervisor_health_sources),
-                sources(&s.supervisor_ssh_sources)
-            );
+            let done = past_tense(&what);
             ctx.changed("firewall.updated", &done);
+            record = Some(ActionRecord::done(typed("update"), what, &done));
             lines.push(done);
             have.id
         }
         None => {
+            let what = format!("create firewall {} {rules}", want.name);
             if ctx.dry_run {
-                lines.push(format!(
-                    "would create firewall {} (8020 from {}, ssh from {})",
-                    want.name,
-                    sources(&s.supervisor_health_sources),
-                    sources(&s.supervisor_ssh_sources)
-                ));
+                let rec = ActionRecord::planned(typed("create"), what);
+                lines.push(rec.would());
                 *planned = true;
-                return Ok(());
+                return Ok(Some(rec));
             }
             create_tags(api, &want)?;
             api.create_firewall(&want)?;
-            let done = format!(
-                "created firewall {} (8020 from {}, ssh from {})",
-                want.name,
-                sources(&s.supervisor_health_sources),
-                sources(&s.supervisor_ssh_sources)
-            );
+            let done = past_tense(&what);
             ctx.changed("firewall.created", &done);
+            record = Some(ActionRecord::done(typed("create"), what, &done));
             lines.push(done);
             String::new()
         }
@@ -164,7 +160,7 @@ pub fn ensure(
             now,
         )?;
     }
-    Ok(())
+    Ok(record)
 }
 
 fn sources(list: &[String]) -> String {

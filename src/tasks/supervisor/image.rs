@@ -17,7 +17,7 @@ use crate::cloudinit;
 use crate::sealed::fingerprint;
 use crate::settings::Settings;
 use crate::state::now_ms;
-use crate::task::TaskCtx;
+use crate::task::{ActionRecord, ActionType, TaskCtx};
 use crate::tasks::supervisor::owned;
 use crate::tasks::supervisor::store::{IMAGE_KEY as STATE_KEY, NAMESPACE};
 
@@ -237,6 +237,23 @@ pub struct Tended {
     pub lines: Vec<String>,
     pub warnings: Vec<String>,
     pub planned: bool,
+    /// What changed outside ops (or, in a dry run, would): the run's summary counts them.
+    pub actions: Vec<ActionRecord>,
+}
+
+impl Tended {
+    /// A dry run's step: its line (`would …`) and its record.
+    fn would(&mut self, typed: ActionType, what: String) {
+        let rec = ActionRecord::planned(typed, what);
+        self.lines.push(rec.would());
+        self.actions.push(rec);
+        self.planned = true;
+    }
+
+    /// A change made: its record (`what` as planned, `done` as it went).
+    fn did(&mut self, typed: ActionType, what: String, done: &str) {
+        self.actions.push(ActionRecord::done(typed, what, done));
+    }
 }
 
 /// After an API error in a bake (a token without the image scopes, DigitalOcean down), the
@@ -556,15 +573,17 @@ fn start_snapshot(
     out: &mut Tended,
 ) -> anyhow::Result<()> {
     let name = format!("{}{}", want.keyed(), crate::sealed::nonce()?);
+    let what = format!(
+        "snapshot bake droplet {} (id {}, powered off) as image {name}",
+        baker.name, baker.id
+    );
+    let typed = ActionType::named("snapshot", "bake droplet").id(baker.id);
     if ctx.dry_run {
-        out.lines.push(format!(
-            "would snapshot bake droplet {} (id {}, powered off) as image {name}",
-            baker.name, baker.id
-        ));
-        out.planned = true;
+        out.would(typed, what);
         return Ok(());
     }
     let action = api.snapshot_droplet(baker.id, &name)?;
+    out.did(typed, what, &format!("snapshotting as {name}"));
     ctx.changed(
         "image.snapshot",
         format!(
@@ -615,11 +634,14 @@ fn finish(
     out: &mut Tended,
 ) -> anyhow::Result<()> {
     if ctx.dry_run {
-        out.lines.push(format!(
-            "would tag image {name} (id {image}) as the baked image and delete bake droplet {}",
-            baker.name
-        ));
-        out.planned = true;
+        out.would(
+            ActionType::named("tag", "baked image").id(image),
+            format!("tag image {name} (id {image}) as the baked image"),
+        );
+        out.would(
+            ActionType::counted("delete", "bake droplet").id(baker.id),
+            format!("delete bake droplet {}: its image is ready", baker.name),
+        );
         return Ok(());
     }
     // Recorded first: whatever fails after, the image stays known as ours.
@@ -653,6 +675,11 @@ fn finish(
     out.lines.push(format!(
         "baked image {name} (id {image}) is ready: new droplets start from it"
     ));
+    out.did(
+        ActionType::named("tag", "baked image").id(image),
+        format!("tag image {name} (id {image}) as the baked image"),
+        "tagged",
+    );
     images.retain(|i| i.id != image);
     images.push(fresh.clone());
     ready(st, &fresh, images, now);
@@ -683,9 +710,9 @@ fn start(
         want.images.join(", "),
         want.base
     );
+    let typed = ActionType::counted("create", "bake droplet").name(&name);
     if ctx.dry_run {
-        out.lines.push(format!("would {what}"));
-        out.planned = true;
+        out.would(typed, what);
         return Ok(());
     }
     let s = ctx.settings;
@@ -718,6 +745,7 @@ fn start(
         "baked image: created bake droplet {} (id {})",
         d.name, d.id
     ));
+    out.did(typed.id(d.id), what, &format!("created {}", d.name));
     st.made.bakers.push(d.id);
     st.made.pending = None;
     st.baker = Some(d.id);
@@ -780,18 +808,17 @@ fn remove_baker(
         ));
         return Ok(());
     }
+    let what = format!("delete bake droplet {} (id {id}): {why}", d.name);
+    let typed = ActionType::counted("delete", "bake droplet").id(id);
     if ctx.dry_run {
-        out.lines.push(format!(
-            "would delete bake droplet {} (id {id}): {why}",
-            d.name
-        ));
-        out.planned = true;
+        out.would(typed, what);
         return Ok(());
     }
     api.delete_droplet(id)?;
     st.made.forget(id);
-    let done = format!("deleted bake droplet {} (id {id}): {why}", d.name);
+    let done = crate::task::past_tense(&what);
     ctx.changed("image.bake_droplet_deleted", &done);
+    out.did(typed, what, &done);
     out.lines.push(done);
     Ok(())
 }
@@ -852,12 +879,13 @@ fn prune(
         .cloned()
         .collect();
     for i in &gone {
+        let what = format!(
+            "delete image {} (id {}): older than the current one and the spare",
+            i.name, i.id
+        );
+        let typed = ActionType::counted("delete", "image").id(i.id);
         if ctx.dry_run {
-            out.lines.push(format!(
-                "would delete image {} (id {}): older than the current one and the spare",
-                i.name, i.id
-            ));
-            out.planned = true;
+            out.would(typed, what);
             continue;
         }
         // An image that cannot go now (a token without image:delete, DigitalOcean down) stays
@@ -883,6 +911,7 @@ fn prune(
             "deleted image {} (id {}): beyond the spare",
             i.name, i.id
         ));
+        out.did(typed, what, "deleted");
     }
     if !ctx.dry_run {
         images.retain(|i| !gone.iter().any(|g| g.id == i.id) || st.made.images.contains(&i.id));
