@@ -92,6 +92,9 @@ pub fn render_crontab(app: &App) -> anyhow::Result<ExitCode> {
 }
 
 pub fn render_systemd(app: &App, out: Option<&std::path::Path>) -> anyhow::Result<ExitCode> {
+    if let Some(why) = render::hidden_from_units(&app.state_dir) {
+        log::warn!("{why}");
+    }
     let inv = Invocation::current(&app.config, &app.state_dir);
     let units = render::systemd_units(&app.config, &inv)?;
     match out {

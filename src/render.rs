@@ -73,6 +73,24 @@ pub fn crontab(config: &JobsConfig, inv: &Invocation) -> String {
     out
 }
 
+/// Why a unit cannot reach `state_dir`: its `PrivateTmp=yes` gives it a /tmp of its own, and
+/// `ProtectHome=yes` hides the home directories, so `ReadWritePaths=` there names a path the
+/// service never sees (each timer run would start with an empty state).
+pub fn hidden_from_units(state_dir: &std::path::Path) -> Option<String> {
+    let hidden = |roots: &[&str]| roots.iter().any(|r| state_dir.starts_with(r));
+    let why = if hidden(&["/tmp", "/var/tmp"]) {
+        "PrivateTmp=yes gives each run a /tmp of its own"
+    } else if hidden(&["/home", "/root", "/run/user"]) {
+        "ProtectHome=yes hides the home directories from them"
+    } else {
+        return None;
+    };
+    Some(format!(
+        "the state directory {} is not one the rendered units can use: {why}, so every timer run would start from an empty state; choose one outside /tmp and the home directories (--state-dir / OPS_STATE_DIR, e.g. /var/lib/ops) and render again",
+        state_dir.display()
+    ))
+}
+
 /// `(file name, contents)` pairs: `ops-<profile>.service` and `ops-<profile>.timer`.
 pub fn systemd_units(
     config: &JobsConfig,

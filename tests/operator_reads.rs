@@ -272,3 +272,36 @@ fn the_summary_names_every_outside_change_the_firewall_the_bake_and_the_drain() 
         .expect_code(0)
         .expect_stdout("plan: create 1 droplet, drain 1 droplet");
 }
+
+/// One rule everywhere: the operator's input is at fault → 2; a task that failed → 1.
+#[test]
+fn a_bad_database_url_is_exit_2_from_check_run_and_the_dry_run_and_a_failed_task_is_1() {
+    let mut ops = crate::support::Ops::new();
+    ops.jobs("version: 1\nprofiles:\n  db:\n    cron: '* * * * *'\n    tasks: [replication]\n  p:\n    cron: '* * * * *'\n    tasks:\n      - {kind: exec, name: probe, command: ['false']}\n");
+    ops.env("DATABASE_URL", "postgresql://u:pw@127.0.0.1:1/app?bogus=1")
+        .env("RAILWAY_API_TOKEN", "railway-token-for-the-test")
+        .env("RAILWAY_PROJECT_ID", "p")
+        .env("RAILWAY_ENVIRONMENT_ID", "e");
+    for args in [&["check"][..], &["run", "db"], &["run", "db", "--dry-run"]] {
+        let run = ops.run(args);
+        run.expect_code(2);
+        assert!(
+            run.all().contains("unknown parameter \"bogus\""),
+            "{args:?}: {}",
+            run.all()
+        );
+    }
+    ops.run(&["run", "p"]).expect_code(1);
+}
+
+#[test]
+fn render_systemd_warns_of_a_state_directory_its_units_cannot_see() {
+    let ops = crate::support::Ops::new();
+    crate::operator::flaky(&ops, "");
+    assert!(ops.state_dir().starts_with(std::env::temp_dir()));
+    let run = ops.run(&["render-systemd"]);
+    run.expect_code(0)
+        .expect_stdout("PrivateTmp=yes")
+        .expect_stderr("PrivateTmp=yes gives each run a /tmp of its own")
+        .expect_stderr("--state-dir / OPS_STATE_DIR");
+}

@@ -414,8 +414,9 @@ fn a_prisma_style_database_url_works_and_its_schema_is_the_search_path() {
         "DATABASE_URL",
         &format!("{url}{sep}schema=public&conection_limit=5"),
     );
+    // The operator's input: a configuration error (exit 2), as `ops check` says it.
     f.run(&["run", "health"])
-        .expect_code(1)
+        .expect_code(2)
         .expect_stdout("unknown parameter \"conection_limit\"");
 }
 

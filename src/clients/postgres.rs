@@ -84,7 +84,13 @@ fn driver_url(is_url: bool, base: &str, kept: &[(String, String)]) -> String {
 }
 
 impl Target {
+    /// A URL that cannot be used is the operator's input: a configuration error (exit 2), as
+    /// `ops check` says it, whichever command meets it.
     pub fn parse(url: &Secret) -> anyhow::Result<Target> {
+        Target::parse_url(url).map_err(|e| crate::exit::config_error(format!("{e:#}")))
+    }
+
+    fn parse_url(url: &Secret) -> anyhow::Result<Target> {
         let raw = url.expose().trim();
         let is_url = raw.starts_with("postgres://") || raw.starts_with("postgresql://");
         // Both forms are read the same way: the URL's query, or libpq's key=value words.

@@ -145,6 +145,10 @@ pub fn resolve<'a>(opts: &SupervisorOptions, ctx: &TaskCtx<'a>) -> anyhow::Resul
     if let Some(why) = visibility_problem(s) {
         return Err(crate::exit::config_error(why));
     }
+    // An unusable URL is a configuration error here as in `ops check`, not a blind run.
+    if let Some(url) = &s.database_url {
+        crate::clients::postgres::Target::parse(url)?;
+    }
     let auto = s.supervisor_size == "auto";
     let size = size(ctx.state, s);
     let bounds = capacity::Bounds::new(s.supervisor_count, opts.min, opts.max)
