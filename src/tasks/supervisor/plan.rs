@@ -252,7 +252,7 @@ fn refusal(obs: &Observation, spec: &Spec) -> Option<String> {
         })
         .collect();
     Some(format!(
-        "refusing to act: {} droplets carry {} and {MANAGED_TAG}, more than SUPERVISOR_COUNT + 1 = {}: {}. Delete the extras by hand (or raise SUPERVISOR_COUNT); ops changes nothing until then",
+        "refusing to act: {} droplets carry {} and {MANAGED_TAG}, more than the {} ops ever keeps (max, or SUPERVISOR_COUNT, + 1): {}. Delete the extras by hand (or raise max); ops changes nothing until then",
         serving_seen,
         spec.tag,
         spec.count.max(spec.max) + 1,
