@@ -143,7 +143,15 @@ fn droplet_spec(r: &mut Checklist, api: &DigitalOcean, s: &crate::settings::Sett
         Err(e) => r.fail(format!("SUPERVISOR_SIZE: sizes not readable: {e:#}")),
     }
     match api.image(image) {
-        Ok(None) => r.fail(format!("SUPERVISOR_IMAGE={image} is not a DigitalOcean image: use a slug such as ubuntu-24-04-x64 (doctl compute image list-distribution) or a private image's id")),
+        Ok(None) => {
+            // DigitalOcean's own list, never a slug written here (it may be the refused one).
+            let slugs = api.distribution_images().unwrap_or_default();
+            let hint = match crate::envfile::nearest(image, slugs.iter().filter_map(|i| i.slug.as_deref())) {
+                Some(slug) => format!("did you mean {slug}? (doctl compute image list-distribution lists the others; a private image's id works too)"),
+                None => "use a slug from doctl compute image list-distribution, or a private image's id".into(),
+            };
+            r.fail(format!("SUPERVISOR_IMAGE={image} is not a DigitalOcean image: {hint}"))
+        }
         Ok(Some(img)) if !img.regions.is_empty() && !img.regions.contains(region) => r.fail(format!(
             "SUPERVISOR_IMAGE={image} is not available in SUPERVISOR_REGION={region} (only {}): transfer it there or pick another region",
             some(img.regions.iter().map(String::as_str).collect())
@@ -237,12 +245,22 @@ fn images(r: &mut Checklist, app: &App, http: &Http, record: Option<&crate::reco
                 "image {image}: tag not found on {} (or not public): new droplets would fail to start; pick a tag that exists and set {var}",
                 parsed.registry
             ))),
-            Exists::Unknown(why) => r.note(format!(
-                "image {image}: not checked, the registry cannot be reached ({})",
-                redact(&why)
+            Exists::Unknown(why) => r.warn(unreachable(
+                &format!("image {image}"),
+                &parsed.registry,
+                &redact(&why),
             )),
         }
     }
+}
+
+/// One rule for a registry this host cannot reach (DNS, connection): the droplets, not this
+/// host, pull from it, so it is no verdict, but it is worth a look: a warning, whichever
+/// registry it is.
+fn unreachable(what: &str, registry: &str, why: &str) -> String {
+    format!(
+        "{what}: not checked, {registry} cannot be reached from this host ({why}): the droplets pull from it, so check this host's DNS and network, then run ops doctor again"
+    )
 }
 
 /// With a config record: the supervisor version, the registry and the webapp answer.
@@ -259,16 +277,20 @@ fn record_checks(r: &mut Checklist, app: &App, http: &Http, rec: &crate::record:
         let req = Request::new("registry", "GET", &url)
             .retry(Retry::Never)
             .timeout(Duration::from_secs(5));
-        r.line(match http.send(&req, deadline()) {
+        match http.send(&req, deadline()) {
             Ok(resp) if resp.status == 200 || resp.status == 401 => {
-                Ok(format!("registry {host} reachable (HTTP {})", resp.status))
+                r.ok(format!("registry {host} reachable (HTTP {})", resp.status))
             }
-            Ok(resp) => Err(format!(
+            Ok(resp) => r.fail(format!(
                 "registry {host}: GET {url} answered HTTP {} (is the registry service running?)",
                 resp.status
             )),
-            Err(e) => Err(format!("registry {host}: {e:#}")),
-        });
+            Err(e) => r.warn(unreachable(
+                &format!("registry {host}"),
+                host,
+                &redact(&format!("{e:#}")),
+            )),
+        }
     }
     let url = format!("{}/healthcheck", rec.api_origin);
     let req = Request::new("webapp", "GET", &url)

@@ -396,6 +396,18 @@ pub fn unknown_names(env: &Env) -> Vec<Unknown> {
         .collect()
 }
 
+/// The candidate nearest to `want` (at most a third of its length away, and never `want`
+/// itself): DigitalOcean's slug for a mistyped `SUPERVISOR_IMAGE`, say.
+pub fn nearest<'a>(want: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    candidates
+        .into_iter()
+        .filter(|c| *c != want)
+        .map(|c| (edits(want, c), c))
+        .filter(|(d, _)| *d <= (want.chars().count() / 3).max(1))
+        .min()
+        .map(|(_, c)| c)
+}
+
 /// Levenshtein distance (insertions, deletions, substitutions).
 pub(crate) fn edits(a: &str, b: &str) -> usize {
     let b: Vec<char> = b.chars().collect();
@@ -436,6 +448,10 @@ mod known_names_tests {
             ]
         );
         assert_eq!(edits("kitten", "sitting"), 3);
+        let slugs = ["ubuntu-24-04-x64", "ubuntu-22-04-x64", "debian-12-x64"];
+        assert_eq!(nearest("ubuntu-24-04-x46", slugs), Some("ubuntu-24-04-x64"));
+        assert_eq!(nearest("ubuntu-24-04-x64", ["ubuntu-24-04-x64"]), None);
+        assert_eq!(nearest("windows", slugs), None);
     }
 
     #[test]

@@ -176,13 +176,14 @@ fn doctor_says_when_the_proxy_image_tag_does_not_exist() {
         image("v0.5.0"),
         registry.addr
     ));
-    // A registry that cannot be reached is a note, not a verdict.
+    // A registry that cannot be reached is a warning, not a verdict (the same for every
+    // registry).
     ops.env(
         "SUPERVISOR_DOCKER_PROXY_IMAGE",
         "127.0.0.1:9/tecnativa/docker-socket-proxy:v0.5.0",
     );
     ops.run(&["doctor"]).expect_stdout(
-        "· image 127.0.0.1:9/tecnativa/docker-socket-proxy:v0.5.0: not checked, the registry cannot be reached",
+        "! image 127.0.0.1:9/tecnativa/docker-socket-proxy:v0.5.0: not checked, 127.0.0.1:9 cannot be reached from this host",
     );
     // The default is a tag that exists; a malformed reference is a configuration error.
     assert_eq!(

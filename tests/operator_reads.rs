@@ -305,3 +305,175 @@ fn render_systemd_warns_of_a_state_directory_its_units_cannot_see() {
         .expect_stderr("PrivateTmp=yes gives each run a /tmp of its own")
         .expect_stderr("--state-dir / OPS_STATE_DIR");
 }
+
+#[test]
+fn doctor_suggests_the_nearest_image_from_digitaloceans_own_list() {
+    let api = crate::support::digitalocean::FakeDo::start();
+    let mut ops = crate::support::Ops::new();
+    ops.env("DIGITALOCEAN_TOKEN", crate::support::digitalocean::DO_TOKEN)
+        .env("DIGITALOCEAN_API_URL", &api.server.url())
+        .env("SUPERVISOR_IMAGE", "ubuntu-22-04-x46");
+    crate::operator::flaky(&ops, "");
+    let run = ops.run(&["doctor"]);
+    run.expect_code(1).expect_stdout(
+        "✗ SUPERVISOR_IMAGE=ubuntu-22-04-x46 is not a DigitalOcean image: did you mean ubuntu-22-04-x64?",
+    );
+    ops.env("SUPERVISOR_IMAGE", "windows-2022");
+    let run = ops.run(&["doctor"]);
+    run.expect_code(1)
+        .expect_stdout("✗ SUPERVISOR_IMAGE=windows-2022 is not a DigitalOcean image: use a slug from doctl compute image list-distribution");
+    assert!(
+        !run.stdout.contains("such as ubuntu-24-04-x64"),
+        "{}",
+        run.stdout
+    );
+}
+
+#[test]
+fn an_upgrade_is_not_a_scale_in_and_never_reads_more_healthy_than_wanted() {
+    let mut f = fleet("boot_grace: 10m, min: 1, max: 3");
+    let (a, _sup_a) = f.one_healthy();
+    f.s.ops.env("TRIGGER_VERSION", "v4.6.0");
+    let mut runs = vec![f.health()];
+    runs[0].expect_code(0).expect_stdout("rolling replace");
+    let b = *f.ids().iter().find(|id| **id != a).unwrap();
+    let _sup_b = f.serve(b, true);
+    for _ in 0..3 {
+        runs.push(f.health());
+    }
+    for run in &runs {
+        run.expect_code(0);
+        assert!(!run.stdout.contains("scale in"), "{}", run.stdout);
+        for line in run.stderr.lines().filter(|l| l.contains(" healthy")) {
+            let Some((n, rest)) = line.split_once("ok: ").and_then(|(_, r)| r.split_once('/'))
+            else {
+                continue;
+            };
+            let m: String = rest.chars().take_while(char::is_ascii_digit).collect();
+            assert!(
+                n.parse::<u32>().unwrap() <= m.parse::<u32>().unwrap(),
+                "{line}"
+            );
+        }
+    }
+}
+
+/// The docs' promises that a test can check: the README's first dry run, and that
+/// docs/what-ops-changes.md lists exactly the events ops records.
+#[test]
+fn the_docs_promises_hold() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let read = |file: &str| std::fs::read_to_string(format!("{root}/{file}")).unwrap();
+    // README: "With nothing configured, the dry run above prints one line per task saying what
+    // is missing … and exits 2, a configuration error; nothing is created, not even the state
+    // directory."
+    let readme = read("README.md");
+    assert!(
+        readme.contains("run hourly --dry-run"),
+        "the README's dry run"
+    );
+    assert!(readme.contains(
+        "exits 2, a configuration error; nothing is\ncreated, not even the state directory"
+    ));
+    let ops = crate::support::Ops::new();
+    ops.jobs(&read("jobs.yaml"));
+    let dry = ops.run(&["run", "hourly", "--dry-run"]);
+    dry.expect_code(2).expect_stdout("not configured: set ");
+    assert!(
+        !ops.state_dir().exists(),
+        "the dry run created the state directory"
+    );
+    // what-ops-changes.md: every event kind it names is one ops records, and every kind ops
+    // records is on the page.
+    let page = read("docs/what-ops-changes.md");
+    let documented: std::collections::BTreeSet<String> = page
+        .lines()
+        .filter(|l| l.starts_with('|'))
+        .filter_map(|l| l.trim_end_matches('|').rsplit('|').next())
+        .flat_map(|cell| {
+            cell.split('`')
+                .skip(1)
+                .step_by(2)
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        })
+        .filter(|k| {
+            k.contains('.')
+                && k.chars()
+                    .all(|c| c.is_ascii_lowercase() || c == '.' || c == '_')
+        })
+        .collect();
+    assert!(documented.len() > 10, "{documented:?}");
+    let prefixes: std::collections::BTreeSet<String> = documented
+        .iter()
+        .filter_map(|k| k.split_once('.'))
+        .map(|(p, _)| p.to_string())
+        .collect();
+    // The prose below the table names some too (`droplet.adopted`).
+    let documented: std::collections::BTreeSet<String> = page
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .filter(|k| {
+            k.split_once('.').is_some_and(|(p, v)| {
+                prefixes.contains(p)
+                    && !v.is_empty()
+                    && v.chars().all(|c| c.is_ascii_lowercase() || c == '_')
+            })
+        })
+        .map(str::to_string)
+        .collect();
+    let mut recorded = std::collections::BTreeSet::new();
+    let mut stack = vec![std::path::PathBuf::from(format!("{root}/src"))];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(dir).unwrap().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            // Each `"<prefix>.<verb>"` string literal.
+            for prefix in &prefixes {
+                let open = format!("\"{prefix}.");
+                for (at, _) in text.match_indices(&open) {
+                    let rest = &text[at + open.len()..];
+                    let verb: String = rest
+                        .chars()
+                        .take_while(|c| c.is_ascii_lowercase() || *c == '_')
+                        .collect();
+                    if !verb.is_empty() && rest[verb.len()..].starts_with('"') {
+                        recorded.insert(format!("{prefix}.{verb}"));
+                    }
+                }
+            }
+        }
+    }
+    assert_eq!(
+        recorded.difference(&documented).collect::<Vec<_>>(),
+        Vec::<&String>::new(),
+        "recorded by ops but not on docs/what-ops-changes.md"
+    );
+    assert_eq!(
+        documented.difference(&recorded).collect::<Vec<_>>(),
+        Vec::<&String>::new(),
+        "on docs/what-ops-changes.md but never recorded"
+    );
+}
+
+#[test]
+fn an_origin_change_names_the_field_that_changed() {
+    let f = fleet("boot_grace: 10m");
+    let (_a, _sup) = f.one_healthy();
+    let other = crate::support::railway::FakeWebapp::start();
+    f.s.railway.with(|w| {
+        w.variables.get_mut("svc-web").unwrap()["API_ORIGIN"] = serde_json::json!(other.origin());
+    });
+    f.run(&["run", "extract", "--refresh"])
+        .expect_code(0)
+        .expect_stdout("changed since the last extraction: API origin");
+    let dry = f.run(&["run", "health", "--dry-run"]);
+    dry.expect_code(0)
+        .expect_stdout("spec drift (OTEL_EXPORTER_OTLP_ENDPOINT changed, TRIGGER_API_URL changed)");
+    assert!(!dry.stdout.contains("spec changed"), "{}", dry.stdout);
+}

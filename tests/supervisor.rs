@@ -542,8 +542,9 @@ fn doctor_checks_every_dependency_live() {
     let db = cluster.create_db();
     f.s.ops.env("DATABASE_URL", &cluster.url(&db));
     let run = f.run(&["doctor"]);
-    // The fake registry host does not resolve here, so doctor reports exactly that one problem.
-    run.expect_code(1)
+    // The fake registry host does not resolve here: a warning, as for any registry this host
+    // cannot reach (the droplets pull, not this host), so no problem is found.
+    run.expect_code(0)
         .expect_stdout("✓ Railway token valid (account ops@example.com)")
         .expect_stdout(
             "✓ Railway project proj-1234 visible: services trigger.dev, registry, Postgres",
@@ -553,9 +554,8 @@ fn doctor_checks_every_dependency_live() {
         .expect_stdout("✓ SUPERVISOR_SIZE=s-2vcpu-2gb (2 vCPU, 2048 MB) is offered in nyc1")
         .expect_stdout("✓ SUPERVISOR_IMAGE=ubuntu-24-04-x64 exists")
         .expect_stdout("with the privileges the replication fix needs")
-        .expect_stdout("✗ registry registry-prod.invalid")
-        .expect_stdout("/healthcheck: 200")
-        .expect_stdout("1 problem(s) found");
+        .expect_stdout("! registry registry-prod.invalid: not checked, registry-prod.invalid cannot be reached from this host")
+        .expect_stdout("/healthcheck: 200");
     f.s.ops.env("DIGITALOCEAN_TOKEN", "dop_v1_bad");
     f.run(&["doctor"])
         .expect_code(1)

@@ -488,6 +488,15 @@ impl<'a> DigitalOcean<'a> {
         }
     }
 
+    /// `GET /v2/images?type=distribution`: the public distribution images (their slugs are what
+    /// `SUPERVISOR_IMAGE` names).
+    pub fn distribution_images(&self) -> anyhow::Result<Vec<Image>> {
+        self.list_all(
+            &format!("/v2/images?type=distribution&page=1&per_page={PER_PAGE}"),
+            "images",
+        )
+    }
+
     /// `GET /v2/account/keys`: the SSH keys a droplet may be created with (10 requests a
     /// minute at most: doctor asks once).
     pub fn ssh_keys(&self) -> anyhow::Result<Vec<SshKey>> {

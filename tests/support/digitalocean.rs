@@ -213,6 +213,13 @@ impl DoWorld {
 }
 
 /// A few of DigitalOcean's sizes as `GET /v2/sizes` returns them (memory in MB).
+/// `GET /v2/images?type=distribution`: a few of DigitalOcean's distribution images.
+const DISTRIBUTIONS: [(&str, &str); 3] = [
+    ("ubuntu-24-04-x64", "24.04 (LTS) x64"),
+    ("ubuntu-22-04-x64", "22.04 (LTS) x64"),
+    ("debian-12-x64", "12 x64"),
+];
+
 pub fn sizes() -> Value {
     let size = |slug: &str, vcpus: u32, memory: u32, disk: u32, price: f64| {
         json!({"slug": slug, "memory": memory, "vcpus": vcpus, "disk": disk, "transfer": 2.0,
@@ -582,6 +589,19 @@ impl FakeDo {
                         Reply::json(
                             200,
                             json!({"regions": regions, "links": {}, "meta": {"total": CATALOG_REGIONS.len()}}),
+                        )
+                    }
+                    ("GET", "/v2/images")
+                        if query(&path, "type").as_deref() == Some("distribution") =>
+                    {
+                        let list: Vec<Value> = DISTRIBUTIONS
+                            .iter()
+                            .enumerate()
+                            .map(|(i, (slug, name))| json!({"id": 129211873 + i, "name": name, "distribution": "Ubuntu", "slug": slug, "public": true, "regions": CATALOG_REGIONS, "created_at": "2024-04-24T18:25:31Z", "type": "base", "min_disk_size": 7, "size_gigabytes": 2.23, "description": name, "tags": [], "status": "available", "error_message": ""}))
+                            .collect();
+                        Reply::json(
+                            200,
+                            json!({"images": list, "links": {}, "meta": {"total": list.len()}}),
                         )
                     }
                     ("GET", "/v2/images") => {

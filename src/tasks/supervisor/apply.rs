@@ -463,7 +463,7 @@ fn keep(
         .filter(|a| !deleted.contains(&a.id))
         .flat_map(|a| [droplet_key(a.id), built_key(a.id), disk_key(a.id)])
         .collect();
-    store::prune(st, &keep)?;
+    store::prune(st, &keep, now)?;
     let seen: Vec<DropletStatus> = assessed
         .iter()
         .map(|a| DropletStatus {

@@ -254,10 +254,13 @@ pub struct Load<'a> {
 /// The load's verdict on the fleet's size, and what it costs: `serving` are the droplets that
 /// serve (each with the size it was built with, when known), `size` the one this run builds
 /// with, `sizes` what the sizes cost (`None`: not known). Returns the status and the creates
-/// beyond the first that the count implies (before the account's room, [`room_cap`]).
+/// beyond the first that the count implies (before the account's room, [`room_cap`]). `stale`
+/// of the serving droplets have an older spec: they leave as their replacements come up (a
+/// rolling replace, not a scale-in).
 pub fn scale(
     bounds: Bounds,
     serving: &[Option<&str>],
+    stale: usize,
     size: &str,
     sizes: Option<&[Machine]>,
     load: Option<Load>,
@@ -304,6 +307,10 @@ pub fn scale(
     (seen.need, seen.startable) = (w.need, w.startable);
     seen.why = match w.count.cmp(&actual) {
         std::cmp::Ordering::Greater => format!("scale out {actual} → {}: {}", w.count, w.why),
+        std::cmp::Ordering::Less if actual - stale <= w.count => format!(
+            "fleet: {} droplet(s) wanted (min {}, max {}): {}; {stale} with an older spec stay until their replacements are healthy (rolling replace)",
+            w.count, bounds.min, bounds.max, w.why
+        ),
         std::cmp::Ordering::Less => format!(
             "scale in {actual} → {}: {} (a droplet goes once it executed nothing for {}, drained)",
             w.count,
@@ -416,7 +423,15 @@ mod tests {
         let fixed = Bounds { min: 2, max: 2 };
         let sizes = [size()];
         let built = [Some("s-2vcpu-2gb"), None];
-        let (s, extra) = scale(fixed, &built, "s-2vcpu-2gb", Some(&sizes), None, SCALE_IN);
+        let (s, extra) = scale(
+            fixed,
+            &built,
+            0,
+            "s-2vcpu-2gb",
+            Some(&sizes),
+            None,
+            SCALE_IN,
+        );
         assert_eq!((s.wanted, s.actual, extra, s.scales), (2, 2, 0, false));
         assert_eq!(s.why, "SUPERVISOR_COUNT=2");
         assert_eq!(s.cost_monthly, Some(36.0));
@@ -425,6 +440,7 @@ mod tests {
         let (s, _) = scale(
             fixed,
             &[Some("s-8vcpu-16gb")],
+            0,
             "s-2vcpu-2gb",
             Some(&sizes),
             None,
@@ -445,6 +461,7 @@ mod tests {
         let (s, extra) = scale(
             B,
             &[None],
+            0,
             "s-2vcpu-2gb",
             Some(&sizes),
             Some(busy),
@@ -463,16 +480,42 @@ mod tests {
             needs: &[],
         };
         let three = [None, None, None];
-        let (s, extra) = scale(B, &three, "s-2vcpu-2gb", Some(&sizes), Some(idle), SCALE_IN);
+        let (s, extra) = scale(
+            B,
+            &three,
+            0,
+            "s-2vcpu-2gb",
+            Some(&sizes),
+            Some(idle),
+            SCALE_IN,
+        );
         assert_eq!((s.wanted, extra), (1, 0));
         assert!(
             s.why.starts_with("scale in 3 → 1") && s.why.contains("executed nothing for 15m"),
             "{}",
             s.why
         );
+        // Two of the three have an older spec and are being replaced: not a scale-in.
+        let two = [None, None];
+        let (s, _) = scale(
+            B,
+            &two,
+            1,
+            "s-2vcpu-2gb",
+            Some(&sizes),
+            Some(idle),
+            SCALE_IN,
+        );
+        assert!(
+            s.why
+                .contains("1 with an older spec stay until their replacements are healthy")
+                && !s.why.contains("scale in"),
+            "{}",
+            s.why
+        );
         // No runs read, or the size not among the platform's: the fleet stays as it is.
         for (size_slug, load) in [("s-2vcpu-2gb", None), ("s-9vcpu", Some(busy))] {
-            let (s, extra) = scale(B, &[None, None], size_slug, Some(&sizes), load, SCALE_IN);
+            let (s, extra) = scale(B, &[None, None], 0, size_slug, Some(&sizes), load, SCALE_IN);
             assert_eq!((s.wanted, extra), (2, 0));
             assert!(s.why.starts_with("the load is unknown"), "{}", s.why);
         }

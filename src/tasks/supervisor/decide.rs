@@ -69,7 +69,7 @@ pub fn decide(i: &Inputs, cloud: &dyn Cloud) -> Decision {
     let size = fit.auto_size.as_deref().unwrap_or(i.size);
     let mut spec = (i.spec)(size);
     spec.rules.stale_after = i.stale_after;
-    let (scale, extra) = scale(i, cloud, size);
+    let (scale, extra) = scale(i, cloud, size, &spec.spec_tag);
     let spec = loaded(spec, i.bounds, &scale, extra, i.scale_in_after);
     Decision {
         plan: plan::plan(i.obs, &spec),
@@ -80,7 +80,7 @@ pub fn decide(i: &Inputs, cloud: &dyn Cloud) -> Decision {
 }
 
 /// The load's verdict (capacity::scale) and the creates beyond the first the account allows.
-fn scale(i: &Inputs, cloud: &dyn Cloud, size: &str) -> (ScaleStatus, usize) {
+fn scale(i: &Inputs, cloud: &dyn Cloud, size: &str, spec_tag: &str) -> (ScaleStatus, usize) {
     let serving: Vec<Option<&str>> = i
         .obs
         .droplets
@@ -88,6 +88,12 @@ fn scale(i: &Inputs, cloud: &dyn Cloud, size: &str) -> (ScaleStatus, usize) {
         .filter(|d| !d.draining())
         .map(|d| d.built.0.get("size").map(String::as_str))
         .collect();
+    let stale = i
+        .obs
+        .droplets
+        .iter()
+        .filter(|d| !d.draining() && !d.current(spec_tag))
+        .count();
     // A fixed fleet's cost comes from sizes already known: a healthy cycle asks nothing more.
     let sizes = if i.bounds.scales() {
         cloud.machines().ok()
@@ -106,6 +112,7 @@ fn scale(i: &Inputs, cloud: &dyn Cloud, size: &str) -> (ScaleStatus, usize) {
     let (mut status, extra) = capacity::scale(
         i.bounds,
         &serving,
+        stale,
         size,
         sizes.as_deref(),
         load,

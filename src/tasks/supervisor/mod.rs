@@ -112,10 +112,7 @@ pub fn run(opts: &SupervisorOptions, ctx: &TaskCtx) -> anyhow::Result<Outcome> {
         .warnings
         .extend(marks::warnings(&world.obs.droplets, &world.obs.owned));
     outcome.warnings.extend(capped_warning);
-    outcome.summary = Some(format!(
-        "{healthy}/{} healthy{waiting}",
-        decision.spec.count
-    ));
+    outcome.summary = Some(healthy_summary(healthy, decision.spec.count, &waiting));
     let pin = s.trigger_version.as_deref();
     if let Some(w) = release::warning(pin, input.record.webapp_version.as_deref()) {
         outcome.detail.retain(|l| *l != w);
@@ -143,4 +140,15 @@ fn judge_capped(
         .as_ref()
         .filter(|_| prev.is_none())
         .map(|c| c.text.clone())
+}
+
+/// `1/1 healthy, 0 waiting`; healthy droplets beyond what is wanted are on their way out
+/// (replaced, or scaled in): `1/1 healthy (+1 leaving)`, never `2/1`.
+fn healthy_summary(healthy: usize, wanted: usize, waiting: &str) -> String {
+    match healthy.checked_sub(wanted) {
+        Some(leaving) if leaving > 0 => {
+            format!("{wanted}/{wanted} healthy (+{leaving} leaving){waiting}")
+        }
+        _ => format!("{healthy}/{wanted} healthy{waiting}"),
+    }
 }

@@ -147,10 +147,12 @@ pub fn record_drain(ctx: &TaskCtx, id: u64, drain: super::drain::Drain) -> anyho
     save(ctx, &key, &streak, crate::state::now_ms())
 }
 
-/// Drops every `droplet:` key but those in `keep` (droplets gone or deleted).
-pub fn prune(st: &State, keep: &[String]) -> anyhow::Result<()> {
-    for (key, _, _) in st.kv_list(NAMESPACE)? {
-        if key.starts_with("droplet:") && !keep.contains(&key) {
+/// Drops every `droplet:` key but those in `keep` (droplets gone or deleted) and those written
+/// since `since` (the run began): a droplet this run created keeps its build record, which
+/// names each field a later spec drift changes.
+pub fn prune(st: &State, keep: &[String], since: i64) -> anyhow::Result<()> {
+    for (key, _, at) in st.kv_list(NAMESPACE)? {
+        if key.starts_with("droplet:") && !keep.contains(&key) && at < since {
             st.kv_delete(NAMESPACE, &key)?;
         }
     }
