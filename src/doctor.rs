@@ -143,15 +143,7 @@ fn droplet_spec(r: &mut Checklist, api: &DigitalOcean, s: &crate::settings::Sett
         Err(e) => r.fail(format!("SUPERVISOR_SIZE: sizes not readable: {e:#}")),
     }
     match api.image(image) {
-        Ok(None) => {
-            // DigitalOcean's own list, never a slug written here (it may be the refused one).
-            let slugs = api.distribution_images().unwrap_or_default();
-            let hint = match crate::envfile::nearest(image, slugs.iter().filter_map(|i| i.slug.as_deref())) {
-                Some(slug) => format!("did you mean {slug}? (doctl compute image list-distribution lists the others; a private image's id works too)"),
-                None => "use a slug from doctl compute image list-distribution, or a private image's id".into(),
-            };
-            r.fail(format!("SUPERVISOR_IMAGE={image} is not a DigitalOcean image: {hint}"))
-        }
+        Ok(None) => r.fail(unknown_image(api, image)),
         Ok(Some(img)) if !img.regions.is_empty() && !img.regions.contains(region) => r.fail(format!(
             "SUPERVISOR_IMAGE={image} is not available in SUPERVISOR_REGION={region} (only {}): transfer it there or pick another region",
             some(img.regions.iter().map(String::as_str).collect())
@@ -189,6 +181,17 @@ fn droplet_spec(r: &mut Checklist, api: &DigitalOcean, s: &crate::settings::Sett
         }
         Err(e) => r.fail(format!("SUPERVISOR_SSH_KEYS: keys not readable: {e:#}")),
     }
+}
+
+/// The nearest slug from DigitalOcean's own list of distribution images, never a slug written
+/// here (it may be the very one refused).
+fn unknown_image(api: &DigitalOcean, image: &str) -> String {
+    let slugs = api.distribution_images().unwrap_or_default();
+    let hint = match crate::envfile::nearest(image, slugs.iter().filter_map(|i| i.slug.as_deref())) {
+        Some(slug) => format!("did you mean {slug}? (doctl compute image list-distribution lists the others; a private image's id works too)"),
+        None => "use a slug from doctl compute image list-distribution, or a private image's id".into(),
+    };
+    format!("SUPERVISOR_IMAGE={image} is not a DigitalOcean image: {hint}")
 }
 
 /// Which alert channels are configured (nothing is sent: `ops test-alert` does that).

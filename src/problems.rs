@@ -134,18 +134,7 @@ pub fn find(doc: &Value, now_ms: i64) -> Vec<Problem> {
     }
     out.extend(capped(doc));
     out.extend(orphans(doc, now_ms));
-    // A notice rather than a fault, but nothing watches while it stands.
-    for p in doc["profiles"].as_array().into_iter().flatten() {
-        if let Some(why) = p["disabled_reason"].as_str() {
-            let name = p["name"].as_str().unwrap_or("");
-            out.push(problem(
-                "disabled_profile",
-                format!("profile {name} does not run: {why}"),
-                Some(name),
-                &Value::Null,
-            ));
-        }
-    }
+    out.extend(disabled(doc));
     for p in doc["profiles"].as_array().into_iter().flatten() {
         let last = &p["last_run"];
         if last["status"] != "failed" {
@@ -179,6 +168,26 @@ fn capped(doc: &Value) -> Option<Problem> {
         doc["supervisor_run"]["profile"].as_str(),
         &doc["supervisor"]["checked_at"],
     ))
+}
+
+/// Profiles disabled by hand or automatically: a notice rather than a fault, but nothing watches
+/// while one stands.
+fn disabled(doc: &Value) -> Vec<Problem> {
+    doc["profiles"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| {
+            let why = p["disabled_reason"].as_str()?;
+            let name = p["name"].as_str().unwrap_or("");
+            Some(problem(
+                "disabled_profile",
+                format!("profile {name} does not run: {why}"),
+                Some(name),
+                &Value::Null,
+            ))
+        })
+        .collect()
 }
 
 /// Queues with waiting runs that no supervisor serves.
