@@ -299,6 +299,16 @@ pub fn command(profiles: &[String]) -> clap::Command {
     cmd
 }
 
+/// The arguments parsed by `command`. The command is not dropped: freeing every subcommand's
+/// definitions one by one costs a one-shot process more than its whole parse, and the process
+/// exits soon after.
+pub fn parse(command: clap::Command, args: &[std::ffi::OsString]) -> Result<Cli, clap::Error> {
+    let mut command = std::mem::ManuallyDrop::new(command);
+    command
+        .try_get_matches_from_mut(args)
+        .and_then(|m| <Cli as clap::FromArgMatches>::from_arg_matches(&m))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

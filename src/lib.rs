@@ -44,27 +44,31 @@ pub mod window;
 use crate::cli::{Cli, Cmd};
 use crate::exit::ExitCode;
 
-/// Parses arguments, runs the command, and returns the process exit code.
+/// Parses the process's arguments, runs the command, and returns the process exit code.
 pub fn main() -> i32 {
+    main_with(std::env::args_os().collect())
+}
+
+/// Parses `args` (the program's name first), runs the command, and returns the exit code.
+pub fn main_with(args: Vec<std::ffi::OsString>) -> i32 {
     // Behave like a Unix filter: `ops list | head` ends quietly instead of panicking.
     // SAFETY: restoring the default disposition of SIGPIPE before any thread starts.
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
     redact::install_panic_hook();
-    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     // Only a help request reads jobs.yaml this early, to name its profiles.
     let wants_help = args
         .iter()
         .any(|a| a == "--help" || a == "-h" || a == "help");
-    let profiles = if wants_help {
-        app::profiles_for_help(&args)
+    // The command line as help shows it (profiles named, ignored globals hidden) only when
+    // help is asked for: building it costs more than the rest of `ops list` (issue 35).
+    let command = if wants_help {
+        cli::command(&app::profiles_for_help(&args))
     } else {
-        Vec::new()
+        <Cli as clap::CommandFactory>::command()
     };
-    let parsed = cli::command(&profiles)
-        .try_get_matches_from(&args)
-        .and_then(|m| <Cli as clap::FromArgMatches>::from_arg_matches(&m));
+    let parsed = cli::parse(command, &args);
     let cli = match parsed {
         Ok(cli) => cli,
         Err(e) => {
