@@ -262,6 +262,52 @@ pub struct SupervisorOptions {
     /// droplets start from; off unless set (the bundled jobs.yaml sets it).
     #[serde(default)]
     pub bake: bool,
+    /// Where the supervisor runs: `droplets` (ops' own fleet, the default) or `kubernetes`.
+    #[serde(default)]
+    pub platform: Platform,
+    /// `platform: kubernetes` on a cluster ops does not manage: its kubeconfig (the current
+    /// context; a token or client-certificate user). An absolute path is best: a relative one is read
+    /// from ops' working directory.
+    #[serde(default)]
+    pub kubeconfig: Option<PathBuf>,
+    /// The namespace of the supervisor's objects and its run pods.
+    #[serde(default = "default_namespace")]
+    pub namespace: String,
+    /// The `nodetype` label of the nodes meant for runs (`KUBERNETES_WORKER_NODETYPE_LABEL`).
+    #[serde(default = "default_node_label")]
+    pub node_label: String,
+    /// A run pod waiting for a node longer than this fails the task, naming it and why.
+    #[serde(default = "default_pending_after", deserialize_with = "de_duration")]
+    pub pending_after: Duration,
+}
+
+/// Where the supervisor runs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Platform {
+    #[default]
+    Droplets,
+    Kubernetes,
+}
+
+fn default_namespace() -> String {
+    crate::manifests::DEFAULT_NAMESPACE.into()
+}
+fn default_node_label() -> String {
+    crate::manifests::DEFAULT_NODETYPE.into()
+}
+fn default_pending_after() -> Duration {
+    Duration::from_secs(600)
+}
+
+/// A Kubernetes name or label value as ops' options take it: 1 to 63 lowercase letters, digits
+/// and `-`, starting and ending alphanumeric.
+fn dns_label(s: &str) -> bool {
+    (1..=63).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
 }
 
 fn yes() -> bool {
@@ -643,6 +689,16 @@ fn task_spec(kind: &str, rest: serde_yaml::Mapping) -> Result<TaskSpec, String> 
         validate_exec(exec)?;
     }
     if let TaskSpec::Supervisor(sup) = &spec {
+        for (option, value) in [
+            ("namespace", &sup.namespace),
+            ("node_label", &sup.node_label),
+        ] {
+            if !dns_label(value) {
+                return Err(format!(
+                    "supervisor task: {option} {value:?} is not a Kubernetes name (1-63 lowercase letters, digits and '-', starting and ending alphanumeric)"
+                ));
+            }
+        }
         if let (Some(lo), Some(hi)) = (sup.min, sup.max) {
             if lo > hi || hi == 0 {
                 return Err(format!(

@@ -20,6 +20,7 @@ mod healing;
 mod image;
 mod kubernetes;
 mod kubernetes_contract;
+mod kubernetes_platform;
 mod monitoring;
 mod operator;
 mod operator2;

@@ -133,6 +133,11 @@ pub fn size(state: Option<&State>, s: &Settings) -> String {
     }
 }
 
+/// The config record, as the droplets get it: only one extract accepted ([`accepted_record`]).
+pub fn record(ctx: &TaskCtx) -> anyhow::Result<ConfigRecord> {
+    accepted_record(ctx).map(|(r, _)| r)
+}
+
 /// The token, the config record (the one extract read earlier in this profile run, stored or
 /// planned in a dry run, else the stored one), the bounds and the size; a configuration that
 /// lets ops see nothing is refused.

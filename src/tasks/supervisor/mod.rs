@@ -47,6 +47,9 @@ pub use inputs::{deployment_tag, spec_tag, visibility_problem, AUTO_DEFAULT_SIZE
 pub use plan::{Streak, MANAGED_TAG};
 
 pub fn run(opts: &SupervisorOptions, ctx: &TaskCtx) -> anyhow::Result<Outcome> {
+    if opts.platform == crate::config::Platform::Kubernetes {
+        return kubernetes::run(opts, ctx);
+    }
     let s = ctx.settings;
     let mut input = inputs::resolve(opts, ctx)?;
     let http = Http::new();

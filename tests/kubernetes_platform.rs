@@ -1,0 +1,200 @@
+//! Operator stories of `platform: kubernetes` on a cluster ops does not manage (`kubeconfig:`),
+//! through the real binary: the fake Kubernetes API server, the webapp's real worker tables,
+//! extract against the fake Railway first.
+
+use std::time::Duration;
+
+use crate::extract::{LOG_TOKEN, REGISTRY_PASSWORD, SECRET};
+use crate::supervisor::{fleet, Fleet};
+use crate::support::kubernetes::{Accepts, FakeKube};
+
+const TOKEN: &str = "kube-token-platform-01";
+const NS: &str = "trigger";
+
+struct Cluster {
+    f: Fleet,
+    kube: FakeKube,
+}
+
+impl Cluster {
+    fn new(options: &str) -> Cluster {
+        let mut f = fleet("boot_grace: 10m");
+        let kube = FakeKube::start(TOKEN);
+        kube.accepts(Accepts {
+            webapp: f.webapp.clone(),
+            managed_secret: SECRET.into(),
+        });
+        let path = kube.kubeconfig(f.s.ops.dir.path(), &format!("    token: {TOKEN}\n"));
+        f.jobs(&format!(
+            "platform: kubernetes, kubeconfig: '{}', {options}",
+            path.display()
+        ));
+        f.s.ops.env("TRIGGER_VERSION", "v4.5.11");
+        Cluster { f, kube }
+    }
+
+    fn version(&mut self, v: &str) {
+        self.f.s.ops.env("TRIGGER_VERSION", v);
+    }
+
+    fn heartbeating(&self) -> bool {
+        let mut c = self.f.db();
+        let pods = self.kube.supervisor_pods(NS);
+        pods.iter().all(|p| {
+            let name = p["metadata"]["name"].as_str().unwrap();
+            c.query_opt(
+                r#"SELECT 1 FROM "WorkerInstance" WHERE name = $1 AND "lastHeartbeatAt" > timezone('UTC', now()) - interval '5 seconds'"#,
+                &[&name],
+            )
+            .unwrap()
+            .is_some()
+        }) && !pods.is_empty()
+            && pods.iter().all(|p| p["status"]["phase"] == "Running")
+    }
+
+    /// Runs until the supervisor is up: the first run applies, the pod heartbeats.
+    fn up(&self) {
+        self.f
+            .health()
+            .expect_code(0)
+            .expect_stdout("applied Deployment trigger/supervisor");
+        assert!(
+            self.kube
+                .wait_for(Duration::from_secs(20), |_| self.heartbeating()),
+            "the supervisor pod never heartbeat"
+        );
+    }
+
+    fn do_requests(&self) -> usize {
+        self.f.api.server.requests().len()
+    }
+}
+
+fn no_secret(out: &str) {
+    for s in [LOG_TOKEN, SECRET, TOKEN, REGISTRY_PASSWORD] {
+        assert!(!out.contains(s), "a secret in the output:\n{out}");
+    }
+}
+
+#[test]
+fn a_new_cluster_gets_the_supervisor_and_a_healthy_run_makes_two_api_requests_and_one_session() {
+    let c = Cluster::new("pending_after: 10m");
+    let before = c.do_requests();
+    c.up();
+    let objects = c.kube.names("deployments", NS);
+    assert_eq!(objects, ["supervisor"]);
+    assert_eq!(
+        c.kube.names("secrets", NS),
+        ["supervisor", "supervisor-registry"]
+    );
+    c.kube.clear();
+    let run = c.f.health();
+    run.expect_code(0)
+        .expect_stdout("1/1 supervisor pods heartbeating")
+        .expect_stdout(
+            "DigitalOcean requests: 0, Kubernetes API requests: 2, Postgres sessions: 1",
+        );
+    let calls = c.kube.calls();
+    assert_eq!(calls.len(), 2, "{calls:?}");
+    assert!(calls.iter().all(|c| c.method == "GET"));
+    assert_eq!(c.do_requests(), before, "no DigitalOcean request");
+    no_secret(&run.all());
+    no_secret(&c.f.run(&["events"]).all());
+}
+
+#[test]
+fn a_version_change_rolls_the_new_image_deletes_nothing_and_touches_no_run_pod() {
+    let mut c = Cluster::new("pending_after: 10m");
+    c.up();
+    c.kube
+        .add_node("runs-1", &[("nodetype", "v4-worker")], "3900m", "7Gi");
+    c.kube
+        .add_run_pod(NS, "runner-run_long", Some("runs-1"), "medium-1x");
+    let run_pod = c.kube.object("pods", NS, "runner-run_long").unwrap();
+    let old = c.kube.supervisor_pods(NS)[0]["metadata"]["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    c.version("v4.5.12");
+    c.kube.clear();
+    let run = c.f.health();
+    run.expect_code(0)
+        .expect_stdout("applied Deployment trigger/supervisor");
+    assert!(
+        c.kube.calls().iter().all(|call| call.method != "DELETE"),
+        "ops deleted something"
+    );
+    assert!(c.kube.wait_for(Duration::from_secs(20), |k| {
+        let pods = k.supervisor_pods(NS);
+        pods.len() == 1 && pods[0]["metadata"]["name"] != old.as_str()
+    }));
+    assert_eq!(
+        c.kube.supervisor_pods(NS)[0]["spec"]["containers"][0]["image"],
+        "ghcr.io/triggerdotdev/supervisor:v4.5.12"
+    );
+    assert!(c
+        .kube
+        .wait_for(Duration::from_secs(20), |_| c.heartbeating()));
+    assert_eq!(
+        c.kube.object("pods", NS, "runner-run_long").unwrap(),
+        run_pod
+    );
+    c.f.health()
+        .expect_code(0)
+        .expect_stdout("1/1 supervisor pods heartbeating");
+}
+
+#[test]
+fn a_dry_run_shows_the_field_diff_and_changes_nothing() {
+    let mut c = Cluster::new("pending_after: 10m");
+    c.up();
+    c.version("v4.5.12");
+    c.kube.clear();
+    let run = c.f.run(&["run", "health", "--dry-run"]);
+    run.expect_code(0).expect_stdout(
+        "would apply Deployment trigger/supervisor: spec.template.spec.containers[supervisor].image: ghcr.io/triggerdotdev/supervisor:v4.5.11 -> ghcr.io/triggerdotdev/supervisor:v4.5.12",
+    );
+    assert_eq!(c.kube.mutations(), 0, "{:?}", c.kube.calls());
+    no_secret(&run.all());
+    let live = c.kube.object("deployments", NS, "supervisor").unwrap();
+    assert_eq!(
+        live["spec"]["template"]["spec"]["containers"][0]["image"],
+        "ghcr.io/triggerdotdev/supervisor:v4.5.11"
+    );
+}
+
+#[test]
+fn a_large_preset_waiting_for_a_node_fails_the_task_naming_it_and_the_fix() {
+    let c = Cluster::new("pending_after: 1s");
+    c.up();
+    c.kube.add_run_pod(NS, "runner-run_big", None, "large-2x");
+    std::thread::sleep(Duration::from_millis(2100));
+    let run = c.f.health();
+    run.expect_code(1)
+        .expect_stdout("run pod runner-run_big (large-2x) waits 0 min for a node: 0/2 nodes are available: 2 Insufficient memory.")
+        .expect_stdout("raise the task's max");
+    assert_eq!(
+        c.kube.object("pods", NS, "runner-run_big").unwrap()["status"]["phase"],
+        "Pending"
+    );
+}
+
+#[test]
+fn an_expired_token_fails_with_the_fix_and_an_exec_plugin_is_refused_in_one_line() {
+    let c = Cluster::new("pending_after: 10m");
+    c.kube.with(|w| w.tokens.clear());
+    let run = c.f.health();
+    run.expect_code(1)
+        .expect_stdout("answered HTTP 401 Unauthorized")
+        .expect_stdout("renew the user's token");
+    no_secret(&run.all());
+    let path = c.kube.kubeconfig(
+        c.f.s.ops.dir.path(),
+        "    exec:\n      apiVersion: client.authentication.k8s.io/v1beta1\n      command: doctl\n",
+    );
+    let run = c.f.health();
+    run.expect_code(2).expect_stderr(&format!(
+        "kubeconfig {}: user \"ops\" gets its credential from an exec plugin",
+        path.display()
+    ));
+}
