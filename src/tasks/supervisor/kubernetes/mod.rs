@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 use anyhow::Context;
 use serde_json::Value;
 
-use crate::clients::kubernetes::{Credentials, Kind, Kube, Pod, Selector};
+use crate::clients::kubernetes::{Credentials, Deployment, Kind, Kube, Pod, Selector};
 use crate::config::SupervisorOptions;
 use crate::manifests::{self, Change};
 use crate::task::{ActionRecord, ActionType, Outcome, Status, TaskCtx};
@@ -65,23 +65,7 @@ pub fn run(opts: &SupervisorOptions, ctx: &TaskCtx) -> anyhow::Result<Outcome> {
         .unwrap_or_default()
         .to_string();
 
-    let deployment = kube
-        .deployment(ns, manifests::NAME)
-        .context("reading the supervisor's Deployment")?;
-    let pods: Vec<Pod> = kube
-        .pods(ns, &Selector::default())
-        .context("listing the namespace's pods")?;
-    let names: Vec<String> = pods
-        .iter()
-        .filter(|p| {
-            p.metadata
-                .labels
-                .get(manifests::APP_LABEL.0)
-                .map(String::as_str)
-                == Some(manifests::APP_LABEL.1)
-        })
-        .map(|p| p.metadata.name.clone())
-        .collect();
+    let (deployment, pods, names) = observe(&kube, ns)?;
     let stale = opts.stale_after(true);
     let (view, beats, flow) = webapp::view(ctx, opts, &record, &names, (stale, &[]));
     let heartbeats: BTreeMap<String, f64> = beats
@@ -116,19 +100,7 @@ pub fn run(opts: &SupervisorOptions, ctx: &TaskCtx) -> anyhow::Result<Outcome> {
         outcome.detail.extend(f.detail);
     }
     judged_failures(&mut outcome, judged.problems.clone());
-    let beating = judged
-        .supervisors
-        .iter()
-        .filter(|p| p.heartbeat.is_some_and(|a| a <= stale.as_secs_f64()))
-        .count();
-    let summary = format!(
-        "kubernetes {ns}: {beating}/{} supervisor pods heartbeating, {} run pods waiting for a node",
-        judged.supervisors.len(),
-        judged.pending.len()
-    );
-    outcome.detail.push(summary.clone());
-    outcome.summary = Some(summary);
-    outcome.detail.extend(judged.notes.iter().cloned());
+    report(&mut outcome, &judged, stale, ns);
     outcome.detail.push(format!(
         "supervisor {} at {} ({})",
         version.tag,
@@ -145,6 +117,45 @@ pub fn run(opts: &SupervisorOptions, ctx: &TaskCtx) -> anyhow::Result<Outcome> {
         kube.requests.get()
     ));
     Ok(outcome)
+}
+
+/// The Deployment and the namespace's pods (two requests), and the supervisor pods' names.
+fn observe(kube: &Kube, ns: &str) -> anyhow::Result<(Option<Deployment>, Vec<Pod>, Vec<String>)> {
+    let deployment = kube
+        .deployment(ns, manifests::NAME)
+        .context("reading the supervisor's Deployment")?;
+    let pods: Vec<Pod> = kube
+        .pods(ns, &Selector::default())
+        .context("listing the namespace's pods")?;
+    let names: Vec<String> = pods
+        .iter()
+        .filter(|p| {
+            p.metadata
+                .labels
+                .get(manifests::APP_LABEL.0)
+                .map(String::as_str)
+                == Some(manifests::APP_LABEL.1)
+        })
+        .map(|p| p.metadata.name.clone())
+        .collect();
+    Ok((deployment, pods, names))
+}
+
+/// The run's summary and its notes.
+fn report(outcome: &mut Outcome, judged: &Judged, stale: std::time::Duration, ns: &str) {
+    let beating = judged
+        .supervisors
+        .iter()
+        .filter(|p| p.heartbeat.is_some_and(|a| a <= stale.as_secs_f64()))
+        .count();
+    let summary = format!(
+        "kubernetes {ns}: {beating}/{} supervisor pods heartbeating, {} run pods waiting for a node",
+        judged.supervisors.len(),
+        judged.pending.len()
+    );
+    outcome.detail.push(summary.clone());
+    outcome.summary = Some(summary);
+    outcome.detail.extend(judged.notes.iter().cloned());
 }
 
 fn judged_failures(outcome: &mut Outcome, failures: Vec<String>) {

@@ -157,21 +157,11 @@ pub fn judge(obs: &Observed, desired_fingerprint: &str, rules: &Rules) -> Judged
         .and_then(|d| d.metadata.annotations.get(manifests::OBJECTS_ANNOTATION))
         .map(String::as_str);
     let apply = applied != Some(desired_fingerprint);
-    let stale = rules.stale_after.as_secs_f64();
-    let supervisors: Vec<SupervisorPod> = obs
-        .pods
-        .iter()
-        .filter(|p| is_supervisor(p) && p.metadata.deletion_timestamp.is_none())
-        .map(|p| SupervisorPod {
-            name: p.metadata.name.clone(),
-            ready: p.ready(),
-            heartbeat: obs.heartbeats.get(&p.metadata.name).copied(),
-            why: why_down(p),
-        })
-        .collect();
-    let beating = supervisors
-        .iter()
-        .any(|s| s.heartbeat.is_some_and(|age| age <= stale));
+    let supervisors = supervisors(obs);
+    let beating = supervisors.iter().any(|s| {
+        s.heartbeat
+            .is_some_and(|age| age <= rules.stale_after.as_secs_f64())
+    });
     let rolled_out = obs.deployment.as_ref().is_some_and(Deployment::rolled_out);
     let youngest = obs
         .pods
@@ -186,27 +176,71 @@ pub fn judge(obs: &Observed, desired_fingerprint: &str, rules: &Rules) -> Judged
         _ => Health::Failing,
     };
     if health == Health::Failing {
-        let detail: Vec<String> = supervisors
-            .iter()
-            .map(|s| {
-                let beat = match s.heartbeat {
-                    Some(age) => format!("last heartbeat {age:.0}s ago"),
-                    None => "never heartbeat".into(),
-                };
-                match &s.why {
-                    Some(why) => format!("{} {beat}, {why}", s.name),
-                    None => format!("{} {beat}", s.name),
-                }
-            })
-            .collect();
-        problems.push(if detail.is_empty() {
-            "no supervisor pod exists: the Deployment's pods are not created (kubectl describe deployment supervisor shows why)".to_string()
-        } else {
-            format!("the supervisor on Kubernetes is down: {}", detail.join("; "))
-        });
+        problems.push(down(&supervisors));
     } else if beating && !rolled_out {
         notes.push("the supervisor's rollout is in progress; the old pod serves until the new one is ready".into());
     }
+    let pending = pending_runs(obs, rules);
+    problems.extend(pending.iter().map(|p| {
+        format!(
+            "run pod {} ({}) waits {} min for a node: {}; {}",
+            p.pod,
+            p.preset.as_deref().unwrap_or("unknown preset"),
+            p.waited_secs / 60,
+            p.reason,
+            p.fix
+        )
+    }));
+    Judged {
+        apply,
+        health,
+        supervisors,
+        pending,
+        problems,
+        notes,
+    }
+}
+
+fn supervisors(obs: &Observed) -> Vec<SupervisorPod> {
+    obs.pods
+        .iter()
+        .filter(|p| is_supervisor(p) && p.metadata.deletion_timestamp.is_none())
+        .map(|p| SupervisorPod {
+            name: p.metadata.name.clone(),
+            ready: p.ready(),
+            heartbeat: obs.heartbeats.get(&p.metadata.name).copied(),
+            why: why_down(p),
+        })
+        .collect()
+}
+
+/// The failure line of a supervisor that is down: each pod, its heartbeat and why.
+fn down(supervisors: &[SupervisorPod]) -> String {
+    let detail: Vec<String> = supervisors
+        .iter()
+        .map(|s| {
+            let beat = match s.heartbeat {
+                Some(age) => format!("last heartbeat {age:.0}s ago"),
+                None => "never heartbeat".into(),
+            };
+            match &s.why {
+                Some(why) => format!("{} {beat}, {why}", s.name),
+                None => format!("{} {beat}", s.name),
+            }
+        })
+        .collect();
+    if detail.is_empty() {
+        "no supervisor pod exists: the Deployment's pods are not created (kubectl describe deployment supervisor shows why)".to_string()
+    } else {
+        format!(
+            "the supervisor on Kubernetes is down: {}",
+            detail.join("; ")
+        )
+    }
+}
+
+/// Run pods waiting for a node longer than `pending_after`, the longest-waiting first.
+fn pending_runs(obs: &Observed, rules: &Rules) -> Vec<PendingRun> {
     let mut pending: Vec<PendingRun> = obs
         .pods
         .iter()
@@ -227,24 +261,7 @@ pub fn judge(obs: &Observed, desired_fingerprint: &str, rules: &Rules) -> Judged
         })
         .collect();
     pending.sort_by(|a, b| b.waited_secs.cmp(&a.waited_secs).then(a.pod.cmp(&b.pod)));
-    for p in &pending {
-        problems.push(format!(
-            "run pod {} ({}) waits {} min for a node: {}; {}",
-            p.pod,
-            p.preset.as_deref().unwrap_or("unknown preset"),
-            p.waited_secs / 60,
-            p.reason,
-            p.fix
-        ));
-    }
-    Judged {
-        apply,
-        health,
-        supervisors,
-        pending,
-        problems,
-        notes,
-    }
+    pending
 }
 
 #[cfg(test)]
