@@ -595,7 +595,37 @@ fn supervisor_metrics(state: &State, out: &mut String) -> anyhow::Result<()> {
     if let Some((q, _)) = store::queue(state)? {
         queue_metrics(out, &q);
     }
+    if let Some((k, checked_at)) = store::kubernetes(state)? {
+        kubernetes_metrics(out, &k, checked_at);
+    }
     Ok(())
+}
+
+/// The supervisor pods' heartbeats and the run pods waiting for a node (`platform: kubernetes`).
+fn kubernetes_metrics(out: &mut String, k: &store::KubernetesStatus, checked_at: i64) {
+    out.push_str("# HELP ops_supervisor_kubernetes_healthy 1 when the supervisor on Kubernetes heartbeats and its rollout is done.\n# TYPE ops_supervisor_kubernetes_healthy gauge\n");
+    let _ = writeln!(
+        out,
+        "ops_supervisor_kubernetes_healthy{{namespace=\"{}\"}} {}",
+        label(&k.namespace),
+        u8::from(k.health == "healthy")
+    );
+    out.push_str("# HELP ops_supervisor_kubernetes_pod_heartbeat_timestamp_seconds When the webapp last heard each supervisor pod, as of ops's last check.\n# TYPE ops_supervisor_kubernetes_pod_heartbeat_timestamp_seconds gauge\n");
+    for p in &k.supervisors {
+        if let Some(age) = p.heartbeat_age_secs {
+            let _ = writeln!(
+                out,
+                "ops_supervisor_kubernetes_pod_heartbeat_timestamp_seconds{{pod=\"{}\"}} {:.3}",
+                label(&p.name),
+                checked_at as f64 / 1000.0 - age
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
+        "# HELP ops_supervisor_kubernetes_run_pods_pending Run pods waiting for a node longer than pending_after.\n# TYPE ops_supervisor_kubernetes_run_pods_pending gauge\nops_supervisor_kubernetes_run_pods_pending {}",
+        k.pending.len()
+    );
 }
 
 /// Whether new droplets start from a baked image, and what our images cost.

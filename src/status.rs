@@ -420,10 +420,53 @@ fn supervisor_doc(s: &crate::state::State) -> anyhow::Result<Value> {
     let image = supervisor::image::stored(Some(s))
         .map(|b| image_doc(&b))
         .unwrap_or(Value::Null);
-    Ok(
-        supervisor::store::last_droplets(s)?
-            .map(|(d, at)| json!({"checked_at": rfc3339(at), "droplets": d, "scale": scale, "image": image}))
-            .unwrap_or(Value::Null),
+    let kubernetes = supervisor::store::kubernetes(s)
+        .ok()
+        .flatten()
+        .map(|(k, at)| json!({"checked_at": rfc3339(at), "namespace": k.namespace, "server": k.server,
+            "version": k.version, "health": k.health, "supervisors": k.supervisors, "pending": k.pending}));
+    let doc = supervisor::store::last_droplets(s)?.map(
+        |(d, at)| json!({"checked_at": rfc3339(at), "droplets": d, "scale": scale, "image": image}),
+    );
+    Ok(match (doc, kubernetes) {
+        (Some(mut d), k) => {
+            d["kubernetes"] = k.unwrap_or(Value::Null);
+            d
+        }
+        (None, Some(k)) => json!({"kubernetes": k}),
+        (None, None) => Value::Null,
+    })
+}
+
+/// `kubernetes trigger: healthy, supervisor v4.5.12; supervisor-7d9-x beat 4s ago; 1 run pod
+/// waiting for a node`.
+fn kubernetes_line(k: &Value) -> String {
+    if !k.is_object() {
+        return String::new();
+    }
+    let pods: Vec<String> = k["supervisors"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|p| {
+            let name = p["name"].as_str().unwrap_or("?");
+            match p["heartbeat_age_secs"].as_f64() {
+                Some(age) => format!("{name} beat {age:.0}s ago"),
+                None => format!("{name} never beat"),
+            }
+        })
+        .collect();
+    let pending = k["pending"].as_array().map_or(0, Vec::len);
+    format!(
+        "kubernetes {}: {}, supervisor {}; {}; {pending} run pod(s) waiting for a node\n",
+        k["namespace"].as_str().unwrap_or("?"),
+        k["health"].as_str().unwrap_or("?"),
+        k["version"].as_str().unwrap_or("?"),
+        if pods.is_empty() {
+            "no supervisor pod".to_string()
+        } else {
+            pods.join(", ")
+        }
     )
 }
 
@@ -476,6 +519,7 @@ fn human(doc: &Value) -> String {
     out.push_str(&droplets_table(doc));
     out.push_str(&scale_line(&doc["supervisor"]["scale"]));
     out.push_str(&image_line(&doc["supervisor"]["image"]));
+    out.push_str(&kubernetes_line(&doc["supervisor"]["kubernetes"]));
     out.push_str(&facts_lines(doc));
     // The short times above carry no zone of their own: say it once.
     out.push_str(&format!(

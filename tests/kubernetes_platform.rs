@@ -100,6 +100,35 @@ fn a_new_cluster_gets_the_supervisor_and_a_healthy_run_makes_two_api_requests_an
     assert_eq!(c.do_requests(), before, "no DigitalOcean request");
     no_secret(&run.all());
     no_secret(&c.f.run(&["events"]).all());
+
+    let status = c.f.run(&["status", "--json"]);
+    let k = &status.expect_code(0).json()["supervisor"]["kubernetes"];
+    assert_eq!(k["health"], "healthy", "{k}");
+    assert_eq!(k["namespace"], NS);
+    assert_eq!(k["version"], "v4.5.11");
+    assert!(
+        k["supervisors"][0]["heartbeat_age_secs"].as_f64().unwrap() < 5.0,
+        "{k}"
+    );
+    assert_eq!(k["pending"], serde_json::json!([]));
+    c.f.run(&["status"])
+        .expect_code(0)
+        .expect_stdout("kubernetes trigger: healthy, supervisor v4.5.11; supervisor-");
+    let (_served, addr) = crate::operator::Served::start(&c.f.s.ops);
+    let (code, metrics) = crate::operator::request(&addr, "GET", "/metrics");
+    assert_eq!(code, 200);
+    assert!(
+        metrics.contains("ops_supervisor_kubernetes_healthy{namespace=\"trigger\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("ops_supervisor_kubernetes_run_pods_pending 0"),
+        "{metrics}"
+    );
+    assert!(metrics
+        .contains("ops_supervisor_kubernetes_pod_heartbeat_timestamp_seconds{pod=\"supervisor-"));
+    no_secret(&status.all());
+    no_secret(&metrics);
 }
 
 #[test]

@@ -48,6 +48,8 @@ pub const AUTO_SIZE_KEY: &str = "auto_size";
 pub const SCALE_KEY: &str = "scale";
 /// The size, region and image DigitalOcean's lists last passed (`catalog::Checked`).
 pub const CATALOG_KEY: &str = "catalog_checked";
+/// `platform: kubernetes`: the workload as the last run saw it ([`KubernetesStatus`]).
+pub const KUBERNETES_KEY: &str = "kubernetes";
 /// The ownership record (not under `droplet:`, which [`prune`] clears).
 pub const CREATED_KEY: &str = "created";
 pub const IMAGE_KEY: &str = "image";
@@ -112,6 +114,42 @@ pub struct DropletStatus {
     /// Its root filesystem as last read (`None`: not read yet, e.g. younger than 5 minutes).
     #[serde(default)]
     pub disk: Option<DiskStatus>,
+}
+
+/// The supervisor on Kubernetes as the last run saw it, for `ops status` and `/metrics`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct KubernetesStatus {
+    pub namespace: String,
+    pub server: String,
+    pub version: String,
+    /// `healthy`, `starting` or `failing`.
+    pub health: String,
+    pub supervisors: Vec<KubernetesPod>,
+    /// Run pods waiting for a node longer than `pending_after`.
+    pub pending: Vec<PendingPod>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct KubernetesPod {
+    pub name: String,
+    pub ready: bool,
+    /// Seconds since the webapp's last heartbeat from it (`None`: never, or no webapp view).
+    pub heartbeat_age_secs: Option<f64>,
+    /// Why it is not up, when it is not.
+    pub why: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PendingPod {
+    pub pod: String,
+    pub preset: Option<String>,
+    pub waited_secs: i64,
+    pub reason: String,
+}
+
+/// The Kubernetes workload as the last run saw it, and when (Unix ms).
+pub fn kubernetes(state: &State) -> anyhow::Result<Option<(KubernetesStatus, i64)>> {
+    state.kv_get(NAMESPACE, KUBERNETES_KEY)
 }
 
 /// A kept value; an unreadable one counts as none (the state's own rule).

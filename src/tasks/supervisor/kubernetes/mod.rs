@@ -25,6 +25,7 @@ use crate::task::{ActionRecord, ActionType, Outcome, Status, TaskCtx};
 use crate::tasks::supervisor::facts::Heartbeat;
 use crate::tasks::supervisor::inputs;
 use crate::tasks::supervisor::plan::View;
+use crate::tasks::supervisor::store;
 use crate::tasks::supervisor::webapp;
 
 use workload::{Health, Judged, Observed, Rules};
@@ -105,12 +106,12 @@ pub fn run(opts: &SupervisorOptions, ctx: &TaskCtx) -> anyhow::Result<Outcome> {
         "supervisor {} at {} ({})",
         version.tag,
         creds.server,
-        match judged.health {
-            Health::Healthy => "healthy",
-            Health::Booting => "starting",
-            Health::Failing => "failing",
-        }
+        health_word(&judged.health)
     ));
+    if !ctx.dry_run {
+        let status = kept(&judged, ns, &creds.server, &version.tag);
+        store::save(ctx, store::KUBERNETES_KEY, &status, crate::state::now_ms())?;
+    }
     let sessions = u8::from(!matches!(view, View::NotConfigured | View::Skipped));
     outcome.detail.push(format!(
         "DigitalOcean requests: 0, Kubernetes API requests: {}, Postgres sessions: {sessions}",
@@ -139,6 +140,44 @@ fn observe(kube: &Kube, ns: &str) -> anyhow::Result<(Option<Deployment>, Vec<Pod
         .map(|p| p.metadata.name.clone())
         .collect();
     Ok((deployment, pods, names))
+}
+
+/// What `ops status` and `/metrics` show of this run.
+fn kept(judged: &Judged, ns: &str, server: &str, version: &str) -> store::KubernetesStatus {
+    store::KubernetesStatus {
+        namespace: ns.to_string(),
+        server: server.to_string(),
+        version: version.to_string(),
+        health: health_word(&judged.health).to_string(),
+        supervisors: judged
+            .supervisors
+            .iter()
+            .map(|p| store::KubernetesPod {
+                name: p.name.clone(),
+                ready: p.ready,
+                heartbeat_age_secs: p.heartbeat,
+                why: p.why.clone(),
+            })
+            .collect(),
+        pending: judged
+            .pending
+            .iter()
+            .map(|p| store::PendingPod {
+                pod: p.pod.clone(),
+                preset: p.preset.clone(),
+                waited_secs: p.waited_secs,
+                reason: p.reason.clone(),
+            })
+            .collect(),
+    }
+}
+
+fn health_word(h: &Health) -> &'static str {
+    match h {
+        Health::Healthy => "healthy",
+        Health::Booting => "starting",
+        Health::Failing => "failing",
+    }
 }
 
 /// The run's summary and its notes.
