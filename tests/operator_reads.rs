@@ -477,3 +477,19 @@ fn an_origin_change_names_the_field_that_changed() {
         .expect_stdout("spec drift (OTEL_EXPORTER_OTLP_ENDPOINT changed, TRIGGER_API_URL changed)");
     assert!(!dry.stdout.contains("spec changed"), "{}", dry.stdout);
 }
+
+/// One rule when a registry cannot be reached from this host (here: no DNS at all): the same
+/// mark for the Railway registry and the public ones.
+#[test]
+fn every_registry_this_host_cannot_reach_gets_the_same_mark() {
+    let f = fleet("boot_grace: 10m");
+    let run = f.run(&["doctor"]);
+    let marks: Vec<char> = run
+        .stdout
+        .lines()
+        .filter(|l| l.contains("cannot be reached") || l.contains("registry-prod.invalid"))
+        .filter_map(|l| l.chars().next())
+        .collect();
+    assert!(marks.len() >= 3, "{}", run.stdout);
+    assert!(marks.iter().all(|m| *m == marks[0]), "{}", run.stdout);
+}
