@@ -7,7 +7,7 @@
 //! not reach it: a docker.service drop-in inserts a `DOCKER-USER` rule rejecting traffic to
 //! 169.254.169.254 at every Docker start, and the compose starts only once the rule is in place.
 //!
-//! Draining (supervisor v4.5.0 and later): the supervisor reads a dequeue-backpressure verdict
+//! Draining (supervisor v4.5.0-rc.5 and later): the supervisor reads a dequeue-backpressure verdict
 //! from a Redis key; a small Redis (`drain-signal`, on an internal network only the supervisor
 //! joins) holds it. `ops-drain.service` does nothing at start; when the droplet shuts down (ops
 //! sends DigitalOcean's `shutdown` action) its `ExecStop` runs `/opt/trigger/drain.sh` before
@@ -42,6 +42,9 @@ pub const METADATA_DROP_IN: &str =
 pub const DRAIN_SCRIPT: &str = "/opt/trigger/drain.sh";
 pub const DRAIN_UNIT: &str = "/etc/systemd/system/ops-drain.service";
 pub const POWEROFF_DROP_IN: &str = "/etc/systemd/system/poweroff.target.d/10-ops-drain.conf";
+/// A reboot runs the drain too (ops-drain.service stops on every shutdown), and `reboot.target`
+/// has the same 30-minute `JobTimeoutSec` with `reboot-force` (systemd 252's units).
+pub const REBOOT_DROP_IN: &str = "/etc/systemd/system/reboot.target.d/10-ops-drain.conf";
 /// The Redis that holds the drain verdict (no persistence, internal network only).
 pub const DRAIN_SIGNAL_IMAGE: &str = "redis:7.4.2-alpine";
 pub const DRAIN_KEY: &str = "ops:drain";
@@ -50,7 +53,7 @@ pub const DRAIN_KEY: &str = "ops:drain";
 pub const DRAIN_MAX_SECS: u64 = 24 * 3600;
 
 /// Whether droplets running this supervisor version can be drained (dequeue backpressure,
-/// Trigger.dev v4.5.0 and later).
+/// Trigger.dev v4.5.0-rc.5 and later).
 pub fn drains(version: &str) -> bool {
     crate::release::at_least(version, crate::tasks::supervisor::drain::BACKPRESSURE_SINCE)
 }
@@ -78,44 +81,85 @@ WantedBy=multi-user.target\n",
     )
 }
 
-/// The drain: engage the backpressure verdict (refreshed well within the supervisor's 120 s
-/// `MAX_VERDICT_AGE_MS`, after which it fails open), then wait until no `runner-` container is
-/// left (twice in a row, after a settle for a run dequeued just before the brake).
+/// How long the supervisor holds an engaged verdict (`TRIGGER_DEQUEUE_BACKPRESSURE_MAX_VERDICT_AGE_MS`):
+/// set explicitly, because its default is 15 s from v4.5.0-rc.5 to v4.5.9 and 120 s only since
+/// v4.5.10 (apps/supervisor/src/env.ts; #4444). An older verdict fails open.
+pub const VERDICT_MAX_AGE_MS: u64 = 120_000;
+/// drain.sh writes the verdict this often: well inside [`VERDICT_MAX_AGE_MS`].
+pub const DRAIN_REFRESH_SECS: u64 = 5;
+/// A pull logged longer ago than this is not waited for (Trigger.dev requeues a run whose
+/// attempt did not start within `RUN_ENGINE_TIMEOUT_PENDING_EXECUTING`, 60 s by default).
+pub const DRAIN_PULL_MAX_SECS: u64 = 300;
+
+/// The drain: engage the backpressure verdict (rewritten every few seconds, well within the
+/// verdict's maximum age, after which the supervisor fails open), then wait until no `runner-`
+/// container is left and no run dequeued here is still waiting for its image (twice in a row,
+/// after a settle for a run dequeued just before the brake).
+///
+/// A dequeued run has no container while its image is pulled: the supervisor's Docker workload
+/// manager (apps/supervisor/src/workloadManager/docker.ts, v4.5.0 to v4.5.12) logs "Pulling
+/// image" at info level, with the container's name (`containerCreateOpts.name`, `runner-…`),
+/// then pulls, creates and starts the container; a failed pull or create is logged with the
+/// same name. So a name in a "Pulling image" line within the last few minutes, with no
+/// container created under it (Docker's events) and no failure logged for it, is a run still
+/// on its way: the shutdown waits for it. The supervisor's metrics give no such signal (its
+/// `workload_create_duration_seconds` is observed only once a create ends, and it listens on
+/// the container's own 127.0.0.1).
 pub fn drain_script() -> String {
     format!(
         r#"#!/bin/sh
 # Written by trigger-ops. Run by ops-drain.service when the droplet shuts down.
 set -u
 max=${{OPS_DRAIN_MAX_SECS:-{DRAIN_MAX_SECS}}}
-poll=${{OPS_DRAIN_POLL_SECS:-5}}
+poll=${{OPS_DRAIN_POLL_SECS:-{DRAIN_REFRESH_SECS}}}
 settle=${{OPS_DRAIN_SETTLE_SECS:-15}}
+pull_max=${{OPS_DRAIN_PULL_MAX_SECS:-{DRAIN_PULL_MAX_SECS}}}
+compose() {{
+  docker compose --project-directory /opt/trigger "$@"
+}}
 engage() {{
   now_ms=$(($(date +%s) * 1000))
-  docker compose --project-directory /opt/trigger exec -T drain-signal     redis-cli SET {DRAIN_KEY} '{{"engaged":true,"ts":'"$now_ms"'}}' >/dev/null 2>&1
+  compose exec -T drain-signal redis-cli SET {DRAIN_KEY} '{{"engaged":true,"ts":'"$now_ms"'}}' >/dev/null 2>&1
 }}
 runners() {{
   docker ps -q --filter name=^runner- 2>/dev/null | wc -l | tr -d ' '
 }}
+# Runs dequeued here still waiting for their image: named in a "Pulling image" line, with no
+# container created under that name and no failed pull or create logged for it.
+pulling() {{
+  logs=$(compose logs --no-color --no-log-prefix --since "${{pull_max}}s" supervisor 2>/dev/null) || {{ echo 0; return; }}
+  created=$(docker events --since "${{pull_max}}s" --until "$(date +%s)" --filter type=container --filter event=create --format '{{{{.Actor.Attributes.name}}}}' 2>/dev/null)
+  failed=$(printf '%s\n' "$logs" | grep -e '"message":"Failed to pull image"' -e '"message":"failed to read image response"' -e '"message":"Failed to create container"')
+  n=0
+  for name in $(printf '%s\n' "$logs" | grep '"message":"Pulling image"' | grep -o '"name":"runner-[A-Za-z0-9_-]*"' | cut -d'"' -f4 | sort -u); do
+    printf '%s\n' "$created" | grep -qx "$name" && continue
+    printf '%s\n' "$failed" | grep -q "\"name\":\"$name\"" && continue
+    n=$((n + 1))
+  done
+  echo "$n"
+}}
 start=$(date +%s)
 engage || echo "ops-drain: could not set the backpressure key; waiting for the runs anyway"
-echo "ops-drain: the supervisor stops taking runs; waiting for $(runners) run container(s)"
+echo "ops-drain: the supervisor stops taking runs; waiting for $(runners) run container(s) and $(pulling) image pull(s)"
 idle=0
-last=0
 while :; do
   now=$(date +%s)
   if [ $((now - start)) -ge "$max" ]; then
     echo "ops-drain: giving up after ${{max}}s with $(runners) run container(s) left"
     exit 0
   fi
-  if [ $((now - last)) -ge 20 ]; then engage; last=$now; fi
+  engage
   n=$(runners)
-  if [ "$n" = 0 ] && [ $((now - start)) -ge "$settle" ]; then
+  p=0
+  [ "$n" = 0 ] && p=$(pulling)
+  if [ "$n" = 0 ] && [ "$p" = 0 ] && [ $((now - start)) -ge "$settle" ]; then
     idle=$((idle + 1))
     if [ "$idle" -ge 2 ]; then
       echo "ops-drain: no run container left after $((now - start))s"
       exit 0
     fi
   else
+    [ "$p" = 0 ] || echo "ops-drain: $p run(s) dequeued here still wait for their image"
     idle=0
   fi
   sleep "$poll"
@@ -182,6 +226,10 @@ pub fn supervisor_env(
                 "true".into(),
             ),
             ("TRIGGER_DEQUEUE_BACKPRESSURE_REDIS_KEY", DRAIN_KEY.into()),
+            (
+                "TRIGGER_DEQUEUE_BACKPRESSURE_MAX_VERDICT_AGE_MS",
+                VERDICT_MAX_AGE_MS.to_string(),
+            ),
         ]);
         // A full droplet stops dequeuing instead of over-committing its host.
         env.push(("RESOURCE_MONITOR_ENABLED", "true".into()));
@@ -377,8 +425,10 @@ pub fn render(
         let files = config["write_files"].as_array_mut().expect("a list");
         files.push(json!({"path": DRAIN_SCRIPT, "permissions": "0755", "owner": "root:root", "content": drain_script()}));
         files.push(json!({"path": DRAIN_UNIT, "permissions": "0644", "owner": "root:root", "content": drain_unit()}));
-        files.push(json!({"path": POWEROFF_DROP_IN, "permissions": "0644", "owner": "root:root",
-            "content": format!("# Written by trigger-ops: the shutdown waits for the drain (systemd's default is 30 minutes).\n[Unit]\nJobTimeoutSec={}\n", DRAIN_MAX_SECS + 600)}));
+        for path in [POWEROFF_DROP_IN, REBOOT_DROP_IN] {
+            files.push(json!({"path": path, "permissions": "0644", "owner": "root:root",
+                "content": format!("# Written by trigger-ops: the shutdown waits for the drain (systemd's default is 30 minutes).\n[Unit]\nJobTimeoutSec={}\n", DRAIN_MAX_SECS + 600)}));
+        }
         let steps = config["runcmd"].as_array_mut().expect("a list");
         steps.push(json!(["systemctl", "daemon-reload"]));
         steps.push(json!(["systemctl", "enable", "--now", "ops-drain.service"]));

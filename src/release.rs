@@ -356,15 +356,56 @@ mod tests {
     }
 }
 
-/// Whether a release tag is `min` (major, minor, patch) or later; a pre-release of `min`
-/// counts as `min`. `false` for anything that is not a version.
-pub fn at_least(tag: &str, min: (u32, u32, u32)) -> bool {
+/// A release's place in the order: the three numbers, then the pre-release (none sorts after
+/// any pre-release of the same numbers, as in SemVer).
+#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct Precedence {
+    core: (u32, u32, u32),
+    release: bool,
+    pre: Vec<Ident>,
+}
+
+/// A pre-release identifier: numbers compare as numbers and before words (SemVer 11.4).
+#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Ident {
+    Number(u64),
+    Word(String),
+}
+
+fn precedence(tag: &str) -> Option<Precedence> {
     if !is_version(tag) {
-        return false;
+        return None;
     }
-    let core = tag[1..].split('-').next().unwrap_or("");
+    let (core, pre) = match tag[1..].split_once('-') {
+        Some((c, p)) => (c, Some(p)),
+        None => (&tag[1..], None),
+    };
     let n: Vec<u32> = core.split('.').filter_map(|p| p.parse().ok()).collect();
-    matches!(n.as_slice(), [a, b, c] if (*a, *b, *c) >= min)
+    let [a, b, c] = n.as_slice() else {
+        return None;
+    };
+    Some(Precedence {
+        core: (*a, *b, *c),
+        release: pre.is_none(),
+        pre: pre
+            .unwrap_or_default()
+            .split('.')
+            .filter(|p| !p.is_empty())
+            .map(|p| match p.parse() {
+                Ok(n) => Ident::Number(n),
+                Err(_) => Ident::Word(p.to_string()),
+            })
+            .collect(),
+    })
+}
+
+/// Whether a release tag is `min` or later, pre-releases in their place: `v4.5.0-rc.4` is
+/// before `v4.5.0-rc.5`, which is before `v4.5.0`. `false` for anything that is not a version.
+pub fn at_least(tag: &str, min: &str) -> bool {
+    match (precedence(tag), precedence(min)) {
+        (Some(t), Some(m)) => t >= m,
+        _ => false,
+    }
 }
 
 #[cfg(test)]
@@ -373,10 +414,32 @@ mod at_least_tests {
 
     #[test]
     fn versions_compare_by_number_not_text() {
-        assert!(at_least("v4.5.0", (4, 5, 0)));
-        assert!(at_least("v4.10.1", (4, 5, 0)));
-        assert!(at_least("v4.5.0-rc.5", (4, 5, 0)));
-        assert!(!at_least("v4.4.12", (4, 5, 0)));
-        assert!(!at_least("latest", (4, 5, 0)));
+        assert!(at_least("v4.5.0", "v4.5.0"));
+        assert!(at_least("v4.10.1", "v4.5.0"));
+        assert!(!at_least("v4.4.12", "v4.5.0"));
+        assert!(!at_least("latest", "v4.5.0"));
+    }
+
+    /// The dequeue backpressure first ships in v4.5.0-rc.5 (apps/supervisor/src/env.ts has no
+    /// TRIGGER_DEQUEUE_BACKPRESSURE_* at v4.5.0-rc.4): rc.0 to rc.4 cannot drain.
+    #[test]
+    fn pre_releases_count_in_their_place() {
+        let since = crate::tasks::supervisor::drain::BACKPRESSURE_SINCE;
+        for before in ["v4.5.0-rc.0", "v4.5.0-rc.4", "v4.4.12", "v4.5.0-beta.9"] {
+            assert!(!at_least(before, since), "{before}");
+        }
+        for after in [
+            "v4.5.0-rc.5",
+            "v4.5.0-rc.7",
+            "v4.5.0-rc.10",
+            "v4.5.0",
+            "v4.5.5",
+            "v4.6.0-rc.0",
+        ] {
+            assert!(at_least(after, since), "{after}");
+        }
+        assert!(!at_least("v4.5.0-rc.5", "v4.5.0"));
+        assert!(!crate::cloudinit::drains("v4.5.0-rc.4"));
+        assert!(crate::cloudinit::drains("v4.5.0-rc.5"));
     }
 }

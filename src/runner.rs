@@ -444,13 +444,24 @@ fn run_task(app: &App, profile: &Profile, task: &Task, run: &ProfileRun) -> Outc
         reset_breaker,
         refresh: run.refresh,
         handoff: &run.handoff,
+        changes: Default::default(),
     };
     match tasks::run(task, &ctx) {
         Ok(outcome) => outcome,
-        Err(e) => Outcome {
-            config_error: crate::exit::classify(&e) == crate::exit::ExitCode::Config,
-            ..Outcome::new(Status::Failed, format!("{e:#}"))
-        },
+        // The error, then what the task changed before it (the report keeps every action).
+        Err(e) => {
+            let mut detail = vec![format!("{e:#}")];
+            detail.extend(
+                ctx.changes
+                    .take()
+                    .into_iter()
+                    .map(|c| format!("before the failure: {c}")),
+            );
+            Outcome {
+                config_error: crate::exit::classify(&e) == crate::exit::ExitCode::Config,
+                ..Outcome::lines(Status::Failed, detail)
+            }
+        }
     }
 }
 

@@ -193,6 +193,8 @@ pub fn past(verb: &str) -> String {
     match verb {
         "reset" | "set" | "put" => verb.to_string(),
         "make" => "made".into(),
+        "send" => "sent".into(),
+        "resend" => "resent".into(),
         "run" => "ran".into(),
         "drop" | "stop" => format!("{verb}ped"),
         "snapshot" => "snapshotted".into(),
@@ -259,6 +261,9 @@ pub struct TaskCtx<'a> {
     pub refresh: bool,
     /// Results handed from one task of the profile to the next, in memory.
     pub handoff: &'a Handoff,
+    /// Every change this task reported (see [`TaskCtx::changed`]): kept in the report when the
+    /// task then fails with an error, so no action taken is lost from it.
+    pub changes: std::cell::RefCell<Vec<String>>,
 }
 
 /// What a task of this profile run learnt that a later one needs: the config record extract
@@ -290,6 +295,7 @@ impl TaskCtx<'_> {
     pub fn changed(&self, kind: &str, message: impl Into<String>) {
         let message = crate::redact::line(&message.into());
         log::warn!("{}/{}: changed: {message}", self.profile, self.task);
+        self.changes.borrow_mut().push(message.clone());
         let Ok(state) = self.writable_state() else {
             log::error!("internal: change {kind:?} reported in a dry run: {message}");
             return;

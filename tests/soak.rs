@@ -4,7 +4,7 @@
 //! `OPS_SOAK_SEED` (default 7) set the length and the schedule; the full soak is
 //! `OPS_SOAK_RUNS=1000 scripts/test.sh --release soak -- --nocapture`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -100,6 +100,17 @@ impl Drop for FleetManager {
     }
 }
 
+/// The droplet id in an event's message: `… droplet NAME (id 42): …`.
+fn id_in(message: &str) -> Option<u64> {
+    message
+        .split("(id ")
+        .nth(1)?
+        .split(')')
+        .next()?
+        .parse()
+        .ok()
+}
+
 #[test]
 fn soak() {
     if !pg::available() {
@@ -124,7 +135,7 @@ fn soak() {
         token: LOG_TOKEN.into(),
     };
     let (s, api, port) = crate::supervisor::cloud(&cluster.url(&db));
-    let supervisor = format!("{{kind: supervisor, health_port: {port}, boot_grace: 2s, stale_after: 1s, unhealthy_after: 2, max_replacements: 1000}}");
+    let supervisor = format!("{{kind: supervisor, health_port: {port}, boot_grace: 2s, stale_after: 1s, unhealthy_after: 2, max_replacements: 1000, bake: true}}");
     s.ops.jobs(&format!(
         "version: 1\nprofiles:\n  health:\n    cron: '* * * * *'\n    timeout: {}s\n    tasks:\n      - {supervisor}\n  hourly:\n    cron: '0 * * * *'\n    timeout: {}s\n    tasks:\n      - {{kind: extract, refresh: 1ms}}\n      - {{kind: replication, restart: false}}\n      - {supervisor}\n",
         TIMEOUTS[0].1, TIMEOUTS[1].1
@@ -149,6 +160,13 @@ fn soak() {
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&mut c))).is_ok()
     };
     let mut busy: HashMap<String, Vec<String>> = HashMap::new();
+    // Droplets ops said it started draining (its `droplet.draining` events), and the bake
+    // droplets ops created (the ids its create calls got back).
+    let mut ops_drained: HashSet<u64> = HashSet::new();
+    let mut last_event: i64 = 0;
+    let bake_tag = format!("{TAG}-bake");
+    // Droplets made by hand, not by ops.
+    let planted: HashSet<u64> = HashSet::from([foreign.id]);
 
     let closed = format!("http://127.0.0.1:{}", free_port());
 
@@ -249,6 +267,22 @@ fn soak() {
             std::thread::spawn(move || c.restart_quietly());
             fault("postgres-restart", &mut faults);
         }
+        if rng.chance(0.01) {
+            // Someone with image rights plants a look-alike of ops' baked image (its tags and
+            // name prefix): it must never become a supervisor's image.
+            let tags = api.with(|w| {
+                w.images
+                    .iter()
+                    .find(|i| i.name.starts_with(&format!("{bake_tag}-")))
+                    .map(|i| (i.name.clone(), i.tags.clone()))
+            });
+            if let Some((name, tags)) = tags {
+                let tags: Vec<&str> = tags.iter().map(String::as_str).collect();
+                let planted = format!("{name}-9");
+                api.with(|w| w.add_image(&planted, &tags, "2099-01-01T00:00:00Z"));
+                fault("planted-image", &mut faults);
+            }
+        }
         if rng.chance(0.06) {
             kill_after = Some(Duration::from_millis(rng.below(400)));
             fault("kill-9", &mut faults);
@@ -318,6 +352,9 @@ fn soak() {
             TIMEOUTS[0]
         };
         let before = api.with(|w| (w.creates.len(), w.deletes.len()));
+        // Drained droplets that shut themselves down: no supervisor runs on them any more.
+        let off_before: HashSet<u64> =
+            api.with(|w| w.droplets.iter().filter(|d| d.off).map(|d| d.id).collect());
         let runs_before: i64 = s
             .ops
             .sqlite()
@@ -353,6 +390,34 @@ fn soak() {
             }
         };
         let dead = fleet.down.lock().unwrap().clone();
+        // What ops decided this run, from its events (each written right after its call, so
+        // a killed run keeps those made before the kill) and its report.
+        let events: Vec<(i64, String, String)> = {
+            let db = s.ops.sqlite();
+            let mut st = db
+                .prepare("SELECT id, kind, message FROM events WHERE id > ?1 ORDER BY id")
+                .unwrap();
+            let rows = st
+                .query_map([last_event], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                .unwrap();
+            rows.map(Result::unwrap).collect()
+        };
+        let mut decided: HashMap<u64, String> = HashMap::new();
+        for (id, kind, message) in &events {
+            last_event = last_event.max(*id);
+            let Some(droplet) = id_in(message) else {
+                continue;
+            };
+            match kind.as_str() {
+                "droplet.draining" => {
+                    ops_drained.insert(droplet);
+                }
+                "droplet.deleted" => {
+                    decided.insert(droplet, message.clone());
+                }
+                _ => {}
+            }
+        }
         // Never kill a run: a droplet with executing runs whose supervisor is alive is deleted
         // only once drained (or past drain_timeout, 1h: never within the soak).
         let killed_runs: Vec<String> = api.with(|w| {
@@ -361,12 +426,14 @@ fn soak() {
                 .filter(|(id, _)| w.deleted_ips.get(id).is_some_and(|ip| !dead.contains(ip)))
                 .filter_map(|(id, _)| names.get(id).map(|n| (id, n)))
                 // A droplet ops judged dead (failed unhealthy_after checks) is not a planned
-                // delete: there is nothing to save on it.
+                // delete: there is nothing to save on it. Its reason is in the report, and in
+                // the event written right after the delete (a killed run has no report).
                 .filter(|(id, n)| {
-                    !run.as_ref().is_some_and(|r| {
-                        r.stdout
-                            .contains(&format!("deleted droplet {n} (id {id}): unhealthy: "))
-                    })
+                    let dead_delete = format!("deleted droplet {n} (id {id}): unhealthy: ");
+                    !(run
+                        .as_ref()
+                        .is_some_and(|r| r.stdout.contains(&dead_delete))
+                        || decided.get(id).is_some_and(|m| m.contains(&dead_delete)))
                 })
                 .filter_map(|(_, n)| busy.get(n).map(|r| format!("{n}: {}", r.join(", "))))
                 .collect()
@@ -384,6 +451,71 @@ fn soak() {
             ),
         );
 
+        // No droplet deleted that ops did not decide to drain or delete: each fleet delete is
+        // one ops reported, with its reason; one for a drain only after ops started that drain.
+        let undecided: Vec<String> = api.with(|w| {
+            w.deletes[before.1..]
+                .iter()
+                .filter(|(_, tags)| tags.contains(&"ops-managed".to_string()))
+                .filter_map(|(id, _)| {
+                    let name = names.get(id).cloned().unwrap_or_default();
+                    let said = format!("deleted droplet {name} (id {id}): ");
+                    let line = decided.get(id).cloned().or_else(|| {
+                        run.as_ref().and_then(|r| {
+                            r.stdout
+                                .lines()
+                                .find(|l| l.contains(&said))
+                                .map(str::to_string)
+                        })
+                    });
+                    let was_dead = w.deleted_ips.get(id).is_some_and(|ip| dead.contains(ip));
+                    match line {
+                        Some(l) if l.contains("): drained") || l.contains("): drain timeout") => {
+                            (!ops_drained.contains(id))
+                                .then(|| format!("{l} (ops never said it started this drain)"))
+                        }
+                        Some(_) => None,
+                        // Killed between the delete and its event: only a droplet ops was
+                        // draining or whose supervisor was dead may have gone.
+                        None if run.is_none() && (ops_drained.contains(id) || was_dead) => None,
+                        None => Some(format!("{name} (id {id}): no decision reported")),
+                    }
+                })
+                .collect()
+        });
+        check(
+            undecided.is_empty(),
+            format!("droplet(s) deleted that ops did not decide to drain or delete: {undecided:?}"),
+        );
+        // No image used that ops did not request: a droplet starts from SUPERVISOR_IMAGE or
+        // from the image of a snapshot ops asked for, of a bake droplet ops created.
+        let unrequested: Vec<String> = api.with(|w| {
+            w.creates[before.0..]
+                .iter()
+                .filter_map(|c| {
+                    let image = &c["image"];
+                    if let Some(slug) = image.as_str() {
+                        return (slug != "ubuntu-24-04-x64")
+                            .then(|| format!("{}: {slug}", c["name"]));
+                    }
+                    let requested = image.as_u64().is_some_and(|id| {
+                        w.images.iter().any(|i| {
+                            i.id == id
+                                && !planted.contains(&i.droplet)
+                                && w.snapshots
+                                    .iter()
+                                    .any(|sn| sn.droplet == i.droplet && sn.name == i.name)
+                        })
+                    });
+                    (!requested).then(|| format!("{}: image {image}", c["name"]))
+                })
+                .collect()
+        });
+        check(
+            unrequested.is_empty(),
+            format!("droplet(s) created from an image ops did not request: {unrequested:?}"),
+        );
+
         let (creates, deletes, ours, foreign_alive, bad_deletes, healthy_deleted) = api.with(|w| {
             let ours = w
                 .droplets
@@ -397,18 +529,40 @@ fn soak() {
             let bad = w
                 .deletes
                 .iter()
-                .filter(|(_, tags)| {
-                    !(tags.contains(&TAG.to_string()) && tags.contains(&"ops-managed".to_string()))
+                .filter(|(id, tags)| {
+                    let fleet = tags.contains(&TAG.to_string())
+                        && tags.contains(&"ops-managed".to_string());
+                    let bake = *tags == [bake_tag.clone()] && !planted.contains(id);
+                    !(fleet || bake)
                 })
                 .count();
-            // Deleted this run although its supervisor was alive (its IP not among the dead).
+            // Deleted this run although its supervisor was alive: a fleet droplet whose IP is
+            // not among the dead and that had not shut down. A drained droplet that turned
+            // itself `off` runs no supervisor: deleting it is right even while the webapp is
+            // down (ops judges it by DigitalOcean's status, not by heartbeats, and it had
+            // decided to drain it before).
             let healthy_deleted = w.deletes[before.1..]
                 .iter()
-                .filter(|(id, _)| w.deleted_ips.get(id).is_some_and(|ip| !dead.contains(ip)))
+                .filter(|(id, tags)| {
+                    tags.contains(&"ops-managed".to_string())
+                        && !off_before.contains(id)
+                        && w.deleted_ips.get(id).is_some_and(|ip| !dead.contains(ip))
+                })
                 .count();
             (
-                w.creates.len() - before.0,
-                w.deletes.len() - before.1,
+                w.creates[before.0..]
+                    .iter()
+                    .filter(|c| {
+                        c["tags"]
+                            .as_array()
+                            .is_some_and(|t| t.iter().any(|t| t == "ops-managed"))
+                    })
+                    .count(),
+                // Fleet deletes: a bake droplet goes once its image is made, in any run.
+                w.deletes[before.1..]
+                    .iter()
+                    .filter(|(_, tags)| tags.contains(&"ops-managed".to_string()))
+                    .count(),
                 ours,
                 w.droplets.iter().any(|d| d.id == foreign.id),
                 bad,
@@ -423,7 +577,7 @@ fn soak() {
             ours <= 2,
             format!("{ours} tagged droplets (SUPERVISOR_COUNT + 1 = 2)"),
         );
-        check(creates <= 1, format!("{creates} creates in one run"));
+        check(creates <= 1, format!("{creates} fleet creates in one run"));
         let drained_deletes = api.with(|w| {
             w.deletes[before.1..]
                 .iter()
@@ -432,7 +586,7 @@ fn soak() {
         });
         check(
             deletes - drained_deletes <= 1,
-            format!("{deletes} deletes in one run ({drained_deletes} of drained droplets)"),
+            format!("{deletes} fleet deletes in one run ({drained_deletes} of drained droplets)"),
         );
         check(
             bad_deletes == 0 && foreign_alive,

@@ -625,3 +625,61 @@ fn dry_run_and_real_run_show_the_same_actions_from_one_plan() {
         done[0]
     );
 }
+
+/// A run that deletes a droplet and then has a call fail keeps the delete and its reason in its
+/// report: the text, `--json` and the history (issue 33: the soak, like an operator, saw only
+/// the later `POST /v2/droplets … HTTP 500` and could not tell why a droplet went).
+#[test]
+fn a_failed_call_after_a_delete_keeps_the_delete_and_its_reason_in_the_report() {
+    // A dead droplet (2 failed checks) is deleted, then its replacement's create fails.
+    let dead_then_a_failed_create = |args: &[&str]| {
+        let f = fleet("boot_grace: 1ms, unhealthy_after: 2");
+        f.health().expect_code(0);
+        let first = f.ids()[0];
+        let name = f.api.with(|w| w.droplets[0].name.clone());
+        let sup = f.serve(first, false);
+        f.health().expect_code(1).expect_stdout("failing 1/2");
+        f.api.with(|w| w.create_fault = Some(DoFault::Status(500)));
+        let run = f.run(args);
+        assert_eq!(f.deletes(), [first], "{}", run.all());
+        let deleted = format!(
+            "deleted droplet {name} (id {first}): unhealthy: 2 consecutive failed health checks"
+        );
+        (f, sup, run, deleted, first)
+    };
+    let (f, _sup, run, deleted, _) = dead_then_a_failed_create(&["run", "health"]);
+    run.expect_code(1)
+        .expect_stdout("POST /v2/droplets answered HTTP 500")
+        .expect_stdout(&deleted);
+    let last: i64 =
+        f.s.ops
+            .sqlite()
+            .query_row("SELECT max(id) FROM runs", [], |r| r.get(0))
+            .unwrap();
+    f.run(&["history", "show", &last.to_string()])
+        .expect_stdout("POST /v2/droplets answered HTTP 500")
+        .expect_stdout(&deleted);
+
+    let (_f, _sup, run, deleted, first) = dead_then_a_failed_create(&["run", "health", "--json"]);
+    let json = run.json();
+    let task = &json["tasks"][0];
+    assert_eq!(task["status"], "failed", "{json}");
+    assert!(task["detail"].to_string().contains(&deleted), "{json}");
+    let actions = task["actions"].as_array().unwrap();
+    let delete = actions
+        .iter()
+        .find(|a| a["type"] == "delete")
+        .unwrap_or_else(|| panic!("the delete is among the actions: {json}"));
+    assert_eq!(delete["done"], true);
+    assert_eq!(delete["id"], first.to_string());
+    assert!(
+        delete["reason"].as_str().unwrap().starts_with("unhealthy"),
+        "{delete}"
+    );
+    let create = actions.iter().find(|a| a["type"] == "create").unwrap();
+    assert_eq!(create["done"], false);
+    assert!(
+        create["result"].as_str().unwrap().contains("HTTP 500"),
+        "{create}"
+    );
+}

@@ -525,14 +525,18 @@ impl<'a> DigitalOcean<'a> {
 
     /// `POST /v2/droplets/{id}/actions` with `{"type": kind}` (`shutdown`, `power_off`, …):
     /// 201 with the action. Not retried after a timeout (the action may have been taken).
-    pub fn droplet_action(&self, id: u64, kind: &str) -> anyhow::Result<()> {
-        self.send(
+    pub fn droplet_action(&self, id: u64, kind: &str) -> anyhow::Result<Action> {
+        #[derive(Deserialize)]
+        struct One {
+            action: Action,
+        }
+        let resp = self.send(
             "POST",
             &format!("/v2/droplets/{id}/actions"),
             Some(&json!({ "type": kind })),
             Retry::OnlyRateLimit,
-        )
-        .map(|_| ())
+        )?;
+        Ok(self.json::<One>(&resp)?.action)
     }
 
     /// Tags a droplet (`POST /v2/tags/{tag}/resources`, 204); the tag must exist.

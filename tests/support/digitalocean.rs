@@ -93,6 +93,13 @@ pub struct DoWorld {
     /// A `shutdown` leaves the droplet running (its drain service waits for runs) until a test
     /// turns it `off`; otherwise it is `off` at once (nothing to wait for).
     pub hold_shutdown: bool,
+    /// A `shutdown` completes (its action says so) but the droplet stays active: its guest
+    /// ignored it.
+    pub ignore_shutdown: bool,
+    /// The next droplet action (`POST /v2/droplets/{id}/actions`) answers this status instead.
+    pub action_fault: Option<u16>,
+    /// Droplet actions other than snapshots, by action id: (action id, droplet id, type).
+    pub action_log: Vec<(u64, u64, String)>,
     /// Private images (snapshots of droplets).
     pub images: Vec<FakeImage>,
     pub next_image_id: u64,
@@ -282,6 +289,9 @@ impl FakeDo {
             tags: Vec::new(),
             actions: Vec::new(),
             hold_shutdown: false,
+            ignore_shutdown: false,
+            action_fault: None,
+            action_log: Vec::new(),
             images: Vec::new(),
             next_image_id: 170_000_000,
             snapshots: Vec::new(),
@@ -494,7 +504,14 @@ impl FakeDo {
                                 "You are not authorized to perform this operation",
                             );
                         }
-                        let hold = world.hold_shutdown;
+                        if let Some(code) = world.action_fault.take() {
+                            return error(
+                                code,
+                                "server_error",
+                                "Server was unable to give you a response.",
+                            );
+                        }
+                        let hold = world.hold_shutdown || world.ignore_shutdown;
                         let Some(d) = world.droplets.iter_mut().find(|d| d.id == id) else {
                             return error(
                                 404,
@@ -508,7 +525,10 @@ impl FakeDo {
                         world.actions.push((id, kind.clone()));
                         let started_at =
                             chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-                        let mut action = 36804636;
+                        let mut action = 36804636 + world.action_log.len() as u64;
+                        if kind != "snapshot" {
+                            world.action_log.push((action, id, kind.clone()));
+                        }
                         if kind == "snapshot" {
                             action = 40000000 + world.snapshots.len() as u64;
                             let done_at = Instant::now() + world.snapshot_after;
@@ -648,6 +668,20 @@ impl FakeDo {
                     }
                     ("GET", r) if r.starts_with("/v2/actions/") => {
                         let id: u64 = r.trim_start_matches("/v2/actions/").parse().unwrap_or(0);
+                        // A shutdown is in progress until the droplet is off (or gone), unless
+                        // the guest ignored it: then it completed and the droplet is active.
+                        if let Some((_, droplet, kind)) =
+                            world.action_log.iter().find(|a| a.0 == id).cloned()
+                        {
+                            let on = world.droplets.iter().any(|d| d.id == droplet && !d.off);
+                            let done = kind != "shutdown" || !on || world.ignore_shutdown;
+                            return Reply::json(
+                                200,
+                                json!({"action": {"id": id, "status": if done { "completed" } else { "in-progress" },
+                                       "type": kind, "resource_id": droplet, "resource_type": "droplet",
+                                       "region_slug": "nyc1"}}),
+                            );
+                        }
                         match world.snapshots.iter().find(|s| s.action == id) {
                             Some(sn) => Reply::json(
                                 200,

@@ -33,6 +33,12 @@ pub enum Action {
         signal: bool,
         runs: Option<Vec<String>>,
     },
+    /// Send a draining droplet's `shutdown` again (the first did not take).
+    Resend {
+        id: u64,
+        name: String,
+        reason: String,
+    },
 }
 
 impl crate::task::Typed for Action {
@@ -52,6 +58,10 @@ impl crate::task::Typed for Action {
             Action::Drain {
                 id, name, reason, ..
             } => ActionType::counted("drain", "droplet")
+                .id(id)
+                .name(name)
+                .reason(reason),
+            Action::Resend { id, name, reason } => ActionType::counted("resend", "shutdown")
                 .id(id)
                 .name(name)
                 .reason(reason),
@@ -75,6 +85,9 @@ impl Action {
                 spec.version.tag,
                 spec.tags().join(" ")
             ),
+            Action::Resend { id, name, reason } => {
+                format!("resend the shutdown to draining droplet {name} (id {id}): {reason}")
+            }
             Action::Drain {
                 id,
                 name,

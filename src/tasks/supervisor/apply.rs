@@ -95,7 +95,7 @@ fn would(
 /// All writes, in the plan's order (or, in a dry run, what they would be), then the state, then
 /// one step of the baked image.
 pub fn apply(
-    plan: plan::Plan,
+    mut plan: plan::Plan,
     spec: &plan::Spec,
     ctx: &TaskCtx,
     api: &DigitalOcean,
@@ -125,7 +125,9 @@ pub fn apply(
         baked,
         now,
     };
-    for action in &plan.actions {
+    let mut so_far = Done::default();
+    let actions = std::mem::take(&mut plan.actions);
+    for action in &actions {
         let what = action.describe(spec);
         if ctx.dry_run {
             would(action, what, baked, &mut lines, &mut records);
@@ -133,7 +135,10 @@ pub fn apply(
             continue;
         }
         created |= matches!(action, Action::Create { .. });
-        let (done, applied) = act(&at, action, &mut replacements)?;
+        let (done, applied) = match act(&at, action, &mut replacements, &mut so_far) {
+            Ok(d) => d,
+            Err(e) => return stopped(&at, plan, so_far, kept, (lines, records), action, e),
+        };
         lines.push(done.clone());
         records.push(if applied {
             ActionRecord::done(action.typed(), what, done)
@@ -141,7 +146,9 @@ pub fn apply(
             ActionRecord::not_done(action.typed(), what, done)
         });
     }
+    plan.actions = actions;
     if !ctx.dry_run {
+        keep_shutdowns(&mut plan.assessed, &so_far.shutdowns);
         keep(ctx, &plan.assessed, plan.deletes().collect(), kept, now)?;
     }
     let mut failures = plan.failures.clone();
@@ -176,7 +183,77 @@ struct At<'a> {
 }
 
 /// Performs one action: the line, and whether it was done.
-fn act(at: &At, action: &Action, replacements: &mut Vec<i64>) -> anyhow::Result<(String, bool)> {
+/// What this run's actions did so far, for the state.
+#[derive(Default)]
+struct Done {
+    /// The shutdown action each drain got, kept in its record: (droplet, action id).
+    shutdowns: Vec<(u64, Option<u64>)>,
+    deleted: Vec<u64>,
+}
+
+/// A failed call ends the run's actions, but what was already done stays in the report (text,
+/// --json, history) with its reason: a delete followed by a failed create must still say why
+/// that droplet went. The state keeps what was done (drains started, their shutdowns) and
+/// forgets only the droplets actually deleted.
+fn stopped(
+    at: &At,
+    mut plan: plan::Plan,
+    so_far: Done,
+    kept: Kept,
+    (mut lines, mut records): (Vec<String>, Vec<ActionRecord>),
+    action: &Action,
+    e: anyhow::Error,
+) -> anyhow::Result<Outcome> {
+    keep_shutdowns(&mut plan.assessed, &so_far.shutdowns);
+    keep(at.ctx, &plan.assessed, so_far.deleted, kept, at.now)?;
+    let what = action.describe(at.spec);
+    let failed = format!("{what}: {e:#}");
+    records.push(ActionRecord::not_done(action.typed(), what, failed.clone()));
+    let mut failures = plan.failures;
+    failures.push(failed);
+    failures.append(&mut lines);
+    let mut outcome = Outcome::lines(Status::Failed, failures);
+    outcome.config_error = crate::exit::classify(&e) == crate::exit::ExitCode::Config;
+    outcome.actions = records;
+    Ok(outcome)
+}
+
+/// Each drain's shutdown action, kept in its record (a failed call keeps none: it is sent
+/// again at the next run).
+fn keep_shutdowns(assessed: &mut [plan::Assessed], shutdowns: &[(u64, Option<u64>)]) {
+    for (id, sent) in shutdowns {
+        if let Some(d) = assessed
+            .iter_mut()
+            .find(|a| a.id == *id)
+            .and_then(|a| a.streak.drain.as_mut())
+        {
+            d.shutdown = *sent;
+        }
+    }
+}
+
+/// Sends a draining droplet's shutdown again, and keeps the new action's id.
+fn resend(
+    at: &At,
+    id: u64,
+    name: &str,
+    reason: &str,
+    so_far: &mut Done,
+) -> anyhow::Result<(String, bool)> {
+    let sent = at.api.droplet_action(id, "shutdown")?;
+    so_far.shutdowns.push((id, Some(sent.id)));
+    let done = format!("sent the shutdown again to draining droplet {name} (id {id}): {reason}");
+    log::warn!("{done}");
+    at.ctx.changed("droplet.shutdown", done.clone());
+    Ok((done, true))
+}
+
+fn act(
+    at: &At,
+    action: &Action,
+    replacements: &mut Vec<i64>,
+    so_far: &mut Done,
+) -> anyhow::Result<(String, bool)> {
     Ok(match action {
         Action::ResetBreaker => {
             store::delete(at.ctx.writable_state()?, BREAKER_KEY)?;
@@ -191,6 +268,7 @@ fn act(at: &At, action: &Action, replacements: &mut Vec<i64>) -> anyhow::Result<
             let (done, applied, counted) =
                 delete(at.ctx, at.api, at.spec, *id, name, reason, *replacement)?;
             if applied {
+                so_far.deleted.push(*id);
                 at.ctx
                     .changed(delete_kind(*replacement, reason), done.clone());
             }
@@ -206,13 +284,18 @@ fn act(at: &At, action: &Action, replacements: &mut Vec<i64>) -> anyhow::Result<
             signal,
             runs,
             replacement,
-        } => start_drain(
-            at,
-            (*id, name),
-            reason,
-            (*signal, *replacement),
-            runs.as_deref(),
-        )?,
+        } => {
+            let (done, applied, sent) = start_drain(
+                at,
+                (*id, name),
+                reason,
+                (*signal, *replacement),
+                runs.as_deref(),
+            )?;
+            so_far.shutdowns.push((*id, sent));
+            (done, applied)
+        }
+        Action::Resend { id, name, reason } => resend(at, *id, name, reason, so_far)?,
         Action::Create {
             name,
             reason,
@@ -288,43 +371,51 @@ fn delete(
 }
 
 /// Records the drain, tags the droplet draining and, when it can be told, sends the shutdown its
-/// drain service waits in; only a droplet ops recorded creating. Returns the line and whether
-/// it drains.
+/// drain service waits in; only a droplet ops recorded creating. Returns the line, whether it
+/// drains, and the shutdown action DigitalOcean accepted (a failed call does not stop the
+/// drain: the shutdown is sent again at the next run).
 fn start_drain(
     at: &At,
     (id, name): (u64, &str),
     reason: &str,
     (signal, replacement): (bool, bool),
     runs: Option<&[String]>,
-) -> anyhow::Result<(String, bool)> {
+) -> anyhow::Result<(String, bool, Option<u64>)> {
     let (ctx, api, spec) = (at.ctx, at.api, at.spec);
     if !owned::recorded(ctx.state, id) {
-        return Ok((owned::refused("draining", name, id), false));
+        return Ok((owned::refused("draining", name, id), false, None));
     }
     // Recorded before the tag and the shutdown: the tag alone is never trusted.
     let drain = drain::Drain {
         started_ms: now_ms(),
         reason: reason.to_string(),
         replacement,
+        shutdown: None,
     };
     store::record_drain(ctx, id, drain)?;
     api.create_tag(drain::DRAINING_TAG)?;
     api.tag_droplet(drain::DRAINING_TAG, id)?;
-    if signal {
-        api.droplet_action(id, "shutdown")?;
-    }
+    let (told, sent) = match signal.then(|| api.droplet_action(id, "shutdown")) {
+        None => (
+            "it predates ops' drain: waiting until it is idle".to_string(),
+            None,
+        ),
+        Some(Ok(a)) => (
+            "told it to stop taking runs (DigitalOcean shutdown: its drain service waits for the runs on it)".to_string(),
+            Some(a.id),
+        ),
+        Some(Err(e)) => (
+            format!("its shutdown failed ({e:#}): sent again at the next run"),
+            None,
+        ),
+    };
     let done = format!(
-        "draining droplet {name} (id {id}): {reason}; {}; {}; deleted once idle or after {}",
+        "draining droplet {name} (id {id}): {reason}; {}; {told}; deleted once idle or after {}",
         plan::runs_line(runs),
-        if signal {
-            "told it to stop taking runs (DigitalOcean shutdown: its drain service waits for the runs on it)"
-        } else {
-            "it predates ops' drain: waiting until it is idle"
-        },
         crate::duration::format(spec.drain_timeout)
     );
     ctx.changed("droplet.draining", done.clone());
-    Ok((done, true))
+    Ok((done, true, sent))
 }
 
 /// One replacement for the circuit breaker (kept at once, so a crash cannot forget it) and for

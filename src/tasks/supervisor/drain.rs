@@ -22,11 +22,12 @@ use crate::duration;
 /// The tag of a droplet being drained: the drain survives a lost state database.
 pub const DRAINING_TAG: &str = "ops-draining";
 /// Droplets created with the drain service (and a supervisor with dequeue backpressure,
-/// Trigger.dev v4.5.0 and later) carry this: a `shutdown` drains them.
+/// Trigger.dev v4.5.0-rc.5 and later) carry this: a `shutdown` drains them.
 pub const CAPABLE_TAG: &str = "ops-drain:shutdown";
-/// The first Trigger.dev release whose supervisor reads the dequeue-backpressure key
-/// (apps/supervisor/src/env.ts, PR #3836).
-pub const BACKPRESSURE_SINCE: (u32, u32, u32) = (4, 5, 0);
+/// The first Trigger.dev release whose supervisor reads the dequeue-backpressure key: v4.5.0-rc.5
+/// (apps/supervisor/src/env.ts gains `TRIGGER_DEQUEUE_BACKPRESSURE_*` there, PR #3836; rc.0 to
+/// rc.4 ignore the settings).
+pub const BACKPRESSURE_SINCE: &str = "v4.5.0-rc.5";
 /// A run dequeued just before the droplet stopped taking runs is in the database within
 /// seconds (the dequeue writes it before answering); a read this long after the signal is
 /// complete.
@@ -40,6 +41,35 @@ pub struct Drain {
     /// Counts toward the circuit breaker when it is finally deleted.
     #[serde(default)]
     pub replacement: bool,
+    /// The `shutdown` action DigitalOcean accepted for it; `None`: none yet (the call failed,
+    /// or the drain was recorded by an ops that kept no id): sent again while it is active.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shutdown: Option<u64>,
+}
+
+/// What DigitalOcean says of the shutdown ops sent a draining droplet, this run.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub enum Shutdown {
+    /// Not asked (the droplet is not active, cannot be told, or ops has no record of this
+    /// drain), or its action could not be read this run.
+    #[default]
+    Unknown,
+    /// Ops' record of the drain has no accepted shutdown.
+    NotSent,
+    InProgress,
+    Completed,
+    /// Errored, or DigitalOcean knows no such action: the reason.
+    Failed(String),
+}
+
+/// What a draining droplet's shutdown needs, besides waiting.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Signal {
+    /// Send it again, for this reason.
+    Resend(String),
+    /// DigitalOcean completed the shutdown but the droplet is still active (the guest ignored
+    /// it): the line for the operator.
+    Ignored(String),
 }
 
 /// What is known of one draining droplet this run.
@@ -55,6 +85,7 @@ pub struct Facts<'a> {
     pub timeout: Duration,
     /// It can be told to stop taking runs (see [`CAPABLE_TAG`]).
     pub capable: bool,
+    pub shutdown: Shutdown,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -139,6 +170,28 @@ pub fn step(f: &Facts) -> Step {
     ))
 }
 
+/// A draining droplet that is still `active` while ops' record has no completed shutdown
+/// action is sent the shutdown again: DigitalOcean's `shutdown` "guarantees that the command is
+/// issued, not that it succeeds", and until it succeeds the droplet keeps taking runs while
+/// counted as draining. A completed one that left it active needs a person: no forced
+/// power-off is documented that would let its runs finish.
+pub fn signal(f: &Facts) -> Option<Signal> {
+    if !f.capable || f.off {
+        return None;
+    }
+    match &f.shutdown {
+        Shutdown::NotSent => Some(Signal::Resend(
+            "its shutdown was not sent (the call failed)".into(),
+        )),
+        Shutdown::Failed(why) => Some(Signal::Resend(format!("its shutdown {why}"))),
+        Shutdown::Completed => Some(Signal::Ignored(format!(
+            "droplet {} is still active although DigitalOcean completed its shutdown ({}): it may take runs again while counted as draining, and goes at drain_timeout with the runs on it. Look at it (journalctl -u ops-drain.service; systemctl status poweroff.target)",
+            f.name, f.drain.reason
+        ))),
+        Shutdown::Unknown | Shutdown::InProgress => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -150,6 +203,7 @@ mod tests {
             started_ms: NOW - ago_secs * 1000,
             reason: "spec drift".into(),
             replacement: false,
+            shutdown: Some(7),
         }
     }
 
@@ -167,7 +221,37 @@ mod tests {
             now_ms: NOW,
             timeout: Duration::from_secs(3600),
             capable,
+            shutdown: Shutdown::InProgress,
         }
+    }
+
+    #[test]
+    fn a_shutdown_not_sent_or_failed_is_sent_again_while_active_and_a_completed_one_is_reported() {
+        let d = drain(60);
+        let runs = two();
+        let with = |status: &'static str, shutdown: Shutdown, capable: bool| {
+            let mut f = facts(status, Some(&runs), &d, capable);
+            f.shutdown = shutdown;
+            signal(&f)
+        };
+        assert!(matches!(
+            with("active", Shutdown::NotSent, true),
+            Some(Signal::Resend(r)) if r.contains("not sent")
+        ));
+        assert!(matches!(
+            with("active", Shutdown::Failed("action 7 errored".into()), true),
+            Some(Signal::Resend(r)) if r.contains("action 7 errored")
+        ));
+        assert!(matches!(
+            with("active", Shutdown::Completed, true),
+            Some(Signal::Ignored(l)) if l.contains("sup-a is still active")
+        ));
+        for quiet in [Shutdown::InProgress, Shutdown::Unknown] {
+            assert_eq!(with("active", quiet, true), None);
+        }
+        // Off, or never able to drain: nothing to send.
+        assert_eq!(with("off", Shutdown::NotSent, true), None);
+        assert_eq!(with("active", Shutdown::NotSent, false), None);
     }
 
     fn two() -> Vec<String> {

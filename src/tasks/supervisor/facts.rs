@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::diff;
-use super::drain::Drain;
+use super::drain::{Drain, Shutdown};
 
 /// A kind of machine a supervisor runs on (a DigitalOcean size): what one takes, what it costs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -75,6 +75,8 @@ pub struct Instance {
     pub http: Option<Result<(), String>>,
     /// The runs executing on it per the webapp's database (friendly ids); `None`: not known.
     pub runs: Option<Vec<String>>,
+    /// What the platform says of the shutdown ops sent it, when it drains.
+    pub shutdown: Shutdown,
 }
 
 impl Instance {

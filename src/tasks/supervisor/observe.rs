@@ -104,7 +104,7 @@ pub fn observe(
             now_utc.format("%y%m%d%H%M%S"),
             crate::sealed::nonce()?
         ),
-        droplets,
+        droplets: with_shutdowns(api, droplets),
         foreign: foreign.into_iter().map(|d| (d.name, d.id)).collect(),
         owned,
         view,
@@ -122,6 +122,47 @@ pub fn observe(
         health_checks,
         stale_after: stale,
     })
+}
+
+/// Each draining droplet's shutdown, as DigitalOcean says (see [`shutdown_of`]).
+fn with_shutdowns(api: &DigitalOcean, mut droplets: Vec<Instance>) -> Vec<Instance> {
+    for d in droplets.iter_mut() {
+        d.shutdown = shutdown_of(api, d);
+    }
+    droplets
+}
+
+/// What DigitalOcean says of the shutdown ops sent a draining droplet that is still up and can
+/// be told: asked only when ops' own record of the drain exists (a droplet tagged draining by
+/// someone else is never sent one).
+fn shutdown_of(api: &DigitalOcean, i: &Instance) -> drain::Shutdown {
+    let Some(record) = &i.prev.drain else {
+        return drain::Shutdown::Unknown;
+    };
+    if !i.power.up() || !i.capable {
+        return drain::Shutdown::Unknown;
+    }
+    let Some(action) = record.shutdown else {
+        return drain::Shutdown::NotSent;
+    };
+    match api.action(action) {
+        Ok(Some(a)) if a.status == "completed" => drain::Shutdown::Completed,
+        Ok(Some(a)) if a.status == "in-progress" => drain::Shutdown::InProgress,
+        Ok(Some(a)) => drain::Shutdown::Failed(format!(
+            "(action {action}) is {}",
+            crate::redact::redact(&a.status)
+        )),
+        Ok(None) => {
+            drain::Shutdown::Failed(format!("(action {action}) is unknown to DigitalOcean"))
+        }
+        Err(e) => {
+            log::warn!(
+                "droplet {}: its shutdown action {action} could not be read: {e:#}",
+                i.name
+            );
+            drain::Shutdown::Unknown
+        }
+    }
 }
 
 /// One droplet in ops' words, with its streak and what it was built with from the state.
@@ -161,6 +202,7 @@ pub fn listed(d: &Droplet, now: chrono::DateTime<chrono::Utc>) -> Instance {
         heartbeat: Heartbeat::NoView,
         http: None,
         runs: None,
+        shutdown: Default::default(),
     }
 }
 

@@ -298,6 +298,26 @@ pub fn warning(seen: &Found) -> Option<String> {
     ))
 }
 
+/// The droplets with the deployment tag but not ops' own (`managed`): named, never touched.
+pub fn foreign_lines(foreign: &[(String, u64)], tag: &str, managed: &str) -> Vec<String> {
+    // Named one by one when few; a project with many hand-made droplets gets one more line.
+    const NAMED: usize = 5;
+    let mut lines: Vec<String> = foreign
+        .iter()
+        .take(NAMED)
+        .map(|(name, id)| {
+            format!("ignored droplet {name} (id {id}): tagged {tag} but not {managed}, so not ours to touch")
+        })
+        .collect();
+    if foreign.len() > NAMED {
+        lines.push(format!(
+            "ignored {} more droplets tagged {tag} without {managed}",
+            foreign.len() - NAMED
+        ));
+    }
+    lines
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

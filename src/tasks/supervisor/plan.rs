@@ -13,6 +13,7 @@ use super::diff;
 use super::facts::{Instance, Power};
 use super::health::{ago, assess, Facts};
 use super::marks;
+use super::owned;
 
 pub use super::action::{runs_line, Action};
 pub use super::health::{confirm_wait, Health, Heartbeat, Rules, Streak, CONFIRM_WITHIN};
@@ -47,7 +48,7 @@ pub struct Observation {
     pub foreign: Vec<(String, u64)>,
     /// Droplets with both our tags that ops has no record of creating (never acted on, never
     /// in `droplets`), and those adopted into the record this run.
-    pub owned: super::owned::Found,
+    pub owned: owned::Found,
     pub view: View,
     /// When the circuit breaker counted replacements (Unix ms).
     pub replacements: Vec<i64>,
@@ -79,6 +80,7 @@ pub struct Assessed {
     pub power: Power,
     /// Can be told to stop taking runs (created with the drain service).
     pub capable: bool,
+    pub shutdown: drain::Shutdown,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -114,7 +116,8 @@ pub fn plan(obs: &Observation, spec: &Spec) -> Plan {
         ..Plan::default()
     };
     breaker(obs, spec, &mut p);
-    p.lines.extend(foreign_lines(&obs.foreign, &spec.tag));
+    p.lines
+        .extend(owned::foreign_lines(&obs.foreign, &spec.tag, MANAGED_TAG));
     p.lines.extend(super::owned::lines(&obs.owned));
     if let Some(why) = refusal(obs, spec) {
         p.refused = Some(why);
@@ -135,7 +138,7 @@ pub fn plan(obs: &Observation, spec: &Spec) -> Plan {
     }
     let elsewhere = elsewhere_findings(obs);
     let breaker_open = p.replacements.len() as u32 >= spec.max_replacements;
-    let finished = finish_drains(&mut p.assessed, obs, spec);
+    let finished = finish_drains(&mut p.assessed, obs, spec, &mut p.failures);
     let serving = serving(&p.assessed);
     let (delete, create) = if blame.is_some() || !elsewhere.is_empty() {
         (None, None)
@@ -332,6 +335,7 @@ fn mark_draining(all: &mut [Assessed], action: Option<&Action>, now_ms: i64) {
             started_ms: now_ms,
             reason: reason.clone(),
             replacement: *replacement,
+            shutdown: None,
         });
         a.health = Health::Draining;
         a.note = format!("draining from now: {reason}");
@@ -339,14 +343,19 @@ fn mark_draining(all: &mut [Assessed], action: Option<&Action>, now_ms: i64) {
 }
 
 /// The draining droplets: each deleted once drained (or its timeout passed), else its note says
-/// how the drain goes.
-fn finish_drains(assessed: &mut [Assessed], obs: &Observation, spec: &Spec) -> Vec<Action> {
+/// how the drain goes; a shutdown that did not take is sent again, or reported.
+fn finish_drains(
+    assessed: &mut [Assessed],
+    obs: &Observation,
+    spec: &Spec,
+    failures: &mut Vec<String>,
+) -> Vec<Action> {
     let mut out = Vec::new();
     for a in assessed.iter_mut().filter(|a| a.health == Health::Draining) {
         let Some(d) = a.streak.drain.clone() else {
             continue;
         };
-        let step = drain::step(&drain::Facts {
+        let facts = drain::Facts {
             name: &a.name,
             off: a.power == Power::Off,
             runs: a.runs.as_deref(),
@@ -354,10 +363,22 @@ fn finish_drains(assessed: &mut [Assessed], obs: &Observation, spec: &Spec) -> V
             now_ms: obs.now_ms,
             timeout: spec.drain_timeout,
             capable: a.capable,
-        });
-        match step {
+            shutdown: a.shutdown.clone(),
+        };
+        match drain::step(&facts) {
             // The droplet's own line says it, once.
-            drain::Step::Wait(line) => a.note = line,
+            drain::Step::Wait(line) => {
+                match drain::signal(&facts) {
+                    Some(drain::Signal::Resend(reason)) => out.push(Action::Resend {
+                        id: a.id,
+                        name: a.name.clone(),
+                        reason,
+                    }),
+                    Some(drain::Signal::Ignored(line)) => failures.push(line),
+                    None => {}
+                }
+                a.note = line;
+            }
             drain::Step::Delete(reason) => out.push(Action::Delete {
                 id: a.id,
                 name: a.name.clone(),
@@ -531,25 +552,6 @@ fn hold(assessed: &mut [Assessed], obs: &Observation, why: &str) {
     }
 }
 
-fn foreign_lines(foreign: &[(String, u64)], tag: &str) -> Vec<String> {
-    // Named one by one when few; a project with many hand-made droplets gets one more line.
-    const NAMED: usize = 5;
-    let mut lines: Vec<String> = foreign
-        .iter()
-        .take(NAMED)
-        .map(|(name, id)| {
-            format!("ignored droplet {name} (id {id}): tagged {tag} but not {MANAGED_TAG}, so not ours to touch")
-        })
-        .collect();
-    if foreign.len() > NAMED {
-        lines.push(format!(
-            "ignored {} more droplets tagged {tag} without {MANAGED_TAG}",
-            foreign.len() - NAMED
-        ));
-    }
-    lines
-}
-
 /// The view's line, and a failure when ops is blind.
 fn view_findings(view: &View, spec: &Spec, p: &mut Plan) {
     match view {
@@ -591,6 +593,7 @@ fn assess_all(obs: &Observation, spec: &Spec, breaker_open: bool) -> Vec<Assesse
                     started_ms: obs.now_ms,
                     reason: marks::LOST_REASON.into(),
                     replacement: true,
+                    shutdown: None,
                 });
                 let note = format!("draining: {}", drain.reason);
                 (Health::Draining, streak, note)
@@ -623,6 +626,7 @@ fn assess_all(obs: &Observation, spec: &Spec, breaker_open: bool) -> Vec<Assesse
                 runs: d.runs.clone(),
                 power: d.power.clone(),
                 capable: d.capable,
+                shutdown: d.shutdown.clone(),
             }
         })
         .collect();
@@ -944,6 +948,7 @@ mod fleet_tests {
             heartbeat: Heartbeat::Age(10.0),
             http: None,
             runs: None,
+            shutdown: Default::default(),
         }
     }
 
@@ -986,6 +991,7 @@ mod fleet_tests {
                 Action::Delete { id, .. } => format!("delete {id}"),
                 Action::Create { .. } => "create".to_string(),
                 Action::Drain { id, .. } => format!("drain {id}"),
+                Action::Resend { id, .. } => format!("resend {id}"),
             })
             .collect()
     }
@@ -1009,6 +1015,7 @@ mod fleet_tests {
             started_ms: NOW - started_ago_secs * 1000,
             reason: "spec drift".into(),
             replacement: false,
+            shutdown: Some(1),
         });
         d
     }

@@ -272,6 +272,7 @@ pub(super) fn observe(
                     None => Heartbeat::Never,
                 },
                 http: None,
+                shutdown: Default::default(),
                 runs: Some(
                     d.in_flight(t)
                         .into_iter()
@@ -359,6 +360,8 @@ fn apply(
     for action in actions {
         match action {
             Action::ResetBreaker => replacements.clear(),
+            // The simulated shutdown always takes.
+            Action::Resend { .. } => {}
             Action::Delete {
                 id, replacement, ..
             } => {
