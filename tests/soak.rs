@@ -571,7 +571,17 @@ fn soak() {
         });
         check(
             !(webapp_down && healthy_deleted > 0),
-            format!("{healthy_deleted} healthy droplet(s) deleted while the webapp was down"),
+            format!(
+                "{healthy_deleted} healthy droplet(s) deleted while the webapp was down; deleted (tags): {:?}; ops said: {}",
+                api.with(|w| w.deletes[before.1..]
+                    .iter()
+                    .map(|(id, tags)| format!("{} {tags:?}", names.get(id).cloned().unwrap_or_default()))
+                    .collect::<Vec<_>>()),
+                run.as_ref().map_or_else(
+                    || format!("(killed) events: {:?}", decided.values().collect::<Vec<_>>()),
+                    |r| r.stdout.lines().filter(|l| l.contains("droplet")).collect::<Vec<_>>().join(" | ")
+                )
+            ),
         );
         check(
             ours <= 2,
