@@ -576,24 +576,28 @@ fn with_a_hundred_thousand_worker_instances_a_healthy_cycle_reads_a_handful_of_t
     let _sup = f.serve(f.ids()[0], true);
     f.run(&["run", "health"]).expect_code(0);
     // The earlier runs' counters reach the statistics when their sessions end, later on a loaded
-    // machine: wait until they stop moving (but for the heartbeats, ten a second).
-    let mut before = blocks_of(&mut c, "WorkerInstance");
-    for _ in 0..30 {
-        std::thread::sleep(std::time::Duration::from_millis(300));
-        let now = blocks_of(&mut c, "WorkerInstance");
-        let settled = now - before < 100;
-        before = now;
-        if settled {
-            break;
+    // machine, so the fewest blocks of two healthy cycles is a cycle's own cost (a scan of the
+    // table would show in both).
+    let mut touched = i64::MAX;
+    for _ in 0..2 {
+        let mut before = blocks_of(&mut c, "WorkerInstance");
+        for _ in 0..30 {
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            let now = blocks_of(&mut c, "WorkerInstance");
+            let settled = now - before < 100;
+            before = now;
+            if settled {
+                break;
+            }
         }
+        f.run(&["run", "health"])
+            .expect_code(0)
+            .expect_stdout("healthy (last heartbeat")
+            .expect_stdout("the global default): ours");
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        // (the test supervisor's own heartbeats, ten a second, are in the count too)
+        touched = touched.min(blocks_of(&mut c, "WorkerInstance") - before);
     }
-    f.run(&["run", "health"])
-        .expect_code(0)
-        .expect_stdout("healthy (last heartbeat")
-        .expect_stdout("the global default): ours");
-    std::thread::sleep(std::time::Duration::from_millis(300));
-    // (the test supervisor's own heartbeats, ten a second, are in the count too)
-    let touched = blocks_of(&mut c, "WorkerInstance") - before;
     assert!(
         touched < 300 && touched < table / 5,
         "a healthy cycle touched {touched} of {table} blocks of \"WorkerInstance\""
