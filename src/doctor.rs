@@ -183,15 +183,11 @@ fn droplet_spec(r: &mut Checklist, api: &DigitalOcean, s: &crate::settings::Sett
     }
 }
 
-/// The nearest slug from DigitalOcean's own list of distribution images, never a slug written
-/// here (it may be the very one refused).
+/// The nearest slugs from DigitalOcean's own list of distribution images (as `ops run` says).
 fn unknown_image(api: &DigitalOcean, image: &str) -> String {
-    let slugs = api.distribution_images().unwrap_or_default();
-    let hint = match crate::envfile::nearest(image, slugs.iter().filter_map(|i| i.slug.as_deref())) {
-        Some(slug) => format!("did you mean {slug}? (doctl compute image list-distribution lists the others; a private image's id works too)"),
-        None => "use a slug from doctl compute image list-distribution, or a private image's id".into(),
-    };
-    format!("SUPERVISOR_IMAGE={image} is not a DigitalOcean image: {hint}")
+    let images = api.distribution_images().unwrap_or_default();
+    let slugs: Vec<&str> = images.iter().filter_map(|i| i.slug.as_deref()).collect();
+    crate::tasks::supervisor::catalog::unknown_image(image, &slugs)
 }
 
 /// Which alert channels are configured (nothing is sent: `ops test-alert` does that).

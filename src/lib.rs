@@ -93,6 +93,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     if let Cmd::Manpage = cli.command {
         return commands::manpage();
     }
+    let (app, broken_jobs) = open(&cli)?;
+    dispatch(&cli, &app, broken_jobs)
+}
+
+/// The env file, logging, the configuration (kept despite a broken jobs.yaml for `status`), and
+/// for commands that open the state directory, its owner's privileges and its check.
+fn open(cli: &Cli) -> anyhow::Result<(app::App, Option<anyhow::Error>)> {
     let env_file = app::env_file(cli.env_file.as_deref())?;
     let env = envfile::Env::load(env_file.as_deref())?;
     logging::init(&env);
@@ -101,9 +108,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
     // `ops status` shows the droplets and the last runs under a broken jobs.yaml's error.
     let (app, broken_jobs) = if matches!(cli.command, Cmd::Status { .. }) {
-        app::App::load_despite_jobs(&cli, env, env_file)?
+        app::App::load_despite_jobs(cli, env, env_file)?
     } else {
-        (app::App::load(&cli, env, env_file)?, None)
+        (app::App::load(cli, env, env_file)?, None)
     };
     // Commands that open the state directory run as its owner (see `privilege`).
     if matches!(
@@ -135,6 +142,15 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             log::warn!("{}", u.message());
         }
     }
+    Ok((app, broken_jobs))
+}
+
+/// Runs the parsed command.
+fn dispatch(
+    cli: &Cli,
+    app: &app::App,
+    broken_jobs: Option<anyhow::Error>,
+) -> anyhow::Result<ExitCode> {
     match &cli.command {
         Cmd::Run {
             profile,
@@ -145,7 +161,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             detailed_exitcode,
             allow_new_worker_group,
         } => runner::run(
-            &app,
+            app,
             profile,
             &runner::RunOptions {
                 dry_run: *dry_run,
@@ -156,38 +172,38 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 allow_new_worker_group: *allow_new_worker_group,
             },
         ),
-        Cmd::RenderCloudInit { show_secrets } => commands::render_cloud_init(&app, *show_secrets),
-        Cmd::List { json } => commands::list(&app, *json),
-        Cmd::RenderCrontab => commands::render_crontab(&app),
+        Cmd::RenderCloudInit { show_secrets } => commands::render_cloud_init(app, *show_secrets),
+        Cmd::List { json } => commands::list(app, *json),
+        Cmd::RenderCrontab => commands::render_crontab(app),
         Cmd::RenderK8s { image, namespace } => {
             print!("{}", render::kubernetes(&app.config, image, namespace)?);
             Ok(ExitCode::Success)
         }
-        Cmd::RenderSystemd { out } => commands::render_systemd(&app, out.as_deref()),
+        Cmd::RenderSystemd { out } => commands::render_systemd(app, out.as_deref()),
         Cmd::History {
             show: Some(cli::HistoryCmd::Show { id, json }),
             ..
-        } => commands::history_show(&app, *id, *json),
+        } => commands::history_show(app, *id, *json),
         Cmd::History {
             show: None,
             profile,
             limit,
             json,
-        } => commands::history(&app, profile.as_deref(), *limit, *json),
+        } => commands::history(app, profile.as_deref(), *limit, *json),
         Cmd::Events {
             since,
             profile,
             limit,
             json,
-        } => commands::events(&app, since.as_deref(), profile.as_deref(), *limit, *json),
-        Cmd::Check { strict, json } => commands::check(&app, *strict, *json),
-        Cmd::Doctor { json } => doctor::run(&app, *json),
-        Cmd::TestAlert => commands::test_alert(&app),
-        Cmd::Status { json, check } => status::run(&app, *json, *check, broken_jobs),
-        Cmd::Enable { profile } => commands::set_enabled(&app, profile, true),
-        Cmd::Disable { profile } => commands::set_enabled(&app, profile, false),
-        Cmd::Serve { listen } => serve::run(&app, listen),
-        Cmd::Simulate { days, json } => simulate::run(&app, *days, *json),
+        } => commands::events(app, since.as_deref(), profile.as_deref(), *limit, *json),
+        Cmd::Check { strict, json } => commands::check(app, *strict, *json),
+        Cmd::Doctor { json } => doctor::run(app, *json),
+        Cmd::TestAlert => commands::test_alert(app),
+        Cmd::Status { json, check } => status::run(app, *json, *check, broken_jobs),
+        Cmd::Enable { profile } => commands::set_enabled(app, profile, true),
+        Cmd::Disable { profile } => commands::set_enabled(app, profile, false),
+        Cmd::Serve { listen } => serve::run(app, listen),
+        Cmd::Simulate { days, json } => simulate::run(app, *days, *json),
         Cmd::Completions { .. } | Cmd::Manpage => unreachable!("handled above"),
     }
 }

@@ -297,7 +297,9 @@ pub fn run(
             text.push_str(&crate::report::history_table(&runs));
             text.push('\n');
         }
-        text.push_str(&human(&doc));
+        // Every string in the document may come from outside (droplet names, tags, rows):
+        // escaped once here, so none can start a line of its own in the text.
+        text.push_str(&human(&escaped(doc.clone())));
         print!("{}", crate::redact::redact(&text));
     }
     if broken.is_some() {
@@ -664,6 +666,19 @@ fn droplets_table(doc: &Value) -> String {
     }
     out.push_str(&since_the_check(doc, now));
     out
+}
+
+/// The document with control characters escaped in every string (JSON keeps them as escapes
+/// already; the text would print them).
+fn escaped(doc: Value) -> Value {
+    match doc {
+        Value::String(s) => Value::String(crate::redact::escape_controls(&s)),
+        Value::Array(items) => Value::Array(items.into_iter().map(escaped).collect()),
+        Value::Object(map) => {
+            Value::Object(map.into_iter().map(|(k, v)| (k, escaped(v))).collect())
+        }
+        other => other,
+    }
 }
 
 fn short_name(name: &str) -> &str {

@@ -369,6 +369,15 @@ fn control_characters_from_outside_are_escaped_in_the_journal_messages_and_metri
             "{channel} names the droplet, escaped: {sent:?}"
         );
     }
+    // `ops status` prints the fleet's names: escaped there too (it printed the name's line
+    // break and escape sequence as they came).
+    let status = f.run(&["status"]);
+    assert!(status.stdout.contains("EMERGENCY"), "{}", status.stdout);
+    assert!(
+        !status.stdout.lines().any(|l| l.starts_with("<0>")) && !status.stdout.contains('\u{1b}'),
+        "{}",
+        status.stdout
+    );
     let (_served, addr) = crate::operator::Served::start(&f.s.ops);
     let (_, metrics) = crate::operator::request(&addr, "GET", "/metrics");
     assert!(metrics.contains("EMERGENCY"), "{metrics}");

@@ -125,6 +125,8 @@ fn an_unknown_size_region_or_image_stops_run_and_dry_run_with_exit_2() {
     let dry = f.run(&["run", "health", "--dry-run"]);
     dry.expect_code(2);
     assert!(dry.all().contains("SUPERVISOR_IMAGE=ubuntu-99-04-x64"));
+    // The run names the nearest slugs from DigitalOcean's list, as doctor does.
+    assert!(dry.all().contains("did you mean ubuntu-"), "{}", dry.all());
     // Fixed, and DigitalOcean's lists are kept a day: the next run asks them no more.
     f.s.ops.env("SUPERVISOR_IMAGE", "ubuntu-24-04-x64");
     f.health().expect_code(0);

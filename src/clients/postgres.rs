@@ -436,13 +436,18 @@ fn key_values(raw: &str) -> anyhow::Result<Vec<(String, String)>> {
 }
 
 fn percent_decode(s: &str) -> String {
+    // Byte-wise, so a `%` before a multibyte character (or a sign: `%+1`) is kept as it is.
+    fn hex(b: Option<&u8>) -> Option<u8> {
+        b.and_then(|b| char::from(*b).to_digit(16))
+            .and_then(|d| u8::try_from(d).ok())
+    }
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            if let Ok(b) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
-                out.push(b);
+        if bytes[i] == b'%' {
+            if let (Some(high), Some(low)) = (hex(bytes.get(i + 1)), hex(bytes.get(i + 2))) {
+                out.push(high << 4 | low);
                 i += 3;
                 continue;
             }
@@ -543,6 +548,18 @@ impl ServerCertVerifier for ChainOnly {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_percent_before_a_multibyte_character_or_a_sign_is_kept_not_a_panic() {
+        assert_eq!(percent_decode("%a\u{e9}t\u{e9}"), "%a\u{e9}t\u{e9}");
+        assert_eq!(percent_decode("%+1%2F%"), "%+1/%");
+        assert_eq!(percent_decode("%e2%82%AC"), "\u{20ac}");
+        let t = Target::parse(&Secret::new(
+            "postgresql://u:pw@h/x?application_name=%a\u{e9}",
+        ))
+        .unwrap();
+        assert_eq!(t.shown, "h:5432");
+    }
 
     #[test]
     fn parses_sslmodes_and_hides_the_password() {

@@ -30,11 +30,13 @@ impl Checked {
     }
 }
 
-/// What DigitalOcean said: its sizes, its regions, and the image (`None`: no such image).
+/// What DigitalOcean said: its sizes, its regions, and the image (`None`: no such image, and
+/// then its distribution images' slugs, to name the nearest).
 pub struct Lists<'a> {
     pub sizes: &'a [Size],
     pub regions: &'a [Region],
     pub image: Option<&'a Image>,
+    pub distributions: &'a [&'a str],
 }
 
 /// Each wrong value, one line naming the variable and the nearest valid values.
@@ -84,9 +86,7 @@ pub fn problems(want: &Checked, lists: &Lists) -> Vec<String> {
         Some(_) => {}
     }
     match lists.image {
-        None => out.push(format!(
-            "SUPERVISOR_IMAGE={image} is not a DigitalOcean image: use a distribution slug (doctl compute image list-distribution, e.g. ubuntu-24-04-x64) or a private image's id"
-        )),
+        None => out.push(unknown_image(image, lists.distributions)),
         Some(i) if region_known && !i.regions.is_empty() && !i.regions.contains(region) => {
             out.push(format!(
                 "SUPERVISOR_IMAGE={image} is not available in SUPERVISOR_REGION={region} (only {}): transfer it there or pick another region",
@@ -96,6 +96,16 @@ pub fn problems(want: &Checked, lists: &Lists) -> Vec<String> {
         Some(_) => {}
     }
     out
+}
+
+/// An image DigitalOcean does not know: the nearest distribution slugs from its own list (never
+/// a slug written here: it may be the very one refused), or a private image's id.
+pub fn unknown_image(image: &str, distributions: &[&str]) -> String {
+    let hint = match crate::envfile::nearest(image, distributions.iter().copied()) {
+        Some(slug) => format!("did you mean {slug}? (doctl compute image list-distribution lists the others; a private image's id works too)"),
+        None => "use a slug from doctl compute image list-distribution, or a private image's id".into(),
+    };
+    format!("SUPERVISOR_IMAGE={image} is not a DigitalOcean image: {hint}")
 }
 
 /// The three candidates closest to `value` by edit distance (ties by name).
@@ -176,6 +186,7 @@ mod tests {
             sizes: &sizes,
             regions: &regions,
             image: Some(&img),
+            distributions: &[],
         };
         assert!(problems(&want("s-2vcpu-2gb", "nyc1"), &lists).is_empty());
         let p = problems(&want("s-99vcpu-1gb", "nyc1"), &lists);
@@ -208,6 +219,17 @@ mod tests {
         };
         let p = problems(&want("s-2vcpu-2gb", "nyc1"), &none);
         assert!(p[0].starts_with("SUPERVISOR_IMAGE=ubuntu-24-04-x64 is not a DigitalOcean image"));
+        let listed = Lists {
+            distributions: &[
+                "ubuntu-22-04-x64",
+                "debian-12-x64",
+                "ubuntu-24-10-x64",
+                "fedora-40-x64",
+            ],
+            ..none
+        };
+        let p = problems(&want("s-2vcpu-2gb", "nyc1"), &listed);
+        assert!(p[0].contains("did you mean ubuntu-22-04-x64?"), "{p:?}");
     }
 
     #[test]

@@ -423,10 +423,20 @@ pub fn check_catalog(
             return Ok(());
         }
     };
+    // Only an unknown image costs the list of distribution images (to name the nearest).
+    let distributions = match image {
+        Some(_) => Vec::new(),
+        None => api.distribution_images().unwrap_or_default(),
+    };
+    let slugs: Vec<&str> = distributions
+        .iter()
+        .filter_map(|i| i.slug.as_deref())
+        .collect();
     let lists = catalog::Lists {
         sizes: &sizes,
         regions: &regions,
         image: image.as_ref(),
+        distributions: &slugs,
     };
     let problems = catalog::problems(&want, &lists);
     if !problems.is_empty() {
