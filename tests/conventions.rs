@@ -339,9 +339,23 @@ fn serve_warns_when_it_listens_beyond_loopback() {
         .unwrap();
     let addr = format!("127.0.0.1:{port}");
     let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while std::net::TcpStream::connect(&addr).is_err() {
-        assert!(std::time::Instant::now() < until, "serve did not start");
-        std::thread::sleep(std::time::Duration::from_millis(20));
+    let mut stream = loop {
+        match std::net::TcpStream::connect(&addr) {
+            Ok(s) => break s,
+            Err(_) => {
+                assert!(std::time::Instant::now() < until, "serve did not start");
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+        }
+    };
+    // An answer means serve is past its start (the warning comes between bind and accept; a
+    // kill at the first connect could land before it was written).
+    {
+        use std::io::{Read, Write};
+        write!(stream, "GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
+        let mut answer = String::new();
+        let _ = stream.read_to_string(&mut answer);
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     }
     child.kill().unwrap();
     let out = child.wait_with_output().unwrap();

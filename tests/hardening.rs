@@ -725,7 +725,9 @@ fn four_slow_readers_of_a_large_response_do_not_stop_healthz() {
     for _ in 0..5 {
         let t0 = std::time::Instant::now();
         assert_eq!(get_within(&addr, "/healthz"), Ok(200));
-        assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
+        // A server held by the readers would answer only once their 5 s response deadline cut
+        // them off; 4 s leaves a loaded machine room (2 s failed under a loaded full run).
+        assert!(t0.elapsed() < Duration::from_secs(4), "{:?}", t0.elapsed());
     }
     // The slow readers are cut off at the response deadline, not held forever.
     std::thread::sleep(Duration::from_secs(6));
