@@ -830,13 +830,7 @@ fn breaker_metrics(app: &App, state: &State, out: &mut String) -> anyhow::Result
     );
     let Some(opts) = opts else { return Ok(()) };
     let breaker = store::breaker(state)?;
-    let now = crate::state::now_ms();
-    let window = opts.replacement_window.as_millis() as i64;
-    let recent = breaker
-        .replacements
-        .iter()
-        .filter(|t| now - **t < window)
-        .count();
+    let recent = breaker.recent(crate::state::now_ms(), opts.replacement_window);
     out.push_str("# HELP ops_supervisor_replacements_in_window Replacements the circuit breaker counts now (within replacement_window).\n# TYPE ops_supervisor_replacements_in_window gauge\n");
     let _ = writeln!(out, "ops_supervisor_replacements_in_window {recent}");
     out.push_str("# HELP ops_supervisor_breaker_open 1 when the circuit breaker stops replacements (max_replacements reached).\n# TYPE ops_supervisor_breaker_open gauge\n");

@@ -21,6 +21,7 @@ mod image;
 mod kubernetes;
 mod kubernetes_contract;
 mod kubernetes_platform;
+mod migration;
 mod monitoring;
 mod operator;
 mod operator2;

@@ -476,16 +476,23 @@ impl FakeKube {
     /// The supervisor pods (those the toy controller made), by name.
     pub fn supervisor_pods(&self, ns: &str) -> Vec<Value> {
         self.with(|w| {
-            w.objects
+            supervisor_pod_keys(w, ns)
                 .iter()
-                .filter(|((p, n, _), o)| {
-                    p == "pods"
-                        && n == ns
-                        && o["metadata"]["labels"]["pod-template-hash"].is_string()
-                })
-                .map(|(_, o)| o.clone())
+                .map(|k| w.objects[k].clone())
                 .collect()
         })
+    }
+
+    /// The supervisor pods end (a crash loop's restart, an eviction): the toy controller starts
+    /// new ones, which heartbeat when the webapp accepts them now.
+    pub fn restart_supervisor_pods(&self, ns: &str) {
+        self.with(|w| {
+            for k in supervisor_pod_keys(w, ns) {
+                w.beating.remove(&k.2);
+                w.started.remove(&k.2);
+                w.objects.remove(&k);
+            }
+        });
     }
 
     /// Waits until `f` holds (checked every 50 ms), at most `max`.
@@ -1175,6 +1182,17 @@ fn token_known(url: &str, token: &str) -> bool {
         &[&token],
     )
     .is_ok_and(|row| row.is_some())
+}
+
+/// The supervisor pods' keys (the pods the toy controller made).
+fn supervisor_pod_keys(w: &World, ns: &str) -> Vec<Key> {
+    w.objects
+        .iter()
+        .filter(|((p, n, _), o)| {
+            p == "pods" && n == ns && o["metadata"]["labels"]["pod-template-hash"].is_string()
+        })
+        .map(|(k, _)| k.clone())
+        .collect()
 }
 
 /// The toy Deployment controller, run every 50 ms.

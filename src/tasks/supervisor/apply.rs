@@ -172,6 +172,82 @@ pub fn apply(
     Ok(outcome)
 }
 
+/// What [`perform`] did: the report lines, the action records, and the failure that stopped it.
+#[derive(Debug, Default)]
+pub struct Performed {
+    pub lines: Vec<String>,
+    pub records: Vec<ActionRecord>,
+    pub failure: Option<String>,
+}
+
+/// Drains and deletes another decider chose (the migration off droplets), through the same
+/// `act` as the fleet's own actions (the drain recorded before its tag, the re-read before a
+/// delete, the same events), or in a dry run what they would be. Each drain's shutdown is kept
+/// in its record; a deleted droplet's keys and its entry in ops' record go.
+pub fn perform(
+    ctx: &TaskCtx,
+    api: &DigitalOcean,
+    spec: &plan::Spec,
+    record: &ConfigRecord,
+    actions: &[Action],
+) -> anyhow::Result<Performed> {
+    let at = At {
+        ctx,
+        api,
+        spec,
+        record,
+        baked: None,
+        now: now_ms(),
+    };
+    let mut replacements = store::load::<Breaker>(ctx.state, BREAKER_KEY)
+        .unwrap_or_default()
+        .replacements;
+    let mut so_far = Done::default();
+    let mut out = Performed::default();
+    for action in actions {
+        let what = action.describe(spec);
+        if ctx.dry_run {
+            would(action, what, None, &mut out.lines, &mut out.records);
+            continue;
+        }
+        match act(&at, action, &mut replacements, &mut so_far) {
+            Ok((done, applied)) => {
+                out.lines.push(done.clone());
+                out.records.push(if applied {
+                    ActionRecord::done(action.typed(), what, done)
+                } else {
+                    ActionRecord::not_done(action.typed(), what, done)
+                });
+            }
+            Err(e) => {
+                let failed = format!("{what}: {e:#}");
+                out.records
+                    .push(ActionRecord::not_done(action.typed(), what, failed.clone()));
+                out.failure = Some(failed);
+                break;
+            }
+        }
+    }
+    if !ctx.dry_run {
+        let st = ctx.writable_state()?;
+        for (id, sent) in &so_far.shutdowns {
+            let key = droplet_key(*id);
+            let mut streak: super::facts::Streak = store::load(ctx.state, &key).unwrap_or_default();
+            if let Some(d) = streak.drain.as_mut() {
+                d.shutdown = *sent;
+                store::set(st, &key, &streak, now_ms())?;
+            }
+        }
+        for id in &so_far.deleted {
+            for key in [droplet_key(*id), built_key(*id), disk_key(*id)] {
+                store::delete(st, &key)?;
+            }
+            owned::forget(ctx, *id)?;
+        }
+    }
+    Ok(out)
+}
+
 /// What one action needs from the run.
 struct At<'a> {
     ctx: &'a TaskCtx<'a>,

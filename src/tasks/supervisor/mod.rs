@@ -33,6 +33,7 @@ pub mod image;
 pub mod inputs;
 pub mod kubernetes;
 pub mod marks;
+pub mod migrate;
 pub mod observe;
 pub mod owned;
 pub mod plan;

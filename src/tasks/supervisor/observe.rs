@@ -125,7 +125,7 @@ pub fn observe(
 }
 
 /// Each draining droplet's shutdown, as DigitalOcean says (see [`shutdown_of`]).
-fn with_shutdowns(api: &DigitalOcean, mut droplets: Vec<Instance>) -> Vec<Instance> {
+pub(crate) fn with_shutdowns(api: &DigitalOcean, mut droplets: Vec<Instance>) -> Vec<Instance> {
     for d in droplets.iter_mut() {
         d.shutdown = shutdown_of(api, d);
     }
@@ -166,7 +166,7 @@ fn shutdown_of(api: &DigitalOcean, i: &Instance) -> drain::Shutdown {
 }
 
 /// One droplet in ops' words, with its streak and what it was built with from the state.
-fn instance(ctx: &TaskCtx, d: &Droplet, now: chrono::DateTime<chrono::Utc>) -> Instance {
+pub(crate) fn instance(ctx: &TaskCtx, d: &Droplet, now: chrono::DateTime<chrono::Utc>) -> Instance {
     let mut i = listed(d, now);
     i.prev = load(ctx.state, &droplet_key(d.id)).unwrap_or_default();
     i.built = load::<diff::Parts>(ctx.state, &built_key(d.id))

@@ -255,6 +255,17 @@ pub fn created(ctx: &TaskCtx, id: u64, name: &str) -> anyhow::Result<()> {
     st.kv_set(NAMESPACE, KEY, &r, now_ms())
 }
 
+/// After ops deleted the droplet itself: no longer in the record (the migration off droplets
+/// then knows at once, without asking DigitalOcean, that none is left).
+pub fn forget(ctx: &TaskCtx, id: u64) -> anyhow::Result<()> {
+    let st = ctx.writable_state()?;
+    let Some(mut r) = load(Some(st)) else {
+        return Ok(());
+    };
+    r.droplets.retain(|e| e.id != id);
+    st.kv_set(NAMESPACE, KEY, &r, now_ms())
+}
+
 /// Whether the record (read again now) has the droplet: the last check before draining or
 /// deleting it.
 pub fn recorded(state: Option<&State>, id: u64) -> bool {

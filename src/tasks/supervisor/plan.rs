@@ -365,29 +365,46 @@ fn finish_drains(
             capable: a.capable,
             shutdown: a.shutdown.clone(),
         };
-        match drain::step(&facts) {
-            // The droplet's own line says it, once.
-            drain::Step::Wait(line) => {
-                match drain::signal(&facts) {
-                    Some(drain::Signal::Resend(reason)) => out.push(Action::Resend {
-                        id: a.id,
-                        name: a.name.clone(),
-                        reason,
-                    }),
-                    Some(drain::Signal::Ignored(line)) => failures.push(line),
-                    None => {}
-                }
-                a.note = line;
-            }
-            drain::Step::Delete(reason) => out.push(Action::Delete {
-                id: a.id,
-                name: a.name.clone(),
-                reason,
-                replacement: d.replacement,
-            }),
+        // The droplet's own line says it, once.
+        if let Some(line) = drain_next(a.id, &facts, &mut out, failures) {
+            a.note = line;
         }
     }
     out
+}
+
+/// A recorded drain's next step (drain.rs) as actions: its delete, or its shutdown sent again
+/// (one the guest ignored is a failure); the line while it waits. The fleet's plan and the
+/// migration off droplets (migrate.rs) both go by it.
+pub fn drain_next(
+    id: u64,
+    facts: &drain::Facts,
+    actions: &mut Vec<Action>,
+    failures: &mut Vec<String>,
+) -> Option<String> {
+    match drain::step(facts) {
+        drain::Step::Wait(line) => {
+            match drain::signal(facts) {
+                Some(drain::Signal::Resend(reason)) => actions.push(Action::Resend {
+                    id,
+                    name: facts.name.to_string(),
+                    reason,
+                }),
+                Some(drain::Signal::Ignored(line)) => failures.push(line),
+                None => {}
+            }
+            Some(line)
+        }
+        drain::Step::Delete(reason) => {
+            actions.push(Action::Delete {
+                id,
+                name: facts.name.to_string(),
+                reason,
+                replacement: facts.drain.replacement,
+            });
+            None
+        }
+    }
 }
 
 /// Why a droplet is chosen to leave.

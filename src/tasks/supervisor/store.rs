@@ -83,6 +83,17 @@ pub struct Breaker {
     pub replacements: Vec<i64>,
 }
 
+impl Breaker {
+    /// The replacements counted within `window` of `now` (Unix ms).
+    pub fn recent(&self, now: i64, window: std::time::Duration) -> usize {
+        let window = window.as_millis() as i64;
+        self.replacements
+            .iter()
+            .filter(|t| now - **t < window)
+            .count()
+    }
+}
+
 /// The firewall as last compared with the wanted rules.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct FirewallChecked {

@@ -1,0 +1,260 @@
+//! Moving a deployment from droplets to Kubernetes (issue 36): the real binary, the fake
+//! DigitalOcean with ops' droplet heartbeating, the fake Kubernetes API (its toy controller's
+//! supervisor pod heartbeats into the same worker group once the webapp accepts it), and the
+//! webapp's real worker tables. No droplet is drained or deleted before the Deployment
+//! heartbeats; then each drains through the droplet path's own drain.
+
+use std::time::Duration;
+
+use crate::extract::SECRET;
+use crate::supervisor::{fleet, Fleet};
+use crate::support::digitalocean::Supervisor;
+use crate::support::kubernetes::{Accepts, FakeKube};
+use crate::support::webapp;
+
+const TOKEN: &str = "kube-token-migration-01";
+const NS: &str = "trigger";
+const TAG: &str = "trigger-supervisor-envabcde";
+const STAY: &str =
+    "stay (no drain, no delete) until a supervisor pod of ops' Deployment heartbeats";
+
+struct Moving {
+    f: Fleet,
+    kube: FakeKube,
+    /// Ops' droplet, serving until it leaves, and its supervisor.
+    droplet: (u64, String),
+    _sup: Supervisor,
+}
+
+impl Moving {
+    /// One healthy droplet with a run executing on it; then the task says `platform:
+    /// kubernetes`. The webapp does not accept the supervisor pods yet (they crash-loop).
+    fn start() -> Moving {
+        let f = fleet("boot_grace: 10m");
+        let (id, sup) = f.one_healthy();
+        let name = f
+            .api
+            .with(|w| w.droplets.iter().find(|d| d.id == id).unwrap().name.clone());
+        webapp::executing_run(&mut f.db(), "long1", &name, "small-1x");
+        // The droplet's drain service holds its shutdown while a run executes.
+        f.api.with(|w| w.hold_shutdown = true);
+        let kube = FakeKube::start(TOKEN);
+        let path = kube.kubeconfig(f.s.ops.dir.path(), &format!("    token: {TOKEN}\n"));
+        f.jobs(&format!(
+            "platform: kubernetes, kubeconfig: '{}', pending_after: 10m",
+            path.display()
+        ));
+        Moving {
+            f,
+            kube,
+            droplet: (id, name),
+            _sup: sup,
+        }
+    }
+
+    /// The webapp accepts the supervisor's token and secret now; the crash-looping pod
+    /// restarts and heartbeats.
+    fn accept(&self) {
+        self.kube.accepts(Accepts {
+            webapp: self.f.webapp.clone(),
+            managed_secret: SECRET.into(),
+        });
+        self.kube.restart_supervisor_pods(NS);
+        assert!(
+            self.kube
+                .wait_for(Duration::from_secs(20), |_| self.heartbeating()),
+            "the supervisor pod never heartbeat"
+        );
+    }
+
+    fn heartbeating(&self) -> bool {
+        let mut c = self.f.db();
+        let pods = self.kube.supervisor_pods(NS);
+        !pods.is_empty()
+            && pods.iter().all(|p| {
+                let name = p["metadata"]["name"].as_str().unwrap();
+                p["status"]["phase"] == "Running"
+                    && c.query_opt(
+                        r#"SELECT 1 FROM "WorkerInstance" WHERE name = $1 AND "lastHeartbeatAt" > timezone('UTC', now()) - interval '5 seconds'"#,
+                        &[&name],
+                    )
+                    .unwrap()
+                    .is_some()
+            })
+    }
+
+    /// The Deployment applied, its pod up but not heartbeating: the droplet stayed untouched.
+    fn applied_not_beating(&self) {
+        let before = self.f.api.mutations();
+        let run = self.f.health();
+        run.expect_stdout("applied Deployment trigger/supervisor")
+            .expect_stdout(STAY);
+        assert!(self.kube.wait_for(Duration::from_secs(20), |k| {
+            k.supervisor_pods(NS)
+                .iter()
+                .any(|p| p["status"]["phase"] == "Running")
+        }));
+        self.f.health().expect_stdout(STAY);
+        assert_eq!(self.f.api.mutations(), before, "a DigitalOcean change");
+        assert!(self.f.deletes().is_empty());
+        assert!(!self.tags().iter().any(|t| t == "ops-draining"));
+    }
+
+    /// Moved as far as the supervisor pod's first heartbeats, nothing done to the droplet yet.
+    fn beating() -> Moving {
+        let m = Moving::start();
+        m.applied_not_beating();
+        m.accept();
+        m
+    }
+
+    fn tags(&self) -> Vec<String> {
+        self.f.api.with(|w| {
+            w.droplets
+                .iter()
+                .find(|d| d.id == self.droplet.0)
+                .map(|d| d.tags.clone())
+                .unwrap_or_default()
+        })
+    }
+
+    fn event_kinds(&self) -> Vec<String> {
+        let events = self.f.run(&["events", "--json"]).json();
+        events["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|e| e["kind"].as_str().map(str::to_string))
+            .collect()
+    }
+}
+
+#[test]
+fn droplets_stay_until_the_deployment_heartbeats_then_drain_away() {
+    let m = Moving::beating();
+    let (id, name) = m.droplet.clone();
+    // The pod heartbeats: the droplet drains through today's drain, not deleted with its run.
+    m.f.health()
+        .expect_code(0)
+        .expect_stdout(&format!(
+            "draining droplet {name} (id {id}): moved to Kubernetes: supervisor pod supervisor-"
+        ))
+        .expect_stdout("1 run(s) execute on it: run_long1")
+        .expect_stdout("told it to stop taking runs");
+    assert!(m.f.deletes().is_empty(), "deleted with a run on it");
+    assert!(m.tags().iter().any(|t| t == "ops-draining"));
+    assert_eq!(
+        m.f.api.with(|w| w.actions.clone()),
+        [(id, "shutdown".to_string())]
+    );
+    m.f.health()
+        .expect_code(0)
+        .expect_stdout("1 run(s) still executing (run_long1)");
+    assert!(m.f.deletes().is_empty());
+    // Its run ends; its drain service lets the shutdown finish.
+    webapp::finish_run(&mut m.f.db(), "long1");
+    m.f.api.with(|w| {
+        w.droplets.iter_mut().find(|d| d.id == id).unwrap().off = true;
+    });
+    m.f.health().expect_code(0).expect_stdout(&format!(
+        "deleted droplet {name} (id {id}): drained (moved to Kubernetes"
+    ));
+    assert_eq!(m.f.deletes(), [id]);
+    let kinds = m.event_kinds();
+    let at = |k: &str| kinds.iter().position(|e| e == k).unwrap_or(usize::MAX);
+    assert!(
+        at("kubernetes.applied") < at("droplet.draining")
+            && at("droplet.draining") < at("droplet.deleted")
+            && at("droplet.deleted") < usize::MAX,
+        "{kinds:?}"
+    );
+    // Moved: a run asks DigitalOcean nothing more.
+    let before = m.f.api.server.requests().len();
+    let run = m.f.health();
+    run.expect_code(0)
+        .expect_stdout("1/1 supervisor pods heartbeating");
+    assert!(
+        !run.stdout.contains("moving off droplets"),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(
+        m.f.api.server.requests().len(),
+        before,
+        "a DigitalOcean request"
+    );
+}
+
+#[test]
+fn a_dry_run_of_the_move_says_what_it_would_drain_and_changes_nothing() {
+    let m = Moving::beating();
+    let (id, name) = m.droplet.clone();
+    let (do_before, state) = (m.f.api.mutations(), state_of(&m.f));
+    m.kube.clear();
+    let run = m.f.run(&["run", "health", "--dry-run"]);
+    run.expect_code(0).expect_stdout(&format!(
+        "would drain droplet {name} (id {id}) before deleting it: moved to Kubernetes"
+    ));
+    assert_eq!(m.f.api.mutations(), do_before, "a DigitalOcean change");
+    assert_eq!(m.kube.mutations(), 0, "{:?}", m.kube.calls());
+    assert_eq!(state_of(&m.f), state, "the state changed");
+    assert!(!m.tags().iter().any(|t| t == "ops-draining"));
+    // The real run then does it.
+    m.f.health()
+        .expect_code(0)
+        .expect_stdout(&format!("draining droplet {name}"));
+}
+
+#[test]
+fn a_droplet_ops_did_not_create_stays_through_the_move() {
+    let m = Moving::beating();
+    let (id, _) = m.droplet.clone();
+    let planted = m.f.api.insert(
+        &format!("{TAG}-260101000000"),
+        &[TAG, "ops-managed", "ops-drain:shutdown"],
+        Duration::from_secs(86_400),
+    );
+    webapp::finish_run(&mut m.f.db(), "long1");
+    m.f.health()
+        .expect_code(0)
+        .expect_stdout("moving off droplets: 1 droplet(s) of ops left");
+    m.f.api.with(|w| {
+        w.droplets.iter_mut().find(|d| d.id == id).unwrap().off = true;
+    });
+    m.f.health().expect_code(0);
+    assert_eq!(m.f.deletes(), [id]);
+    let (tags, actions) = m.f.api.with(|w| {
+        (
+            w.droplets
+                .iter()
+                .find(|d| d.id == planted.id)
+                .map(|d| d.tags.clone()),
+            w.actions.iter().filter(|(on, _)| *on == planted.id).count(),
+        )
+    });
+    assert_eq!(
+        tags.as_deref(),
+        Some(
+            &[
+                TAG.to_string(),
+                "ops-managed".into(),
+                "ops-drain:shutdown".into()
+            ][..]
+        )
+    );
+    assert_eq!(actions, 0);
+}
+
+/// Every kept value of the supervisor task, for "the state did not change".
+fn state_of(f: &Fleet) -> Vec<(String, String)> {
+    let db = f.s.ops.sqlite();
+    let mut q = db
+        .prepare("SELECT key, value FROM kv WHERE namespace = 'supervisor' AND key NOT IN ('kubernetes', 'queue', 'queue_scan') ORDER BY key")
+        .unwrap();
+    let rows = q
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<Result<Vec<(String, String)>, _>>()
+        .unwrap();
+    rows
+}
