@@ -11,13 +11,13 @@ use crate::support::kubernetes::{Accepts, FakeKube};
 const TOKEN: &str = "kube-token-platform-01";
 const NS: &str = "trigger";
 
-struct Cluster {
-    f: Fleet,
-    kube: FakeKube,
+pub struct Cluster {
+    pub f: Fleet,
+    pub kube: FakeKube,
 }
 
 impl Cluster {
-    fn new(options: &str) -> Cluster {
+    pub fn new(options: &str) -> Cluster {
         let mut f = fleet("boot_grace: 10m");
         let kube = FakeKube::start(TOKEN);
         kube.accepts(Accepts {
@@ -53,7 +53,7 @@ impl Cluster {
     }
 
     /// Runs until the supervisor is up: the first run applies, the pod heartbeats.
-    fn up(&self) {
+    pub fn up(&self) {
         self.f
             .health()
             .expect_code(0)

@@ -7,6 +7,7 @@
 use std::time::Duration;
 
 use crate::extract::SECRET;
+use crate::kubernetes_platform::Cluster;
 use crate::supervisor::{fleet, Fleet};
 use crate::support::digitalocean::Supervisor;
 use crate::support::kubernetes::{Accepts, FakeKube};
@@ -68,19 +69,7 @@ impl Moving {
     }
 
     fn heartbeating(&self) -> bool {
-        let mut c = self.f.db();
-        let pods = self.kube.supervisor_pods(NS);
-        !pods.is_empty()
-            && pods.iter().all(|p| {
-                let name = p["metadata"]["name"].as_str().unwrap();
-                p["status"]["phase"] == "Running"
-                    && c.query_opt(
-                        r#"SELECT 1 FROM "WorkerInstance" WHERE name = $1 AND "lastHeartbeatAt" > timezone('UTC', now()) - interval '5 seconds'"#,
-                        &[&name],
-                    )
-                    .unwrap()
-                    .is_some()
-            })
+        heartbeating(&self.f, &self.kube)
     }
 
     /// The Deployment applied, its pod up but not heartbeating: the droplet stayed untouched.
@@ -117,16 +106,6 @@ impl Moving {
                 .unwrap_or_default()
         })
     }
-
-    fn event_kinds(&self) -> Vec<String> {
-        let events = self.f.run(&["events", "--json"]).json();
-        events["events"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter_map(|e| e["kind"].as_str().map(str::to_string))
-            .collect()
-    }
 }
 
 #[test]
@@ -160,7 +139,7 @@ fn droplets_stay_until_the_deployment_heartbeats_then_drain_away() {
         "deleted droplet {name} (id {id}): drained (moved to Kubernetes"
     ));
     assert_eq!(m.f.deletes(), [id]);
-    let kinds = m.event_kinds();
+    let kinds = event_kinds(&m.f);
     let at = |k: &str| kinds.iter().position(|e| e == k).unwrap_or(usize::MAX);
     assert!(
         at("kubernetes.applied") < at("droplet.draining")
@@ -257,4 +236,109 @@ fn state_of(f: &Fleet) -> Vec<(String, String)> {
         .collect::<Result<Vec<(String, String)>, _>>()
         .unwrap();
     rows
+}
+
+/// Every supervisor pod runs and heartbeats into the webapp.
+fn heartbeating(f: &Fleet, kube: &FakeKube) -> bool {
+    let mut c = f.db();
+    let pods = kube.supervisor_pods(NS);
+    !pods.is_empty()
+        && pods.iter().all(|p| {
+            let name = p["metadata"]["name"].as_str().unwrap();
+            p["status"]["phase"] == "Running"
+                && c.query_opt(
+                    r#"SELECT 1 FROM "WorkerInstance" WHERE name = $1 AND "lastHeartbeatAt" > timezone('UTC', now()) - interval '5 seconds'"#,
+                    &[&name],
+                )
+                .unwrap()
+                .is_some()
+        })
+}
+
+fn deletes(kube: &FakeKube) -> Vec<String> {
+    kube.calls()
+        .iter()
+        .filter(|c| c.method == "DELETE")
+        .map(|c| c.path.clone())
+        .collect()
+}
+
+#[test]
+fn switching_back_stops_kubernetes_once_a_droplet_heartbeats_and_removes_it_after_its_runs() {
+    let c = Cluster::new("pending_after: 10m");
+    c.up();
+    let (f, kube) = (&c.f, &c.kube);
+    let path = f.s.ops.dir.path().join("kubeconfig");
+    kube.add_node("runs-1", &[("nodetype", "v4-worker")], "3900m", "7Gi");
+    kube.add_run_pod(NS, "runner-run_long", Some("runs-1"), "medium-1x");
+    // Back to droplets, the kubeconfig kept: the droplet comes up first.
+    f.jobs(&format!(
+        "kubeconfig: '{}', boot_grace: 10m",
+        path.display()
+    ));
+    kube.clear();
+    f.health()
+        .expect_code(0)
+        .expect_stdout("created droplet")
+        .expect_stdout("keeps taking runs until a droplet heartbeats");
+    assert_eq!(kube.calls().len(), 0, "{:?}", kube.calls());
+    let id = f.ids()[0];
+    let _sup = f.serve(id, true);
+    kube.clear();
+    f.run(&["run", "health", "--dry-run"])
+        .expect_code(0)
+        .expect_stdout("would stop the supervisor on Kubernetes taking runs (a droplet heartbeats): apply Deployment trigger/supervisor with TRIGGER_DEQUEUE_ENABLED=false");
+    assert_eq!(kube.mutations(), 0, "{:?}", kube.calls());
+    f.health()
+        .expect_code(0)
+        .expect_stdout("stopped the supervisor on Kubernetes taking runs (Deployment trigger/supervisor: TRIGGER_DEQUEUE_ENABLED=false");
+    let env = kube.object("deployments", NS, "supervisor").unwrap()["spec"]["template"]["spec"]
+        ["containers"][0]["env"]
+        .clone();
+    assert!(
+        env.as_array()
+            .unwrap()
+            .contains(&serde_json::json!({"name": "TRIGGER_DEQUEUE_ENABLED", "value": "false"})),
+        "{env}"
+    );
+    // Its run pod still executes: nothing is deleted.
+    f.health()
+        .expect_code(0)
+        .expect_stdout("1 run pod(s) still execute (runner-run_long)");
+    assert_eq!(deletes(kube), Vec::<String>::new());
+    assert!(kube.object("pods", NS, "runner-run_long").is_some());
+    kube.end_pod(NS, "runner-run_long");
+    kube.clear();
+    f.run(&["run", "health", "--dry-run"])
+        .expect_code(0)
+        .expect_stdout("would delete Deployment trigger/supervisor: no run pod is left")
+        .expect_stdout("would delete ServiceAccount trigger/supervisor");
+    assert_eq!(kube.mutations(), 0, "{:?}", kube.calls());
+    f.health()
+        .expect_code(0)
+        .expect_stdout("deleted Deployment trigger/supervisor: no run pod is left")
+        .expect_stdout("namespace trigger is left as it is");
+    assert_eq!(kube.names("deployments", NS), Vec::<String>::new());
+    assert_eq!(kube.names("secrets", NS), Vec::<String>::new());
+    assert!(
+        kube.object("namespaces", "", NS).is_some(),
+        "the namespace went"
+    );
+    let kinds = event_kinds(f);
+    assert!(kinds.iter().any(|k| k == "kubernetes.stopped"), "{kinds:?}");
+    assert!(kinds.iter().any(|k| k == "kubernetes.deleted"), "{kinds:?}");
+    // Moved back: no Kubernetes request any more.
+    kube.clear();
+    f.health().expect_code(0);
+    assert_eq!(kube.calls().len(), 0, "{:?}", kube.calls());
+}
+
+fn event_kinds(f: &Fleet) -> Vec<String> {
+    let events = f.run(&["events", "--json"]).json();
+    events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["kind"].as_str().map(str::to_string))
+        .collect()
 }

@@ -483,6 +483,11 @@ impl FakeKube {
         })
     }
 
+    /// A run pod ends and the supervisor cleans it up.
+    pub fn end_pod(&self, ns: &str, name: &str) {
+        self.with(|w| w.objects.remove(&key("pods", ns, name)));
+    }
+
     /// The supervisor pods end (a crash loop's restart, an eviction): the toy controller starts
     /// new ones, which heartbeat when the webapp accepts them now.
     pub fn restart_supervisor_pods(&self, ns: &str) {

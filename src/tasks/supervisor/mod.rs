@@ -32,6 +32,7 @@ pub mod health;
 pub mod image;
 pub mod inputs;
 pub mod kubernetes;
+pub mod leave_kubernetes;
 pub mod marks;
 pub mod migrate;
 pub mod observe;
@@ -112,6 +113,7 @@ pub fn run(opts: &SupervisorOptions, ctx: &TaskCtx) -> anyhow::Result<Outcome> {
         opts,
         kept,
     )?;
+    leave_kubernetes::run(opts, ctx, healthy, &mut outcome)?;
     outcome
         .warnings
         .extend(marks::warnings(&world.obs.droplets, &world.obs.owned));

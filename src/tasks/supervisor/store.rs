@@ -20,6 +20,9 @@
 //! |                      | its drain ([`record_drain`], before the tag)     |            |
 //! | `droplet:{id}:built` | `diff::Parts`: what it was created with        | apply      |
 //! | `droplet:{id}:disk`  | `disk::Reading`: its last disk reading         | apply      |
+//! | `kubernetes`         | [`KubernetesStatus`]: the workload, last run     | kubernetes |
+//! | `kubernetes_leaving` | `leave_kubernetes::Stopped`: when ops stopped    | leave_     |
+//! |                      | the Kubernetes supervisor's dequeue              | kubernetes |
 //! | `doks`               | `kubernetes::cluster::Record`: the DOKS cluster  | kubernetes |
 //! |                      | and node pools ops created or adopted            |            |
 //! | `doks_credentials`   | the cluster's API credentials, sealed            | kubernetes |
@@ -50,6 +53,8 @@ pub const SCALE_KEY: &str = "scale";
 pub const CATALOG_KEY: &str = "catalog_checked";
 /// `platform: kubernetes`: the workload as the last run saw it ([`KubernetesStatus`]).
 pub const KUBERNETES_KEY: &str = "kubernetes";
+/// Moving back to droplets: when ops stopped the Kubernetes supervisor taking runs.
+pub const KUBERNETES_LEAVING_KEY: &str = "kubernetes_leaving";
 /// The ownership record (not under `droplet:`, which [`prune`] clears).
 pub const CREATED_KEY: &str = "created";
 pub const IMAGE_KEY: &str = "image";
