@@ -9,7 +9,7 @@ use std::time::Duration;
 use crate::extract::SECRET;
 use crate::kubernetes_platform::Cluster;
 use crate::supervisor::{fleet, Fleet};
-use crate::support::digitalocean::Supervisor;
+use crate::support::digitalocean::{DoFault, Supervisor};
 use crate::support::kubernetes::{Accepts, FakeKube};
 use crate::support::webapp;
 
@@ -261,6 +261,19 @@ fn deletes(kube: &FakeKube) -> Vec<String> {
         .filter(|c| c.method == "DELETE")
         .map(|c| c.path.clone())
         .collect()
+}
+
+#[test]
+fn a_digitalocean_error_while_moving_fails_the_run_naming_it_and_keeps_the_kubernetes_report() {
+    let m = Moving::beating();
+    m.f.api.with(|w| w.faults.push_back(DoFault::Status(403)));
+    let run = m.f.health();
+    run.expect_code(1)
+        .expect_stdout("moving off droplets: ")
+        .expect_stdout("HTTP 403")
+        .expect_stdout("1/1 supervisor pods heartbeating");
+    assert!(m.f.deletes().is_empty());
+    assert!(!m.tags().iter().any(|t| t == "ops-draining"));
 }
 
 #[test]

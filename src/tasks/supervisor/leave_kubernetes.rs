@@ -96,8 +96,20 @@ fn applied() -> Vec<(Kind, &'static str)> {
 }
 
 /// `platform: droplets`: ops' supervisor on Kubernetes leaves once a droplet heartbeats (see the
-/// module's comment). Nothing at all while the state keeps no Kubernetes workload.
+/// module's comment). Nothing at all while the state keeps no Kubernetes workload. Its trouble
+/// fails the task with its line, the fleet's report kept.
 pub fn run(
+    opts: &SupervisorOptions,
+    ctx: &TaskCtx,
+    healthy_droplets: usize,
+    outcome: &mut Outcome,
+) {
+    if let Err(e) = leave(opts, ctx, healthy_droplets, outcome) {
+        super::migrate::failed(outcome, "moving off Kubernetes", &e);
+    }
+}
+
+fn leave(
     opts: &SupervisorOptions,
     ctx: &TaskCtx,
     healthy_droplets: usize,

@@ -119,8 +119,21 @@ fn beating(judged: &Judged, stale: Duration) -> Vec<String> {
 }
 
 /// `platform: kubernetes`: ops' droplets from `platform: droplets` leave once the Deployment
-/// heartbeats (see the module's comment). Nothing at all while ops' record names no droplet.
+/// heartbeats (see the module's comment). Nothing at all while ops' record names no droplet. Its
+/// trouble fails the task with its line, the Kubernetes report kept.
 pub fn droplets_leave(
+    opts: &SupervisorOptions,
+    ctx: &TaskCtx,
+    record: &ConfigRecord,
+    seen: (&Judged, Option<&FlowRead>),
+    outcome: &mut Outcome,
+) {
+    if let Err(e) = leave_droplets(opts, ctx, record, seen, outcome) {
+        failed(outcome, "moving off droplets", &e);
+    }
+}
+
+fn leave_droplets(
     opts: &SupervisorOptions,
     ctx: &TaskCtx,
     record: &ConfigRecord,
@@ -212,6 +225,12 @@ fn observed(
 fn fail(outcome: &mut Outcome, line: String) {
     outcome.status = Status::Failed;
     outcome.detail.insert(0, line);
+}
+
+/// A move's error as the task's first line (a configuration error still exits 2).
+pub(crate) fn failed(outcome: &mut Outcome, what: &str, e: &anyhow::Error) {
+    outcome.config_error |= crate::exit::classify(e) == crate::exit::ExitCode::Config;
+    fail(outcome, format!("{what}: {e:#}"));
 }
 
 #[cfg(test)]

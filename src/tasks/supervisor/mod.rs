@@ -113,7 +113,7 @@ pub fn run(opts: &SupervisorOptions, ctx: &TaskCtx) -> anyhow::Result<Outcome> {
         opts,
         kept,
     )?;
-    leave_kubernetes::run(opts, ctx, healthy, &mut outcome)?;
+    leave_kubernetes::run(opts, ctx, healthy, &mut outcome);
     outcome
         .warnings
         .extend(marks::warnings(&world.obs.droplets, &world.obs.owned));

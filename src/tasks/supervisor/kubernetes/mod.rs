@@ -92,7 +92,7 @@ pub fn run(opts: &SupervisorOptions, ctx: &TaskCtx) -> anyhow::Result<Outcome> {
         },
     );
     let mut outcome = apply(ctx, &kube, &desired, &judged)?;
-    super::migrate::droplets_leave(opts, ctx, &record, (&judged, flow.as_ref()), &mut outcome)?;
+    super::migrate::droplets_leave(opts, ctx, &record, (&judged, flow.as_ref()), &mut outcome);
     if let View::Unavailable(why) = &view {
         outcome.detail.push(format!("webapp view: {why}"));
     }
