@@ -139,6 +139,13 @@ fn droplets_stay_until_the_deployment_heartbeats_then_drain_away() {
         "deleted droplet {name} (id {id}): drained (moved to Kubernetes"
     ));
     assert_eq!(m.f.deletes(), [id]);
+    let status = m.f.run(&["status", "--json"]).json();
+    assert_eq!(
+        status["supervisor"]["droplets"],
+        serde_json::Value::Null,
+        "{status}"
+    );
+    assert_eq!(status["supervisor"]["kubernetes"]["health"], "healthy");
     let kinds = event_kinds(&m.f);
     let at = |k: &str| kinds.iter().position(|e| e == k).unwrap_or(usize::MAX);
     assert!(

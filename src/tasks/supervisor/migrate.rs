@@ -192,6 +192,11 @@ fn leave_droplets(
         droplets.len(),
         api.requests.get()
     ));
+    let none_left = owned::load(ctx.state).is_none_or(|r| r.droplets.is_empty());
+    if !ctx.dry_run && none_left {
+        // `ops status` and /metrics stop showing the droplets the last droplet run saw.
+        store::delete(ctx.writable_state()?, store::LAST_SEEN_KEY)?;
+    }
     Ok(())
 }
 
