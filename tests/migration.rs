@@ -135,9 +135,12 @@ fn droplets_stay_until_the_deployment_heartbeats_then_drain_away() {
     m.f.api.with(|w| {
         w.droplets.iter_mut().find(|d| d.id == id).unwrap().off = true;
     });
-    m.f.health().expect_code(0).expect_stdout(&format!(
-        "deleted droplet {name} (id {id}): drained (moved to Kubernetes"
-    ));
+    m.f.health()
+        .expect_code(0)
+        .expect_stdout(&format!(
+            "deleted droplet {name} (id {id}): drained (moved to Kubernetes"
+        ))
+        .expect_stdout("moving off droplets: 0 droplet(s) of ops left");
     assert_eq!(m.f.deletes(), [id]);
     let status = m.f.run(&["status", "--json"]).json();
     assert_eq!(

@@ -154,6 +154,7 @@ fn leave_droplets(
         return Ok(());
     }
     let Some(token) = ctx.settings.digitalocean_token.as_ref() else {
+        outcome.config_error = true;
         fail(outcome, format!(
             "moving off droplets: ops' record names {} droplet(s) still to drain away, and DIGITALOCEAN_TOKEN is not set: set it in the environment until they are gone",
             kept.droplets.len()
@@ -187,13 +188,13 @@ fn leave_droplets(
     for f in decided.failures.into_iter().chain(done.failure) {
         fail(outcome, f);
     }
+    // Ops' record after this run's deletes (a dry run deleted nothing).
+    let left = owned::load(ctx.state).map_or(0, |r| r.droplets.len());
     outcome.detail.push(format!(
-        "moving off droplets: {} droplet(s) of ops left, DigitalOcean requests: {}",
-        droplets.len(),
+        "moving off droplets: {left} droplet(s) of ops left, DigitalOcean requests: {}",
         api.requests.get()
     ));
-    let none_left = owned::load(ctx.state).is_none_or(|r| r.droplets.is_empty());
-    if !ctx.dry_run && none_left {
+    if !ctx.dry_run && left == 0 {
         // `ops status` and /metrics stop showing the droplets the last droplet run saw.
         store::delete(ctx.writable_state()?, store::LAST_SEEN_KEY)?;
     }
