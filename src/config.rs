@@ -81,6 +81,8 @@ impl Task {
     }
 }
 
+// A few per configuration, read once: boxing the supervisor's options would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum TaskSpec {
     Exec(ExecOptions),
@@ -270,6 +272,17 @@ pub struct SupervisorOptions {
     /// from ops' working directory.
     #[serde(default)]
     pub kubeconfig: Option<PathBuf>,
+    /// `platform: kubernetes` on DigitalOcean Kubernetes (no `kubeconfig:`): the cluster to
+    /// adopt (its id or name); unset, ops creates one and records it as its own.
+    #[serde(default)]
+    pub cluster: Option<String>,
+    /// The cluster ops creates gets DigitalOcean's HA control plane (about $40 a month).
+    #[serde(default)]
+    pub ha: bool,
+    /// The maintenance window of the cluster ops creates: `<day> HH:MM` (UTC, 4 hours long);
+    /// unset: `sunday 04:00`.
+    #[serde(default)]
+    pub maintenance: Option<String>,
     /// The namespace of the supervisor's objects and its run pods.
     #[serde(default = "default_namespace")]
     pub namespace: String,
@@ -308,6 +321,26 @@ fn dns_label(s: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !s.starts_with('-')
         && !s.ends_with('-')
+}
+
+/// `maintenance: "<day> HH:MM"`: the day (DigitalOcean's: a weekday, or `any`) and the UTC
+/// start time of a DOKS cluster's 4-hour maintenance window.
+pub fn maintenance_window(m: &str) -> Result<(String, String), String> {
+    let bad = || {
+        format!("supervisor task: maintenance {m:?} is not \"<day> HH:MM\" (a weekday or any, then the UTC start: \"sunday 04:00\")")
+    };
+    let (day, time) = m.trim().split_once(' ').ok_or_else(bad)?;
+    let day = if day.eq_ignore_ascii_case("any") {
+        "any"
+    } else {
+        crate::window::weekday(day).ok_or_else(bad)?
+    };
+    let (h, min) = time.trim().split_once(':').ok_or_else(bad)?;
+    let ok = |v: &str, max: u32| v.len() == 2 && v.parse::<u32>().is_ok_and(|n| n <= max);
+    if !ok(h, 23) || !ok(min, 59) {
+        return Err(bad());
+    }
+    Ok((day.to_string(), format!("{h}:{min}")))
 }
 
 fn yes() -> bool {
@@ -699,6 +732,9 @@ fn task_spec(kind: &str, rest: serde_yaml::Mapping) -> Result<TaskSpec, String> 
                 ));
             }
         }
+        if let Some(m) = &sup.maintenance {
+            maintenance_window(m)?;
+        }
         if let (Some(lo), Some(hi)) = (sup.min, sup.max) {
             if lo > hi || hi == 0 {
                 return Err(format!(
@@ -934,6 +970,34 @@ mod tests {
 
     fn parse(text: &str) -> anyhow::Result<JobsConfig> {
         JobsConfig::parse(text, "jobs.yaml")
+    }
+
+    #[test]
+    fn a_maintenance_window_is_a_day_or_any_and_a_utc_start() {
+        let w = |m: &str| maintenance_window(m);
+        assert_eq!(w("sunday 04:00"), Ok(("sunday".into(), "04:00".into())));
+        assert_eq!(w("Sat 23:30"), Ok(("saturday".into(), "23:30".into())));
+        assert_eq!(w("any 00:00"), Ok(("any".into(), "00:00".into())));
+        for bad in [
+            "sunday",
+            "sunday 4:00",
+            "sunday 24:00",
+            "someday 04:00",
+            "04:00",
+        ] {
+            assert!(w(bad).is_err(), "{bad}");
+        }
+        let task = |m: &str| {
+            parse(&format!(
+                "version: 1\nprofiles:\n  a:\n    cron: '* * * * *'\n    tasks:\n      - {{kind: supervisor, platform: kubernetes, maintenance: '{m}'}}\n"
+            ))
+        };
+        assert!(task("tuesday 02:00").is_ok());
+        let e = task("tuesday 2am").unwrap_err().to_string();
+        assert!(
+            e.contains("maintenance \"tuesday 2am\" is not \"<day> HH:MM\""),
+            "{e}"
+        );
     }
 
     #[test]

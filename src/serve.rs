@@ -626,6 +626,53 @@ fn kubernetes_metrics(out: &mut String, k: &store::KubernetesStatus, checked_at:
         "# HELP ops_supervisor_kubernetes_run_pods_pending Run pods waiting for a node longer than pending_after.\n# TYPE ops_supervisor_kubernetes_run_pods_pending gauge\nops_supervisor_kubernetes_run_pods_pending {}",
         k.pending.len()
     );
+    if let Some(d) = &k.doks {
+        doks_metrics(out, d);
+    }
+}
+
+/// The DOKS cluster's node pools (nodes now, min, max) and what it costs a month.
+fn doks_metrics(out: &mut String, d: &store::DoksStatus) {
+    let cluster = label(&d.cluster);
+    let _ = writeln!(
+        out,
+        "# HELP ops_supervisor_doks_cluster_running 1 when DigitalOcean reports the cluster running.\n# TYPE ops_supervisor_doks_cluster_running gauge\nops_supervisor_doks_cluster_running{{cluster=\"{cluster}\",version=\"{}\"}} {}",
+        label(&d.version),
+        u8::from(d.state == "running")
+    );
+    for (name, help, value) in [
+        ("nodes", "Nodes in each node pool now.", 0),
+        (
+            "min_nodes",
+            "The fewest nodes the autoscaler keeps in each node pool.",
+            1,
+        ),
+        (
+            "max_nodes",
+            "The most nodes the autoscaler may run in each node pool.",
+            2,
+        ),
+    ] {
+        let _ = writeln!(
+            out,
+            "# HELP ops_supervisor_doks_pool_{name} {help}\n# TYPE ops_supervisor_doks_pool_{name} gauge"
+        );
+        for p in &d.pools {
+            let v = [p.nodes, p.min, p.max][value];
+            let _ = writeln!(
+                out,
+                "ops_supervisor_doks_pool_{name}{{cluster=\"{cluster}\",pool=\"{}\",size=\"{}\"}} {v}",
+                label(&p.name),
+                label(&p.size)
+            );
+        }
+    }
+    if let Some(cost) = d.monthly_cost_usd {
+        let _ = writeln!(
+            out,
+            "# HELP ops_supervisor_doks_cost_monthly_dollars The cluster's nodes at their sizes' monthly prices, plus the HA control plane.\n# TYPE ops_supervisor_doks_cost_monthly_dollars gauge\nops_supervisor_doks_cost_monthly_dollars{{cluster=\"{cluster}\"}} {cost:.2}"
+        );
+    }
 }
 
 /// Whether new droplets start from a baked image, and what our images cost.

@@ -426,7 +426,8 @@ fn supervisor_doc(s: &crate::state::State) -> anyhow::Result<Value> {
         .ok()
         .flatten()
         .map(|(k, at)| json!({"checked_at": rfc3339(at), "namespace": k.namespace, "server": k.server,
-            "version": k.version, "health": k.health, "supervisors": k.supervisors, "pending": k.pending}));
+            "version": k.version, "health": k.health, "supervisors": k.supervisors, "pending": k.pending,
+            "doks": k.doks}));
     let doc = supervisor::store::last_droplets(s)?.map(
         |(d, at)| json!({"checked_at": rfc3339(at), "droplets": d, "scale": scale, "image": image}),
     );
@@ -438,6 +439,62 @@ fn supervisor_doc(s: &crate::state::State) -> anyhow::Result<Value> {
         (None, Some(k)) => json!({"kubernetes": k}),
         (None, None) => Value::Null,
     })
+}
+
+/// `cluster trigger-supervisor-… (DOKS 1.34.1-do.1, running): ops-supervisor 1 node
+/// (s-2vcpu-2gb), ops-runs-s-4vcpu-8gb 2 nodes (1..5, s-4vcpu-8gb); $114/month`, escaped (the
+/// names are DigitalOcean's).
+fn doks_line(d: &Value) -> String {
+    if !d.is_object() {
+        return String::new();
+    }
+    let text = |v: &Value| crate::redact::line(v.as_str().unwrap_or("?"));
+    let pools: Vec<String> = d["pools"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|p| {
+            let n = p["nodes"].as_u64().unwrap_or(0);
+            let bounds = if p["auto_scale"].as_bool().unwrap_or(false) {
+                format!("{}..{}, ", p["min"], p["max"])
+            } else {
+                String::new()
+            };
+            format!(
+                "{} {n} node{} ({bounds}{})",
+                text(&p["name"]),
+                if n == 1 { "" } else { "s" },
+                text(&p["size"])
+            )
+        })
+        .collect();
+    let cost = d["monthly_cost_usd"]
+        .as_f64()
+        .map(|c| format!("; ${c:.0}/month"))
+        .unwrap_or_default();
+    let upgrades: Vec<String> = d["upgrades"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(text)
+        .collect();
+    let upgrades = if upgrades.is_empty() {
+        String::new()
+    } else {
+        format!("; upgrades available: {}", upgrades.join(", "))
+    };
+    format!(
+        "cluster {} (DOKS {}, {}{}): {}{cost}{upgrades}\n",
+        text(&d["cluster"]),
+        text(&d["version"]),
+        text(&d["state"]),
+        if d["ha"].as_bool().unwrap_or(false) {
+            ", HA"
+        } else {
+            ""
+        },
+        pools.join(", ")
+    )
 }
 
 /// `kubernetes trigger: healthy, supervisor v4.5.12; supervisor-7d9-x beat 4s ago; 1 run pod
@@ -522,6 +579,7 @@ fn human(doc: &Value) -> String {
     out.push_str(&scale_line(&doc["supervisor"]["scale"]));
     out.push_str(&image_line(&doc["supervisor"]["image"]));
     out.push_str(&kubernetes_line(&doc["supervisor"]["kubernetes"]));
+    out.push_str(&doks_line(&doc["supervisor"]["kubernetes"]["doks"]));
     out.push_str(&facts_lines(doc));
     // The short times above carry no zone of their own: say it once.
     out.push_str(&format!(

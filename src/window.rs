@@ -7,6 +7,15 @@
 use chrono::{Datelike, Duration, NaiveDateTime, NaiveTime, Timelike};
 
 const DAYS: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
+const FULL: [&str; 7] = [
+    "monday",
+    "tuesday",
+    "wednesday",
+    "thursday",
+    "friday",
+    "saturday",
+    "sunday",
+];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Window {
@@ -27,19 +36,17 @@ fn minutes(text: &str, whole: &str) -> Result<u32, String> {
     Ok(h * 60 + m)
 }
 
-fn day(text: &str, whole: &str) -> Result<usize, String> {
-    const FULL: [&str; 7] = [
-        "monday",
-        "tuesday",
-        "wednesday",
-        "thursday",
-        "friday",
-        "saturday",
-        "sunday",
-    ];
+/// A day's full lowercase name (`sunday`) from its name or its first three letters, any case.
+pub fn weekday(text: &str) -> Option<&'static str> {
     let t = text.trim().to_ascii_lowercase();
     (0..7)
         .find(|&i| t == DAYS[i] || t == FULL[i])
+        .map(|i| FULL[i])
+}
+
+fn day(text: &str, whole: &str) -> Result<usize, String> {
+    weekday(text)
+        .and_then(|d| FULL.iter().position(|f| *f == d))
         .ok_or_else(|| format!("restart_window {whole:?}: {text:?} is not a day (Mon, Tue, … Sun)"))
 }
 

@@ -576,6 +576,11 @@ impl Kube {
             .map_err(|e| anyhow!("{SERVICE}: unexpected answer ({e}): {}", resp.snippet()))
     }
 
+    /// The API server's address (`https://host:port`).
+    pub fn server(&self) -> &str {
+        &self.server
+    }
+
     /// `GET /version`: the server's Kubernetes version (also a cheap credentials check).
     pub fn version(&self) -> anyhow::Result<Version> {
         Self::json(&self.send("GET", "/version", None, Retry::Idempotent)?)

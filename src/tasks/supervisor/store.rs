@@ -143,6 +143,38 @@ pub struct KubernetesStatus {
     pub supervisors: Vec<KubernetesPod>,
     /// Run pods waiting for a node longer than `pending_after`.
     pub pending: Vec<PendingPod>,
+    /// DigitalOcean Kubernetes: the cluster, its pools and their cost (`None`: `kubeconfig:`).
+    #[serde(default)]
+    pub doks: Option<DoksStatus>,
+}
+
+/// A DOKS cluster as the last run saw it (its strings as DigitalOcean sent them: escape them
+/// where shown).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct DoksStatus {
+    pub cluster: String,
+    pub id: String,
+    pub version: String,
+    /// DigitalOcean's `status.state` (`running`, `provisioning`, …).
+    pub state: String,
+    pub ha: bool,
+    pub pools: Vec<DoksPool>,
+    /// Nodes now × the size's monthly price, plus the HA control plane (USD; `None`: no price
+    /// list read yet).
+    pub monthly_cost_usd: Option<f64>,
+    /// Versions DigitalOcean offers to upgrade to (ops never starts one).
+    #[serde(default)]
+    pub upgrades: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct DoksPool {
+    pub name: String,
+    pub size: String,
+    pub nodes: u32,
+    pub min: u32,
+    pub max: u32,
+    pub auto_scale: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -329,6 +329,13 @@ fn daily<T: Serialize + serde::de::DeserializeOwned>(
     Ok(kept.value)
 }
 
+/// DigitalOcean's Kubernetes options and its sizes with their prices, asked at most daily.
+pub fn catalog(ctx: &Ctx) -> anyhow::Result<(Options, Vec<Size>)> {
+    daily(ctx, DOKS_SIZES_KEY, "", || {
+        Ok((ctx.api.kubernetes_options()?, ctx.api.sizes()?))
+    })
+}
+
 /// The runs pool's size: `SUPERVISOR_SIZE`, or for `auto` the cheapest offered size whose
 /// allocatable fits `largest` (asked of DigitalOcean at most daily; it only grows from the runs
 /// pool ops made last). `Err`: one line with the fix.
@@ -342,9 +349,7 @@ pub fn runs_size(
         return Ok(Ok(setting.to_string()));
     }
     let current = current_runs_size(ctx)?;
-    let (options, catalog): (Options, Vec<Size>) = daily(ctx, DOKS_SIZES_KEY, "", || {
-        Ok((ctx.api.kubernetes_options()?, ctx.api.sizes()?))
-    })?;
+    let (options, catalog) = catalog(ctx)?;
     Ok(
         pools::auto_size(largest, &options, &catalog, region, current.as_deref()).ok_or_else(|| {
             format!(

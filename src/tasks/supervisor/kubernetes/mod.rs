@@ -10,6 +10,7 @@
 pub mod cluster;
 pub mod credentials;
 pub mod doks;
+pub mod on_doks;
 pub mod pools;
 pub mod workload;
 
@@ -18,7 +19,8 @@ use std::collections::BTreeMap;
 use anyhow::Context;
 use serde_json::Value;
 
-use crate::clients::kubernetes::{Credentials, Deployment, Kind, Kube, Pod, Selector};
+use crate::clients::http::Http;
+use crate::clients::kubernetes::{ApiError, Credentials, Deployment, Kind, Kube, Pod, Selector};
 use crate::config::SupervisorOptions;
 use crate::manifests::{self, Change};
 use crate::task::{ActionRecord, ActionType, Outcome, Status, TaskCtx};
@@ -30,43 +32,49 @@ use crate::tasks::supervisor::webapp;
 
 use workload::{Health, Judged, Observed, Rules};
 
-/// The cluster's credentials: a kubeconfig's (any cluster). A DOKS cluster's come from
-/// DigitalOcean (the DOKS side), not here.
-fn credentials(opts: &SupervisorOptions) -> anyhow::Result<Credentials> {
-    let Some(path) = &opts.kubeconfig else {
-        return Err(crate::exit::not_configured(
-            "platform: kubernetes needs kubeconfig: PATH in the supervisor task (the kubeconfig of the cluster the supervisor runs in)",
-        ));
-    };
+/// The credentials of a cluster ops does not manage, from its kubeconfig.
+fn kubeconfig(path: &std::path::Path) -> anyhow::Result<Credentials> {
     Credentials::from_kubeconfig(path).map_err(|e| crate::exit::config_error(format!("{e:#}")))
 }
 
 pub fn run(opts: &SupervisorOptions, ctx: &TaskCtx) -> anyhow::Result<Outcome> {
+    if let Some(path) = &opts.kubeconfig {
+        let kube = Kube::new(&kubeconfig(path)?, ctx.deadline)?;
+        return tend(opts, ctx, kube, None);
+    }
+    // DigitalOcean Kubernetes: the cluster and its credentials first (`on_doks`).
+    let http = Http::new();
+    match on_doks::start(opts, ctx, &http)? {
+        on_doks::Start::Ready(mut side, kube) => tend(opts, ctx, kube, Some(&mut side)),
+        on_doks::Start::Stop(outcome) => Ok(outcome),
+    }
+}
+
+/// One run on a cluster's API: observe, judge, apply; `doks`: DigitalOcean Kubernetes' side
+/// (a 401 renews its credentials once; its pools and cordons after the objects).
+fn tend(
+    opts: &SupervisorOptions,
+    ctx: &TaskCtx,
+    mut kube: Kube,
+    mut doks: Option<&mut on_doks::Side>,
+) -> anyhow::Result<Outcome> {
     let s = ctx.settings;
     let record = inputs::record(ctx)?;
-    let creds = credentials(opts)?;
-    let kube = Kube::new(&creds, ctx.deadline)?;
     let version = crate::release::supervisor_version(
         s.trigger_version.as_deref(),
         record.webapp_version.as_deref(),
     );
     let ns = opts.namespace.as_str();
-    let spec = manifests::Spec {
-        namespace: ns,
-        version: &version.tag,
-        record: &record,
-        nodetype: &opts.node_label,
-        runs_taint: Some(manifests::Taint::runs(&opts.node_label)),
-        supervisor_nodes: None,
-    };
-    let desired = manifests::objects(&spec);
-    let fingerprint = desired
-        .last()
-        .and_then(manifests::applied_fingerprint)
-        .unwrap_or_default()
-        .to_string();
+    let (desired, fingerprint) = desired(opts, &record, &version.tag, doks.is_some());
 
-    let (deployment, pods, names) = observe(&kube, ns)?;
+    let (deployment, pods, names) = match (observe(&kube, ns), doks.as_deref_mut()) {
+        (Err(e), Some(side)) if unauthorized(&e) => {
+            kube = side.renew(ctx, &kube)?;
+            observe(&kube, ns)
+        }
+        (r, _) => r,
+    }?;
+    let run_pods = on_doks::run_pods(&pods);
     let stale = opts.stale_after(true);
     let (view, beats, flow) = webapp::view(ctx, opts, &record, &names, (stale, &[]));
     let heartbeats: BTreeMap<String, f64> = beats
@@ -93,6 +101,9 @@ pub fn run(opts: &SupervisorOptions, ctx: &TaskCtx) -> anyhow::Result<Outcome> {
     );
     let mut outcome = apply(ctx, &kube, &desired, &judged)?;
     super::migrate::droplets_leave(opts, ctx, &record, (&judged, flow.as_ref()), &mut outcome);
+    if let Some(side) = doks.as_deref_mut() {
+        tend_pools(ctx, side, &kube, run_pods, flow.as_ref(), &mut outcome);
+    }
     if let View::Unavailable(why) = &view {
         outcome.detail.push(format!("webapp view: {why}"));
     }
@@ -106,19 +117,100 @@ pub fn run(opts: &SupervisorOptions, ctx: &TaskCtx) -> anyhow::Result<Outcome> {
     outcome.detail.push(format!(
         "supervisor {} at {} ({})",
         version.tag,
-        creds.server,
+        kube.server(),
         health_word(&judged.health)
     ));
-    if !ctx.dry_run {
-        let status = kept(&judged, ns, &creds.server, &version.tag);
-        store::save(ctx, store::KUBERNETES_KEY, &status, crate::state::now_ms())?;
-    }
+    let mut status = kept(&judged, ns, kube.server(), &version.tag);
+    status.doks = doks.as_deref().map(on_doks::Side::status);
     let sessions = u8::from(!matches!(view, View::NotConfigured | View::Skipped));
-    outcome.detail.push(format!(
-        "DigitalOcean requests: 0, Kubernetes API requests: {}, Postgres sessions: {sessions}",
-        kube.requests.get()
-    ));
+    finish(ctx, &mut outcome, &status, &kube, doks.as_deref(), sessions)?;
     Ok(outcome)
+}
+
+/// The supervisor's objects as this run wants them, and their fingerprint.
+fn desired(
+    opts: &SupervisorOptions,
+    record: &crate::record::ConfigRecord,
+    version: &str,
+    on_doks: bool,
+) -> (Vec<Value>, String) {
+    let spec = manifests::Spec {
+        namespace: &opts.namespace,
+        version,
+        record,
+        nodetype: &opts.node_label,
+        runs_taint: Some(manifests::Taint::runs(&opts.node_label)),
+        // On DOKS the supervisor has a pool of its own; elsewhere it goes where it fits.
+        supervisor_nodes: on_doks.then_some((pools::NODETYPE_KEY, pools::SUPERVISOR_NODETYPE)),
+    };
+    let desired = manifests::objects(&spec);
+    let fingerprint = desired
+        .last()
+        .and_then(manifests::applied_fingerprint)
+        .unwrap_or_default()
+        .to_string();
+    (desired, fingerprint)
+}
+
+/// DOKS: the pools and their cordons after the objects; a failure fails the run, its lines
+/// join the run's.
+fn tend_pools(
+    ctx: &TaskCtx,
+    side: &mut on_doks::Side,
+    kube: &Kube,
+    run_pods: pools::RunPods,
+    flow: Option<&webapp::FlowRead>,
+    outcome: &mut Outcome,
+) {
+    let failed = side.pools(ctx, kube, run_pods, flow).err();
+    judged_failures(
+        outcome,
+        failed.map(|e| format!("{e:#}")).into_iter().collect(),
+    );
+    let lines = side.lines();
+    if ctx.dry_run && lines.iter().any(|l| l.starts_with("would ")) {
+        outcome.status = planned(outcome.status);
+    }
+    outcome.detail.extend(lines);
+}
+
+/// Keeps the status (unless a dry run) and ends the run's lines with the cluster and the
+/// run's figures.
+fn finish(
+    ctx: &TaskCtx,
+    outcome: &mut Outcome,
+    status: &store::KubernetesStatus,
+    kube: &Kube,
+    doks: Option<&on_doks::Side>,
+    sessions: u8,
+) -> anyhow::Result<()> {
+    if let Some(d) = &status.doks {
+        outcome.detail.push(on_doks::line(d));
+    }
+    if !ctx.dry_run {
+        store::save(ctx, store::KUBERNETES_KEY, status, crate::state::now_ms())?;
+    }
+    let (do_requests, replaced) = doks.map_or((0, 0), on_doks::Side::requests);
+    outcome.detail.push(format!(
+        "DigitalOcean requests: {do_requests}, Kubernetes API requests: {}, Postgres sessions: {sessions}",
+        kube.requests.get() + replaced
+    ));
+    Ok(())
+}
+
+fn unauthorized(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<ApiError>()
+            .is_some_and(ApiError::unauthorized)
+    })
+}
+
+/// A dry run that would change something is planned, unless it failed.
+fn planned(status: Status) -> Status {
+    match status {
+        Status::Ok => Status::Planned,
+        other => other,
+    }
 }
 
 /// The Deployment and the namespace's pods (two requests), and the supervisor pods' names.
@@ -170,6 +262,7 @@ fn kept(judged: &Judged, ns: &str, server: &str, version: &str) -> store::Kubern
                 reason: p.reason.clone(),
             })
             .collect(),
+        doks: None,
     }
 }
 
