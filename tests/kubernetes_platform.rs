@@ -4,81 +4,21 @@
 
 use std::time::Duration;
 
-use crate::extract::{LOG_TOKEN, REGISTRY_PASSWORD, SECRET};
-use crate::supervisor::{fleet, Fleet};
-use crate::support::kubernetes::{Accepts, FakeKube};
+use crate::support::platform::{KubeWorld, NS};
 
 const TOKEN: &str = "kube-token-platform-01";
-const NS: &str = "trigger";
 
-pub struct Cluster {
-    pub f: Fleet,
-    pub kube: FakeKube,
-}
-
-impl Cluster {
-    pub fn new(options: &str) -> Cluster {
-        let mut f = fleet("boot_grace: 10m");
-        let kube = FakeKube::start(TOKEN);
-        kube.accepts(Accepts {
-            webapp: f.webapp.clone(),
-            managed_secret: SECRET.into(),
-        });
-        let path = kube.kubeconfig(f.s.ops.dir.path(), &format!("    token: {TOKEN}\n"));
-        f.jobs(&format!(
-            "platform: kubernetes, kubeconfig: '{}', {options}",
-            path.display()
-        ));
-        f.s.ops.env("TRIGGER_VERSION", "v4.5.11");
-        Cluster { f, kube }
-    }
-
-    fn version(&mut self, v: &str) {
-        self.f.s.ops.env("TRIGGER_VERSION", v);
-    }
-
-    fn heartbeating(&self) -> bool {
-        let mut c = self.f.db();
-        let pods = self.kube.supervisor_pods(NS);
-        pods.iter().all(|p| {
-            let name = p["metadata"]["name"].as_str().unwrap();
-            c.query_opt(
-                r#"SELECT 1 FROM "WorkerInstance" WHERE name = $1 AND "lastHeartbeatAt" > timezone('UTC', now()) - interval '5 seconds'"#,
-                &[&name],
-            )
-            .unwrap()
-            .is_some()
-        }) && !pods.is_empty()
-            && pods.iter().all(|p| p["status"]["phase"] == "Running")
-    }
-
-    /// Runs until the supervisor is up: the first run applies, the pod heartbeats.
-    pub fn up(&self) {
-        self.f
-            .health()
-            .expect_code(0)
-            .expect_stdout("applied Deployment trigger/supervisor");
-        assert!(
-            self.kube
-                .wait_for(Duration::from_secs(20), |_| self.heartbeating()),
-            "the supervisor pod never heartbeat"
-        );
-    }
-
-    fn do_requests(&self) -> usize {
-        self.f.api.server.requests().len()
-    }
+fn cluster(options: &str) -> KubeWorld {
+    KubeWorld::on_kubeconfig(TOKEN, options)
 }
 
 fn no_secret(out: &str) {
-    for s in [LOG_TOKEN, SECRET, TOKEN, REGISTRY_PASSWORD] {
-        assert!(!out.contains(s), "a secret in the output:\n{out}");
-    }
+    crate::support::platform::no_secret(out, &[TOKEN]);
 }
 
 #[test]
 fn a_new_cluster_gets_the_supervisor_and_a_healthy_run_makes_two_api_requests_and_one_session() {
-    let c = Cluster::new("pending_after: 10m");
+    let c = cluster("pending_after: 10m");
     let before = c.do_requests();
     c.up();
     let objects = c.kube.names("deployments", NS);
@@ -133,7 +73,7 @@ fn a_new_cluster_gets_the_supervisor_and_a_healthy_run_makes_two_api_requests_an
 
 #[test]
 fn a_version_change_rolls_the_new_image_deletes_nothing_and_touches_no_run_pod() {
-    let mut c = Cluster::new("pending_after: 10m");
+    let mut c = cluster("pending_after: 10m");
     c.up();
     c.kube
         .add_node("runs-1", &[("nodetype", "v4-worker")], "3900m", "7Gi");
@@ -175,7 +115,7 @@ fn a_version_change_rolls_the_new_image_deletes_nothing_and_touches_no_run_pod()
 
 #[test]
 fn a_dry_run_shows_the_field_diff_and_changes_nothing() {
-    let mut c = Cluster::new("pending_after: 10m");
+    let mut c = cluster("pending_after: 10m");
     c.up();
     c.version("v4.5.12");
     c.kube.clear();
@@ -194,7 +134,7 @@ fn a_dry_run_shows_the_field_diff_and_changes_nothing() {
 
 #[test]
 fn a_large_preset_waiting_for_a_node_fails_the_task_naming_it_and_the_fix() {
-    let c = Cluster::new("pending_after: 1s");
+    let c = cluster("pending_after: 1s");
     c.up();
     c.kube.add_run_pod(NS, "runner-run_big", None, "large-2x");
     std::thread::sleep(Duration::from_millis(2100));
@@ -210,7 +150,7 @@ fn a_large_preset_waiting_for_a_node_fails_the_task_naming_it_and_the_fix() {
 
 #[test]
 fn an_expired_token_fails_with_the_fix_and_an_exec_plugin_is_refused_in_one_line() {
-    let c = Cluster::new("pending_after: 10m");
+    let c = cluster("pending_after: 10m");
     c.kube.with(|w| w.tokens.clear());
     let run = c.f.health();
     run.expect_code(1)

@@ -11,6 +11,7 @@ mod deploy;
 mod disk;
 mod do_openapi;
 mod doks;
+mod doks_platform;
 mod drain;
 mod extract;
 mod hardening;

@@ -7,10 +7,10 @@
 use std::time::Duration;
 
 use crate::extract::SECRET;
-use crate::kubernetes_platform::Cluster;
 use crate::supervisor::{fleet, Fleet};
 use crate::support::digitalocean::{DoFault, Supervisor};
 use crate::support::kubernetes::{Accepts, FakeKube};
+use crate::support::platform::KubeWorld;
 use crate::support::webapp;
 
 const TOKEN: &str = "kube-token-migration-01";
@@ -288,7 +288,7 @@ fn a_digitalocean_error_while_moving_fails_the_run_naming_it_and_keeps_the_kuber
 
 #[test]
 fn switching_back_stops_kubernetes_once_a_droplet_heartbeats_and_removes_it_after_its_runs() {
-    let c = Cluster::new("pending_after: 10m");
+    let c = KubeWorld::on_kubeconfig(TOKEN, "pending_after: 10m");
     c.up();
     let (f, kube) = (&c.f, &c.kube);
     let path = f.s.ops.dir.path().join("kubeconfig");

@@ -212,6 +212,13 @@ impl DoksWorld {
             .any(|i| i.cluster == cluster && i.token == token && Instant::now() < i.expires)
     }
 
+    /// Whether any cluster's API would take this bearer token now.
+    pub fn issued_valid(&self, token: &str) -> bool {
+        self.issued
+            .iter()
+            .any(|i| i.token == token && Instant::now() < i.expires)
+    }
+
     /// A cluster made outside ops (by hand, or by an earlier tool), running.
     pub fn add_cluster(&mut self, name: &str, pools: &[(&str, &str, usize)]) -> String {
         let id = self.uuid(1);

@@ -233,12 +233,18 @@ pub struct Accepts {
 
 type Key = (String, String, String);
 
+/// Whether a bearer token is valid now, as its issuer says.
+pub type Issuer = Arc<dyn Fn(&str) -> bool + Send + Sync>;
+
 pub struct World {
     objects: BTreeMap<Key, Value>,
     revision: u64,
     uid: u64,
     /// Valid bearer tokens and when they expire.
     pub tokens: BTreeMap<String, Instant>,
+    /// Who else issues valid tokens (DigitalOcean, for a DOKS cluster): asked of a token not
+    /// in `tokens`.
+    pub issuer: Option<Issuer>,
     faults: Vec<Fault>,
     pub calls: Vec<Call>,
     accepts: Option<Accepts>,
@@ -341,6 +347,7 @@ impl FakeKube {
             calls: Vec::new(),
             accepts: None,
             beating: BTreeMap::new(),
+            issuer: None,
             start_delay: Duration::from_millis(200),
             started: BTreeMap::new(),
         }));
@@ -415,6 +422,11 @@ impl FakeKube {
 
     pub fn object(&self, plural: &str, ns: &str, name: &str) -> Option<Value> {
         self.with(|w| w.objects.get(&key(plural, ns, name)).cloned())
+    }
+
+    /// An object gone (a run pod whose run ended and the supervisor cleaned up).
+    pub fn remove(&self, plural: &str, ns: &str, name: &str) -> bool {
+        self.with(|w| w.objects.remove(&key(plural, ns, name)).is_some())
     }
 
     pub fn names(&self, plural: &str, ns: &str) -> Vec<String> {
@@ -683,10 +695,11 @@ type Answer = (u16, Value, Vec<(String, String)>);
 
 fn handle(w: &mut World, call: &Call, authorization: Option<&str>, client_cert: bool) -> Answer {
     let plain = |(code, body): (u16, Value)| (code, body, Vec::new());
-    let token_ok = authorization
-        .and_then(|a| a.strip_prefix("Bearer "))
+    let bearer = authorization.and_then(|a| a.strip_prefix("Bearer "));
+    let token_ok = bearer
         .and_then(|t| w.tokens.get(t))
-        .is_some_and(|expires| *expires > Instant::now());
+        .is_some_and(|expires| *expires > Instant::now())
+        || bearer.is_some_and(|t| w.issuer.as_ref().is_some_and(|valid| valid(t)));
     if !token_ok && !client_cert {
         return plain(status(401, "Unauthorized", "Unauthorized"));
     }

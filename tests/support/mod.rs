@@ -10,6 +10,7 @@ pub mod kubernetes;
 pub mod netns;
 pub mod pg;
 pub mod pgwire;
+pub mod platform;
 pub mod railway;
 pub mod webapp;
 

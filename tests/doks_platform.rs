@@ -1,0 +1,259 @@
+//! Operator stories of `platform: kubernetes` on DigitalOcean Kubernetes, through the real
+//! binary: the fake DigitalOcean with its DOKS endpoints, whose credentials name the fake
+//! Kubernetes API server (TLS, its own CA) and whose tokens that server accepts while they
+//! live; the webapp's real worker tables, extract against the fake Railway first.
+
+use std::time::Duration;
+
+use crate::support::platform::{KubeWorld, NS};
+
+/// A DOKS deployment's world: nothing in DigitalOcean yet.
+fn doks(options: &str) -> KubeWorld {
+    KubeWorld::on_doks(&format!("pending_after: 10m, {options}"))
+}
+
+/// The cluster created and running, the supervisor applied and heartbeating, and one more
+/// run done (the day's price list and upgrades are read by then).
+fn up(c: &KubeWorld) {
+    c.f.health()
+        .expect_code(0)
+        .expect_stdout("created cluster ");
+    c.up();
+    c.f.health().expect_code(0);
+}
+
+const RUNS_POOL: &str = "ops-runs-s-2vcpu-2gb";
+
+#[test]
+fn a_new_cluster_is_created_waited_for_then_runs_the_supervisor_at_one_do_request_two_api_requests_and_one_session(
+) {
+    let c = doks("scale_in_after: 15m");
+    c.doks(|d| d.provision_after = Duration::from_millis(1500));
+    let run = c.f.health();
+    run.expect_code(0)
+        .expect_stdout("created cluster trigger-supervisor-")
+        .expect_stdout("with node pools ops-supervisor (s-2vcpu-2gb, 1 node) and ops-runs-s-2vcpu-2gb (s-2vcpu-2gb, 1..1 nodes, label nodetype=v4-worker, taint NoSchedule)")
+        .expect_stdout("not ready yet");
+    c.clean(&run.all());
+    let body = c.doks(|d| d.creates[0].clone());
+    assert_eq!(body["ha"], false, "{body}");
+    assert_eq!(body["surge_upgrade"], true, "{body}");
+    assert_eq!(body["maintenance_policy"]["day"], "sunday", "{body}");
+    // Still provisioning: the run says so and stops, Ok; the cluster's API is not asked.
+    c.f.health()
+        .expect_code(0)
+        .expect_stdout("DigitalOcean is still provisioning it")
+        .expect_stdout("not ready yet");
+    assert!(c.kube.calls().is_empty(), "{:?}", c.kube.calls());
+    std::thread::sleep(Duration::from_millis(1600));
+    let run = c.f.health();
+    run.expect_code(0)
+        .expect_stdout("applied Deployment trigger/supervisor");
+    c.clean(&run.all());
+    let deployment = c.kube.object("deployments", NS, "supervisor").unwrap();
+    let pod = &deployment["spec"]["template"]["spec"];
+    assert_eq!(pod["nodeSelector"]["nodetype"], "ops-supervisor", "{pod}");
+    c.wait_heartbeating();
+    c.f.health().expect_code(0);
+
+    let (before, credentials) = (c.do_requests(), c.doks(|d| d.issued.len()));
+    c.kube.clear();
+    let run = c.f.health();
+    run.expect_code(0)
+        .expect_stdout("1/1 supervisor pods heartbeating")
+        .expect_stdout(
+            "DigitalOcean requests: 1, Kubernetes API requests: 2, Postgres sessions: 1",
+        );
+    assert_eq!(c.do_requests() - before, 1, "one DigitalOcean request");
+    assert_eq!(
+        c.doks(|d| d.issued.len()),
+        credentials,
+        "the kept credentials serve"
+    );
+    let calls = c.kube.calls();
+    assert_eq!(calls.len(), 2, "{calls:?}");
+    assert!(calls.iter().all(|c| c.method == "GET"));
+    c.clean(&run.all());
+
+    let status = c.f.run(&["status", "--json"]);
+    let d = &status.expect_code(0).json()["supervisor"]["kubernetes"]["doks"];
+    assert_eq!(d["cluster"], c.cluster_name().as_str(), "{d}");
+    assert_eq!(d["state"], "running", "{d}");
+    assert_eq!(d["version"], "1.34.1-do.1", "{d}");
+    let runs = d["pools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == RUNS_POOL)
+        .unwrap();
+    assert_eq!(
+        (&runs["nodes"], &runs["min"], &runs["max"]),
+        (&1.into(), &1.into(), &1.into())
+    );
+    // Two s-2vcpu-2gb nodes (the supervisor's, one runs node) at $18, no HA.
+    assert_eq!(d["monthly_cost_usd"], 36.0, "{d}");
+    c.f.run(&["status"])
+        .expect_code(0)
+        .expect_stdout("cluster trigger-supervisor-")
+        .expect_stdout("ops-runs-s-2vcpu-2gb 1 node (1..1, s-2vcpu-2gb); $36/month");
+    let (_served, addr) = crate::operator::Served::start(&c.f.s.ops);
+    let (code, metrics) = crate::operator::request(&addr, "GET", "/metrics");
+    assert_eq!(code, 200);
+    assert!(
+        metrics.contains("ops_supervisor_doks_cost_monthly_dollars{cluster=\"trigger-supervisor-"),
+        "{metrics}"
+    );
+    assert!(metrics.contains(&format!(
+        "ops_supervisor_doks_pool_max_nodes{{cluster=\"{}\",pool=\"{RUNS_POOL}\",size=\"s-2vcpu-2gb\"}} 1",
+        c.cluster_name()
+    )));
+    c.clean(&status.all());
+    c.clean(&metrics);
+    c.clean(&c.f.run(&["events"]).all());
+}
+
+#[test]
+fn a_version_change_rolls_the_new_image_deletes_no_pool_nor_cluster_and_touches_no_run_pod() {
+    let mut c = doks("scale_in_after: 15m");
+    up(&c);
+    let node = c.node_names(RUNS_POOL)[0].clone();
+    c.kube
+        .add_node(&node, &[("nodetype", "v4-worker")], "1900m", "1500Mi");
+    c.kube
+        .add_run_pod(NS, "runner-run_long", Some(&node), "small-1x");
+    let run_pod = c.kube.object("pods", NS, "runner-run_long").unwrap();
+    c.version("v4.5.12");
+    c.kube.clear();
+    let do_before = c.f.api.server.requests().len();
+    c.f.health()
+        .expect_code(0)
+        .expect_stdout("applied Deployment trigger/supervisor");
+    assert!(c.kube.wait_for(Duration::from_secs(20), |k| {
+        let pods = k.supervisor_pods(NS);
+        pods.len() == 1
+            && pods[0]["spec"]["containers"][0]["image"]
+                == "ghcr.io/triggerdotdev/supervisor:v4.5.12"
+    }));
+    c.wait_heartbeating();
+    c.f.health()
+        .expect_code(0)
+        .expect_stdout("1/1 supervisor pods heartbeating");
+    assert!(c.kube.calls().iter().all(|call| call.method != "DELETE"));
+    let sent = c.f.api.server.requests();
+    assert!(
+        sent[do_before..].iter().all(|r| r.method == "GET"),
+        "a DigitalOcean change: {:?}",
+        sent[do_before..]
+            .iter()
+            .map(|r| (&r.method, &r.path))
+            .collect::<Vec<_>>()
+    );
+    assert!(c.doks(|d| d.pool_deletes.is_empty()));
+    assert_eq!(
+        c.kube.object("pods", NS, "runner-run_long").unwrap(),
+        run_pod
+    );
+}
+
+#[test]
+fn a_size_change_makes_the_new_pool_first_cordons_the_old_and_deletes_it_once_its_run_pod_ends() {
+    let mut c = doks("scale_in_after: 15m, drain_timeout: 1h");
+    up(&c);
+    let old = c.node_names(RUNS_POOL);
+    for n in &old {
+        c.kube
+            .add_node(n, &[("nodetype", "v4-worker")], "1900m", "1500Mi");
+    }
+    c.kube
+        .add_run_pod(NS, "runner-run_long", Some(&old[0]), "small-1x");
+    c.f.s.ops.env("SUPERVISOR_SIZE", "s-4vcpu-8gb");
+    c.f.health()
+        .expect_code(0)
+        .expect_stdout("created node pool ops-runs-s-4vcpu-8gb")
+        .expect_stdout("node pool ops-runs-s-2vcpu-2gb: retired once ops-runs-s-4vcpu-8gb exists");
+    assert!(c
+        .kube
+        .calls()
+        .iter()
+        .all(|call| !call.path.contains("/nodes")));
+
+    let run = c.f.health();
+    run.expect_code(0).expect_stdout(&format!(
+        "cordoned node {} of node pool {RUNS_POOL}",
+        old[0]
+    ));
+    let node = c.kube.object("nodes", "", &old[0]).unwrap();
+    assert_eq!(node["spec"]["unschedulable"], true, "{node}");
+    assert!(c.doks(|d| d.pool_deletes.is_empty()), "deleted under a run");
+    c.clean(&run.all());
+
+    // The run ends: the old pool goes, nothing else does.
+    c.kube.with(|w| w.calls.clear());
+    assert!(c.kube.remove("pods", NS, "runner-run_long"));
+    c.f.health()
+        .expect_code(0)
+        .expect_stdout(&format!("deleted node pool {RUNS_POOL}"));
+    let deletes = c.doks(|d| d.pool_deletes.clone());
+    assert_eq!(deletes.len(), 1, "{deletes:?}");
+    assert_eq!(deletes[0].2, RUNS_POOL);
+    let name = c.cluster_name();
+    assert!(c.doks(|d| d.cluster(&name).unwrap().pool("ops-supervisor").is_some()));
+    let events = c.f.run(&["events"]);
+    events
+        .expect_code(0)
+        .expect_stdout("doks.pool_created")
+        .expect_stdout("kubernetes.cordoned")
+        .expect_stdout("doks.pool_deleted");
+}
+
+#[test]
+fn a_dry_run_reads_digitalocean_and_kubernetes_and_changes_nothing_in_either_nor_in_the_state() {
+    let mut c = doks("scale_in_after: 15m");
+    let kept = c.kept();
+    let run = c.f.run(&["run", "health", "--dry-run"]);
+    run.expect_code(0)
+        .expect_stdout("would create cluster trigger-supervisor-")
+        .expect_stdout("a dry run cannot read its Kubernetes API");
+    assert_eq!(c.f.api.mutations(), 0);
+    assert!(c.doks(|d| d.clusters.is_empty()));
+    assert_eq!(c.kept(), kept, "the dry run wrote ops' state");
+
+    up(&c);
+    c.version("v4.5.12");
+    c.f.s.ops.env("SUPERVISOR_SIZE", "s-4vcpu-8gb");
+    let (kept, muts) = (c.kept(), c.f.api.mutations());
+    c.kube.clear();
+    let run = c.f.run(&["run", "health", "--dry-run"]);
+    run.expect_code(0)
+        .expect_stdout("would apply Deployment trigger/supervisor: spec.template.spec.containers[supervisor].image: ghcr.io/triggerdotdev/supervisor:v4.5.11 -> ghcr.io/triggerdotdev/supervisor:v4.5.12")
+        .expect_stdout("would create node pool ops-runs-s-4vcpu-8gb");
+    assert_eq!(c.f.api.mutations(), muts, "a DigitalOcean change");
+    assert_eq!(c.kube.mutations(), 0, "{:?}", c.kube.calls());
+    assert_eq!(c.kept(), kept, "the dry run wrote ops' state");
+    c.clean(&run.all());
+}
+
+#[test]
+fn an_expired_token_is_refused_once_then_a_fresh_one_is_fetched_and_kept() {
+    let c = doks("scale_in_after: 15m");
+    up(&c);
+    let issued = c.doks(|d| d.issued.len());
+    // DigitalOcean's token dies early (revoked, or the cluster's clock).
+    c.doks(|d| {
+        for i in &mut d.issued {
+            i.expires = std::time::Instant::now();
+        }
+    });
+    let run = c.f.health();
+    run.expect_code(0)
+        .expect_stdout("refused the kept credentials (HTTP 401): fresh ones fetched")
+        .expect_stdout("1/1 supervisor pods heartbeating");
+    assert_eq!(c.doks(|d| d.issued.len()), issued + 1);
+    c.clean(&run.all());
+    c.f.health().expect_code(0);
+    assert_eq!(
+        c.doks(|d| d.issued.len()),
+        issued + 1,
+        "the fresh ones are kept"
+    );
+}
