@@ -137,7 +137,7 @@ fn a_new_deployment_gets_a_cluster_that_comes_up_running_with_its_two_pools() {
     w.c.fake
         .with(|d| d.doks.provision_after = Duration::from_millis(1500));
     let first = w.run(&RunPods::new(), &BTreeSet::new(), false);
-    assert!(matches!(first.found, Found::Waiting));
+    assert!(matches!(first.found, Found::Waiting(_)));
     assert_eq!(first.mutations, 1, "one create");
     assert!(
         first.report.changes[0].starts_with(&format!(
@@ -161,7 +161,7 @@ fn a_new_deployment_gets_a_cluster_that_comes_up_running_with_its_two_pools() {
     assert_eq!(body["tags"], serde_json::json!([TAG, "ops-managed"]));
     // Still provisioning: waited for, nothing created twice.
     let second = w.run(&RunPods::new(), &BTreeSet::new(), false);
-    assert!(matches!(second.found, Found::Waiting));
+    assert!(matches!(second.found, Found::Waiting(_)));
     assert_eq!(second.mutations, 0);
     assert!(
         second.report.lines[0].contains("still provisioning"),

@@ -45,6 +45,9 @@ fn a_new_cluster_is_created_waited_for_then_runs_the_supervisor_at_one_do_reques
         .expect_stdout("DigitalOcean is still provisioning it")
         .expect_stdout("not ready yet");
     assert!(c.kube.calls().is_empty(), "{:?}", c.kube.calls());
+    let status = c.f.run(&["status", "--json"]);
+    let d = &status.expect_code(0).json()["supervisor"]["kubernetes"]["doks"];
+    assert_eq!(d["state"], "provisioning", "{d}");
     std::thread::sleep(Duration::from_millis(1600));
     let run = c.f.health();
     run.expect_code(0)
@@ -256,4 +259,38 @@ fn an_expired_token_is_refused_once_then_a_fresh_one_is_fetched_and_kept() {
         issued + 1,
         "the fresh ones are kept"
     );
+}
+
+#[test]
+fn a_cluster_named_like_ours_is_refused_with_the_fix_until_adopted_and_its_own_pool_is_left_alone()
+{
+    const NAME: &str = "trigger-supervisor-envabcde";
+    let c = doks("scale_in_after: 15m");
+    c.doks(|d| d.add_cluster(NAME, &[("someones-pool", "s-2vcpu-4gb", 1)]));
+    let run = c.f.health();
+    run.expect_code(1).expect_stdout(&format!(
+        "a cluster named \"{NAME}\" ({}) exists that ops has no record of creating: adopt it with `cluster: {NAME}` in jobs.yaml",
+        c.doks(|d| d.cluster(NAME).unwrap().id.clone())
+    ));
+    assert_eq!(c.f.api.mutations(), 0);
+    assert!(c.kube.calls().is_empty());
+
+    c.jobs(&format!("pending_after: 10m, cluster: {NAME}"));
+    c.f.health()
+        .expect_code(0)
+        .expect_stdout("adopted (jobs.yaml `cluster:`); ops never deletes it")
+        .expect_stdout("created node pool ops-supervisor")
+        .expect_stdout("applied Deployment trigger/supervisor");
+    c.wait_heartbeating();
+    c.f.health().expect_code(0);
+    let pools: Vec<String> = c.doks(|d| {
+        d.cluster(NAME)
+            .unwrap()
+            .pools
+            .iter()
+            .map(|p| p.name.clone())
+            .collect()
+    });
+    assert_eq!(pools, ["someones-pool", "ops-supervisor", RUNS_POOL]);
+    assert!(c.doks(|d| d.pool_deletes.is_empty() && d.pool_updates.is_empty()));
 }

@@ -26,8 +26,9 @@ use super::pools::{self, Action, PoolSpec, RunPods};
 pub enum Found {
     /// The cluster, ready (`running`, or `upgrading`/`degraded`: its API answers).
     Ready(Box<Cluster>),
-    /// Not ready yet (provisioning, just created, or in error): nothing else this run.
-    Waiting,
+    /// Not ready yet (provisioning, just created, or in error): nothing else this run. The
+    /// cluster as DigitalOcean answered, when it did.
+    Waiting(Option<Box<Cluster>>),
     /// A refusal with its fix (the task fails with it).
     Refused(String),
 }
@@ -89,7 +90,7 @@ pub fn tend_cluster(
             if ready {
                 Found::Ready(cluster)
             } else {
-                Found::Waiting
+                Found::Waiting(Some(cluster))
             }
         }
         Step::Refuse(line) => Found::Refused(line),
@@ -105,7 +106,7 @@ pub fn tend_cluster(
                     "forgot cluster {name} ({id}): gone from DigitalOcean"
                 ));
             }
-            Found::Waiting
+            Found::Waiting(None)
         }
         Step::Create => create(ctx, spec, pools, &mut record, report)?,
     };
@@ -150,7 +151,7 @@ fn create(
     );
     if ctx.dry_run {
         report.lines.push(format!("would create {what}"));
-        return Ok(Found::Waiting);
+        return Ok(Found::Waiting(None));
     }
     record.pending = Some((body.name.clone(), ctx.now));
     ctx.save(record)?;
@@ -162,7 +163,7 @@ fn create(
     report
         .changes
         .push(format!("created {what} as {}", made.id));
-    Ok(Found::Waiting)
+    Ok(Found::Waiting(Some(Box::new(made))))
 }
 
 fn describe_pool(p: &crate::clients::doks::NewNodePool) -> String {

@@ -53,7 +53,7 @@ pub fn start<'a>(
         .as_ref()
         .ok_or_else(|| crate::exit::not_configured(NO_CLUSTER))?;
     // The config record first: no cluster is made for a deployment extract has not read.
-    inputs::record(ctx)?;
+    let record = inputs::record(ctx)?;
     let state = ctx.state.ok_or_else(|| {
         anyhow::anyhow!("DigitalOcean Kubernetes needs ops' state (its record of the cluster), which is not open: run `ops run` once without --dry-run")
     })?;
@@ -76,7 +76,26 @@ pub fn start<'a>(
     let changes = announce(ctx, &mut report);
     let cluster = match found {
         Found::Ready(c) => *c,
-        Found::Waiting => return Ok(Start::Stop(waiting(ctx, &dctx, &report, changes))),
+        Found::Waiting(c) => {
+            let out = waiting(ctx, &dctx, &report, changes);
+            if let (Some(c), false) = (c, dry_run) {
+                let version = crate::release::supervisor_version(
+                    s.trigger_version.as_deref(),
+                    record.webapp_version.as_deref(),
+                );
+                let status = store::KubernetesStatus {
+                    namespace: opts.namespace.clone(),
+                    server: String::new(),
+                    version: version.tag,
+                    health: "starting".into(),
+                    supervisors: Vec::new(),
+                    pending: Vec::new(),
+                    doks: Some(cluster_status(&dctx, &c)),
+                };
+                store::save(ctx, store::KUBERNETES_KEY, &status, now)?;
+            }
+            return Ok(Start::Stop(out));
+        }
         Found::Refused(line) => {
             let mut out = Outcome::lines(Status::Failed, vec![redact::line(&line)]);
             out.detail.extend(changes);
@@ -301,40 +320,9 @@ impl Side<'_> {
         lines
     }
 
-    /// The cluster, its pools and their monthly cost, for `ops status` and `/metrics` (the
-    /// price list and the upgrades are asked of DigitalOcean at most daily; when they cannot
-    /// be read, the status goes without them).
+    /// The cluster, its pools and their monthly cost, for `ops status` and `/metrics`.
     pub fn status(&self) -> store::DoksStatus {
-        let c = &self.cluster;
-        let ha = c.ha.unwrap_or(false);
-        let cost = doks::catalog(&self.ctx())
-            .ok()
-            .map(|(_, sizes)| pools::monthly_cost(&c.node_pools, &sizes, ha).0);
-        let upgrades = doks::upgrades(&self.ctx(), &c.id).unwrap_or_default();
-        store::DoksStatus {
-            cluster: c.name.clone(),
-            id: c.id.clone(),
-            version: c.version.clone(),
-            state: serde_json::to_value(c.status.state)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_string))
-                .unwrap_or_default(),
-            ha,
-            pools: c
-                .node_pools
-                .iter()
-                .map(|p| store::DoksPool {
-                    name: p.name.clone(),
-                    size: p.size.clone(),
-                    nodes: u32::try_from(p.nodes.len()).unwrap_or(u32::MAX),
-                    min: p.min_nodes,
-                    max: p.max_nodes,
-                    auto_scale: p.auto_scale,
-                })
-                .collect(),
-            monthly_cost_usd: cost,
-            upgrades,
-        }
+        cluster_status(&self.ctx(), &self.cluster)
     }
 
     /// DigitalOcean requests this run, and Kubernetes API requests of replaced clients.
@@ -390,4 +378,39 @@ pub fn line(d: &store::DoksStatus) -> String {
         if d.ha { ", HA" } else { "" },
         pools.join(", ")
     ))
+}
+
+/// The cluster, its pools and their monthly cost, for `ops status` and `/metrics` (the
+/// price list and the upgrades are asked of DigitalOcean at most daily; when they cannot
+/// be read, the status goes without them).
+pub fn cluster_status(ctx: &Ctx, c: &Cluster) -> store::DoksStatus {
+    let ha = c.ha.unwrap_or(false);
+    let cost = doks::catalog(ctx)
+        .ok()
+        .map(|(_, sizes)| pools::monthly_cost(&c.node_pools, &sizes, ha).0);
+    let upgrades = doks::upgrades(ctx, &c.id).unwrap_or_default();
+    store::DoksStatus {
+        cluster: c.name.clone(),
+        id: c.id.clone(),
+        version: c.version.clone(),
+        state: serde_json::to_value(c.status.state)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default(),
+        ha,
+        pools: c
+            .node_pools
+            .iter()
+            .map(|p| store::DoksPool {
+                name: p.name.clone(),
+                size: p.size.clone(),
+                nodes: u32::try_from(p.nodes.len()).unwrap_or(u32::MAX),
+                min: p.min_nodes,
+                max: p.max_nodes,
+                auto_scale: p.auto_scale,
+            })
+            .collect(),
+        monthly_cost_usd: cost,
+        upgrades,
+    }
 }
