@@ -216,7 +216,8 @@ fn a_dry_run_reads_digitalocean_and_kubernetes_and_changes_nothing_in_either_nor
     let run = c.f.run(&["run", "health", "--dry-run"]);
     run.expect_code(0)
         .expect_stdout("would create cluster trigger-supervisor-")
-        .expect_stdout("a dry run cannot read its Kubernetes API");
+        .expect_stdout("a dry run cannot read its Kubernetes API")
+        .expect_stdout("plan: create 1 DOKS cluster");
     assert_eq!(c.f.api.mutations(), 0);
     assert!(c.doks(|d| d.clusters.is_empty()));
     assert_eq!(c.kept(), kept, "the dry run wrote ops' state");
@@ -229,7 +230,8 @@ fn a_dry_run_reads_digitalocean_and_kubernetes_and_changes_nothing_in_either_nor
     let run = c.f.run(&["run", "health", "--dry-run"]);
     run.expect_code(0)
         .expect_stdout("would apply Deployment trigger/supervisor: spec.template.spec.containers[supervisor].image: ghcr.io/triggerdotdev/supervisor:v4.5.11 -> ghcr.io/triggerdotdev/supervisor:v4.5.12")
-        .expect_stdout("would create node pool ops-runs-s-4vcpu-8gb");
+        .expect_stdout("would create node pool ops-runs-s-4vcpu-8gb")
+        .expect_stdout("plan: apply 1 Kubernetes object, create 1 node pool");
     assert_eq!(c.f.api.mutations(), muts, "a DigitalOcean change");
     assert_eq!(c.kube.mutations(), 0, "{:?}", c.kube.calls());
     assert_eq!(c.kept(), kept, "the dry run wrote ops' state");

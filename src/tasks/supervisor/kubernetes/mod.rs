@@ -168,8 +168,10 @@ fn tend_pools(
         failed.map(|e| format!("{e:#}")).into_iter().collect(),
     );
     let lines = side.lines();
-    if ctx.dry_run && lines.iter().any(|l| l.starts_with("would ")) {
+    let would = on_doks::planned(&lines);
+    if ctx.dry_run && !would.is_empty() {
         outcome.status = planned(outcome.status);
+        outcome.actions.extend(would);
     }
     outcome.detail.extend(lines);
 }

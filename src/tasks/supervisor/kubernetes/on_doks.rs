@@ -18,7 +18,7 @@ use crate::config::SupervisorOptions;
 use crate::redact;
 use crate::sealed::Sealer;
 use crate::state::State;
-use crate::task::{Outcome, Status, TaskCtx};
+use crate::task::{ActionRecord, ActionType, Outcome, Status, TaskCtx};
 use crate::tasks::supervisor::capacity;
 use crate::tasks::supervisor::inputs::{self, deployment_tag};
 use crate::tasks::supervisor::plan::MANAGED_TAG;
@@ -191,7 +191,7 @@ fn announce(ctx: &TaskCtx, report: &mut Report) -> Vec<String> {
 fn waiting(ctx: &TaskCtx, dctx: &Ctx, report: &Report, changes: Vec<String>) -> Outcome {
     let mut detail = changes;
     detail.extend(report.lines.iter().map(|l| redact::line(l)));
-    let planned = ctx.dry_run && report.lines.iter().any(|l| l.starts_with("would "));
+    let planned_any = ctx.dry_run && report.lines.iter().any(|l| l.starts_with("would "));
     let recorded = cluster::load(dctx.state).ok().flatten().unwrap_or_default();
     let name = recorded
         .cluster
@@ -199,12 +199,21 @@ fn waiting(ctx: &TaskCtx, dctx: &Ctx, report: &Report, changes: Vec<String>) -> 
         .map(|c| c.name.clone())
         .or(recorded.pending.map(|(n, _)| n));
     let headline = match &name {
-        _ if planned => "the cluster does not exist yet: a dry run cannot read its Kubernetes API, so the supervisor's objects are not shown".to_string(),
+        _ if planned_any => "the cluster does not exist yet: a dry run cannot read its Kubernetes API, so the supervisor's objects are not shown".to_string(),
         Some(n) => format!("cluster {}: not ready yet; the supervisor's objects are applied once it is (the next run goes on)", redact::line(n)),
         None => "the cluster is not ready yet; the next run goes on".to_string(),
     };
     detail.push(headline.clone());
-    let mut out = Outcome::lines(if planned { Status::Planned } else { Status::Ok }, detail);
+    let actions = planned(&detail);
+    let mut out = Outcome::lines(
+        if planned_any {
+            Status::Planned
+        } else {
+            Status::Ok
+        },
+        detail,
+    );
+    out.actions = actions;
     out.summary = Some(headline);
     out.detail.push(format!(
         "DigitalOcean requests: {}, Kubernetes API requests: 0, Postgres sessions: 0",
@@ -413,4 +422,28 @@ pub fn cluster_status(ctx: &Ctx, c: &Cluster) -> store::DoksStatus {
         monthly_cost_usd: cost,
         upgrades,
     }
+}
+
+/// What a dry run's lines say it would do, as the plan's actions (`plan: create 1 node pool`).
+pub fn planned(lines: &[String]) -> Vec<ActionRecord> {
+    lines
+        .iter()
+        .filter_map(|l| {
+            let what = l.strip_prefix("would ")?;
+            let (kind, resource) = [
+                ("create cluster", ("create", "DOKS cluster")),
+                ("create node pool", ("create", "node pool")),
+                ("update node pool", ("update", "node pool")),
+                ("delete node pool", ("delete", "node pool")),
+                ("cordon", ("cordon", "node")),
+            ]
+            .into_iter()
+            .find(|(start, _)| what.starts_with(start))?
+            .1;
+            Some(ActionRecord::planned(
+                ActionType::counted(kind, resource),
+                what.to_string(),
+            ))
+        })
+        .collect()
 }
