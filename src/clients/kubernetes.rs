@@ -182,7 +182,7 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    /// The credentials were refused (wrong or expired): DOKS credentials are fetched anew.
+    /// The credentials were refused (wrong or expired): DOKS credentials are fetched anew, once.
     pub fn unauthorized(&self) -> bool {
         self.code == 401
     }
@@ -196,7 +196,7 @@ impl std::fmt::Display for ApiError {
             format!("{}: {}", self.reason, self.message)
         };
         let fix = match self.code {
-            401 => " (the credentials were refused: a DOKS cluster's are fetched anew on the next run; for kubeconfig: renew the user's token or certificate)",
+            401 => " (the credentials were refused: on DOKS even fresh ones from DigitalOcean, fetched once this run: check the cluster in DigitalOcean; for kubeconfig: renew the user's token or certificate)",
             403 => " (the user may not do this: grant it in the cluster's RBAC, or use a user that may)",
             _ => "",
         };
