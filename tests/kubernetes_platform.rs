@@ -27,16 +27,7 @@ fn a_new_cluster_gets_the_supervisor_and_a_healthy_run_makes_two_api_requests_an
         c.kube.names("secrets", NS),
         ["supervisor", "supervisor-registry"]
     );
-    c.kube.clear();
-    let run = c.f.health();
-    run.expect_code(0)
-        .expect_stdout("1/1 supervisor pods heartbeating")
-        .expect_stdout(
-            "DigitalOcean requests: 0, Kubernetes API requests: 2, Postgres sessions: 1",
-        );
-    let calls = c.kube.calls();
-    assert_eq!(calls.len(), 2, "{calls:?}");
-    assert!(calls.iter().all(|c| c.method == "GET"));
+    let run = c.healthy_run(0);
     assert_eq!(c.do_requests(), before, "no DigitalOcean request");
     no_secret(&run.all());
     no_secret(&c.f.run(&["events"]).all());

@@ -144,6 +144,26 @@ impl KubeWorld {
         );
     }
 
+    /// A healthy run, its figures as the run prints them and as the fakes saw them: `do`
+    /// DigitalOcean requests, two Kubernetes API reads, one Postgres session.
+    #[track_caller]
+    pub fn healthy_run(&self, r#do: usize) -> crate::support::Run {
+        let before = self.do_requests();
+        self.kube.clear();
+        let run = self.f.health();
+        run.expect_code(0)
+            .expect_stdout("1/1 supervisor pods heartbeating")
+            .expect_stdout(&format!(
+                "DigitalOcean requests: {do}, Kubernetes API requests: 2, Postgres sessions: 1",
+                do = r#do
+            ));
+        assert_eq!(self.do_requests() - before, r#do, "DigitalOcean requests");
+        let calls = self.kube.calls();
+        assert_eq!(calls.len(), 2, "{calls:?}");
+        assert!(calls.iter().all(|c| c.method == "GET"));
+        run
+    }
+
     /// Requests the fake DigitalOcean has answered so far.
     pub fn do_requests(&self) -> usize {
         self.f.api.server.requests().len()
