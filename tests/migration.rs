@@ -365,3 +365,42 @@ fn event_kinds(f: &Fleet) -> Vec<String> {
         .filter_map(|e| e["kind"].as_str().map(str::to_string))
         .collect()
 }
+
+/// Back to droplets from DigitalOcean Kubernetes (no kubeconfig: the cluster ops recorded): the
+/// credentials ops keeps sealed reach the cluster to stop the supervisor and remove its objects.
+#[test]
+fn switching_back_from_digitalocean_kubernetes_reaches_the_cluster_with_its_kept_credentials() {
+    let c = KubeWorld::on_doks("");
+    // The cluster comes up in the first run (provisioning takes no time here), then the objects.
+    c.f.health().expect_code(0);
+    c.up();
+    let (f, kube) = (&c.f, &c.kube);
+    f.jobs("boot_grace: 10m");
+    f.health()
+        .expect_code(0)
+        .expect_stdout("created droplet")
+        .expect_stdout("keeps taking runs until a droplet heartbeats");
+    let id = f.ids()[0];
+    let _sup = f.serve(id, true);
+    let before = c.doks(|d| d.issued.len());
+    let run = f.health();
+    run.expect_code(0)
+        .expect_stdout("stopped the supervisor on Kubernetes taking runs");
+    assert!(
+        !run.all().contains("keep kubeconfig:"),
+        "the DOKS cluster was not reached: {}",
+        run.all()
+    );
+    assert_eq!(
+        c.doks(|d| d.issued.len()),
+        before,
+        "the kept credentials serve"
+    );
+    f.health()
+        .expect_code(0)
+        .expect_stdout("deleted Deployment trigger/supervisor: no run pod is left");
+    assert_eq!(kube.names("deployments", NS), Vec::<String>::new());
+    c.clean(&f.run(&["status"]).all());
+    // The cluster and its pools stay: ops never deletes a cluster.
+    assert_eq!(c.doks(|d| (d.clusters.len(), d.pool_deletes.len())), (1, 0));
+}

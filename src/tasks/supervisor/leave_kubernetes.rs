@@ -119,6 +119,13 @@ fn leave(
         return Ok(());
     };
     let ns = kept.namespace.as_str();
+    if kept.server.is_empty() {
+        // A cluster that never got ready: ops applied nothing there, nothing is to stop.
+        if !ctx.dry_run {
+            store::delete(ctx.writable_state()?, KUBERNETES_KEY)?;
+        }
+        return Ok(());
+    }
     let stopped = store::load::<Stopped>(ctx.state, KUBERNETES_LEAVING_KEY);
     if stopped.is_none() && healthy_droplets == 0 {
         if let Back::Stay(line) = back(0, None, &[], now_ms(), opts.drain_timeout) {
@@ -128,18 +135,15 @@ fn leave(
         }
         return Ok(());
     }
-    let Some(path) = &opts.kubeconfig else {
+    let Some(kube) = client(opts, ctx)? else {
         outcome.warnings.push(format!(
-            "ops' supervisor objects are still applied in namespace {ns} at {}: keep kubeconfig: in the supervisor task so ops can stop and remove them, or delete them yourself (kubectl -n {ns} delete deployment,service,networkpolicy,rolebinding,role,secret,serviceaccount -l {}={})",
+            "ops' supervisor objects are still applied in namespace {ns} at {}: keep kubeconfig: in the supervisor task (or, on DigitalOcean Kubernetes, DIGITALOCEAN_TOKEN) so ops can stop and remove them, or delete them yourself (kubectl -n {ns} delete deployment,service,networkpolicy,rolebinding,role,secret,serviceaccount -l {}={})",
             crate::redact::line(&kept.server),
             manifests::MANAGED_BY.0,
             manifests::MANAGED_BY.1
         ));
         return Ok(());
     };
-    let creds = Credentials::from_kubeconfig(path)
-        .map_err(|e| crate::exit::config_error(format!("{e:#}")))?;
-    let kube = Kube::new(&creds, ctx.deadline)?;
     let run_pods: Vec<String> = match &stopped {
         Some(_) => kube
             .pods(
@@ -165,6 +169,40 @@ fn leave(
         Back::Remove(why) => remove(ctx, &kube, ns, &why, outcome)?,
     }
     Ok(())
+}
+
+/// A client of the cluster ops' objects are in: the task's kubeconfig, else the DigitalOcean
+/// Kubernetes cluster ops recorded (its credentials kept sealed, or fetched with
+/// DIGITALOCEAN_TOKEN). `None`: neither is at hand.
+fn client(opts: &SupervisorOptions, ctx: &TaskCtx) -> anyhow::Result<Option<Kube>> {
+    if let Some(path) = &opts.kubeconfig {
+        let creds = Credentials::from_kubeconfig(path)
+            .map_err(|e| crate::exit::config_error(format!("{e:#}")))?;
+        return Ok(Some(Kube::new(&creds, ctx.deadline)?));
+    }
+    let (Some(state), Some(token)) = (ctx.state, ctx.settings.digitalocean_token.as_ref()) else {
+        return Ok(None);
+    };
+    let Some(cluster) = super::kubernetes::cluster::load(state)?.and_then(|r| r.cluster) else {
+        return Ok(None);
+    };
+    let http = crate::clients::http::Http::new();
+    let api = crate::clients::digitalocean::DigitalOcean::new(
+        &http,
+        &ctx.settings.digitalocean_api_url,
+        token,
+        ctx.deadline,
+    );
+    let dctx = super::kubernetes::doks::Ctx {
+        api: &api,
+        state,
+        now: now_ms(),
+        dry_run: ctx.dry_run,
+    };
+    let sealer = crate::sealed::Sealer::load(ctx.state_dir, !ctx.dry_run)?;
+    let creds = super::kubernetes::credentials::get(&dctx, sealer.as_ref(), &cluster.id, false)
+        .map_err(|e| e.context("fetching the DigitalOcean Kubernetes cluster's credentials"))?;
+    Ok(Some(Kube::new(&creds.for_api()?, ctx.deadline)?))
 }
 
 /// The live Deployment applied again with the dequeue off (and a fingerprint no Kubernetes run

@@ -83,9 +83,15 @@ pub fn start<'a>(
                     s.trigger_version.as_deref(),
                     record.webapp_version.as_deref(),
                 );
+                // The API server a run before this one applied the objects at stays known (the
+                // move back to droplets removes them there); empty: nothing applied yet.
+                let applied_at =
+                    store::load::<store::KubernetesStatus>(Some(state), store::KUBERNETES_KEY)
+                        .map(|k| k.server)
+                        .unwrap_or_default();
                 let status = store::KubernetesStatus {
                     namespace: opts.namespace.clone(),
-                    server: String::new(),
+                    server: applied_at,
                     version: version.tag,
                     health: "starting".into(),
                     supervisors: Vec::new(),
