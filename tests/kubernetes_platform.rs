@@ -158,3 +158,36 @@ fn an_expired_token_fails_with_the_fix_and_an_exec_plugin_is_refused_in_one_line
         path.display()
     ));
 }
+
+/// The webapp's database is not ours: on Kubernetes too, a healthy cycle reads `"TaskRun"`
+/// through its indexes at 1,000,000 runs (the same one session as on droplets).
+#[test]
+fn with_a_million_runs_a_healthy_kubernetes_cycle_adds_no_sequential_scan_of_taskrun() {
+    let c = cluster("pending_after: 10m, min: 1, max: 3");
+    let mut db = c.f.db();
+    crate::support::webapp::history(&mut db, 1_000_000, 30);
+    crate::support::webapp::pending_run(&mut db, "waiting", Duration::from_secs(30));
+    let table_blocks: i64 = db
+        .query_one(
+            r#"SELECT relpages::bigint FROM pg_class WHERE relname = 'TaskRun'"#,
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    // The first cycle applies the objects and reads the window.
+    c.up();
+    c.f.health().expect_code(0);
+    let first = crate::runs_flow::scans(&mut db);
+    for _ in 0..2 {
+        c.healthy_run(0);
+    }
+    let after = crate::runs_flow::scans_after(&mut db, first);
+    assert_eq!(after.0 - first.0, 0, "sequential scans of \"TaskRun\"");
+    assert!(after.1 - first.1 >= 2, "index scans: {first:?} → {after:?}");
+    let per_cycle = (after.2 - first.2) / 2;
+    assert!(
+        per_cycle < 1_000,
+        "a healthy cycle touched {per_cycle} of {table_blocks} blocks of \"TaskRun\""
+    );
+    eprintln!("TaskRun: {table_blocks} blocks; healthy Kubernetes cycle {per_cycle}");
+}

@@ -441,7 +441,7 @@ fn a_dry_run_writes_nothing_and_lists_the_routing_action() {
 }
 
 /// `seq_scan`, `idx_scan` and heap blocks touched (hit + read) of `"TaskRun"`.
-fn scans(c: &mut postgres::Client) -> (i64, i64, i64) {
+pub(crate) fn scans(c: &mut postgres::Client) -> (i64, i64, i64) {
     let row = c
         .query_one(
             r#"SELECT t.seq_scan, COALESCE(t.idx_scan, 0), COALESCE(io.heap_blks_hit + io.heap_blks_read, 0)
@@ -455,7 +455,7 @@ fn scans(c: &mut postgres::Client) -> (i64, i64, i64) {
 
 /// The counters once the statistics of the finished ops sessions show (they are flushed when a
 /// session ends).
-fn scans_after(c: &mut postgres::Client, before: (i64, i64, i64)) -> (i64, i64, i64) {
+pub(crate) fn scans_after(c: &mut postgres::Client, before: (i64, i64, i64)) -> (i64, i64, i64) {
     // A session's counters reach the shared statistics when it ends; allow a moment.
     let until = std::time::Instant::now() + Duration::from_secs(5);
     loop {
