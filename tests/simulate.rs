@@ -156,6 +156,62 @@ fn the_docs_scenarios_replayed_from_postgres_equal_the_docs() {
     }
 }
 
+/// The read groups by environment too (one pass, no second read of the window for the
+/// environments' limits); ops adds a minute's environments up, and a run without a preset is
+/// small-1x's, as Trigger.dev's default.
+#[test]
+fn a_minutes_runs_in_two_environments_are_one_minute_of_the_replay_under_both_limits() {
+    let db = webapp_db();
+    let mut c = postgres::Client::connect(&db.url, postgres::NoTls).unwrap();
+    webapp::limits(&mut c, 50, None, false);
+    c.batch_execute(
+        r#"INSERT INTO "RuntimeEnvironment" (id, slug, "apiKey", "pkApiKey", type, shortcode,
+             "maximumConcurrencyLimit", "concurrencyLimitBurstFactor", "organizationId",
+             "projectId", "updatedAt")
+           VALUES ('env2', 'staging', 'tr_stg_x', 'pk_stg_x', 'STAGING', 'p2', 10, 2.00, 'org1',
+             'p1', now())"#,
+    )
+    .unwrap();
+    // Four runs created in one minute, ten minutes ago: 60 s in env1 and 30.5 s in env2 on
+    // small-1x, one in env2 with no preset and no end yet, one on medium-1x.
+    c.execute(
+        r#"INSERT INTO "TaskRun" (id, "friendlyId", status, "masterQueue", "createdAt",
+             "startedAt", "completedAt", "updatedAt", "machinePreset", payload,
+             "runtimeEnvironmentId", "projectId", "taskIdentifier", "spanId", "traceId", queue)
+           SELECT id, 'run_' || id, 'COMPLETED_SUCCESSFULLY', $1, t + make_interval(secs => at),
+                  t + make_interval(secs => at), t + make_interval(secs => at + len), t, preset,
+                  '{}', env, 'p1', 'task', md5(id), md5(id || 'x'), 'task/task'
+             FROM (VALUES ('a', 'env1', 'small-1x', 1, 60.0), ('b', 'env2', 'small-1x', 20, 30.5),
+                          ('c', 'env2', NULL, 40, NULL), ('d', 'env1', 'medium-1x', 50, 10.0))
+                  AS v(id, env, preset, at, len),
+                  LATERAL (SELECT date_trunc('minute', timezone('UTC', now())) - interval '10 minutes' AS t) AS x"#,
+        &[&QUEUE],
+    )
+    .unwrap();
+    let queues = vec![QUEUE.to_string(), format!("{QUEUE}:scheduled")];
+    let read = trigger_ops::clients::webapp_db::arrivals(
+        &mut c,
+        1,
+        &queues,
+        std::time::Duration::from_secs(10),
+    )
+    .unwrap();
+    let minute = read.now.div_euclid(60) - 10;
+    let rows: Vec<_> = read
+        .minutes
+        .iter()
+        .map(|m| (m.minute, m.preset.as_str(), m.runs, m.secs, m.timed))
+        .collect();
+    assert_eq!(
+        rows,
+        vec![
+            (minute, "medium-1x", 1, 10.0, 1),
+            (minute, "small-1x", 3, 90.5, 2)
+        ]
+    );
+    assert_eq!(read.env_limit, Some(50 + 20), "both environments' limits");
+}
+
 #[test]
 fn without_database_url_simulate_is_a_configuration_error_naming_the_fix() {
     let ops = Ops::new();

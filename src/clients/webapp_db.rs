@@ -347,33 +347,37 @@ SELECT
      LEFT JOIN LATERAL (SELECT COALESCE(sum(x.n), 0)::bigint AS n FROM running x
                          WHERE x.env = r.env AND x.q = r.q) rq ON true)::text"#;
 
-/// Runs created in the last `$1` days, per minute and preset, for `ops simulate`: one pass over
-/// the window through the BRIN index on `createdAt` (materialized once, read twice), never the
-/// whole table. A run's preset is its `machinePreset` (written at every dequeue), else small-1x
-/// (Trigger.dev's default); its length `completedAt - startedAt` (`startedAt` is set at dequeue)
-/// where both are known. `$2` names our group's queues (empty: every run). The limit is the
-/// sum of `floor(maximumConcurrencyLimit × concurrencyLimitBurstFactor)` over the environments
-/// those runs belong to (`NULL`: no such row).
-pub const ARRIVALS_SQL: &str = r#"WITH w AS MATERIALIZED (
-  SELECT r."createdAt", r."startedAt", r."completedAt", r."machinePreset", r."runtimeEnvironmentId"
-    FROM "TaskRun" r
-   WHERE r."createdAt" >= timezone('UTC', now()) - make_interval(days => $1)
-     AND (cardinality($2::text[]) = 0 OR r."masterQueue" = ANY($2))
-), m AS (
-  SELECT floor(EXTRACT(EPOCH FROM w."createdAt") / 60)::bigint AS minute,
-         COALESCE(w."machinePreset", 'small-1x') AS preset, count(*) AS n,
-         COALESCE(sum(EXTRACT(EPOCH FROM (w."completedAt" - w."startedAt")))
-                    FILTER (WHERE w."completedAt" >= w."startedAt"), 0)::float8 AS secs,
-         count(*) FILTER (WHERE w."completedAt" >= w."startedAt") AS timed
-    FROM w GROUP BY 1, 2
-)
-SELECT
-  (SELECT json_agg(json_build_array(m.minute, m.preset, m.n, m.secs, m.timed)
-                   ORDER BY m.minute, m.preset) FROM m)::text,
+/// Runs created in the last `$1` days, per minute, preset and environment, for `ops simulate`:
+/// one pass over the window through the BRIN index on `createdAt`, aggregated as it is read
+/// (nothing materialized, no per-row numeric: a minute is `date_trunc`, a length an interval
+/// summed per group), never the whole table. A run's preset is its `machinePreset` (written at
+/// every dequeue), else small-1x (Trigger.dev's default); its length `completedAt - startedAt`
+/// (`startedAt` is set at dequeue) where both are known, summed in microseconds. `$2` names our
+/// group's queues (empty: every run). The limit is the sum of
+/// `floor(maximumConcurrencyLimit × concurrencyLimitBurstFactor)` over the environments those
+/// runs belong to (`NULL`: no such row). The rows come ordered by minute and preset, so
+/// [`arrivals`] adds a minute's environments up as they pass.
+pub const ARRIVALS_SQL: &str = r#"SELECT x.runs::text,
   (SELECT sum(floor(e."maximumConcurrencyLimit" * e."concurrencyLimitBurstFactor"))::bigint
-     FROM "RuntimeEnvironment" e
-    WHERE e."id" IN (SELECT DISTINCT w."runtimeEnvironmentId" FROM w)),
-  floor(EXTRACT(EPOCH FROM timezone('UTC', now())))::bigint"#;
+     FROM "RuntimeEnvironment" e WHERE e."id" = ANY(x.envs)),
+  floor(EXTRACT(EPOCH FROM timezone('UTC', now())))::bigint
+FROM (
+  SELECT json_agg(json_build_array(floor(EXTRACT(EPOCH FROM g.minute) / 60)::bigint, g.preset, g.n,
+                                   COALESCE(EXTRACT(EPOCH FROM g.secs) * 1000000, 0)::bigint, g.timed)
+                  ORDER BY g.minute, g.preset) AS runs,
+         array_agg(DISTINCT g.env) AS envs
+    FROM (
+      SELECT date_trunc('minute', r."createdAt") AS minute,
+             COALESCE(r."machinePreset", 'small-1x') AS preset, r."runtimeEnvironmentId" AS env,
+             count(*) AS n,
+             sum(r."completedAt" - r."startedAt") FILTER (WHERE r."completedAt" >= r."startedAt") AS secs,
+             count(*) FILTER (WHERE r."completedAt" >= r."startedAt") AS timed
+        FROM "TaskRun" r
+       WHERE r."createdAt" >= timezone('UTC', now()) - make_interval(days => $1)
+         AND (cardinality($2::text[]) = 0 OR r."masterQueue" = ANY($2))
+       GROUP BY 1, 2, 3
+    ) g
+) x"#;
 
 /// The runs of one minute (Unix minutes, the database's clock) and one preset.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -408,21 +412,43 @@ pub fn arrivals(
         tx.query_one(ARRIVALS_SQL, &[&days, &queues])
     })
     .map_err(|e| anyhow!("reading the runs' arrivals (\"TaskRun\"): {}", describe(&e)))?;
-    let rows: Vec<(i64, String, u64, f64, u64)> = json_list(r.get(0), "arrivals")?;
+    let rows: Vec<(i64, String, u64, i64, u64)> = json_list(r.get(0), "arrivals")?;
     Ok(Arrivals {
-        minutes: rows
-            .into_iter()
-            .map(|(minute, preset, runs, secs, timed)| MinuteRuns {
-                minute,
-                preset,
-                runs,
-                secs,
-                timed,
-            })
-            .collect(),
+        minutes: per_minute(rows),
         env_limit: r.get::<_, Option<i64>>(1).map(|l| l.max(0) as u64),
         now: r.get(2),
     })
+}
+
+/// The rows of one minute and preset (one per environment, adjacent) added up; a length in
+/// microseconds, summed exactly, becomes seconds once.
+fn per_minute(rows: Vec<(i64, String, u64, i64, u64)>) -> Vec<MinuteRuns> {
+    let mut out: Vec<(MinuteRuns, i64)> = Vec::with_capacity(rows.len());
+    for (minute, preset, runs, micros, timed) in rows {
+        match out.last_mut() {
+            Some((m, sum)) if m.minute == minute && m.preset == preset => {
+                m.runs += runs;
+                m.timed += timed;
+                *sum += micros;
+            }
+            _ => out.push((
+                MinuteRuns {
+                    minute,
+                    preset,
+                    runs,
+                    secs: 0.0,
+                    timed,
+                },
+                micros,
+            )),
+        }
+    }
+    out.into_iter()
+        .map(|(m, micros)| MinuteRuns {
+            secs: micros as f64 / 1e6,
+            ..m
+        })
+        .collect()
 }
 
 /// SQLSTATEs that mean "this schema is not Trigger.dev v4's (yet)".
