@@ -1,5 +1,6 @@
 //! Human durations in jobs.yaml: `500ms`, `30s`, `5m`, `1h30m`, `2d`.
 
+use std::fmt::Write;
 use std::time::Duration;
 
 pub fn parse(text: &str) -> Result<Duration, String> {
@@ -86,10 +87,12 @@ pub fn format(d: Duration) -> String {
         };
     }
     let mut secs = ms / 1000;
-    let mut out = String::new();
-    for (unit, size) in [("d", 86_400), ("h", 3_600), ("m", 60), ("s", 1)] {
+    // Written in place: a plan formats every droplet's age at every check (and a week's
+    // simulation makes tens of thousands of checks).
+    let mut out = String::with_capacity(16);
+    for (unit, size) in [('d', 86_400), ('h', 3_600), ('m', 60), ('s', 1)] {
         if secs >= size {
-            out.push_str(&format!("{}{unit}", secs / size));
+            let _ = write!(out, "{}{unit}", secs / size);
             secs %= size;
         }
     }

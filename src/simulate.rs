@@ -10,6 +10,7 @@
 //! people, its last run's wait how long the burst takes to drain.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
@@ -40,6 +41,9 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const UNKNOWN_LEN: u64 = 60;
 const CHART_WIDTH: usize = 60;
 const CHART_HEIGHT: u64 = 6;
+/// The replays of the settings run side by side on at most this many threads (each holds a
+/// week's waits: 24 bytes a run).
+const REPLAY_THREADS: usize = 2;
 
 /// What was replayed and under which settings.
 #[derive(Debug, Clone, PartialEq)]
@@ -298,16 +302,48 @@ fn figures(label: String, s: &Settings, r: &Replay, bursts: &[(usize, usize)]) -
     }
 }
 
+/// Each setting's replay, in order, on up to `REPLAY_THREADS` threads: the replays share
+/// nothing but the runs, and a week of them takes seconds each.
+fn replay_each(runs: &[Arrival], length: u64, settings: &[(String, Settings)]) -> Vec<Replay> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, REPLAY_THREADS);
+    let next = AtomicUsize::new(0);
+    let work = || {
+        let mut done = Vec::new();
+        loop {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            let Some((_, s)) = settings.get(i) else {
+                return done;
+            };
+            done.push((i, replay::run(runs, length, s, 0)));
+        }
+    };
+    let mut done: Vec<(usize, Replay)> = std::thread::scope(|scope| {
+        let helpers: Vec<_> = (1..threads).map(|_| scope.spawn(work)).collect();
+        let mut all = work();
+        for h in helpers {
+            // A replay that panicked is a bug: let it end the command as a panic would.
+            all.extend(h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)));
+        }
+        all
+    });
+    done.sort_by_key(|(i, _)| *i);
+    done.into_iter().map(|(_, r)| r).collect()
+}
+
 /// The window replayed under the operator's settings and each alternative.
 pub fn replay_all(read: &Arrivals, days: u32, scope: String, yours: &Settings) -> Replayed {
     let (runs, length) = arrivals(read, days);
     let bursts = bursts(&runs);
+    let settings = alternatives(yours);
+    let replays = replay_each(&runs, length, &settings);
     let mut samples = Vec::new();
-    let rows = alternatives(yours)
+    let rows = settings
         .into_iter()
+        .zip(replays)
         .enumerate()
-        .map(|(i, (label, s))| {
-            let r = replay::run(&runs, length, &s, 0);
+        .map(|(i, ((label, s), r))| {
             if i == 0 {
                 samples = r.samples.clone();
             }

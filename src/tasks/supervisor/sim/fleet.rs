@@ -238,6 +238,15 @@ pub(super) fn spec(policy: Policy, spec_tag: &str, count: usize) -> Spec {
     }
 }
 
+/// The id of the `i`-th run a droplet took, as the observation and the webapp's runs name it:
+/// sized once, with no growth (a week's replay names tens of millions).
+pub(super) fn run_id(droplet: u64, i: usize) -> String {
+    use std::fmt::Write;
+    let mut id = String::with_capacity(48);
+    let _ = write!(id, "run_{droplet}_{i}");
+    id
+}
+
 pub(super) fn observe(
     fleet: &[Droplet],
     t: u64,
@@ -276,7 +285,7 @@ pub(super) fn observe(
                 runs: Some(
                     d.in_flight(t)
                         .into_iter()
-                        .map(|i| format!("run_{}_{i}", d.id))
+                        .map(|i| run_id(d.id, i))
                         .collect(),
                 ),
             }

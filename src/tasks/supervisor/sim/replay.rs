@@ -12,8 +12,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use super::fleet::{
-    follow, observe, spec, Droplet, Policy, Result as Counts, BAKED_BOOT, BOOT, CHECK_EVERY,
-    CURRENT, FLEET_AGE,
+    follow, observe, run_id, spec, Droplet, Policy, Result as Counts, BAKED_BOOT, BOOT,
+    CHECK_EVERY, CURRENT, FLEET_AGE,
 };
 use crate::clients::webapp_db::{PresetNeed, ReadyGroup, RunOnWorker, WorkerRuns};
 use crate::tasks::supervisor::capacity::Bounds;
@@ -124,12 +124,15 @@ fn runs(s: &Settings, fleet: &[Droplet], load: &Load, waiting: &Waiting) -> Work
         .iter()
         .flat_map(|d| {
             let mine = load.get(&d.id).map(Vec::as_slice).unwrap_or_default();
-            mine.iter().enumerate().map(|(i, (_, p))| RunOnWorker {
-                id: format!("run_{}_{i}", d.id),
-                friendly_id: format!("run_{}_{i}", d.id),
-                instance: Some(d.name.clone()),
-                status: "EXECUTING".into(),
-                preset: Some(p.name.into()),
+            mine.iter().enumerate().map(|(i, (_, p))| {
+                let id = run_id(d.id, i);
+                RunOnWorker {
+                    friendly_id: id.clone(),
+                    id,
+                    instance: Some(d.name.clone()),
+                    status: "EXECUTING".into(),
+                    preset: Some(p.name.into()),
+                }
             })
         })
         .collect();
