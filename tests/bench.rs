@@ -342,4 +342,33 @@ fn bench_healthy_cycle() {
     }
     let (median, min, max) = stats(times);
     println!("BENCH|cycle|`ops list` with 200 profiles|{median:.1}|{min:.1}|{max:.1}");
+
+    // `ops simulate --days 7` on a week of as many runs as the history (issue 35: under 10 s
+    // at 1,000,000), 2 minutes each, as the simulate test builds it.
+    let week = cluster.create_db();
+    let mut c = cluster.client(&week);
+    webapp::install(&mut c, LOG_TOKEN);
+    webapp::limits(&mut c, 50, None, false);
+    crate::simulate::runs(
+        &mut c,
+        history as i64,
+        &format!(
+            "make_interval(secs => 604000 * (1 - i::float8 / {history})) - interval '1 minute'"
+        ),
+        120.0,
+    );
+    let week = Webapp {
+        url: cluster.url(&week),
+        token: LOG_TOKEN.into(),
+    };
+    let ops = crate::simulate::operator(&week, &api);
+    let mut times = Vec::new();
+    for _ in 0..n.min(5) {
+        let t0 = Instant::now();
+        ops.run(&["simulate", "--days", "7", "--json"])
+            .expect_code(0);
+        times.push(t0.elapsed().as_secs_f64() * 1000.0);
+    }
+    let (median, min, max) = stats(times);
+    println!("BENCH|cycle|`ops simulate --days 7` on a week of {rows} runs|{median:.1}|{min:.1}|{max:.1}");
 }

@@ -11,7 +11,7 @@ use crate::support::Ops;
 
 const JOBS: &str = "version: 1\nprofiles:\n  health:\n    cron: '* * * * *'\n    tasks:\n      - {kind: supervisor, min: 0, max: 13, bake: true}\n";
 
-fn operator(db: &Webapp, api: &FakeDo) -> Ops {
+pub fn operator(db: &Webapp, api: &FakeDo) -> Ops {
     let mut ops = Ops::new();
     ops.jobs(JOBS);
     ops.env("DATABASE_URL", &db.url)
@@ -23,7 +23,7 @@ fn operator(db: &Webapp, api: &FakeDo) -> Ops {
 
 /// `n` runs of our queue in environment `env1`, the i-th created `at(i)` (SQL over `i`, an
 /// interval back from the start of the current minute), each `secs` long once started.
-fn runs(c: &mut postgres::Client, n: i64, at: &str, secs: f64) {
+pub fn runs(c: &mut postgres::Client, n: i64, at: &str, secs: f64) {
     c.execute(
         &format!(
             r#"INSERT INTO "TaskRun" (id, "friendlyId", status, "masterQueue", "createdAt", "queuedAt",
