@@ -320,7 +320,10 @@ fn replay_each(runs: &[Arrival], length: u64, settings: &[(String, Settings)]) -
         }
     };
     let mut done: Vec<(usize, Replay)> = std::thread::scope(|scope| {
-        let helpers: Vec<_> = (1..threads).map(|_| scope.spawn(work)).collect();
+        // A helper the system cannot start leaves its share to this thread.
+        let helpers: Vec<_> = (1..threads)
+            .filter_map(|_| std::thread::Builder::new().spawn_scoped(scope, work).ok())
+            .collect();
         let mut all = work();
         for h in helpers {
             // A replay that panicked is a bug: let it end the command as a panic would.

@@ -343,13 +343,12 @@ impl State {
         namespace: &str,
         key: &str,
     ) -> anyhow::Result<Option<(T, i64)>> {
+        // Prepared once per connection: `ops list` reads a record per profile, and compiling
+        // the statement cost more than running it (issue 35).
         let row: Option<(String, i64)> = self
             .conn
-            .query_row(
-                "SELECT value, updated_at FROM kv WHERE namespace = ?1 AND key = ?2",
-                params![namespace, key],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
+            .prepare_cached("SELECT value, updated_at FROM kv WHERE namespace = ?1 AND key = ?2")?
+            .query_row(params![namespace, key], |r| Ok((r.get(0)?, r.get(1)?)))
             .optional()?;
         match row {
             None => Ok(None),
