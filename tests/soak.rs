@@ -355,6 +355,15 @@ fn soak() {
         // Drained droplets that shut themselves down: no supervisor runs on them any more.
         let off_before: HashSet<u64> =
             api.with(|w| w.droplets.iter().filter(|d| d.off).map(|d| d.id).collect());
+        // Droplets still `new` (no public IPv4, no supervisor ever started): one stuck there is
+        // replaced after its failed checks, by DigitalOcean's status, webapp or not.
+        let unborn_before: HashSet<u64> = api.with(|w| {
+            w.droplets
+                .iter()
+                .filter(|d| Instant::now() < d.active_at)
+                .map(|d| d.id)
+                .collect()
+        });
         let runs_before: i64 = s
             .ops
             .sqlite()
@@ -412,7 +421,10 @@ fn soak() {
                 "droplet.draining" => {
                     ops_drained.insert(droplet);
                 }
-                "droplet.deleted" => {
+                // Every kind a fleet delete is told by (apply.rs `delete_kind`): a dead
+                // droplet's replacement and a drain cut short are decisions too (a killed run's
+                // `droplet.replaced` was counted as "no decision reported", seed 505 run 224).
+                "droplet.deleted" | "droplet.replaced" | "droplet.drain_timed_out" => {
                     decided.insert(droplet, message.clone());
                 }
                 _ => {}
@@ -478,7 +490,14 @@ fn soak() {
                         // Killed between the delete and its event: only a droplet ops was
                         // draining or whose supervisor was dead may have gone.
                         None if run.is_none() && (ops_drained.contains(id) || was_dead) => None,
-                        None => Some(format!("{name} (id {id}): no decision reported")),
+                        None => Some(format!(
+                            "{name} (id {id}): no decision reported{}; its events: {:?}",
+                            if run.is_none() { " (run killed)" } else { "" },
+                            events
+                                .iter()
+                                .filter(|(_, _, m)| m.contains(&format!("(id {id})")))
+                                .collect::<Vec<_>>()
+                        )),
                     }
                 })
                 .collect()
@@ -540,12 +559,15 @@ fn soak() {
             // not among the dead and that had not shut down. A drained droplet that turned
             // itself `off` runs no supervisor: deleting it is right even while the webapp is
             // down (ops judges it by DigitalOcean's status, not by heartbeats, and it had
-            // decided to drain it before).
+            // decided to drain it before). Nor does one still `new`: deleting it once its
+            // checks failed is right in an outage too (seed 90210's run 790 of a third pass:
+            // "still new without a public IPv4 after 13s", counted as healthy before).
             let healthy_deleted = w.deletes[before.1..]
                 .iter()
                 .filter(|(id, tags)| {
                     tags.contains(&"ops-managed".to_string())
                         && !off_before.contains(id)
+                        && !unborn_before.contains(id)
                         && w.deleted_ips.get(id).is_some_and(|ip| !dead.contains(ip))
                 })
                 .count();
