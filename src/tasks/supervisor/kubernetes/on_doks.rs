@@ -41,6 +41,36 @@ pub enum Start<'a> {
     Stop(Outcome),
 }
 
+/// What `ops status` shows while the cluster is not ready: its state, the supervisor starting,
+/// and the API server a run before this one applied the objects at (the move back to droplets
+/// removes them there; empty: nothing applied yet).
+fn waiting_status(
+    opts: &SupervisorOptions,
+    ctx: &TaskCtx,
+    dctx: &Ctx,
+    record: &crate::record::ConfigRecord,
+    c: &Cluster,
+) -> store::KubernetesStatus {
+    let s = ctx.settings;
+    let version = crate::release::supervisor_version(
+        s.trigger_version.as_deref(),
+        record.webapp_version.as_deref(),
+    );
+    let applied_at =
+        store::load::<store::KubernetesStatus>(Some(dctx.state), store::KUBERNETES_KEY)
+            .map(|k| k.server)
+            .unwrap_or_default();
+    store::KubernetesStatus {
+        namespace: opts.namespace.clone(),
+        server: applied_at,
+        version: version.tag,
+        health: "starting".into(),
+        supervisors: Vec::new(),
+        pending: Vec::new(),
+        doks: Some(cluster_status(dctx, c)),
+    }
+}
+
 /// The cluster found, adopted or created, and its credentials, through `http`.
 pub fn start<'a>(
     opts: &SupervisorOptions,
@@ -79,25 +109,7 @@ pub fn start<'a>(
         Found::Waiting(c) => {
             let out = waiting(ctx, &dctx, &report, changes);
             if let (Some(c), false) = (c, dry_run) {
-                let version = crate::release::supervisor_version(
-                    s.trigger_version.as_deref(),
-                    record.webapp_version.as_deref(),
-                );
-                // The API server a run before this one applied the objects at stays known (the
-                // move back to droplets removes them there); empty: nothing applied yet.
-                let applied_at =
-                    store::load::<store::KubernetesStatus>(Some(state), store::KUBERNETES_KEY)
-                        .map(|k| k.server)
-                        .unwrap_or_default();
-                let status = store::KubernetesStatus {
-                    namespace: opts.namespace.clone(),
-                    server: applied_at,
-                    version: version.tag,
-                    health: "starting".into(),
-                    supervisors: Vec::new(),
-                    pending: Vec::new(),
-                    doks: Some(cluster_status(&dctx, &c)),
-                };
+                let status = waiting_status(opts, ctx, &dctx, &record, &c);
                 store::save(ctx, store::KUBERNETES_KEY, &status, now)?;
             }
             return Ok(Start::Stop(out));
