@@ -93,6 +93,7 @@ fn a_new_cluster_is_created_waited_for_then_runs_the_supervisor_at_one_do_reques
     let (code, metrics) = crate::operator::request(&addr, "GET", "/metrics");
     assert_eq!(code, 200);
     crate::monitoring::promtool_passes(&metrics);
+    crate::monitoring::dashboard_kubernetes_metrics_in(&metrics);
     assert!(
         metrics.contains("ops_supervisor_doks_cost_monthly_dollars{cluster=\"trigger-supervisor-"),
         "{metrics}"
