@@ -243,11 +243,7 @@ fn role_without_privileges_gets_a_clear_error() {
 #[test]
 fn connection_refused_names_host_and_port_but_not_the_password() {
     let mut ops = Ops::new();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = crate::support::digitalocean::free_port();
     ops.env(
         "DATABASE_URL",
         &format!("postgresql://app:hunter2-db-secret@127.0.0.1:{port}/app?sslmode=disable"),

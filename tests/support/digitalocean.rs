@@ -1005,12 +1005,25 @@ impl Supervisor {
     }
 }
 
+/// A port for a fake server the test binds later (a supervisor's health port is written into
+/// jobs.yaml first). Taken below the kernel's ephemeral range (32768–60999 by default), where
+/// every server bound to port 0 and every outgoing connection get theirs: a port handed out by
+/// the kernel and let go could be taken by another test's connection before it was bound again
+/// ("Address already in use", seen once in a full run). Each port is handed out once per test
+/// process, and only if it binds now.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::AtomicU32;
+    const LOW: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    loop {
+        let n = NEXT.fetch_add(1, Ordering::SeqCst);
+        assert!(n < SPAN, "no free port left below the ephemeral range");
+        let port = u16::try_from(LOW + n).expect("below 32768");
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// The n-th address in 127/8 (n ≥ 1).

@@ -46,11 +46,9 @@ pub fn available() -> bool {
     false
 }
 
+/// Below the ephemeral range, as the fakes' (a restarted cluster binds its port again).
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+    super::digitalocean::free_port()
 }
 
 impl Cluster {
