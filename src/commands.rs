@@ -21,10 +21,15 @@ pub fn list(app: &App, json_out: bool) -> anyhow::Result<ExitCode> {
             .map(crate::timefmt::human_naive)
             .unwrap_or_else(|| "never".into())
     };
-    // Disabled by `ops disable` or auto-disabled: kept in the state, not in jobs.yaml.
-    let state = crate::state::State::open_read_only(&app.state_dir)
-        .ok()
-        .flatten();
+    // Disabled by `ops disable` or auto-disabled: kept in the state, not in jobs.yaml. The
+    // database is opened only when its directory does not say that none is.
+    let state = if crate::profiles::none_disabled(&app.state_dir) {
+        None
+    } else {
+        crate::state::State::open_read_only(&app.state_dir)
+            .ok()
+            .flatten()
+    };
     let held = |p: &crate::config::Profile| {
         state
             .as_ref()

@@ -103,6 +103,7 @@ pub fn run(app: &App, name: &str, opts: &RunOptions) -> anyhow::Result<ExitCode>
     };
     let mut ps = ProfileState::load(&state, name);
     if let Some(reason) = ps.disabled_reason(name) {
+        crate::profiles::saw_disabled(&state);
         log::info!("{name}: {reason}");
         println!("{name}: {reason}");
         return Ok(ExitCode::Success);

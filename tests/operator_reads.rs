@@ -181,6 +181,49 @@ fn a_disabled_profile_is_shown_disabled_in_status_check_and_list() {
     assert!(row(&ops.run(&["list"])).contains(" yes "));
 }
 
+/// `ops list` skips the database while the state directory says that no profile is disabled
+/// (issue 35: on a host, SQLite's parse of the schema was a third of its cost). A database
+/// restored from a host where p was disabled finds that file stale: p's next tick says it is
+/// disabled and removes the file, and `list` asks the database again.
+#[test]
+fn a_database_restored_with_a_disabled_profile_is_listed_disabled_after_its_next_tick() {
+    let ops = crate::support::Ops::new();
+    crate::operator::flaky(&ops, "");
+    std::fs::write(ops.path("healthy"), "").unwrap();
+    let marker = ops.state_dir().join("profiles-none-disabled");
+    ops.run(&["run", "p"]).expect_code(0);
+    assert!(
+        marker.is_file(),
+        "a run with nothing disabled leaves the marker"
+    );
+    let elsewhere = crate::support::Ops::new();
+    crate::operator::flaky(&elsewhere, "");
+    elsewhere.run(&["disable", "p"]).expect_code(0);
+    assert!(!elsewhere
+        .state_dir()
+        .join("profiles-none-disabled")
+        .exists());
+    for file in ["ops.db", "ops.db-wal"] {
+        let _ = std::fs::remove_file(ops.state_dir().join(file));
+        if elsewhere.state_dir().join(file).exists() {
+            std::fs::copy(elsewhere.state_dir().join(file), ops.state_dir().join(file)).unwrap();
+        }
+    }
+    ops.run(&["run", "p"])
+        .expect_code(0)
+        .expect_stdout("disabled (ops enable p to resume)");
+    assert!(
+        !marker.exists(),
+        "the run that found p disabled removed the stale marker"
+    );
+    let list = ops.run(&["list"]);
+    list.expect_code(0)
+        .expect_stdout("disabled (ops enable p to resume)");
+    ops.run(&["enable", "p"]).expect_code(0);
+    assert!(marker.is_file(), "enabled again: nothing is disabled");
+    assert!(!ops.run(&["list"]).stdout.contains("disabled"));
+}
+
 #[test]
 fn status_under_a_broken_jobs_yaml_shows_the_droplets_and_the_last_runs_below_the_error() {
     let f = fleet("boot_grace: 10m");
