@@ -10,9 +10,9 @@
 //!   it, reads again and removes it if one does now.
 //!
 //! Whatever the interleaving of two processes, once both are done the file is absent while a
-//! profile is disabled. One that dies between its write and its second removal can leave it
-//! behind: the next run of the disabled profile removes it (as it does after a database is
-//! restored from elsewhere).
+//! profile is disabled. A process killed in the middle of a save can leave it behind while
+//! another disables a profile: the next run of the disabled profile removes it (as it does after
+//! a database is restored from elsewhere).
 
 use std::path::Path;
 
