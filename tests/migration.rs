@@ -286,14 +286,23 @@ fn a_digitalocean_error_while_moving_fails_the_run_naming_it_and_keeps_the_kuber
     assert!(!m.tags().iter().any(|t| t == "ops-draining"));
 }
 
-#[test]
-fn switching_back_stops_kubernetes_once_a_droplet_heartbeats_and_removes_it_after_its_runs() {
+/// The supervisor up on Kubernetes through a kubeconfig (its path), a run pod executing on a
+/// runs node.
+fn on_kubernetes_with_a_long_run() -> (KubeWorld, std::path::PathBuf) {
     let c = KubeWorld::on_kubeconfig(TOKEN, "pending_after: 10m");
     c.up();
+    let path = c.f.s.ops.dir.path().join("kubeconfig");
+    c.kube
+        .add_node("runs-1", &[("nodetype", "v4-worker")], "3900m", "7Gi");
+    c.kube
+        .add_run_pod(NS, "runner-run_long", Some("runs-1"), "medium-1x");
+    (c, path)
+}
+
+#[test]
+fn switching_back_stops_kubernetes_once_a_droplet_heartbeats_and_removes_it_after_its_runs() {
+    let (c, path) = on_kubernetes_with_a_long_run();
     let (f, kube) = (&c.f, &c.kube);
-    let path = f.s.ops.dir.path().join("kubeconfig");
-    kube.add_node("runs-1", &[("nodetype", "v4-worker")], "3900m", "7Gi");
-    kube.add_run_pod(NS, "runner-run_long", Some("runs-1"), "medium-1x");
     // Back to droplets, the kubeconfig kept: the droplet comes up first.
     f.jobs(&format!(
         "kubeconfig: '{}', boot_grace: 10m",
@@ -354,6 +363,75 @@ fn switching_back_stops_kubernetes_once_a_droplet_heartbeats_and_removes_it_afte
     kube.clear();
     f.health().expect_code(0);
     assert_eq!(kube.calls().len(), 0, "{:?}", kube.calls());
+}
+
+/// A move off Kubernetes called off halfway (the supervisor stopped taking runs, its run pod
+/// still executing, then `platform: kubernetes` again) leaves no clock behind: before, the
+/// stop's time stayed in the state, and a move begun weeks later removed a supervisor that was
+/// taking runs at its first run, the drain long "over".
+#[test]
+fn a_move_off_kubernetes_called_off_halfway_leaves_no_stop_behind_for_the_next_move() {
+    let (c, path) = on_kubernetes_with_a_long_run();
+    let (f, kube) = (&c.f, &c.kube);
+    f.jobs(&format!(
+        "kubeconfig: '{}', boot_grace: 10m",
+        path.display()
+    ));
+    f.health().expect_code(0).expect_stdout("created droplet");
+    let _sup = f.serve(f.ids()[0], true);
+    f.health()
+        .expect_code(0)
+        .expect_stdout("stopped the supervisor on Kubernetes taking runs");
+    let leaving = |c: &KubeWorld| c.kept().iter().any(|(k, _)| k == "kubernetes_leaving");
+    assert!(leaving(&c), "the stop is kept: {:?}", c.kept());
+    // Called off: Kubernetes again, with the same cluster.
+    c.jobs(&format!(
+        "kubeconfig: '{}', pending_after: 10m",
+        path.display()
+    ));
+    c.f.run(&["run", "health", "--dry-run"]).expect_code(0);
+    assert!(leaving(&c), "a dry run keeps the state as it is");
+    c.f.health().expect_code(0).expect_stdout(
+        "the earlier move off Kubernetes is called off: the supervisor takes runs again",
+    );
+    assert!(!leaving(&c), "{:?}", c.kept());
+    let env = kube.object("deployments", NS, "supervisor").unwrap()["spec"]["template"]["spec"]
+        ["containers"][0]["env"]
+        .clone();
+    assert!(
+        !env.as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["name"] == "TRIGGER_DEQUEUE_ENABLED" && e["value"] == "false"),
+        "applied again with the dequeue on: {env}"
+    );
+}
+
+/// Back to droplets with a `kubeconfig:` that now names another cluster: ops' objects are not
+/// there, so ops stops and removes nothing anywhere, and says where they are.
+#[test]
+fn switching_back_with_a_kubeconfig_of_another_cluster_touches_neither() {
+    let c = KubeWorld::on_kubeconfig(TOKEN, "pending_after: 10m");
+    c.up();
+    let (f, kube) = (&c.f, &c.kube);
+    let elsewhere = FakeKube::start(TOKEN);
+    let dir = f.s.ops.dir.path().join("elsewhere");
+    std::fs::create_dir(&dir).unwrap();
+    let path = elsewhere.kubeconfig(&dir, &format!("    token: {TOKEN}\n"));
+    f.jobs(&format!(
+        "kubeconfig: '{}', boot_grace: 10m",
+        path.display()
+    ));
+    f.health().expect_code(0).expect_stdout("created droplet");
+    let _sup = f.serve(f.ids()[0], true);
+    kube.clear();
+    f.health()
+        .expect_code(0)
+        .expect_stdout("ops' supervisor objects are still applied in namespace trigger at")
+        .expect_stdout("naming that cluster");
+    assert_eq!(kube.calls().len(), 0, "{:?}", kube.calls());
+    assert_eq!(elsewhere.mutations(), 0, "{:?}", elsewhere.calls());
+    assert!(kube.object("deployments", NS, "supervisor").is_some());
 }
 
 fn event_kinds(f: &Fleet) -> Vec<String> {

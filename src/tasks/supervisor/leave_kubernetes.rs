@@ -67,6 +67,14 @@ pub fn back(
         return Back::Remove("no run pod is left".into());
     }
     let named = run_pods.join(", ");
+    if elapsed >= timeout && healthy_droplets == 0 {
+        // The droplets that were to take over stopped heartbeating: no run is cut short on the
+        // old side while nothing serves on the new one.
+        return Back::Wait(format!(
+            "no droplet heartbeats now: the supervisor on Kubernetes stays (taking no new run) with {} run pod(s) ({named}) past drain_timeout until one does",
+            run_pods.len()
+        ));
+    }
     if elapsed >= timeout {
         return Back::Remove(format!(
             "drain_timeout ({}) passed with {} run pod(s) still there: {named} (ops did not create them and leaves them; without their supervisor their runs fail and Trigger.dev retries them)",
@@ -135,9 +143,10 @@ fn leave(
         }
         return Ok(());
     }
-    let Some(kube) = client(opts, ctx)? else {
+    let kube = client(opts, ctx)?.filter(|k| k.server() == kept.server);
+    let Some(kube) = kube else {
         outcome.warnings.push(format!(
-            "ops' supervisor objects are still applied in namespace {ns} at {}: keep kubeconfig: in the supervisor task (or, on DigitalOcean Kubernetes, DIGITALOCEAN_TOKEN) so ops can stop and remove them, or delete them yourself (kubectl -n {ns} delete deployment,service,networkpolicy,rolebinding,role,secret,serviceaccount -l {}={})",
+            "ops' supervisor objects are still applied in namespace {ns} at {}: keep kubeconfig: in the supervisor task naming that cluster (or, on DigitalOcean Kubernetes, DIGITALOCEAN_TOKEN) so ops can stop and remove them, or delete them yourself (kubectl -n {ns} delete deployment,service,networkpolicy,rolebinding,role,secret,serviceaccount -l {}={})",
             crate::redact::line(&kept.server),
             manifests::MANAGED_BY.0,
             manifests::MANAGED_BY.1
@@ -206,21 +215,35 @@ fn client(opts: &SupervisorOptions, ctx: &TaskCtx) -> anyhow::Result<Option<Kube
 }
 
 /// The live Deployment applied again with the dequeue off (and a fingerprint no Kubernetes run
-/// would write, so switching back to Kubernetes applies it whole again).
-fn stopped_deployment(live: &Value) -> Value {
-    let mut spec = live["spec"].clone();
-    if let Some(env) = spec["template"]["spec"]["containers"][0]["env"].as_array_mut() {
-        env.retain(|e| e["name"] != DEQUEUE_VAR);
-        env.push(json!({"name": DEQUEUE_VAR, "value": "false"}));
-    }
-    let mut meta = json!({
-        "name": live["metadata"]["name"],
-        "namespace": live["metadata"]["namespace"],
-        "labels": live["metadata"]["labels"],
-        "annotations": live["metadata"]["annotations"],
+/// would write, so switching back to Kubernetes applies it whole again). `None`: it has no
+/// container to set it on (not a Deployment ops applied as it is).
+fn stopped_deployment(live: &Value) -> Option<Value> {
+    let mut spec = live.get("spec")?.clone();
+    let container = spec
+        .pointer_mut("/template/spec/containers/0")?
+        .as_object_mut()?;
+    let env = container
+        .entry("env")
+        .or_insert_with(|| Value::Array(Vec::new()))
+        .as_array_mut()?;
+    env.retain(|e| e.get("name").and_then(Value::as_str) != Some(DEQUEUE_VAR));
+    env.push(json!({"name": DEQUEUE_VAR, "value": "false"}));
+    let mut annotations = live
+        .pointer("/metadata/annotations")
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default();
+    annotations.insert(
+        manifests::OBJECTS_ANNOTATION.to_string(),
+        json!("dequeue-stopped"),
+    );
+    let meta = json!({
+        "name": live.pointer("/metadata/name"),
+        "namespace": live.pointer("/metadata/namespace"),
+        "labels": live.pointer("/metadata/labels"),
+        "annotations": annotations,
     });
-    meta["annotations"][manifests::OBJECTS_ANNOTATION] = json!("dequeue-stopped");
-    json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": meta, "spec": spec})
+    Some(json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": meta, "spec": spec}))
 }
 
 fn record(outcome: &mut Outcome, verb: &'static str, what: &str, line: String, dry: bool) {
@@ -251,7 +274,10 @@ fn stop(ctx: &TaskCtx, kube: &Kube, ns: &str, outcome: &mut Outcome) -> anyhow::
         record(outcome, "stop", &what, line, true);
         return Ok(());
     }
-    kube.apply(&stopped_deployment(&live))?;
+    let Some(stopping) = stopped_deployment(&live) else {
+        anyhow::bail!("{what} has no container to set {DEQUEUE_VAR}=false on: ops did not apply it as it is; delete it yourself once its run pods are done");
+    };
+    kube.apply(&stopping)?;
     store::save(
         ctx,
         KUBERNETES_LEAVING_KEY,
@@ -324,6 +350,48 @@ mod tests {
     }
 
     #[test]
+    fn no_run_is_cut_short_while_no_droplet_heartbeats_even_after_the_drain_timeout() {
+        let long_ago = Stopped {
+            at_ms: NOW - 2 * 3_600_000,
+        };
+        assert!(matches!(
+            back(0, Some(&long_ago), &pods(), NOW, HOUR),
+            Back::Wait(line) if line.contains("no droplet heartbeats now")
+        ));
+        assert!(matches!(
+            back(1, Some(&long_ago), &pods(), NOW, HOUR),
+            Back::Remove(_)
+        ));
+    }
+
+    #[test]
+    fn the_stopping_deployment_is_built_from_any_shape_without_a_panic() {
+        let odd = [
+            json!({}),
+            json!({"spec": "x"}),
+            json!({"spec": {"template": {"spec": {"containers": []}}}}),
+            json!({"spec": {"template": {"spec": {"containers": ["x"]}}}}),
+            json!({"spec": {"template": {"spec": {"containers": [{"env": "x"}]}}}}),
+        ];
+        for live in odd {
+            assert_eq!(stopped_deployment(&live), None, "{live}");
+        }
+        let bare = json!({
+            "metadata": {"name": "supervisor", "namespace": "trigger", "annotations": "x"},
+            "spec": {"template": {"spec": {"containers": [{"name": "supervisor"}]}}},
+        });
+        let stopping = stopped_deployment(&bare).unwrap();
+        assert_eq!(
+            stopping["spec"]["template"]["spec"]["containers"][0]["env"],
+            json!([{"name": DEQUEUE_VAR, "value": "false"}])
+        );
+        assert_eq!(
+            stopping["metadata"]["annotations"][manifests::OBJECTS_ANNOTATION],
+            "dequeue-stopped"
+        );
+    }
+
+    #[test]
     fn nothing_stops_before_a_droplet_heartbeats_then_the_dequeue_stops() {
         assert!(matches!(back(0, None, &pods(), NOW, HOUR), Back::Stay(_)));
         assert_eq!(back(1, None, &pods(), NOW, HOUR), Back::Stop);
@@ -346,7 +414,7 @@ mod tests {
             at_ms: NOW - 3_600_000,
         };
         assert!(
-            matches!(back(0, Some(&late), &pods(), NOW, HOUR), Back::Remove(r) if r.contains("runner-run_a"))
+            matches!(back(1, Some(&late), &pods(), NOW, HOUR), Back::Remove(r) if r.contains("runner-run_a"))
         );
     }
 
@@ -358,7 +426,7 @@ mod tests {
             "spec": {"template": {"spec": {"containers": [{"name": "supervisor",
                 "env": [{"name": DEQUEUE_VAR, "value": "true"}, {"name": "A", "value": "1"}]}]}}},
             "status": {"replicas": 1}});
-        let d = stopped_deployment(&live);
+        let d = stopped_deployment(&live).unwrap();
         let env = d["spec"]["template"]["spec"]["containers"][0]["env"]
             .as_array()
             .unwrap();

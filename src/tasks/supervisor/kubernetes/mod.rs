@@ -196,6 +196,18 @@ fn finish(
     }
     if !ctx.dry_run {
         store::save(ctx, store::KUBERNETES_KEY, status, crate::state::now_ms())?;
+        // Back on Kubernetes while a move off it was under way: its objects are applied whole
+        // again above (the dequeue on), and a later move must start from the beginning, not
+        // from this stop's old clock (which would remove a supervisor taking runs at once).
+        if store::load::<super::leave_kubernetes::Stopped>(ctx.state, store::KUBERNETES_LEAVING_KEY)
+            .is_some()
+        {
+            store::delete(ctx.writable_state()?, store::KUBERNETES_LEAVING_KEY)?;
+            outcome.detail.push(
+                "the earlier move off Kubernetes is called off: the supervisor takes runs again"
+                    .into(),
+            );
+        }
     }
     let (do_requests, replaced) = doks.map_or((0, 0), on_doks::Side::requests);
     outcome.detail.push(format!(
