@@ -376,14 +376,15 @@ pub fn render_cloud_init(app: &App, show_secrets: bool) -> anyhow::Result<ExitCo
 pub fn set_enabled(app: &App, profile: &str, enabled: bool) -> anyhow::Result<ExitCode> {
     app.config.profile(profile)?;
     let state = State::open(&app.state_dir)?;
-    let mut ps = crate::profiles::ProfileState::load(&state, profile);
-    ps.disabled = !enabled;
-    ps.auto_disabled = false;
-    if enabled {
-        ps.healthy_streak = 0;
-    }
-    ps.changed_at = crate::state::now_ms();
-    ps.save(&state, profile, ps.changed_at)?;
+    let now = crate::state::now_ms();
+    crate::profiles::ProfileState::update(&state, profile, now, |ps| {
+        ps.disabled = !enabled;
+        ps.auto_disabled = false;
+        if enabled {
+            ps.healthy_streak = 0;
+        }
+        ps.changed_at = now;
+    })?;
     if enabled {
         println!("{profile}: enabled (its schedule runs it again)");
     } else {

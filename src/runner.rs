@@ -101,8 +101,7 @@ pub fn run(app: &App, name: &str, opts: &RunOptions) -> anyhow::Result<ExitCode>
             return skipped(&state, name, started_ms, &host, &why, json);
         }
     };
-    let mut ps = ProfileState::load(&state, name);
-    if let Some(reason) = ps.disabled_reason(name) {
+    if let Some(reason) = ProfileState::load(&state, name).disabled_reason(name) {
         crate::profiles::saw_disabled(&state);
         log::info!("{name}: {reason}");
         println!("{name}: {reason}");
@@ -128,8 +127,11 @@ pub fn run(app: &App, name: &str, opts: &RunOptions) -> anyhow::Result<ExitCode>
     drop(watchdog);
 
     let ok = summary.status != "failed";
-    let auto_disable = count_streak(app, &mut ps, name, ok, now);
-    ps.save(&state, name, now)?;
+    // Counted on the record as it is now: an `ops disable` made during the run stays.
+    let mut auto_disable = false;
+    let ps = ProfileState::update(&state, name, now, |ps| {
+        auto_disable = count_streak(app, ps, name, ok, now);
+    })?;
     tell(app, &state, profile, &summary, &host, now);
     let code = finish_output(&summary, json, crate::logging::stdout_is_journal(&app.env));
     if auto_disable && !json {
@@ -172,6 +174,7 @@ fn count_streak(app: &App, ps: &mut ProfileState, name: &str, ok: bool, now: i64
         0
     };
     let auto_disable = app.settings.auto_disable
+        && !ps.disabled
         && ps.healthy_streak >= app.settings.healthy_cycles_before_disable;
     if auto_disable {
         ps.disabled = true;
@@ -215,9 +218,9 @@ fn skipped(
 ) -> anyhow::Result<ExitCode> {
     log::warn!("{why}");
     state.record_skipped(name, started_ms, host, why)?;
-    let mut ps = ProfileState::load(state, name);
-    ps.skipped_streak = ps.skipped_streak.saturating_add(1);
-    ps.save(state, name, started_ms)?;
+    ProfileState::update(state, name, started_ms, |ps| {
+        ps.skipped_streak = ps.skipped_streak.saturating_add(1);
+    })?;
     if json {
         println!(
             "{}",

@@ -378,6 +378,27 @@ impl State {
         Ok(())
     }
 
+    /// Reads, changes and writes one record in one write transaction (taken at once, so two
+    /// processes' changes to the same record are applied one after the other, none lost).
+    /// An unreadable record is changed from `None`, as `kv_get` reads it.
+    pub fn kv_update<T: Serialize + serde::de::DeserializeOwned>(
+        &self,
+        namespace: &str,
+        key: &str,
+        now_ms: i64,
+        change: impl FnOnce(Option<T>) -> T,
+    ) -> anyhow::Result<T> {
+        let tx = rusqlite::Transaction::new_unchecked(
+            &self.conn,
+            rusqlite::TransactionBehavior::Immediate,
+        )?;
+        let old = self.kv_get(namespace, key)?.map(|(v, _)| v);
+        let new = change(old);
+        self.kv_set(namespace, key, &new, now_ms)?;
+        tx.commit()?;
+        Ok(new)
+    }
+
     pub fn kv_delete(&self, namespace: &str, key: &str) -> anyhow::Result<()> {
         self.conn.execute(
             "DELETE FROM kv WHERE namespace = ?1 AND key = ?2",

@@ -224,6 +224,40 @@ fn a_database_restored_with_a_disabled_profile_is_listed_disabled_after_its_next
     assert!(!ops.run(&["list"]).stdout.contains("disabled"));
 }
 
+/// `ops disable` while a run of the profile is under way: the run's own save at its end counts
+/// its streak on the record as it is then, so the disable stays (before, the run wrote back the
+/// copy it read at its start, and the profile ran again at the next tick as if never disabled).
+#[test]
+fn a_profile_disabled_while_its_run_is_under_way_stays_disabled_after_the_run() {
+    let ops = crate::support::Ops::new();
+    let (started, go) = (ops.path("started"), ops.path("go"));
+    ops.jobs(&format!(
+        "version: 1\nprofiles:\n  p:\n    cron: '* * * * *'\n    tasks:\n      - {{kind: exec, name: wait, command: [sh, -c, 'touch {}; while [ ! -f {} ]; do sleep 0.05; done']}}\n",
+        started.display(),
+        go.display()
+    ));
+    let mut run = ops.spawn(&["run", "p"]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !started.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the run's task never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    ops.run(&["disable", "p"]).expect_code(0);
+    std::fs::write(&go, "").unwrap();
+    assert!(run.wait().unwrap().success());
+    let status = ops.run(&["status", "--json"]).json();
+    assert_eq!(status["profiles"][0]["disabled"], true, "{status}");
+    ops.run(&["list"])
+        .expect_code(0)
+        .expect_stdout("disabled (ops enable p to resume)");
+    ops.run(&["run", "p"])
+        .expect_code(0)
+        .expect_stdout("p: disabled (ops enable p to resume)");
+}
+
 #[test]
 fn status_under_a_broken_jobs_yaml_shows_the_droplets_and_the_last_runs_below_the_error() {
     let f = fleet("boot_grace: 10m");
