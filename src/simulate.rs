@@ -103,7 +103,13 @@ pub fn run(app: &App, days: u32, json_out: bool) -> anyhow::Result<ExitCode> {
                     g.master_queue.clone(),
                     format!("{}:scheduled", g.master_queue),
                 ],
-                format!("worker group {} (queue {})", g.name, g.master_queue),
+                // The webapp's names: escaped here, so the table, the chart and --json all
+                // get them without control characters.
+                format!(
+                    "worker group {} (queue {})",
+                    crate::redact::line(&g.name),
+                    crate::redact::line(&g.master_queue)
+                ),
             ),
             _ => (
                 Vec::new(),

@@ -51,12 +51,18 @@ fn seq_scans(c: &mut postgres::Client) -> i64 {
     .get(0)
 }
 
-#[test]
-fn a_week_of_a_million_runs_is_replayed_through_the_created_at_index_without_a_sequential_scan() {
+/// The webapp's database (one environment of limit 50), a fake DigitalOcean, a client.
+fn a_webapp_of_limit_50() -> (Webapp, FakeDo, postgres::Client) {
     let db = webapp_db();
     let api = FakeDo::start();
     let mut c = postgres::Client::connect(&db.url, postgres::NoTls).unwrap();
     webapp::limits(&mut c, 50, None, false);
+    (db, api, c)
+}
+
+#[test]
+fn a_week_of_a_million_runs_is_replayed_through_the_created_at_index_without_a_sequential_scan() {
+    let (db, api, mut c) = a_webapp_of_limit_50();
     // 1,000,000 runs evenly over the last week, 2 minutes each.
     runs(
         &mut c,
@@ -220,4 +226,41 @@ fn without_database_url_simulate_is_a_configuration_error_naming_the_fix() {
         .expect_code(2)
         .expect_stderr("DATABASE_URL is not set")
         .expect_stderr("set DATABASE_URL");
+}
+
+/// The worker group's name comes from the webapp's database: `ops simulate` escapes it in the
+/// table and in `--json` (before, an ESC sequence or a newline in it reached the terminal).
+#[test]
+fn a_worker_group_named_with_control_characters_is_printed_escaped() {
+    let (db, api, mut c) = a_webapp_of_limit_50();
+    runs(
+        &mut c,
+        10,
+        "i * interval '1 minute' + interval '1 minute'",
+        60.0,
+    );
+    c.execute(
+        r#"UPDATE "WorkerInstanceGroup" SET name = $1"#,
+        &[&"evil\u{1b}[2J\u{202e}\nFAKE LINE"],
+    )
+    .unwrap();
+    let ops = operator(&db, &api);
+    for args in [
+        &["simulate", "--days", "1"][..],
+        &["simulate", "--days", "1", "--json"],
+    ] {
+        let run = ops.run(args);
+        run.expect_code(0);
+        assert!(
+            !run.stdout.contains('\u{1b}') && !run.stdout.contains('\u{202e}'),
+            "{:?}",
+            run.stdout
+        );
+        assert!(
+            !run.stdout.lines().any(|l| l.starts_with("FAKE LINE")),
+            "{}",
+            run.stdout
+        );
+        assert!(run.stdout.contains("evil"), "{}", run.stdout);
+    }
 }
