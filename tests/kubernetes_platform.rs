@@ -184,3 +184,37 @@ fn with_a_million_runs_a_healthy_kubernetes_cycle_adds_no_sequential_scan_of_tas
     let per_cycle = crate::runs_flow::two_cycles_read_little(&mut db, first, table_blocks);
     eprintln!("TaskRun: {table_blocks} blocks; healthy Kubernetes cycle {per_cycle}");
 }
+
+/// Someone deleted the supervisor's Secret: its next pod cannot start. Once the supervisor
+/// fails (past `boot_grace`), ops reads the objects beside the Deployment and applies the
+/// missing one again (an event); a dry run only says it would. Before, only a Deployment
+/// without this run's fingerprint was applied, and the pod waited for its Secret for good.
+#[test]
+fn a_deleted_secret_is_applied_again_once_the_supervisor_fails() {
+    let c = cluster("pending_after: 10m, boot_grace: 1s");
+    c.up();
+    assert!(c.kube.remove("secrets", NS, "supervisor"));
+    c.kube.restart_supervisor_pods(NS);
+    std::thread::sleep(Duration::from_millis(1500));
+    c.kube.clear();
+    c.f.run(&["run", "health", "--dry-run"])
+        .expect_stdout("would apply Secret trigger/supervisor again (it is missing)");
+    assert_eq!(c.kube.mutations(), 0, "{:?}", c.kube.calls());
+    assert!(c.kube.object("secrets", NS, "supervisor").is_none());
+    c.f.health().expect_stdout(
+        "applied Secret trigger/supervisor again: it was missing while the supervisor fails",
+    );
+    assert!(c.kube.object("secrets", NS, "supervisor").is_some());
+    let events = c.f.run(&["events", "--json"]).json();
+    assert!(
+        events
+            .to_string()
+            .contains("applied Secret trigger/supervisor again"),
+        "{events}"
+    );
+    c.kube.restart_supervisor_pods(NS);
+    c.wait_heartbeating();
+    let healthy = c.f.health();
+    healthy.expect_code(0);
+    assert!(!healthy.stdout.contains("again"), "{}", healthy.stdout);
+}

@@ -329,6 +329,56 @@ fn typed(object: &Value) -> ActionType {
     ActionType::counted("apply", "Kubernetes object").name(manifests::describe(object))
 }
 
+/// A failing supervisor whose Deployment carries this run's fingerprint: an object beside it may
+/// have been deleted (its Secret, ServiceAccount or Role: the pod then cannot start). Each one
+/// is read, and a missing one applied again; nothing is read while the supervisor is healthy.
+fn restore_missing(
+    ctx: &TaskCtx,
+    kube: &Kube,
+    desired: &[Value],
+    outcome: &mut Outcome,
+) -> anyhow::Result<()> {
+    for object in desired {
+        let kind = Kind::of(object).context("an object of an unknown kind")?;
+        let name = object["metadata"]["name"].as_str().unwrap_or_default();
+        let live: Option<Value> = kube.get(kind, object["metadata"]["namespace"].as_str(), name)?;
+        if live.is_some() {
+            continue;
+        }
+        let what = manifests::describe(object);
+        if ctx.dry_run {
+            let change = format!("apply {what} again (it is missing)");
+            would(outcome, object, change);
+            continue;
+        }
+        kube.apply(object)
+            .with_context(|| format!("applying {what} again"))?;
+        let line = format!("applied {what} again: it was missing while the supervisor fails");
+        applied(ctx, outcome, object, line);
+    }
+    Ok(())
+}
+
+/// A dry run's object that would be applied: the line, the planned action.
+fn would(outcome: &mut Outcome, object: &Value, change: String) {
+    outcome.status = Status::Planned;
+    outcome.detail.push(format!("would {change}"));
+    outcome
+        .actions
+        .push(ActionRecord::planned(typed(object), change));
+}
+
+/// An object applied: the event, the line, the action.
+fn applied(ctx: &TaskCtx, outcome: &mut Outcome, object: &Value, line: String) {
+    ctx.changed("kubernetes.applied", line.clone());
+    outcome.detail.push(line);
+    outcome.actions.push(ActionRecord::done(
+        typed(object),
+        format!("apply {}", manifests::describe(object)),
+        "applied",
+    ));
+}
+
 /// Applies every object when the Deployment lacks their fingerprint; a dry run reads each one
 /// and says what would change, field by field.
 fn apply(
@@ -339,6 +389,9 @@ fn apply(
 ) -> anyhow::Result<Outcome> {
     let mut outcome = Outcome::lines(Status::Ok, Vec::new());
     if !judged.apply {
+        if judged.health == Health::Failing {
+            restore_missing(ctx, kube, desired, &mut outcome)?;
+        }
         return Ok(outcome);
     }
     for object in desired {
@@ -369,11 +422,7 @@ fn apply(
                         .join(", ")
                 ),
             };
-            outcome.status = Status::Planned;
-            outcome.detail.push(format!("would {change}"));
-            outcome
-                .actions
-                .push(ActionRecord::planned(typed(object), change));
+            would(&mut outcome, object, change);
             continue;
         }
         let stored = kube
@@ -383,13 +432,7 @@ fn apply(
             .as_str()
             .unwrap_or("?");
         let line = format!("applied {what} (resourceVersion {version})");
-        ctx.changed("kubernetes.applied", line.clone());
-        outcome.detail.push(line);
-        outcome.actions.push(ActionRecord::done(
-            typed(object),
-            format!("apply {what}"),
-            "applied",
-        ));
+        applied(ctx, &mut outcome, object, line);
     }
     if !ctx.dry_run {
         outcome.detail.insert(
