@@ -26,9 +26,16 @@ pub fn list(app: &App, json_out: bool) -> anyhow::Result<ExitCode> {
     let state = if crate::profiles::none_disabled(&app.state_dir) {
         None
     } else {
-        crate::state::State::open_read_only(&app.state_dir)
-            .ok()
-            .flatten()
+        let opened = crate::app::check_state_dir(&app.state_dir)
+            .and_then(|()| crate::state::State::open_read_only(&app.state_dir));
+        match opened {
+            Ok(state) => state,
+            Err(e) => {
+                // The profiles still list from jobs.yaml; what the state would add is said missing.
+                eprintln!("ops: {e:#} (the list shows no profile as disabled)");
+                None
+            }
+        }
     };
     let held = |p: &crate::config::Profile| {
         state

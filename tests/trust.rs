@@ -503,6 +503,15 @@ fn an_unreadable_state_directory_stops_status_with_the_sudo_hint() {
     )
     .unwrap();
     std::fs::set_permissions(ops.state_dir(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    // `list` still lists jobs.yaml's profiles, and says what it cannot show.
+    crate::hardening::run_as(&ops, "nobody", &["list"])
+        .expect_code(0)
+        .expect_stdout("p ")
+        .expect_stderr(&format!(
+            "the state directory {} exists but uid 65534 cannot read it",
+            ops.state_dir().display()
+        ))
+        .expect_stderr("(the list shows no profile as disabled)");
     for args in [&["status"][..], &["history"], &["run", "p"]] {
         let run = crate::hardening::run_as(&ops, "nobody", args);
         run.expect_code(2)
