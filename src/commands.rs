@@ -21,22 +21,7 @@ pub fn list(app: &App, json_out: bool) -> anyhow::Result<ExitCode> {
             .map(crate::timefmt::human_naive)
             .unwrap_or_else(|| "never".into())
     };
-    // Disabled by `ops disable` or auto-disabled: kept in the state, not in jobs.yaml. The
-    // database is opened only when its directory does not say that none is.
-    let state = if crate::profiles::none_disabled(&app.state_dir) {
-        None
-    } else {
-        let opened = crate::app::check_state_dir(&app.state_dir)
-            .and_then(|()| crate::state::State::open_read_only(&app.state_dir));
-        match opened {
-            Ok(state) => state,
-            Err(e) => {
-                // The profiles still list from jobs.yaml; what the state would add is said missing.
-                eprintln!("ops: {e:#} (the list shows no profile as disabled)");
-                None
-            }
-        }
-    };
+    let state = state_for_list(app);
     let held = |p: &crate::config::Profile| {
         state
             .as_ref()
@@ -95,6 +80,24 @@ pub fn list(app: &App, json_out: bool) -> anyhow::Result<ExitCode> {
     writeln!(out, "{}", app.config.shown_path())?;
     write!(out, "{}", report::table(&rows))?;
     Ok(ExitCode::Success)
+}
+
+/// Disabled by `ops disable` or auto-disabled: kept in the state, not in jobs.yaml. The
+/// database is opened only when its directory does not say that none is; one that cannot be
+/// read is said on stderr (the list itself comes from jobs.yaml).
+fn state_for_list(app: &App) -> Option<State> {
+    if crate::profiles::none_disabled(&app.state_dir) {
+        return None;
+    }
+    let opened = crate::app::check_state_dir(&app.state_dir)
+        .and_then(|()| State::open_read_only(&app.state_dir));
+    match opened {
+        Ok(state) => state,
+        Err(e) => {
+            eprintln!("ops: {e:#} (the list shows no profile as disabled)");
+            None
+        }
+    }
 }
 
 pub fn render_crontab(app: &App) -> anyhow::Result<ExitCode> {
