@@ -12,7 +12,7 @@ use anyhow::anyhow;
 use serde::{Deserialize, Serialize};
 
 use crate::clients::digitalocean::{DigitalOcean, PER_PAGE};
-use crate::clients::http::{percent_encode, Retry};
+use crate::clients::http::{percent_encode, Refusal, Retry};
 use crate::redact::Secret;
 
 /// `GET /v2/kubernetes/options`: what a cluster may be made of.
@@ -362,14 +362,24 @@ struct OnePool {
     node_pool: NodePool,
 }
 
+/// Whether DigitalOcean answered with this status (a 4xx, typed as [`Refusal`]). Never read
+/// from the error's text: a 422 or a 500 whose message merely quotes "HTTP 404" must not make
+/// ops forget a cluster or a node pool.
+fn answered(e: &anyhow::Error, status: u16) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<Refusal>()
+            .is_some_and(|r| r.status == status)
+    })
+}
+
 fn not_found(e: &anyhow::Error) -> bool {
-    e.to_string().contains("HTTP 404")
+    answered(e, 404)
 }
 
 /// A 403 names the scope the token lacks.
 fn scoped<T>(r: anyhow::Result<T>, scope: &str) -> anyhow::Result<T> {
     r.map_err(|e| {
-        if e.to_string().contains("HTTP 403") {
+        if answered(&e, 403) {
             e.context(format!(
                 "DIGITALOCEAN_TOKEN lacks the scope {scope}: give the token the kubernetes scopes (read, create, update, access_cluster)"
             ))
@@ -552,6 +562,24 @@ impl DigitalOcean<'_> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn not_found_is_the_answer_s_status_never_a_message_that_quotes_one() {
+        let refused = |status, message: &str| Refusal::or_error(status, message.into());
+        assert!(not_found(&refused(
+            404,
+            "DigitalOcean: GET … answered HTTP 404 not_found"
+        )));
+        assert!(not_found(
+            &refused(404, "gone").context("reading the cluster")
+        ));
+        assert!(!not_found(&refused(
+            422,
+            "DigitalOcean: GET … answered HTTP 422 unprocessable_entity: upstream answered HTTP 404"
+        )));
+        assert!(!not_found(&refused(500, "a 500 that says HTTP 404")));
+        assert!(!not_found(&anyhow!("connection reset after HTTP 404")));
+    }
 
     #[test]
     fn version_slugs_order_by_upstream_version_then_revision() {
