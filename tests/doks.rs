@@ -109,6 +109,20 @@ impl World {
         }
     }
 
+    /// The cluster step alone at `now` (a run later than the clock says): what it found, and
+    /// its report; `Err` as the run would fail.
+    fn cluster_at(&self, now: i64) -> anyhow::Result<(Found, Report)> {
+        let api = self.c.api();
+        let mut report = Report::default();
+        let found = doks::tend_cluster(
+            &self.ctx(&api, now, false),
+            &self.cluster,
+            &self.pools,
+            &mut report,
+        )?;
+        Ok((found, report))
+    }
+
     fn record(&self) -> cluster::Record {
         cluster::load(&self.state).unwrap().unwrap_or_default()
     }
@@ -454,6 +468,90 @@ fn a_cluster_of_our_name_made_by_someone_else_is_refused_never_duplicated() {
         "{line}"
     );
     assert_eq!(w.c.fake.mutations(), 0);
+}
+
+#[test]
+fn an_error_whose_message_quotes_http_404_fails_the_run_and_never_forgets_the_cluster_or_its_pools()
+{
+    let w = World::new();
+    w.settle();
+    let before = w.record();
+    assert_eq!(before.pools.len(), 2, "{before:?}");
+    // DigitalOcean's own message echoes another service's 404; the answer itself is a 422.
+    w.c.fake.with(|d| {
+        d.faults.push_back(DoFault::Unprocessable(
+            "upstream answered HTTP 404 Not Found",
+        ))
+    });
+    let err = w.cluster_at(trigger_ops::state::now_ms()).unwrap_err();
+    assert!(format!("{err:#}").contains("HTTP 422"), "{err:#}");
+    assert_eq!(
+        w.record(),
+        before,
+        "the cluster and its pools are still ops' own"
+    );
+    assert!(matches!(
+        w.run(&RunPods::new(), &BTreeSet::new(), false).found,
+        Found::Ready(_)
+    ));
+}
+
+#[test]
+fn our_cluster_unseen_with_this_token_fails_each_run_and_is_forgotten_only_after_a_day_unseen() {
+    let w = World::new();
+    w.settle();
+    let before = w.record();
+    let (name, id) = before.cluster.clone().map(|c| (c.name, c.id)).unwrap();
+    // DIGITALOCEAN_TOKEN now belongs to another team: the recorded cluster answers 404.
+    let hidden = w.c.fake.with(|d| d.doks.clusters.remove(0));
+    let t0 = trigger_ops::state::now_ms();
+    let (found, report) = w.cluster_at(t0).unwrap();
+    let Found::Refused(line) = found else {
+        panic!("{found:?}")
+    };
+    assert!(
+        line.starts_with(&format!(
+            "cluster {name} ({id}), which ops created, is not visible with this DIGITALOCEAN_TOKEN"
+        )),
+        "{line}"
+    );
+    assert!(report.changes.is_empty(), "{:?}", report.changes);
+    assert_eq!(w.record().cluster, before.cluster);
+    assert_eq!(w.record().pools, before.pools);
+    assert_eq!(
+        w.c.fake.with(|d| d.doks.creates.len()),
+        1,
+        "no second cluster"
+    );
+    // The right token back: the cluster is used as before, and the day starts again.
+    w.c.fake.with(|d| d.doks.clusters.push(hidden));
+    assert!(matches!(
+        w.cluster_at(t0 + 3_600_000).unwrap().0,
+        Found::Ready(_)
+    ));
+    // Really deleted: refused for a day unseen, then forgotten (an event); then a new one.
+    w.c.fake.with(|d| d.doks.clusters.clear());
+    let t1 = t0 + 7_200_000;
+    for later in [0, 23 * 3_600_000] {
+        assert!(matches!(
+            w.cluster_at(t1 + later).unwrap().0,
+            Found::Refused(_)
+        ));
+    }
+    let (found, report) = w.cluster_at(t1 + 24 * 3_600_000).unwrap();
+    assert!(matches!(found, Found::Waiting(None)), "{found:?}");
+    assert!(
+        report
+            .changes
+            .iter()
+            .any(|c| c.starts_with(&format!("forgot cluster {name} ({id})"))),
+        "{:?}",
+        report.changes
+    );
+    assert_eq!(w.record().cluster, None);
+    assert_eq!(w.record().pools, vec![]);
+    w.settle();
+    assert_eq!(w.c.fake.with(|d| d.doks.creates.len()), 2);
 }
 
 #[test]

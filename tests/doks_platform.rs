@@ -288,3 +288,31 @@ fn a_cluster_named_like_ours_is_refused_with_the_fix_until_adopted_and_its_own_p
     assert_eq!(pools, ["someones-pool", "ops-supervisor", RUNS_POOL]);
     assert!(c.doks(|d| d.pool_deletes.is_empty() && d.pool_updates.is_empty()));
 }
+
+#[test]
+fn a_cluster_in_error_fails_the_run_with_its_name_and_the_fix_until_digitalocean_mends_it() {
+    let c = doks("scale_in_after: 15m");
+    c.doks(|d| d.provision_after = Duration::from_secs(3600));
+    c.f.health()
+        .expect_code(0)
+        .expect_stdout("created cluster ");
+    let (name, id) = c.doks(|d| {
+        let x = &mut d.clusters[0];
+        x.state = Some("error");
+        (x.name.clone(), x.id.clone())
+    });
+    let run = c.f.health();
+    run.expect_code(1).expect_stdout(&format!(
+        "cluster {name} ({id}): DigitalOcean reports it in error"
+    ));
+    c.clean(&run.all());
+    assert!(c.kube.calls().is_empty());
+    assert_eq!(c.doks(|d| d.creates.len()), 1, "never a second cluster");
+    c.doks(|d| {
+        d.clusters[0].state = None;
+        d.clusters[0].running_at = std::time::Instant::now();
+    });
+    c.f.health()
+        .expect_code(0)
+        .expect_stdout("applied Deployment trigger/supervisor");
+}

@@ -103,6 +103,8 @@ pub struct FakeCluster {
     pub created_at: String,
     pub running_at: Instant,
     pub pools: Vec<FakePool>,
+    /// The `status.state` DigitalOcean reports instead of provisioning/running (`error`, …).
+    pub state: Option<&'static str>,
 }
 
 impl FakeCluster {
@@ -127,8 +129,8 @@ impl FakeCluster {
             "maintenance_policy": maintenance,
             "auto_upgrade": self.auto_upgrade, "surge_upgrade": self.surge_upgrade,
             "registry_enabled": false, "ha": self.ha,
-            "status": {"state": if running { "running" } else { "provisioning" },
-                       "message": if running { "" } else { "provisioning" }},
+            "status": {"state": self.state.unwrap_or(if running { "running" } else { "provisioning" }),
+                       "message": if running || self.state.is_some() { "" } else { "provisioning" }},
             "created_at": self.created_at, "updated_at": self.created_at,
             "cluster_autoscaler_configuration": self.autoscaler,
         })
@@ -235,6 +237,7 @@ impl DoksWorld {
             autoscaler: json!({"scale_down_utilization_threshold": 0.5, "scale_down_unneeded_time": "10m0s"}),
             created_at: now_text(),
             running_at: Instant::now(),
+            state: None,
             pools: vec![],
         };
         for (pool, size, count) in pools {
@@ -489,6 +492,7 @@ pub fn route(w: &mut DoksWorld, req: &Seen, base: &str) -> Reply {
                 created_at: now_text(),
                 running_at: Instant::now() + w.provision_after,
                 pools: made,
+                state: None,
             };
             w.creates.push(b.clone());
             let answer = c.json();

@@ -22,6 +22,16 @@ use crate::tasks::supervisor::store::{DOKS_KEY as KEY, NAMESPACE};
 /// A create whose answer was lost: a cluster of that name is ops' own when DigitalOcean says it
 /// was created no earlier than this before the call (clocks differ).
 const PENDING_SKEW_MS: i64 = 3_600_000;
+/// The cluster ops created, answered 404 for, is forgotten (and a new one created) only once it
+/// has been unseen this long, every run in between failing: a token of another team gets a 404
+/// as well, and forgetting on the first would create a second cluster in that team.
+const UNSEEN_BEFORE_FORGET_MS: i64 = 24 * 3_600_000;
+/// A cluster still provisioning this long after its create fails the run (DigitalOcean's usual
+/// is 5-10 minutes, an HA one's a little more); ops goes on waiting, and never deletes it.
+const PROVISIONING_LIMIT_MS: i64 = 3_600_000;
+/// The note of a cluster whose create's answer was lost, found since and recorded as ops' own:
+/// the create's change, never heard, becomes an event then (`on_doks`).
+pub const UNHEARD_CREATE: &str = "ops sent its create and never heard DigitalOcean's answer; the cluster was created since: recorded as ops' own";
 /// The maintenance window when `maintenance:` is not set: Sunday 04:00 UTC, the quietest hour
 /// of most teams' week (DOKS windows last 4 hours).
 pub const DEFAULT_MAINTENANCE_DAY: &str = "sunday";
@@ -62,6 +72,10 @@ pub struct Record {
     /// Pools ops is retiring (a size change): when their nodes were first cordoned.
     #[serde(default)]
     pub retiring: Vec<Retiring>,
+    /// Since when DigitalOcean has answered 404 for the cluster ops created, run after run
+    /// (Unix ms); `None` while it is seen.
+    #[serde(default)]
+    pub unseen_since: Option<i64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -161,7 +175,8 @@ pub fn lookup(spec: &ClusterSpec, record: &Record) -> Lookup {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Step {
     /// Work on this cluster; `ready` once DigitalOcean says `running` (or `upgrading` /
-    /// `degraded`: its API answers). `note`: what to tell the operator.
+    /// `degraded`: its API answers), not yet while `provisioning`. `note`: what to tell the
+    /// operator.
     Use {
         cluster: Box<Cluster>,
         ready: bool,
@@ -169,9 +184,11 @@ pub enum Step {
     },
     /// Create one (`new_cluster` makes the body from the options).
     Create,
-    /// The cluster ops created is gone from DigitalOcean: forget it (the next run creates one).
+    /// The cluster ops created is gone from DigitalOcean (reported `deleted`, or unseen for a
+    /// day): forget it (the next run creates one).
     Forget { name: String, id: String },
-    /// Stop, with one line saying why and the fix.
+    /// Stop, with one line saying why and the fix (the task fails): a cluster in error, being
+    /// deleted, in an unknown state, provisioning far too long, or unseen with this token.
     Refuse(String),
 }
 
@@ -205,39 +222,35 @@ pub fn decide(
             use_step(
                 c,
                 adopted.then(|| "adopted (jobs.yaml `cluster:`); ops never deletes it".to_string()),
+                now,
             ),
             record,
         );
     }
     match (prev.cluster.as_ref().filter(|r| r.created), found) {
-        (Some(_), Some(c)) if c.status.state == ClusterState::Deleted => (
-            Step::Forget {
-                name: c.name,
-                id: c.id,
-            },
-            record,
-        ),
-        (Some(_), Some(c)) => (use_step(c, None), record),
-        (Some(r), None) => (
-            Step::Forget {
-                name: r.name.clone(),
-                id: r.id.clone(),
-            },
-            record,
-        ),
+        // DigitalOcean itself says so, to this very token: gone.
+        (Some(_), Some(c)) if c.status.state == ClusterState::Deleted => {
+            record.unseen_since = None;
+            (
+                Step::Forget {
+                    name: c.name,
+                    id: c.id,
+                },
+                record,
+            )
+        }
+        (Some(_), Some(c)) => {
+            record.unseen_since = None;
+            (use_step(c, None, now), record)
+        }
+        (Some(r), None) => (unseen(r, &mut record, now), record),
         (None, Some(c)) => {
             let unheard = prev.pending.as_ref().is_some_and(|(name, at)| {
                 name == &c.name && created_ms(&c).is_some_and(|t| t >= at - PENDING_SKEW_MS)
             });
             if unheard {
                 record.cluster_created(&c, now);
-                return (
-                    use_step(
-                        c,
-                        Some("ops sent its create and never heard DigitalOcean's answer; the cluster was created since: recorded as ops' own".into()),
-                    ),
-                    record,
-                );
+                return (use_step(c, Some(UNHEARD_CREATE.into()), now), record);
             }
             (
                 Step::Refuse(format!(
@@ -257,7 +270,35 @@ fn created_ms(c: &Cluster) -> Option<i64> {
         .map(|t| t.timestamp_millis())
 }
 
-fn use_step(c: Cluster, note: Option<String>) -> Step {
+/// The cluster ops created answered 404: the run fails, saying so, until it has been unseen
+/// for [`UNSEEN_BEFORE_FORGET_MS`]; then it is forgotten.
+fn unseen(r: &Recorded, record: &mut Record, now: i64) -> Step {
+    let since = *record.unseen_since.get_or_insert(now);
+    if now - since >= UNSEEN_BEFORE_FORGET_MS {
+        record.unseen_since = None;
+        return Step::Forget {
+            name: r.name.clone(),
+            id: r.id.clone(),
+        };
+    }
+    let hours = UNSEEN_BEFORE_FORGET_MS / 3_600_000;
+    Step::Refuse(format!(
+        "cluster {} ({}), which ops created, is not visible with this DIGITALOCEAN_TOKEN (HTTP 404 for {} minutes): if the token changed, give ops the token of the team that owns the cluster; if the cluster was deleted, ops forgets it once it has been unseen for {hours} hours and then creates a new one (or adopt another at once with `cluster:` in jobs.yaml)",
+        r.name,
+        r.id,
+        (now - since) / 60_000
+    ))
+}
+
+/// The cluster found: used once its API answers, waited for while DigitalOcean provisions it,
+/// refused (the run fails, naming it) in error, being deleted, in a state ops does not know,
+/// or provisioning far longer than usual.
+fn use_step(c: Cluster, note: Option<String>, now: i64) -> Step {
+    let fix = format!(
+        "see `doctl kubernetes cluster get {}` or the control panel",
+        c.id
+    );
+    let refuse = |why: String| Step::Refuse(format!("cluster {} ({}): {why}", c.name, c.id));
     let (ready, why) = match c.status.state {
         ClusterState::Running => (true, None),
         ClusterState::Upgrading => (true, Some("DigitalOcean is upgrading it".to_string())),
@@ -265,21 +306,41 @@ fn use_step(c: Cluster, note: Option<String>) -> Step {
             true,
             Some(format!("DigitalOcean reports it degraded{}", message(&c))),
         ),
-        ClusterState::Provisioning => (
-            false,
-            Some("DigitalOcean is still provisioning it (usually 5-10 minutes)".into()),
-        ),
-        ClusterState::Error => (
-            false,
-            Some(format!(
-                "DigitalOcean reports an error{}: see the cluster in the control panel",
+        ClusterState::Provisioning => match created_ms(&c).map(|t| now - t) {
+            Some(ms) if ms > PROVISIONING_LIMIT_MS => {
+                return refuse(format!(
+                    "DigitalOcean is still provisioning it {} minutes after its create (usually 5-10){}: {fix}, or ask DigitalOcean support; ops goes on waiting and never deletes it",
+                    ms / 60_000,
+                    message(&c)
+                ))
+            }
+            _ => (
+                false,
+                Some("DigitalOcean is still provisioning it (usually 5-10 minutes)".into()),
+            ),
+        },
+        ClusterState::Error => {
+            return refuse(format!(
+                "DigitalOcean reports it in error{}, so no supervisor runs: {fix}; ops applies the supervisor once it runs again and never deletes it",
                 message(&c)
-            )),
-        ),
-        ClusterState::Deleting | ClusterState::Deleted => {
-            (false, Some("DigitalOcean is deleting it".into()))
+            ))
         }
-        ClusterState::Other => (false, Some(format!("its state is unknown{}", message(&c)))),
+        ClusterState::Deleting | ClusterState::Deleted => {
+            let what = if c.status.state == ClusterState::Deleting {
+                "DigitalOcean is deleting it"
+            } else {
+                "DigitalOcean reports it deleted"
+            };
+            return refuse(format!(
+                "{what}, so no supervisor can run on it: if jobs.yaml `cluster:` names it, name another or remove `cluster:` (ops then creates its own); if ops created it, ops forgets it once DigitalOcean reports it deleted ({fix})"
+            ));
+        }
+        ClusterState::Other => {
+            return refuse(format!(
+                "DigitalOcean reports a state this ops does not know{}: {fix}; a newer ops may know it",
+                message(&c)
+            ))
+        }
     };
     let note = match (note, why) {
         (Some(a), Some(b)) => Some(format!("{a}; {b}")),
@@ -292,12 +353,13 @@ fn use_step(c: Cluster, note: Option<String>) -> Step {
     }
 }
 
+/// ` (DigitalOcean's message)`, as it came: every sink escapes it (`redact::line`).
 fn message(c: &Cluster) -> String {
     c.status
         .message
         .as_deref()
         .filter(|m| !m.is_empty())
-        .map(|m| format!(" ({})", m.escape_debug()))
+        .map(|m| format!(" ({m})"))
         .unwrap_or_default()
 }
 
@@ -571,16 +633,95 @@ mod tests {
             panic!()
         };
         assert!(!ready && note.unwrap().contains("provisioning"));
-        let error = cluster("x", ClusterState::Error, "");
-        assert!(matches!(
-            decide(&spec(), &own(true), Some(error), 0).0,
-            Step::Use { ready: false, .. }
-        ));
     }
 
     #[test]
-    fn our_cluster_gone_is_forgotten_never_deleted_or_silently_replaced_in_the_same_run() {
-        let (step, _) = decide(&spec(), &own(true), None, 0);
+    fn a_cluster_in_error_being_deleted_or_in_an_unknown_state_is_refused_with_its_name_and_the_fix(
+    ) {
+        let adopt = ClusterSpec {
+            adopt: Some(ID.into()),
+            ..spec()
+        };
+        for (state, says) in [
+            (
+                ClusterState::Error,
+                "DigitalOcean reports it in error (etcd down)",
+            ),
+            (ClusterState::Deleting, "DigitalOcean is deleting it"),
+            (
+                ClusterState::Other,
+                "DigitalOcean reports a state this ops does not know (etcd down)",
+            ),
+        ] {
+            let mut c = cluster("prod", state, "");
+            c.status.message = Some("etcd down".into());
+            for (spec, prev) in [(spec(), own(true)), (adopt.clone(), Record::default())] {
+                let (step, _) = decide(&spec, &prev, Some(c.clone()), 0);
+                let Step::Refuse(line) = step else {
+                    panic!("{state:?}: {step:?}")
+                };
+                assert!(
+                    line.starts_with(&format!("cluster prod ({ID}): {says}")),
+                    "{line}"
+                );
+                assert!(line.contains("doctl kubernetes cluster get"), "{line}");
+            }
+        }
+        // Deleted: ops' own is forgotten (DigitalOcean says so with this very token); one
+        // adopted is refused.
+        let deleted = cluster("x", ClusterState::Deleted, "");
+        assert!(matches!(
+            decide(&spec(), &own(true), Some(deleted.clone()), 0).0,
+            Step::Forget { .. }
+        ));
+        let (step, _) = decide(&adopt, &Record::default(), Some(deleted), 0);
+        let Step::Refuse(line) = step else {
+            panic!("{step:?}")
+        };
+        assert!(
+            line.contains("deleted") && line.contains("remove `cluster:`"),
+            "{line}"
+        );
+    }
+
+    #[test]
+    fn a_cluster_provisioning_far_longer_than_usual_fails_the_run_and_ops_goes_on_waiting() {
+        let created = "2026-05-01T10:00:00Z";
+        let t0 = chrono::DateTime::parse_from_rfc3339(created)
+            .unwrap()
+            .timestamp_millis();
+        let c = cluster("x", ClusterState::Provisioning, created);
+        let (step, _) = decide(&spec(), &own(true), Some(c.clone()), t0 + 59 * 60_000);
+        assert!(matches!(step, Step::Use { ready: false, .. }), "{step:?}");
+        let (step, record) = decide(&spec(), &own(true), Some(c), t0 + 61 * 60_000);
+        let Step::Refuse(line) = step else {
+            panic!("{step:?}")
+        };
+        assert!(
+            line.contains("still provisioning it 61 minutes after its create")
+                && line.contains("DigitalOcean support"),
+            "{line}"
+        );
+        assert_eq!(record, own(true), "kept: ops waits on");
+    }
+
+    #[test]
+    fn our_cluster_not_found_fails_each_run_and_is_forgotten_only_after_a_day_unseen() {
+        let (step, once) = decide(&spec(), &own(true), None, 1000);
+        let Step::Refuse(line) = step else {
+            panic!("{step:?}")
+        };
+        assert!(
+            line.starts_with(&format!(
+                "cluster trigger-supervisor-abcd1234 ({ID}), which ops created, is not visible with this DIGITALOCEAN_TOKEN"
+            )) && line.contains("give ops the token of the team"),
+            "{line}"
+        );
+        assert_eq!(once.cluster, own(true).cluster);
+        let day = 24 * 3_600_000;
+        let (step, twice) = decide(&spec(), &once, None, 1000 + day - 1);
+        assert!(matches!(step, Step::Refuse(_)), "{step:?}");
+        let (step, _) = decide(&spec(), &twice, None, 1000 + day);
         assert_eq!(
             step,
             Step::Forget {
@@ -588,11 +729,11 @@ mod tests {
                 id: ID.into()
             }
         );
-        let deleted = cluster("x", ClusterState::Deleted, "");
-        assert!(matches!(
-            decide(&spec(), &own(true), Some(deleted), 0).0,
-            Step::Forget { .. }
-        ));
+        // Seen again in between: the day starts over.
+        let seen = cluster("x", ClusterState::Running, "");
+        let (_, back) = decide(&spec(), &twice, Some(seen), 2000);
+        let (step, _) = decide(&spec(), &back, None, 1000 + day);
+        assert!(matches!(step, Step::Refuse(_)), "{step:?}");
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! `platform: kubernetes` on DigitalOcean Kubernetes (no `kubeconfig:`): the cluster found,
-//! adopted or created (`doks::tend_cluster`; not ready yet: the run says so and stops, Ok), its
+//! adopted or created (`doks::tend_cluster`; provisioning: the run says so and stops, Ok; in
+//! error, being deleted or unseen: the task fails, naming the cluster and the fix), its
 //! credentials (sealed in ops' state while usable, else fetched: only their CA is trusted), the
 //! Kubernetes client built from them, then the workload run of `mod.rs` with this side's part
 //! ([`Side`]): fresh credentials once after a 401, the pools (`doks::tend_pools`, fed by the
@@ -204,8 +205,9 @@ fn announce(ctx: &TaskCtx, report: &mut Report) -> Vec<String> {
     lines
 }
 
-/// The cluster is not ready (being created or provisioned, or in error): the run says so and
-/// stops, Ok; the next run goes on.
+/// The cluster is not ready (being created or provisioned, or just forgotten): the run says so
+/// and stops, Ok; the next run goes on. (In error, being deleted, in an unknown state, unseen
+/// with this token or provisioning far too long, it is refused instead: the task fails.)
 fn waiting(ctx: &TaskCtx, dctx: &Ctx, report: &Report, changes: Vec<String>) -> Outcome {
     let mut detail = changes;
     detail.extend(report.lines.iter().map(|l| redact::line(l)));
