@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use crate::support::digitalocean::DoFault;
 use crate::support::platform::{KubeWorld, NS};
 
 /// A DOKS deployment's world: nothing in DigitalOcean yet.
@@ -315,4 +316,20 @@ fn a_cluster_in_error_fails_the_run_with_its_name_and_the_fix_until_digitalocean
     c.f.health()
         .expect_code(0)
         .expect_stdout("applied Deployment trigger/supervisor");
+}
+
+#[test]
+fn a_cluster_create_whose_answer_was_lost_is_found_next_run_recorded_as_ops_own_and_is_an_event() {
+    let c = doks("scale_in_after: 15m");
+    c.f.api.with(|w| w.create_fault = Some(DoFault::Lost));
+    c.f.health().expect_code(1).expect_stdout("HTTP 504");
+    assert_eq!(c.doks(|d| d.clusters.len()), 1, "made, its answer lost");
+    c.f.health()
+        .expect_code(0)
+        .expect_stdout("never heard DigitalOcean's answer")
+        .expect_stdout("applied Deployment trigger/supervisor");
+    c.f.run(&["events"])
+        .expect_code(0)
+        .expect_stdout("doks.cluster_created");
+    assert_eq!(c.doks(|d| d.creates.len()), 1, "never a second cluster");
 }

@@ -314,7 +314,8 @@ impl FakeDo {
                 }
                 let mut world = w.lock().unwrap();
                 world.settle();
-                let creating = req.method == "POST" && req.path == "/v2/droplets";
+                let creating = req.method == "POST"
+                    && (req.path == "/v2/droplets" || req.path == "/v2/kubernetes/clusters");
                 let fault = match world.create_fault.take() {
                     Some(f) if creating => Some(f),
                     other => {
@@ -356,7 +357,11 @@ impl FakeDo {
                 let base = addr_for_handler.lock().unwrap().clone();
                 match (req.method.as_str(), route.as_str()) {
                     (_, r) if r.starts_with("/v2/kubernetes/") => {
-                        super::doks::route(&mut world.doks, req, &base)
+                        let reply = super::doks::route(&mut world.doks, req, &base);
+                        if lost {
+                            return error(504, "gateway_timeout", "The gateway timed out.");
+                        }
+                        reply
                     }
                     ("GET", "/v2/account") => Reply::json(
                         200,

@@ -183,22 +183,32 @@ fn pool_spec(
     }))
 }
 
-/// Each change DigitalOcean made this run is an event and a line of the run.
+/// Each change DigitalOcean made this run is an event and a line of the run; so is a cluster
+/// whose create's answer was lost, found and recorded as ops' own now (the create was never
+/// an event: as far as ops heard, it failed).
 fn announce(ctx: &TaskCtx, report: &mut Report) -> Vec<String> {
+    if !ctx.dry_run {
+        let (unheard, rest) = std::mem::take(&mut report.lines)
+            .into_iter()
+            .partition(|l| l.contains(cluster::UNHEARD_CREATE));
+        report.lines = rest;
+        report.changes.extend(unheard);
+    }
     let mut lines = Vec::new();
     for change in std::mem::take(&mut report.changes) {
         let line = redact::line(&change);
-        let kind = if change.starts_with("created cluster") {
-            "doks.cluster_created"
-        } else if change.starts_with("forgot cluster") {
-            "doks.cluster_forgotten"
-        } else if change.starts_with("created node pool") {
-            "doks.pool_created"
-        } else if change.starts_with("updated node pool") {
-            "doks.pool_updated"
-        } else {
-            "doks.pool_deleted"
-        };
+        let kind =
+            if change.starts_with("created cluster") || change.contains(cluster::UNHEARD_CREATE) {
+                "doks.cluster_created"
+            } else if change.starts_with("forgot cluster") {
+                "doks.cluster_forgotten"
+            } else if change.starts_with("created node pool") {
+                "doks.pool_created"
+            } else if change.starts_with("updated node pool") {
+                "doks.pool_updated"
+            } else {
+                "doks.pool_deleted"
+            };
         ctx.changed(kind, line.clone());
         lines.push(line);
     }
