@@ -151,17 +151,18 @@ fn a_version_change_rolls_the_new_image_deletes_no_pool_nor_cluster_and_touches_
     );
 }
 
-#[test]
-fn a_size_change_makes_the_new_pool_first_cordons_the_old_and_deletes_it_once_its_run_pod_ends() {
-    let mut c = doks("scale_in_after: 15m, drain_timeout: 1h");
-    up(&c);
+/// A size change up to the run that cordons the old pool's nodes (the new pool made first).
+fn cordon_the_old_pool(c: &mut KubeWorld, with_run: bool) -> Vec<String> {
+    up(c);
     let old = c.node_names(RUNS_POOL);
     for n in &old {
         c.kube
             .add_node(n, &[("nodetype", "v4-worker")], "1900m", "1500Mi");
     }
-    c.kube
-        .add_run_pod(NS, "runner-run_long", Some(&old[0]), "small-1x");
+    if with_run {
+        c.kube
+            .add_run_pod(NS, "runner-run_long", Some(&old[0]), "small-1x");
+    }
     c.f.s.ops.env("SUPERVISOR_SIZE", "s-4vcpu-8gb");
     c.f.health()
         .expect_code(0)
@@ -172,26 +173,37 @@ fn a_size_change_makes_the_new_pool_first_cordons_the_old_and_deletes_it_once_it
         .calls()
         .iter()
         .all(|call| !call.path.contains("/nodes")));
-
     let run = c.f.health();
     run.expect_code(0).expect_stdout(&format!(
         "cordoned node {} of node pool {RUNS_POOL}",
         old[0]
     ));
-    let node = c.kube.object("nodes", "", &old[0]).unwrap();
-    assert_eq!(node["spec"]["unschedulable"], true, "{node}");
-    assert!(c.doks(|d| d.pool_deletes.is_empty()), "deleted under a run");
     c.clean(&run.all());
+    old
+}
 
-    // The run ends: the old pool goes, nothing else does.
-    c.kube.with(|w| w.calls.clear());
-    assert!(c.kube.remove("pods", NS, "runner-run_long"));
+/// A run deletes the old runs pool, and only it.
+fn the_old_pool_goes(c: &KubeWorld) {
     c.f.health()
         .expect_code(0)
         .expect_stdout(&format!("deleted node pool {RUNS_POOL}"));
     let deletes = c.doks(|d| d.pool_deletes.clone());
     assert_eq!(deletes.len(), 1, "{deletes:?}");
     assert_eq!(deletes[0].2, RUNS_POOL);
+}
+
+#[test]
+fn a_size_change_makes_the_new_pool_first_cordons_the_old_and_deletes_it_once_its_run_pod_ends() {
+    let mut c = doks("scale_in_after: 15m, drain_timeout: 1h");
+    let old = cordon_the_old_pool(&mut c, true);
+    let node = c.kube.object("nodes", "", &old[0]).unwrap();
+    assert_eq!(node["spec"]["unschedulable"], true, "{node}");
+    assert!(c.doks(|d| d.pool_deletes.is_empty()), "deleted under a run");
+
+    // The run ends: the old pool goes, nothing else does.
+    c.kube.with(|w| w.calls.clear());
+    assert!(c.kube.remove("pods", NS, "runner-run_long"));
+    the_old_pool_goes(&c);
     let name = c.cluster_name();
     assert!(c.doks(|d| d.cluster(&name).unwrap().pool("ops-supervisor").is_some()));
     let events = c.f.run(&["events"]);
@@ -200,6 +212,62 @@ fn a_size_change_makes_the_new_pool_first_cordons_the_old_and_deletes_it_once_it
         .expect_stdout("doks.pool_created")
         .expect_stdout("kubernetes.cordoned")
         .expect_stdout("doks.pool_deleted");
+}
+
+#[test]
+fn an_idle_old_pool_is_cordoned_on_one_run_and_deleted_on_a_later_one() {
+    let mut c = doks("scale_in_after: 15m, drain_timeout: 1h");
+    let old = cordon_the_old_pool(&mut c, false);
+    // The pod list that run took came before its cordon: a run may have landed since.
+    assert!(
+        c.doks(|d| d.pool_deletes.is_empty()),
+        "deleted before its cordon"
+    );
+    let node = c.kube.object("nodes", "", &old[0]).unwrap();
+    assert_eq!(node["spec"]["unschedulable"], true, "{node}");
+    the_old_pool_goes(&c);
+}
+
+#[test]
+fn going_back_to_the_old_size_before_its_pool_went_uncordons_it_and_keeps_its_run() {
+    let mut c = doks("scale_in_after: 15m, drain_timeout: 1h");
+    let old = cordon_the_old_pool(&mut c, true);
+    for n in c.node_names("ops-runs-s-4vcpu-8gb") {
+        c.kube
+            .add_node(&n, &[("nodetype", "v4-worker")], "3900m", "7000Mi");
+    }
+    c.f.s.ops.env("SUPERVISOR_SIZE", "s-2vcpu-2gb");
+    let dry = c.f.run(&["run", "health", "--dry-run"]);
+    dry.expect_code(0).expect_stdout(&format!(
+        "would uncordon {} of node pool {RUNS_POOL}",
+        old.join(", ")
+    ));
+    let node = c.kube.object("nodes", "", &old[0]).unwrap();
+    assert_eq!(
+        node["spec"]["unschedulable"], true,
+        "the dry run uncordoned"
+    );
+
+    let run = c.f.health();
+    run.expect_code(0).expect_stdout(&format!(
+        "uncordoned node {} of node pool {RUNS_POOL}",
+        old[0]
+    ));
+    for n in &old {
+        let node = c.kube.object("nodes", "", n).unwrap();
+        assert_eq!(node["spec"]["unschedulable"], false, "{node}");
+    }
+    c.clean(&run.all());
+    c.f.health().expect_code(0);
+    assert!(c.kube.object("pods", NS, "runner-run_long").is_some());
+    let deletes = c.doks(|d| d.pool_deletes.clone());
+    assert!(
+        deletes.iter().all(|d| d.2 == "ops-runs-s-4vcpu-8gb"),
+        "{deletes:?}"
+    );
+    c.f.run(&["events"])
+        .expect_code(0)
+        .expect_stdout("kubernetes.uncordoned");
 }
 
 #[test]

@@ -698,7 +698,16 @@ impl Kube {
 
     /// Marks a node unschedulable (`kubectl cordon`): no new pod lands there; running pods stay.
     pub fn cordon(&self, node: &str) -> anyhow::Result<Node> {
-        let body = json!({"spec": {"unschedulable": true}}).to_string();
+        self.schedulable(node, false)
+    }
+
+    /// Marks a node schedulable again (`kubectl uncordon`).
+    pub fn uncordon(&self, node: &str) -> anyhow::Result<Node> {
+        self.schedulable(node, true)
+    }
+
+    fn schedulable(&self, node: &str, yes: bool) -> anyhow::Result<Node> {
+        let body = json!({"spec": {"unschedulable": !yes}}).to_string();
         let path = Kind::Node.path(None, Some(node));
         let resp = self.send(
             "PATCH",

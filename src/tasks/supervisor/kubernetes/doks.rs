@@ -42,6 +42,8 @@ pub struct Report {
     pub lines: Vec<String>,
     /// Nodes the Kubernetes side must cordon: (pool, node names).
     pub cordon: Vec<(String, Vec<String>)>,
+    /// Nodes the Kubernetes side must uncordon (a pool being retired the task wants again).
+    pub uncordon: Vec<(String, Vec<String>)>,
 }
 
 /// One run's means: the DigitalOcean client, ops' state, the time, and whether it is a dry run
@@ -191,7 +193,8 @@ pub struct KubeFacts {
 
 /// Plans and applies the pools of a ready cluster: creates, updates and deletes in
 /// DigitalOcean (each recorded as it succeeds; the first failure ends the run's changes),
-/// cordons handed to the Kubernetes side in `report.cordon`.
+/// cordons and uncordons handed to the Kubernetes side in `report.cordon` and
+/// `report.uncordon`.
 pub fn tend_pools(
     ctx: &Ctx,
     cluster: &Cluster,
@@ -233,13 +236,11 @@ fn apply(
 ) -> anyhow::Result<()> {
     let would = match action {
         Action::Cordon { pool, nodes } => {
-            if ctx.dry_run {
-                report.lines.push(format!(
-                    "would cordon {} of node pool {pool}",
-                    nodes.join(", ")
-                ));
-            }
-            report.cordon.push((pool, nodes));
+            hand_over(ctx.dry_run, report, true, pool, nodes);
+            return Ok(());
+        }
+        Action::Uncordon { pool, nodes } => {
+            hand_over(ctx.dry_run, report, false, pool, nodes);
             return Ok(());
         }
         // Only a pool in the record: the plan never names another, and this holds it.
@@ -294,6 +295,26 @@ fn apply(
         report.lines.push(would);
     }
     Ok(())
+}
+
+/// Hands a cordon (or an uncordon) to the Kubernetes side; a dry run says it would.
+fn hand_over(dry_run: bool, report: &mut Report, cordon: bool, pool: String, nodes: Vec<String>) {
+    if dry_run {
+        report.lines.push(if cordon {
+            format!("would cordon {} of node pool {pool}", nodes.join(", "))
+        } else {
+            format!(
+                "would uncordon {} of node pool {pool} (SUPERVISOR_SIZE wants it again)",
+                nodes.join(", ")
+            )
+        });
+    }
+    let to = if cordon {
+        &mut report.cordon
+    } else {
+        &mut report.uncordon
+    };
+    to.push((pool, nodes));
 }
 
 /// An answer DigitalOcean changes rarely, kept a day under `key` for `scope` (a cluster id, or

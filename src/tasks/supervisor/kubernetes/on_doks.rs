@@ -252,6 +252,40 @@ fn waiting(ctx: &TaskCtx, dctx: &Ctx, report: &Report, changes: Vec<String>) -> 
     out
 }
 
+/// Uncordons, then cordons, the nodes the pools' plan asks (each an event, its line added to
+/// `changes`); the first failure ends them.
+fn mark_nodes(
+    ctx: &TaskCtx,
+    kube: &Kube,
+    uncordon: Vec<(String, Vec<String>)>,
+    cordon: Vec<(String, Vec<String>)>,
+    changes: &mut Vec<String>,
+) -> anyhow::Result<()> {
+    let marks = uncordon
+        .into_iter()
+        .map(|m| (false, m))
+        .chain(cordon.into_iter().map(|m| (true, m)));
+    for (cordon, (pool, nodes)) in marks {
+        for node in &nodes {
+            let (done, kind, line) = if cordon {
+                (kube.cordon(node).map(drop), "kubernetes.cordoned", format!(
+                    "cordoned node {node} of node pool {pool} (the pool is being replaced: no new run lands there)"
+                ))
+            } else {
+                (kube.uncordon(node).map(drop), "kubernetes.uncordoned", format!(
+                    "uncordoned node {node} of node pool {pool} (SUPERVISOR_SIZE wants the pool again: runs land there again)"
+                ))
+            };
+            let verb = if cordon { "cordoning" } else { "uncordoning" };
+            done.with_context(|| redact::line(&format!("{verb} node {node} of node pool {pool}")))?;
+            let line = redact::line(&line);
+            ctx.changed(kind, line.clone());
+            changes.push(line);
+        }
+    }
+    Ok(())
+}
+
 /// The DigitalOcean side of a run on a ready cluster, which `mod.rs`'s run calls into.
 pub struct Side<'a> {
     api: DigitalOcean<'a>,
@@ -337,16 +371,10 @@ impl Side<'_> {
         let changes = announce(ctx, &mut self.report);
         self.changes.extend(changes);
         tended?;
-        for (pool, nodes) in std::mem::take(&mut self.report.cordon) {
-            for node in nodes.iter().filter(|_| !ctx.dry_run) {
-                kube.cordon(node)
-                    .with_context(|| format!("cordoning node {node} of node pool {pool}"))?;
-                let line = redact::line(&format!(
-                    "cordoned node {node} of node pool {pool} (the pool is being replaced: no new run lands there)"
-                ));
-                ctx.changed("kubernetes.cordoned", line.clone());
-                self.changes.push(line);
-            }
+        if !ctx.dry_run {
+            let uncordon = std::mem::take(&mut self.report.uncordon);
+            let cordon = std::mem::take(&mut self.report.cordon);
+            mark_nodes(ctx, kube, uncordon, cordon, &mut self.changes)?;
         }
         Ok(())
     }
@@ -466,6 +494,7 @@ pub fn planned(lines: &[String]) -> Vec<ActionRecord> {
                 ("update node pool", ("update", "node pool")),
                 ("delete node pool", ("delete", "node pool")),
                 ("cordon", ("cordon", "node")),
+                ("uncordon", ("uncordon", "node")),
             ]
             .into_iter()
             .find(|(start, _)| what.starts_with(start))?

@@ -6,9 +6,10 @@
 //! ones the supervisor's objects use (`manifests.rs`).
 //!
 //! DigitalOcean cannot change a pool's size: a new `SUPERVISOR_SIZE` is a new pool first, then
-//! the old pool's nodes cordoned, then the old pool deleted once no `app=task-run` pod remains
-//! on it or `drain_timeout` passes. Only pools ops created and recorded are ever cordoned or
-//! deleted.
+//! the old pool's nodes cordoned, then, on a later run, the old pool deleted once no
+//! `app=task-run` pod remains on it or `drain_timeout` passes. A size the task wants again
+//! before its old pool went gets its nodes uncordoned. Only pools ops created and recorded are
+//! ever cordoned or deleted.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -116,6 +117,9 @@ pub enum Action {
     },
     /// Cordon these Kubernetes nodes of a pool being retired (`spec.unschedulable: true`).
     Cordon { pool: String, nodes: Vec<String> },
+    /// Uncordon these Kubernetes nodes of a pool ops had begun to retire and the task wants
+    /// again (`spec.unschedulable: false`).
+    Uncordon { pool: String, nodes: Vec<String> },
     /// `DELETE …/node_pools/{id}`: DigitalOcean drains and deletes its nodes.
     Delete {
         id: String,
@@ -174,6 +178,9 @@ pub fn plan(
             p.name, p.id
         )),
         Some(p) => out.actions.extend(drift(spec, p)),
+    }
+    if let Some(p) = new_pool {
+        unretire(p, &mut record, cordoned, now, &mut out);
     }
     for old in pools
         .iter()
@@ -251,8 +258,9 @@ fn drift(spec: &PoolSpec, p: &NodePool) -> Option<Action> {
     })
 }
 
-/// One step of retiring an old runs pool ops owns: cordon its nodes, then delete it once no run
-/// pod is left on it or `drain_timeout` has passed since the first cordon.
+/// One step of retiring an old runs pool ops owns: cordon its nodes, then, on a later run (the
+/// cordon applied, so the pod list the run took first is one no new run pod can follow),
+/// delete it once no run pod is left on it or `drain_timeout` has passed since the first cordon.
 fn retire(
     spec: &PoolSpec,
     old: &NodePool,
@@ -262,68 +270,109 @@ fn retire(
     now: i64,
     out: &mut Plan,
 ) {
-    let since = match record.retiring.iter().find(|r| r.id == old.id) {
-        Some(r) => r.since,
-        None => {
-            record.retiring.push(Retiring {
-                id: old.id.clone(),
-                since: now,
-            });
-            now
-        }
-    };
-    let nodes: Vec<String> = old
-        .nodes
+    let started = record
+        .retiring
         .iter()
-        .map(|n| n.name.trim().to_string())
-        .filter(|n| !n.is_empty())
-        .collect();
+        .find(|r| r.id == old.id)
+        .map(|r| r.since);
+    if started.is_none() {
+        record.retiring.push(Retiring {
+            id: old.id.clone(),
+            since: now,
+        });
+    }
+    let nodes = node_names(old);
     let uncordoned: Vec<String> = nodes
         .iter()
         .filter(|n| !cordoned.contains(*n))
         .cloned()
         .collect();
-    if !uncordoned.is_empty() {
-        out.actions.push(Action::Cordon {
-            pool: old.name.clone(),
-            nodes: uncordoned,
-        });
-    }
     let running: Vec<&str> = nodes
         .iter()
         .filter_map(|n| pods.get(n))
         .flatten()
         .map(String::as_str)
         .collect();
-    let waited = Duration::from_millis(now.saturating_sub(since).max(0) as u64);
-    if running.is_empty() {
-        out.actions.push(Action::Delete {
-            id: old.id.clone(),
-            name: old.name.clone(),
-            why: format!(
-                "SUPERVISOR_SIZE is now {}: no run pod is left on it",
-                spec.runs_size
-            ),
+    // Cordoned this run: the run pods read before it say nothing of a run landing since.
+    let cordoning = started.is_none() || !uncordoned.is_empty();
+    if !uncordoned.is_empty() {
+        out.actions.push(Action::Cordon {
+            pool: old.name.clone(),
+            nodes: uncordoned,
         });
+    }
+    let waited = Duration::from_millis(now.saturating_sub(started.unwrap_or(now)).max(0) as u64);
+    let left = spec.drain_timeout.saturating_sub(waited).as_secs();
+    let size = &spec.runs_size;
+    let why = if cordoning {
+        None
+    } else if running.is_empty() {
+        Some(format!(
+            "SUPERVISOR_SIZE is now {size}: no run pod is left on it"
+        ))
     } else if waited >= spec.drain_timeout {
-        out.actions.push(Action::Delete {
+        Some(format!(
+            "SUPERVISOR_SIZE is now {size}: drain_timeout ({}s) passed with run pods still on it: {} (DigitalOcean's drain evicts them; Trigger.dev retries them)",
+            spec.drain_timeout.as_secs(),
+            running.join(", ")
+        ))
+    } else {
+        None
+    };
+    match why {
+        Some(why) => out.actions.push(Action::Delete {
             id: old.id.clone(),
             name: old.name.clone(),
-            why: format!(
-                "SUPERVISOR_SIZE is now {}: drain_timeout ({}s) passed with run pods still on it: {} (DigitalOcean's drain evicts them; Trigger.dev retries them)",
-                spec.runs_size,
-                spec.drain_timeout.as_secs(),
-                running.join(", ")
-            ),
-        });
-    } else {
-        let left = spec.drain_timeout.saturating_sub(waited).as_secs();
-        out.lines.push(format!(
+            why,
+        }),
+        None if running.is_empty() => out.lines.push(format!(
+            "node pool {} (being cordoned): deleted on a later run once no run pod is left on it, or in {left}s at the latest (drain_timeout)",
+            old.name
+        )),
+        None => out.lines.push(format!(
             "node pool {} (cordoned): waiting for run pods {} to end; deleted then, or in {left}s at the latest (drain_timeout)",
             old.name,
             running.join(", ")
-        ));
+        )),
     }
+}
+
+/// A pool ops had begun to retire that the task wants again (a size change undone before the
+/// old pool went): its cordoned nodes are uncordoned, and its retirement forgotten once none
+/// is, so a later size change cordons it afresh and waits `drain_timeout` from then.
+fn unretire(
+    p: &NodePool,
+    record: &mut Record,
+    cordoned: &BTreeSet<String>,
+    now: i64,
+    out: &mut Plan,
+) {
+    let still: Vec<String> = node_names(p)
+        .into_iter()
+        .filter(|n| cordoned.contains(n))
+        .collect();
+    if still.is_empty() {
+        record.retiring.retain(|r| r.id != p.id);
+        return;
+    }
+    let Some(entry) = record.retiring.iter_mut().find(|r| r.id == p.id) else {
+        return;
+    };
+    // Kept (so the nodes are read again) until they are seen uncordoned; its clock restarts.
+    entry.since = now;
+    out.actions.push(Action::Uncordon {
+        pool: p.name.clone(),
+        nodes: still,
+    });
+}
+
+/// A pool's Kubernetes node names, as DigitalOcean lists them.
+fn node_names(p: &NodePool) -> Vec<String> {
+    p.nodes
+        .iter()
+        .map(|n| n.name.trim().to_string())
+        .filter(|n| !n.is_empty())
+        .collect()
 }
 
 /// What a node of this size leaves for pods: (CPUs, GiB). DigitalOcean publishes no
@@ -468,6 +517,16 @@ mod tests {
             r.pool_created(&p.id, &p.name, &p.size, 0);
         }
         r
+    }
+
+    /// A size change under way: the supervisor's pool, the old runs pool `b` (node `old-1`)
+    /// and the new one `c`.
+    fn replacing() -> [NodePool; 3] {
+        [
+            pool("a", "ops-supervisor", "s-2vcpu-2gb", &["sup-1"]),
+            pool("b", "ops-runs-s-2vcpu-4gb", "s-2vcpu-4gb", &["old-1"]),
+            pool("c", "ops-runs-s-4vcpu-8gb", "s-4vcpu-8gb", &[]),
+        ]
     }
 
     /// The plan with no run pod anywhere and nothing cordoned.
@@ -659,12 +718,130 @@ mod tests {
     }
 
     #[test]
-    fn drain_timeout_deletes_the_old_pool_naming_the_runs_still_on_it() {
+    fn an_idle_old_pool_is_cordoned_on_one_run_and_deleted_on_a_later_one() {
+        let pools = replacing();
+        let rec = owning(&pools, &["a", "b", "c"]);
+        // No run pod in the pod list taken before the cordon: one may land there since.
+        let p = plan(
+            &spec("s-4vcpu-8gb"),
+            &pools,
+            &rec,
+            &RunPods::new(),
+            &BTreeSet::new(),
+            0,
+        );
+        assert_eq!(
+            p.actions,
+            vec![Action::Cordon {
+                pool: "ops-runs-s-2vcpu-4gb".into(),
+                nodes: vec!["old-1".into()]
+            }]
+        );
+        assert!(
+            p.lines[0].contains("deleted on a later run"),
+            "{:?}",
+            p.lines
+        );
+        // The cordon did not take (the next run still sees the node schedulable): cordoned
+        // again, still not deleted.
+        let again = plan(
+            &spec("s-4vcpu-8gb"),
+            &pools,
+            &p.record,
+            &RunPods::new(),
+            &BTreeSet::new(),
+            1000,
+        );
+        assert!(
+            matches!(again.actions.as_slice(), [Action::Cordon { .. }]),
+            "{:?}",
+            again.actions
+        );
+        // A later run sees it cordoned and a fresh pod list with no run pod on it: deleted.
+        let cordoned = BTreeSet::from(["old-1".to_string()]);
+        let later = plan(
+            &spec("s-4vcpu-8gb"),
+            &pools,
+            &again.record,
+            &RunPods::new(),
+            &cordoned,
+            2000,
+        );
+        assert!(
+            matches!(later.actions.as_slice(), [Action::Delete { id, .. }] if id == "b"),
+            "{:?}",
+            later.actions
+        );
+    }
+
+    #[test]
+    fn going_back_to_a_size_being_retired_uncordons_its_pool_and_forgets_its_retirement() {
         let pools = [
             pool("a", "ops-supervisor", "s-2vcpu-2gb", &["sup-1"]),
             pool("b", "ops-runs-s-2vcpu-4gb", "s-2vcpu-4gb", &["old-1"]),
-            pool("c", "ops-runs-s-4vcpu-8gb", "s-4vcpu-8gb", &[]),
         ];
+        let mut rec = owning(&pools, &["a", "b"]);
+        rec.retiring.push(Retiring {
+            id: "b".into(),
+            since: 0,
+        });
+        // Its nodes are no longer cordoned: the retirement is simply forgotten.
+        let p = quiet(&spec("s-2vcpu-4gb"), &pools, &rec);
+        assert!(p.actions.is_empty(), "{:?}", p.actions);
+        assert!(p.record.retiring.is_empty(), "{:?}", p.record.retiring);
+        // Its nodes are still cordoned: uncordoned, and the clock restarts until they are not.
+        let cordoned = BTreeSet::from(["old-1".to_string()]);
+        let p = plan(
+            &spec("s-2vcpu-4gb"),
+            &pools,
+            &rec,
+            &RunPods::new(),
+            &cordoned,
+            5000,
+        );
+        assert_eq!(
+            p.actions,
+            vec![Action::Uncordon {
+                pool: "ops-runs-s-2vcpu-4gb".into(),
+                nodes: vec!["old-1".into()]
+            }]
+        );
+        assert_eq!(
+            p.record.retiring,
+            vec![Retiring {
+                id: "b".into(),
+                since: 5000
+            }]
+        );
+        // Later another size: the pool busy with a run waits drain_timeout from then, not
+        // from the first retirement.
+        let pods = RunPods::from([("old-1".to_string(), vec!["runner-run_abc".to_string()])]);
+        let pools = replacing();
+        let mut rec = owning(&pools, &["a", "b", "c"]);
+        rec.retiring = quiet(&spec("s-2vcpu-4gb"), &pools[..2], &p.record)
+            .record
+            .retiring;
+        let later = plan(
+            &spec("s-4vcpu-8gb"),
+            &pools,
+            &rec,
+            &pods,
+            &BTreeSet::new(),
+            7_200_000,
+        );
+        assert!(
+            !later
+                .actions
+                .iter()
+                .any(|a| matches!(a, Action::Delete { .. })),
+            "{:?}",
+            later.actions
+        );
+    }
+
+    #[test]
+    fn drain_timeout_deletes_the_old_pool_naming_the_runs_still_on_it() {
+        let pools = replacing();
         let mut rec = owning(&pools, &["a", "b", "c"]);
         rec.retiring.push(Retiring {
             id: "b".into(),
