@@ -555,6 +555,27 @@ fn our_cluster_unseen_with_this_token_fails_each_run_and_is_forgotten_only_after
 }
 
 #[test]
+fn a_pool_create_digitalocean_refuses_leaves_no_name_that_could_claim_someone_elses_pool() {
+    let w = World::new();
+    w.settle();
+    let mut spec = w.pools.clone();
+    spec.runs_size = "s-3vcpu-5gb".into();
+    let api = w.c.api();
+    let ctx = w.ctx(&api, trigger_ops::state::now_ms(), false);
+    let mut report = Report::default();
+    let Found::Ready(c) = doks::tend_cluster(&ctx, &w.cluster, &spec, &mut report).unwrap() else {
+        panic!("{:?}", report.lines)
+    };
+    let err = doks::tend_pools(&ctx, &c, &spec, &KubeFacts::default(), &mut report).unwrap_err();
+    assert!(format!("{err:#}").contains("422"), "{err:#}");
+    assert!(
+        w.record().pending_pools.is_empty(),
+        "a refused create still pending: {:?}",
+        w.record().pending_pools
+    );
+}
+
+#[test]
 fn rate_limited_reads_wait_as_digitalocean_asks_and_then_go_on() {
     let w = World::new();
     w.settle();

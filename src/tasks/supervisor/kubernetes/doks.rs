@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::clients::digitalocean::{DigitalOcean, Size};
 use crate::clients::doks::{Cluster, Options};
+use crate::clients::http::refused_outright;
 use crate::state::State;
 use crate::tasks::supervisor::presets::Preset;
 use crate::tasks::supervisor::store::{DOKS_SIZES_KEY, DOKS_UPGRADES_KEY, NAMESPACE};
@@ -251,10 +252,17 @@ fn apply(
                 record.pending_pools.retain(|(n, _)| n != &p.name);
                 record.pending_pools.push((p.name.clone(), ctx.now));
                 ctx.save(record)?;
-                let made = ctx
-                    .api
-                    .create_node_pool(cluster, &p)
-                    .with_context(|| format!("creating {what}"))?;
+                let made = match ctx.api.create_node_pool(cluster, &p) {
+                    Ok(made) => made,
+                    Err(e) => {
+                        // Refused outright: nothing was made, the name vouches for nothing.
+                        if refused_outright(&e) {
+                            record.pending_pools.retain(|(n, _)| n != &p.name);
+                            ctx.save(record)?;
+                        }
+                        return Err(e.context(format!("creating {what}")));
+                    }
+                };
                 record.pool_created(&made.id, &made.name, &made.size, ctx.now);
                 report
                     .changes

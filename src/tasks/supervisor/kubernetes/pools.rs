@@ -36,6 +36,12 @@ pub const RUNS_POOL_PREFIX: &str = "ops-runs-";
 pub const CPU_REQUEST_RATIO: f64 = 0.75;
 pub const MEMORY_REQUEST_RATIO: f64 = 1.0;
 
+/// A pool create whose answer was lost is found by the next run: a pool of the name ops sent
+/// is ops' own only when listed within this long of the create and none of its nodes was made
+/// more than this before it (clocks differ); a name pending longer is forgotten, so a pool of
+/// that name someone makes later is never taken for ops' own.
+pub const PENDING_POOL_MS: i64 = 3_600_000;
+
 /// What the task asks of the pools.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PoolSpec {
@@ -151,9 +157,14 @@ pub fn plan(
 ) -> Plan {
     let mut record = prev.clone();
     let mut out = Plan::default();
-    // A pool ops sent a create for and never heard back about is its own.
+    // A pool ops sent a create for and never heard back about is its own (a name pending
+    // longer than that vouches for nothing: forgotten).
     for p in pools {
-        if record.pending_pools.iter().any(|(n, _)| n == &p.name) && !record.owns_pool(&p.id) {
+        let lost = record
+            .pending_pools
+            .iter()
+            .any(|(n, at)| n == &p.name && unheard(p, *at, now));
+        if lost && !record.owns_pool(&p.id) {
             record.pool_created(&p.id, &p.name, &p.size, now);
             out.lines.push(format!(
                 "node pool {} ({}): created by ops' last create whose answer was lost; recorded",
@@ -161,6 +172,9 @@ pub fn plan(
             ));
         }
     }
+    record
+        .pending_pools
+        .retain(|(_, at)| now.saturating_sub(*at) <= PENDING_POOL_MS);
     // Recorded pools DigitalOcean no longer lists are gone.
     let listed: BTreeSet<&str> = pools.iter().map(|p| p.id.as_str()).collect();
     record.pools.retain(|e| listed.contains(e.id.as_str()));
@@ -203,6 +217,21 @@ pub fn plan(
     }
     out.record = record;
     out
+}
+
+/// Whether `p` can be the pool of a create ops sent at `at` and never heard back about: listed
+/// within `PENDING_POOL_MS` of it, and no node of it made more than that before it.
+fn unheard(p: &NodePool, at: i64, now: i64) -> bool {
+    let made = |n: &crate::clients::doks::Node| {
+        chrono::DateTime::parse_from_rfc3339(&n.created_at)
+            .ok()
+            .map(|t| t.timestamp_millis())
+    };
+    now.saturating_sub(at) <= PENDING_POOL_MS
+        && p.nodes
+            .iter()
+            .filter_map(made)
+            .all(|t| t >= at.saturating_sub(PENDING_POOL_MS))
 }
 
 /// The runs pool ops owns, brought back to what the task says when it differs.
@@ -531,7 +560,11 @@ mod tests {
 
     /// The plan with no run pod anywhere and nothing cordoned.
     fn quiet(spec: &PoolSpec, pools: &[NodePool], rec: &Record) -> Plan {
-        plan(spec, pools, rec, &RunPods::new(), &BTreeSet::new(), 0)
+        quiet_at(spec, pools, rec, 0)
+    }
+
+    fn quiet_at(spec: &PoolSpec, pools: &[NodePool], rec: &Record, now: i64) -> Plan {
+        plan(spec, pools, rec, &RunPods::new(), &BTreeSet::new(), now)
     }
 
     fn size(slug: &str, vcpus: u32, memory: u64, price: f64) -> Size {
@@ -722,14 +755,7 @@ mod tests {
         let pools = replacing();
         let rec = owning(&pools, &["a", "b", "c"]);
         // No run pod in the pod list taken before the cordon: one may land there since.
-        let p = plan(
-            &spec("s-4vcpu-8gb"),
-            &pools,
-            &rec,
-            &RunPods::new(),
-            &BTreeSet::new(),
-            0,
-        );
+        let p = quiet_at(&spec("s-4vcpu-8gb"), &pools, &rec, 0);
         assert_eq!(
             p.actions,
             vec![Action::Cordon {
@@ -744,14 +770,7 @@ mod tests {
         );
         // The cordon did not take (the next run still sees the node schedulable): cordoned
         // again, still not deleted.
-        let again = plan(
-            &spec("s-4vcpu-8gb"),
-            &pools,
-            &p.record,
-            &RunPods::new(),
-            &BTreeSet::new(),
-            1000,
-        );
+        let again = quiet_at(&spec("s-4vcpu-8gb"), &pools, &p.record, 1000);
         assert!(
             matches!(again.actions.as_slice(), [Action::Cordon { .. }]),
             "{:?}",
@@ -907,6 +926,34 @@ mod tests {
         let p = quiet(&spec("s-4vcpu-8gb"), &pools, &rec);
         assert!(p.record.owns_pool("c") && !p.record.owns_pool("gone"));
         assert!(p.record.pending_pools.is_empty() && p.record.retiring.is_empty());
+    }
+
+    #[test]
+    fn a_pool_named_like_a_lost_create_is_not_ops_own_when_it_came_long_after_or_long_before() {
+        const HOUR: i64 = 3_600_000;
+        let mut rec = Record::default();
+        rec.pending_pools.push(("ops-runs-s-4vcpu-8gb".into(), 0));
+        let pools = [
+            pool("a", "ops-supervisor", "s-2vcpu-2gb", &[]),
+            pool("c", "ops-runs-s-4vcpu-8gb", "s-4vcpu-8gb", &[]),
+        ];
+        // Listed more than an hour after the create: someone else's, and the name forgotten.
+        let p = quiet_at(&spec("s-4vcpu-8gb"), &pools, &rec, HOUR + 1);
+        assert!(!p.record.owns_pool("c"), "{:?}", p.record);
+        assert!(p.record.pending_pools.is_empty(), "{:?}", p.record);
+        // Listed at once, but its nodes older than the create: it was there before.
+        let mut older = pool("c", "ops-runs-s-4vcpu-8gb", "s-4vcpu-8gb", &["n1"]);
+        older.nodes[0].created_at = "1969-12-31T22:59:59Z".into();
+        let p = quiet(
+            &spec("s-4vcpu-8gb"),
+            &[pools[0].clone(), older.clone()],
+            &rec,
+        );
+        assert!(!p.record.owns_pool("c"), "{:?}", p.record);
+        // Its nodes made since the create: ops' own.
+        older.nodes[0].created_at = "1970-01-01T00:00:05Z".into();
+        let p = quiet(&spec("s-4vcpu-8gb"), &[pools[0].clone(), older], &rec);
+        assert!(p.record.owns_pool("c"), "{:?}", p.record);
     }
 
     #[test]
