@@ -228,6 +228,39 @@ fn an_idle_old_pool_is_cordoned_on_one_run_and_deleted_on_a_later_one() {
     the_old_pool_goes(&c);
 }
 
+/// DigitalOcean lists a node of the old pool that the API server does not know yet: the run
+/// says so and goes on (before, the cordon's 404 failed the run), and the pool is not deleted
+/// until that node too is seen cordoned.
+#[test]
+fn a_node_kubernetes_does_not_know_yet_is_cordoned_on_a_later_run_and_its_pool_waits_for_it() {
+    let mut c = doks("scale_in_after: 15m, drain_timeout: 1h");
+    up(&c);
+    let old = c.node_names(RUNS_POOL);
+    c.f.s.ops.env("SUPERVISOR_SIZE", "s-4vcpu-8gb");
+    c.f.health()
+        .expect_code(0)
+        .expect_stdout("created node pool ops-runs-s-4vcpu-8gb");
+    for _ in 0..2 {
+        c.f.health().expect_code(0).expect_stdout(&format!(
+            "node {} of node pool {RUNS_POOL} is not registered with Kubernetes yet: cordoning it on a later run",
+            old[0]
+        ));
+    }
+    assert!(
+        c.doks(|d| d.pool_deletes.is_empty()),
+        "deleted with a node never cordoned"
+    );
+    for n in &old {
+        c.kube
+            .add_node(n, &[("nodetype", "v4-worker")], "1900m", "1500Mi");
+    }
+    c.f.health().expect_code(0).expect_stdout(&format!(
+        "cordoned node {} of node pool {RUNS_POOL}",
+        old[0]
+    ));
+    the_old_pool_goes(&c);
+}
+
 #[test]
 fn going_back_to_the_old_size_before_its_pool_went_uncordons_it_and_keeps_its_run() {
     let mut c = doks("scale_in_after: 15m, drain_timeout: 1h");

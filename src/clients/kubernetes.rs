@@ -186,6 +186,11 @@ impl ApiError {
     pub fn unauthorized(&self) -> bool {
         self.code == 401
     }
+
+    /// The object is not there (a node DigitalOcean lists that has not registered yet).
+    pub fn not_found(&self) -> bool {
+        self.code == 404
+    }
 }
 
 impl std::fmt::Display for ApiError {

@@ -252,14 +252,19 @@ fn waiting(ctx: &TaskCtx, dctx: &Ctx, report: &Report, changes: Vec<String>) -> 
     out
 }
 
+/// Nodes to mark, by pool: (pool, node names).
+type Marks = Vec<(String, Vec<String>)>;
+
 /// Uncordons, then cordons, the nodes the pools' plan asks (each an event, its line added to
-/// `changes`); the first failure ends them.
+/// `changes`); the first failure ends them. A node DigitalOcean lists that the API server does
+/// not know yet is left for a later run (a line in `lines`): a pool is deleted only once every
+/// node of it is seen cordoned.
 fn mark_nodes(
     ctx: &TaskCtx,
     kube: &Kube,
-    uncordon: Vec<(String, Vec<String>)>,
-    cordon: Vec<(String, Vec<String>)>,
+    (uncordon, cordon): (Marks, Marks),
     changes: &mut Vec<String>,
+    lines: &mut Vec<String>,
 ) -> anyhow::Result<()> {
     let marks = uncordon
         .into_iter()
@@ -277,6 +282,15 @@ fn mark_nodes(
                 ))
             };
             let verb = if cordon { "cordoning" } else { "uncordoning" };
+            if done.as_ref().is_err_and(|e| {
+                e.downcast_ref::<crate::clients::kubernetes::ApiError>()
+                    .is_some_and(|a| a.not_found())
+            }) {
+                lines.push(redact::line(&format!(
+                    "node {node} of node pool {pool} is not registered with Kubernetes yet: {verb} it on a later run"
+                )));
+                continue;
+            }
             done.with_context(|| redact::line(&format!("{verb} node {node} of node pool {pool}")))?;
             let line = redact::line(&line);
             ctx.changed(kind, line.clone());
@@ -374,7 +388,13 @@ impl Side<'_> {
         if !ctx.dry_run {
             let uncordon = std::mem::take(&mut self.report.uncordon);
             let cordon = std::mem::take(&mut self.report.cordon);
-            mark_nodes(ctx, kube, uncordon, cordon, &mut self.changes)?;
+            mark_nodes(
+                ctx,
+                kube,
+                (uncordon, cordon),
+                &mut self.changes,
+                &mut self.report.lines,
+            )?;
         }
         Ok(())
     }
