@@ -201,8 +201,22 @@ fn a_deleted_secret_is_applied_again_once_the_supervisor_fails() {
         .expect_stdout("would apply Secret trigger/supervisor again (it is missing)");
     assert_eq!(c.kube.mutations(), 0, "{:?}", c.kube.calls());
     assert!(c.kube.object("secrets", NS, "supervisor").is_none());
-    c.f.health().expect_stdout(
+    // A kubeconfig that may not read one of them: said, passed over, the rest restored.
+    c.kube.fail(
+        "GET",
+        "/api/v1/namespaces/trigger/serviceaccounts/supervisor",
+        403,
+        1,
+    );
+    let run = c.f.health();
+    run.expect_stdout(
         "applied Secret trigger/supervisor again: it was missing while the supervisor fails",
+    );
+    assert!(
+        run.all()
+            .contains("cannot read ServiceAccount trigger/supervisor to see whether it is missing"),
+        "{}",
+        run.all()
     );
     assert!(c.kube.object("secrets", NS, "supervisor").is_some());
     let events = c.f.run(&["events", "--json"]).json();

@@ -332,6 +332,7 @@ fn typed(object: &Value) -> ActionType {
 /// A failing supervisor whose Deployment carries this run's fingerprint: an object beside it may
 /// have been deleted (its Secret, ServiceAccount or Role: the pod then cannot start). Each one
 /// is read, and a missing one applied again; nothing is read while the supervisor is healthy.
+/// A refused read or apply is a warning: the run still reports why the supervisor fails.
 fn restore_missing(
     ctx: &TaskCtx,
     kube: &Kube,
@@ -341,18 +342,32 @@ fn restore_missing(
     for object in desired {
         let kind = Kind::of(object).context("an object of an unknown kind")?;
         let name = object["metadata"]["name"].as_str().unwrap_or_default();
-        let live: Option<Value> = kube.get(kind, object["metadata"]["namespace"].as_str(), name)?;
+        let what = manifests::describe(object);
+        // Trouble here is said and passed over: the supervisor's own failure is the news.
+        let live: Option<Value> =
+            match kube.get(kind, object["metadata"]["namespace"].as_str(), name) {
+                Ok(live) => live,
+                Err(e) => {
+                    outcome.warnings.push(format!(
+                        "cannot read {what} to see whether it is missing: {e:#}"
+                    ));
+                    continue;
+                }
+            };
         if live.is_some() {
             continue;
         }
-        let what = manifests::describe(object);
         if ctx.dry_run {
             let change = format!("apply {what} again (it is missing)");
             would(outcome, object, change);
             continue;
         }
-        kube.apply(object)
-            .with_context(|| format!("applying {what} again"))?;
+        if let Err(e) = kube.apply(object) {
+            outcome
+                .warnings
+                .push(format!("cannot apply {what} again (it is missing): {e:#}"));
+            continue;
+        }
         let line = format!("applied {what} again: it was missing while the supervisor fails");
         applied(ctx, outcome, object, line);
     }
