@@ -49,6 +49,19 @@ impl Ran {
     }
 }
 
+/// Whether the run forgot cluster `name` (`id`): a change, so an event.
+#[track_caller]
+fn says_forgotten(report: &Report, name: &str, id: &str) {
+    assert!(
+        report
+            .changes
+            .iter()
+            .any(|c| c.starts_with(&format!("forgot cluster {name} ({id})"))),
+        "{:?}",
+        report.changes
+    );
+}
+
 impl World {
     fn new() -> World {
         let dir = tempfile::tempdir().unwrap();
@@ -540,16 +553,36 @@ fn our_cluster_unseen_with_this_token_fails_each_run_and_is_forgotten_only_after
     }
     let (found, report) = w.cluster_at(t1 + 24 * 3_600_000).unwrap();
     assert!(matches!(found, Found::Waiting(None)), "{found:?}");
-    assert!(
-        report
-            .changes
-            .iter()
-            .any(|c| c.starts_with(&format!("forgot cluster {name} ({id})"))),
-        "{:?}",
-        report.changes
-    );
+    says_forgotten(&report, &name, &id);
     assert_eq!(w.record().cluster, None);
     assert_eq!(w.record().pools, vec![]);
+    w.settle();
+    assert_eq!(w.c.fake.with(|d| d.doks.creates.len()), 2);
+}
+
+#[test]
+fn our_cluster_the_operator_deletes_is_forgotten_once_gone_and_a_new_one_created() {
+    let w = World::new();
+    w.settle();
+    let (name, id) = w.record().cluster.map(|c| (c.name, c.id)).unwrap();
+    // The operator deletes it in the control panel: DigitalOcean shows it `deleting`.
+    w.c.fake
+        .with(|d| d.doks.clusters[0].state = Some("deleting"));
+    let t0 = trigger_ops::state::now_ms();
+    let (found, _) = w.cluster_at(t0).unwrap();
+    let Found::Refused(line) = found else {
+        panic!("{found:?}")
+    };
+    assert!(
+        line.contains("DigitalOcean is deleting it") && line.contains("no longer finds it"),
+        "{line}"
+    );
+    // The deletion done, DigitalOcean answers 404: forgotten on this run, not a day later.
+    w.c.fake.with(|d| d.doks.clusters.clear());
+    let (found, report) = w.cluster_at(t0 + 600_000).unwrap();
+    assert!(matches!(found, Found::Waiting(None)), "{found:?}");
+    says_forgotten(&report, &name, &id);
+    assert_eq!(w.record(), cluster::Record::default());
     w.settle();
     assert_eq!(w.c.fake.with(|d| d.doks.creates.len()), 2);
 }

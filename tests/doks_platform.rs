@@ -420,6 +420,26 @@ fn a_cluster_in_error_fails_the_run_with_its_name_and_the_fix_until_digitalocean
 }
 
 #[test]
+fn a_lost_cluster_create_found_in_error_fails_the_run_and_is_still_an_event() {
+    let c = doks("scale_in_after: 15m");
+    c.f.api.with(|w| w.create_fault = Some(DoFault::Lost));
+    c.f.health().expect_code(1).expect_stdout("HTTP 504");
+    c.doks(|d| d.clusters[0].state = Some("error"));
+    c.f.health()
+        .expect_code(1)
+        .expect_stdout("DigitalOcean reports it in error");
+    c.f.health().expect_code(1);
+    let events = c.f.run(&["events"]);
+    events.expect_code(0).expect_stdout("doks.cluster_created");
+    assert_eq!(
+        events.stdout.matches("doks.cluster_created").count(),
+        1,
+        "announced once"
+    );
+    assert_eq!(c.doks(|d| d.creates.len()), 1, "never a second cluster");
+}
+
+#[test]
 fn a_cluster_create_whose_answer_was_lost_is_found_next_run_recorded_as_ops_own_and_is_an_event() {
     let c = doks("scale_in_after: 15m");
     c.f.api.with(|w| w.create_fault = Some(DoFault::Lost));

@@ -72,10 +72,15 @@ pub struct Record {
     /// Pools ops is retiring (a size change): when their nodes were first cordoned.
     #[serde(default)]
     pub retiring: Vec<Retiring>,
-    /// Since when DigitalOcean has answered 404 for the cluster ops created, run after run
-    /// (Unix ms); `None` while it is seen.
+    /// Since when DigitalOcean has answered 404 for the cluster ops created, run after run:
+    /// (its id, Unix ms); `None` while it is seen. Kept for that cluster only: another
+    /// recorded since starts its own day.
     #[serde(default)]
-    pub unseen_since: Option<i64>,
+    pub unseen: Option<(String, i64)>,
+    /// The cluster ops created (its id) that DigitalOcean showed `deleting` when last seen: a
+    /// 404 for it now is its deletion finished, and it is forgotten at once.
+    #[serde(default)]
+    pub deleting: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -121,6 +126,28 @@ impl Record {
         }
     }
 
+    /// The cluster recorded now (created or adopted). What was kept about another one goes
+    /// with it: its 404s, its deletion, and the pool creates sent to it, whose names must not
+    /// claim a pool of this one.
+    fn record_cluster(&mut self, r: Recorded) {
+        if self.cluster.as_ref().is_none_or(|c| c.id != r.id) {
+            self.forget_cluster();
+        }
+        self.cluster = Some(r);
+    }
+
+    /// The cluster forgotten (gone from DigitalOcean), with its pools and all kept about it. A
+    /// create sent whose answer is unheard stays: it is not of this cluster (one is only ever
+    /// sent while no cluster of ops' own is recorded, and its answer clears it).
+    pub fn forget_cluster(&mut self) {
+        self.cluster = None;
+        self.pools.clear();
+        self.retiring.clear();
+        self.pending_pools.clear();
+        self.unseen = None;
+        self.deleting = None;
+    }
+
     /// A pool deleted (or found gone): forgotten.
     pub fn pool_gone(&mut self, id: &str) {
         self.pools.retain(|p| p.id != id);
@@ -130,7 +157,7 @@ impl Record {
     /// The cluster DigitalOcean answered for: recorded as ops' own.
     pub fn cluster_created(&mut self, c: &Cluster, now: i64) {
         self.pending = None;
-        self.cluster = Some(Recorded {
+        self.record_cluster(Recorded {
             id: c.id.clone(),
             name: c.name.clone(),
             created: true,
@@ -184,8 +211,9 @@ pub enum Step {
     },
     /// Create one (`new_cluster` makes the body from the options).
     Create,
-    /// The cluster ops created is gone from DigitalOcean (reported `deleted`, or unseen for a
-    /// day): forget it (the next run creates one).
+    /// The cluster ops created is gone from DigitalOcean (reported `deleted`, unseen for a
+    /// day, or unseen once last seen `deleting`): the record returned has forgotten it, its
+    /// pools and all kept about it (the next run creates one).
     Forget { name: String, id: String },
     /// Stop, with one line saying why and the fix (the task fails): a cluster in error, being
     /// deleted, in an unknown state, provisioning far too long, or unseen with this token.
@@ -211,7 +239,7 @@ pub fn decide(
         };
         let adopted = record.cluster.as_ref().is_none_or(|r| r.id != c.id);
         if adopted {
-            record.cluster = Some(Recorded {
+            record.record_cluster(Recorded {
                 id: c.id.clone(),
                 name: c.name.clone(),
                 created: false,
@@ -230,7 +258,7 @@ pub fn decide(
     match (prev.cluster.as_ref().filter(|r| r.created), found) {
         // DigitalOcean itself says so, to this very token: gone.
         (Some(_), Some(c)) if c.status.state == ClusterState::Deleted => {
-            record.unseen_since = None;
+            record.forget_cluster();
             (
                 Step::Forget {
                     name: c.name,
@@ -240,7 +268,8 @@ pub fn decide(
             )
         }
         (Some(_), Some(c)) => {
-            record.unseen_since = None;
+            record.unseen = None;
+            record.deleting = (c.status.state == ClusterState::Deleting).then(|| c.id.clone());
             (use_step(c, None, now), record)
         }
         (Some(r), None) => (unseen(r, &mut record, now), record),
@@ -249,8 +278,10 @@ pub fn decide(
                 name == &c.name && created_ms(&c).is_some_and(|t| t >= at - PENDING_SKEW_MS)
             });
             if unheard {
+                // Told apart by `unheard_create` whatever the step: refused in error, it is
+                // still ops' own from now on, and its create an event.
                 record.cluster_created(&c, now);
-                return (use_step(c, Some(UNHEARD_CREATE.into()), now), record);
+                return (use_step(c, None, now), record);
             }
             (
                 Step::Refuse(format!(
@@ -270,12 +301,28 @@ fn created_ms(c: &Cluster) -> Option<i64> {
         .map(|t| t.timestamp_millis())
 }
 
+/// The line saying a lost create's cluster was recorded as ops' own by this decision (`prev`
+/// to `next`), whatever its step (used, waited for or refused): `on_doks` makes it the
+/// create's event.
+pub fn unheard_create(prev: &Record, next: &Record) -> Option<String> {
+    let r = next.cluster.as_ref().filter(|r| r.created)?;
+    let recorded = prev.pending.is_some()
+        && next.pending.is_none()
+        && prev.cluster.as_ref().is_none_or(|p| p.id != r.id);
+    recorded.then(|| format!("cluster {} ({}): {UNHEARD_CREATE}", r.name, r.id))
+}
+
 /// The cluster ops created answered 404: the run fails, saying so, until it has been unseen
-/// for [`UNSEEN_BEFORE_FORGET_MS`]; then it is forgotten.
+/// for [`UNSEEN_BEFORE_FORGET_MS`]; then it is forgotten. Last seen `deleting`, the 404 is its
+/// deletion finished: forgotten at once.
 fn unseen(r: &Recorded, record: &mut Record, now: i64) -> Step {
-    let since = *record.unseen_since.get_or_insert(now);
-    if now - since >= UNSEEN_BEFORE_FORGET_MS {
-        record.unseen_since = None;
+    let since = match &record.unseen {
+        Some((id, since)) if id == &r.id => *since,
+        _ => now,
+    };
+    record.unseen = Some((r.id.clone(), since));
+    if now - since >= UNSEEN_BEFORE_FORGET_MS || record.deleting.as_deref() == Some(&r.id) {
+        record.forget_cluster();
         return Step::Forget {
             name: r.name.clone(),
             id: r.id.clone(),
@@ -332,7 +379,7 @@ fn use_step(c: Cluster, note: Option<String>, now: i64) -> Step {
                 "DigitalOcean reports it deleted"
             };
             return refuse(format!(
-                "{what}, so no supervisor can run on it: if jobs.yaml `cluster:` names it, name another or remove `cluster:` (ops then creates its own); if ops created it, ops forgets it once DigitalOcean reports it deleted ({fix})"
+                "{what}, so no supervisor can run on it: if jobs.yaml `cluster:` names it, name another or remove `cluster:` (ops then creates its own); if ops created it, ops forgets it once the deletion is done (DigitalOcean reports it deleted, or no longer finds it) and then creates a new one ({fix})"
             ));
         }
         ClusterState::Other => {
@@ -510,6 +557,17 @@ mod tests {
             }),
             ..Record::default()
         }
+    }
+
+    /// `cluster: prod`, and prod (running; not the cluster `own` records).
+    fn adopting_prod() -> (ClusterSpec, Cluster) {
+        let adopt = ClusterSpec {
+            adopt: Some("prod".into()),
+            ..spec()
+        };
+        let mut prod = cluster("prod", ClusterState::Running, "");
+        prod.id = "0a7e1ee5-0000-4000-8000-000000000001".into();
+        (adopt, prod)
     }
 
     fn options() -> Options {
@@ -734,6 +792,112 @@ mod tests {
         let (_, back) = decide(&spec(), &twice, Some(seen), 2000);
         let (step, _) = decide(&spec(), &back, None, 1000 + day);
         assert!(matches!(step, Step::Refuse(_)), "{step:?}");
+    }
+
+    #[test]
+    fn a_404_kept_from_one_cluster_never_shortens_the_day_of_the_next() {
+        let day = 24 * 3_600_000;
+        // Ops' own cluster answered 404 once; the operator then adopted another.
+        let (_, missed) = decide(&spec(), &own(true), None, 0);
+        assert!(missed.unseen.is_some());
+        let (adopt, prod) = adopting_prod();
+        let (_, adopted) = decide(&adopt, &missed, Some(prod), 1000);
+        assert_eq!(adopted.unseen, None, "adopting clears it");
+        // `cluster:` removed later: ops creates its own again, Z, days after.
+        let mut z = cluster("x", ClusterState::Running, "");
+        z.id = "0a7e1ee5-0000-4000-8000-00000000000z".into();
+        let mut created = missed.clone();
+        created.cluster_created(&z, 3 * day);
+        assert_eq!(created.unseen, None, "a new create starts fresh");
+        // Even a 404 kept from before (an old record) counts only for its own cluster.
+        created.unseen = missed.unseen.clone();
+        let (step, _) = decide(&spec(), &created, None, 5 * day);
+        assert!(
+            matches!(step, Step::Refuse(_)),
+            "Z forgotten on its first 404: {step:?}"
+        );
+    }
+
+    #[test]
+    fn a_forgotten_cluster_takes_its_pool_creates_with_it() {
+        let mut prev = own(true);
+        prev.pools.push(PoolEntry {
+            id: "p1".into(),
+            name: "ops-supervisor".into(),
+            size: "s-2vcpu-2gb".into(),
+            at: 0,
+        });
+        prev.pending_pools.push(("ops-runs-s-4vcpu-8gb".into(), 0));
+        prev.retiring.push(Retiring {
+            id: "p1".into(),
+            since: 0,
+        });
+        let deleted = cluster("x", ClusterState::Deleted, "");
+        let (step, record) = decide(&spec(), &prev, Some(deleted), 0);
+        assert!(matches!(step, Step::Forget { .. }), "{step:?}");
+        assert_eq!(
+            record,
+            Record::default(),
+            "nothing of it may claim a pool later"
+        );
+        // Adopting another drops them as well: their names must not claim its pools.
+        let (adopt, prod) = adopting_prod();
+        let (_, record) = decide(&adopt, &prev, Some(prod), 0);
+        assert!(record.pending_pools.is_empty(), "{record:?}");
+    }
+
+    #[test]
+    fn a_lost_create_found_in_error_is_recorded_and_still_announced() {
+        let prev = Record {
+            pending: Some(("trigger-supervisor-abcd1234".into(), 0)),
+            ..Record::default()
+        };
+        let c = cluster(
+            "trigger-supervisor-abcd1234",
+            ClusterState::Error,
+            "1970-01-01T00:00:01Z",
+        );
+        let (step, record) = decide(&spec(), &prev, Some(c), 60_000);
+        assert!(matches!(step, Step::Refuse(_)), "{step:?}");
+        assert!(record.cluster.as_ref().is_some_and(|r| r.created));
+        let line = unheard_create(&prev, &record).expect("the create's event");
+        assert!(
+            line.starts_with(&format!("cluster trigger-supervisor-abcd1234 ({ID}): "))
+                && line.contains(UNHEARD_CREATE),
+            "{line}"
+        );
+        // Once only: the next run starts from the saved record.
+        assert_eq!(unheard_create(&record, &record), None);
+        assert_eq!(unheard_create(&own(true), &own(true)), None);
+    }
+
+    #[test]
+    fn our_cluster_seen_deleting_then_not_found_is_forgotten_at_once() {
+        let deleting = cluster("x", ClusterState::Deleting, "");
+        let (step, record) = decide(&spec(), &own(true), Some(deleting), 0);
+        let Step::Refuse(line) = step else {
+            panic!("{step:?}")
+        };
+        assert!(line.contains("no longer finds it"), "{line}");
+        assert_eq!(record.deleting.as_deref(), Some(ID));
+        let (step, record) = decide(&spec(), &record, None, 60_000);
+        assert!(matches!(step, Step::Forget { .. }), "{step:?}");
+        assert_eq!(record, Record::default());
+        // Seen running again in between: a 404 then waits its day.
+        let (_, deleting) = decide(
+            &spec(),
+            &own(true),
+            Some(cluster("x", ClusterState::Deleting, "")),
+            0,
+        );
+        let (_, back) = decide(
+            &spec(),
+            &deleting,
+            Some(cluster("x", ClusterState::Running, "")),
+            1,
+        );
+        assert_eq!(back.deleting, None);
+        assert!(matches!(decide(&spec(), &back, None, 2).0, Step::Refuse(_)));
     }
 
     #[test]

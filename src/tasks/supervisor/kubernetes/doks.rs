@@ -79,6 +79,8 @@ pub fn tend_cluster(
         Lookup::Name(name) => ctx.api.cluster_by_key(&name)?,
     };
     let (step, mut record) = cluster::decide(spec, &prev, found, ctx.now);
+    // A lost create's cluster recorded as ops' own: the create's event, even if refused.
+    report.lines.extend(cluster::unheard_create(&prev, &record));
     let out = match step {
         Step::Use {
             cluster,
@@ -97,10 +99,8 @@ pub fn tend_cluster(
             }
         }
         Step::Refuse(line) => Found::Refused(line),
+        // `decide` forgot it, its pools and all kept about it.
         Step::Forget { name, id } => {
-            record.cluster = None;
-            record.pools.clear();
-            record.retiring.clear();
             report.lines.push(format!(
                 "cluster {name} ({id}), which ops created, is gone from DigitalOcean: forgotten; the next run creates a new one"
             ));
