@@ -210,6 +210,7 @@ fn every_doks_request_body_ops_builds_matches_digitaloceans_openapi() {
         &record,
         &Default::default(),
         &Default::default(),
+        None,
         0,
     );
     let update = plan

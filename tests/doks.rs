@@ -111,6 +111,7 @@ impl World {
             let facts = KubeFacts {
                 pods: pods.clone(),
                 cordoned: cordoned.clone(),
+                known: None,
             };
             doks::tend_pools(&ctx, c, &self.pools, &facts, &mut report).unwrap();
         }
@@ -257,13 +258,28 @@ fn a_size_change_makes_a_new_pool_cordons_the_old_and_deletes_it_after_its_last_
         r.report.cordon.is_empty(),
         "nothing cordoned before the new pool exists"
     );
-    // Then the old one's nodes cordoned; a run pod still on it keeps it.
+    // Then the old one's nodes cordoned and the pool stopped growing (no node the autoscaler
+    // adds for runs to land on); a run pod still on it keeps it.
     let r = w.run(&pods, &BTreeSet::new(), false);
     assert_eq!(
         r.report.cordon,
         vec![("ops-runs-s-2vcpu-4gb".to_string(), old_nodes.clone())]
     );
-    assert_eq!(r.mutations, 0);
+    assert_eq!(r.mutations, 1);
+    let updated = &r.report.changes[0];
+    assert!(
+        updated.starts_with("updated node pool ops-runs-s-2vcpu-4gb: being retired"),
+        "{updated}"
+    );
+    assert!(
+        updated.contains("no longer auto-scaled (2 nodes)"),
+        "{updated}"
+    );
+    let old_pool = w.c.fake.with(|d| {
+        let p = d.doks.clusters[0].pool("ops-runs-s-2vcpu-4gb").unwrap();
+        (p.auto_scale, p.nodes.len())
+    });
+    assert_eq!(old_pool, (false, 2));
     assert!(
         r.report
             .lines

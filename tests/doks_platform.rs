@@ -228,11 +228,12 @@ fn an_idle_old_pool_is_cordoned_on_one_run_and_deleted_on_a_later_one() {
     the_old_pool_goes(&c);
 }
 
-/// DigitalOcean lists a node of the old pool that the API server does not know yet: the run
-/// says so and goes on (before, the cordon's 404 failed the run), and the pool is not deleted
-/// until that node too is seen cordoned.
+/// DigitalOcean lists nodes of the old pool that the API server does not know (still
+/// provisioning, or never registering): the run that cordons says so and goes on (its cordon's
+/// 404 fails nothing), and a later run, which reads the nodes, counts them as nothing to cordon
+/// or wait for: such a node can run no pod, so it never keeps the pool.
 #[test]
-fn a_node_kubernetes_does_not_know_yet_is_cordoned_on_a_later_run_and_its_pool_waits_for_it() {
+fn a_node_kubernetes_does_not_know_is_not_waited_for_and_never_keeps_the_old_pool() {
     let mut c = doks("scale_in_after: 15m, drain_timeout: 1h");
     up(&c);
     let old = c.node_names(RUNS_POOL);
@@ -240,25 +241,52 @@ fn a_node_kubernetes_does_not_know_yet_is_cordoned_on_a_later_run_and_its_pool_w
     c.f.health()
         .expect_code(0)
         .expect_stdout("created node pool ops-runs-s-4vcpu-8gb");
-    for _ in 0..2 {
-        c.f.health().expect_code(0).expect_stdout(&format!(
-            "node {} of node pool {RUNS_POOL} is not registered with Kubernetes yet: cordoning it on a later run",
-            old[0]
-        ));
-    }
-    assert!(
-        c.doks(|d| d.pool_deletes.is_empty()),
-        "deleted with a node never cordoned"
-    );
-    for n in &old {
-        c.kube
-            .add_node(n, &[("nodetype", "v4-worker")], "1900m", "1500Mi");
-    }
     c.f.health().expect_code(0).expect_stdout(&format!(
-        "cordoned node {} of node pool {RUNS_POOL}",
+        "node {} of node pool {RUNS_POOL} is not registered with Kubernetes yet: cordoning it on a later run",
         old[0]
     ));
-    the_old_pool_goes(&c);
+    assert!(
+        c.doks(|d| d.pool_deletes.is_empty()),
+        "deleted on the run that cordons"
+    );
+    let run = c.f.health();
+    run.expect_code(0).expect_stdout(&format!(
+        "node {} of node pool {RUNS_POOL} is not registered with Kubernetes: it can run no pod",
+        old[0]
+    ));
+    run.expect_stdout(&format!("deleted node pool {RUNS_POOL}"));
+}
+
+/// A pool create whose answer was lost: the next run finds the pool, records it as ops' own
+/// and makes it the event the create never was.
+#[test]
+fn a_pool_create_whose_answer_was_lost_is_recorded_next_run_and_is_an_event() {
+    let mut c = doks("scale_in_after: 15m, drain_timeout: 1h");
+    up(&c);
+    c.f.s.ops.env("SUPERVISOR_SIZE", "s-4vcpu-8gb");
+    c.f.api.with(|w| w.create_fault = Some(DoFault::Lost));
+    c.f.health().expect_code(1).expect_stdout("HTTP 504");
+    let name = c.cluster_name();
+    assert!(
+        c.doks(|d| d
+            .cluster(&name)
+            .unwrap()
+            .pool("ops-runs-s-4vcpu-8gb")
+            .is_some()),
+        "made, its answer lost"
+    );
+    let events = c.f.run(&["events"]);
+    assert!(
+        !events.stdout.contains("doks.pool_created"),
+        "an event before the pool was found"
+    );
+    c.f.health()
+        .expect_code(0)
+        .expect_stdout("created by ops' last create whose answer was lost; recorded");
+    c.f.run(&["events"])
+        .expect_code(0)
+        .expect_stdout("doks.pool_created");
+    assert_eq!(c.doks(|d| d.pool_creates.len()), 1, "never a second pool");
 }
 
 #[test]

@@ -315,7 +315,9 @@ impl FakeDo {
                 let mut world = w.lock().unwrap();
                 world.settle();
                 let creating = req.method == "POST"
-                    && (req.path == "/v2/droplets" || req.path == "/v2/kubernetes/clusters");
+                    && (req.path == "/v2/droplets"
+                        || req.path == "/v2/kubernetes/clusters"
+                        || req.path.ends_with("/node_pools"));
                 let fault = match world.create_fault.take() {
                     Some(f) if creating => Some(f),
                     other => {

@@ -184,12 +184,14 @@ fn describe_pool(p: &crate::clients::doks::NewNodePool) -> String {
     }
 }
 
-/// What the Kubernetes side read of a ready cluster: the run pods on each node, and the nodes
-/// already cordoned.
+/// What the Kubernetes side read of a ready cluster: the run pods on each node, the nodes
+/// already cordoned, and the names of all the nodes it knows (`None`: the nodes were not read,
+/// as while no pool retires).
 #[derive(Debug, Clone, Default)]
 pub struct KubeFacts {
     pub pods: RunPods,
     pub cordoned: BTreeSet<String>,
+    pub known: Option<BTreeSet<String>>,
 }
 
 /// Plans and applies the pools of a ready cluster: creates, updates and deletes in
@@ -210,6 +212,7 @@ pub fn tend_pools(
         &prev,
         &facts.pods,
         &facts.cordoned,
+        facts.known.as_ref(),
         ctx.now,
     );
     report.lines.extend(plan.lines);

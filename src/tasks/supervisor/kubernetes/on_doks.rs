@@ -7,8 +7,6 @@
 //! namespace's pods and, only while a pool retires, the nodes), the cordons they ask, and the
 //! cluster's status and cost. A healthy run makes one DigitalOcean request (the cluster).
 
-use std::collections::BTreeSet;
-
 use anyhow::Context;
 
 use crate::clients::digitalocean::DigitalOcean;
@@ -183,14 +181,16 @@ fn pool_spec(
     }))
 }
 
-/// Each change DigitalOcean made this run is an event and a line of the run; so is a cluster
-/// whose create's answer was lost, found and recorded as ops' own now (the create was never
-/// an event: as far as ops heard, it failed).
+/// Each change DigitalOcean made this run is an event and a line of the run; so is a cluster or
+/// a node pool whose create's answer was lost, found and recorded as ops' own now (the create
+/// was never an event: as far as ops heard, it failed).
 fn announce(ctx: &TaskCtx, report: &mut Report) -> Vec<String> {
     if !ctx.dry_run {
         let (unheard, rest) = std::mem::take(&mut report.lines)
             .into_iter()
-            .partition(|l| l.contains(cluster::UNHEARD_CREATE));
+            .partition(|l| {
+                l.contains(cluster::UNHEARD_CREATE) || l.contains(pools::UNHEARD_POOL_CREATE)
+            });
         report.lines = rest;
         report.changes.extend(unheard);
     }
@@ -202,7 +202,9 @@ fn announce(ctx: &TaskCtx, report: &mut Report) -> Vec<String> {
                 "doks.cluster_created"
             } else if change.starts_with("forgot cluster") {
                 "doks.cluster_forgotten"
-            } else if change.starts_with("created node pool") {
+            } else if change.starts_with("created node pool")
+                || change.contains(pools::UNHEARD_POOL_CREATE)
+            {
                 "doks.pool_created"
             } else if change.starts_with("updated node pool") {
                 "doks.pool_updated"
@@ -257,8 +259,8 @@ type Marks = Vec<(String, Vec<String>)>;
 
 /// Uncordons, then cordons, the nodes the pools' plan asks (each an event, its line added to
 /// `changes`); the first failure ends them. A node DigitalOcean lists that the API server does
-/// not know yet is left for a later run (a line in `lines`): a pool is deleted only once every
-/// node of it is seen cordoned.
+/// not know yet is left for a later run (a line in `lines`), whose node list decides it: known
+/// by then, it is cordoned; still unknown, it can run no pod and keeps no pool.
 fn mark_nodes(
     ctx: &TaskCtx,
     kube: &Kube,
@@ -365,27 +367,33 @@ impl Side<'_> {
             self.pools.runs_size = size.map_err(|line| anyhow::anyhow!(line))?;
         }
         let retiring = cluster::load(self.state)?.is_some_and(|r| !r.retiring.is_empty());
-        let cordoned: BTreeSet<String> = if retiring {
-            kube.nodes(&Selector::default())
-                .context("listing the nodes (a node pool is being retired)")?
-                .into_iter()
-                .filter(|n: &Node| n.spec.unschedulable)
-                .map(|n| n.metadata.name)
-                .collect()
+        let nodes: Option<Vec<Node>> = if retiring {
+            Some(
+                kube.nodes(&Selector::default())
+                    .context("listing the nodes (a node pool is being retired)")?,
+            )
         } else {
-            BTreeSet::new()
+            None
         };
         let facts = KubeFacts {
             pods: run_pods,
-            cordoned,
+            cordoned: nodes
+                .iter()
+                .flatten()
+                .filter(|n| n.spec.unschedulable)
+                .map(|n| n.metadata.name.clone())
+                .collect(),
+            known: nodes.map(|ns| ns.into_iter().map(|n| n.metadata.name).collect()),
         };
         let mut report = std::mem::take(&mut self.report);
         let tended = doks::tend_pools(&self.ctx(), &self.cluster, &self.pools, &facts, &mut report);
         self.report = report;
         let changes = announce(ctx, &mut self.report);
         self.changes.extend(changes);
-        tended?;
-        if !ctx.dry_run {
+        // The cordons handed over are made even when a later DigitalOcean change failed.
+        let marked = if ctx.dry_run {
+            Ok(())
+        } else {
             let uncordon = std::mem::take(&mut self.report.uncordon);
             let cordon = std::mem::take(&mut self.report.cordon);
             mark_nodes(
@@ -394,9 +402,10 @@ impl Side<'_> {
                 (uncordon, cordon),
                 &mut self.changes,
                 &mut self.report.lines,
-            )?;
-        }
-        Ok(())
+            )
+        };
+        tended?;
+        marked
     }
 
     /// The run's lines of this side: the changes made, then what a dry run would do and what

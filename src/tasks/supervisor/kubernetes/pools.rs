@@ -6,10 +6,11 @@
 //! ones the supervisor's objects use (`manifests.rs`).
 //!
 //! DigitalOcean cannot change a pool's size: a new `SUPERVISOR_SIZE` is a new pool first, then
-//! the old pool's nodes cordoned, then, on a later run, the old pool deleted once no
-//! `app=task-run` pod remains on it or `drain_timeout` passes. A size the task wants again
-//! before its old pool went gets its nodes uncordoned. Only pools ops created and recorded are
-//! ever cordoned or deleted.
+//! the old pool's nodes cordoned and the pool no longer auto-scaled, then, on a later run, the
+//! old pool deleted once no `app=task-run` pod remains on it or `drain_timeout` passes since its
+//! last cordon (a node cordoned late restarts the clock; a node the Kubernetes API does not know
+//! runs no pod and keeps nothing). A size the task wants again before its old pool went gets its
+//! nodes uncordoned. Only pools ops created and recorded are ever cordoned or deleted.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -36,11 +37,17 @@ pub const RUNS_POOL_PREFIX: &str = "ops-runs-";
 pub const CPU_REQUEST_RATIO: f64 = 0.75;
 pub const MEMORY_REQUEST_RATIO: f64 = 1.0;
 
-/// A pool create whose answer was lost is found by the next run: a pool of the name ops sent
-/// is ops' own only when listed within this long of the create and none of its nodes was made
-/// more than this before it (clocks differ); a name pending longer is forgotten, so a pool of
-/// that name someone makes later is never taken for ops' own.
+/// A pool create whose answer was lost is found by a later run: a pool of the name ops sent is
+/// ops' own when none of its nodes was made more than this before the create (clocks differ).
+/// When it is first listed does not matter (the Kubernetes API or the host may be down for
+/// hours after the create; the nodes' age proves whose pool it is).
 pub const PENDING_POOL_MS: i64 = 3_600_000;
+/// A pool name pending this long without a pool of that name listed is forgotten, so a pool of
+/// that name someone makes much later is never taken for ops' own.
+pub const PENDING_POOL_FORGET_MS: i64 = 24 * 3_600_000;
+/// The line that says a pool whose create's answer was lost was found and recorded (the run
+/// makes it the `doks.pool_created` event the create never was).
+pub const UNHEARD_POOL_CREATE: &str = "created by ops' last create whose answer was lost; recorded";
 
 /// What the task asks of the pools.
 #[derive(Debug, Clone, PartialEq)]
@@ -145,36 +152,42 @@ pub struct Plan {
 /// The run pods (`app=task-run`) on each node, by node name, as the Kubernetes API lists them.
 pub type RunPods = BTreeMap<String, Vec<String>>;
 
-/// Plans the pools from DigitalOcean's listing, the record, the run pods on each node and the
-/// nodes already cordoned.
+/// Plans the pools from DigitalOcean's listing, the record, the run pods on each node, the
+/// nodes already cordoned and the nodes the Kubernetes API knows (`None`: not read, as while no
+/// pool retires).
 pub fn plan(
     spec: &PoolSpec,
     pools: &[NodePool],
     prev: &Record,
     pods: &RunPods,
     cordoned: &BTreeSet<String>,
+    known: Option<&BTreeSet<String>>,
     now: i64,
 ) -> Plan {
     let mut record = prev.clone();
     let mut out = Plan::default();
-    // A pool ops sent a create for and never heard back about is its own (a name pending
-    // longer than that vouches for nothing: forgotten).
+    // A pool ops sent a create for and never heard back about is its own when its nodes are
+    // no older than the create; a pending name is decided once its pool is listed, and one
+    // never listed is forgotten after a day.
+    record
+        .pending_pools
+        .retain(|(_, at)| now.saturating_sub(*at) <= PENDING_POOL_FORGET_MS);
     for p in pools {
         let lost = record
             .pending_pools
             .iter()
-            .any(|(n, at)| n == &p.name && unheard(p, *at, now));
+            .any(|(n, at)| n == &p.name && unheard(p, *at));
         if lost && !record.owns_pool(&p.id) {
             record.pool_created(&p.id, &p.name, &p.size, now);
             out.lines.push(format!(
-                "node pool {} ({}): created by ops' last create whose answer was lost; recorded",
+                "node pool {} ({}): {UNHEARD_POOL_CREATE}",
                 p.name, p.id
             ));
         }
     }
     record
         .pending_pools
-        .retain(|(_, at)| now.saturating_sub(*at) <= PENDING_POOL_MS);
+        .retain(|(n, _)| !pools.iter().any(|p| &p.name == n));
     // Recorded pools DigitalOcean no longer lists are gone.
     let listed: BTreeSet<&str> = pools.iter().map(|p| p.id.as_str()).collect();
     record.pools.retain(|e| listed.contains(e.id.as_str()));
@@ -212,26 +225,26 @@ pub fn plan(
                 old.name
             ));
         } else {
-            retire(spec, old, &mut record, pods, cordoned, now, &mut out);
+            let old = registered(old, known, pods, &mut out);
+            retire(spec, &old, &mut record, pods, cordoned, now, &mut out);
         }
     }
     out.record = record;
     out
 }
 
-/// Whether `p` can be the pool of a create ops sent at `at` and never heard back about: listed
-/// within `PENDING_POOL_MS` of it, and no node of it made more than that before it.
-fn unheard(p: &NodePool, at: i64, now: i64) -> bool {
+/// Whether `p` can be the pool of a create ops sent at `at` and never heard back about: no node
+/// of it made more than `PENDING_POOL_MS` before it.
+fn unheard(p: &NodePool, at: i64) -> bool {
     let made = |n: &crate::clients::doks::Node| {
         chrono::DateTime::parse_from_rfc3339(&n.created_at)
             .ok()
             .map(|t| t.timestamp_millis())
     };
-    now.saturating_sub(at) <= PENDING_POOL_MS
-        && p.nodes
-            .iter()
-            .filter_map(made)
-            .all(|t| t >= at.saturating_sub(PENDING_POOL_MS))
+    p.nodes
+        .iter()
+        .filter_map(made)
+        .all(|t| t >= at.saturating_sub(PENDING_POOL_MS))
 }
 
 /// The runs pool ops owns, brought back to what the task says when it differs.
@@ -287,9 +300,11 @@ fn drift(spec: &PoolSpec, p: &NodePool) -> Option<Action> {
     })
 }
 
-/// One step of retiring an old runs pool ops owns: cordon its nodes, then, on a later run (the
-/// cordon applied, so the pod list the run took first is one no new run pod can follow),
-/// delete it once no run pod is left on it or `drain_timeout` has passed since the first cordon.
+/// One step of retiring an old runs pool ops owns: stop it growing (no longer auto-scaled),
+/// cordon its nodes, then, on a later run (the cordon applied, so the pod list the run took
+/// first is one no new run pod can follow), delete it once no run pod is left on it or
+/// `drain_timeout` has passed since its last cordon (a node cordoned late, one the autoscaler
+/// added or one that registered late, gets a drain of its own).
 fn retire(
     spec: &PoolSpec,
     old: &NodePool,
@@ -299,17 +314,6 @@ fn retire(
     now: i64,
     out: &mut Plan,
 ) {
-    let started = record
-        .retiring
-        .iter()
-        .find(|r| r.id == old.id)
-        .map(|r| r.since);
-    if started.is_none() {
-        record.retiring.push(Retiring {
-            id: old.id.clone(),
-            since: now,
-        });
-    }
     let nodes = node_names(old);
     let uncordoned: Vec<String> = nodes
         .iter()
@@ -322,15 +326,14 @@ fn retire(
         .flatten()
         .map(String::as_str)
         .collect();
-    // Cordoned this run: the run pods read before it say nothing of a run landing since.
-    let cordoning = started.is_none() || !uncordoned.is_empty();
+    let (cordoning, since) = drain_clock(record, &old.id, !uncordoned.is_empty(), now);
     if !uncordoned.is_empty() {
         out.actions.push(Action::Cordon {
             pool: old.name.clone(),
             nodes: uncordoned,
         });
     }
-    let waited = Duration::from_millis(now.saturating_sub(started.unwrap_or(now)).max(0) as u64);
+    let waited = Duration::from_millis(now.saturating_sub(since).max(0) as u64);
     let left = spec.drain_timeout.saturating_sub(waited).as_secs();
     let size = &spec.runs_size;
     let why = if cordoning {
@@ -341,29 +344,99 @@ fn retire(
         ))
     } else if waited >= spec.drain_timeout {
         Some(format!(
-            "SUPERVISOR_SIZE is now {size}: drain_timeout ({}s) passed with run pods still on it: {} (DigitalOcean's drain evicts them; Trigger.dev retries them)",
+            "SUPERVISOR_SIZE is now {size}: drain_timeout ({}s) passed since its last cordon with run pods still on it: {} (DigitalOcean's drain evicts them; Trigger.dev retries them)",
             spec.drain_timeout.as_secs(),
             running.join(", ")
         ))
     } else {
         None
     };
-    match why {
-        Some(why) => out.actions.push(Action::Delete {
+    if let Some(why) = why {
+        out.actions.push(Action::Delete {
             id: old.id.clone(),
             name: old.name.clone(),
             why,
-        }),
-        None if running.is_empty() => out.lines.push(format!(
-            "node pool {} (being cordoned): deleted on a later run once no run pod is left on it, or in {left}s at the latest (drain_timeout)",
+        });
+        return;
+    }
+    out.lines.push(if running.is_empty() {
+        format!(
+            "node pool {} (being cordoned): deleted on a later run once every node is seen cordoned and no run pod is left on it, or in {left}s at the latest (drain_timeout)",
             old.name
-        )),
-        None => out.lines.push(format!(
+        )
+    } else {
+        format!(
             "node pool {} (cordoned): waiting for run pods {} to end; deleted then, or in {left}s at the latest (drain_timeout)",
             old.name,
             running.join(", ")
-        )),
+        )
+    });
+    out.actions.extend(stop_growing(spec, old));
+}
+
+/// The retiring pool's drain clock, and whether it is cordoned this run (first retired, or a
+/// node of it found schedulable): then the run pods read before the cordon say nothing of a
+/// run landing since, and the clock starts (again) now; otherwise it is kept.
+fn drain_clock(record: &mut Record, id: &str, uncordoned: bool, now: i64) -> (bool, i64) {
+    match record.retiring.iter_mut().find(|r| r.id == id) {
+        Some(r) if uncordoned => r.since = now,
+        Some(r) => return (false, r.since),
+        None => record.retiring.push(Retiring {
+            id: id.to_string(),
+            since: now,
+        }),
     }
+    (true, now)
+}
+
+/// A pool being retired that still auto-scales: fixed at the nodes it has, so the autoscaler
+/// adds no schedulable node to it for runs to land on (`auto_scale: false`, `count` as listed).
+fn stop_growing(spec: &PoolSpec, old: &NodePool) -> Option<Action> {
+    old.auto_scale.then(|| Action::Update {
+        id: old.id.clone(),
+        name: old.name.clone(),
+        body: NodePoolUpdate {
+            name: old.name.clone(),
+            count: old.count,
+            tags: vec![spec.tag.clone()],
+            labels: old.labels.clone(),
+            taints: old.taints.clone(),
+            auto_scale: false,
+            min_nodes: None,
+            max_nodes: None,
+        },
+        why: format!(
+            "being retired (SUPERVISOR_SIZE is now {}): no longer auto-scaled ({} nodes), so no new node joins it",
+            spec.runs_size, old.count
+        ),
+    })
+}
+
+/// The pool with only the nodes the Kubernetes API knows (all of them when the nodes were not
+/// read; a node a run pod names is known): a node DigitalOcean lists that never registered
+/// (still provisioning, or in error) can run no pod, so there is nothing to cordon or wait for
+/// on it.
+fn registered(
+    p: &NodePool,
+    known: Option<&BTreeSet<String>>,
+    pods: &RunPods,
+    out: &mut Plan,
+) -> NodePool {
+    let mut p = p.clone();
+    if let Some(known) = known {
+        let pool = p.name.clone();
+        p.nodes.retain(|n| {
+            let name = n.name.trim();
+            let ok = name.is_empty() || known.contains(name) || pods.contains_key(name);
+            if !ok {
+                out.lines.push(format!(
+                    "node {name} of node pool {pool} is not registered with Kubernetes: it can run no pod, so there is nothing to cordon or wait for on it"
+                ));
+            }
+            ok
+        });
+    }
+    p
 }
 
 /// A pool ops had begun to retire that the task wants again (a size change undone before the
@@ -558,13 +631,35 @@ mod tests {
         ]
     }
 
+    /// A size change whose old pool `b`, with these nodes, no longer auto-scales and has been
+    /// retiring since 0.
+    fn retiring_since_0(old: &[&str]) -> ([NodePool; 3], Record) {
+        let mut pools = replacing();
+        pools[1] = pool("b", "ops-runs-s-2vcpu-4gb", "s-2vcpu-4gb", old);
+        pools[1].auto_scale = false;
+        let mut rec = owning(&pools, &["a", "b", "c"]);
+        rec.retiring.push(Retiring {
+            id: "b".into(),
+            since: 0,
+        });
+        (pools, rec)
+    }
+
     /// The plan with no run pod anywhere and nothing cordoned.
     fn quiet(spec: &PoolSpec, pools: &[NodePool], rec: &Record) -> Plan {
         quiet_at(spec, pools, rec, 0)
     }
 
     fn quiet_at(spec: &PoolSpec, pools: &[NodePool], rec: &Record, now: i64) -> Plan {
-        plan(spec, pools, rec, &RunPods::new(), &BTreeSet::new(), now)
+        plan(
+            spec,
+            pools,
+            rec,
+            &RunPods::new(),
+            &BTreeSet::new(),
+            None,
+            now,
+        )
     }
 
     fn size(slug: &str, vcpus: u32, memory: u64, price: f64) -> Size {
@@ -716,15 +811,23 @@ mod tests {
             &rec,
             &pods,
             &BTreeSet::new(),
+            None,
             1000,
         );
+        let [Action::Cordon { pool, nodes }, Action::Update { id, body, why, .. }] =
+            p.actions.as_slice()
+        else {
+            panic!("{:?}", p.actions)
+        };
+        assert_eq!((pool.as_str(), nodes.len()), ("ops-runs-s-2vcpu-4gb", 2));
+        // The old pool stops growing: no node the autoscaler adds for runs to land on.
+        assert_eq!(id, "b");
         assert_eq!(
-            p.actions,
-            vec![Action::Cordon {
-                pool: "ops-runs-s-2vcpu-4gb".into(),
-                nodes: vec!["old-1".into(), "old-2".into()]
-            }]
+            (body.auto_scale, body.count, body.min_nodes, body.max_nodes),
+            (false, 2, None, None)
         );
+        assert_eq!(body.taints, vec![runs_taint(DEFAULT_NODETYPE)]);
+        assert!(why.contains("no longer auto-scaled"), "{why}");
         assert!(p.lines[0].contains("runner-run_abc"), "{:?}", p.lines);
         assert_eq!(
             p.record.retiring,
@@ -741,6 +844,7 @@ mod tests {
             &p.record,
             &RunPods::new(),
             &cordoned,
+            None,
             2000,
         );
         let [Action::Delete { id, why, .. }] = p.actions.as_slice() else {
@@ -752,7 +856,8 @@ mod tests {
 
     #[test]
     fn an_idle_old_pool_is_cordoned_on_one_run_and_deleted_on_a_later_one() {
-        let pools = replacing();
+        let mut pools = replacing();
+        pools[1].auto_scale = false;
         let rec = owning(&pools, &["a", "b", "c"]);
         // No run pod in the pod list taken before the cordon: one may land there since.
         let p = quiet_at(&spec("s-4vcpu-8gb"), &pools, &rec, 0);
@@ -784,6 +889,7 @@ mod tests {
             &again.record,
             &RunPods::new(),
             &cordoned,
+            None,
             2000,
         );
         assert!(
@@ -816,6 +922,7 @@ mod tests {
             &rec,
             &RunPods::new(),
             &cordoned,
+            None,
             5000,
         );
         assert_eq!(
@@ -846,6 +953,7 @@ mod tests {
             &rec,
             &pods,
             &BTreeSet::new(),
+            None,
             7_200_000,
         );
         assert!(
@@ -860,7 +968,8 @@ mod tests {
 
     #[test]
     fn drain_timeout_deletes_the_old_pool_naming_the_runs_still_on_it() {
-        let pools = replacing();
+        let mut pools = replacing();
+        pools[1].auto_scale = false;
         let mut rec = owning(&pools, &["a", "b", "c"]);
         rec.retiring.push(Retiring {
             id: "b".into(),
@@ -874,6 +983,7 @@ mod tests {
             &rec,
             &pods,
             &cordoned,
+            None,
             3_599_000,
         );
         assert!(
@@ -886,6 +996,7 @@ mod tests {
             &rec,
             &pods,
             &cordoned,
+            None,
             3_600_000,
         );
         let [Action::Delete { why, .. }] = late.actions.as_slice() else {
@@ -929,31 +1040,167 @@ mod tests {
     }
 
     #[test]
-    fn a_pool_named_like_a_lost_create_is_not_ops_own_when_it_came_long_after_or_long_before() {
+    fn a_pool_named_like_a_lost_create_is_not_ops_own_when_its_nodes_predate_it_or_it_came_a_day_after(
+    ) {
         const HOUR: i64 = 3_600_000;
         let mut rec = Record::default();
         rec.pending_pools.push(("ops-runs-s-4vcpu-8gb".into(), 0));
-        let pools = [
-            pool("a", "ops-supervisor", "s-2vcpu-2gb", &[]),
-            pool("c", "ops-runs-s-4vcpu-8gb", "s-4vcpu-8gb", &[]),
-        ];
-        // Listed more than an hour after the create: someone else's, and the name forgotten.
-        let p = quiet_at(&spec("s-4vcpu-8gb"), &pools, &rec, HOUR + 1);
-        assert!(!p.record.owns_pool("c"), "{:?}", p.record);
-        assert!(p.record.pending_pools.is_empty(), "{:?}", p.record);
-        // Listed at once, but its nodes older than the create: it was there before.
-        let mut older = pool("c", "ops-runs-s-4vcpu-8gb", "s-4vcpu-8gb", &["n1"]);
-        older.nodes[0].created_at = "1969-12-31T22:59:59Z".into();
-        let p = quiet(
+        let sup = pool("a", "ops-supervisor", "s-2vcpu-2gb", &[]);
+        let empty = pool("c", "ops-runs-s-4vcpu-8gb", "s-4vcpu-8gb", &[]);
+        // Not listed for two hours (the API down): the name is still pending.
+        let p = quiet_at(
             &spec("s-4vcpu-8gb"),
-            &[pools[0].clone(), older.clone()],
+            std::slice::from_ref(&sup),
             &rec,
+            2 * HOUR,
+        );
+        assert_eq!(p.record.pending_pools, rec.pending_pools);
+        // First listed more than a day after the create: someone else's, the name forgotten.
+        let p = quiet_at(
+            &spec("s-4vcpu-8gb"),
+            &[sup.clone(), empty],
+            &rec,
+            24 * HOUR + 1,
         );
         assert!(!p.record.owns_pool("c"), "{:?}", p.record);
+        assert!(p.record.pending_pools.is_empty(), "{:?}", p.record);
+        // Listed at once, but its nodes older than the create: it was there before, and the
+        // name is decided (forgotten).
+        let mut older = pool("c", "ops-runs-s-4vcpu-8gb", "s-4vcpu-8gb", &["n1"]);
+        older.nodes[0].created_at = "1969-12-31T22:59:59Z".into();
+        let p = quiet(&spec("s-4vcpu-8gb"), &[sup.clone(), older.clone()], &rec);
+        assert!(!p.record.owns_pool("c"), "{:?}", p.record);
+        assert!(p.record.pending_pools.is_empty(), "{:?}", p.record);
         // Its nodes made since the create: ops' own.
         older.nodes[0].created_at = "1970-01-01T00:00:05Z".into();
-        let p = quiet(&spec("s-4vcpu-8gb"), &[pools[0].clone(), older], &rec);
+        let p = quiet(&spec("s-4vcpu-8gb"), &[sup, older], &rec);
         assert!(p.record.owns_pool("c"), "{:?}", p.record);
+    }
+
+    #[test]
+    fn ops_own_pool_first_listed_two_hours_after_its_lost_create_is_still_ops_own() {
+        let mut rec = Record::default();
+        rec.pending_pools.push(("ops-runs-s-4vcpu-8gb".into(), 0));
+        let mut c = pool("c", "ops-runs-s-4vcpu-8gb", "s-4vcpu-8gb", &["n1"]);
+        c.nodes[0].created_at = "1970-01-01T00:05:00Z".into(); // made by ops' create
+        let pools = [pool("a", "ops-supervisor", "s-2vcpu-2gb", &[]), c];
+        let p = quiet_at(&spec("s-4vcpu-8gb"), &pools, &rec, 2 * 3_600_000);
+        assert!(p.record.owns_pool("c"), "{:?}", p.record);
+        assert!(p.record.pending_pools.is_empty(), "{:?}", p.record);
+        assert!(
+            p.lines.iter().any(|l| l.contains(UNHEARD_POOL_CREATE)),
+            "{:?}",
+            p.lines
+        );
+    }
+
+    #[test]
+    fn a_node_first_cordoned_late_gets_its_own_drain_timeout() {
+        const HOUR: i64 = 3_600_000;
+        let (pools, rec) = retiring_since_0(&["old-1", "new-2"]);
+        let all = BTreeSet::from(["old-1".to_string(), "new-2".to_string()]);
+        // Two hours into the retirement, new-2 (added before the pool stopped growing) is
+        // still schedulable: cordoned now, and its drain starts now.
+        let old1 = BTreeSet::from(["old-1".to_string()]);
+        let k = plan(
+            &spec("s-4vcpu-8gb"),
+            &pools,
+            &rec,
+            &RunPods::new(),
+            &old1,
+            Some(&all),
+            2 * HOUR,
+        );
+        assert_eq!(
+            k.actions,
+            vec![Action::Cordon {
+                pool: "ops-runs-s-2vcpu-4gb".into(),
+                nodes: vec!["new-2".into()]
+            }]
+        );
+        assert_eq!(k.record.retiring[0].since, 2 * HOUR);
+        // A minute later a run that landed on new-2 before its cordon is still running: kept.
+        let pods = RunPods::from([("new-2".to_string(), vec!["runner-run_x".to_string()])]);
+        let later = |at| {
+            plan(
+                &spec("s-4vcpu-8gb"),
+                &pools,
+                &k.record,
+                &pods,
+                &all,
+                Some(&all),
+                at,
+            )
+        };
+        let k1 = later(2 * HOUR + 60_000);
+        assert!(k1.actions.is_empty(), "{:?}", k1.actions);
+        assert!(k1.lines[0].contains("in 3540s"), "{:?}", k1.lines);
+        // drain_timeout after new-2's own cordon: deleted.
+        let k2 = later(3 * HOUR);
+        assert!(
+            matches!(k2.actions.as_slice(), [Action::Delete { why, .. }] if why.contains("runner-run_x")),
+            "{:?}",
+            k2.actions
+        );
+    }
+
+    #[test]
+    fn a_node_that_never_registers_with_kubernetes_does_not_keep_the_old_pool_forever() {
+        const HOUR: i64 = 3_600_000;
+        let (pools, rec) = retiring_since_0(&["old-1", "ghost"]);
+        let cordoned = BTreeSet::from(["old-1".to_string()]);
+        let known = BTreeSet::from(["sup-1".to_string(), "old-1".to_string()]);
+        let at = |pods: &RunPods, now| {
+            plan(
+                &spec("s-4vcpu-8gb"),
+                &pools,
+                &rec,
+                pods,
+                &cordoned,
+                Some(&known),
+                now,
+            )
+        };
+        // The ghost is not cordoned (it cannot be) and not waited for: the pool goes.
+        let p = at(&RunPods::new(), 100 * HOUR);
+        assert!(
+            matches!(p.actions.as_slice(), [Action::Delete { id, .. }] if id == "b"),
+            "{:?}",
+            p.actions
+        );
+        assert!(
+            p.lines
+                .iter()
+                .any(|l| l.contains("node ghost") && l.contains("not registered")),
+            "{:?}",
+            p.lines
+        );
+        // A run still on old-1 before drain_timeout keeps it, and the line names no 0s.
+        let pods = RunPods::from([("old-1".to_string(), vec!["runner-run_y".to_string()])]);
+        let p = at(&pods, HOUR / 2);
+        assert!(p.actions.is_empty(), "{:?}", p.actions);
+        assert!(
+            p.lines
+                .iter()
+                .any(|l| l.contains("runner-run_y") && l.contains("in 1800s")),
+            "{:?}",
+            p.lines
+        );
+        // Without the node list (not read), every node DigitalOcean lists is cordoned.
+        let p = plan(
+            &spec("s-4vcpu-8gb"),
+            &pools,
+            &rec,
+            &RunPods::new(),
+            &cordoned,
+            None,
+            100 * HOUR,
+        );
+        assert!(
+            matches!(p.actions.as_slice(), [Action::Cordon { nodes, .. }] if nodes == &["ghost".to_string()]),
+            "{:?}",
+            p.actions
+        );
     }
 
     #[test]
